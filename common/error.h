@@ -1,0 +1,45 @@
+/* Status codes and the caller-owned error record every fallible memdl
+ * function fills. Owns formatting of error context; not logging. */
+#ifndef MDL_COMMON_ERROR_H
+#define MDL_COMMON_ERROR_H
+
+#include <stddef.h>
+
+/* Values double as the process exit codes the CLI documents. */
+typedef enum mdl_status {
+  MDL_OK = 0,
+  MDL_ERR_INTERNAL = 1, /* a bug or a runtime failure (I/O, RPC, device) */
+  MDL_ERR_INVALID = 2,  /* bad input: file, flag, shape, message */
+  MDL_ERR_ACCEPT = 3,   /* training finished but missed the job's acceptance */
+  MDL_ERR_NOMEM = 4,    /* a tensor, data set or buffer did not fit */
+} mdl_status;
+
+#define MDL_ERROR_MSG_MAX 2048
+
+/* Filled by the callee on failure; the caller owns the storage (usually on
+ * its stack). msg is always NUL-terminated. */
+typedef struct mdl_error {
+  mdl_status code;
+  char msg[MDL_ERROR_MSG_MAX];
+} mdl_error;
+
+/* Records code and a printf-style message in err (which may be NULL) and
+ * returns code, so callers can write `return mdl_errorf(err, ...)`. */
+mdl_status mdl_errorf(mdl_error *err, mdl_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prepends context ("while loading x: ") to an error already recorded.
+ * Leaves code unchanged. err may be NULL. */
+void mdl_error_prefix(mdl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Clears err to MDL_OK and an empty message. */
+void mdl_error_clear(mdl_error *err);
+
+/* Small bookkeeping allocations abort on exhaustion (tier 1 in STYLE.md);
+ * tensors and data sets use plain malloc and report MDL_ERR_NOMEM. */
+void *mdl_xmalloc(size_t n);
+void *mdl_xcalloc(size_t n, size_t size);
+void *mdl_xrealloc(void *p, size_t n);
+char *mdl_xstrdup(const char *s);
+
+#endif

@@ -1,0 +1,13 @@
+"""mdl_test: a Criterion test binary with memdl's conventions."""
+
+def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags = []):
+    native.cc_test(
+        name = name,
+        srcs = srcs,
+        deps = deps + ["//common:error"],
+        data = data,
+        size = size,
+        args = args,
+        tags = tags,
+        linkopts = ["-lcriterion"],
+    )
