@@ -1,0 +1,43 @@
+/* A fixed pool of worker threads running parallel-for loops. Waiting is
+ * passive (futex sleep after a very short bounded spin), so a pool never
+ * burns a core another process needs. Owns threads; not work scheduling
+ * across nets (one pool per engine, used by one caller at a time). */
+#ifndef MDL_RUNTIME_THREADPOOL_H
+#define MDL_RUNTIME_THREADPOOL_H
+
+#include <stdint.h>
+
+#include "common/error.h"
+
+typedef struct mdl_threadpool mdl_threadpool_t;
+typedef mdl_threadpool_t mdl_threadpool;
+
+/* Number of CPUs this process may run on (sched_getaffinity), at least 1. */
+int mdl_cpu_count(void);
+
+/* Starts a pool of n_threads workers in total, the calling thread included
+ * (so n_threads - 1 are created). n_threads <= 0 means mdl_cpu_count(), or
+ * the MDL_NUM_THREADS environment variable when set. On success *out is the
+ * caller's (mdl_threadpool_free); on failure *out is NULL. */
+mdl_status mdl_threadpool_new(int n_threads, mdl_threadpool **out, mdl_error *err);
+
+/* Joins the workers and frees the pool. NULL is safe. */
+void mdl_threadpool_free(mdl_threadpool *p);
+
+/* Threads the pool runs with (1 for NULL). */
+int mdl_threadpool_size(const mdl_threadpool *p);
+
+/* fn(arg, begin, end, thread) over disjoint chunks covering [0, n); thread
+ * is in [0, size). Chunks are contiguous, one per thread, each a multiple of
+ * grain (except the last), so results never depend on timing; fewer threads
+ * are used when n / grain is small. Returns when every chunk is done. p ==
+ * NULL or size 1 runs fn(arg, 0, n, 0) inline. Not reentrant: a task must
+ * not call mdl_parallel_for on the same pool (it then runs inline). */
+typedef void (*mdl_task_fn)(void *arg, int64_t begin, int64_t end, int thread);
+void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn fn, void *arg);
+
+/* Same, but exactly n_tasks tasks fn(arg, i, i + 1, thread) handed out
+ * dynamically (an atomic counter): for uneven work such as GEMM tiles. */
+void mdl_parallel_tasks(mdl_threadpool *p, int64_t n_tasks, mdl_task_fn fn, void *arg);
+
+#endif
