@@ -30,6 +30,10 @@ void mdl_error_prefix(mdl_error *err, const char *fmt, ...) {
   memcpy(err->msg, joined, sizeof joined);
 }
 
+int mdl_exit_code(mdl_status st) {
+  return st == MDL_ERR_NOMEM ? 1 : (int)st;
+}
+
 void mdl_error_clear(mdl_error *err) {
   if (!err) return;
   err->code = MDL_OK;

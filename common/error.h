@@ -32,6 +32,9 @@ mdl_status mdl_errorf(mdl_error *err, mdl_status code, const char *fmt, ...)
  * Leaves code unchanged. err may be NULL. */
 void mdl_error_prefix(mdl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The process exit code for a status: the documented 0-3 (NOMEM is 1). */
+int mdl_exit_code(mdl_status st);
+
 /* Clears err to MDL_OK and an empty message. */
 void mdl_error_clear(mdl_error *err);
 

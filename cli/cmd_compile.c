@@ -1,0 +1,130 @@
+/* memdl compile: load a job (or a Caffe solver or net), build every phase's
+ * graph and print the plan: a summary, blob shapes, or the Plan message. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "common/pb.h"
+#include "compiler/plan.h"
+#include "compiler/textformat.h"
+
+static const char USAGE[] =
+    "usage: memdl compile FILE [--shapes] [--phase train|test] [--plan]\n"
+    "                          [--as net|solver|job] [--set FIELD=VALUE]...\n"
+    "\n"
+    "Checks FILE (a job, a Caffe solver or a Caffe net), resolves each phase's\n"
+    "net (include/exclude rules, stages, V1 layers, splits) and infers shapes.\n"
+    "  --shapes        print every blob's shape: `<phase> <blob> <d0>x<d1>x...`\n"
+    "  --phase P       only the train or the test nets\n"
+    "  --plan          print the Plan message the workers receive (text format)\n"
+    "  --as KIND       read FILE as a net, solver or job instead of detecting it\n"
+    "  --set F=V       override a solver or job field (repeatable)\n"
+    "exit status: 0 ok, 2 invalid input\n";
+
+static void print_summary(const mdl_job *job, const mdl_compiled *c) {
+  printf("job %s (%s)\n", job->job->name ? job->job->name : job->path, mdl_kind_name(job->kind));
+  for (int i = 0; i < c->n_nets; i++) {
+    const mdl_graph *g = c->nets[i].graph;
+    int64_t params = 0, acts = 0;
+    for (int l = 0; l < g->n_layers; l++)
+      for (int k = 0; k < g->layers[l].n_param; k++)
+        params += mdl_shape_count(&g->layers[l].param_shape[k]);
+    for (int b = 0; b < g->n_blobs; b++) acts += mdl_shape_count(&g->blob_shape[b]);
+    printf("%s net %d: %d layers, %d blobs, %lld learnable values (%.2f MB), %.2f MB of blobs\n",
+           mdl_phase_name(c->nets[i].phase), c->nets[i].test_index, g->n_layers, g->n_blobs,
+           (long long)params, params * 4.0 / 1e6, acts * 4.0 / 1e6);
+  }
+}
+
+static void print_shapes(const mdl_compiled *c, int phase_filter) {
+  char buf[256];
+  for (int i = 0; i < c->n_nets; i++) {
+    const mdl_phase_net *pn = &c->nets[i];
+    if (phase_filter >= 0 && (int)pn->phase != phase_filter) continue;
+    /* a second test net is labelled TEST1, TEST2, ... */
+    char label[32];
+    if (pn->phase == CAFFE__PHASE__TEST && pn->test_index > 0)
+      snprintf(label, sizeof label, "TEST%d", pn->test_index);
+    else
+      snprintf(label, sizeof label, "%s", mdl_phase_name(pn->phase));
+    const mdl_graph *g = pn->graph;
+    for (int b = 0; b < g->n_blobs; b++)
+      printf("%s %s %s\n", label, g->blob_name[b],
+             mdl_shape_str(&g->blob_shape[b], buf, sizeof buf));
+  }
+}
+
+int mdl_cmd_compile(int argc, char **argv) {
+  const char *file = NULL;
+  mdl_file_kind kind = MDL_KIND_AUTO;
+  int shapes = 0, plan = 0, phase = -1;
+  const char *sets[64];
+  int n_sets = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(USAGE, stdout);
+      return 0;
+    } else if (!strcmp(a, "--shapes")) {
+      shapes = 1;
+    } else if (!strcmp(a, "--plan")) {
+      plan = 1;
+    } else if (!strcmp(a, "--phase") && i + 1 < argc) {
+      const char *p = argv[++i];
+      if (!strcmp(p, "train"))
+        phase = CAFFE__PHASE__TRAIN;
+      else if (!strcmp(p, "test"))
+        phase = CAFFE__PHASE__TEST;
+      else {
+        fprintf(stderr, "memdl compile: --phase takes train or test, not \"%s\"\n", p);
+        return 2;
+      }
+    } else if (!strcmp(a, "--as") && i + 1 < argc) {
+      if (mdl_kind_parse(argv[++i], &kind)) {
+        fprintf(stderr, "memdl compile: --as takes net, solver or job\n");
+        return 2;
+      }
+    } else if (!strcmp(a, "--set") && i + 1 < argc) {
+      if (n_sets == (int)(sizeof sets / sizeof *sets)) {
+        fprintf(stderr, "memdl compile: too many --set options\n");
+        return 2;
+      }
+      sets[n_sets++] = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "memdl compile: unknown option or missing value: %s\n%s", a, USAGE);
+      return 2;
+    } else if (file) {
+      fprintf(stderr, "memdl compile: one file at a time (got %s and %s)\n", file, a);
+      return 2;
+    } else {
+      file = a;
+    }
+  }
+  if (!file) {
+    fputs(USAGE, stderr);
+    return 2;
+  }
+  mdl_error err = {0};
+  mdl_job *job = NULL;
+  mdl_compiled *c = NULL;
+  mdl_status st = mdl_job_load(file, kind, &job, &err);
+  for (int i = 0; st == MDL_OK && i < n_sets; i++) st = mdl_job_set(job, sets[i], &err);
+  if (st == MDL_OK) st = mdl_compile_job(job, NULL, NULL, &c, &err);
+  if (st == MDL_OK) {
+    if (shapes) print_shapes(c, phase);
+    if (plan) {
+      Memdl__Plan *p = mdl_plan_new(job, c);
+      char *text = mdl_text_print(&p->base);
+      fputs(text, stdout);
+      free(text);
+      mdl_pb_free(p);
+    }
+    if (!shapes && !plan) print_summary(job, c);
+  } else {
+    fprintf(stderr, "%s\n", err.msg);
+  }
+  mdl_compiled_free(c);
+  mdl_job_free(job);
+  return mdl_exit_code(st);
+}

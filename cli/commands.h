@@ -1,0 +1,10 @@
+/* The memdl sub-commands. Each parses its own arguments (including --help)
+ * and returns the process exit code: 0 ok, 1 runtime failure, 2 invalid
+ * input or usage, 3 acceptance not met. */
+#ifndef MDL_CLI_COMMANDS_H
+#define MDL_CLI_COMMANDS_H
+
+int mdl_cmd_check(int argc, char **argv);
+int mdl_cmd_compile(int argc, char **argv);
+
+#endif

@@ -1,0 +1,57 @@
+/* The memdl command: finds the sub-command and hands it the arguments.
+ * Argument parsing of each command lives in its own cli/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+#ifndef MDL_VERSION
+#define MDL_VERSION "0.1.0"
+#endif
+
+typedef struct command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"check", mdl_cmd_check, "parse nets, solvers and jobs; report every error"},
+    {"compile", mdl_cmd_compile, "check a job and print its plan (--shapes: blob shapes)"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: memdl COMMAND [ARGS...]\n"
+          "\n"
+          "Trains Caffe-style networks on in-memory data, on CPU and GPU workers.\n"
+          "\n"
+          "commands:\n");
+  for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+    fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+  fprintf(out,
+          "\n"
+          "`memdl COMMAND --help` describes one command.\n"
+          "exit status: 0 ok, 1 runtime failure, 2 invalid input or usage, 3 acceptance not met\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *name = argv[1];
+  if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+    printf("memdl %s\n", MDL_VERSION);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+    if (!strcmp(name, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "memdl: unknown command \"%s\"\n\n", name);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,38 @@
+/* The compiler's driver: from a loaded job to the graphs of every phase and
+ * the serialisable Plan that workers receive. Owns which nets exist (train,
+ * each test net) and their NetStates; the passes themselves live in graph.c
+ * and the modules it calls. */
+#ifndef MDL_COMPILER_PLAN_H
+#define MDL_COMPILER_PLAN_H
+
+#include "compiler/graph.h"
+#include "compiler/job.h"
+#include "plan.pb-c.h"
+
+typedef struct mdl_phase_net {
+  Caffe__Phase phase;
+  int test_index; /* which test net (0 for TRAIN) */
+  mdl_graph *graph;
+} mdl_phase_net;
+
+typedef struct mdl_compiled {
+  int n_nets;
+  mdl_phase_net *nets; /* TRAIN first (when the job trains), then each test net */
+} mdl_compiled;
+
+/* Builds the graph of every net the job runs. A plain net file gets a TRAIN
+ * and a TEST graph. resolver tells data layers' record shapes (may be NULL).
+ * On success *out is the caller's (mdl_compiled_free); on failure NULL. */
+mdl_status mdl_compile_job(const mdl_job *job, mdl_source_resolver resolver, void *ctx,
+                           mdl_compiled **out, mdl_error *err);
+
+void mdl_compiled_free(mdl_compiled *c);
+
+/* The Plan message for a compiled job: resolved nets per phase with blob
+ * shapes, solver, data sets, sync, cluster, acceptance. Caller owns it
+ * (mdl_pb_free). */
+Memdl__Plan *mdl_plan_new(const mdl_job *job, const mdl_compiled *c);
+
+const char *mdl_phase_name(Caffe__Phase phase);
+
+#endif

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package memdl needs to build, test and run its
+# example job. Idempotent: does nothing when all are present.
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap            # the build (Bazel 4.2, offline)
+  gcc g++ clang              # compilers (clang for the fuzzer)
+  protobuf-c-compiler libprotobuf-c-dev
+  libgrpc-dev                # RPC between driver and workers
+  libcriterion-dev           # tests
+  libopenblas-dev libdnnl-dev  # CPU math
+  zlib1g-dev liblmdb-dev libjpeg-dev libpng-dev  # data sources
+  dataset-fashion-mnist      # the example job's data
+  openssl iproute2           # TLS test certificates, network-namespace tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "memdl setup: installing ${missing[*]}" >&2
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

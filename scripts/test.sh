@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, `bazel test //...`, then sums the
+# Criterion results of all test binaries into one closing line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+
+bazel test //... "$@"
+status=$?
+
+passed=0 failed=0
+while IFS= read -r log; do
+  target=${log#bazel-testlogs/}
+  target=${target%/test.log}
+  line=$(grep -a 'Synthesis: Tested:' "$log" | tail -n 1)
+  if [ -n "$line" ]; then
+    echo "//$target: ${line#*Synthesis: }"
+    nums=$(echo "$line" | sed -E 's/.*Passing: *([0-9]+).*Failing: *([0-9]+).*Crashing: *([0-9]+).*/\1 \2 \3/')
+    read -r p f c <<<"$nums"
+    passed=$((passed + p))
+    failed=$((failed + f + c))
+  elif grep -aq '^PASS' "$log" 2>/dev/null || [ "$(tail -c 200 "$log" | grep -ac 'passed')" -gt 0 ]; then
+    passed=$((passed + 1))
+  else
+    echo "//$target: no Criterion summary (crashed or timed out?)"
+    failed=$((failed + 1))
+  fi
+done < <(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort)
+
+[ $status -ne 0 ] && [ $failed -eq 0 ] && failed=1
+echo "$passed passed, $failed failed"
+[ $status -eq 0 ] && [ $failed -eq 0 ]
