@@ -1,0 +1,143 @@
+/* The memdl command as a user meets it: help, version, exit codes, and
+ * check/compile on files written by the test. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/clitest.h"
+
+#define RUN(...) mdl_run_memdl((const char *const[]){__VA_ARGS__, NULL}, 60)
+
+static char dir[64];
+
+static void make_dir(void) {
+  strcpy(dir, "/tmp/mdl_cli_XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+}
+
+static void cleanup(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(cli, .init = make_dir, .fini = cleanup);
+
+static const char *write(const char *name, const char *text) {
+  static char path[4][256];
+  static int k;
+  char *p = path[k++ % 4];
+  snprintf(p, 256, "%s/%s", dir, name);
+  FILE *f = fopen(p, "w");
+  cr_assert_not_null(f);
+  fputs(text, f);
+  fclose(f);
+  return p;
+}
+
+static const char NET[] =
+    "name: \"tiny\"\n"
+    "layer { name: \"data\" type: \"Input\" top: \"data\"\n"
+    "        input_param { shape { dim: 8 dim: 1 dim: 28 dim: 28 } } }\n"
+    "layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\"\n"
+    "        convolution_param { num_output: 20 kernel_size: 5 } }\n"
+    "layer { name: \"pool1\" type: \"Pooling\" bottom: \"conv1\" top: \"pool1\"\n"
+    "        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+    "layer { name: \"ip\" type: \"InnerProduct\" bottom: \"pool1\" top: \"ip\"\n"
+    "        inner_product_param { num_output: 10 } }\n";
+
+Test(cli, help_version_and_usage_errors) {
+  mdl_run_result r = RUN("--help");
+  cr_assert_eq(r.exit_code, 0);
+  cr_assert(strstr(r.out, "usage: memdl COMMAND"), "%s", r.out);
+  cr_assert(strstr(r.out, "compile"));
+  mdl_run_result_free(&r);
+
+  r = RUN("--version");
+  cr_assert_eq(r.exit_code, 0);
+  cr_assert(strncmp(r.out, "memdl ", 6) == 0, "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("frobnicate");
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "unknown command \"frobnicate\""), "%s", r.err);
+  mdl_run_result_free(&r);
+
+  r = RUN("check", "--help");
+  cr_assert_eq(r.exit_code, 0);
+  cr_assert(strstr(r.out, "usage: memdl check"), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("check");
+  cr_assert_eq(r.exit_code, 2, "no file is a usage error");
+  mdl_run_result_free(&r);
+
+  r = RUN("compile", "--bogus");
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "--bogus"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+Test(cli, check_reports_each_file) {
+  const char *good = write("good.prototxt", NET);
+  const char *bad = write("bad.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  typo: 1\n}\n");
+  mdl_run_result r = RUN("check", good);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "good.prototxt: ok (net)"), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("check", good, bad);
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.out, "good.prototxt: ok"), "valid files are still reported: %s", r.out);
+  char want[300];
+  snprintf(want, sizeof want, "%s:4:3:", bad);
+  cr_assert(strstr(r.err, want), "want %s in: %s", want, r.err);
+  cr_assert(strstr(r.err, "typo"), "%s", r.err);
+  mdl_run_result_free(&r);
+
+  r = RUN("check", "--as", "solver", good);
+  cr_assert_eq(r.exit_code, 2, "a net read as a solver has unknown fields: %s", r.out);
+  mdl_run_result_free(&r);
+
+  const char *unknown =
+      write("unknown.prototxt", "layer { name: \"l\" type: \"Convolutoin\" top: \"t\" }\n");
+  r = RUN("check", unknown);
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "Convolutoin"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+Test(cli, compile_prints_shapes) {
+  const char *net = write("net.prototxt", NET);
+  mdl_run_result r = RUN("compile", net, "--shapes", "--phase", "test");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "TEST data 8x1x28x28\n"), "%s", r.out);
+  cr_assert(strstr(r.out, "TEST conv1 8x20x24x24\n"), "%s", r.out);
+  cr_assert(strstr(r.out, "TEST pool1 8x20x12x12\n"), "%s", r.out);
+  cr_assert(strstr(r.out, "TEST ip 8x10\n"), "%s", r.out);
+  cr_assert_null(strstr(r.out, "TRAIN"), "--phase test prints only TEST");
+  mdl_run_result_free(&r);
+
+  r = RUN("compile", net);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "TRAIN net 0: 4 layers"), "%s", r.out);
+  mdl_run_result_free(&r);
+}
+
+Test(cli, compile_shape_error_names_layer_and_shapes) {
+  const char *net = write("mismatch.prototxt",
+                          "layer { name: \"a\" type: \"Input\" top: \"a\"\n"
+                          "  input_param { shape { dim: 2 dim: 3 } } }\n"
+                          "layer { name: \"b\" type: \"Input\" top: \"b\"\n"
+                          "  input_param { shape { dim: 2 dim: 4 } } }\n"
+                          "layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\"\n"
+                          "  top: \"s\" }\n");
+  mdl_run_result r = RUN("compile", net, "--shapes");
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "sum"), "%s", r.err);
+  cr_assert(strstr(r.err, "2x3"), "%s", r.err);
+  cr_assert(strstr(r.err, "2x4"), "%s", r.err);
+  cr_assert_str_eq(r.out, "", "nothing on stdout on failure");
+  mdl_run_result_free(&r);
+}
