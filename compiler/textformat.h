@@ -9,6 +9,13 @@
 
 #include "common/error.h"
 
+/* Deepest nesting of message values the parser accepts; deeper input is an
+ * error, so hostile files cannot exhaust the stack. */
+#define MDL_TEXT_MAX_DEPTH 100
+
+/* Largest file mdl_text_parse_file reads. */
+#define MDL_TEXT_MAX_FILE_BYTES ((size_t)256 << 20)
+
 /* Parses text (len bytes, need not be NUL-terminated) as a message of type
  * desc. filename is used only in error messages ("file:line:col: ...").
  * On success *out is a new message owned by the caller, freed with
@@ -18,13 +25,16 @@ mdl_status mdl_text_parse(const char *text, size_t len, const char *filename,
                           const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                           mdl_error *err);
 
-/* Reads path and parses it as mdl_text_parse does. */
+/* Reads path and parses it as mdl_text_parse does. A missing, unreadable or
+ * too large (over MDL_TEXT_MAX_FILE_BYTES) file is an error naming path. */
 mdl_status mdl_text_parse_file(const char *path, const ProtobufCMessageDescriptor *desc,
                                ProtobufCMessage **out, mdl_error *err);
 
 /* Prints msg in text format (fields in number order, two-space indent,
  * only fields that are set). Returns a malloc'd NUL-terminated string the
- * caller frees. */
+ * caller frees, or NULL when msg is NULL. Floats are printed with the fewest
+ * digits that read back to the same bits, so parsing the output yields a
+ * message that packs to the same bytes. Aborts on out-of-memory. */
 char *mdl_text_print(const ProtobufCMessage *msg);
 
 #endif
