@@ -16,7 +16,19 @@
 /* Largest file mdl_text_parse_file reads. */
 #define MDL_TEXT_MAX_FILE_BYTES ((size_t)256 << 20)
 
-/* Parses text (len bytes, need not be NUL-terminated) as a message of type
+/* Accepted syntax (protobuf text format as Caffe files use it): "#" comments;
+ * "name: value"; "name { ... }", "name: { ... }", "name < ... >"; repeated
+ * fields by repetition or "name: [a, b]" lists (messages too); optional ";"
+ * or "," after a field; enums by name or number; strings in ' or " with C
+ * escapes (\n, \xHH, \ooo, \uXXXX, ...), adjacent literals concatenated;
+ * decimal, 0x hex and 0 octal integers range-checked per field type; floats
+ * with exponents, an f suffix, inf, infinity and nan; booleans true/false,
+ * True/False, t/f, 1/0. A singular scalar given twice keeps the last value, a
+ * singular message given twice is merged, a oneof keeps its last member.
+ * Field names match exactly; extensions and Any are not supported. Messages
+ * nest at most MDL_TEXT_MAX_DEPTH deep. Columns count bytes from 1.
+ *
+ * Parses text (len bytes, need not be NUL-terminated) as a message of type
  * desc. filename is used only in error messages ("file:line:col: ...").
  * On success *out is a new message owned by the caller, freed with
  * protobuf_c_message_free_unpacked(*out, NULL). On failure *out is NULL and

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "caffe.pb-c.h"
 #include "common/suggest.h"
 #include "compiler/textformat.h"
 #include "tf_test.pb-c.h"
@@ -1047,5 +1048,189 @@ Test(suggest, nearest) {
   cr_assert_str_eq(mdl_suggest_nearest("AVG", enums, 3), "AVE");
   cr_assert_str_eq(mdl_suggest_nearest("STOCHASTC", enums, 3), "STOCHASTIC");
   cr_assert_null(mdl_suggest_nearest("MEDIAN", enums, 3));
+  check_leaks();
+}
+
+/* -------------------------------------------------------------- caffe -- */
+
+/* Caffe's own example files through the real caffe.proto. */
+
+static ProtobufCMessage *parse_caffe(const char *text, const ProtobufCMessageDescriptor *desc) {
+  mdl_error err = {0};
+  ProtobufCMessage *m = NULL;
+  cr_assert_eq(mdl_text_parse(text, strlen(text), "net.prototxt", desc, &m, &err), MDL_OK, "%s",
+               err.msg);
+  return m;
+}
+
+static void expect_caffe_error(const char *text, const ProtobufCMessageDescriptor *desc,
+                               const char *expected) {
+  mdl_error err = {0};
+  ProtobufCMessage *m = NULL;
+  cr_assert_eq(mdl_text_parse(text, strlen(text), "net.prototxt", desc, &m, &err), MDL_ERR_INVALID);
+  cr_assert_str_eq(err.msg, expected);
+}
+
+static void caffe_roundtrip(const ProtobufCMessage *m) {
+  char *printed = mdl_text_print(m);
+  ProtobufCMessage *again = parse_caffe(printed, m->descriptor);
+  size_t la = protobuf_c_message_get_packed_size(m), lb = protobuf_c_message_get_packed_size(again);
+  uint8_t *pa = malloc(la + 1), *pb = malloc(lb + 1);
+  protobuf_c_message_pack(m, pa);
+  protobuf_c_message_pack(again, pb);
+  cr_assert(la == lb && memcmp(pa, pb, la) == 0, "round trip changed the message:\n%s", printed);
+  free(pa);
+  free(pb);
+  free(printed);
+  protobuf_c_message_free_unpacked(again, NULL);
+}
+
+static const char lenet[] =
+    "name: \"LeNet\"\n"
+    "layer {\n"
+    "  name: \"mnist\"\n"
+    "  type: \"Data\"\n"
+    "  top: \"data\"\n"
+    "  top: \"label\"\n"
+    "  include {\n"
+    "    phase: TRAIN\n"
+    "  }\n"
+    "  transform_param {\n"
+    "    scale: 0.00390625\n"
+    "  }\n"
+    "  data_param {\n"
+    "    source: \"examples/mnist/mnist_train_lmdb\"\n"
+    "    batch_size: 64\n"
+    "    backend: LMDB\n"
+    "  }\n"
+    "}\n"
+    "layer {\n"
+    "  name: \"conv1\"\n"
+    "  type: \"Convolution\"\n"
+    "  bottom: \"data\"\n"
+    "  top: \"conv1\"\n"
+    "  param {\n"
+    "    lr_mult: 1\n"
+    "  }\n"
+    "  param {\n"
+    "    lr_mult: 2\n"
+    "  }\n"
+    "  convolution_param {\n"
+    "    num_output: 20\n"
+    "    kernel_size: 5\n"
+    "    stride: 1\n"
+    "    weight_filler {\n"
+    "      type: \"xavier\"\n"
+    "    }\n"
+    "    bias_filler {\n"
+    "      type: \"constant\"\n"
+    "    }\n"
+    "  }\n"
+    "}\n"
+    "layer {\n"
+    "  name: \"pool1\"\n"
+    "  type: \"Pooling\"\n"
+    "  bottom: \"conv1\"\n"
+    "  top: \"pool1\"\n"
+    "  pooling_param {\n"
+    "    pool: MAX\n"
+    "    kernel_size: 2\n"
+    "    stride: 2\n"
+    "  }\n"
+    "}\n"
+    "layer {\n"
+    "  name: \"loss\"\n"
+    "  type: \"SoftmaxWithLoss\"\n"
+    "  bottom: \"pool1\"\n"
+    "  bottom: \"label\"\n"
+    "  top: \"loss\"\n"
+    "}\n";
+
+Test(caffe, lenet_net) {
+  Caffe__NetParameter *net =
+      (Caffe__NetParameter *)parse_caffe(lenet, &caffe__net_parameter__descriptor);
+  cr_assert_str_eq(net->name, "LeNet");
+  cr_assert_eq(net->n_layer, 4);
+  Caffe__LayerParameter *data = net->layer[0], *conv = net->layer[1], *pool = net->layer[2];
+  cr_assert_eq(data->n_top, 2);
+  cr_assert_eq(data->n_include, 1);
+  cr_assert_eq(data->include[0]->phase, CAFFE__PHASE__TRAIN);
+  cr_assert_eq(data->transform_param->scale, 0.00390625f);
+  cr_assert_eq(data->data_param->batch_size, 64);
+  cr_assert_eq(data->data_param->backend, CAFFE__DATA_PARAMETER__DB__LMDB);
+  cr_assert_eq(conv->n_param, 2);
+  cr_assert_eq(conv->param[1]->lr_mult, 2.0f);
+  cr_assert_eq(conv->convolution_param->num_output, 20);
+  cr_assert_eq(conv->convolution_param->n_kernel_size, 1);
+  cr_assert_eq(conv->convolution_param->kernel_size[0], 5);
+  cr_assert_str_eq(conv->convolution_param->weight_filler->type, "xavier");
+  cr_assert(pool->pooling_param->has_pool);
+  cr_assert_eq(pool->pooling_param->pool, CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX);
+  caffe_roundtrip(&net->base);
+  protobuf_c_message_free_unpacked(&net->base, NULL);
+  check_leaks();
+}
+
+Test(caffe, v1_layers_and_solver_with_embedded_net) {
+  Caffe__NetParameter *net = (Caffe__NetParameter *)parse_caffe(
+      "name: 'old'\n"
+      "layers { name: 'c' type: CONVOLUTION bottom: 'data' top: 'c' blobs_lr: 1 blobs_lr: 2\n"
+      "  convolution_param { num_output: 4 kernel_size: 3 } }\n"
+      "layers { name: 'r' type: RELU bottom: 'c' top: 'c' }\n",
+      &caffe__net_parameter__descriptor);
+  cr_assert_eq(net->n_layers, 2);
+  cr_assert_eq(net->layers[0]->type, CAFFE__V1_LAYER_PARAMETER__LAYER_TYPE__CONVOLUTION);
+  cr_assert_eq(net->layers[0]->n_blobs_lr, 2);
+  caffe_roundtrip(&net->base);
+  protobuf_c_message_free_unpacked(&net->base, NULL);
+
+  Caffe__SolverParameter *solver = (Caffe__SolverParameter *)parse_caffe(
+      "net_param { name: 'inline' layer { name: 'ip' type: 'InnerProduct'\n"
+      "  inner_product_param { num_output: 10 } } }\n"
+      "test_iter: 100\ntest_interval: 500\nbase_lr: 0.01\nmomentum: 0.9\n"
+      "weight_decay: 0.0005\nlr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\n"
+      "max_iter: 10000\nsnapshot_prefix: \"examples/mnist/lenet\"\nsolver_mode: CPU\n",
+      &caffe__solver_parameter__descriptor);
+  cr_assert_str_eq(solver->net_param->name, "inline");
+  cr_assert_eq(solver->net_param->layer[0]->inner_product_param->num_output, 10);
+  cr_assert_eq(solver->base_lr, 0.01f);
+  cr_assert_eq(solver->n_test_iter, 1);
+  cr_assert_eq(solver->solver_mode, CAFFE__SOLVER_PARAMETER__SOLVER_MODE__CPU);
+  caffe_roundtrip(&solver->base);
+  protobuf_c_message_free_unpacked(&solver->base, NULL);
+  check_leaks();
+}
+
+Test(caffe, errors_name_caffe_messages) {
+  expect_caffe_error(
+      "name: 'n'\n"
+      "layer {\n"
+      "  name: 'conv1'\n"
+      "  type: 'Convolution'\n"
+      "  convolution_param {\n"
+      "    kernel_size: 5\n"
+      "\n"
+      "\n"
+      "\n"
+      "\n"
+      "\n"
+      "    num_ouput: 20\n"
+      "  }\n"
+      "}\n",
+      &caffe__net_parameter__descriptor,
+      "net.prototxt:12:5: unknown field \"num_ouput\" in caffe.ConvolutionParameter; did you mean "
+      "\"num_output\"?");
+  expect_caffe_error("layer { pooling_param { pool: MAXX } }", &caffe__net_parameter__descriptor,
+                     "net.prototxt:1:31: unknown enum value \"MAXX\" for "
+                     "caffe.PoolingParameter.PoolMethod; did you mean \"MAX\"?");
+  expect_caffe_error("layer { pooling_param { pool: MEDIAN } }", &caffe__net_parameter__descriptor,
+                     "net.prototxt:1:31: unknown enum value \"MEDIAN\" for "
+                     "caffe.PoolingParameter.PoolMethod; valid values: MAX, AVE, STOCHASTIC");
+  expect_caffe_error("\n\nlayer {\n  name: 'x'\n", &caffe__net_parameter__descriptor,
+                     "net.prototxt:5:1: expected \"}\" to close \"layer\" opened at 3:1, found end "
+                     "of file");
+  expect_caffe_error("layer { convolution_param { num_output: -1 } }",
+                     &caffe__net_parameter__descriptor,
+                     "net.prototxt:1:41: value -1 out of range for uint32 field \"num_output\"");
   check_leaks();
 }
