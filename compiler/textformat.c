@@ -1222,29 +1222,31 @@ static void print_quoted(sbuf *b, const uint8_t *s, size_t n, int escape_high) {
   sb_add(b, "\"", 1);
 }
 
-static void print_float(sbuf *b, float f) {
-  if (isnan(f) || isinf(f)) {
-    sb_str(b, isnan(f) ? "nan" : f < 0 ? "-inf" : "inf");
-    return;
+/* The fewest significant digits that read back to the same value (float
+ * or double, by is_float), written like "%g" except that integers below
+ * 10^9 (float) or 10^16 (double) are written out in full: "100", not
+ * "1e+02". */
+static void format_shortest(char *buf, size_t cap, double v, int is_float) {
+  int max_prec = is_float ? 9 : 17;
+  int prec = 1;
+  for (; prec <= max_prec; prec++) {
+    snprintf(buf, cap, "%.*g", prec, v);
+    if (is_float ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
   }
-  char tmp[48];
-  for (int prec = 1; prec <= 9; prec++) {
-    snprintf(tmp, sizeof tmp, "%.*g", prec, (double)f);
-    if (strtof(tmp, NULL) == f) break;
+  const char *e = strchr(buf, 'e');
+  if (e) {
+    long exp10 = strtol(e + 1, NULL, 10);
+    if (exp10 >= prec && exp10 < (is_float ? 9 : 16)) snprintf(buf, cap, "%.*g", (int)exp10 + 1, v);
   }
-  sb_str(b, tmp);
 }
 
-static void print_double(sbuf *b, double d) {
-  if (isnan(d) || isinf(d)) {
-    sb_str(b, isnan(d) ? "nan" : d < 0 ? "-inf" : "inf");
+static void print_floating(sbuf *b, double v, int is_float) {
+  if (isnan(v) || isinf(v)) {
+    sb_str(b, isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
     return;
   }
   char tmp[48];
-  for (int prec = 1; prec <= 17; prec++) {
-    snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-    if (strtod(tmp, NULL) == d) break;
-  }
+  format_shortest(tmp, sizeof tmp, v, is_float);
   sb_str(b, tmp);
 }
 
@@ -1285,10 +1287,10 @@ static void print_field(sbuf *b, const ProtobufCFieldDescriptor *fd, const void 
       sb_printf(b, "%" PRIu64, *(const uint64_t *)member);
       break;
     case PROTOBUF_C_TYPE_FLOAT:
-      print_float(b, *(const float *)member);
+      print_floating(b, *(const float *)member, 1);
       break;
     case PROTOBUF_C_TYPE_DOUBLE:
-      print_double(b, *(const double *)member);
+      print_floating(b, *(const double *)member, 0);
       break;
     case PROTOBUF_C_TYPE_BOOL:
       sb_str(b, *(const protobuf_c_boolean *)member ? "true" : "false");
