@@ -1,0 +1,210 @@
+/* Fork-join thread pool on Linux futexes. Workers sleep in the kernel between
+ * loops (after a short bounded spin, MDL_SPIN_US microseconds, default 0), so
+ * they cost nothing while another process uses the cores. Not a task queue. */
+#define _GNU_SOURCE
+#include "runtime/threadpool.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_THREADS 256
+
+struct mdl_threadpool {
+  int size;
+  pthread_t *threads;
+  pthread_mutex_t call_lock; /* one loop at a time */
+  int spin_ns;
+
+  /* The current loop. Written by the caller before bumping generation. */
+  mdl_task_fn fn;
+  void *arg;
+  int64_t n, chunk; /* static: chunk per thread; dynamic (chunk == 0): tasks */
+  int n_used;       /* threads taking part in this loop (static) */
+  _Atomic int64_t next_task;
+
+  _Atomic uint32_t generation; /* futex: bumped to start a loop, or to stop */
+  _Atomic uint32_t pending;    /* futex: workers still running this loop */
+  _Atomic int stop;
+};
+
+static _Thread_local mdl_threadpool *tls_in_pool;
+
+static long futex(_Atomic uint32_t *addr, int op, uint32_t val) {
+  return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Waits until *addr != old: spins at most spin_ns, then sleeps. */
+static void wait_change(_Atomic uint32_t *addr, uint32_t old, int spin_ns) {
+  if (spin_ns > 0) {
+    int64_t end = now_ns() + spin_ns;
+    int k = 0;
+    while (atomic_load_explicit(addr, memory_order_acquire) == old) {
+      cpu_relax();
+      if ((++k & 63) == 0 && now_ns() > end) break;
+    }
+  }
+  while (atomic_load_explicit(addr, memory_order_acquire) == old)
+    futex(addr, FUTEX_WAIT_PRIVATE, old);
+}
+
+static void run_share(mdl_threadpool *p, int tid) {
+  if (p->chunk > 0) {
+    if (tid >= p->n_used) return;
+    int64_t b = tid * p->chunk, e = b + p->chunk;
+    if (e > p->n) e = p->n;
+    if (b < e) p->fn(p->arg, b, e, tid);
+  } else {
+    for (;;) {
+      int64_t i = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
+      if (i >= p->n) break;
+      p->fn(p->arg, i, i + 1, tid);
+    }
+  }
+}
+
+typedef struct worker_arg {
+  mdl_threadpool *p;
+  int tid;
+} worker_arg;
+
+static void *worker_main(void *varg) {
+  worker_arg wa = *(worker_arg *)varg;
+  free(varg);
+  mdl_threadpool *p = wa.p;
+  tls_in_pool = p;
+  uint32_t seen = 0;
+  for (;;) {
+    wait_change(&p->generation, seen, p->spin_ns);
+    seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+    if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+    run_share(p, wa.tid);
+    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
+      futex(&p->pending, FUTEX_WAKE_PRIVATE, 1);
+  }
+  return NULL;
+}
+
+int mdl_cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int c = CPU_COUNT(&set);
+    if (c > 0) return c;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+mdl_status mdl_threadpool_new(int n_threads, mdl_threadpool **out, mdl_error *err) {
+  *out = NULL;
+  if (n_threads <= 0) {
+    const char *env = getenv("MDL_NUM_THREADS");
+    n_threads = env && atoi(env) > 0 ? atoi(env) : mdl_cpu_count();
+  }
+  if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+  mdl_threadpool *p = mdl_xcalloc(1, sizeof *p);
+  p->size = n_threads;
+  pthread_mutex_init(&p->call_lock, NULL);
+  const char *spin = getenv("MDL_SPIN_US");
+  p->spin_ns = spin ? atoi(spin) * 1000 : 0;
+  if (p->spin_ns < 0) p->spin_ns = 0;
+  p->threads = mdl_xcalloc((size_t)n_threads, sizeof *p->threads);
+  for (int i = 1; i < n_threads; i++) {
+    worker_arg *wa = mdl_xmalloc(sizeof *wa);
+    wa->p = p;
+    wa->tid = i;
+    int rc = pthread_create(&p->threads[i], NULL, worker_main, wa);
+    if (rc != 0) {
+      free(wa);
+      p->size = i; /* join the ones that started */
+      mdl_threadpool_free(p);
+      return mdl_errorf(err, MDL_ERR_INTERNAL, "cannot start worker thread %d of %d: %s", i,
+                        n_threads, strerror(rc));
+    }
+  }
+  *out = p;
+  return MDL_OK;
+}
+
+void mdl_threadpool_free(mdl_threadpool *p) {
+  if (!p) return;
+  atomic_store(&p->stop, 1);
+  atomic_fetch_add(&p->generation, 1);
+  futex(&p->generation, FUTEX_WAKE_PRIVATE, INT32_MAX);
+  for (int i = 1; i < p->size; i++) pthread_join(p->threads[i], NULL);
+  pthread_mutex_destroy(&p->call_lock);
+  free(p->threads);
+  free(p);
+}
+
+int mdl_threadpool_size(const mdl_threadpool *p) {
+  return p ? p->size : 1;
+}
+
+static void launch(mdl_threadpool *p) {
+  tls_in_pool = p;
+  atomic_store_explicit(&p->pending, (uint32_t)(p->size - 1), memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+  futex(&p->generation, FUTEX_WAKE_PRIVATE, INT32_MAX);
+  run_share(p, 0);
+  uint32_t left;
+  while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
+    wait_change(&p->pending, left, p->spin_ns);
+  tls_in_pool = NULL;
+}
+
+void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn fn, void *arg) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  int64_t blocks = (n + grain - 1) / grain;
+  if (!p || p->size == 1 || blocks == 1 || tls_in_pool == p) {
+    fn(arg, 0, n, 0);
+    return;
+  }
+  pthread_mutex_lock(&p->call_lock);
+  int used = blocks < p->size ? (int)blocks : p->size;
+  int64_t per = (blocks + used - 1) / used;
+  p->fn = fn;
+  p->arg = arg;
+  p->n = n;
+  p->chunk = per * grain;
+  p->n_used = used;
+  launch(p);
+  pthread_mutex_unlock(&p->call_lock);
+}
+
+void mdl_parallel_tasks(mdl_threadpool *p, int64_t n_tasks, mdl_task_fn fn, void *arg) {
+  if (n_tasks <= 0) return;
+  if (!p || p->size == 1 || n_tasks == 1 || tls_in_pool == p) {
+    for (int64_t i = 0; i < n_tasks; i++) fn(arg, i, i + 1, 0);
+    return;
+  }
+  pthread_mutex_lock(&p->call_lock);
+  p->fn = fn;
+  p->arg = arg;
+  p->n = n_tasks;
+  p->chunk = 0;
+  p->n_used = p->size;
+  atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
+  launch(p);
+  pthread_mutex_unlock(&p->call_lock);
+}

@@ -1,0 +1,257 @@
+/* Layer fixture and central-difference gradient checker (see gradcheck.h). */
+#include "tests/gradcheck.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/textformat.h"
+
+mdl_shape gc_shape(int n, const int64_t *d) {
+  mdl_shape s;
+  memset(&s, 0, sizeof s);
+  s.n = n;
+  for (int i = 0; i < n; i++) s.d[i] = d[i];
+  return s;
+}
+
+void gc_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed) {
+  mdl_rng r;
+  mdl_rng_init(&r, seed);
+  for (int64_t i = 0; i < n; i++) x[i] = mdl_rng_uniform(&r, lo, hi);
+}
+
+void gc_fill_labels(float *x, int64_t n, int k, uint64_t seed) {
+  mdl_rng r;
+  mdl_rng_init(&r, seed);
+  for (int64_t i = 0; i < n; i++) x[i] = (float)(mdl_rng_u32(&r) % (uint32_t)k);
+}
+
+void gc_fill_distinct(float *x, int64_t n, float gap, uint64_t seed) {
+  mdl_rng r;
+  mdl_rng_init(&r, seed);
+  for (int64_t i = 0; i < n; i++) x[i] = ((float)i - (float)(n - 1) / 2) * gap;
+  for (int64_t i = n - 1; i > 0; i--) {
+    int64_t j = (int64_t)(mdl_rng_u32(&r) % (uint32_t)(i + 1));
+    float t = x[i];
+    x[i] = x[j];
+    x[j] = t;
+  }
+}
+
+mdl_status gc_layer_make(gc_layer *f, const char *layer_text, Caffe__Phase phase, int n_bottom,
+                         const mdl_shape *bottom_shape, bool in_place, mdl_threadpool *pool,
+                         uint64_t seed, mdl_error *err) {
+  memset(f, 0, sizeof *f);
+  ProtobufCMessage *msg = NULL;
+  mdl_status st = mdl_text_parse(layer_text, strlen(layer_text), "<test>",
+                                 &caffe__layer_parameter__descriptor, &msg, err);
+  if (st) return st;
+  f->lp = (Caffe__LayerParameter *)msg;
+  if (!f->lp->name) f->lp->name = strdup("test");
+  /* tests may leave out blob names: one top unless the type is a loss */
+  const mdl_layer_def *def = mdl_layer_find(f->lp->type ? f->lp->type : "");
+  if (f->lp->n_top == 0 && def && !def->is_loss && def->min_top > 0) {
+    f->lp->top = malloc(sizeof(char *));
+    f->lp->top[0] = strdup("t0");
+    f->lp->n_top = 1;
+  }
+  mdl_workspace_init(&f->ws);
+  mdl_rng_init(&f->rng, seed ^ 0x5bd1e995u);
+  f->in_place = in_place;
+  f->n_bottom = n_bottom;
+  mdl_exec_ctx ctx = {pool, &f->ws, &f->rng, NULL};
+  st = mdl_layer_new(NULL, f->lp, phase, n_bottom, bottom_shape, &ctx, &f->l, err);
+  if (st) {
+    protobuf_c_message_free_unpacked(msg, NULL);
+    memset(f, 0, sizeof *f);
+    return st;
+  }
+  f->n_top = f->l->n_top;
+  for (int i = 0; i < n_bottom; i++) {
+    mdl_tensor_init(&f->bottom[i]);
+    st = mdl_tensor_alloc(&f->bottom[i], bottom_shape[i].n, bottom_shape[i].d, true, err);
+    if (st) goto fail;
+    gc_fill_uniform(f->bottom[i].data, f->bottom[i].count, -1.f, 1.f, seed + 17 * (uint64_t)i);
+    f->bp[i] = &f->bottom[i];
+  }
+  for (int i = 0; i < f->n_top; i++) {
+    mdl_tensor_init(&f->top[i]);
+    if (in_place && i == 0) {
+      f->tp[0] = &f->bottom[0];
+      continue;
+    }
+    const mdl_shape *s = &f->l->top_shape[i];
+    st = mdl_tensor_alloc(&f->top[i], s->n, s->d, true, err);
+    if (st) goto fail;
+    f->tp[i] = &f->top[i];
+  }
+  f->n_params = mdl_layer_param_count(f->l);
+  f->params = mdl_falloc(f->n_params);
+  f->pdiff = mdl_falloc(f->n_params);
+  mdl_layer_bind_params(f->l, f->params, f->pdiff);
+  mdl_rng fill;
+  mdl_rng_init(&fill, seed + 1);
+  st = mdl_layer_init_params(f->l, &fill, err);
+  if (!st) st = mdl_workspace_commit(&f->ws, err);
+  if (st) goto fail;
+  return MDL_OK;
+fail:
+  gc_layer_free(f);
+  return st;
+}
+
+void gc_layer_free(gc_layer *f) {
+  if (!f->l && !f->lp) return;
+  mdl_layer_free(f->l);
+  for (int i = 0; i < 8; i++) {
+    mdl_tensor_release(&f->bottom[i]);
+    mdl_tensor_release(&f->top[i]);
+  }
+  mdl_ffree(f->params);
+  mdl_ffree(f->pdiff);
+  mdl_workspace_release(&f->ws);
+  if (f->lp) protobuf_c_message_free_unpacked(&f->lp->base, NULL);
+  memset(f, 0, sizeof *f);
+}
+
+void gc_forward(gc_layer *f) {
+  mdl_layer_forward(f->l, f->bp, f->tp);
+}
+
+void gc_backward(gc_layer *f, const bool *propagate_down) {
+  if (f->pdiff) memset(f->pdiff, 0, (size_t)f->n_params * sizeof(float));
+  mdl_layer_backward(f->l, f->tp, propagate_down, f->bp);
+}
+
+gc_opts gc_default_opts(void) {
+  gc_opts o = {1e-2, 1e-3, 0, -1, 0, false, 12345};
+  return o;
+}
+
+typedef struct snapshot {
+  float *bottom[8];
+  float *params;
+  mdl_rng rng;
+} snapshot;
+
+static void snap_take(gc_layer *f, snapshot *s) {
+  for (int i = 0; i < f->n_bottom; i++) {
+    s->bottom[i] = malloc((size_t)f->bottom[i].count * sizeof(float) + 4);
+    memcpy(s->bottom[i], f->bottom[i].data, (size_t)f->bottom[i].count * sizeof(float));
+  }
+  s->params = malloc((size_t)f->n_params * sizeof(float) + 4);
+  memcpy(s->params, f->params, (size_t)f->n_params * sizeof(float));
+  s->rng = f->rng;
+}
+
+static void snap_restore(gc_layer *f, const snapshot *s) {
+  for (int i = 0; i < f->n_bottom; i++)
+    memcpy(f->bottom[i].data, s->bottom[i], (size_t)f->bottom[i].count * sizeof(float));
+  memcpy(f->params, s->params, (size_t)f->n_params * sizeof(float));
+  f->rng = s->rng;
+}
+
+static void snap_free(gc_layer *f, snapshot *s) {
+  for (int i = 0; i < f->n_bottom; i++) free(s->bottom[i]);
+  free(s->params);
+}
+
+/* L = sum_t c_t . top_t (double) */
+static double objective(gc_layer *f, float *const *coef) {
+  double L = 0;
+  for (int t = 0; t < f->n_top; t++)
+    for (int64_t i = 0; i < f->tp[t]->count; i++) L += (double)coef[t][i] * f->tp[t]->data[i];
+  return L;
+}
+
+gc_result gc_check(gc_layer *f, const gc_opts *o) {
+  gc_result r;
+  memset(&r, 0, sizeof r);
+  float *coef[8] = {0};
+  for (int t = 0; t < f->n_top; t++) {
+    coef[t] = malloc((size_t)f->tp[t]->count * sizeof(float) + 4);
+    gc_fill_uniform(coef[t], f->tp[t]->count, -1.f, 1.f, o->seed + (uint64_t)t);
+  }
+  snapshot s;
+  snap_take(f, &s);
+
+  /* analytic gradients */
+  snap_restore(f, &s);
+  gc_forward(f);
+  for (int t = 0; t < f->n_top; t++)
+    memcpy(f->tp[t]->diff, coef[t], (size_t)f->tp[t]->count * sizeof(float));
+  bool pd[8];
+  for (int i = 0; i < f->n_bottom; i++) pd[i] = !(o->skip_bottoms & (1u << i));
+  gc_backward(f, pd);
+  float *ana_b[8] = {0};
+  for (int i = 0; i < f->n_bottom; i++) {
+    ana_b[i] = malloc((size_t)f->bottom[i].count * sizeof(float) + 4);
+    memcpy(ana_b[i], f->bottom[i].diff, (size_t)f->bottom[i].count * sizeof(float));
+  }
+  float *ana_p = malloc((size_t)f->n_params * sizeof(float) + 4);
+  memcpy(ana_p, f->pdiff, (size_t)f->n_params * sizeof(float));
+
+  /* numeric, one input value at a time */
+  int n_blobs = f->n_bottom + (o->skip_params ? 0 : 1);
+  for (int b = 0; b < n_blobs; b++) {
+    bool is_param = b == f->n_bottom;
+    if (!is_param && (o->skip_bottoms & (1u << b))) continue;
+    int64_t n = is_param ? f->n_params : f->bottom[b].count;
+    for (int64_t j = 0; j < n; j++) {
+      float *x = is_param ? &f->params[j] : &f->bottom[b].data[j];
+      float x0 = is_param ? s.params[j] : s.bottom[b][j];
+      double ana = is_param ? ana_p[j] : ana_b[b][j];
+      if (o->kink_range >= 0 && fabs(x0 - o->kink) <= o->kink_range) {
+        r.skipped++;
+        continue;
+      }
+      snap_restore(f, &s);
+      *x = (float)(x0 + o->step);
+      gc_forward(f);
+      double lp = objective(f, coef);
+      snap_restore(f, &s);
+      *x = (float)(x0 - o->step);
+      gc_forward(f);
+      double lm = objective(f, coef);
+      double num = (lp - lm) / (2 * o->step);
+      double scale = fmax(fmax(fabs(ana), fabs(num)), 1.0);
+      double e = fabs(ana - num) / scale;
+      r.checked++;
+      if (e > r.worst) r.worst = e;
+      if (e > o->threshold) {
+        if (!r.failed)
+          snprintf(r.first_failure, sizeof r.first_failure,
+                   "%s %d element %lld: analytic %.6g numeric %.6g (x = %.6g)",
+                   is_param ? "params" : "bottom", is_param ? 0 : b, (long long)j, ana, num, x0);
+        r.failed++;
+      }
+    }
+  }
+  snap_restore(f, &s);
+  snap_free(f, &s);
+  for (int i = 0; i < f->n_bottom; i++) free(ana_b[i]);
+  free(ana_p);
+  for (int t = 0; t < f->n_top; t++) free(coef[t]);
+  return r;
+}
+
+gc_result gc_run(const char *layer_text, Caffe__Phase phase, int n_bottom,
+                 const mdl_shape *bottom_shape, bool in_place, const gc_opts *o, gc_prep_fn prep,
+                 void *prep_arg, mdl_threadpool *pool) {
+  gc_layer f;
+  mdl_error err;
+  mdl_error_clear(&err);
+  gc_result r;
+  memset(&r, 0, sizeof r);
+  if (gc_layer_make(&f, layer_text, phase, n_bottom, bottom_shape, in_place, pool, 7, &err)) {
+    r.failed = -1;
+    snprintf(r.first_failure, sizeof r.first_failure, "%.255s", err.msg);
+    return r;
+  }
+  if (prep) prep(&f, prep_arg);
+  r = gc_check(&f, o);
+  gc_layer_free(&f);
+  return r;
+}
