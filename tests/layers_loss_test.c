@@ -1,0 +1,248 @@
+/* Loss and metric layers: gradient checks over normalisation modes,
+ * ignore_label and variants; hand-computed losses; Accuracy (top-k,
+ * ignore_label, per-class); the generic loss_weight helpers. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "tests/gradcheck.h"
+
+#define GRAD_OK(r)                                                              \
+  cr_assert((r).failed == 0 && (r).checked > 0, "checked %lld failed %lld: %s", \
+            (long long)(r).checked, (long long)(r).failed, (r).first_failure)
+
+static mdl_shape S4(int64_t a, int64_t b, int64_t c, int64_t d) {
+  return gc_shape(4, (int64_t[]){a, b, c, d});
+}
+
+/* labels in [0, classes) on bottom 1, with some set to 3 (an ignore label in
+ * the tests that set one) */
+typedef struct label_spec {
+  int classes;
+  bool mark_some;
+} label_spec;
+
+static void labels_prep(gc_layer *f, void *arg) {
+  const label_spec *ls = arg;
+  gc_fill_labels(f->bottom[1].data, f->bottom[1].count, ls->classes, 21);
+  if (ls->mark_some) f->bottom[1].data[0] = 3, f->bottom[1].data[2] = 3;
+}
+
+static void check_labels(const char *text, mdl_shape x, mdl_shape lab, int classes) {
+  mdl_shape s[2] = {x, lab};
+  gc_opts o = gc_default_opts();
+  o.skip_bottoms = 2;
+  label_spec ls = {classes, true};
+  gc_result r = gc_run(text, CAFFE__PHASE__TRAIN, 2, s, false, &o, labels_prep, &ls, NULL);
+  GRAD_OK(r);
+}
+
+Test(softmax_loss, grad_normalizations) {
+  mdl_shape x = S4(3, 5, 2, 2), lab = gc_shape(3, (int64_t[]){3, 2, 2});
+  const char *cases[] = {
+      "type: 'SoftmaxWithLoss'",
+      "type: 'SoftmaxWithLoss' loss_param { normalization: FULL }",
+      "type: 'SoftmaxWithLoss' loss_param { normalization: BATCH_SIZE }",
+      "type: 'SoftmaxWithLoss' loss_param { normalization: NONE }",
+      "type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 }",
+      "type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 normalization: FULL }",
+      "type: 'SoftmaxWithLoss' loss_param { normalize: false }",
+      "type: 'SoftmaxWithLoss' loss_param { normalize: true ignore_label: 3 }",
+      "type: 'SoftmaxWithLoss' softmax_param { axis: 1 } loss_weight: 2.5",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_labels(cases[i], x, lab, 5);
+}
+
+static float forward_loss(const char *text, mdl_shape x, mdl_shape lab, const float *xv,
+                          const float *lv, int n_top) {
+  mdl_shape s[2] = {x, lab};
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, text, CAFFE__PHASE__TRAIN, 2, s, false, NULL, 1, &err), MDL_OK,
+               "%s", err.msg);
+  cr_assert_eq(f.n_top, n_top);
+  memcpy(f.bottom[0].data, xv, (size_t)f.bottom[0].count * sizeof(float));
+  memcpy(f.bottom[1].data, lv, (size_t)f.bottom[1].count * sizeof(float));
+  gc_forward(&f);
+  float v = f.tp[0]->data[0];
+  gc_layer_free(&f);
+  return v;
+}
+
+Test(softmax_loss, hand_values) {
+  /* two samples, three classes; labels 0 and 2 */
+  mdl_shape x = gc_shape(2, (int64_t[]){2, 3}), lab = gc_shape(1, (int64_t[]){2});
+  float xv[] = {1, 2, 3, 0, 0, 0}, lv[] = {0, 2};
+  double p0 = exp(1) / (exp(1) + exp(2) + exp(3)), p1 = 1.0 / 3;
+  double sum = -log(p0) - log(p1);
+  cr_assert(fabs(forward_loss("type: 'SoftmaxWithLoss'", x, lab, xv, lv, 1) - sum / 2) < 1e-5);
+  cr_assert(fabs(forward_loss("type: 'SoftmaxWithLoss' loss_param { normalization: NONE }", x, lab,
+                              xv, lv, 1) -
+                 sum) < 1e-5);
+  cr_assert(fabs(forward_loss("type: 'SoftmaxWithLoss' loss_param { ignore_label: 2 }", x, lab, xv,
+                              lv, 1) +
+                 log(p0)) < 1e-5);
+  /* ignore with FULL still divides by all positions */
+  cr_assert(fabs(forward_loss("type: 'SoftmaxWithLoss' loss_param { ignore_label: 2 "
+                              "normalization: FULL }",
+                              x, lab, xv, lv, 1) +
+                 log(p0) / 2) < 1e-5);
+  /* a second top holds the probabilities */
+  mdl_shape s[2] = {x, lab};
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, "type: 'SoftmaxWithLoss' top: 'loss' top: 'prob'",
+                             CAFFE__PHASE__TRAIN, 2, s, false, NULL, 1, &err),
+               MDL_OK, "%s", err.msg);
+  memcpy(f.bottom[0].data, xv, sizeof xv);
+  memcpy(f.bottom[1].data, lv, sizeof lv);
+  gc_forward(&f);
+  cr_assert(fabs(f.tp[1]->data[0] - p0) < 1e-6);
+  gc_layer_free(&f);
+}
+
+Test(accuracy, top_k_ignore_per_class) {
+  mdl_shape x = gc_shape(2, (int64_t[]){4, 3}), lab = gc_shape(1, (int64_t[]){4});
+  float xv[] = {
+      0.1f, 0.7f, 0.2f, /* label 1: top-1 hit */
+      0.5f, 0.3f, 0.2f, /* label 1: top-2 hit */
+      0.2f, 0.3f, 0.5f, /* label 0: miss */
+      0.3f, 0.3f, 0.4f, /* label 0: tie with 1 at rank 2: top-2 "better or equal" = 2 -> miss */
+  };
+  float lv[] = {1, 1, 0, 0};
+  cr_assert_float_eq(forward_loss("type: 'Accuracy'", x, lab, xv, lv, 1), 0.25f, 1e-6);
+  cr_assert_float_eq(
+      forward_loss("type: 'Accuracy' accuracy_param { top_k: 2 }", x, lab, xv, lv, 1), 0.5f, 1e-6);
+  cr_assert_float_eq(
+      forward_loss("type: 'Accuracy' accuracy_param { top_k: 3 }", x, lab, xv, lv, 1), 1.f, 1e-6);
+  cr_assert_float_eq(
+      forward_loss("type: 'Accuracy' accuracy_param { ignore_label: 0 }", x, lab, xv, lv, 1), 0.5f,
+      1e-6);
+  /* per-class second top */
+  mdl_shape s[2] = {x, lab};
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, "type: 'Accuracy' top: 'acc' top: 'per_class'", CAFFE__PHASE__TEST,
+                             2, s, false, NULL, 1, &err),
+               MDL_OK, "%s", err.msg);
+  memcpy(f.bottom[0].data, xv, sizeof xv);
+  memcpy(f.bottom[1].data, lv, sizeof lv);
+  gc_forward(&f);
+  cr_assert_eq(f.tp[1]->count, 3);
+  cr_assert_float_eq(f.tp[1]->data[0], 0.f, 1e-6);
+  cr_assert_float_eq(f.tp[1]->data[1], 0.5f, 1e-6);
+  cr_assert_float_eq(f.tp[1]->data[2], 0.f, 1e-6);
+  gc_layer_free(&f);
+}
+
+Test(euclidean, grad_and_value) {
+  mdl_shape s[2] = {gc_shape(2, (int64_t[]){3, 4}), gc_shape(2, (int64_t[]){3, 4})};
+  gc_opts o = gc_default_opts();
+  gc_result r =
+      gc_run("type: 'EuclideanLoss'", CAFFE__PHASE__TRAIN, 2, s, false, &o, NULL, NULL, NULL);
+  GRAD_OK(r);
+  float a[12] = {1, 2}, b[12] = {0, 0, 3};
+  cr_assert_float_eq(forward_loss("type: 'EuclideanLoss'", s[0], s[1], a, b, 1),
+                     (1 + 4 + 9) / 3.f / 2.f, 1e-6);
+}
+
+static void targets_prep(gc_layer *f, void *arg) {
+  (void)arg;
+  gc_fill_uniform(f->bottom[1].data, f->bottom[1].count, 0.f, 1.f, 8);
+  f->bottom[1].data[1] = 7; /* ignored where ignore_label is 7 */
+}
+
+Test(sigmoid_ce, grad_modes) {
+  mdl_shape s[2] = {S4(2, 3, 2, 1), S4(2, 3, 2, 1)};
+  gc_opts o = gc_default_opts();
+  o.skip_bottoms = 2;
+  const char *cases[] = {
+      "type: 'SigmoidCrossEntropyLoss'",
+      "type: 'SigmoidCrossEntropyLoss' loss_param { normalization: VALID ignore_label: 7 }",
+      "type: 'SigmoidCrossEntropyLoss' loss_param { normalization: FULL }",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    gc_result r = gc_run(cases[i], CAFFE__PHASE__TRAIN, 2, s, false, &o, targets_prep, NULL, NULL);
+    GRAD_OK(r);
+  }
+  float x[12] = {0.5f, -1.f}, t[12] = {1, 0};
+  /* default: divide by the batch size (2) */
+  double want = (log1p(exp(-0.5)) + log1p(exp(-1.0)) + 10 * log(2.0)) / 2;
+  cr_assert(fabs(forward_loss("type: 'SigmoidCrossEntropyLoss'", s[0], s[1], x, t, 1) - want) <
+            1e-5);
+}
+
+static void pairs_prep(gc_layer *f, void *arg) {
+  (void)arg;
+  for (int64_t i = 0; i < f->bottom[2].count; i++) f->bottom[2].data[i] = (float)(i % 2);
+  /* keep dissimilar pairs away from the margin's kink */
+  for (int64_t i = 0; i < f->bottom[0].count; i++) f->bottom[0].data[i] *= 0.3f;
+}
+
+Test(contrastive, grad_both_versions) {
+  mdl_shape s[3] = {gc_shape(2, (int64_t[]){4, 3}), gc_shape(2, (int64_t[]){4, 3}),
+                    gc_shape(1, (int64_t[]){4})};
+  gc_opts o = gc_default_opts();
+  o.skip_bottoms = 4;
+  gc_result r = gc_run("type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 }",
+                       CAFFE__PHASE__TRAIN, 3, s, false, &o, pairs_prep, NULL, NULL);
+  GRAD_OK(r);
+  r = gc_run("type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 legacy_version: true }",
+             CAFFE__PHASE__TRAIN, 3, s, false, &o, pairs_prep, NULL, NULL);
+  GRAD_OK(r);
+}
+
+static void hinge_prep(gc_layer *f, void *arg) {
+  (void)arg;
+  gc_fill_labels(f->bottom[1].data, f->bottom[1].count, 5, 4);
+  /* away from the hinge at |s| = 1 */
+  for (int64_t i = 0; i < f->bottom[0].count; i++) f->bottom[0].data[i] *= 0.8f;
+}
+
+Test(hinge, grad_l1_l2) {
+  mdl_shape s[2] = {gc_shape(2, (int64_t[]){4, 5}), gc_shape(1, (int64_t[]){4})};
+  gc_opts o = gc_default_opts();
+  o.skip_bottoms = 2;
+  gc_result r =
+      gc_run("type: 'HingeLoss'", CAFFE__PHASE__TRAIN, 2, s, false, &o, hinge_prep, NULL, NULL);
+  GRAD_OK(r);
+  r = gc_run("type: 'HingeLoss' hinge_loss_param { norm: L2 }", CAFFE__PHASE__TRAIN, 2, s, false,
+             &o, hinge_prep, NULL, NULL);
+  GRAD_OK(r);
+}
+
+/* loss_weight on any top: the generic helpers weight the loss and seed the
+ * top diff, which backward then scales by */
+Test(loss_weight, generic_helpers) {
+  mdl_shape x = gc_shape(2, (int64_t[]){2, 3});
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, "type: 'TanH'", CAFFE__PHASE__TRAIN, 1, &x, false, NULL, 1, &err),
+               MDL_OK);
+  gc_forward(&f);
+  float w = 0.5f;
+  double sum = 0;
+  for (int i = 0; i < 6; i++) sum += f.tp[0]->data[i];
+  cr_assert(fabs(mdl_layer_loss(f.l, &w, f.tp) - 0.5 * sum) < 1e-6);
+  mdl_layer_seed_loss_diff(f.l, &w, f.tp);
+  for (int i = 0; i < 6; i++) cr_assert_eq(f.tp[0]->diff[i], 0.5f);
+  gc_backward(&f, NULL);
+  for (int i = 0; i < 6; i++) {
+    float y = f.tp[0]->data[i];
+    cr_assert(fabsf(f.bottom[0].diff[i] - 0.5f * (1 - y * y)) < 1e-6f);
+  }
+  gc_layer_free(&f);
+}
+
+/* A loss layer given no top gets one (Caffe's AutoTopBlobs). */
+Test(loss_weight, automatic_top) {
+  mdl_shape s[2] = {gc_shape(2, (int64_t[]){2, 3}), gc_shape(1, (int64_t[]){2})};
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(
+      gc_layer_make(&f, "type: 'SoftmaxWithLoss'", CAFFE__PHASE__TRAIN, 2, s, false, NULL, 1, &err),
+      MDL_OK, "%s", err.msg);
+  cr_assert_eq(f.l->n_top, 1);
+  cr_assert_eq(f.tp[0]->count, 1);
+  gc_layer_free(&f);
+}
