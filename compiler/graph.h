@@ -14,7 +14,7 @@
 #define MDL_MAX_LAYER_PARAMS 8
 
 typedef struct mdl_shape {
-  int n;                     /* number of axes, 0..MDL_MAX_AXES */
+  int n; /* number of axes, 0..MDL_MAX_AXES */
   int64_t d[MDL_MAX_AXES];
 } mdl_shape;
 
@@ -22,9 +22,12 @@ typedef struct mdl_shape {
  * produces per record. Filled by the data pipeline; the compiler asks it for
  * a layer's source. */
 typedef struct mdl_source_info {
-  mdl_shape record;     /* one record, e.g. 1x28x28 (C,H,W) */
+  /* One record, e.g. 1x28x28 (C,H,W). Data, ImageData and WindowData read
+   * it as a Datum: 3 axes C,H,W; 1 axis D means Dx1x1; 2 axes HxW mean
+   * 1xHxW. HDF5Data takes it as is for its first top (others get [batch]). */
+  mdl_shape record;
   int64_t num_records;
-  int num_classes;      /* 0 when unknown */
+  int num_classes; /* 0 when unknown */
 } mdl_source_info;
 
 /* Looks up the records a data layer reads (by data_param.source or the
@@ -36,13 +39,24 @@ typedef mdl_status (*mdl_source_resolver)(void *ctx, const Caffe__LayerParameter
 typedef struct mdl_graph_layer {
   const Caffe__LayerParameter *param; /* points into the graph's own net */
   const struct mdl_layer_def *def;    /* from the layer table (compiler/layers.h) */
+  /* n_top can exceed param->n_top: a loss layer with no top gets an
+   * anonymous one named "(automatic)", as Caffe's AutoTopBlobs does. */
   int n_bottom, n_top;
-  int *bottom, *top;                  /* blob indices */
-  int n_param;                        /* learnable blobs (weights, bias, ...) */
+  int *bottom, *top; /* blob indices */
+  int n_param;       /* learnable blobs (weights, bias, ...) */
   mdl_shape param_shape[MDL_MAX_LAYER_PARAMS];
-  float *loss_weight;                 /* per top; 0 = not a loss */
-  bool *propagate_down;               /* per bottom: does it need a gradient */
-  bool needs_backward;                /* any learnable or any bottom needs a gradient */
+  /* Effective ParamSpec values per learnable blob (defaults 1, 1; BatchNorm's
+   * statistics are always 0 as Caffe forces them). */
+  float param_lr_mult[MDL_MAX_LAYER_PARAMS];
+  float param_decay_mult[MDL_MAX_LAYER_PARAMS];
+  /* Weight sharing by ParamSpec.name: the layer and blob index that own the
+   * storage; (this layer, i) when the blob is its own. */
+  int param_owner_layer[MDL_MAX_LAYER_PARAMS];
+  int param_owner_index[MDL_MAX_LAYER_PARAMS];
+  bool param_propagate_down[MDL_MAX_LAYER_PARAMS]; /* lr_mult != 0 or force_backward */
+  float *loss_weight;                              /* per top; 0 = not a loss */
+  bool *propagate_down;                            /* per bottom: does it need a gradient */
+  bool needs_backward; /* any learnable or any bottom needs a gradient */
 } mdl_graph_layer;
 
 typedef struct mdl_graph {
@@ -53,22 +67,43 @@ typedef struct mdl_graph {
   int n_blobs;
   char **blob_name;
   mdl_shape *blob_shape;
-  int *blob_producer;       /* layer index, -1 for net-level inputs */
-  int n_inputs;             /* net-level inputs (input/input_shape/input_dim) */
+  /* The layer that creates the blob (in-place layers write it again later).
+   * Net-level inputs (input/input_shape/input_dim) are upgraded, as Caffe
+   * 1.0 does, into an Input layer named "input" placed first, so every blob
+   * has a producer; -1 never occurs for a built graph. */
+  int *blob_producer;
+  /* Blobs the caller feeds: the tops of every Input layer (net-level inputs
+   * included), in layer order. */
+  int n_inputs;
   int *input_blob;
+  /* Blobs no layer consumes (Caffe's net outputs), in creation order. */
+  int n_outputs;
+  int *output_blob;
 } mdl_graph;
 
-/* Builds the graph of net for state (phase, level, stages). filename is for
- * errors. resolver may be NULL. On success *out is owned by the caller
- * (mdl_graph_free); on failure *out is NULL and err names the layer, the
- * blob and both shapes where shapes disagree. net is not modified. */
+/* Builds the graph of net for state (phase, level, stages), as Caffe's
+ * upgrade + Net::Init do: net-level inputs and V1 `layers` upgraded, layers
+ * filtered by include/exclude, Split layers inserted, blobs wired and shaped,
+ * loss weights and backward needs computed. state NULL: net->state, or TEST
+ * at level 0 with no stages. filename (may be NULL) prefixes errors.
+ * resolver may be NULL: data layers reading a source are then errors. On
+ * success *out is owned by the caller (mdl_graph_free); on failure *out is
+ * NULL and err names the layer, the blob and both shapes where shapes
+ * disagree. net is not modified. */
 mdl_status mdl_graph_build(const Caffe__NetParameter *net, const Caffe__NetState *state,
                            const char *filename, mdl_source_resolver resolver, void *resolver_ctx,
                            mdl_graph **out, mdl_error *err);
 
+/* Frees g and everything it owns; NULL is fine. */
 void mdl_graph_free(mdl_graph *g);
 
-/* Writes "2x3x4" (or "scalar" for 0 axes) into buf. Returns buf. */
+/* Index of the blob or layer with that name, or -1. Layer names need not be
+ * unique (Caffe allows it); the first match is returned. */
+int mdl_graph_find_blob(const mdl_graph *g, const char *name);
+int mdl_graph_find_layer(const mdl_graph *g, const char *name);
+
+/* Writes "2x3x4" into buf, or "scalar" for 0 axes (Caffe's loss and
+ * accuracy tops: count 1, no axes). Truncates to size. Returns buf. */
 char *mdl_shape_str(const mdl_shape *s, char *buf, size_t size);
 
 int64_t mdl_shape_count(const mdl_shape *s); /* product of all axes (1 for 0 axes) */
