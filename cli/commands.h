@@ -6,6 +6,7 @@
 
 int mdl_cmd_check(int argc, char **argv);
 int mdl_cmd_compile(int argc, char **argv);
+int mdl_cmd_data(int argc, char **argv);
 int mdl_cmd_run(int argc, char **argv);
 int mdl_cmd_test(int argc, char **argv);
 int mdl_cmd_time(int argc, char **argv);

@@ -531,7 +531,6 @@ char *mdl_data_describe(const Memdl__DataSet *ds) {
   sb_printf(&b, "%s", ds->source ? (kc >= 1 && kc <= 7 ? kinds[kc] : "?") : "from ");
   if (!ds->source && ds->from) sb_printf(&b, "\"%s\"", ds->from);
   /* Record stages, in order: one fused pass. */
-  int nrec = 0;
   sb_printf(&b, " -> [decode");
   for (size_t i = 0; i < ds->n_stage; i++) {
     const Memdl__Stage *s = ds->stage[i];
@@ -539,19 +538,15 @@ char *mdl_data_describe(const Memdl__DataSet *ds) {
       case MEMDL__STAGE__KIND_CLEAN:
         sb_printf(&b, ", clean");
         if (s->clean->num_classes) sb_printf(&b, " (%u classes)", s->clean->num_classes);
-        nrec++;
         break;
       case MEMDL__STAGE__KIND_SPLIT:
         sb_printf(&b, ", split %s%g", s->split->rest ? "rest of " : "", s->split->fraction);
-        nrec++;
         break;
       case MEMDL__STAGE__KIND_SAMPLE:
         sb_printf(&b, ", sample %g", s->sample->fraction);
-        nrec++;
         break;
       case MEMDL__STAGE__KIND_RESIZE:
         sb_printf(&b, ", resize %ux%u", s->resize->height, s->resize->width);
-        nrec++;
         break;
       default:
         break;
@@ -559,37 +554,40 @@ char *mdl_data_describe(const Memdl__DataSet *ds) {
   }
   sb_printf(&b, "] 1 fused pass, cached");
   /* Batch stages: one affine map plus crop/mirror. */
-  bool first = true;
-  int crop = 0;
+  int n_affine = 0, crop = 0;
   bool mirror = false;
   for (size_t i = 0; i < ds->n_stage; i++) {
     const Memdl__Stage *s = ds->stage[i];
+    const char *sep = n_affine ? ", " : " -> per batch: affine (";
     if (s->kind_case == MEMDL__STAGE__KIND_TRANSFORM) {
       const Caffe__TransformationParameter *t = s->transform;
       if (t->scale != 1.0f) {
-        sb_printf(&b, "%s scale %g", first ? " -> per batch: affine (" : ",", t->scale);
-        first = false;
+        sb_printf(&b, "%sscale %g", sep, t->scale);
+        n_affine++;
+        sep = ", ";
       }
       if (t->n_mean_value) {
-        sb_printf(&b, "%s mean_value", first ? " -> per batch: affine (" : ",");
-        first = false;
+        sb_printf(&b, "%smean_value", sep);
+        n_affine++;
+        sep = ", ";
       }
       if (t->mean_file && t->mean_file[0]) {
-        sb_printf(&b, "%s mean_file", first ? " -> per batch: affine (" : ",");
-        first = false;
+        sb_printf(&b, "%smean_file", sep);
+        n_affine++;
       }
       if (t->crop_size) crop = (int)t->crop_size;
       mirror |= t->mirror;
     } else if (s->kind_case == MEMDL__STAGE__KIND_NORMALIZE) {
-      sb_printf(&b, "%s normalize", first ? " -> per batch: affine (" : ",");
-      first = false;
+      sb_printf(&b, "%snormalize", sep);
+      n_affine++;
     }
   }
-  if (!first) sb_printf(&b, ")");
-  if (crop)
-    sb_printf(&b, "%s crop %d (random in TRAIN, centred in TEST)", first ? " -> per batch:" : ",",
-              crop);
-  if (mirror) sb_printf(&b, "%s mirror", first && !crop ? " -> per batch:" : ",");
-  (void)nrec;
+  if (n_affine) sb_printf(&b, ")");
+  const char *sep = n_affine ? ", " : " -> per batch: ";
+  if (crop) {
+    sb_printf(&b, "%scrop %d (random in TRAIN, centred in TEST)", sep, crop);
+    sep = ", ";
+  }
+  if (mirror) sb_printf(&b, "%smirror", sep);
   return b.s;
 }

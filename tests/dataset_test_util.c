@@ -59,6 +59,7 @@ void *tu_read(const char *path, size_t *len) {
   void *b = malloc((size_t)n + 1);
   cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
   fclose(f);
+  ((char *)b)[n] = 0;
   *len = (size_t)n;
   return b;
 }

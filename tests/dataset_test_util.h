@@ -17,6 +17,7 @@ void tu_rm_rf(const char *dir);
 char *tu_path(const char *dir, const char *name);
 
 void tu_write(const char *path, const void *data, size_t len);
+/* The whole file, NUL-terminated; caller frees. */
 void *tu_read(const char *path, size_t *len);
 
 /* An IDX file: type 0x08 (ubyte) or 0x0D (float, values given as float in
