@@ -1,12 +1,11 @@
-/* Graph building as Caffe's Net::Init does it: phase filtering
- * (FilterNet/StateMeetsRule), Split insertion (InsertSplits), blob wiring
- * with in-place tops, shapes from the layer table, loss weights, weight
- * sharing and the backward analysis. Upgrades of old formats live in
- * graph_upgrade.c; shape rules in layers*.c. Computes no tensor values. */
+/* Graph building as Caffe's Net::Init does it: blob wiring with in-place
+ * tops, shapes from the layer table, loss weights, weight sharing and the
+ * backward analysis, after the upgrades (graph_upgrade.c), phase filtering
+ * and Split insertion (graph_passes.c). Shape rules live in layers*.c.
+ * Computes no tensor values. */
 #include "compiler/graph.h"
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,279 +42,6 @@ int64_t mdl_shape_count(const mdl_shape *s) {
   return c;
 }
 
-/* ---- a small string -> int map (open addressing, never shrinks) ---- */
-
-typedef struct strmap {
-  size_t cap, len;
-  const char **key;
-  int *val;
-} strmap;
-
-static size_t str_hash(const char *s) {
-  size_t h = 1469598103934665603u;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-  return h;
-}
-
-static void map_free(strmap *m) {
-  free(m->key);
-  free(m->val);
-  memset(m, 0, sizeof *m);
-}
-
-static size_t map_slot(const strmap *m, const char *k) {
-  size_t i = str_hash(k) & (m->cap - 1);
-  while (m->key[i] && strcmp(m->key[i], k) != 0) i = (i + 1) & (m->cap - 1);
-  return i;
-}
-
-/* Sets k (not copied: it must outlive the map) to v. */
-static void map_put(strmap *m, const char *k, int v) {
-  if (2 * (m->len + 1) > m->cap) {
-    strmap bigger = {m->cap ? 2 * m->cap : 64, 0, NULL, NULL};
-    bigger.key = mdl_xcalloc(bigger.cap, sizeof *bigger.key);
-    bigger.val = mdl_xcalloc(bigger.cap, sizeof *bigger.val);
-    for (size_t i = 0; i < m->cap; i++)
-      if (m->key[i]) map_put(&bigger, m->key[i], m->val[i]);
-    map_free(m);
-    *m = bigger;
-  }
-  size_t i = map_slot(m, k);
-  if (!m->key[i]) m->len++;
-  m->key[i] = k;
-  m->val[i] = v;
-}
-
-/* The value of k, or -1. */
-static int map_get(const strmap *m, const char *k) {
-  if (!m->cap) return -1;
-  size_t i = map_slot(m, k);
-  return m->key[i] ? m->val[i] : -1;
-}
-
-/* ---- messages ---- */
-
-static const char *nm(const char *s) {
-  return s ? s : "";
-}
-
-static mdl_status layer_fail(const Caffe__LayerParameter *lp, mdl_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static mdl_status layer_fail(const Caffe__LayerParameter *lp, mdl_error *err, const char *fmt,
-                             ...) {
-  char msg[MDL_ERROR_MSG_MAX];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  return mdl_errorf(err, MDL_ERR_INVALID, "layer \"%s\" (%s): %s", nm(lp->name), nm(lp->type), msg);
-}
-
-static void push_str(char ***arr, size_t *n, const char *s) {
-  *arr = mdl_xrealloc(*arr, (*n + 1) * sizeof **arr);
-  (*arr)[(*n)++] = mdl_xstrdup(s);
-}
-
-/* ---- phase filtering: Caffe's Net::FilterNet and StateMeetsRule ---- */
-
-static bool has_stage(const Caffe__NetState *s, const char *stage) {
-  for (size_t i = 0; i < s->n_stage; i++)
-    if (strcmp(nm(s->stage[i]), nm(stage)) == 0) return true;
-  return false;
-}
-
-static bool state_meets_rule(const Caffe__NetState *s, const Caffe__NetStateRule *r) {
-  if (r->has_phase && r->phase != s->phase) return false;
-  if (r->has_min_level && s->level < r->min_level) return false;
-  if (r->has_max_level && s->level > r->max_level) return false;
-  for (size_t i = 0; i < r->n_stage; i++)
-    if (!has_stage(s, r->stage[i])) return false;
-  for (size_t i = 0; i < r->n_not_stage; i++)
-    if (has_stage(s, r->not_stage[i])) return false;
-  return true;
-}
-
-/* Keeps the layers state selects in net->layer; moves the others to
- * *dropped (for messages about blobs they would have produced). */
-static mdl_status filter_net(Caffe__NetParameter *net, const Caffe__NetState *s,
-                             Caffe__LayerParameter ***dropped, size_t *n_dropped, mdl_error *err) {
-  size_t kept = 0;
-  for (size_t i = 0; i < net->n_layer; i++) {
-    Caffe__LayerParameter *l = net->layer[i];
-    if (l->n_include && l->n_exclude)
-      return layer_fail(l, err, "give include rules or exclude rules, not both");
-    bool in = l->n_include == 0;
-    for (size_t j = 0; in && j < l->n_exclude; j++)
-      if (state_meets_rule(s, l->exclude[j])) in = false;
-    for (size_t j = 0; !in && j < l->n_include; j++)
-      if (state_meets_rule(s, l->include[j])) in = true;
-    if (in) {
-      net->layer[kept++] = l;
-    } else {
-      *dropped = mdl_xrealloc(*dropped, (*n_dropped + 1) * sizeof **dropped);
-      (*dropped)[(*n_dropped)++] = l;
-    }
-  }
-  net->n_layer = kept;
-  return MDL_OK;
-}
-
-/* ---- unknown bottoms ---- */
-
-/* Explains why bottom j of layer i names no available blob: a producer
- * dropped by the phase rules, a producer further down, or a typo. */
-static mdl_status unknown_bottom(const Caffe__NetParameter *net, size_t i, size_t j,
-                                 Caffe__LayerParameter *const *dropped, size_t n_dropped,
-                                 const Caffe__NetState *s, const strmap *known, mdl_error *err) {
-  const Caffe__LayerParameter *l = net->layer[i];
-  const char *b = nm(l->bottom[j]);
-  for (size_t k = 0; k < n_dropped; k++)
-    for (size_t t = 0; t < dropped[k]->n_top; t++)
-      if (strcmp(nm(dropped[k]->top[t]), b) == 0)
-        return layer_fail(l, err,
-                          "bottom \"%s\" comes from layer \"%s\", which the include/exclude "
-                          "rules leave out of the %s net",
-                          b, nm(dropped[k]->name),
-                          s->phase == CAFFE__PHASE__TRAIN ? "TRAIN" : "TEST");
-  for (size_t k = i; k < net->n_layer; k++)
-    for (size_t t = 0; t < net->layer[k]->n_top; t++)
-      if (strcmp(nm(net->layer[k]->top[t]), b) == 0 &&
-          !(k == i && t < l->n_bottom && strcmp(nm(l->bottom[t]), b) == 0))
-        return layer_fail(l, err, "bottom \"%s\" is produced only by a later layer (\"%s\")", b,
-                          nm(net->layer[k]->name));
-  const char **names = mdl_xcalloc(known->len ? known->len : 1, sizeof *names);
-  size_t n = 0;
-  for (size_t k = 0; k < known->cap; k++)
-    if (known->key[k]) names[n++] = known->key[k];
-  const char *near = mdl_suggest_nearest(b, names, n);
-  mdl_status st;
-  if (near)
-    st = layer_fail(l, err,
-                    "bottom \"%s\" is not produced by any earlier layer; did you mean "
-                    "\"%s\"?",
-                    b, near);
-  else
-    st = layer_fail(l, err, "bottom \"%s\" is not produced by any earlier layer", b);
-  free(names);
-  return st;
-}
-
-/* ---- Split insertion: Caffe's InsertSplits ---- */
-
-static char *split_blob_name(const char *layer, const char *blob, size_t top, int k) {
-  size_t n = strlen(layer) + strlen(blob) + 64;
-  char *s = mdl_xmalloc(n);
-  snprintf(s, n, "%s_%s_%zu_split_%d", blob, layer, top, k);
-  return s;
-}
-
-static Caffe__LayerParameter *split_layer(const char *layer, const char *blob, size_t top,
-                                          int count, float loss_weight) {
-  Caffe__LayerParameter *l = mdl_xmalloc(sizeof *l);
-  caffe__layer_parameter__init(l);
-  size_t n = strlen(layer) + strlen(blob) + 64;
-  l->name = mdl_xmalloc(n);
-  snprintf(l->name, n, "%s_%s_%zu_split", blob, layer, top);
-  l->type = mdl_xstrdup("Split");
-  push_str(&l->bottom, &l->n_bottom, blob);
-  l->n_top = (size_t)count;
-  l->top = mdl_xcalloc((size_t)count, sizeof *l->top);
-  for (int k = 0; k < count; k++) l->top[k] = split_blob_name(layer, blob, top, k);
-  if (loss_weight != 0) {
-    l->n_loss_weight = (size_t)count;
-    l->loss_weight = mdl_xcalloc((size_t)count, sizeof *l->loss_weight);
-    l->loss_weight[0] = loss_weight;
-  }
-  return l;
-}
-
-static mdl_status insert_splits(Caffe__NetParameter *net, Caffe__LayerParameter *const *dropped,
-                                size_t n_dropped, const Caffe__NetState *s, mdl_error *err) {
-  size_t nl = net->n_layer, n_slots = 0, n_bottoms = 0;
-  size_t *top_base = mdl_xcalloc(nl + 1, sizeof *top_base);
-  size_t *bot_base = mdl_xcalloc(nl + 1, sizeof *bot_base);
-  for (size_t i = 0; i < nl; i++) {
-    top_base[i] = n_slots;
-    bot_base[i] = n_bottoms;
-    n_slots += net->layer[i]->n_top;
-    n_bottoms += net->layer[i]->n_bottom;
-  }
-  /* Per top slot: how many consumers, its explicit loss weight, the next
-   * split index; per bottom: the slot it reads. */
-  int *count = mdl_xcalloc(n_slots + 1, sizeof *count);
-  int *next_k = mdl_xcalloc(n_slots + 1, sizeof *next_k);
-  float *loss = mdl_xcalloc(n_slots + 1, sizeof *loss);
-  int *src = mdl_xcalloc(n_bottoms + 1, sizeof *src);
-  int *slot_layer = mdl_xcalloc(n_slots + 1, sizeof *slot_layer);
-  strmap last = {0};
-  mdl_status st = MDL_OK;
-  for (size_t i = 0; i < nl && st == MDL_OK; i++) {
-    Caffe__LayerParameter *l = net->layer[i];
-    for (size_t j = 0; j < l->n_bottom; j++) {
-      int slot = map_get(&last, nm(l->bottom[j]));
-      if (slot < 0) {
-        st = unknown_bottom(net, i, j, dropped, n_dropped, s, &last, err);
-        break;
-      }
-      src[bot_base[i] + j] = slot;
-      count[slot]++;
-    }
-    for (size_t j = 0; j < l->n_top; j++) {
-      slot_layer[top_base[i] + j] = (int)i;
-      map_put(&last, nm(l->top[j]), (int)(top_base[i] + j));
-    }
-    size_t n_loss = l->n_loss_weight < l->n_top ? l->n_loss_weight : l->n_top;
-    for (size_t j = 0; j < n_loss; j++) {
-      int slot = map_get(&last, nm(l->top[j]));
-      loss[slot] = l->loss_weight[j];
-      if (loss[slot] != 0) count[slot]++;
-    }
-  }
-  map_free(&last);
-  if (st == MDL_OK) {
-    size_t n_out = 0, cap = nl;
-    Caffe__LayerParameter **out = mdl_xcalloc(cap ? cap : 1, sizeof *out);
-    for (size_t i = 0; i < nl; i++) {
-      Caffe__LayerParameter *l = net->layer[i];
-      for (size_t j = 0; j < l->n_bottom; j++) {
-        int slot = src[bot_base[i] + j];
-        if (count[slot] <= 1) continue;
-        size_t owner = (size_t)slot_layer[slot];
-        char *name = split_blob_name(nm(net->layer[owner]->name), nm(l->bottom[j]),
-                                     (size_t)slot - top_base[owner], next_k[slot]++);
-        free(l->bottom[j]);
-        l->bottom[j] = name;
-      }
-      if (n_out == cap) out = mdl_xrealloc(out, (cap = 2 * cap + 4) * sizeof *out);
-      out[n_out++] = l;
-      for (size_t j = 0; j < l->n_top; j++) {
-        size_t slot = top_base[i] + j;
-        if (count[slot] <= 1) continue;
-        if (n_out == cap) out = mdl_xrealloc(out, (cap = 2 * cap + 4) * sizeof *out);
-        out[n_out++] = split_layer(nm(l->name), nm(l->top[j]), j, count[slot], loss[slot]);
-        if (loss[slot] != 0) {
-          free(l->loss_weight);
-          l->loss_weight = NULL;
-          l->n_loss_weight = 0;
-          next_k[slot]++;
-        }
-      }
-    }
-    free(net->layer);
-    net->layer = out;
-    net->n_layer = n_out;
-  }
-  free(top_base);
-  free(bot_base);
-  free(count);
-  free(next_k);
-  free(loss);
-  free(src);
-  free(slot_layer);
-  return st;
-}
-
 /* ---- the graph ---- */
 
 void mdl_graph_free(mdl_graph *g) {
@@ -346,7 +72,7 @@ int mdl_graph_find_blob(const mdl_graph *g, const char *name) {
 
 int mdl_graph_find_layer(const mdl_graph *g, const char *name) {
   for (int i = 0; i < g->n_layers; i++)
-    if (strcmp(nm(g->layers[i].param->name), name) == 0) return i;
+    if (strcmp(mdl_gname(g->layers[i].param->name), name) == 0) return i;
   return -1;
 }
 
@@ -354,9 +80,9 @@ int mdl_graph_find_layer(const mdl_graph *g, const char *name) {
 typedef struct builder {
   mdl_graph *g;
   int cap;
-  strmap blobs;     /* name -> blob, for wiring */
-  strmap params;    /* ParamSpec name -> layer * MDL_MAX_LAYER_PARAMS + index */
-  char **user_name; /* per blob: the name the user wrote (Split tops map back) */
+  mdl_strmap blobs;  /* name -> blob, for wiring */
+  mdl_strmap params; /* ParamSpec name -> layer * MDL_MAX_LAYER_PARAMS + index */
+  char **user_name;  /* per blob: the name the user wrote (Split tops map back) */
   bool *need_backward, *available;
   bool *owner_has_lr, *owner_has_decay; /* per layer * MDL_MAX_LAYER_PARAMS */
 } builder;
@@ -405,18 +131,19 @@ static mdl_status find_def(const Caffe__LayerParameter *lp, const mdl_layer_def 
   const mdl_layer_def *t = mdl_layer_table(&n);
   const char **names = mdl_xcalloc(n, sizeof *names);
   for (size_t i = 0; i < n; i++) names[i] = t[i].type;
-  const char *near = mdl_suggest_nearest(nm(lp->type), names, n);
+  const char *near = mdl_suggest_nearest(mdl_gname(lp->type), names, n);
   free(names);
   if (!lp->type || !lp->type[0]) {
     char known[1024];
-    return layer_fail(lp, err, "the layer has no type; known types: %s",
-                      known_types(known, sizeof known));
+    return mdl_graph_layer_fail(lp, err, "the layer has no type; known types: %s",
+                                known_types(known, sizeof known));
   }
   if (near)
-    return layer_fail(lp, err, "unknown layer type \"%s\"; did you mean \"%s\"?", lp->type, near);
+    return mdl_graph_layer_fail(lp, err, "unknown layer type \"%s\"; did you mean \"%s\"?",
+                                lp->type, near);
   char known[1024];
-  return layer_fail(lp, err, "unknown layer type \"%s\"; known types: %s", lp->type,
-                    known_types(known, sizeof known));
+  return mdl_graph_layer_fail(lp, err, "unknown layer type \"%s\"; known types: %s", lp->type,
+                              known_types(known, sizeof known));
 }
 
 /* Shape of a BlobProto stored in the net (explicit shape or legacy 4-D). */
@@ -458,16 +185,17 @@ static mdl_status setup_params(builder *b, int li, mdl_error *err) {
   const Caffe__LayerParameter *lp = gl->param;
   char s1[160], s2[160];
   if ((int)lp->n_param > gl->n_param)
-    return layer_fail(lp, err, "has %zu param entries but only %d learnable blob%s", lp->n_param,
-                      gl->n_param, gl->n_param == 1 ? "" : "s");
+    return mdl_graph_layer_fail(lp, err, "has %zu param entries but only %d learnable blob%s",
+                                lp->n_param, gl->n_param, gl->n_param == 1 ? "" : "s");
   if (lp->n_blobs) {
     if ((int)lp->n_blobs != gl->n_param)
-      return layer_fail(lp, err, "stores %zu blobs but needs %d", lp->n_blobs, gl->n_param);
+      return mdl_graph_layer_fail(lp, err, "stores %zu blobs but needs %d", lp->n_blobs,
+                                  gl->n_param);
     for (int i = 0; i < gl->n_param; i++)
       if (!blob_proto_matches(lp->blobs[i], &gl->param_shape[i])) {
         blob_proto_str(lp->blobs[i], s1, sizeof s1);
-        return layer_fail(lp, err, "stored blob %d is %s but the layer needs %s", i, s1,
-                          mdl_shape_str(&gl->param_shape[i], s2, sizeof s2));
+        return mdl_graph_layer_fail(lp, err, "stored blob %d is %s but the layer needs %s", i, s1,
+                                    mdl_shape_str(&gl->param_shape[i], s2, sizeof s2));
       }
   }
   bool batch_norm = strcmp(gl->def->type, "BatchNorm") == 0;
@@ -476,10 +204,10 @@ static mdl_status setup_params(builder *b, int li, mdl_error *err) {
     float lr = ps ? ps->lr_mult : 1, decay = ps ? ps->decay_mult : 1;
     if (batch_norm) {
       if (ps && lr != 0)
-        return layer_fail(lp, err,
-                          "param %d has lr_mult %g; BatchNorm's statistics cannot be "
-                          "learned (lr_mult must be 0)",
-                          i, (double)lr);
+        return mdl_graph_layer_fail(lp, err,
+                                    "param %d has lr_mult %g; BatchNorm's statistics cannot be "
+                                    "learned (lr_mult must be 0)",
+                                    i, (double)lr);
       if (!ps) lr = 0;
     }
     gl->param_lr_mult[i] = lr;
@@ -491,10 +219,10 @@ static mdl_status setup_params(builder *b, int li, mdl_error *err) {
     gl->param_propagate_down[i] = (ps ? ps->lr_mult : 1) != 0;
     const char *pname = ps ? ps->name : NULL;
     if (!pname || !pname[0]) continue;
-    int key = map_get(&b->params, pname);
+    int key = mdl_strmap_get(&b->params, pname);
     size_t self = (size_t)li * MDL_MAX_LAYER_PARAMS + (size_t)i;
     if (key < 0) {
-      map_put(&b->params, pname, (int)self);
+      mdl_strmap_put(&b->params, pname, (int)self);
       b->owner_has_lr[self] = ps->has_lr_mult;
       b->owner_has_decay[self] = ps->has_decay_mult;
       continue;
@@ -507,27 +235,29 @@ static mdl_status setup_params(builder *b, int li, mdl_error *err) {
                   ? mdl_shape_count(os) == mdl_shape_count(ms)
                   : (os->n == ms->n && memcmp(os->d, ms->d, sizeof(int64_t) * (size_t)os->n) == 0);
     if (!ok)
-      return layer_fail(lp, err,
-                        "cannot share param \"%s\" with layer \"%s\": it is %s there and "
-                        "%s here%s",
-                        pname, nm(owner->param->name), mdl_shape_str(os, s1, sizeof s1),
-                        mdl_shape_str(ms, s2, sizeof s2), permissive ? " (counts differ)" : "");
+      return mdl_graph_layer_fail(
+          lp, err,
+          "cannot share param \"%s\" with layer \"%s\": it is %s there and "
+          "%s here%s",
+          pname, mdl_gname(owner->param->name), mdl_shape_str(os, s1, sizeof s1),
+          mdl_shape_str(ms, s2, sizeof s2), permissive ? " (counts differ)" : "");
     size_t okey = (size_t)key;
     if (ps->has_lr_mult) {
       if (b->owner_has_lr[okey] && owner->param_lr_mult[oi] != ps->lr_mult)
-        return layer_fail(lp, err, "shared param \"%s\" has lr_mult %g here but %g in layer \"%s\"",
-                          pname, (double)ps->lr_mult, (double)owner->param_lr_mult[oi],
-                          nm(owner->param->name));
+        return mdl_graph_layer_fail(
+            lp, err, "shared param \"%s\" has lr_mult %g here but %g in layer \"%s\"", pname,
+            (double)ps->lr_mult, (double)owner->param_lr_mult[oi], mdl_gname(owner->param->name));
       b->owner_has_lr[okey] = true;
       b->g->layers[ol].param_lr_mult[oi] = ps->lr_mult;
     }
     if (ps->has_decay_mult) {
       if (b->owner_has_decay[okey] && owner->param_decay_mult[oi] != ps->decay_mult)
-        return layer_fail(lp, err,
-                          "shared param \"%s\" has decay_mult %g here but %g in layer "
-                          "\"%s\"",
-                          pname, (double)ps->decay_mult, (double)owner->param_decay_mult[oi],
-                          nm(owner->param->name));
+        return mdl_graph_layer_fail(lp, err,
+                                    "shared param \"%s\" has decay_mult %g here but %g in layer "
+                                    "\"%s\"",
+                                    pname, (double)ps->decay_mult,
+                                    (double)owner->param_decay_mult[oi],
+                                    mdl_gname(owner->param->name));
       b->owner_has_decay[okey] = true;
       b->g->layers[ol].param_decay_mult[oi] = ps->decay_mult;
     }
@@ -544,18 +274,18 @@ static mdl_status setup_loss(mdl_graph_layer *gl, mdl_error *err) {
   size_t n = lp->n_loss_weight;
   if (n == 0 && gl->def->is_loss) {
     if (gl->n_top != 1)
-      return layer_fail(lp, err,
-                        "a loss layer's default loss_weight covers one top; give "
-                        "loss_weight for each of its %d tops",
-                        gl->n_top);
+      return mdl_graph_layer_fail(lp, err,
+                                  "a loss layer's default loss_weight covers one top; give "
+                                  "loss_weight for each of its %d tops",
+                                  gl->n_top);
     gl->loss_weight[0] = 1;
     return MDL_OK;
   }
   if (n && n != (size_t)gl->n_top)
-    return layer_fail(lp, err,
-                      "loss_weight is given %zu times for %d tops; give it for every top "
-                      "or not at all",
-                      n, gl->n_top);
+    return mdl_graph_layer_fail(lp, err,
+                                "loss_weight is given %zu times for %d tops; give it for every top "
+                                "or not at all",
+                                n, gl->n_top);
   for (size_t i = 0; i < n; i++) gl->loss_weight[i] = lp->loss_weight[i];
   return MDL_OK;
 }
@@ -573,12 +303,12 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
   /* Caffe's AutoTopBlobs: a loss layer without a top gets an anonymous one,
    * written into the net so that the runtime sees the same count. */
   if (def->is_loss && lp->n_top < (size_t)def->min_top)
-    while (lp->n_top < (size_t)def->min_top) push_str(&lp->top, &lp->n_top, AUTO_TOP);
+    while (lp->n_top < (size_t)def->min_top) mdl_push_str(&lp->top, &lp->n_top, AUTO_TOP);
   if (lp->n_propagate_down && lp->n_propagate_down != lp->n_bottom)
-    return layer_fail(lp, err,
-                      "propagate_down is given %zu times for %zu bottoms; give it for "
-                      "every bottom or not at all",
-                      lp->n_propagate_down, lp->n_bottom);
+    return mdl_graph_layer_fail(lp, err,
+                                "propagate_down is given %zu times for %zu bottoms; give it for "
+                                "every bottom or not at all",
+                                lp->n_propagate_down, lp->n_bottom);
   int nb = gl->n_bottom = (int)lp->n_bottom, nt = gl->n_top = (int)lp->n_top;
   gl->bottom = mdl_xcalloc((size_t)nb + 1, sizeof(int));
   gl->top = mdl_xcalloc((size_t)nt + 1, sizeof(int));
@@ -586,12 +316,12 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
   gl->loss_weight = mdl_xcalloc((size_t)nt + 1, sizeof(float));
   bool need_backward = false;
   for (int j = 0; j < nb; j++) {
-    int id = map_get(&b->blobs, nm(lp->bottom[j]));
+    int id = mdl_strmap_get(&b->blobs, mdl_gname(lp->bottom[j]));
     if (id < 0 || !b->available[id])
-      return layer_fail(lp, err,
-                        "bottom \"%s\" is not available (consumed by an earlier layer "
-                        "or never produced)",
-                        nm(lp->bottom[j]));
+      return mdl_graph_layer_fail(lp, err,
+                                  "bottom \"%s\" is not available (consumed by an earlier layer "
+                                  "or never produced)",
+                                  mdl_gname(lp->bottom[j]));
     b->available[id] = false;
     gl->bottom[j] = id;
     need_backward |= b->need_backward[id];
@@ -600,25 +330,26 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
   }
   bool is_split = strcmp(def->type, "Split") == 0;
   for (int j = 0; j < nt; j++) {
-    const char *name = nm(lp->top[j]);
+    const char *name = mdl_gname(lp->top[j]);
     if (strcmp(name, AUTO_TOP) == 0) {
       gl->top[j] = add_blob(b, name, -1, li);
       continue;
     }
-    if (j < nb && strcmp(name, nm(lp->bottom[j])) == 0) {
+    if (j < nb && strcmp(name, mdl_gname(lp->bottom[j])) == 0) {
       if (!def->in_place_ok)
-        return layer_fail(lp, err, "cannot run in place (top \"%s\" is also its bottom)", name);
+        return mdl_graph_layer_fail(lp, err, "cannot run in place (top \"%s\" is also its bottom)",
+                                    name);
       gl->top[j] = gl->bottom[j];
       b->available[gl->top[j]] = true;
       continue;
     }
-    if (map_get(&b->blobs, name) >= 0)
-      return layer_fail(lp, err,
-                        "top \"%s\" is already produced by an earlier layer; only an "
-                        "in-place layer (top j = bottom j) may write it again",
-                        name);
+    if (mdl_strmap_get(&b->blobs, name) >= 0)
+      return mdl_graph_layer_fail(lp, err,
+                                  "top \"%s\" is already produced by an earlier layer; only an "
+                                  "in-place layer (top j = bottom j) may write it again",
+                                  name);
     gl->top[j] = add_blob(b, name, is_split && nb ? gl->bottom[0] : -1, li);
-    map_put(&b->blobs, g->blob_name[gl->top[j]], gl->top[j]);
+    mdl_strmap_put(&b->blobs, g->blob_name[gl->top[j]], gl->top[j]);
   }
 
   mdl_shape_args a;
@@ -644,20 +375,20 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
     int id = gl->top[j];
     char s1[160], s2[160];
     if (j < nb && id == gl->bottom[j] && !mdl_shape_eq(&ts[j], &bs[j]))
-      st = layer_fail(lp, err, "runs in place on \"%s\" but changes its shape from %s to %s",
-                      b->user_name[id], mdl_shape_str(&bs[j], s1, sizeof s1),
-                      mdl_shape_str(&ts[j], s2, sizeof s2));
+      st = mdl_graph_layer_fail(
+          lp, err, "runs in place on \"%s\" but changes its shape from %s to %s", b->user_name[id],
+          mdl_shape_str(&bs[j], s1, sizeof s1), mdl_shape_str(&ts[j], s2, sizeof s2));
     else if (mdl_shape_count(&ts[j]) > INT_MAX)
-      st = layer_fail(lp, err, "top \"%s\" would be %s, more than 2^31-1 values", g->blob_name[id],
-                      mdl_shape_str(&ts[j], s1, sizeof s1));
+      st = mdl_graph_layer_fail(lp, err, "top \"%s\" would be %s, more than 2^31-1 values",
+                                g->blob_name[id], mdl_shape_str(&ts[j], s1, sizeof s1));
     else
       g->blob_shape[id] = ts[j];
   }
   for (int k = 0; st == MDL_OK && k < a.n_param; k++) {
     char s1[160];
     if (mdl_shape_count(&a.param[k]) > INT_MAX)
-      st = layer_fail(lp, err, "learnable blob %d would be %s, more than 2^31-1 values", k,
-                      mdl_shape_str(&a.param[k], s1, sizeof s1));
+      st = mdl_graph_layer_fail(lp, err, "learnable blob %d would be %s, more than 2^31-1 values",
+                                k, mdl_shape_str(&a.param[k], s1, sizeof s1));
   }
   free(bs);
   free(ts);
@@ -728,8 +459,8 @@ static void force_backward(mdl_graph *g) {
 }
 
 static void builder_free(builder *b) {
-  map_free(&b->blobs);
-  map_free(&b->params);
+  mdl_strmap_free(&b->blobs);
+  mdl_strmap_free(&b->params);
   free(b->user_name);
   free(b->need_backward);
   free(b->available);
@@ -748,8 +479,8 @@ mdl_status mdl_graph_build(const Caffe__NetParameter *net, const Caffe__NetState
   Caffe__LayerParameter **dropped = NULL;
   size_t n_dropped = 0;
   mdl_status st = mdl_graph_upgrade(n, err);
-  if (st == MDL_OK) st = filter_net(n, s, &dropped, &n_dropped, err);
-  if (st == MDL_OK) st = insert_splits(n, dropped, n_dropped, s, err);
+  if (st == MDL_OK) st = mdl_graph_filter(n, s, &dropped, &n_dropped, err);
+  if (st == MDL_OK) st = mdl_graph_insert_splits(n, dropped, n_dropped, s, err);
   for (size_t i = 0; i < n_dropped; i++) protobuf_c_message_free_unpacked(&dropped[i]->base, NULL);
   free(dropped);
   if (st != MDL_OK) {

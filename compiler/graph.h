@@ -32,7 +32,10 @@ typedef struct mdl_source_info {
 
 /* Looks up the records a data layer reads (by data_param.source or the
  * layer's name). Returns MDL_OK and fills *info, or an error naming the
- * source. NULL resolver: data layers without an explicit shape are errors. */
+ * source; the compiler prefixes `layer "name" (Type): source "...": ` unless
+ * the message already starts with `layer "name"`. NULL resolver: data layers
+ * without an explicit shape are errors. A record already cropped is fine:
+ * transform_param.crop_size is applied again, which changes nothing then. */
 typedef mdl_status (*mdl_source_resolver)(void *ctx, const Caffe__LayerParameter *layer,
                                           mdl_source_info *info, mdl_error *err);
 

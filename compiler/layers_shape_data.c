@@ -116,7 +116,13 @@ static mdl_status resolve(mdl_shape_args *a, const char *source, mdl_shape *rec,
   mdl_error_clear(&inner);
   mdl_status st = a->resolver(a->resolver_ctx, a->lp, &info, &inner);
   if (st != MDL_OK) {
-    mdl_lfail(a, err, "source \"%s\": %s", source, inner.msg);
+    /* A resolver that already names the layer is passed through as is. */
+    char own[300];
+    snprintf(own, sizeof own, "layer \"%s\"", a->lp->name ? a->lp->name : "");
+    if (strncmp(inner.msg, own, strlen(own)) == 0)
+      mdl_errorf(err, st, "%s", inner.msg);
+    else
+      mdl_lfail(a, err, "source \"%s\": %s", source, inner.msg);
     if (err) err->code = st;
     return st;
   }
@@ -167,12 +173,28 @@ static mdl_status image_tops(mdl_shape_args *a, const char *source, uint32_t bat
   return MDL_OK;
 }
 
+/* The pre-2015 transform fields of a data layer's own *_param: the V1
+ * upgrade moves them to transform_param; in a `layer` net Caffe 1.0 ignores
+ * them silently, which would change the data, so they are rejected. */
+static mdl_status legacy_transform(mdl_shape_args *a, const char *msg, bool scale,
+                                   const char *mean_file, bool crop, bool mirror, mdl_error *err) {
+  const char *field = scale ? "scale" : mean_file ? "mean_file" : crop ? "crop_size" : "mirror";
+  if (!scale && !mean_file && !crop && !mirror) return MDL_OK;
+  return mdl_lfail(a, err,
+                   "%s.%s is a V1 field that Caffe ignores in `layer` nets; use "
+                   "transform_param.%s",
+                   msg, field, field);
+}
+
 mdl_status mdl_shape_data(mdl_shape_args *a, mdl_error *err) {
   const Caffe__DataParameter *p = a->lp->data_param;
   if (!p || !p->batch_size)
     return mdl_lfail(a, err, "data_param.batch_size must be set and positive");
+  mdl_status st = legacy_transform(a, "data_param", p->has_scale, p->mean_file, p->has_crop_size,
+                                   p->has_mirror, err);
+  if (st != MDL_OK) return st;
   int64_t chw[3];
-  mdl_status st = record_chw(a, p->source, chw, err);
+  st = record_chw(a, p->source, chw, err);
   if (st != MDL_OK) return st;
   return image_tops(a, p->source, p->batch_size, chw, err);
 }
@@ -182,6 +204,9 @@ mdl_status mdl_shape_image_data(mdl_shape_args *a, mdl_error *err) {
   const Caffe__ImageDataParameter *p = a->lp->image_data_param;
   if (!p) p = &k_default;
   if (!p->batch_size) return mdl_lfail(a, err, "image_data_param.batch_size must be positive");
+  mdl_status st = legacy_transform(a, "image_data_param", p->has_scale, p->mean_file,
+                                   p->has_crop_size, p->has_mirror, err);
+  if (st != MDL_OK) return st;
   if ((p->new_height == 0) != (p->new_width == 0))
     return mdl_lfail(a, err,
                      "image_data_param.new_height and new_width must be set together "
@@ -192,7 +217,7 @@ mdl_status mdl_shape_image_data(mdl_shape_args *a, mdl_error *err) {
   int64_t chw[3] = {p->is_color ? 3 : 1, p->new_height, p->new_width};
   if (!p->new_height) {
     int64_t rec[3];
-    mdl_status st = record_chw(a, p->source, rec, err);
+    st = record_chw(a, p->source, rec, err);
     if (st != MDL_OK) return st;
     chw[1] = rec[1], chw[2] = rec[2];
   }
@@ -203,10 +228,13 @@ mdl_status mdl_shape_window_data(mdl_shape_args *a, mdl_error *err) {
   const Caffe__WindowDataParameter *p = a->lp->window_data_param;
   if (!p || !p->batch_size)
     return mdl_lfail(a, err, "window_data_param.batch_size must be set and positive");
+  mdl_status st = legacy_transform(a, "window_data_param", p->has_scale, p->mean_file,
+                                   p->has_crop_size, p->has_mirror, err);
+  if (st != MDL_OK) return st;
   uint32_t crop = a->lp->transform_param ? a->lp->transform_param->crop_size : 0;
   if (!crop) return mdl_lfail(a, err, "transform_param.crop_size must be set and positive");
   int64_t chw[3];
-  mdl_status st = record_chw(a, p->source, chw, err);
+  st = record_chw(a, p->source, chw, err);
   if (st != MDL_OK) return st;
   /* Windows are warped to crop_size x crop_size whatever the image size. */
   int64_t d[4] = {p->batch_size, chw[0], crop, crop};

@@ -59,6 +59,8 @@ static mdl_status test_resolver(void *ctx, const Caffe__LayerParameter *l, mdl_s
   test_source *s = ctx;
   s->calls++;
   const char *src = l->data_param ? l->data_param->source : NULL;
+  if (src && strstr(src, "named"))
+    return mdl_errorf(err, MDL_ERR_INVALID, "layer \"%s\": %s: no such file", l->name, src);
   if (src && strstr(src, "missing")) return mdl_errorf(err, MDL_ERR_INVALID, "no such database");
   info->record = s->rec;
   return MDL_OK;
@@ -726,6 +728,15 @@ Test(filter, include_and_exclude_is_error) {
   cr_assert_str_eq(m,
                    "t.prototxt: layer \"r\" (ReLU): give include rules or exclude rules, not "
                    "both");
+  /* ... also after layers the rules dropped (each freed once). */
+  m = fail_with("2x3",
+                "layer { name: 'a' type: 'ReLU' bottom: 'in0' top: 'a' include { phase: TRAIN } }\n"
+                "layer { name: 'b' type: 'ReLU' bottom: 'in0' top: 'b' }\n"
+                "layer { name: 'r' type: 'ReLU' bottom: 'in0' top: 'r'\n"
+                "  include { phase: TRAIN } exclude { phase: TEST } }\n"
+                "layer { name: 'c' type: 'ReLU' bottom: 'in0' top: 'c' }",
+                NULL);
+  expect_contains(m, "layer \"r\" (ReLU): give include rules", NULL);
   check_leaks();
 }
 
@@ -2142,6 +2153,13 @@ Test(rules, source_layers) {
       "layer { name: 'D' type: 'Data' top: 'a' data_param { source: 'missing_db' batch_size: 4 } }",
       &o);
   cr_assert_str_eq(m, "t.prototxt: layer \"D\" (Data): source \"missing_db\": no such database");
+  test_source named = {.rec = {.n = 3, .d = {1, 2, 2}}};
+  build_opts on = {.src = &named};
+  m = fail_text(
+      "layer { name: 'D' type: 'Data' top: 'a'\n"
+      "  data_param { source: 'missing_named' batch_size: 4 } }",
+      &on);
+  cr_assert_str_eq(m, "t.prototxt: layer \"D\": missing_named: no such file");
   m = fail_text("layer { name: 'D' type: 'Data' top: 'a' data_param { source: 'db' } }", &o);
   cr_assert_str_eq(m,
                    "t.prototxt: layer \"D\" (Data): data_param.batch_size must be set and "
@@ -2167,6 +2185,13 @@ Test(rules, source_layers) {
   cr_assert_str_eq(m,
                    "t.prototxt: layer \"W\" (WindowData): transform_param.crop_size must be set "
                    "and positive");
+  m = fail_text(
+      "layer { name: 'D' type: 'Data' top: 'a'\n"
+      "  data_param { source: 'db' batch_size: 4 crop_size: 24 } }",
+      &o);
+  cr_assert_str_eq(m,
+                   "t.prototxt: layer \"D\" (Data): data_param.crop_size is a V1 field that "
+                   "Caffe ignores in `layer` nets; use transform_param.crop_size");
   m = fail_text(
       "layer { name: 'D' type: 'Data' top: 'a' top: 'b' top: 'c'\n"
       "  data_param { source: 'db' batch_size: 4 } }",
