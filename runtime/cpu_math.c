@@ -29,6 +29,19 @@ static int backend(void) {
   return b;
 }
 
+bool mdl_gemm_select(const char *name) {
+  int b;
+  if (!strcmp(name, "onednn"))
+    b = GEMM_DNNL;
+  else if (!strcmp(name, "openblas"))
+    b = GEMM_OPENBLAS;
+  else
+    return false;
+  if (b == GEMM_OPENBLAS) openblas_set_num_threads(1);
+  __atomic_store_n(&gemm_backend, b, __ATOMIC_RELAXED);
+  return true;
+}
+
 const char *mdl_gemm_backend_name(void) {
   return backend() == GEMM_DNNL ? "onednn-sgemm" : "openblas";
 }
@@ -287,37 +300,51 @@ static void valid_range(int64_t out, int64_t size, int64_t stride, int64_t pad, 
   *hi = h;
 }
 
+/* One output row of a column row: zeros where the window hangs over the
+ * padding, the input elsewhere (unit stride). */
+static inline void copy_row_s1(float *restrict d, const float *restrict s, int64_t ow0, int64_t ow1,
+                               int64_t OW) {
+  for (int64_t i = 0; i < ow0; i++) d[i] = 0.f;
+  for (int64_t i = ow0; i < ow1; i++) d[i] = s[i];
+  for (int64_t i = ow1; i < OW; i++) d[i] = 0.f;
+}
+
+static inline void copy_row_strided(float *restrict d, const float *restrict s, int64_t ow0,
+                                    int64_t ow1, int64_t OW, int64_t sw) {
+  for (int64_t i = 0; i < ow0; i++) d[i] = 0.f;
+  for (int64_t i = ow0; i < ow1; i++) d[i] = s[i * sw];
+  for (int64_t i = ow1; i < OW; i++) d[i] = 0.f;
+}
+
 /* task = one row (c, ki, kj) of col for all images */
 static void im2col_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const col_job *j = arg;
   const mdl_conv_geom *g = j->g;
   (void)thread;
-  const int64_t kk = g->kernel_h * g->kernel_w, P = g->out_h * g->out_w;
+  const int64_t kk = g->kernel_h * g->kernel_w, P = g->out_h * g->out_w, OW = g->out_w;
+  const int64_t W = g->width, plane = g->height * g->width, hstep = g->stride_h * W;
+  const int64_t sw = g->stride_w, num = j->num;
   for (int64_t r = lo; r < hi; r++) {
-    int64_t c = r / kk, ki = (r % kk) / g->kernel_w, kj = r % g->kernel_w;
+    const int64_t c = r / kk, ki = (r % kk) / g->kernel_w, kj = r % g->kernel_w;
     int64_t oh0, oh1, ow0, ow1;
     valid_range(g->out_h, g->height, g->stride_h, g->pad_h, ki * g->dilation_h, &oh0, &oh1);
-    valid_range(g->out_w, g->width, g->stride_w, g->pad_w, kj * g->dilation_w, &ow0, &ow1);
-    const int64_t ioff = kj * g->dilation_w - g->pad_w;
-    for (int64_t n = 0; n < j->num; n++) {
-      float *restrict dst = j->col + r * (j->num * P) + n * P;
-      const float *restrict src = j->x + n * j->x_stride + (j->c0 + c) * g->height * g->width;
-      if (oh0 > 0) memset(dst, 0, (size_t)(oh0 * g->out_w) * sizeof(float));
-      for (int64_t oh = oh0; oh < oh1; oh++) {
-        float *restrict d = dst + oh * g->out_w;
-        const float *restrict s =
-            src + (oh * g->stride_h - g->pad_h + ki * g->dilation_h) * g->width + ioff;
-        for (int64_t ow = 0; ow < ow0; ow++) d[ow] = 0;
-        if (g->stride_w == 1) {
-          memcpy(d + ow0, s + ow0, (size_t)(ow1 - ow0) * sizeof(float));
-        } else {
-          const int64_t sw = g->stride_w;
-          for (int64_t ow = ow0; ow < ow1; ow++) d[ow] = s[ow * sw];
-        }
-        for (int64_t ow = ow1; ow < g->out_w; ow++) d[ow] = 0;
-      }
-      if (oh1 < g->out_h)
-        memset(dst + oh1 * g->out_w, 0, (size_t)((g->out_h - oh1) * g->out_w) * sizeof(float));
+    valid_range(OW, W, sw, g->pad_w, kj * g->dilation_w, &ow0, &ow1);
+    /* input offset of output (oh0, 0) of this row within a plane */
+    const int64_t off =
+        (oh0 * g->stride_h - g->pad_h + ki * g->dilation_h) * W + kj * g->dilation_w - g->pad_w;
+    const float *src0 = j->x + (j->c0 + c) * plane + off;
+    float *dst0 = j->col + r * (num * P);
+    for (int64_t n = 0; n < num; n++) {
+      float *restrict d = dst0 + n * P;
+      const float *restrict s = src0 + n * j->x_stride;
+      for (int64_t i = 0; i < oh0 * OW; i++) d[i] = 0.f;
+      d += oh0 * OW;
+      if (sw == 1)
+        for (int64_t oh = oh0; oh < oh1; oh++, d += OW, s += hstep) copy_row_s1(d, s, ow0, ow1, OW);
+      else
+        for (int64_t oh = oh0; oh < oh1; oh++, d += OW, s += hstep)
+          copy_row_strided(d, s, ow0, ow1, OW, sw);
+      for (int64_t i = 0; i < (g->out_h - oh1) * OW; i++) d[i] = 0.f;
     }
   }
 }

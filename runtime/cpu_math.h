@@ -27,8 +27,14 @@ void mdl_gemm(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64
 void mdl_gemv(mdl_threadpool *pool, bool trans, int64_t M, int64_t N, float alpha, const float *A,
               const float *x, float beta, float *y);
 
-/* Which GEMM implementation mdl_gemm uses, e.g. "openblas" or "mdl-avx512". */
+/* Which GEMM implementation mdl_gemm uses: "onednn-sgemm" (default) or
+ * "openblas" (MDL_GEMM=openblas in the environment). */
 const char *mdl_gemm_backend_name(void);
+
+/* Switches the GEMM library for the whole process ("onednn" or "openblas"),
+ * for benchmarks. Returns false (and changes nothing) for other names. Not
+ * to be called while GEMMs run. */
+bool mdl_gemm_select(const char *name);
 
 /* Element-wise helpers; each is threaded over pool for large n. */
 void mdl_vset(mdl_threadpool *pool, int64_t n, float value, float *y);

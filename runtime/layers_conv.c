@@ -38,6 +38,10 @@ typedef struct conv_priv {
   int64_t wcount, bcount;
   size_t ws_thread; /* floats of scratch per thread */
   int nt;
+  /* TRAIN convolution: the column matrices of the last forward, kept for the
+   * weight gradient so backward does not redo im2col; NULL when over the
+   * size cap (MDL_CONV_CACHE_MB, default 32 per layer) */
+  float *colcache;
 } conv_priv;
 
 /* Caffe's repeated-or-_h/_w convolution fields. */
@@ -138,7 +142,20 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   if (cp->depthwise)
     cp->ws_thread = ws_round((size_t)cp->wcount) + ws_round((size_t)cp->bcount + 1);
   mdl_workspace_reserve(l->ctx.ws, cp->ws_thread * (size_t)cp->nt * sizeof(float));
+  if (!deconv && !cp->depthwise && !cp->one_by_one && l->n_bottom == 1 &&
+      l->phase == CAFFE__PHASE__TRAIN) {
+    const char *e = getenv("MDL_CONV_CACHE_MB");
+    double cap_mb = e ? atof(e) : 32;
+    int64_t n = cp->group * cp->Kg * cp->num * cp->P;
+    if ((double)n * sizeof(float) <= cap_mb * 1048576.0) cp->colcache = mdl_falloc(n);
+  }
   return MDL_OK;
+}
+
+static void conv_free(mdl_layer *l) {
+  conv_priv *cp = l->priv;
+  mdl_ffree(cp->colcache);
+  free(cp);
 }
 
 static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
@@ -197,6 +214,11 @@ static const float *gather_out(const conv_priv *cp, const float *out, int64_t n0
 
 /* The im2col'd tile for group g (Kg x nb*P, ld returned), or the input itself
  * for 1x1 stride-1 unpadded kernels on one image. */
+/* Where the columns of (tile at n0, group g) live in the cache. */
+static float *cache_at(const conv_priv *cp, int64_t n0, int64_t nb, int64_t g) {
+  return cp->colcache + (n0 * cp->group + g * nb) * cp->Kg * cp->P;
+}
+
 static const float *column(const conv_priv *cp, mdl_threadpool *pool, const float *im, int64_t n0,
                            int64_t nb, int64_t g, float *col, int64_t *ld) {
   int64_t cg = cp->im_ch / cp->group;
@@ -216,7 +238,8 @@ static void tile_fwd(const mdl_layer *l, mdl_threadpool *pool, const float *im, 
   const float *W = l->param[0].data;
   for (int64_t g = 0; g < cp->group; g++) {
     int64_t ldc;
-    const float *col = column(cp, pool, im, n0, nb, g, s->col, &ldc);
+    float *dest = cp->colcache && !cp->deconv ? cache_at(cp, n0, nb, g) : s->col;
+    const float *col = column(cp, pool, im, n0, nb, g, dest, &ldc);
     if (nb == 1) {
       mdl_gemm_ex(pool, false, false, cp->Mg, cp->P, cp->Kg, 1.f, W + g * cp->Mg * cp->Kg, cp->Kg,
                   col, ldc, 0.f, out + n0 * cp->out_dim + g * cp->Mg * cp->P, cp->P);
@@ -279,7 +302,13 @@ static void tile_wgrad(const mdl_layer *l, const float *im, const float *outd, i
   const conv_priv *cp = l->priv;
   for (int64_t g = 0; g < cp->group; g++) {
     int64_t ldc, ldo;
-    const float *col = column(cp, pool, im, n0, nb, g, s->col, &ldc);
+    const float *col;
+    if (cp->colcache) { /* filled by the forward pass */
+      col = cache_at(cp, n0, nb, g);
+      ldc = nb * cp->P;
+    } else {
+      col = column(cp, pool, im, n0, nb, g, s->col, &ldc);
+    }
     const float *o = gather_out(cp, outd, n0, nb, g, s->tile, &ldo);
     mdl_gemm_ex(pool, false, true, cp->Mg, cp->Kg, nb * cp->P, 1.f, o, ldo, col, ldc, beta,
                 dw + g * cp->Mg * cp->Kg, cp->Kg);
@@ -487,9 +516,9 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
 }
 
 const mdl_layer_impl mdl_cpu_conv_layer = {"Convolution", conv_setup,    conv_init,
-                                           conv_forward,  conv_backward, NULL};
+                                           conv_forward,  conv_backward, conv_free};
 const mdl_layer_impl mdl_cpu_deconv_layer = {"Deconvolution", deconv_setup,  conv_init,
-                                             conv_forward,    conv_backward, NULL};
+                                             conv_forward,    conv_backward, conv_free};
 
 /* ---- InnerProduct: top (M x N) = bottom (M x K) * W^T + b --------------- */
 /* W is N x K, or K x N with transpose: true. */

@@ -1,6 +1,7 @@
 /* Pooling (MAX with argmax mask, AVE with Caffe's padding-aware divisor,
- * global) over NCHW planes, threaded over (n, c) planes; 2x2/stride-2
- * unpadded MAX has a branch-free kernel the compiler vectorises. Output
+ * global) over NCHW planes, threaded over (n, c) planes. Windows inside the
+ * input run branch-free passes the compiler vectorises over output columns;
+ * only border windows take the per-output path. Output
  * sizes come from the shape rule (Caffe's ceil rounding). STOCHASTIC is
  * rejected at setup (Caffe has no CPU version either). */
 #include <float.h>
@@ -70,31 +71,137 @@ typedef struct pool_args {
   float *y, *dx, *mask_top;
 } pool_args;
 
-/* 2x2 stride 2, no padding: y = max of 4 with Caffe's first-maximum index */
-static void max22_plane(const pool_priv *pp, const float *restrict x, float *restrict y,
-                        int32_t *restrict mask) {
-  const int64_t W = pp->W;
-  for (int64_t oh = 0; oh < pp->PH; oh++) {
-    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-    const int32_t base = (int32_t)(2 * oh * W);
-    /* rows past the input (odd H with ceil rounding) fall to the generic path */
-    if (2 * oh + 1 >= pp->H) return;
-    int64_t full = pp->W / 2 < pp->PW ? pp->W / 2 : pp->PW;
-    for (int64_t ow = 0; ow < full; ow++) {
-      float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-      int32_t i = base + (int32_t)(2 * ow);
-      float m = a;
-      int32_t mi = i;
-      mi = b > m ? i + 1 : mi;
-      m = b > m ? b : m;
-      mi = c > m ? i + (int32_t)W : mi;
-      m = c > m ? c : m;
-      mi = d > m ? i + (int32_t)W + 1 : mi;
-      m = d > m ? d : m;
-      y[oh * pp->PW + ow] = m;
-      mask[oh * pp->PW + ow] = mi;
-    }
+/* One output by the plain definition (used at the borders). */
+static void pool_one(const pool_priv *pp, const float *x, int64_t oh, int64_t ow, float *y,
+                     int32_t *mask) {
+  int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
+  int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
+  int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
+  int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->W ? we : pp->W;
+  if (mask) {
+    float m = -FLT_MAX;
+    int32_t mi = -1;
+    for (int64_t h = h0; h < h1; h++)
+      for (int64_t w = w0; w < w1; w++)
+        if (x[h * pp->W + w] > m) {
+          m = x[h * pp->W + w];
+          mi = (int32_t)(h * pp->W + w);
+        }
+    *y = m;
+    *mask = mi;
+  } else {
+    /* the divisor counts padding but not what lies past it (Caffe) */
+    int64_t h1p = he < pp->H + pp->ph ? he : pp->H + pp->ph;
+    int64_t w1p = we < pp->W + pp->pw ? we : pp->W + pp->pw;
+    float sum = 0;
+    for (int64_t h = h0; h < h1; h++)
+      for (int64_t w = w0; w < w1; w++) sum += x[h * pp->W + w];
+    *y = sum / (float)((h1p - hs) * (w1p - ws));
   }
+}
+
+/* Output columns [lo, hi) whose windows lie inside [0, W). */
+static void interior_cols(const pool_priv *pp, int64_t *lo, int64_t *hi) {
+  int64_t l = (pp->pw + pp->sw - 1) / pp->sw;
+  int64_t last = pp->W - pp->kw + pp->pw; /* ws + kw <= W */
+  int64_t h = last >= 0 ? last / pp->sw + 1 : 0;
+  if (h > pp->PW) h = pp->PW;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+/* Interior windows of one output row, vectorisable over ow: each (h, kj)
+ * pass updates all n outputs; visiting (h, kj) in raster order with a
+ * strict > keeps Caffe's first maximum. */
+#define MAX_PASS(SW)                                \
+  for (int64_t o = 0; o < n; o++) {                 \
+    float v = row[o * (SW)];                        \
+    bool c = v > m[o];                              \
+    m[o] = c ? v : m[o];                            \
+    mi[o] = c ? base + (int32_t)(o * (SW)) : mi[o]; \
+  }
+#define SUM_PASS(SW) \
+  for (int64_t o = 0; o < n; o++) acc[o] += row[o * (SW)];
+
+static void max_interior(const pool_priv *pp, const float *restrict x, int64_t h0, int64_t h1,
+                         int64_t ws0, int64_t n, float *restrict m, int32_t *restrict mi) {
+  for (int64_t o = 0; o < n; o++) m[o] = -FLT_MAX, mi[o] = -1;
+  for (int64_t h = h0; h < h1; h++)
+    for (int64_t kj = 0; kj < pp->kw; kj++) {
+      const float *restrict row = x + h * pp->W + ws0 + kj;
+      const int32_t base = (int32_t)(h * pp->W + ws0 + kj);
+      if (pp->sw == 1) {
+        MAX_PASS(1)
+      } else if (pp->sw == 2) {
+        MAX_PASS(2)
+      } else {
+        MAX_PASS(pp->sw)
+      }
+    }
+}
+
+static void ave_interior(const pool_priv *pp, const float *restrict x, int64_t h0, int64_t h1,
+                         int64_t ws0, int64_t n, float size, float *restrict acc) {
+  for (int64_t o = 0; o < n; o++) acc[o] = 0.f;
+  for (int64_t h = h0; h < h1; h++)
+    for (int64_t kj = 0; kj < pp->kw; kj++) {
+      const float *restrict row = x + h * pp->W + ws0 + kj;
+      if (pp->sw == 1) {
+        SUM_PASS(1)
+      } else if (pp->sw == 2) {
+        SUM_PASS(2)
+      } else {
+        SUM_PASS(pp->sw)
+      }
+    }
+  for (int64_t o = 0; o < n; o++) acc[o] /= size;
+}
+
+/* Windows fully inside the input in both axes, for common fixed sizes: the
+ * window loops unroll and the output loop vectorises. */
+#define DEFINE_FIXED(KH, KW, SW)                                                            \
+  static void max_##KH##KW##SW(const float *restrict x, int64_t W, int64_t hs, int64_t ws0, \
+                               int64_t n, float *restrict y, int32_t *restrict mi) {        \
+    for (int64_t o = 0; o < n; o++) {                                                       \
+      const int64_t base = hs * W + ws0 + o * (SW);                                         \
+      float m = -FLT_MAX;                                                                   \
+      int32_t idx = -1;                                                                     \
+      for (int i = 0; i < (KH); i++)                                                        \
+        for (int j = 0; j < (KW); j++) {                                                    \
+          float v = x[base + i * W + j];                                                    \
+          bool c = v > m;                                                                   \
+          m = c ? v : m;                                                                    \
+          idx = c ? (int32_t)(base + i * W + j) : idx;                                      \
+        }                                                                                   \
+      y[o] = m;                                                                             \
+      mi[o] = idx;                                                                          \
+    }                                                                                       \
+  }                                                                                         \
+  static void ave_##KH##KW##SW(const float *restrict x, int64_t W, int64_t hs, int64_t ws0, \
+                               int64_t n, float size, float *restrict y) {                  \
+    for (int64_t o = 0; o < n; o++) {                                                       \
+      const int64_t base = hs * W + ws0 + o * (SW);                                         \
+      float acc = 0.f;                                                                      \
+      for (int i = 0; i < (KH); i++)                                                        \
+        for (int j = 0; j < (KW); j++) acc += x[base + i * W + j];                          \
+      y[o] = acc / size;                                                                    \
+    }                                                                                       \
+  }
+
+DEFINE_FIXED(2, 2, 2)
+DEFINE_FIXED(3, 3, 2)
+DEFINE_FIXED(3, 3, 1)
+
+typedef void (*max_fixed_fn)(const float *, int64_t, int64_t, int64_t, int64_t, float *, int32_t *);
+typedef void (*ave_fixed_fn)(const float *, int64_t, int64_t, int64_t, int64_t, float, float *);
+
+static void fixed_kernels(const pool_priv *pp, max_fixed_fn *mf, ave_fixed_fn *af) {
+  *mf = NULL;
+  *af = NULL;
+  if (pp->kh == 2 && pp->kw == 2 && pp->sw == 2) *mf = max_222, *af = ave_222;
+  if (pp->kh == 3 && pp->kw == 3 && pp->sw == 2) *mf = max_332, *af = ave_332;
+  if (pp->kh == 3 && pp->kw == 3 && pp->sw == 1) *mf = max_331, *af = ave_331;
 }
 
 static void pool_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
@@ -103,48 +210,37 @@ static void pool_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   (void)thread;
   const int64_t in_plane = pp->H * pp->W, out_plane = pp->PH * pp->PW;
   const bool is_max = pp->method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX;
-  const bool fast22 = is_max && pp->kh == 2 && pp->kw == 2 && pp->sh == 2 && pp->sw == 2 &&
-                      pp->ph == 0 && pp->pw == 0;
+  int64_t owa, owb;
+  interior_cols(pp, &owa, &owb);
+  max_fixed_fn mf;
+  ave_fixed_fn af;
+  fixed_kernels(pp, &mf, &af);
   for (int64_t pl = lo; pl < hi; pl++) {
     const float *x = a->x + pl * in_plane;
     float *y = a->y + pl * out_plane;
     int32_t *mask = is_max ? pp->mask + pl * out_plane : NULL;
-    int64_t fast_rows = 0, fast_cols = 0;
-    if (fast22) {
-      max22_plane(pp, x, y, mask);
-      fast_rows = pp->H / 2 < pp->PH ? pp->H / 2 : pp->PH;
-      fast_cols = pp->W / 2 < pp->PW ? pp->W / 2 : pp->PW;
-    }
     for (int64_t oh = 0; oh < pp->PH; oh++) {
       int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
-      for (int64_t ow = (oh < fast_rows ? fast_cols : 0); ow < pp->PW; ow++) {
-        int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
-        if (is_max) {
-          int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-          int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->W ? we : pp->W;
-          float m = -FLT_MAX;
-          int32_t mi = -1;
-          for (int64_t h = h0; h < h1; h++)
-            for (int64_t w = w0; w < w1; w++)
-              if (x[h * pp->W + w] > m) {
-                m = x[h * pp->W + w];
-                mi = (int32_t)(h * pp->W + w);
-              }
-          y[oh * pp->PW + ow] = m;
-          mask[oh * pp->PW + ow] = mi;
+      int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
+      float *yr = y + oh * pp->PW;
+      int32_t *mr = mask ? mask + oh * pp->PW : NULL;
+      for (int64_t ow = 0; ow < owa; ow++) pool_one(pp, x, oh, ow, yr + ow, mr ? mr + ow : NULL);
+      if (owb > owa) {
+        int64_t ws0 = owa * pp->sw - pp->pw;
+        bool full_rows = hs >= 0 && he <= pp->H;
+        if (full_rows && is_max && mf) {
+          mf(x, pp->W, hs, ws0, owb - owa, yr + owa, mr + owa);
+        } else if (full_rows && !is_max && af) {
+          af(x, pp->W, hs, ws0, owb - owa, (float)(pp->kh * pp->kw), yr + owa);
+        } else if (is_max) {
+          max_interior(pp, x, h0, h1, ws0, owb - owa, yr + owa, mr + owa);
         } else {
-          /* divisor counts padding but not what lies past it (Caffe) */
           int64_t h1p = he < pp->H + pp->ph ? he : pp->H + pp->ph;
-          int64_t w1p = we < pp->W + pp->pw ? we : pp->W + pp->pw;
-          int64_t size = (h1p - hs) * (w1p - ws);
-          int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-          int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->W ? we : pp->W;
-          float s = 0;
-          for (int64_t h = h0; h < h1; h++)
-            for (int64_t w = w0; w < w1; w++) s += x[h * pp->W + w];
-          y[oh * pp->PW + ow] = s / (float)size;
+          ave_interior(pp, x, h0, h1, ws0, owb - owa, (float)((h1p - hs) * pp->kw), yr + owa);
         }
       }
+      for (int64_t ow = owb > owa ? owb : owa; ow < pp->PW; ow++)
+        pool_one(pp, x, oh, ow, yr + ow, mr ? mr + ow : NULL);
     }
     if (a->mask_top)
       for (int64_t i = 0; i < out_plane; i++) a->mask_top[pl * out_plane + i] = (float)mask[i];
