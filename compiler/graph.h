@@ -42,8 +42,9 @@ typedef mdl_status (*mdl_source_resolver)(void *ctx, const Caffe__LayerParameter
 typedef struct mdl_graph_layer {
   const Caffe__LayerParameter *param; /* points into the graph's own net */
   const struct mdl_layer_def *def;    /* from the layer table (compiler/layers.h) */
-  /* n_top can exceed param->n_top: a loss layer with no top gets an
-   * anonymous one named "(automatic)", as Caffe's AutoTopBlobs does. */
+  /* Equal to param->n_bottom / n_top. A loss layer given no top gets one
+   * named "(automatic)", as Caffe's AutoTopBlobs does; it is written into
+   * the graph's net, and such tops are never wired to any bottom. */
   int n_bottom, n_top;
   int *bottom, *top; /* blob indices */
   int n_param;       /* learnable blobs (weights, bias, ...) */
@@ -59,7 +60,9 @@ typedef struct mdl_graph_layer {
   bool param_propagate_down[MDL_MAX_LAYER_PARAMS]; /* lr_mult != 0 or force_backward */
   float *loss_weight;                              /* per top; 0 = not a loss */
   bool *propagate_down;                            /* per bottom: does it need a gradient */
-  bool needs_backward; /* any learnable or any bottom needs a gradient */
+  /* Caffe's Net::Init analysis: false when no top feeds a loss (whatever
+   * its parameters), and force_backward makes it true everywhere. */
+  bool needs_backward;
 } mdl_graph_layer;
 
 typedef struct mdl_graph {

@@ -1004,3 +1004,33 @@ Test(errors, net_is_not_modified) {
   free_net(n);
   check_leaks();
 }
+
+/* Caffe's blobs hold at most INT_MAX values; more axes than memdl keeps are
+ * refused rather than truncated. */
+Test(errors, limits) {
+  const char *m = fail_text(
+      "layer { name: 'in' type: 'Input' top: 'x'\n"
+      "  input_param { shape { dim: 100000 dim: 100000 } } }",
+      NULL);
+  cr_assert_str_eq(m,
+                   "t.prototxt: layer \"in\" (Input): top \"x\" would be 100000x100000, more than "
+                   "2^31-1 values");
+  m = fail_text(
+      "layer { name: 'in' type: 'Input' top: 'x' input_param { shape {\n"
+      "  dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 } } }",
+      NULL);
+  cr_assert_str_eq(m,
+                   "t.prototxt: layer \"in\" (Input): input_param.shape has 9 axes; at most 8 "
+                   "are supported");
+  m = fail_with("1x1x1x1x1x1x1x1",
+                "layer { name: 'e' type: 'Embed' bottom: 'in0' top: 'e'\n"
+                "  embed_param { num_output: 2 input_dim: 3 } }",
+                NULL);
+  cr_assert_str_eq(m, "t.prototxt: layer \"e\" (Embed): a top would have more than 8 axes");
+  m = fail_text("layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: -1 } } }",
+                NULL);
+  cr_assert_str_eq(m,
+                   "t.prototxt: layer \"in\" (Input): input_param.shape dim 0 is -1; dims must be "
+                   ">= 0");
+  check_leaks();
+}
