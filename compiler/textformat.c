@@ -877,7 +877,9 @@ static mdl_status parse_value(parser *p, const ProtobufCFieldDescriptor *fd, val
     case PROTOBUF_C_TYPE_DOUBLE:
       return parse_floating(p, fd, v);
     case PROTOBUF_C_TYPE_MESSAGE:
-      return fail_at(p, p->tok.line, p->tok.col, "internal: message");
+      /* callers route message fields to parse_message_value */
+      return mdl_errorf(p->err, MDL_ERR_INTERNAL, "textformat: scalar parse of message field %s",
+                        fd->name);
     default:
       return parse_integer(p, fd, v);
   }
