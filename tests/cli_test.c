@@ -24,7 +24,7 @@ static void cleanup(void) {
 
 TestSuite(cli, .init = make_dir, .fini = cleanup);
 
-static const char *write(const char *name, const char *text) {
+static const char *write_file(const char *name, const char *text) {
   static char path[4][256];
   static int k;
   char *p = path[k++ % 4];
@@ -80,8 +80,9 @@ Test(cli, help_version_and_usage_errors) {
 }
 
 Test(cli, check_reports_each_file) {
-  const char *good = write("good.prototxt", NET);
-  const char *bad = write("bad.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  typo: 1\n}\n");
+  const char *good = write_file("good.prototxt", NET);
+  const char *bad =
+      write_file("bad.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  typo: 1\n}\n");
   mdl_run_result r = RUN("check", good);
   cr_assert_eq(r.exit_code, 0, "%s", r.err);
   cr_assert(strstr(r.out, "good.prototxt: ok (net)"), "%s", r.out);
@@ -101,7 +102,7 @@ Test(cli, check_reports_each_file) {
   mdl_run_result_free(&r);
 
   const char *unknown =
-      write("unknown.prototxt", "layer { name: \"l\" type: \"Convolutoin\" top: \"t\" }\n");
+      write_file("unknown.prototxt", "layer { name: \"l\" type: \"Convolutoin\" top: \"t\" }\n");
   r = RUN("check", unknown);
   cr_assert_eq(r.exit_code, 2);
   cr_assert(strstr(r.err, "Convolutoin"), "%s", r.err);
@@ -109,7 +110,7 @@ Test(cli, check_reports_each_file) {
 }
 
 Test(cli, compile_prints_shapes) {
-  const char *net = write("net.prototxt", NET);
+  const char *net = write_file("net.prototxt", NET);
   mdl_run_result r = RUN("compile", net, "--shapes", "--phase", "test");
   cr_assert_eq(r.exit_code, 0, "%s", r.err);
   cr_assert(strstr(r.out, "TEST data 8x1x28x28\n"), "%s", r.out);
@@ -126,13 +127,14 @@ Test(cli, compile_prints_shapes) {
 }
 
 Test(cli, compile_shape_error_names_layer_and_shapes) {
-  const char *net = write("mismatch.prototxt",
-                          "layer { name: \"a\" type: \"Input\" top: \"a\"\n"
-                          "  input_param { shape { dim: 2 dim: 3 } } }\n"
-                          "layer { name: \"b\" type: \"Input\" top: \"b\"\n"
-                          "  input_param { shape { dim: 2 dim: 4 } } }\n"
-                          "layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\"\n"
-                          "  top: \"s\" }\n");
+  const char *net =
+      write_file("mismatch.prototxt",
+                 "layer { name: \"a\" type: \"Input\" top: \"a\"\n"
+                 "  input_param { shape { dim: 2 dim: 3 } } }\n"
+                 "layer { name: \"b\" type: \"Input\" top: \"b\"\n"
+                 "  input_param { shape { dim: 2 dim: 4 } } }\n"
+                 "layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\"\n"
+                 "  top: \"s\" }\n");
   mdl_run_result r = RUN("compile", net, "--shapes");
   cr_assert_eq(r.exit_code, 2);
   cr_assert(strstr(r.err, "sum"), "%s", r.err);

@@ -23,7 +23,7 @@ static void cleanup(void) {
 
 TestSuite(job, .init = make_dir, .fini = cleanup);
 
-static char *write(const char *name, const char *text) {
+static char *write_file(const char *name, const char *text) {
   static char path[8][256];
   static int k;
   char *p = path[k++ % 8];
@@ -61,8 +61,8 @@ Test(job, detects_kinds) {
 }
 
 Test(job, solver_embeds_its_net_relative_to_itself) {
-  write("net.prototxt", NET);
-  char *solver = write("solver.prototxt", SOLVER);
+  write_file("net.prototxt", NET);
+  char *solver = write_file("solver.prototxt", SOLVER);
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
@@ -78,15 +78,15 @@ Test(job, solver_embeds_its_net_relative_to_itself) {
 }
 
 Test(job, job_resolves_paths_against_its_folder_and_overrides_net) {
-  write("net.prototxt", NET);
-  write("other.prototxt", "name: \"other\"\n");
-  write("solver.prototxt", SOLVER);
-  char *path = write("job.prototxt",
-                     "name: \"demo\"\n"
-                     "solver: \"solver.prototxt\"\n"
-                     "net: \"other.prototxt\"\n"
-                     "cluster { workers: 2 }\n"
-                     "accept { metric: \"accuracy\" at_least: 0.5 }\n");
+  write_file("net.prototxt", NET);
+  write_file("other.prototxt", "name: \"other\"\n");
+  write_file("solver.prototxt", SOLVER);
+  char *path = write_file("job.prototxt",
+                          "name: \"demo\"\n"
+                          "solver: \"solver.prototxt\"\n"
+                          "net: \"other.prototxt\"\n"
+                          "cluster { workers: 2 }\n"
+                          "accept { metric: \"accuracy\" at_least: 0.5 }\n");
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(path, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
@@ -99,8 +99,8 @@ Test(job, job_resolves_paths_against_its_folder_and_overrides_net) {
 }
 
 Test(job, set_overrides_solver_then_job_fields) {
-  write("net.prototxt", NET);
-  char *solver = write("solver.prototxt", SOLVER);
+  write_file("net.prototxt", NET);
+  char *solver = write_file("solver.prototxt", SOLVER);
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
@@ -131,28 +131,29 @@ Test(job, errors_name_the_file) {
   cr_assert_null(job);
   cr_assert(strstr(err.msg, "nope.prototxt"), "%s", err.msg);
 
-  char *solver = write("solver.prototxt", SOLVER); /* its net.prototxt is missing */
+  char *solver = write_file("solver.prototxt", SOLVER); /* its net.prototxt is missing */
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "net.prototxt"), "%s", err.msg);
 
-  char *both = write("both.prototxt", "solver: \"s\"\nsolver_param { base_lr: 1 }\n");
+  char *both = write_file("both.prototxt", "solver: \"s\"\nsolver_param { base_lr: 1 }\n");
   cr_assert_eq(mdl_job_load(both, MDL_KIND_JOB, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "not both"), "%s", err.msg);
 
-  char *nonet = write("nonet.prototxt", "base_lr: 0.1\nmax_iter: 3\n");
+  char *nonet = write_file("nonet.prototxt", "base_lr: 0.1\nmax_iter: 3\n");
   cr_assert_eq(mdl_job_load(nonet, MDL_KIND_AUTO, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "names no net"), "%s", err.msg);
 
-  char *bad = write("bad.prototxt", "name: \"x\"\nlayer {\n  name: 3\n}\n");
+  char *bad = write_file("bad.prototxt", "name: \"x\"\nlayer {\n  name: 3\n}\n");
   cr_assert_eq(mdl_job_load(bad, MDL_KIND_NET, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "bad.prototxt:3:"), "position of the bad value: %s", err.msg);
 }
 
 Test(job, inline_solver_and_net_in_a_job) {
-  char *path = write("inline.prototxt",
-                     "solver_param { base_lr: 0.5 max_iter: 7 }\n"
-                     "net_param { name: \"inl\" layer { name: \"d\" type: \"Input\" top: \"d\"\n"
-                     "  input_param { shape { dim: 1 } } } }\n");
+  char *path =
+      write_file("inline.prototxt",
+                 "solver_param { base_lr: 0.5 max_iter: 7 }\n"
+                 "net_param { name: \"inl\" layer { name: \"d\" type: \"Input\" top: \"d\"\n"
+                 "  input_param { shape { dim: 1 } } } }\n");
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(path, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
