@@ -976,9 +976,16 @@ Test(roundtrip, message_built_in_code) {
 
 /* -------------------------------------------------------------- files -- */
 
+/* A new empty file under Bazel's per-test directory (or /tmp). */
+static int make_temp(char *path, size_t cap) {
+  const char *dir = getenv("TEST_TMPDIR");
+  snprintf(path, cap, "%s/tf_testXXXXXX", dir && *dir ? dir : "/tmp");
+  return mkstemp(path);
+}
+
 Test(files, parse_file_reads_and_names_the_path) {
-  char path[] = "/tmp/tf_testXXXXXX";
-  int fd = mkstemp(path);
+  char path[512];
+  int fd = make_temp(path, sizeof path);
   cr_assert(fd >= 0);
   const char *text = "i32: 3\nmode: FASTT\n";
   cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
@@ -1019,8 +1026,8 @@ Test(files, missing_file_and_directory) {
 }
 
 Test(files, refuses_files_over_the_limit) {
-  char path[] = "/tmp/tf_testXXXXXX";
-  int fd = mkstemp(path);
+  char path[512];
+  int fd = make_temp(path, sizeof path);
   cr_assert(fd >= 0);
   /* sparse: takes no disk */
   cr_assert_eq(ftruncate(fd, (off_t)MDL_TEXT_MAX_FILE_BYTES + 1), 0);
