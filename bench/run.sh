@@ -26,7 +26,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-bazel build //bench:bench_train //:memdl >/dev/null
+bazel build //bench:bench_train >/dev/null
+[ "$full" = 1 ] && bazel build //:memdl >/dev/null
 if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
   echo "installing python3-torch (Debian) for the reference numbers..." >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch >/dev/null
