@@ -8,6 +8,7 @@
 #include "common/pb.h"
 #include "compiler/plan.h"
 #include "compiler/textformat.h"
+#include "runtime/dataset_resolver.h"
 
 static const char USAGE[] =
     "usage: memdl compile FILE [--shapes] [--phase train|test] [--plan]\n"
@@ -110,7 +111,13 @@ int mdl_cmd_compile(int argc, char **argv) {
   mdl_compiled *c = NULL;
   mdl_status st = mdl_job_load(file, kind, &job, &err);
   for (int i = 0; st == MDL_OK && i < n_sets; i++) st = mdl_job_set(job, sets[i], &err);
-  if (st == MDL_OK) st = mdl_compile_job(job, NULL, NULL, &c, &err);
+  mdl_data_catalog catalog = {0};
+  if (st == MDL_OK) {
+    catalog.sets = job->job->data;
+    catalog.n_sets = job->job->n_data;
+    catalog.base_dir = job->base_dir;
+    st = mdl_compile_job(job, mdl_data_source_info, &catalog, &c, &err);
+  }
   if (st == MDL_OK) {
     if (shapes) print_shapes(c, phase);
     if (plan) {

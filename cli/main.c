@@ -18,6 +18,10 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"check", mdl_cmd_check, "parse nets, solvers and jobs; report every error"},
     {"compile", mdl_cmd_compile, "check a job and print its plan (--shapes: blob shapes)"},
+    {"data", mdl_cmd_data, "load a job's data set and describe it"},
+    {"run", mdl_cmd_run, "train: the job's workers, a solver or a net"},
+    {"test", mdl_cmd_test, "evaluate weights on the TEST phase"},
+    {"time", mdl_cmd_time, "time each layer's forward and backward pass"},
 };
 
 static void usage(FILE *out) {

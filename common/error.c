@@ -24,10 +24,13 @@ void mdl_error_prefix(mdl_error *err, const char *fmt, ...) {
   va_start(ap, fmt);
   int n = vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
-  if (n < 0) return;
-  char joined[MDL_ERROR_MSG_MAX];
-  snprintf(joined, sizeof joined, "%s%s", prefix, err->msg);
-  memcpy(err->msg, joined, sizeof joined);
+  if (n <= 0) return;
+  size_t plen = strlen(prefix), mlen = strlen(err->msg);
+  if (plen >= sizeof err->msg) plen = sizeof err->msg - 1;
+  if (plen + mlen >= sizeof err->msg) mlen = sizeof err->msg - 1 - plen; /* keep the start */
+  memmove(err->msg + plen, err->msg, mlen);
+  memcpy(err->msg, prefix, plen);
+  err->msg[plen + mlen] = '\0';
 }
 
 int mdl_exit_code(mdl_status st) {
