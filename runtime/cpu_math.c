@@ -1,7 +1,23 @@
-/* CPU numerics: GEMM on oneDNN's single-threaded sgemm (AVX-512 JIT; OpenBLAS
- * is pinned to AVX2 here and measured 2x slower, see bench_layers.c), spread
+/* CPU numerics: GEMM on oneDNN's single-threaded sgemm (AVX-512 JIT), spread
  * over memdl's own thread pool so no OpenMP or OpenBLAS thread ever spins;
- * vector helpers with fixed reduction order; batched im2col/col2im. */
+ * vector helpers with fixed reduction order; batched im2col/col2im.
+ *
+ * Why oneDNN: OpenBLAS 0.3.21 is pinned to its AVX2 kernels here
+ * (OPENBLAS_CORETYPE=Haswell must stay set). Measured on the 2-core Zen 5 VM,
+ * one thread, thread CPU time, GFLOP/s (bench_layers --gemm --cpu-time):
+ *                                      oneDNN  OpenBLAS
+ *   LeNet conv2 fwd, 1 image  50x64x500    143      59
+ *   LeNet conv2 fwd, batch   50x4096x500   142      64
+ *   LeNet conv2 dW          50x500x4096    100      58
+ *   LeNet conv2 dX        500x4096x50 (T)  147      73
+ *   LeNet ip1 fwd          64x500x800 (T)  133      68
+ *   CIFAR conv2, 1 image    32x256x800     171      68
+ *   CIFAR conv2, batch    32x25600x800      72      59
+ *   square 1024                            148      83
+ * Whole-batch column matrices that overflow L2 halve oneDNN's rate (the
+ * CIFAR row), which is why convolution tiles the batch (layers_conv.c).
+ * Own AVX-512 kernels were not written: oneDNN already reaches 65-80% of the
+ * 221 GFLOP/s per-core FMA peak on these shapes. MDL_GEMM=openblas switches. */
 #include "runtime/cpu_math.h"
 
 #include <math.h>
@@ -103,7 +119,7 @@ void mdl_gemm_ex(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, in
                  float *C, int64_t ldc) {
   int nt = mdl_threadpool_size(pool);
   double flops = 2.0 * (double)M * (double)N * (double)K;
-  if (nt == 1 || flops < 2e6) {
+  if (nt == 1 || flops < 4e6) {
     gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
@@ -142,7 +158,7 @@ void mdl_gemv(mdl_threadpool *pool, bool trans, int64_t M, int64_t N, float alph
 
 /* ---- element-wise ------------------------------------------------------- */
 
-#define EW_GRAIN 32768
+#define EW_GRAIN 65536 /* below this a fork-join (~15 us) costs more than it saves */
 
 typedef struct ew_job {
   float a, b;
@@ -364,28 +380,27 @@ static void col2im_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const col_job *j = arg;
   const mdl_conv_geom *g = j->g;
   (void)thread;
-  const int64_t kk = g->kernel_h * g->kernel_w, P = g->out_h * g->out_w;
+  const int64_t kk = g->kernel_h * g->kernel_w, P = g->out_h * g->out_w, OW = g->out_w;
+  const int64_t W = g->width, hstep = g->stride_h * W, sw = g->stride_w;
+  const int64_t row_stride = j->num * P;
   for (int64_t t = lo; t < hi; t++) {
-    int64_t n = t / j->nc, c = t % j->nc;
-    float *restrict img = j->xo + n * j->x_stride + (j->c0 + c) * g->height * g->width;
+    const int64_t n = t / j->nc, c = t % j->nc;
+    float *img = j->xo + n * j->x_stride + (j->c0 + c) * g->height * W;
+    const float *col_c = j->ccol + c * kk * row_stride + n * P;
     for (int64_t k = 0; k < kk; k++) {
-      int64_t ki = k / g->kernel_w, kj = k % g->kernel_w;
+      const int64_t ki = k / g->kernel_w, kj = k % g->kernel_w;
       int64_t oh0, oh1, ow0, ow1;
       valid_range(g->out_h, g->height, g->stride_h, g->pad_h, ki * g->dilation_h, &oh0, &oh1);
-      valid_range(g->out_w, g->width, g->stride_w, g->pad_w, kj * g->dilation_w, &ow0, &ow1);
-      const float *restrict src = j->ccol + (c * kk + k) * (j->num * P) + n * P;
-      const int64_t ioff = kj * g->dilation_w - g->pad_w;
-      for (int64_t oh = oh0; oh < oh1; oh++) {
-        float *restrict d =
-            img + (oh * g->stride_h - g->pad_h + ki * g->dilation_h) * g->width + ioff;
-        const float *restrict s = src + oh * g->out_w;
-        if (g->stride_w == 1) {
+      valid_range(OW, W, sw, g->pad_w, kj * g->dilation_w, &ow0, &ow1);
+      float *restrict d = img + (oh0 * g->stride_h - g->pad_h + ki * g->dilation_h) * W +
+                          kj * g->dilation_w - g->pad_w;
+      const float *restrict s = col_c + k * row_stride + oh0 * OW;
+      if (sw == 1)
+        for (int64_t oh = oh0; oh < oh1; oh++, d += hstep, s += OW)
           for (int64_t ow = ow0; ow < ow1; ow++) d[ow] += s[ow];
-        } else {
-          const int64_t sw = g->stride_w;
+      else
+        for (int64_t oh = oh0; oh < oh1; oh++, d += hstep, s += OW)
           for (int64_t ow = ow0; ow < ow1; ow++) d[ow * sw] += s[ow];
-        }
-      }
     }
   }
 }
