@@ -10,5 +10,6 @@ int mdl_cmd_data(int argc, char **argv);
 int mdl_cmd_run(int argc, char **argv);
 int mdl_cmd_test(int argc, char **argv);
 int mdl_cmd_time(int argc, char **argv);
+int mdl_cmd_worker(int argc, char **argv);
 
 #endif

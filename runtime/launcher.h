@@ -1,0 +1,103 @@
+/* Where workers come from: local worker processes (forked and exec'ed
+ * `memdl worker`, Unix sockets in a private 0700 directory, killed with the
+ * driver) and the launch environments of Slurm and MPI (rank 0 drives, the
+ * other ranks serve). Owns processes and addresses; not RPC. */
+#ifndef MDL_RUNTIME_LAUNCHER_H
+#define MDL_RUNTIME_LAUNCHER_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+
+typedef struct mdl_launch_opts {
+  /* The worker program and the arguments before its flags: NULL means
+   * /proc/self/exe and {"worker"} (the memdl binary itself). */
+  const char *exe;
+  const char *const *argv_prefix;
+  int n_prefix;
+  const char *device;    /* passed as --device when set */
+  int threads;           /* passed as --threads when > 0 */
+  int driver_timeout_ms; /* passed as --driver-timeout-ms when > 0 */
+  FILE *log;             /* NULL: stderr */
+  /* Environment variables the workers must not inherit (e.g. a test
+   * harness's own), NULL-terminated; NULL: inherit everything. */
+  const char *const *unset_env;
+} mdl_launch_opts;
+
+typedef struct mdl_local_workers mdl_local_workers;
+
+/* Creates a private directory (mkdtemp, mode 0700) holding a fresh random
+ * token file and starts k worker processes listening on Unix sockets in it.
+ * Each child gets PR_SET_PDEATHSIG(SIGKILL) and its own process group (so a
+ * terminal's Ctrl-C reaches only the driver, which stops them). On success
+ * *out is the caller's (mdl_local_workers_free); on failure nothing is left
+ * running and *out is NULL. */
+mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_workers **out,
+                                   mdl_error *err);
+
+int mdl_local_workers_count(const mdl_local_workers *lw);
+/* "unix:/tmp/memdl-XXXXXX/w<i>-<generation>.sock"; owned by lw, valid until
+ * the worker is restarted. */
+const char *mdl_local_workers_address(const mdl_local_workers *lw, int i);
+pid_t mdl_local_workers_pid(const mdl_local_workers *lw, int i);
+/* The token every local worker expects (owned by lw). */
+const char *mdl_local_workers_token(const mdl_local_workers *lw, size_t *len);
+const char *mdl_local_workers_dir(const mdl_local_workers *lw);
+
+/* Kills worker i if it still runs (SIGKILL), reaps it and starts a
+ * replacement on a new socket. */
+mdl_status mdl_local_workers_restart(mdl_local_workers *lw, int i, mdl_error *err);
+
+/* Whether worker i's process still runs (reaps it when it has exited). */
+bool mdl_local_workers_alive(mdl_local_workers *lw, int i);
+
+/* Stops every worker (SIGTERM, then SIGKILL after grace_ms), reaps them and
+ * removes the directory. Idempotent. */
+void mdl_local_workers_stop(mdl_local_workers *lw, int grace_ms);
+
+/* Stops (grace 1000 ms) and frees. NULL is safe. */
+void mdl_local_workers_free(mdl_local_workers *lw);
+
+/* --- Slurm and MPI ---------------------------------------------------------- */
+
+typedef enum mdl_launch_kind {
+  MDL_LAUNCH_NONE = 0, /* not started by a launcher (or a single task) */
+  MDL_LAUNCH_SLURM,
+  MDL_LAUNCH_MPI,
+} mdl_launch_kind;
+
+typedef struct mdl_cluster_env {
+  mdl_launch_kind kind;
+  int rank, size, local_rank;
+  char *listen;   /* rank > 0: the address to serve on, "0.0.0.0:<port>" */
+  int n_workers;  /* size - 1 */
+  char **workers; /* rank 0: "host:port" of ranks 1..size-1, in rank order */
+} mdl_cluster_env;
+
+/* Environment lookup (getenv when NULL is passed for the function). */
+typedef const char *(*mdl_getenv_fn)(void *ctx, const char *name);
+
+/* Reads the launcher's variables: OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/
+ * LOCAL_SIZE (or PMI_RANK/PMI_SIZE), else SLURM_PROCID/SLURM_NTASKS/
+ * SLURM_LOCALID with SLURM_STEP_NODELIST and SLURM_STEP_TASKS_PER_NODE
+ * (falling back to SLURM_JOB_NODELIST/SLURM_TASKS_PER_NODE). Rank r > 0
+ * listens on base_port + its local rank (MEMDL_PORT overrides base_port).
+ * MPI runs spanning hosts name them in MEMDL_HOSTS (one per rank, commas);
+ * on one host workers are 127.0.0.1. kind NONE when no launcher is seen or
+ * size is 1. On success *out is filled (mdl_cluster_env_free). */
+mdl_status mdl_cluster_env_detect(mdl_getenv_fn get, void *ctx, int base_port, mdl_cluster_env *out,
+                                  mdl_error *err);
+void mdl_cluster_env_free(mdl_cluster_env *e);
+
+/* Slurm's compressed host lists: "n[01-03,07],gpu5,x[1-2]-ib" expands to
+ * n01 n02 n03 n07 gpu5 x1-ib x2-ib. *hosts is the caller's (free each, then
+ * the array). */
+mdl_status mdl_slurm_hostlist(const char *list, char ***hosts, int *n, mdl_error *err);
+
+/* Slurm's tasks-per-node: "2(x3),1" -> 2 2 2 1 for n_nodes = 4. *counts is
+ * the caller's (free). */
+mdl_status mdl_slurm_tasks_per_node(const char *spec, int n_nodes, int **counts, mdl_error *err);
+
+#endif

@@ -1,0 +1,1292 @@
+/* gRPC C core behind memdl's own small API (see rpc.h). Facts this code
+ * relies on are in shared/notes/grpc-c-core.md: raised message limits on
+ * both sides, SO_REUSEPORT off, keepalive settings that detect a stopped
+ * peer, handlers off the polling thread, gRPC's shutdown order. */
+#define _GNU_SOURCE
+#include "runtime/rpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define TOKEN_KEY "memdl-token"
+#define DEFAULT_MAX_MESSAGE ((size_t)INT32_MAX)
+#define POLL_MS 100
+
+/* --- small helpers ------------------------------------------------------- */
+
+double mdl_rpc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void *mdl_rpc_buffer_alloc(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  if (bytes >= (2u << 20)) madvise(p, bytes, MADV_HUGEPAGE);
+  return p;
+}
+
+void mdl_rpc_buffer_free(void *p, size_t bytes) {
+  if (p) munmap(p, bytes ? bytes : 1);
+}
+
+static gpr_timespec deadline_in(int ms) {
+  if (ms <= 0) return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+const char *mdl_rpc_code_name(mdl_rpc_code c) {
+  switch (c) {
+    case MDL_RPC_OK:
+      return "OK";
+    case MDL_RPC_CANCELLED:
+      return "CANCELLED";
+    case MDL_RPC_UNKNOWN:
+      return "UNKNOWN";
+    case MDL_RPC_INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case MDL_RPC_DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case MDL_RPC_NOT_FOUND:
+      return "NOT_FOUND";
+    case MDL_RPC_PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case MDL_RPC_RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case MDL_RPC_FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case MDL_RPC_UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case MDL_RPC_INTERNAL:
+      return "INTERNAL";
+    case MDL_RPC_UNAVAILABLE:
+      return "UNAVAILABLE";
+    case MDL_RPC_DATA_LOSS:
+      return "DATA_LOSS";
+    case MDL_RPC_UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+  }
+  return "UNKNOWN";
+}
+
+mdl_rpc_code mdl_rpc_code_for(mdl_status st) {
+  switch (st) {
+    case MDL_OK:
+      return MDL_RPC_OK;
+    case MDL_ERR_INVALID:
+      return MDL_RPC_INVALID_ARGUMENT;
+    case MDL_ERR_NOMEM:
+      return MDL_RPC_RESOURCE_EXHAUSTED;
+    default:
+      return MDL_RPC_INTERNAL;
+  }
+}
+
+static pthread_mutex_t g_init_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_init_count;
+
+void mdl_rpc_init(void) {
+  pthread_mutex_lock(&g_init_mu);
+  if (g_init_count++ == 0) grpc_init();
+  pthread_mutex_unlock(&g_init_mu);
+}
+
+void mdl_rpc_shutdown(void) {
+  pthread_mutex_lock(&g_init_mu);
+  if (g_init_count > 0 && --g_init_count == 0) grpc_shutdown();
+  pthread_mutex_unlock(&g_init_mu);
+}
+
+/* Reads a whole (small) file as a NUL-terminated string. */
+static mdl_status read_text(const char *what, const char *path, char **out, size_t *len,
+                            mdl_error *err) {
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return mdl_errorf(err, MDL_ERR_INVALID, "%s %s: %s", what, path, strerror(errno));
+  size_t cap = 4096, n = 0;
+  char *buf = mdl_xmalloc(cap);
+  for (;;) {
+    if (n + 1 >= cap) {
+      if (cap >= (1u << 24)) {
+        fclose(f);
+        free(buf);
+        return mdl_errorf(err, MDL_ERR_INVALID, "%s %s: larger than 16 MiB", what, path);
+      }
+      cap *= 2;
+      buf = mdl_xrealloc(buf, cap);
+    }
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    if (r == 0) break;
+    n += r;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    free(buf);
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s %s: read error", what, path);
+  }
+  buf[n] = 0;
+  *out = buf;
+  if (len) *len = n;
+  return MDL_OK;
+}
+
+mdl_status mdl_rpc_token_read(const char *path, char **out, size_t *len, mdl_error *err) {
+  *out = NULL;
+  *len = 0;
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "token file %s: %s", path, strerror(errno));
+  if (st.st_mode & (S_IRWXG | S_IRWXO))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "token file %s: readable by group or others (mode %03o); chmod 600 it", path,
+                      (unsigned)(st.st_mode & 0777));
+  char *buf;
+  size_t n;
+  mdl_status s = read_text("token file", path, &buf, &n, err);
+  if (s != MDL_OK) return s;
+  while (n > 0 &&
+         (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    buf[--n] = 0;
+  if (n < 16) {
+    free(buf);
+    return mdl_errorf(err, MDL_ERR_INVALID, "token file %s: token shorter than 16 bytes", path);
+  }
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)buf[i] < 0x20 || (unsigned char)buf[i] > 0x7e) {
+      free(buf);
+      return mdl_errorf(err, MDL_ERR_INVALID,
+                        "token file %s: token must be printable ASCII (it is sent as metadata)",
+                        path);
+    }
+  *out = buf;
+  *len = n;
+  return MDL_OK;
+}
+
+/* Time depends on the expected token's length only. */
+static bool token_equal(const char *want, size_t want_len, const unsigned char *got,
+                        size_t got_len) {
+  unsigned diff = (unsigned)(want_len != got_len);
+  for (size_t i = 0; i < want_len; i++) {
+    unsigned char g = i < got_len ? got[i] : 0;
+    diff |= (unsigned)((unsigned char)want[i] ^ g);
+  }
+  return diff == 0;
+}
+
+/* Splits "host:port" / "[v6]:port" into host. */
+static bool addr_host(const char *addr, char *host, size_t cap) {
+  if (addr[0] == '[') {
+    const char *end = strchr(addr, ']');
+    if (!end || (size_t)(end - addr - 1) >= cap) return false;
+    memcpy(host, addr + 1, (size_t)(end - addr - 1));
+    host[end - addr - 1] = 0;
+    return true;
+  }
+  const char *colon = strrchr(addr, ':');
+  size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+  if (n >= cap) return false;
+  memcpy(host, addr, n);
+  host[n] = 0;
+  return true;
+}
+
+static bool in6_loopback(const struct in6_addr *a) {
+  if (IN6_IS_ADDR_LOOPBACK(a)) return true;
+  if (IN6_IS_ADDR_V4MAPPED(a)) return a->s6_addr[12] == 127;
+  return false;
+}
+
+static bool sockaddr_loopback(const struct addrinfo *ai) {
+  if (ai->ai_family == AF_INET) {
+    struct sockaddr_in in;
+    memcpy(&in, ai->ai_addr, sizeof in);
+    return (ntohl(in.sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ai->ai_family == AF_INET6) {
+    struct sockaddr_in6 in6;
+    memcpy(&in6, ai->ai_addr, sizeof in6);
+    return in6_loopback(&in6.sin6_addr);
+  }
+  return false;
+}
+
+bool mdl_rpc_addr_is_loopback(const char *addr) {
+  if (!strncmp(addr, "unix:", 5) || !strncmp(addr, "unix-abstract:", 14)) return true;
+  const char *a = addr;
+  if (!strncmp(a, "ipv4:", 5) || !strncmp(a, "ipv6:", 5)) a += 5;
+  if (!strncmp(a, "dns:///", 7)) a += 7;
+  char host[256];
+  if (!addr_host(a, host, sizeof host)) return false;
+  if (!strcmp(host, "localhost")) return true;
+  if (!host[0]) return false; /* ":port" listens on every interface */
+  struct in_addr v4;
+  struct in6_addr v6;
+  if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &v6) == 1) return in6_loopback(&v6);
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+  if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return false;
+  bool all = true;
+  for (struct addrinfo *p = res; p; p = p->ai_next)
+    if (!sockaddr_loopback(p)) all = false;
+  freeaddrinfo(res);
+  return all;
+}
+
+mdl_status mdl_rpc_check_transport(const char *addr, const mdl_rpc_security *sec, FILE *log,
+                                   mdl_error *err) {
+  if (mdl_rpc_addr_is_loopback(addr)) return MDL_OK;
+  if (sec && (sec->tls_cert || sec->tls_ca)) return MDL_OK;
+  if (sec && sec->insecure) {
+    fprintf(log ? log : stderr,
+            "memdl: WARNING: plain TCP on %s, a non-loopback address: weights and the token "
+            "travel unencrypted (--insecure)\n",
+            addr);
+    return MDL_OK;
+  }
+  return mdl_errorf(err, MDL_ERR_INVALID,
+                    "%s is not a loopback address: use TLS (--tls-cert/--tls-key, --tls-ca) or "
+                    "pass --insecure to allow plain TCP",
+                    addr);
+}
+
+/* --- pins (zero-copy bulk lifetimes) ------------------------------------- */
+
+struct mdl_rpc_pin {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int refs;
+};
+
+mdl_rpc_pin *mdl_rpc_pin_new(void) {
+  mdl_rpc_pin *p = mdl_xcalloc(1, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  return p;
+}
+
+void mdl_rpc_pin_wait(mdl_rpc_pin *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  while (p->refs > 0) pthread_cond_wait(&p->cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void mdl_rpc_pin_free(mdl_rpc_pin *p) {
+  if (!p) return;
+  mdl_rpc_pin_wait(p);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
+}
+
+static void pin_ref(mdl_rpc_pin *p) {
+  pthread_mutex_lock(&p->mu);
+  p->refs++;
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void pin_unref(void *arg) {
+  mdl_rpc_pin *p = arg;
+  pthread_mutex_lock(&p->mu);
+  if (--p->refs == 0) pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* --- encoding ------------------------------------------------------------ */
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* The message without its bulk, followed by the bulk field's tag and length:
+ * concatenated protobuf encodings merge, so this plus the bulk bytes is the
+ * whole message. */
+static uint8_t *encode_head(const mdl_rpc_out *m, size_t *len) {
+  size_t body = m->msg ? protobuf_c_message_get_packed_size(m->msg) : 0;
+  uint8_t *buf = mdl_xmalloc(body + 24);
+  if (m->msg) protobuf_c_message_pack(m->msg, buf);
+  size_t n = body;
+  if (m->bulk_field) {
+    n += put_varint(buf + n, ((uint64_t)m->bulk_field << 3) | 2);
+    n += put_varint(buf + n, m->bulk_len);
+  }
+  *len = n;
+  return buf;
+}
+
+mdl_status mdl_rpc_encode_flat(const mdl_rpc_out *m, uint8_t **out, size_t *len, mdl_error *err) {
+  size_t n;
+  uint8_t *head = encode_head(m, &n);
+  size_t bulk = m->bulk_field ? m->bulk_len : 0;
+  uint8_t *buf = malloc(n + bulk + 1);
+  if (!buf) {
+    free(head);
+    return mdl_errorf(err, MDL_ERR_NOMEM, "rpc: %zu bytes do not fit", n + bulk);
+  }
+  memcpy(buf, head, n);
+  if (bulk) memcpy(buf + n, m->bulk, bulk);
+  free(head);
+  *out = buf;
+  *len = n + bulk;
+  return MDL_OK;
+}
+
+static grpc_byte_buffer *encode_bb(const mdl_rpc_out *m) {
+  if (m->raw) {
+    grpc_slice raw = grpc_slice_from_copied_buffer((const char *)m->raw, m->raw_len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&raw, 1);
+    grpc_slice_unref(raw);
+    return bb;
+  }
+  size_t n;
+  uint8_t *head = encode_head(m, &n);
+  grpc_slice s[2];
+  s[0] = grpc_slice_from_copied_buffer((const char *)head, n);
+  free(head);
+  int ns = 1;
+  if (m->bulk_field && m->bulk_len) {
+    if (m->pin) {
+      pin_ref(m->pin);
+      s[1] = grpc_slice_new_with_user_data((void *)m->bulk, m->bulk_len, pin_unref, m->pin);
+    } else {
+      s[1] = grpc_slice_from_copied_buffer(m->bulk, m->bulk_len);
+    }
+    ns = 2;
+  }
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(s, (size_t)ns);
+  for (int i = 0; i < ns; i++) grpc_slice_unref(s[i]);
+  return bb;
+}
+
+/* --- decoding ------------------------------------------------------------ */
+
+/* A message as a list of byte ranges (gRPC's slices, or one flat buffer). */
+typedef struct segs {
+  const uint8_t **p;
+  size_t *n;
+  int count;
+  int i;       /* current segment */
+  size_t off;  /* offset in it */
+  size_t left; /* bytes left in the whole message */
+} segs;
+
+static bool seg_byte(segs *s, uint8_t *b) {
+  while (s->i < s->count && s->off >= s->n[s->i]) {
+    s->i++;
+    s->off = 0;
+  }
+  if (s->i >= s->count) return false;
+  *b = s->p[s->i][s->off++];
+  s->left--;
+  return true;
+}
+
+static void seg_copy(segs *s, uint8_t *dst, size_t n) {
+  while (n > 0) {
+    while (s->off >= s->n[s->i]) {
+      s->i++;
+      s->off = 0;
+    }
+    size_t k = s->n[s->i] - s->off;
+    if (k > n) k = n;
+    if (dst) {
+      memcpy(dst, s->p[s->i] + s->off, k);
+      dst += k;
+    }
+    s->off += k;
+    s->left -= k;
+    n -= k;
+  }
+}
+
+static bool seg_varint(segs *s, uint64_t *v) {
+  uint64_t r = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    uint8_t b;
+    if (!seg_byte(s, &b)) return false;
+    r |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+typedef struct bytebuf {
+  uint8_t *p;
+  size_t n, cap;
+} bytebuf;
+
+static void bb_reserve(bytebuf *b, size_t more) {
+  if (b->n + more <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->n + more) cap *= 2;
+  b->p = mdl_xrealloc(b->p, cap);
+  b->cap = cap;
+}
+
+static mdl_status decode_segs(segs *s, const mdl_rpc_in_spec *spec, ProtobufCMessage **msg,
+                              size_t *bulk_len, mdl_error *err) {
+  *msg = NULL;
+  if (bulk_len) *bulk_len = 0;
+  const char *what = spec->desc->name;
+  size_t max = spec->max_bytes ? spec->max_bytes : DEFAULT_MAX_MESSAGE;
+  bytebuf rest = {0};
+  bool seen_bulk = false;
+  mdl_status st = MDL_OK;
+  if (!spec->bulk_field && s->left > max) {
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: %zu bytes exceed the limit of %zu", what, s->left,
+                      max);
+  }
+  while (s->left > 0) {
+    uint64_t tag, len;
+    if (!seg_varint(s, &tag)) {
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field tag", what);
+      goto out;
+    }
+    uint64_t field = tag >> 3;
+    unsigned wt = (unsigned)(tag & 7);
+    if (field == 0 || field > 536870911u) {
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: invalid field number", what);
+      goto out;
+    }
+    if (spec->bulk_field && field == spec->bulk_field) {
+      if (wt != 2) {
+        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: field %u must be length-delimited", what,
+                        spec->bulk_field);
+        goto out;
+      }
+      if (!seg_varint(s, &len) || len > s->left) {
+        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field %u", what, spec->bulk_field);
+        goto out;
+      }
+      if (seen_bulk) {
+        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: field %u appears twice", what, spec->bulk_field);
+        goto out;
+      }
+      seen_bulk = true;
+      void *dst = NULL;
+      if (len > 0) {
+        if (!spec->bulk_dest) {
+          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: unexpected field %u", what, spec->bulk_field);
+          goto out;
+        }
+        mdl_error e2;
+        mdl_error_clear(&e2);
+        dst = spec->bulk_dest(spec->bulk_ctx, (size_t)len, &e2);
+        if (!dst) {
+          st = mdl_errorf(err, e2.code != MDL_OK ? e2.code : MDL_ERR_INVALID, "%s: %s", what,
+                          e2.msg[0] ? e2.msg : "bulk field rejected");
+          goto out;
+        }
+        seg_copy(s, dst, (size_t)len);
+      }
+      if (bulk_len) *bulk_len = (size_t)len;
+      continue;
+    }
+    uint8_t hdr[20];
+    size_t h = put_varint(hdr, tag);
+    uint64_t payload;
+    switch (wt) {
+      case 0: { /* varint: copy it re-encoded */
+        uint64_t v;
+        if (!seg_varint(s, &v)) {
+          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated varint", what);
+          goto out;
+        }
+        h += put_varint(hdr + h, v);
+        payload = 0;
+        break;
+      }
+      case 1:
+        payload = 8;
+        break;
+      case 5:
+        payload = 4;
+        break;
+      case 2:
+        if (!seg_varint(s, &len)) {
+          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated length", what);
+          goto out;
+        }
+        h += put_varint(hdr + h, len);
+        payload = len;
+        break;
+      default:
+        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: unsupported wire type %u", what, wt);
+        goto out;
+    }
+    if (payload > s->left) {
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field %llu", what,
+                      (unsigned long long)field);
+      goto out;
+    }
+    if (rest.n + h + payload > max) {
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: more than the limit of %zu bytes", what, max);
+      goto out;
+    }
+    bb_reserve(&rest, h + (size_t)payload);
+    memcpy(rest.p + rest.n, hdr, h);
+    rest.n += h;
+    seg_copy(s, rest.p + rest.n, (size_t)payload);
+    rest.n += (size_t)payload;
+  }
+  *msg = protobuf_c_message_unpack(spec->desc, NULL, rest.n, rest.p ? rest.p : (uint8_t *)"");
+  if (!*msg) st = mdl_errorf(err, MDL_ERR_INVALID, "%s: malformed message", what);
+out:
+  free(rest.p);
+  return st;
+}
+
+mdl_status mdl_rpc_decode_flat(const uint8_t *data, size_t len, const mdl_rpc_in_spec *spec,
+                               ProtobufCMessage **msg, size_t *bulk_len, mdl_error *err) {
+  const uint8_t *p[1] = {data};
+  size_t n[1] = {len};
+  segs s = {.p = p, .n = n, .count = 1, .left = len};
+  return decode_segs(&s, spec, msg, bulk_len, err);
+}
+
+static mdl_status decode_bb(grpc_byte_buffer *bb, const mdl_rpc_in_spec *spec,
+                            ProtobufCMessage **msg, size_t *bulk_len, mdl_error *err) {
+  *msg = NULL;
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb))
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: unreadable message", spec->desc->name);
+  int cap = 16, count = 0;
+  grpc_slice *sl = mdl_xmalloc((size_t)cap * sizeof *sl);
+  grpc_slice one;
+  size_t total = 0;
+  while (grpc_byte_buffer_reader_next(&r, &one)) {
+    if (count == cap) {
+      cap *= 2;
+      sl = mdl_xrealloc(sl, (size_t)cap * sizeof *sl);
+    }
+    sl[count++] = one;
+    total += GRPC_SLICE_LENGTH(one);
+  }
+  grpc_byte_buffer_reader_destroy(&r);
+  const uint8_t **p = mdl_xmalloc((size_t)(count ? count : 1) * sizeof *p);
+  size_t *n = mdl_xmalloc((size_t)(count ? count : 1) * sizeof *n);
+  for (int i = 0; i < count; i++) {
+    p[i] = GRPC_SLICE_START_PTR(sl[i]);
+    n[i] = GRPC_SLICE_LENGTH(sl[i]);
+  }
+  segs s = {.p = p, .n = n, .count = count, .left = total};
+  mdl_status st = decode_segs(&s, spec, msg, bulk_len, err);
+  for (int i = 0; i < count; i++) grpc_slice_unref(sl[i]);
+  free(sl);
+  free(p);
+  free(n);
+  return st;
+}
+
+/* --- channel arguments --------------------------------------------------- */
+
+typedef struct argv_builder {
+  grpc_arg a[16];
+  int n;
+} argv_builder;
+
+static void arg_int(argv_builder *b, const char *key, int v) {
+  b->a[b->n].type = GRPC_ARG_INTEGER;
+  b->a[b->n].key = (char *)key;
+  b->a[b->n].value.integer = v;
+  b->n++;
+}
+
+static void arg_str(argv_builder *b, const char *key, const char *v) {
+  b->a[b->n].type = GRPC_ARG_STRING;
+  b->a[b->n].key = (char *)key;
+  b->a[b->n].value.string = (char *)v;
+  b->n++;
+}
+
+static int msg_limit(size_t max) {
+  if (max == 0 || max > (size_t)INT32_MAX) return INT32_MAX;
+  return (int)max;
+}
+
+/* --- server -------------------------------------------------------------- */
+
+enum { TAG_REQUEST, TAG_RECV, TAG_CLOSE, TAG_SENT, TAG_SHUTDOWN };
+
+typedef struct srv_tag {
+  int kind;
+  void *owner;
+} srv_tag;
+
+struct mdl_rpc_call_ctx {
+  mdl_rpc_server *s;
+  grpc_call *call;
+  grpc_call_details details;
+  grpc_metadata_array md;
+  grpc_byte_buffer *req;
+  grpc_byte_buffer *reply;
+  grpc_slice status_details;
+  bool has_status_details;
+  int cancelled_recv; /* RECV_CLOSE_ON_SERVER's output */
+  volatile int cancelled;
+  bool close_started, close_done, sent_done, has_thread, stop_server;
+  mdl_rpc_code code;
+  const mdl_rpc_method *m;
+  char *peer;
+  pthread_t thread;
+  srv_tag t_req, t_recv, t_close, t_sent;
+  struct mdl_rpc_call_ctx *next, *prev;
+};
+
+struct mdl_rpc_server {
+  grpc_server *srv;
+  grpc_completion_queue *cq;
+  mdl_rpc_server_opts o;
+  char *token;
+  size_t token_len;
+  int port;
+  volatile sig_atomic_t stop_flag;
+  atomic_int handler_stop;
+  bool shut;
+  pthread_mutex_t serial;  /* handlers (and the encoding of their replies) one at a time */
+  mdl_rpc_call_ctx *calls; /* every call struct alive, requested or active */
+  int active;              /* calls between arrival and release */
+  bool armed;              /* a call succeeded: the idle timeout counts */
+  double last_activity;
+  srv_tag t_shutdown;
+  bool shutdown_done;
+  FILE *log;
+};
+
+static void srv_log(mdl_rpc_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void srv_log(mdl_rpc_server *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("memdl rpc: ", s->log);
+  vfprintf(s->log, fmt, ap);
+  fputc('\n', s->log);
+  fflush(s->log);
+  va_end(ap);
+}
+
+static mdl_status server_creds(const mdl_rpc_security *sec, grpc_server_credentials **out,
+                               mdl_error *err) {
+  *out = NULL;
+  if (!sec->tls_cert && !sec->tls_key) {
+    if (sec->require_client_cert)
+      return mdl_errorf(err, MDL_ERR_INVALID, "client certificates need TLS (--tls-cert)");
+    *out = grpc_insecure_server_credentials_create();
+    return MDL_OK;
+  }
+  if (!sec->tls_cert || !sec->tls_key)
+    return mdl_errorf(err, MDL_ERR_INVALID, "TLS needs both a certificate and a key");
+  char *cert = NULL, *key = NULL, *ca = NULL;
+  mdl_status st = read_text("TLS certificate", sec->tls_cert, &cert, NULL, err);
+  if (st == MDL_OK) st = read_text("TLS key", sec->tls_key, &key, NULL, err);
+  if (st == MDL_OK && sec->tls_ca) st = read_text("TLS CA", sec->tls_ca, &ca, NULL, err);
+  if (st == MDL_OK && sec->require_client_cert && !ca)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "requiring client certificates needs a CA (--tls-ca)");
+  if (st == MDL_OK) {
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    *out = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1,
+        sec->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                 : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    if (!*out) st = mdl_errorf(err, MDL_ERR_INVALID, "TLS: the certificate or key is unusable");
+  }
+  free(cert);
+  free(key);
+  free(ca);
+  return st;
+}
+
+static void request_next(mdl_rpc_server *s);
+
+mdl_status mdl_rpc_server_new(const char *addr, const mdl_rpc_server_opts *opts,
+                              mdl_rpc_server **out, mdl_error *err) {
+  *out = NULL;
+  FILE *log = opts->log ? opts->log : stderr;
+  mdl_status st = mdl_rpc_check_transport(addr, &opts->sec, log, err);
+  if (st != MDL_OK) return st;
+  grpc_server_credentials *creds;
+  st = server_creds(&opts->sec, &creds, err);
+  if (st != MDL_OK) return st;
+
+  mdl_rpc_server *s = mdl_xcalloc(1, sizeof *s);
+  s->o = *opts;
+  s->log = log;
+  if (opts->sec.token) {
+    s->token = mdl_xmalloc(opts->sec.token_len + 1);
+    memcpy(s->token, opts->sec.token, opts->sec.token_len);
+    s->token[opts->sec.token_len] = 0;
+    s->token_len = opts->sec.token_len;
+  }
+  s->o.sec.token = NULL; /* the copy above is the one used */
+  pthread_mutex_init(&s->serial, NULL);
+  atomic_init(&s->handler_stop, 0);
+  s->t_shutdown.kind = TAG_SHUTDOWN;
+  s->t_shutdown.owner = s;
+
+  mdl_rpc_init();
+  int min_ping = opts->min_ping_interval_ms > 0 ? opts->min_ping_interval_ms : 100;
+  argv_builder b = {.n = 0};
+  arg_int(&b, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
+  arg_int(&b, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
+  arg_int(&b, GRPC_ARG_ALLOW_REUSEPORT, 0);
+  arg_int(&b, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, min_ping);
+  arg_int(&b, GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  arg_int(&b, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  arg_int(&b, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  grpc_channel_args args = {.num_args = (size_t)b.n, .args = b.a};
+  s->srv = grpc_server_create(&args, NULL);
+  s->cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(s->srv, s->cq, NULL);
+  s->port = grpc_server_add_http2_port(s->srv, addr, creds);
+  grpc_server_credentials_release(creds);
+  if (s->port == 0) {
+    /* never started: destroying is allowed after a shutdown of nothing */
+    grpc_server_start(s->srv);
+    s->shut = false;
+    mdl_rpc_server_free(s);
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "cannot listen on %s (address in use, bad address or permissions)", addr);
+  }
+  grpc_server_start(s->srv);
+  request_next(s);
+  *out = s;
+  return MDL_OK;
+}
+
+int mdl_rpc_server_port(const mdl_rpc_server *s) {
+  return s->port > 1 ? s->port : 0;
+}
+
+static void call_link(mdl_rpc_server *s, mdl_rpc_call_ctx *c) {
+  c->next = s->calls;
+  if (s->calls) s->calls->prev = c;
+  s->calls = c;
+}
+
+static void call_unlink(mdl_rpc_server *s, mdl_rpc_call_ctx *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+}
+
+static void request_next(mdl_rpc_server *s) {
+  mdl_rpc_call_ctx *c = mdl_xcalloc(1, sizeof *c);
+  c->s = s;
+  grpc_call_details_init(&c->details);
+  grpc_metadata_array_init(&c->md);
+  c->t_req = (srv_tag){TAG_REQUEST, c};
+  c->t_recv = (srv_tag){TAG_RECV, c};
+  c->t_close = (srv_tag){TAG_CLOSE, c};
+  c->t_sent = (srv_tag){TAG_SENT, c};
+  call_link(s, c);
+  grpc_call_error e =
+      grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, s->cq, s->cq, &c->t_req);
+  if (e != GRPC_CALL_OK) {
+    srv_log(s, "cannot request calls (grpc error %d)", (int)e);
+    call_unlink(s, c);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md);
+    free(c);
+  }
+}
+
+static void call_release(mdl_rpc_call_ctx *c) {
+  mdl_rpc_server *s = c->s;
+  if (c->has_thread) pthread_join(c->thread, NULL);
+  if (c->call) {
+    s->active--;
+    s->last_activity = mdl_rpc_now();
+    if (c->code == MDL_RPC_OK && c->m) s->armed = true;
+    if (c->stop_server && c->code == MDL_RPC_OK) s->stop_flag = 1;
+    grpc_call_unref(c->call);
+  }
+  if (c->req) grpc_byte_buffer_destroy(c->req);
+  if (c->reply) grpc_byte_buffer_destroy(c->reply);
+  if (c->has_status_details) grpc_slice_unref(c->status_details);
+  if (c->peer) gpr_free(c->peer);
+  grpc_call_details_destroy(&c->details);
+  grpc_metadata_array_destroy(&c->md);
+  call_unlink(s, c);
+  free(c);
+}
+
+static void maybe_release(mdl_rpc_call_ctx *c) {
+  if (c->sent_done && (c->close_done || !c->close_started)) call_release(c);
+}
+
+/* Sends the reply (or only the status) and closes the call. Any thread. */
+static void send_final(mdl_rpc_call_ctx *c, mdl_rpc_code code, const char *details,
+                       grpc_byte_buffer *reply) {
+  c->code = code;
+  c->reply = reply;
+  c->status_details = grpc_slice_from_copied_string(details ? details : "");
+  c->has_status_details = true;
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  int n = 0;
+  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[n].data.send_initial_metadata.count = 0;
+  n++;
+  if (reply) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = reply;
+    n++;
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+  ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+  ops[n].data.send_status_from_server.status_details = &c->status_details;
+  n++;
+  grpc_call_error e = grpc_call_start_batch(c->call, ops, (size_t)n, &c->t_sent, NULL);
+  if (e != GRPC_CALL_OK) {
+    /* cannot happen with one batch per op type; still, let the poller free */
+    e = grpc_call_start_batch(c->call, NULL, 0, &c->t_sent, NULL);
+    if (e != GRPC_CALL_OK) {
+      fprintf(stderr, "memdl rpc: internal error: cannot complete a call (%d)\n", (int)e);
+      abort();
+    }
+  }
+}
+
+static void *handler_main(void *arg) {
+  mdl_rpc_call_ctx *c = arg;
+  mdl_rpc_server *s = c->s;
+  const mdl_rpc_method *m = c->m;
+  mdl_error err;
+  mdl_error_clear(&err);
+  pthread_mutex_lock(&s->serial);
+  ProtobufCMessage *req = NULL;
+  size_t bulk_len = 0;
+  mdl_rpc_in_spec spec = {.desc = m->req_desc,
+                          .bulk_field = m->req_bulk_field,
+                          .bulk_dest = m->req_bulk_dest,
+                          .bulk_ctx = s->o.ctx,
+                          .max_bytes = m->req_max_bytes};
+  mdl_status st = decode_bb(c->req, &spec, &req, &bulk_len, &err);
+  grpc_byte_buffer_destroy(c->req);
+  c->req = NULL;
+  if (st != MDL_OK) {
+    pthread_mutex_unlock(&s->serial);
+    srv_log(s, "rejected %s from %s: %s", m->name, c->peer, err.msg);
+    send_final(c, MDL_RPC_INVALID_ARGUMENT, err.msg, NULL);
+    return NULL;
+  }
+  mdl_rpc_out reply = {0};
+  st = m->handler(s->o.ctx, c, req, bulk_len, &reply, &err);
+  protobuf_c_message_free_unpacked(req, NULL);
+  grpc_byte_buffer *bb = NULL;
+  if (st == MDL_OK) bb = encode_bb(&reply);
+  pthread_mutex_unlock(&s->serial);
+  if (st != MDL_OK) {
+    if (!c->cancelled) srv_log(s, "%s from %s failed: %s", m->name, c->peer, err.msg);
+    send_final(c, mdl_rpc_code_for(st), err.msg, NULL);
+  } else {
+    send_final(c, MDL_RPC_OK, "", bb);
+  }
+  return NULL;
+}
+
+static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
+  if (!ok) { /* shutting down: the request never got a call */
+    c->call = NULL;
+    call_release(c);
+    return;
+  }
+  s->active++;
+  s->last_activity = mdl_rpc_now();
+  if (!s->stop_flag && !atomic_load(&s->handler_stop)) request_next(s);
+  c->peer = grpc_call_get_peer(c->call);
+
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  op.data.recv_close_on_server.cancelled = &c->cancelled_recv;
+  if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) == GRPC_CALL_OK)
+    c->close_started = true;
+
+  for (int i = 0; i < s->o.n_methods; i++)
+    if (!grpc_slice_str_cmp(c->details.method, s->o.methods[i].name)) c->m = &s->o.methods[i];
+  if (s->token) {
+    const grpc_slice *got = NULL;
+    for (size_t i = 0; i < c->md.count; i++)
+      if (!grpc_slice_str_cmp(c->md.metadata[i].key, TOKEN_KEY)) got = &c->md.metadata[i].value;
+    bool good = got && token_equal(s->token, s->token_len, GRPC_SLICE_START_PTR(*got),
+                                   GRPC_SLICE_LENGTH(*got));
+    if (!good) {
+      char *method = grpc_slice_to_c_string(c->details.method);
+      srv_log(s, "refused %s from %s: %s token", method, c->peer, got ? "wrong" : "no");
+      gpr_free(method);
+      c->m = NULL;
+      send_final(c, MDL_RPC_UNAUTHENTICATED, "refused: missing or wrong token", NULL);
+      return;
+    }
+  }
+  if (!c->m) {
+    char *method = grpc_slice_to_c_string(c->details.method);
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown method %.250s", method);
+    srv_log(s, "refused %s from %s: unknown method", method, c->peer);
+    gpr_free(method);
+    send_final(c, MDL_RPC_UNIMPLEMENTED, msg, NULL);
+    return;
+  }
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &c->req;
+  if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK)
+    send_final(c, MDL_RPC_INTERNAL, "cannot receive the request", NULL);
+}
+
+static void on_recv(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
+  if (!ok || !c->req) {
+    send_final(c, MDL_RPC_INVALID_ARGUMENT, "no request message", NULL);
+    return;
+  }
+  if (pthread_create(&c->thread, NULL, handler_main, c) != 0) {
+    send_final(c, MDL_RPC_RESOURCE_EXHAUSTED, "cannot start a handler thread", NULL);
+    return;
+  }
+  c->has_thread = true;
+}
+
+static void dispatch(mdl_rpc_server *s, void *tag, bool ok) {
+  srv_tag *t = tag;
+  if (t->kind == TAG_SHUTDOWN) {
+    s->shutdown_done = true;
+    return;
+  }
+  mdl_rpc_call_ctx *c = t->owner;
+  switch (t->kind) {
+    case TAG_REQUEST:
+      on_request(s, c, ok);
+      break;
+    case TAG_RECV:
+      on_recv(s, c, ok);
+      break;
+    case TAG_CLOSE:
+      c->close_done = true;
+      if (c->cancelled_recv) c->cancelled = 1;
+      maybe_release(c);
+      break;
+    case TAG_SENT:
+      c->sent_done = true;
+      maybe_release(c);
+      break;
+  }
+}
+
+static void server_shutdown(mdl_rpc_server *s) {
+  if (s->shut) return;
+  s->shut = true;
+  grpc_server_shutdown_and_notify(s->srv, s->cq, &s->t_shutdown);
+  grpc_server_cancel_all_calls(s->srv);
+  while (!s->shutdown_done || s->calls) {
+    grpc_event ev = grpc_completion_queue_next(s->cq, deadline_in(POLL_MS), NULL);
+    if (ev.type == GRPC_OP_COMPLETE) dispatch(s, ev.tag, ev.success);
+  }
+  grpc_server_destroy(s->srv);
+  s->srv = NULL;
+  grpc_completion_queue_shutdown(s->cq);
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+  }
+  grpc_completion_queue_destroy(s->cq);
+  s->cq = NULL;
+}
+
+mdl_status mdl_rpc_server_run(mdl_rpc_server *s, bool *idle, mdl_error *err) {
+  if (idle) *idle = false;
+  if (s->shut) return mdl_errorf(err, MDL_ERR_INTERNAL, "rpc: server already shut down");
+  while (!s->stop_flag) {
+    grpc_event ev = grpc_completion_queue_next(s->cq, deadline_in(POLL_MS), NULL);
+    if (ev.type == GRPC_OP_COMPLETE) dispatch(s, ev.tag, ev.success);
+    if (atomic_load(&s->handler_stop) && s->active == 0) break;
+    if (s->o.idle_timeout_ms > 0 && s->armed && s->active == 0 &&
+        (mdl_rpc_now() - s->last_activity) * 1000.0 > s->o.idle_timeout_ms) {
+      if (idle) *idle = true;
+      break;
+    }
+  }
+  server_shutdown(s);
+  return MDL_OK;
+}
+
+void mdl_rpc_server_stop(mdl_rpc_server *s) {
+  if (s) s->stop_flag = 1;
+}
+
+void mdl_rpc_server_free(mdl_rpc_server *s) {
+  if (!s) return;
+  if (s->srv) server_shutdown(s);
+  pthread_mutex_destroy(&s->serial);
+  free(s->token);
+  free(s);
+  mdl_rpc_shutdown();
+}
+
+bool mdl_rpc_call_cancelled(const mdl_rpc_call_ctx *c) {
+  return c->cancelled != 0;
+}
+const volatile int *mdl_rpc_call_cancel_flag(const mdl_rpc_call_ctx *c) {
+  return &c->cancelled;
+}
+const char *mdl_rpc_call_peer(const mdl_rpc_call_ctx *c) {
+  return c->peer ? c->peer : "?";
+}
+
+void mdl_rpc_call_stop_server(mdl_rpc_call_ctx *c) {
+  c->stop_server = true;
+  atomic_store(&c->s->handler_stop, 1);
+}
+
+/* --- client -------------------------------------------------------------- */
+
+struct mdl_rpc_channel {
+  grpc_channel *ch;
+  char *target;
+  char *token;
+  size_t token_len;
+};
+
+mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *opts,
+                               mdl_rpc_channel **out, mdl_error *err) {
+  *out = NULL;
+  const mdl_rpc_security *sec = &opts->sec;
+  mdl_status st = mdl_rpc_check_transport(target, sec, stderr, err);
+  if (st != MDL_OK) return st;
+  grpc_channel_credentials *creds = NULL;
+  if (sec->tls_ca || sec->tls_cert) {
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    if (!sec->tls_ca) return mdl_errorf(err, MDL_ERR_INVALID, "TLS needs the CA (--tls-ca)");
+    st = read_text("TLS CA", sec->tls_ca, &ca, NULL, err);
+    if (st == MDL_OK && sec->tls_cert) {
+      if (!sec->tls_key)
+        st = mdl_errorf(err, MDL_ERR_INVALID, "a client certificate needs its key (--tls-key)");
+      if (st == MDL_OK) st = read_text("TLS certificate", sec->tls_cert, &cert, NULL, err);
+      if (st == MDL_OK) st = read_text("TLS key", sec->tls_key, &key, NULL, err);
+    }
+    if (st == MDL_OK) {
+      grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+      creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+      if (!creds) st = mdl_errorf(err, MDL_ERR_INVALID, "TLS: unusable CA or certificate");
+    }
+    free(ca);
+    free(cert);
+    free(key);
+    if (st != MDL_OK) return st;
+  }
+  mdl_rpc_init();
+  if (!creds) creds = grpc_insecure_credentials_create();
+  int ka = opts->keepalive_ms > 0 ? opts->keepalive_ms : 2000;
+  int kt = opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : 3000;
+  argv_builder b = {.n = 0};
+  arg_int(&b, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
+  arg_int(&b, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
+  arg_int(&b, GRPC_ARG_KEEPALIVE_TIME_MS, ka);
+  arg_int(&b, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kt);
+  arg_int(&b, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  arg_int(&b, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  arg_int(&b, GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, ka);
+  arg_int(&b, GRPC_ARG_ENABLE_RETRIES, 0);
+  arg_int(&b, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  /* workers start while the driver connects: retry soon, not after 1 s */
+  arg_int(&b, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  arg_int(&b, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  arg_int(&b, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  if (opts->tls_server_name) arg_str(&b, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, opts->tls_server_name);
+  grpc_channel_args args = {.num_args = (size_t)b.n, .args = b.a};
+  mdl_rpc_channel *c = mdl_xcalloc(1, sizeof *c);
+  c->ch = grpc_channel_create(target, creds, &args);
+  grpc_channel_credentials_release(creds);
+  c->target = mdl_xstrdup(target);
+  if (sec->token) {
+    c->token = mdl_xmalloc(sec->token_len + 1);
+    memcpy(c->token, sec->token, sec->token_len);
+    c->token[sec->token_len] = 0;
+    c->token_len = sec->token_len;
+  }
+  *out = c;
+  return MDL_OK;
+}
+
+void mdl_rpc_channel_free(mdl_rpc_channel *c) {
+  if (!c) return;
+  grpc_channel_destroy(c->ch);
+  free(c->target);
+  free(c->token);
+  free(c);
+  mdl_rpc_shutdown();
+}
+
+const char *mdl_rpc_channel_target(const mdl_rpc_channel *c) {
+  return c->target;
+}
+
+typedef struct cli_call {
+  grpc_call *call;
+  grpc_byte_buffer *send;
+  grpc_byte_buffer *recv;
+  grpc_metadata_array initial_md, trailing_md;
+  grpc_status_code status;
+  grpc_slice details;
+  grpc_metadata token;
+  bool started, done;
+} cli_call;
+
+void mdl_rpc_calls_clear(mdl_rpc_call *calls, int n) {
+  for (int i = 0; i < n; i++) {
+    if (calls[i].reply) protobuf_c_message_free_unpacked(calls[i].reply, NULL);
+    calls[i].reply = NULL;
+    calls[i].bulk_len = 0;
+  }
+}
+
+static void finish_call(mdl_rpc_call *c, cli_call *cc, double t0) {
+  c->seconds = mdl_rpc_now() - t0;
+  c->code = (mdl_rpc_code)cc->status;
+  char *d = grpc_slice_to_c_string(cc->details);
+  snprintf(c->detail, sizeof c->detail, "%s", d);
+  gpr_free(d);
+  if (c->code != MDL_RPC_OK) return;
+  if (!cc->recv) {
+    c->code = MDL_RPC_DATA_LOSS;
+    snprintf(c->detail, sizeof c->detail, "no reply message");
+    return;
+  }
+  mdl_error err;
+  mdl_error_clear(&err);
+  if (decode_bb(cc->recv, &c->reply_spec, &c->reply, &c->bulk_len, &err) != MDL_OK) {
+    c->code = MDL_RPC_DATA_LOSS;
+    snprintf(c->detail, sizeof c->detail, "malformed reply: %.480s", err.msg);
+  }
+}
+
+mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
+                            const volatile sig_atomic_t *abort_flag, mdl_error *err) {
+  if (n <= 0) return MDL_OK;
+  double t0 = mdl_rpc_now();
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec deadline = deadline_in(deadline_ms);
+  cli_call *cc = mdl_xcalloc((size_t)n, sizeof *cc);
+  int pending = 0;
+  mdl_status st = MDL_OK;
+  for (int i = 0; i < n; i++) {
+    mdl_rpc_call *c = &calls[i];
+    cli_call *k = &cc[i];
+    c->reply = NULL;
+    c->bulk_len = 0;
+    c->detail[0] = 0;
+    c->code = MDL_RPC_UNKNOWN;
+    grpc_metadata_array_init(&k->initial_md);
+    grpc_metadata_array_init(&k->trailing_md);
+    k->details = grpc_empty_slice();
+    k->call =
+        grpc_channel_create_call(c->ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                 grpc_slice_from_static_string(c->method), NULL, deadline, NULL);
+    if (!k->call) {
+      c->code = MDL_RPC_INTERNAL;
+      snprintf(c->detail, sizeof c->detail, "cannot create the call");
+      continue;
+    }
+    k->send = encode_bb(&c->req);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->ch->token) {
+      k->token.key = grpc_slice_from_static_string(TOKEN_KEY);
+      k->token.value = grpc_slice_from_copied_buffer(c->ch->token, c->ch->token_len);
+      ops[0].data.send_initial_metadata.count = 1;
+      ops[0].data.send_initial_metadata.metadata = &k->token;
+    }
+    if (c->wait_for_ready) ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = k->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &k->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &k->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &k->trailing_md;
+    ops[5].data.recv_status_on_client.status = &k->status;
+    ops[5].data.recv_status_on_client.status_details = &k->details;
+    grpc_call_error e = grpc_call_start_batch(k->call, ops, 6, k, NULL);
+    if (e != GRPC_CALL_OK) {
+      c->code = MDL_RPC_INTERNAL;
+      snprintf(c->detail, sizeof c->detail, "cannot start the call (grpc error %d)", (int)e);
+      continue;
+    }
+    k->started = true;
+    pending++;
+  }
+  bool aborted = false;
+  while (pending > 0) {
+    grpc_event ev = grpc_completion_queue_next(cq, deadline_in(POLL_MS), NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+      cli_call *k = ev.tag;
+      int i = (int)(k - cc);
+      k->done = true;
+      pending--;
+      finish_call(&calls[i], k, t0);
+    }
+    if (!aborted && abort_flag && *abort_flag) {
+      aborted = true;
+      for (int i = 0; i < n; i++)
+        if (cc[i].started && !cc[i].done) grpc_call_cancel(cc[i].call, NULL);
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    cli_call *k = &cc[i];
+    if (k->call) grpc_call_unref(k->call);
+    if (k->send) grpc_byte_buffer_destroy(k->send);
+    if (k->recv) grpc_byte_buffer_destroy(k->recv);
+    if (calls[i].ch->token && k->call) grpc_slice_unref(k->token.value);
+    grpc_metadata_array_destroy(&k->initial_md);
+    grpc_metadata_array_destroy(&k->trailing_md);
+    grpc_slice_unref(k->details);
+  }
+  free(cc);
+  grpc_completion_queue_shutdown(cq);
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+  }
+  grpc_completion_queue_destroy(cq);
+  if (aborted) {
+    mdl_rpc_calls_clear(calls, n);
+    st = mdl_errorf(err, MDL_ERR_INTERNAL, "interrupted");
+  }
+  return st;
+}

@@ -1,0 +1,759 @@
+/* runtime/driver, worker, launcher and trainer seam over the real gRPC path:
+ * averaging (weights, fixed order, same bits), SparkNet's maths as an
+ * equivalence (K workers after one SGD step = one worker on a K-times
+ * batch, STYLE.md #14), determinism of whole runs, remote workers with a
+ * token, validation of every request, no orphan processes, Slurm/MPI
+ * environments (faked), and workers in network namespaces where allowed.
+ * This binary is also the worker: `driver_test --mdl-worker --listen ...`. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/pb.h"
+#include "plan.pb-c.h"
+#include "rpc.pb-c.h"
+#include "runtime/driver.h"
+#include "runtime/launcher.h"
+#include "runtime/rpc.h"
+#include "runtime/trainer.h"
+#include "runtime/worker.h"
+
+static const char *const WORKER_ARGV[] = {"--mdl-worker"};
+/* Criterion's sandbox takes over any process started with this set */
+static const char *const UNSET_ENV[] = {"BXFI_MAP", NULL};
+
+/* A plan for the "linear" trainer: D features, `records` training records
+ * in `parts` partitions, batches of `batch`, and a test set. */
+typedef struct lin_spec {
+  int d, parts, batch, max_iter, test_interval, tau;
+  uint64_t records, test_records;
+  float lr, momentum;
+} lin_spec;
+
+static Memdl__Plan *linear_plan(const lin_spec *s) {
+  Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
+  sp.has_base_lr = sp.has_momentum = sp.has_max_iter = sp.has_test_interval = 1;
+  sp.base_lr = s->lr;
+  sp.momentum = s->momentum;
+  sp.max_iter = s->max_iter;
+  sp.test_interval = s->test_interval;
+  sp.lr_policy = "fixed";
+  sp.type = "SGD";
+  uint32_t shape[1] = {(uint32_t)s->d};
+  Memdl__SyntheticSource syn[2] = {MEMDL__SYNTHETIC_SOURCE__INIT, MEMDL__SYNTHETIC_SOURCE__INIT};
+  Memdl__Source src[2] = {MEMDL__SOURCE__INIT, MEMDL__SOURCE__INIT};
+  Memdl__DataSet ds[2] = {MEMDL__DATA_SET__INIT, MEMDL__DATA_SET__INIT};
+  Memdl__DataSet *dsp[2] = {&ds[0], &ds[1]};
+  const char *names[2] = {"train", "test"};
+  uint64_t recs[2] = {s->records, s->test_records};
+  for (int i = 0; i < 2; i++) {
+    syn[i].n_shape = 1;
+    syn[i].shape = shape;
+    syn[i].has_records = syn[i].has_seed = 1;
+    syn[i].records = recs[i];
+    syn[i].seed = 11 + (uint64_t)i;
+    src[i].kind_case = MEMDL__SOURCE__KIND_SYNTHETIC;
+    src[i].synthetic = &syn[i];
+    ds[i].name = (char *)names[i];
+    ds[i].source = &src[i];
+    ds[i].has_partitions = ds[i].has_batch_size = 1;
+    ds[i].partitions = i == 0 ? (uint32_t)s->parts : 2;
+    ds[i].batch_size = (uint32_t)s->batch;
+  }
+  Memdl__Sync sync = MEMDL__SYNC__INIT;
+  sync.has_tau = 1;
+  sync.tau = (uint32_t)s->tau;
+  Memdl__Plan plan = MEMDL__PLAN__INIT;
+  plan.job_name = "linear";
+  plan.solver = &sp;
+  plan.n_data = s->test_records ? 2 : 1;
+  plan.data = dsp;
+  plan.sync = &sync;
+  return mdl_pb_dup(&plan);
+}
+
+static mdl_driver_opts local_opts(const char *workers, FILE *log) {
+  mdl_driver_opts o = {.workers = workers,
+                       .trainer = "linear",
+                       .snapshot_rounds = -1,
+                       .worker_argv = WORKER_ARGV,
+                       .n_worker_argv = 1,
+                       .worker_unset_env = UNSET_ENV,
+                       .round_timeout_ms = 20000,
+                       .setup_timeout_ms = 20000,
+                       .log = log,
+                       .quiet = true};
+  return o;
+}
+
+static char g_dir[64];
+
+static void make_dir(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/mdl_drv_XXXXXX");
+  cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void rm_dir(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+  if (g_dir[0]) cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(driver, .init = make_dir, .fini = rm_dir, .timeout = 60);
+
+Test(driver, average_is_weighted_in_a_fixed_order_and_repeatable) {
+  enum { N = (1 << 21) + 7 };
+  float *w[3], *a = malloc(N * sizeof(float)), *b = malloc(N * sizeof(float));
+  for (int k = 0; k < 3; k++) {
+    w[k] = malloc(N * sizeof(float));
+    for (size_t j = 0; j < N; j++) w[k][j] = sinf((float)(j * (k + 1))) * (float)(k + 1);
+  }
+  uint64_t samples[3] = {64, 0, 192};
+  mdl_driver_average(a, (const float *const *)w, samples, 3, N);
+  mdl_driver_average(b, (const float *const *)w, samples, 3, N);
+  cr_assert_eq(memcmp(a, b, N * sizeof(float)), 0, "not repeatable");
+  for (size_t j = 0; j < N; j += 4099) {
+    float want = 0.25f * w[0][j] + 0.75f * w[2][j];
+    cr_assert_float_eq(a[j], want, 1e-5, "element %zu", j);
+  }
+  /* the same elements with a small n (one thread) give the same bits */
+  float small[1000];
+  const float *ws[3] = {w[0] + 5000, w[1] + 5000, w[2] + 5000};
+  mdl_driver_average(small, ws, samples, 3, 1000);
+  cr_assert_eq(memcmp(small, a + 5000, sizeof small), 0, "threads changed the bits");
+  for (int k = 0; k < 3; k++) free(w[k]);
+  free(a);
+  free(b);
+}
+
+Test(driver, k_workers_after_one_sgd_step_equal_one_worker_on_a_k_times_batch) {
+  enum { K = 3, B = 4, D = 16 };
+  FILE *log = tmpfile();
+  /* K workers, partition k on worker k, batch B each: records 0..KB-1 */
+  lin_spec sk = {.d = D,
+                 .parts = K,
+                 .batch = B,
+                 .max_iter = 1,
+                 .tau = 1,
+                 .records = 300,
+                 .lr = 0.1f,
+                 .momentum = 0};
+  Memdl__Plan *pk = linear_plan(&sk);
+  mdl_driver_opts o = local_opts("local:3", log);
+  mdl_driver_result rk;
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(rk.iter, 1);
+  cr_assert_eq(rk.n_params, D + 1);
+  /* one worker, one partition, batch KB: the same records 0..KB-1 */
+  lin_spec s1 = sk;
+  s1.parts = 1;
+  s1.batch = K * B;
+  Memdl__Plan *p1 = linear_plan(&s1);
+  o = local_opts("local:1", log);
+  mdl_driver_result r1;
+  cr_assert_eq(mdl_driver_run_plan(p1, g_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
+  /* and the same step computed here, without any RPC */
+  mdl_trainer_opts to = {.seed = 1, .worker_index = 0, .num_workers = 1};
+  mdl_trainer *t;
+  cr_assert_eq(mdl_trainer_new("linear", p1, &to, &t, &err), MDL_OK, "%s", err.msg);
+  Memdl__PartitionLineage **l;
+  size_t nl;
+  cr_assert_eq(mdl_trainer_lineages("linear", p1, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+               MDL_OK);
+  cr_assert_eq(mdl_trainer_add_partitions(t, CAFFE__PHASE__TRAIN, l, nl, &err), MDL_OK);
+  float w0[D + 1], w1[D + 1];
+  cr_assert_eq(mdl_trainer_init_weights(t, w0, &err), MDL_OK);
+  mdl_trainer_stats st;
+  cr_assert_eq(mdl_trainer_run(t, 1, 0, w0, w1, NULL, &st, &err), MDL_OK);
+  cr_assert_eq(st.samples, K * B);
+  double moved = 0;
+  for (int j = 0; j <= D; j++) {
+    cr_assert_float_eq(rk.weights[j], w1[j], 1e-5, "K workers vs reference at %d: %g vs %g", j,
+                       rk.weights[j], w1[j]);
+    cr_assert_float_eq(r1.weights[j], w1[j], 1e-6, "1 worker vs reference at %d", j);
+    moved += fabs(w1[j] - w0[j]);
+  }
+  cr_assert(moved > 1e-3, "the step did not move the weights");
+  mdl_trainer_lineages_free(l, nl);
+  mdl_trainer_free(t);
+  mdl_driver_result_free(&rk);
+  mdl_driver_result_free(&r1);
+  mdl_pb_free(pk);
+  mdl_pb_free(p1);
+  fclose(log);
+}
+
+Test(driver, the_same_job_twice_gives_the_same_bits_and_learns) {
+  FILE *log = tmpfile();
+  lin_spec s = {.d = 8,
+                .parts = 4,
+                .batch = 8,
+                .max_iter = 40,
+                .tau = 3,
+                .test_interval = 20,
+                .records = 400,
+                .test_records = 100,
+                .lr = 0.05f,
+                .momentum = 0.9f};
+  Memdl__Plan *p = linear_plan(&s);
+  mdl_driver_opts o = local_opts("local:2", log);
+  mdl_driver_result a, b;
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &a, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &b, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(a.iter, 40);
+  /* rounds are cut at test_interval: 3,3,...,2 up to 20, then again */
+  cr_assert_eq(a.rounds, 2 * 7);
+  cr_assert_eq(memcmp(a.weights, b.weights, a.n_params * sizeof(float)), 0,
+               "two runs gave different weights");
+  cr_assert_eq(a.n_test, 1);
+  cr_assert_str_eq(a.test[0].name, "loss");
+  cr_assert(a.test[0].sum[0] < 0.05, "test loss %g after 40 iterations", a.test[0].sum[0]);
+  cr_assert_eq(a.n_workers, 2);
+  cr_assert_eq(a.workers[0].rounds, 14);
+  cr_assert(a.workers[0].samples == 40 * 8 && a.workers[1].samples == 40 * 8);
+  mdl_driver_result_free(&a);
+  mdl_driver_result_free(&b);
+  mdl_pb_free(p);
+  fclose(log);
+}
+
+/* --- in-process workers (remote mode) ------------------------------------ */
+
+typedef struct thr_worker {
+  mdl_worker *w;
+  pthread_t th;
+  const char *reason;
+  char addr[64];
+} thr_worker;
+
+static void *worker_thread(void *arg) {
+  thr_worker *t = arg;
+  mdl_error err;
+  mdl_worker_run(t->w, &t->reason, &err);
+  return NULL;
+}
+
+static void start_thr_worker(thr_worker *t, const char *token, int driver_timeout_ms) {
+  mdl_worker_opts wo = {.listen = "127.0.0.1:0",
+                        .sec = {.token = token, .token_len = token ? strlen(token) : 0},
+                        .driver_timeout_ms = driver_timeout_ms,
+                        .log = stderr};
+  mdl_error err;
+  cr_assert_eq(mdl_worker_new(&wo, &t->w, &err), MDL_OK, "%s", err.msg);
+  snprintf(t->addr, sizeof t->addr, "127.0.0.1:%d", mdl_worker_port(t->w));
+  pthread_create(&t->th, NULL, worker_thread, t);
+}
+
+static void join_thr_worker(thr_worker *t) {
+  pthread_join(t->th, NULL);
+  mdl_worker_free(t->w);
+}
+
+Test(driver, remote_workers_by_address_with_a_token) {
+  const char *token = "a-shared-token-of-32-characters!";
+  char tf[128];
+  snprintf(tf, sizeof tf, "%s/token", g_dir);
+  FILE *f = fopen(tf, "w");
+  fputs(token, f);
+  fclose(f);
+  chmod(tf, 0600);
+  mdl_rpc_init();
+  thr_worker w[2];
+  start_thr_worker(&w[0], token, 0);
+  start_thr_worker(&w[1], token, 0);
+  char list[160];
+  snprintf(list, sizeof list, "%s,%s", w[0].addr, w[1].addr);
+  lin_spec s = {
+      .d = 4, .parts = 2, .batch = 4, .max_iter = 10, .tau = 5, .records = 64, .lr = 0.05f};
+  Memdl__Plan *p = linear_plan(&s);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts(list, log);
+  mdl_driver_result r;
+  mdl_error err;
+  /* without the token: every worker refuses, the run fails and says why */
+  cr_assert_neq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK);
+  o.token_file = tf;
+  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(r.iter, 10);
+  cr_assert_eq(r.faults, 0);
+  for (int i = 0; i < 2; i++) {
+    join_thr_worker(&w[i]); /* the driver's Shutdown ends them */
+    cr_assert_str_eq(w[i].reason, "shutdown");
+  }
+  mdl_driver_result_free(&r);
+  mdl_pb_free(p);
+  fclose(log);
+  mdl_rpc_shutdown();
+}
+
+/* A call to an in-process worker. */
+static mdl_rpc_code wcall(mdl_rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *rd, const float *w, size_t nw,
+                          char *detail) {
+  mdl_rpc_call c;
+  memset(&c, 0, sizeof c);
+  c.ch = ch;
+  c.method = method;
+  c.req.msg = req;
+  if (w) {
+    c.req.bulk_field = 5;
+    c.req.bulk = w;
+    c.req.bulk_len = nw * sizeof(float);
+  }
+  c.reply_spec.desc = rd;
+  c.reply_spec.max_bytes = 1 << 20;
+  c.reply_spec.bulk_field = rd == &memdl__round_reply__descriptor ? 1 : 0;
+  c.wait_for_ready = true;
+  mdl_error err;
+  cr_assert_eq(mdl_rpc_call_all(&c, 1, 10000, NULL, &err), MDL_OK);
+  if (detail) snprintf(detail, 512, "%s", c.detail);
+  mdl_rpc_calls_clear(&c, 1);
+  return c.code;
+}
+
+Test(driver, worker_validates_every_request_and_exits_when_its_driver_is_gone) {
+  mdl_rpc_init();
+  thr_worker tw;
+  start_thr_worker(&tw, NULL, 700);
+  mdl_rpc_channel_opts co = {0};
+  mdl_rpc_channel *ch;
+  mdl_error err;
+  cr_assert_eq(mdl_rpc_channel_new(tw.addr, &co, &ch, &err), MDL_OK);
+  lin_spec s = {
+      .d = 4, .parts = 1, .batch = 2, .max_iter = 100, .tau = 5, .records = 16, .lr = 0.1f};
+  Memdl__Plan *p = linear_plan(&s);
+  char detail[512];
+  float w[5] = {0};
+
+  Memdl__RoundRequest rr = MEMDL__ROUND_REQUEST__INIT;
+  rr.has_session = rr.has_tau = 1;
+  rr.session = 42;
+  rr.tau = 1;
+  cr_assert_eq(wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, w, 5, detail),
+               MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "before Setup"), "%s", detail);
+
+  size_t plen = protobuf_c_message_get_packed_size(&p->base);
+  uint8_t *pbytes = malloc(plen);
+  protobuf_c_message_pack(&p->base, pbytes);
+  Memdl__PartitionLineage **l;
+  size_t nl;
+  cr_assert_eq(mdl_trainer_lineages("linear", p, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+               MDL_OK);
+  Memdl__SetupRequest su = MEMDL__SETUP_REQUEST__INIT;
+  su.has_plan = su.has_session = su.has_num_workers = su.has_worker_index = 1;
+  su.plan.data = pbytes;
+  su.plan.len = plen;
+  su.session = 42;
+  su.num_workers = 1;
+  su.worker_index = 1;
+  su.trainer = "linear";
+  su.n_train_partition = nl;
+  su.train_partition = l;
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_SETUP, &su.base, &memdl__setup_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "worker 1 of 1"), "%s", detail);
+  su.worker_index = 0;
+  su.trainer = "nosuch";
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_SETUP, &su.base, &memdl__setup_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "unknown trainer"), "%s", detail);
+  su.trainer = "linear";
+  su.plan.len = plen / 2;
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_SETUP, &su.base, &memdl__setup_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "malformed plan"), "%s", detail);
+  su.plan.len = plen;
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_SETUP, &su.base, &memdl__setup_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_OK, "%s", detail);
+
+  cr_assert_eq(wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, w, 4, detail),
+               MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "the model has 5 parameters"), "%s", detail);
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_INVALID_ARGUMENT);
+  rr.tau = 0;
+  cr_assert_eq(wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, w, 5, detail),
+               MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "tau 0"), "%s", detail);
+  rr.tau = 5;
+  rr.has_iter_start = 1;
+  rr.iter_start = 98;
+  cr_assert_eq(wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, w, 5, detail),
+               MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "max_iter 100"), "%s", detail);
+  rr.iter_start = 0;
+  rr.session = 43;
+  cr_assert_eq(wcall(ch, MDL_WORKER_ROUND, &rr.base, &memdl__round_reply__descriptor, w, 5, detail),
+               MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "stale driver"), "%s", detail);
+  rr.session = 42;
+  Memdl__ReassignRequest ra = MEMDL__REASSIGN_REQUEST__INIT;
+  ra.has_session = 1;
+  ra.session = 42;
+  ra.n_add_train = nl;
+  ra.add_train = l;
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_REASSIGN, &ra.base, &memdl__reassign_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail, "held twice"), "%s", detail);
+
+  /* nothing for 700 ms once set up: the worker decides its driver is gone */
+  double t0 = mdl_rpc_now();
+  pthread_join(tw.th, NULL);
+  cr_assert_str_eq(tw.reason, "driver gone");
+  cr_assert(mdl_rpc_now() - t0 < 3.0);
+  mdl_worker_free(tw.w);
+  mdl_rpc_channel_free(ch);
+  mdl_trainer_lineages_free(l, nl);
+  free(pbytes);
+  mdl_pb_free(p);
+  mdl_rpc_shutdown();
+}
+
+/* --- processes ----------------------------------------------------------- */
+
+static bool pid_gone(pid_t pid) {
+  for (int i = 0; i < 300; i++) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    /* a zombie child of ours counts as gone */
+    char path[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      if (fscanf(f, "%*d %*s %c", &state) != 1) state = 0;
+      fclose(f);
+      if (state == 'Z') return true;
+    }
+    usleep(10000);
+  }
+  return false;
+}
+
+Test(driver, local_workers_live_in_a_private_directory_and_stop_with_their_driver) {
+  mdl_launch_opts lo = {.argv_prefix = WORKER_ARGV, .n_prefix = 1, .unset_env = UNSET_ENV};
+  mdl_local_workers *lw;
+  mdl_error err;
+  cr_assert_eq(mdl_local_workers_start(2, &lo, &lw, &err), MDL_OK, "%s", err.msg);
+  struct stat st;
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", mdl_local_workers_dir(lw));
+  cr_assert_eq(stat(dir, &st), 0);
+  cr_assert_eq(st.st_mode & 0777, 0700, "mode %o", st.st_mode & 0777);
+  cr_assert(!strncmp(mdl_local_workers_address(lw, 1), "unix:", 5));
+  pid_t p0 = mdl_local_workers_pid(lw, 0), p1 = mdl_local_workers_pid(lw, 1);
+  cr_assert(mdl_local_workers_alive(lw, 0) && mdl_local_workers_alive(lw, 1));
+  cr_assert_eq(mdl_local_workers_restart(lw, 1, &err), MDL_OK);
+  cr_assert(pid_gone(p1));
+  cr_assert_neq(mdl_local_workers_pid(lw, 1), p1);
+  p1 = mdl_local_workers_pid(lw, 1);
+  mdl_local_workers_free(lw);
+  cr_assert(pid_gone(p0) && pid_gone(p1));
+  cr_assert_neq(stat(dir, &st), 0, "%s was left behind", dir);
+
+  /* a driver killed with SIGKILL takes its workers along (PDEATHSIG) */
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t drv = fork();
+  if (drv == 0) {
+    mdl_local_workers *l2;
+    if (mdl_local_workers_start(2, &lo, &l2, &err) != MDL_OK) _exit(1);
+    pid_t pids[2] = {mdl_local_workers_pid(l2, 0), mdl_local_workers_pid(l2, 1)};
+    if (write(fds[1], pids, sizeof pids) != sizeof pids) _exit(1);
+    pause();
+    _exit(0);
+  }
+  pid_t pids[2];
+  cr_assert_eq(read(fds[0], pids, sizeof pids), sizeof pids);
+  kill(drv, SIGKILL);
+  waitpid(drv, NULL, 0);
+  cr_assert(pid_gone(pids[0]) && pid_gone(pids[1]), "orphan workers left");
+  close(fds[0]);
+  close(fds[1]);
+}
+
+static volatile sig_atomic_t g_stop;
+
+static void interrupt_at(void *ctx, const mdl_driver_progress *p) {
+  pid_t *pids = ctx;
+  for (int i = 0; i < p->n_workers; i++) pids[i] = p->pids[i];
+  if (p->round == 2) kill(getpid(), SIGINT);
+}
+
+Test(driver, ctrl_c_stops_the_run_and_its_workers) {
+  lin_spec s = {
+      .d = 4, .parts = 2, .batch = 2, .max_iter = 100000, .tau = 1, .records = 16, .lr = 0.01f};
+  Memdl__Plan *p = linear_plan(&s);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts("local:2", log);
+  pid_t pids[2] = {0, 0};
+  o.on_round = interrupt_at;
+  o.on_round_ctx = pids;
+  mdl_error err;
+  mdl_driver_result r;
+  mdl_status st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  cr_assert_neq(st, MDL_OK);
+  cr_assert(strstr(err.msg, "interrupted"), "%s", err.msg);
+  cr_assert(pids[0] > 0 && pids[1] > 0);
+  cr_assert(pid_gone(pids[0]) && pid_gone(pids[1]), "workers survived Ctrl-C");
+  mdl_pb_free(p);
+  fclose(log);
+}
+
+/* --- Slurm and MPI ------------------------------------------------------- */
+
+typedef struct fake_env {
+  const char *kv[32][2];
+} fake_env;
+
+static const char *fake_get(void *ctx, const char *name) {
+  fake_env *e = ctx;
+  for (int i = 0; i < 32 && e->kv[i][0]; i++)
+    if (!strcmp(e->kv[i][0], name)) return e->kv[i][1];
+  return NULL;
+}
+
+Test(driver, slurm_host_lists_expand) {
+  char **h;
+  int n;
+  mdl_error err;
+  cr_assert_eq(mdl_slurm_hostlist("n[01-03,07],gpu5,x[1-2]-ib", &h, &n, &err), MDL_OK, "%s",
+               err.msg);
+  const char *want[] = {"n01", "n02", "n03", "n07", "gpu5", "x1-ib", "x2-ib"};
+  cr_assert_eq(n, 7);
+  for (int i = 0; i < n; i++) {
+    cr_assert_str_eq(h[i], want[i]);
+    free(h[i]);
+  }
+  free(h);
+  cr_assert_eq(mdl_slurm_hostlist("a[1-2]b[3-4]", &h, &n, &err), MDL_OK);
+  cr_assert_eq(n, 4);
+  cr_assert_str_eq(h[3], "a2b4");
+  for (int i = 0; i < n; i++) free(h[i]);
+  free(h);
+  cr_assert_eq(mdl_slurm_hostlist("n[1-", &h, &n, &err), MDL_ERR_INVALID);
+  cr_assert_eq(mdl_slurm_hostlist("n[3-1]", &h, &n, &err), MDL_ERR_INVALID);
+  int *c;
+  cr_assert_eq(mdl_slurm_tasks_per_node("2(x3),1", 4, &c, &err), MDL_OK);
+  cr_assert(c[0] == 2 && c[1] == 2 && c[2] == 2 && c[3] == 1);
+  free(c);
+  cr_assert_eq(mdl_slurm_tasks_per_node("2(x3)", 4, &c, &err), MDL_ERR_INVALID);
+  cr_assert_eq(mdl_slurm_tasks_per_node("2(y3)", 3, &c, &err), MDL_ERR_INVALID);
+}
+
+Test(driver, slurm_rank_zero_drives_and_the_others_serve) {
+  fake_env e = {{{"SLURM_PROCID", "0"},
+                 {"SLURM_NTASKS", "4"},
+                 {"SLURM_LOCALID", "0"},
+                 {"SLURM_STEP_NODELIST", "node[1-2]"},
+                 {"SLURM_STEP_TASKS_PER_NODE", "2(x2)"}}};
+  mdl_cluster_env ce;
+  mdl_error err;
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(ce.kind, MDL_LAUNCH_SLURM);
+  cr_assert_eq(ce.rank, 0);
+  cr_assert_null(ce.listen);
+  cr_assert_eq(ce.n_workers, 3);
+  cr_assert_str_eq(ce.workers[0], "node1:7071");
+  cr_assert_str_eq(ce.workers[1], "node2:7070");
+  cr_assert_str_eq(ce.workers[2], "node2:7071");
+  mdl_cluster_env_free(&ce);
+  e.kv[0][1] = "3";
+  e.kv[2][1] = "1";
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(ce.rank, 3);
+  cr_assert_str_eq(ce.listen, "0.0.0.0:7071");
+  mdl_cluster_env_free(&ce);
+  /* a cyclic distribution puts rank 3 elsewhere: refused, not guessed */
+  e.kv[2][1] = "0";
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_ERR_INVALID);
+  cr_assert(strstr(err.msg, "block distribution"), "%s", err.msg);
+  /* MEMDL_PORT moves the base port; a single task is no cluster */
+  fake_env one = {{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}};
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &one, 7070, &ce, &err), MDL_OK);
+  cr_assert_eq(ce.kind, MDL_LAUNCH_NONE);
+  fake_env none = {{{NULL, NULL}}};
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &none, 7070, &ce, &err), MDL_OK);
+  cr_assert_eq(ce.kind, MDL_LAUNCH_NONE);
+  fake_env port = {{{"SLURM_PROCID", "1"},
+                    {"SLURM_NTASKS", "2"},
+                    {"SLURM_STEP_NODELIST", "a,b"},
+                    {"MEMDL_PORT", "9000"}}};
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &port, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_str_eq(ce.workers[0], "b:9000");
+  cr_assert_str_eq(ce.listen, "0.0.0.0:9000");
+  mdl_cluster_env_free(&ce);
+  fake_env bad = {{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "2"}}};
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &bad, 7070, &ce, &err), MDL_ERR_INVALID);
+}
+
+Test(driver, mpi_ranks_on_one_host_or_named_hosts) {
+  fake_env e = {{{"OMPI_COMM_WORLD_RANK", "2"},
+                 {"OMPI_COMM_WORLD_SIZE", "3"},
+                 {"OMPI_COMM_WORLD_LOCAL_RANK", "2"},
+                 {"OMPI_COMM_WORLD_LOCAL_SIZE", "3"},
+                 /* MPI wins over the Slurm allocation mpirun runs inside */
+                 {"SLURM_PROCID", "0"},
+                 {"SLURM_NTASKS", "1"}}};
+  mdl_cluster_env ce;
+  mdl_error err;
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(ce.kind, MDL_LAUNCH_MPI);
+  cr_assert_str_eq(ce.listen, "0.0.0.0:7072");
+  cr_assert_str_eq(ce.workers[0], "127.0.0.1:7071");
+  cr_assert_str_eq(ce.workers[1], "127.0.0.1:7072");
+  mdl_cluster_env_free(&ce);
+  e.kv[3][1] = "1"; /* spans hosts: they must be named */
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_ERR_INVALID);
+  cr_assert(strstr(err.msg, "MEMDL_HOSTS"), "%s", err.msg);
+  e.kv[2][1] = "0";
+  e.kv[6][0] = "MEMDL_HOSTS";
+  e.kv[6][1] = "h[1-3]";
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_str_eq(ce.workers[0], "h2:7070");
+  cr_assert_str_eq(ce.workers[1], "h3:7070");
+  mdl_cluster_env_free(&ce);
+  fake_env pmi = {{{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MPI_LOCALNRANKS", "2"}}};
+  cr_assert_eq(mdl_cluster_env_detect(fake_get, &pmi, 7070, &ce, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(ce.kind, MDL_LAUNCH_MPI);
+  cr_assert_str_eq(ce.workers[0], "127.0.0.1:7071");
+  mdl_cluster_env_free(&ce);
+}
+
+/* --- hosts: network namespaces ------------------------------------------- */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+  char cmd[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  return system(cmd);
+}
+
+Test(driver, workers_in_network_namespaces_over_tcp) {
+  int id = getpid() % 200 + 20;
+  char ns[2][32];
+  snprintf(ns[0], sizeof ns[0], "mdlA%d", (int)getpid());
+  snprintf(ns[1], sizeof ns[1], "mdlB%d", (int)getpid());
+  if (sh("ip netns add %s 2>/dev/null", ns[0]) != 0)
+    cr_skip_test("cannot create network namespaces here (needs root/CAP_NET_ADMIN and iproute2)");
+  if (sh("ip netns add %s", ns[1]) != 0) {
+    sh("ip netns del %s", ns[0]);
+    cr_skip_test("cannot create a second network namespace");
+  }
+  /* two veth pairs, one per namespace: 10.<id>.{1,2}.1 here, .2 there */
+  int bad = 0;
+  for (int i = 0; i < 2; i++) {
+    bad |=
+        sh("ip link add mdv%d_%d type veth peer name mdp%d_%d", i, (int)getpid(), i, (int)getpid());
+    bad |= sh("ip link set mdp%d_%d netns %s", i, (int)getpid(), ns[i]);
+    bad |= sh("ip addr add 10.%d.%d.1/24 dev mdv%d_%d", id, i + 1, i, (int)getpid());
+    bad |= sh("ip link set mdv%d_%d up", i, (int)getpid());
+    bad |= sh("ip netns exec %s ip addr add 10.%d.%d.2/24 dev mdp%d_%d", ns[i], id, i + 1, i,
+              (int)getpid());
+    bad |= sh("ip netns exec %s ip link set mdp%d_%d up", ns[i], i, (int)getpid());
+    bad |= sh("ip netns exec %s ip link set lo up", ns[i]);
+  }
+  if (bad) {
+    for (int i = 0; i < 2; i++) {
+      sh("ip link del mdv%d_%d 2>/dev/null", i, (int)getpid());
+      sh("ip netns del %s", ns[i]);
+    }
+    cr_skip_test("cannot set up veth pairs here");
+  }
+  char tf[128];
+  snprintf(tf, sizeof tf, "%s/token", g_dir);
+  FILE *f = fopen(tf, "w");
+  fputs("netns-token-0123456789abcdef", f);
+  fclose(f);
+  chmod(tf, 0600);
+  char exe[512];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  cr_assert_gt(n, 0);
+  exe[n] = 0;
+  /* a worker refuses plain TCP on its veth address without --insecure */
+  cr_assert_neq(sh("env -u BXFI_MAP ip netns exec %s %s --mdl-worker --listen 10.%d.1.2:7070 "
+                   "--token-file %s 2>/dev/null",
+                   ns[0], exe, id, tf),
+                0);
+  pid_t pid[2];
+  for (int i = 0; i < 2; i++) {
+    pid[i] = fork();
+    if (pid[i] == 0) {
+      char listen[64], nsname[32];
+      snprintf(listen, sizeof listen, "10.%d.%d.2:7070", id, i + 1);
+      snprintf(nsname, sizeof nsname, "%s", ns[i]);
+      unsetenv("BXFI_MAP");
+      execl("/usr/sbin/ip", "ip", "netns", "exec", nsname, exe, "--mdl-worker", "--listen", listen,
+            "--token-file", tf, "--insecure", "--driver-timeout-ms", "20000", (char *)NULL);
+      execl("/sbin/ip", "ip", "netns", "exec", nsname, exe, "--mdl-worker", "--listen", listen,
+            "--token-file", tf, "--insecure", "--driver-timeout-ms", "20000", (char *)NULL);
+      _exit(127);
+    }
+  }
+  char list[128];
+  snprintf(list, sizeof list, "10.%d.1.2:7070,10.%d.2.2:7070", id, id);
+  lin_spec s = {.d = 6,
+                .parts = 4,
+                .batch = 4,
+                .max_iter = 20,
+                .tau = 5,
+                .records = 100,
+                .test_records = 40,
+                .test_interval = 10,
+                .lr = 0.05f};
+  Memdl__Plan *p = linear_plan(&s);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts(list, log);
+  o.token_file = tf;
+  mdl_driver_result r;
+  mdl_error err;
+  /* the driver too refuses plain TCP to a non-loopback address... */
+  mdl_status st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  cr_assert_eq(st, MDL_ERR_INVALID);
+  cr_assert(strstr(err.msg, "--insecure"), "%s", err.msg);
+  /* ...unless told */
+  o.insecure = true;
+  st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  for (int i = 0; i < 2; i++) {
+    int ws;
+    waitpid(pid[i], &ws, 0);
+    sh("ip link del mdv%d_%d 2>/dev/null", i, (int)getpid());
+    sh("ip netns del %s", ns[i]);
+  }
+  cr_assert_eq(st, MDL_OK, "%s", err.msg);
+  cr_assert_eq(r.iter, 20);
+  cr_assert_eq(r.faults, 0);
+  cr_assert(strstr(r.workers[0].address, "10."), "%s", r.workers[0].address);
+  mdl_driver_result_free(&r);
+  mdl_pb_free(p);
+  fclose(log);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "--mdl-worker")) return mdl_worker_main(argc - 1, argv + 1);
+  struct criterion_test_set *tests = criterion_initialize();
+  int result = 0;
+  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
+  criterion_finalize(tests);
+  return result;
+}
