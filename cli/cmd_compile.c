@@ -8,6 +8,7 @@
 #include "common/pb.h"
 #include "compiler/plan.h"
 #include "compiler/textformat.h"
+#include "runtime/dataset.h"
 #include "runtime/dataset_resolver.h"
 
 static const char USAGE[] =
@@ -36,6 +37,39 @@ static void print_summary(const mdl_job *job, const mdl_compiled *c) {
            mdl_phase_name(c->nets[i].phase), c->nets[i].test_index, g->n_layers, g->n_blobs,
            (long long)params, params * 4.0 / 1e6, acts * 4.0 / 1e6);
   }
+}
+
+/* Workers the job runs on: the data sets' default partition count, one
+ * partition per worker so that each rebuilds only its own. */
+static uint32_t job_workers(const Memdl__Job *j) {
+  if (j->cluster && j->cluster->n_worker) return (uint32_t)j->cluster->n_worker;
+  if (j->cluster && j->cluster->workers) return j->cluster->workers;
+  return 1;
+}
+
+static mdl_status print_pipeline(const mdl_job *job, mdl_error *err) {
+  const Memdl__Job *j = job->job;
+  for (size_t i = 0; i < j->n_data; i++) {
+    Memdl__DataSet *ds = NULL;
+    mdl_status st = mdl_data_resolve(j->data, j->n_data, j->data[i], &ds, err);
+    mdl_data_info info;
+    if (!st) st = mdl_data_probe(ds, job->base_dir, &info, err);
+    if (st) {
+      mdl_pb_free(ds);
+      return st;
+    }
+    char *plan = mdl_data_describe(ds);
+    uint32_t parts = ds->partitions ? ds->partitions : job_workers(j);
+    printf(
+        "data %s: %s\n  %u partition%s, %lld records (%lld after split/sample), %dx%dx%d, "
+        "%.1f MiB\n",
+        ds->name ? ds->name : "?", plan, parts, parts == 1 ? "" : "s", (long long)info.records,
+        (long long)info.selected, info.channels, info.height, info.width,
+        info.bytes / (1024.0 * 1024.0));
+    free(plan);
+    mdl_pb_free(ds);
+  }
+  return MDL_OK;
 }
 
 static void print_shapes(const mdl_compiled *c, int phase_filter) {
@@ -127,8 +161,12 @@ int mdl_cmd_compile(int argc, char **argv) {
       free(text);
       mdl_pb_free(p);
     }
-    if (!shapes && !plan) print_summary(job, c);
-  } else {
+    if (!shapes && !plan) {
+      print_summary(job, c);
+      st = print_pipeline(job, &err);
+    }
+  }
+  if (st) {
     fprintf(stderr, "%s\n", err.msg);
   }
   mdl_compiled_free(c);

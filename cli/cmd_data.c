@@ -246,7 +246,7 @@ static bool wants(const entry *e, const char *name) {
 
 static int fail(const mdl_error *err) {
   fprintf(stderr, "memdl data: %s\n", err->msg);
-  return err->code ? (int)err->code : 1;
+  return err->code ? mdl_exit_code(err->code) : 1;
 }
 
 int mdl_cmd_data(int argc, char **argv) {
