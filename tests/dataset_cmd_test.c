@@ -134,7 +134,8 @@ Test(cmd_data, errors_and_budget) {
   has(err, "\"train\"");
   free(out);
   free(err);
-  cr_assert_eq(run(&out, &err, jp, "--name", "big", "--memory-budget", "1", NULL), 4);
+  cr_assert_eq(run(&out, &err, jp, "--name", "big", "--memory-budget", "1", NULL), 1,
+               "over the budget is a runtime failure (exit 1), reported before loading");
   has(err, "memory budget");
   free(out);
   free(err);
