@@ -1,6 +1,16 @@
 /* Fork-join thread pool on Linux futexes. Workers sleep in the kernel between
  * loops (after a short bounded spin, MDL_SPIN_US microseconds, default 0), so
- * they cost nothing while another process uses the cores. Not a task queue. */
+ * they cost nothing while another process uses the cores. Chunks are claimed
+ * from a shared counter by whichever thread is running: when another process
+ * holds a core, the caller does the chunks a descheduled worker has not
+ * started instead of waiting a time slice for it. Not a task queue.
+ *
+ * Claiming is a seqlock on one 64-bit word (generation << 32 | next chunk):
+ * a thread reads the word, then the loop's descriptor (double-buffered by
+ * generation parity), then claims with a compare-and-swap that also checks
+ * the generation; a successful claim proves the descriptor it read belongs
+ * to the running loop, and the caller cannot start another loop before every
+ * claimed chunk has completed. */
 #define _GNU_SOURCE
 #include "runtime/threadpool.h"
 
@@ -17,21 +27,24 @@
 
 #define MAX_THREADS 256
 
+typedef struct loop_desc {
+  mdl_task_fn fn;
+  void *arg;
+  int64_t n_chunks; /* tasks to hand out */
+  int64_t n, chunk; /* chunked mode: range and chunk length; chunk 0: one task per index */
+} loop_desc;
+
 struct mdl_threadpool {
   int size;
   pthread_t *threads;
   pthread_mutex_t call_lock; /* one loop at a time */
   int spin_ns;
+  uint32_t gen; /* generation of the last loop started (caller only) */
 
-  /* The current loop. Written by the caller before bumping generation. */
-  mdl_task_fn fn;
-  void *arg;
-  int64_t n, chunk; /* static: chunk per thread; dynamic (chunk == 0): tasks */
-  int n_used;       /* threads taking part in this loop (static) */
-  _Atomic int64_t next_task;
-
+  loop_desc desc[2];           /* by generation parity */
+  _Atomic uint64_t word;       /* generation << 32 | next chunk */
   _Atomic uint32_t generation; /* futex: bumped to start a loop, or to stop */
-  _Atomic uint32_t pending;    /* futex: workers still running this loop */
+  _Atomic uint32_t completed;  /* futex: chunks of the current loop finished */
   _Atomic int stop;
 };
 
@@ -67,18 +80,27 @@ static void wait_change(_Atomic uint32_t *addr, uint32_t old, int spin_ns) {
     futex(addr, FUTEX_WAIT_PRIVATE, old);
 }
 
-static void run_share(mdl_threadpool *p, int tid) {
-  if (p->chunk > 0) {
-    if (tid >= p->n_used) return;
-    int64_t b = tid * p->chunk, e = b + p->chunk;
-    if (e > p->n) e = p->n;
-    if (b < e) p->fn(p->arg, b, e, tid);
-  } else {
-    for (;;) {
-      int64_t i = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
-      if (i >= p->n) break;
-      p->fn(p->arg, i, i + 1, tid);
+/* Claims and runs chunks of loop generation g until none are left (or the
+ * pool has moved on). tid is the running thread's index. */
+static void work(mdl_threadpool *p, uint32_t g, int tid) {
+  for (;;) {
+    uint64_t v = atomic_load_explicit(&p->word, memory_order_acquire);
+    if ((uint32_t)(v >> 32) != g) return;
+    const loop_desc *d = &p->desc[g & 1];
+    loop_desc local = *d;
+    int64_t i = (int64_t)(v & 0xffffffffu);
+    if (i >= local.n_chunks) return;
+    if (!atomic_compare_exchange_weak_explicit(&p->word, &v, v + 1, memory_order_acq_rel,
+                                               memory_order_acquire))
+      continue;
+    if (local.chunk > 0) {
+      int64_t b = i * local.chunk, e = b + local.chunk < local.n ? b + local.chunk : local.n;
+      local.fn(local.arg, b, e, (int)i); /* slot = chunk index: fixed per chunk */
+    } else {
+      local.fn(local.arg, i, i + 1, tid);
     }
+    uint32_t done = atomic_fetch_add_explicit(&p->completed, 1, memory_order_acq_rel) + 1;
+    if (done == (uint32_t)local.n_chunks) futex(&p->completed, FUTEX_WAKE_PRIVATE, 1);
   }
 }
 
@@ -97,9 +119,7 @@ static void *worker_main(void *varg) {
     wait_change(&p->generation, seen, p->spin_ns);
     seen = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-    run_share(p, wa.tid);
-    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
-      futex(&p->pending, FUTEX_WAKE_PRIVATE, 1);
+    work(p, seen, wa.tid);
   }
   return NULL;
 }
@@ -160,15 +180,22 @@ int mdl_threadpool_size(const mdl_threadpool *p) {
   return p ? p->size : 1;
 }
 
-static void launch(mdl_threadpool *p) {
-  tls_in_pool = p;
-  atomic_store_explicit(&p->pending, (uint32_t)(p->size - 1), memory_order_relaxed);
-  atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+/* Publishes desc as the next loop, works on it, returns when every chunk has
+ * completed. Caller holds call_lock. */
+static void launch(mdl_threadpool *p, const loop_desc *desc) {
+  uint32_t g = ++p->gen;
+  if (g == 0) g = ++p->gen; /* generation 0 means "none yet" to workers */
+  p->desc[g & 1] = *desc;
+  atomic_store_explicit(&p->completed, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->word, (uint64_t)g << 32, memory_order_release);
+  atomic_store_explicit(&p->generation, g, memory_order_release);
   futex(&p->generation, FUTEX_WAKE_PRIVATE, INT32_MAX);
-  run_share(p, 0);
-  uint32_t left;
-  while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0)
-    wait_change(&p->pending, left, p->spin_ns);
+  tls_in_pool = p;
+  work(p, g, 0);
+  uint32_t done;
+  while ((done = atomic_load_explicit(&p->completed, memory_order_acquire)) <
+         (uint32_t)desc->n_chunks)
+    wait_change(&p->completed, done, p->spin_ns);
   tls_in_pool = NULL;
 }
 
@@ -180,15 +207,12 @@ void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn f
     fn(arg, 0, n, 0);
     return;
   }
-  pthread_mutex_lock(&p->call_lock);
   int used = blocks < p->size ? (int)blocks : p->size;
   int64_t per = (blocks + used - 1) / used;
-  p->fn = fn;
-  p->arg = arg;
-  p->n = n;
-  p->chunk = per * grain;
-  p->n_used = used;
-  launch(p);
+  loop_desc d = {fn, arg, 0, n, per * grain};
+  d.n_chunks = (n + d.chunk - 1) / d.chunk;
+  pthread_mutex_lock(&p->call_lock);
+  launch(p, &d);
   pthread_mutex_unlock(&p->call_lock);
 }
 
@@ -198,13 +222,8 @@ void mdl_parallel_tasks(mdl_threadpool *p, int64_t n_tasks, mdl_task_fn fn, void
     for (int64_t i = 0; i < n_tasks; i++) fn(arg, i, i + 1, 0);
     return;
   }
+  loop_desc d = {fn, arg, n_tasks, n_tasks, 0};
   pthread_mutex_lock(&p->call_lock);
-  p->fn = fn;
-  p->arg = arg;
-  p->n = n_tasks;
-  p->chunk = 0;
-  p->n_used = p->size;
-  atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
-  launch(p);
+  launch(p, &d);
   pthread_mutex_unlock(&p->call_lock);
 }

@@ -1,7 +1,8 @@
 /* A fixed pool of worker threads running parallel-for loops. Waiting is
- * passive (futex sleep after a very short bounded spin), so a pool never
- * burns a core another process needs. Owns threads; not work scheduling
- * across nets (one pool per engine, used by one caller at a time). */
+ * passive (futex sleep; an optional bounded spin, MDL_SPIN_US, is off by
+ * default), so a pool never burns a core another process needs. Owns
+ * threads; not work scheduling across nets (one pool per engine; concurrent
+ * callers are serialised). */
 #ifndef MDL_RUNTIME_THREADPOOL_H
 #define MDL_RUNTIME_THREADPOOL_H
 
@@ -27,17 +28,20 @@ void mdl_threadpool_free(mdl_threadpool *p);
 /* Threads the pool runs with (1 for NULL). */
 int mdl_threadpool_size(const mdl_threadpool *p);
 
-/* fn(arg, begin, end, thread) over disjoint chunks covering [0, n); thread
- * is in [0, size). Chunks are contiguous, one per thread, each a multiple of
- * grain (except the last), so results never depend on timing; fewer threads
- * are used when n / grain is small. Returns when every chunk is done. p ==
- * NULL or size 1 runs fn(arg, 0, n, 0) inline. Not reentrant: a task must
- * not call mdl_parallel_for on the same pool (it then runs inline). */
-typedef void (*mdl_task_fn)(void *arg, int64_t begin, int64_t end, int thread);
+/* fn(arg, begin, end, slot) over disjoint chunks covering [0, n): at most
+ * size chunks, contiguous, each a multiple of grain (except the last), so the
+ * chunking never depends on timing. slot is the chunk's index, in [0, size):
+ * whichever thread runs a chunk, the chunk keeps its slot, so per-slot
+ * scratch is private and per-slot partial results reduced in slot order give
+ * the same bits on every run. Chunks go to whichever thread is free (a
+ * descheduled worker's share is done by the others). Returns when every chunk
+ * is done. p == NULL, size 1 or one chunk runs fn(arg, 0, n, 0) inline. Not
+ * reentrant: a call from inside a chunk runs inline. */
+typedef void (*mdl_task_fn)(void *arg, int64_t begin, int64_t end, int slot);
 void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn fn, void *arg);
 
-/* Same, but exactly n_tasks tasks fn(arg, i, i + 1, thread) handed out
- * dynamically (an atomic counter): for uneven work such as GEMM tiles. */
+/* n_tasks tasks fn(arg, i, i + 1, thread) handed out dynamically, for uneven
+ * work; thread is the running thread's index in [0, size). */
 void mdl_parallel_tasks(mdl_threadpool *p, int64_t n_tasks, mdl_task_fn fn, void *arg);
 
 #endif
