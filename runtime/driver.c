@@ -66,13 +66,17 @@ typedef struct driver {
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void dlog(driver *d, const char *fmt, ...) {
+  /* one write per line: several processes share the terminal */
+  char line[2048];
+  int n = snprintf(line, sizeof line, "memdl driver: ");
   va_list ap;
   va_start(ap, fmt);
-  fputs("memdl driver: ", d->log);
-  vfprintf(d->log, fmt, ap);
-  fputc('\n', d->log);
-  fflush(d->log);
+  if (n >= 0 && (size_t)n < sizeof line - 2)
+    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
   va_end(ap);
+  strcat(line, "\n");
+  fputs(line, d->log);
+  fflush(d->log);
 }
 
 /* --- averaging ------------------------------------------------------------ */
@@ -644,7 +648,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
                  "reply without weights, samples or all %d iterations", tau);
       }
       if (calls[i].code != MDL_RPC_OK) {
-        snprintf(why[n_failed], sizeof why[n_failed], "round %d: %s %s", d->round,
+        snprintf(why[n_failed], sizeof why[n_failed], "round %d: %s %s", d->round + 1,
                  mdl_rpc_code_name(calls[i].code), calls[i].detail);
         failed[n_failed++] = s;
         continue;
@@ -700,9 +704,9 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     free(why);
     free(act);
     if (st != MDL_OK || m > 0) return st;
-    dlog(d, "round %d: no worker finished; retrying with the survivors", d->round);
+    dlog(d, "round %d: no worker finished; retrying with the survivors", d->round + 1);
   }
-  return mdl_errorf(err, MDL_ERR_INTERNAL, "round %d: workers keep failing", d->round);
+  return mdl_errorf(err, MDL_ERR_INTERNAL, "round %d: workers keep failing", d->round + 1);
 }
 
 /* --- test ------------------------------------------------------------------- */

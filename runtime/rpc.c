@@ -684,13 +684,17 @@ struct mdl_rpc_server {
 
 static void srv_log(mdl_rpc_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void srv_log(mdl_rpc_server *s, const char *fmt, ...) {
+  /* one write per line: several processes share the terminal */
+  char line[2048];
+  int n = snprintf(line, sizeof line, "memdl rpc: ");
   va_list ap;
   va_start(ap, fmt);
-  fputs("memdl rpc: ", s->log);
-  vfprintf(s->log, fmt, ap);
-  fputc('\n', s->log);
-  fflush(s->log);
+  if (n >= 0 && (size_t)n < sizeof line - 2)
+    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
   va_end(ap);
+  strcat(line, "\n");
+  fputs(line, s->log);
+  fflush(s->log);
 }
 
 static mdl_status server_creds(const mdl_rpc_security *sec, grpc_server_credentials **out,

@@ -47,13 +47,17 @@ struct mdl_worker {
 
 static void wlog(mdl_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void wlog(mdl_worker *w, const char *fmt, ...) {
+  /* one write per line: several processes share the terminal */
+  char line[2048];
+  int n = snprintf(line, sizeof line, "memdl worker %s: ", w->o.listen);
   va_list ap;
   va_start(ap, fmt);
-  fprintf(w->log, "memdl worker %s: ", w->o.listen);
-  vfprintf(w->log, fmt, ap);
-  fputc('\n', w->log);
-  fflush(w->log);
+  if (n >= 0 && (size_t)n < sizeof line - 2)
+    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
   va_end(ap);
+  strcat(line, "\n");
+  fputs(line, w->log);
+  fflush(w->log);
 }
 
 static void teardown(mdl_worker *w) {
