@@ -340,3 +340,35 @@ Test(embed, grad_params) {
       CAFFE__PHASE__TRAIN, 1, &s, false, &o, embed_prep, NULL, NULL);
   GRAD_OK(r);
 }
+
+/* Without the forward column cache the weight gradient redoes im2col. */
+Test(conv, grad_without_column_cache) {
+  setenv("MDL_CONV_CACHE_MB", "0", 1);
+  check(CONV("num_output: 3 kernel_size: 3 stride: 2 pad: 1 group: 1"), S4(3, 2, 6, 5), NULL);
+}
+
+/* Two threads, repeated: the per-slot partial gradients reduce in a fixed
+ * order, so the bits are the same on every run. */
+Test(conv, backward_bits_repeat_with_threads) {
+  mdl_threadpool *pool;
+  cr_assert_eq(mdl_threadpool_new(2, &pool, NULL), MDL_OK);
+  mdl_shape s = S4(7, 3, 8, 8);
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, CONV("num_output: 5 kernel_size: 3 pad: 1"), CAFFE__PHASE__TRAIN,
+                             1, &s, false, pool, 4, &err),
+               MDL_OK, "%s", err.msg);
+  float *first = malloc((size_t)f.n_params * sizeof(float));
+  for (int rep = 0; rep < 20; rep++) {
+    gc_forward(&f);
+    gc_fill_uniform(f.tp[0]->diff, f.tp[0]->count, -1.f, 1.f, 99);
+    gc_backward(&f, NULL);
+    if (rep == 0)
+      memcpy(first, f.pdiff, (size_t)f.n_params * sizeof(float));
+    else
+      cr_assert_eq(memcmp(first, f.pdiff, (size_t)f.n_params * sizeof(float)), 0, "rep %d", rep);
+  }
+  free(first);
+  gc_layer_free(&f);
+  mdl_threadpool_free(pool);
+}
