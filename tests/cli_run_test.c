@@ -35,7 +35,7 @@ static double json_num(const char *line, const char *key) {
   return strtod(p + strlen(k), NULL);
 }
 
-Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 240) {
+Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
   need_command("run");
   need_command("test");
   need_command("time");

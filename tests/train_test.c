@@ -38,7 +38,7 @@ static mdl_train *trainer(mdl_job *job, const char *dir) {
   return t;
 }
 
-Test(train, lenet_learns_fashion_mnist_in_300_iterations, .timeout = 120) {
+Test(train, lenet_learns_fashion_mnist_in_300_iterations, .timeout = 600) {
   const char *sets[] = {"max_iter=300", "test_interval=0",
                         "snapshot=0",   "snapshot_after_train=false",
                         "display=100",  NULL};
@@ -80,7 +80,7 @@ static float *train_weights(const char *const *sets, const char *dir, const char
   return w;
 }
 
-Test(train, resume_gives_the_same_bits, .timeout = 120) {
+Test(train, resume_gives_the_same_bits, .timeout = 600) {
   const char *sets[] = {"max_iter=40",
                         "snapshot=20",
                         "test_interval=0",
@@ -106,7 +106,7 @@ Test(train, resume_gives_the_same_bits, .timeout = 120) {
   free(again);
 }
 
-Test(train, caffemodel_is_not_a_solverstate, .timeout = 60) {
+Test(train, caffemodel_is_not_a_solverstate, .timeout = 600) {
   const char *sets[] = {"max_iter=2", "snapshot=0", "test_interval=0", "display=0", NULL};
   char *dir = out_dir("wrongfile");
   mdl_job *job = load(sets);
