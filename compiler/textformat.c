@@ -920,6 +920,19 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
   return NULL;
 }
 
+/* Field names that collide with protoc-c's generated C (a struct's `base`
+ * member, C keywords) are spelled with a trailing '_' in our schemas; the
+ * text format keeps the original name, so "base" finds "base_". */
+static const ProtobufCFieldDescriptor *lookup_field(const ProtobufCMessageDescriptor *desc,
+                                                    const char *text, size_t len) {
+  const ProtobufCFieldDescriptor *fd = find_field(desc, text, len);
+  char buf[128];
+  if (fd || len == 0 || len + 1 >= sizeof buf || text[len - 1] == '_') return fd;
+  memcpy(buf, text, len);
+  buf[len] = '_';
+  return find_field(desc, buf, len + 1);
+}
+
 static mdl_status unknown_field(parser *p, const token *t, const ProtobufCMessageDescriptor *desc) {
   char shown[200];
   render(shown, sizeof shown, t->text, t->len);
@@ -997,7 +1010,7 @@ static mdl_status parse_list(parser *p, ProtobufCMessage *msg, const ProtobufCFi
 /* One "name: value", "name { ... }" or "name: [ ... ]"; p->tok is the name. */
 static mdl_status parse_field(parser *p, ProtobufCMessage *msg, int depth) {
   token name = p->tok;
-  const ProtobufCFieldDescriptor *fd = find_field(msg->descriptor, name.text, name.len);
+  const ProtobufCFieldDescriptor *fd = lookup_field(msg->descriptor, name.text, name.len);
   if (!fd) return unknown_field(p, &name, msg->descriptor);
   TRY(lex(p));
   if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -1259,7 +1272,9 @@ static void print_message(sbuf *b, const ProtobufCMessage *msg, int indent);
 static void print_field(sbuf *b, const ProtobufCFieldDescriptor *fd, const void *member,
                         int indent) {
   sb_indent(b, indent);
-  sb_str(b, fd->name);
+  size_t name_len = strlen(fd->name);
+  if (name_len > 1 && fd->name[name_len - 1] == '_') name_len--; /* see lookup_field */
+  sb_printf(b, "%.*s", (int)name_len, fd->name);
   if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
     const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)member;
     sb_str(b, " {\n");

@@ -1257,3 +1257,22 @@ Test(caffe, errors_name_caffe_messages) {
                      "net.prototxt:1:41: value -1 out of range for uint32 field \"num_output\"");
   check_leaks();
 }
+
+/* caffe.proto spells Exp/Log's `base` as `base_` (protoc-c's struct member
+ * `base` is taken); the text format still reads and writes Caffe's name. */
+Test(caffe, trailing_underscore_fields_keep_caffe_names) {
+  Caffe__NetParameter *net = (Caffe__NetParameter *)parse_caffe(
+      "layer { name: 'e' type: 'Exp' exp_param { base: 2 scale: 3 } }\n"
+      "layer { name: 'l' type: 'Log' log_param { base_: 10 } }\n",
+      &caffe__net_parameter__descriptor);
+  cr_assert_eq(net->layer[0]->exp_param->base_, 2.0f);
+  cr_assert_eq(net->layer[0]->exp_param->scale, 3.0f);
+  cr_assert_eq(net->layer[1]->log_param->base_, 10.0f, "the schema's own spelling works too");
+  char *text = mdl_text_print(&net->base);
+  cr_assert(strstr(text, "base: 2\n"), "printed with Caffe's name: %s", text);
+  cr_assert_null(strstr(text, "base_"), "%s", text);
+  free(text);
+  caffe_roundtrip(&net->base);
+  protobuf_c_message_free_unpacked(&net->base, NULL);
+  check_leaks();
+}
