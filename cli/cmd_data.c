@@ -29,7 +29,7 @@ static const char USAGE[] =
     "  --partitions P    build P partitions (default: the data set's, else 1)\n"
     "  --memory-budget MB  refuse to load more than MB MiB (default: the job's)\n"
     "  --as KIND         read FILE as a net, solver or job instead of detecting it\n"
-    "exit status: 0 ok, 1 runtime failure, 2 invalid input, 4 over the memory budget\n";
+    "exit status: 0 ok, 1 runtime failure (also: over the memory budget), 2 invalid input\n";
 
 /* One data set to describe: a job's, or a data layer's own. */
 typedef struct entry {
