@@ -6,6 +6,8 @@
 #include "cli/commands.h"
 #include "compiler/job.h"
 #include "compiler/layers.h"
+#include "runtime/dataset.h"
+#include "runtime/layer.h"
 
 static const char USAGE[] =
     "usage: memdl check [--as net|solver|job] FILE...\n"
@@ -24,6 +26,10 @@ static mdl_status check_layer_types(const Caffe__NetParameter *net, const char *
     if (!l->type || !mdl_layer_find(l->type))
       return mdl_errorf(err, MDL_ERR_INVALID, "%s: layer \"%s\": unknown type \"%s\"", file,
                         l->name ? l->name : "", l->type ? l->type : "");
+    /* Valid Caffe, but nothing here can run it: say so now, not at run. */
+    if (!mdl_layer_impl_find(mdl_cpu_backend(), l->type) && !mdl_data_is_pipeline_layer(l))
+      fprintf(stderr, "%s: warning: layer \"%s\" (%s) is valid Caffe but memdl cannot run it\n",
+              file, l->name ? l->name : "", l->type);
   }
   for (size_t i = 0; i < net->n_layers; i++) {
     const Caffe__V1LayerParameter *l = net->layers[i];

@@ -12,13 +12,14 @@
 #include "runtime/dataset_resolver.h"
 
 static const char USAGE[] =
-    "usage: memdl compile FILE [--shapes] [--phase train|test] [--plan]\n"
+    "usage: memdl compile FILE [--shapes] [--phase train|test] [--stage S]... [--plan]\n"
     "                          [--as net|solver|job] [--set FIELD=VALUE]...\n"
     "\n"
     "Checks FILE (a job, a Caffe solver or a Caffe net), resolves each phase's\n"
     "net (include/exclude rules, stages, V1 layers, splits) and infers shapes.\n"
     "  --shapes        print every blob's shape: `<phase> <blob> <d0>x<d1>x...`\n"
     "  --phase P       only the train or the test nets\n"
+    "  --stage S       add S to every net's stages, for include/exclude rules\n"
     "  --plan          print the Plan message the workers receive (text format)\n"
     "  --as KIND       read FILE as a net, solver or job instead of detecting it\n"
     "  --set F=V       override a solver or job field (repeatable)\n"
@@ -72,11 +73,10 @@ static mdl_status print_pipeline(const mdl_job *job, mdl_error *err) {
   return MDL_OK;
 }
 
-static void print_shapes(const mdl_compiled *c, int phase_filter) {
+static void print_shapes(const mdl_compiled *c) {
   char buf[256];
   for (int i = 0; i < c->n_nets; i++) {
     const mdl_phase_net *pn = &c->nets[i];
-    if (phase_filter >= 0 && (int)pn->phase != phase_filter) continue;
     /* a second test net is labelled TEST1, TEST2, ... */
     char label[32];
     if (pn->phase == CAFFE__PHASE__TEST && pn->test_index > 0)
@@ -94,8 +94,8 @@ int mdl_cmd_compile(int argc, char **argv) {
   const char *file = NULL;
   mdl_file_kind kind = MDL_KIND_AUTO;
   int shapes = 0, plan = 0, phase = -1;
-  const char *sets[64];
-  int n_sets = 0;
+  const char *sets[64], *stages[64];
+  int n_sets = 0, n_stages = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -120,6 +120,12 @@ int mdl_cmd_compile(int argc, char **argv) {
         fprintf(stderr, "memdl compile: --as takes net, solver or job\n");
         return 2;
       }
+    } else if (!strcmp(a, "--stage") && i + 1 < argc) {
+      if (n_stages == (int)(sizeof stages / sizeof *stages)) {
+        fprintf(stderr, "memdl compile: too many --stage options\n");
+        return 2;
+      }
+      stages[n_stages++] = argv[++i];
     } else if (!strcmp(a, "--set") && i + 1 < argc) {
       if (n_sets == (int)(sizeof sets / sizeof *sets)) {
         fprintf(stderr, "memdl compile: too many --set options\n");
@@ -150,10 +156,11 @@ int mdl_cmd_compile(int argc, char **argv) {
     catalog.sets = job->job->data;
     catalog.n_sets = job->job->n_data;
     catalog.base_dir = job->base_dir;
-    st = mdl_compile_job(job, mdl_data_source_info, &catalog, &c, &err);
+    mdl_compile_opts opts = {.phase = phase, .stage = stages, .n_stage = n_stages};
+    st = mdl_compile_job_opts(job, mdl_data_source_info, &catalog, &opts, &c, &err);
   }
   if (st == MDL_OK) {
-    if (shapes) print_shapes(c, phase);
+    if (shapes) print_shapes(c);
     if (plan) {
       Memdl__Plan *p = mdl_plan_new(job, c);
       char *text = mdl_text_print(&p->base);

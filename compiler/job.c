@@ -190,6 +190,22 @@ static void set_str(char **field, const char *value) {
   *field = value ? mdl_xstrdup(value) : NULL;
 }
 
+/* Loads a net a solver names, saying which solver field named it and,
+ * when the file is missing, where it was looked for. */
+static mdl_status load_solver_net(const char *solver_path, const char *field, const char *path,
+                                  Caffe__NetParameter **out, mdl_error *err) {
+  mdl_status st = load_net(path, out, err);
+  if (st == MDL_OK) return st;
+  if (access(path, F_OK) != 0 && err) {
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof err->msg - n,
+             " (a solver's paths are relative to the current directory, as in Caffe, or to the "
+             "solver's folder)");
+  }
+  mdl_error_prefix(err, "%s: %s: ", solver_path, field);
+  return st;
+}
+
 /* Loads every net a solver names by path into its *_param fields, so the
  * plan carries the nets and workers never read the user's files. */
 static mdl_status embed_solver_nets(mdl_job *job, const char *solver_path, mdl_error *err) {
@@ -202,7 +218,7 @@ static mdl_status embed_solver_nets(mdl_job *job, const char *solver_path, mdl_e
                       solver_path);
   if (s->net) {
     char *p = resolve_caffe_path(solver_path, s->net);
-    mdl_status st = load_net(p, &s->net_param, err);
+    mdl_status st = load_solver_net(solver_path, "net", p, &s->net_param, err);
     if (st == MDL_OK)
       job->net_path = p;
     else
@@ -212,7 +228,7 @@ static mdl_status embed_solver_nets(mdl_job *job, const char *solver_path, mdl_e
   }
   if (s->train_net) {
     char *p = resolve_caffe_path(solver_path, s->train_net);
-    mdl_status st = load_net(p, &s->train_net_param, err);
+    mdl_status st = load_solver_net(solver_path, "train_net", p, &s->train_net_param, err);
     if (st == MDL_OK)
       job->net_path = p;
     else
@@ -225,7 +241,8 @@ static mdl_status embed_solver_nets(mdl_job *job, const char *solver_path, mdl_e
     s->test_net_param = mdl_xrealloc(s->test_net_param, n * sizeof *s->test_net_param);
     for (size_t i = 0; i < s->n_test_net; i++) {
       char *p = resolve_caffe_path(solver_path, s->test_net[i]);
-      mdl_status st = load_net(p, &s->test_net_param[s->n_test_net_param], err);
+      mdl_status st =
+          load_solver_net(solver_path, "test_net", p, &s->test_net_param[s->n_test_net_param], err);
       free(p);
       if (st) return st;
       s->n_test_net_param++;

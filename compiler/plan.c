@@ -2,6 +2,7 @@
 #include "compiler/plan.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/pb.h"
 
@@ -10,8 +11,9 @@ const char *mdl_phase_name(Caffe__Phase phase) {
 }
 
 static mdl_status add_net(const mdl_job *job, mdl_compiled *c, Caffe__Phase phase, int test_index,
-                          const Caffe__NetState *state, mdl_source_resolver resolver, void *ctx,
-                          mdl_error *err) {
+                          const Caffe__NetState *state, const mdl_compile_opts *opts,
+                          mdl_source_resolver resolver, void *ctx, mdl_error *err) {
+  if (opts->phase >= 0 && opts->phase != (int)phase) return MDL_OK;
   const Caffe__NetParameter *net = mdl_job_net(job, phase, test_index, err);
   if (!net) return err ? err->code : MDL_ERR_INVALID;
   Caffe__NetState def = CAFFE__NET_STATE__INIT;
@@ -19,9 +21,18 @@ static mdl_status add_net(const mdl_job *job, mdl_compiled *c, Caffe__Phase phas
   Caffe__NetState st = *state; /* the phase is the net's role; a state's phase cannot override */
   st.has_phase = 1;
   st.phase = phase;
+  char **stages = NULL;
+  if (opts->n_stage) { /* the solver's stages, then the caller's */
+    stages = mdl_xcalloc(st.n_stage + (size_t)opts->n_stage, sizeof *stages);
+    memcpy(stages, st.stage, st.n_stage * sizeof *stages);
+    memcpy(stages + st.n_stage, opts->stage, (size_t)opts->n_stage * sizeof *stages);
+    st.stage = stages;
+    st.n_stage += (size_t)opts->n_stage;
+  }
   mdl_graph *g = NULL;
   const char *file = job->net_path ? job->net_path : job->path;
   mdl_status s = mdl_graph_build(net, &st, file, resolver, ctx, &g, err);
+  free(stages);
   if (s) {
     if (err) mdl_error_prefix(err, "%s net: ", mdl_phase_name(phase));
     return s;
@@ -33,10 +44,17 @@ static mdl_status add_net(const mdl_job *job, mdl_compiled *c, Caffe__Phase phas
 
 mdl_status mdl_compile_job(const mdl_job *job, mdl_source_resolver resolver, void *ctx,
                            mdl_compiled **out, mdl_error *err) {
+  return mdl_compile_job_opts(job, resolver, ctx, NULL, out, err);
+}
+
+mdl_status mdl_compile_job_opts(const mdl_job *job, mdl_source_resolver resolver, void *ctx,
+                                const mdl_compile_opts *opts, mdl_compiled **out, mdl_error *err) {
   *out = NULL;
+  mdl_compile_opts defaults = MDL_COMPILE_OPTS_DEFAULT;
+  if (!opts) opts = &defaults;
   const Caffe__SolverParameter *s = job->solver;
   mdl_compiled *c = mdl_xcalloc(1, sizeof *c);
-  mdl_status st = add_net(job, c, CAFFE__PHASE__TRAIN, 0, s->train_state, resolver, ctx, err);
+  mdl_status st = add_net(job, c, CAFFE__PHASE__TRAIN, 0, s->train_state, opts, resolver, ctx, err);
   /* Test nets as Caffe counts them: each test_net_param, then the generic
    * net once more for every test_iter entry beyond those. */
   size_t n_test = s->n_test_net_param;
@@ -44,7 +62,7 @@ mdl_status mdl_compile_job(const mdl_job *job, mdl_source_resolver resolver, voi
   if (job->kind == MDL_KIND_NET && n_test == 0) n_test = 1;
   for (size_t i = 0; st == MDL_OK && i < n_test; i++) {
     const Caffe__NetState *state = i < s->n_test_state ? s->test_state[i] : NULL;
-    st = add_net(job, c, CAFFE__PHASE__TEST, (int)i, state, resolver, ctx, err);
+    st = add_net(job, c, CAFFE__PHASE__TEST, (int)i, state, opts, resolver, ctx, err);
   }
   if (st) {
     mdl_compiled_free(c);

@@ -20,11 +20,23 @@ typedef struct mdl_compiled {
   mdl_phase_net *nets; /* TRAIN first (when the job trains), then each test net */
 } mdl_compiled;
 
-/* Builds the graph of every net the job runs. A plain net file gets a TRAIN
+typedef struct mdl_compile_opts {
+  int phase;                /* -1: every net; else only nets of this Caffe__Phase */
+  const char *const *stage; /* extra NetState stages for every net (as `caffe -stage`) */
+  int n_stage;
+} mdl_compile_opts;
+
+#define MDL_COMPILE_OPTS_DEFAULT ((mdl_compile_opts){.phase = -1})
+
+/* Builds the graph of every net the job runs (those opts select). A plain net file gets a TRAIN
  * and a TEST graph. resolver tells data layers' record shapes (may be NULL).
  * On success *out is the caller's (mdl_compiled_free); on failure NULL. */
 mdl_status mdl_compile_job(const mdl_job *job, mdl_source_resolver resolver, void *ctx,
                            mdl_compiled **out, mdl_error *err);
+
+/* mdl_compile_job with options; opts may be NULL for the defaults. */
+mdl_status mdl_compile_job_opts(const mdl_job *job, mdl_source_resolver resolver, void *ctx,
+                                const mdl_compile_opts *opts, mdl_compiled **out, mdl_error *err);
 
 void mdl_compiled_free(mdl_compiled *c);
 

@@ -143,3 +143,41 @@ Test(cli, compile_shape_error_names_layer_and_shapes) {
   cr_assert_str_eq(r.out, "", "nothing on stdout on failure");
   mdl_run_result_free(&r);
 }
+
+Test(cli, compile_phase_and_stage_select_nets) {
+  /* the TEST net is invalid without the stage: its data layer needs one */
+  const char *net = write_file("staged.prototxt",
+                               "layer { name: 'd' type: 'Input' top: 'x'\n"
+                               "  include { phase: TRAIN }\n"
+                               "  input_param { shape { dim: 4 dim: 3 } } }\n"
+                               "layer { name: 'dt' type: 'Input' top: 'x'\n"
+                               "  include { phase: TEST stage: 'val' }\n"
+                               "  input_param { shape { dim: 2 dim: 3 } } }\n"
+                               "layer { name: 'r' type: 'ReLU' bottom: 'x' top: 'y' }\n");
+  mdl_run_result r = RUN("compile", net, "--shapes", "--phase", "train");
+  cr_assert_eq(r.exit_code, 0, "the TRAIN net alone is valid: %s", r.err);
+  cr_assert(strstr(r.out, "TRAIN y 4x3\n"), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("compile", net, "--shapes");
+  cr_assert_eq(r.exit_code, 2, "the TEST net has no producer of x without the stage");
+  cr_assert(strstr(r.err, "TEST net"), "%s", r.err);
+  mdl_run_result_free(&r);
+
+  r = RUN("compile", net, "--shapes", "--stage", "val");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "TEST y 2x3\n"), "%s", r.out);
+  mdl_run_result_free(&r);
+}
+
+Test(cli, check_warns_about_layers_it_cannot_run) {
+  const char *net = write_file("py.prototxt",
+                               "layer { name: 'in' type: 'Input' top: 'x'\n"
+                               "  input_param { shape { dim: 1 } } }\n"
+                               "layer { name: 'py' type: 'Python' bottom: 'x' top: 'y'\n"
+                               "  python_param { module: 'm' layer: 'L' } }\n");
+  mdl_run_result r = RUN("check", net);
+  cr_assert_eq(r.exit_code, 0, "valid Caffe passes check: %s", r.err);
+  cr_assert(strstr(r.err, "warning: layer \"py\" (Python)"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
