@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/pb.h"
 #include "compiler/textformat.h"
 
 const char *mdl_kind_name(mdl_file_kind kind) {
@@ -397,6 +398,45 @@ static mdl_status merge_text(ProtobufCMessage **msg, const char *fragment, const
   return MDL_OK;
 }
 
+/* Empties a repeated field, freeing what its elements own. */
+static void clear_repeated(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *fd) {
+  size_t *n = (size_t *)((char *)msg + fd->quantifier_offset);
+  void **arr = (void **)((char *)msg + fd->offset);
+  for (size_t i = 0; i < *n; i++) {
+    if (fd->type == PROTOBUF_C_TYPE_MESSAGE) mdl_pb_free(((ProtobufCMessage **)*arr)[i]);
+    if (fd->type == PROTOBUF_C_TYPE_STRING) free(((char **)*arr)[i]);
+    if (fd->type == PROTOBUF_C_TYPE_BYTES) free(((ProtobufCBinaryData *)*arr)[i].data);
+  }
+  free(*arr);
+  *arr = NULL;
+  *n = 0;
+}
+
+/* --set replaces a repeated field's values rather than appending to them:
+ * `--set test_iter=5` must not add a second test net. Follows the dotted
+ * path through singular sub-messages; stops where there is nothing set. */
+static void clear_repeated_path(ProtobufCMessage *msg, const char *key, size_t keylen) {
+  const char *p = key, *end = key + keylen;
+  while (msg && p < end) {
+    const char *q = memchr(p, '.', (size_t)(end - p));
+    if (!q) q = end;
+    char name[128];
+    if ((size_t)(q - p) >= sizeof name) return;
+    memcpy(name, p, (size_t)(q - p));
+    name[q - p] = '\0';
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, name);
+    if (!fd) return;
+    if (q == end) {
+      if (fd->label == PROTOBUF_C_LABEL_REPEATED) clear_repeated(msg, fd);
+      return;
+    }
+    if (fd->type != PROTOBUF_C_TYPE_MESSAGE || fd->label == PROTOBUF_C_LABEL_REPEATED) return;
+    msg = *(ProtobufCMessage **)((char *)msg + fd->offset);
+    p = q + 1;
+  }
+}
+
 mdl_status mdl_job_set(mdl_job *job, const char *assignment, mdl_error *err) {
   const char *eq = strchr(assignment, '=');
   if (!eq || eq == assignment)
@@ -431,7 +471,14 @@ mdl_status mdl_job_set(mdl_job *job, const char *assignment, mdl_error *err) {
   while (depth--) n += (size_t)snprintf(frag + n, cap - n, " }");
   char origin[160];
   snprintf(origin, sizeof origin, "--set %.*s", (int)keylen, assignment);
-  mdl_status st = merge_text(target, frag, origin, err);
+  /* Parse first, so that a bad value leaves the job as it was. */
+  ProtobufCMessage *check = NULL;
+  mdl_status st = mdl_text_parse(frag, strlen(frag), origin, (*target)->descriptor, &check, err);
+  mdl_pb_free(check);
+  if (st == MDL_OK) {
+    clear_repeated_path(*target, assignment, keylen);
+    st = merge_text(target, frag, origin, err);
+  }
   free(frag);
   return st;
 }

@@ -112,6 +112,13 @@ Test(job, set_overrides_solver_then_job_fields) {
   cr_assert_eq(job->job->sync->tau, 4);
   cr_assert_not_null(job->solver->net_param, "overrides keep the embedded net");
 
+  cr_assert_eq(job->solver->n_test_iter, 1);
+  cr_assert_eq(mdl_job_set(job, "test_iter=5", &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(job->solver->n_test_iter, 1, "a repeated field is replaced, not appended to");
+  cr_assert_eq(job->solver->test_iter[0], 5);
+  cr_assert_eq(mdl_job_set(job, "test_iter=[3, 4]", &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(job->solver->n_test_iter, 2);
+
   cr_assert_eq(mdl_job_set(job, "max_itr=5", &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "max_itr"), "%s", err.msg);
   cr_assert_eq(mdl_job_set(job, "max_iter", &err), MDL_ERR_INVALID);
