@@ -24,7 +24,7 @@ static mdl_status add_net(const mdl_job *job, mdl_compiled *c, Caffe__Phase phas
   char **stages = NULL;
   if (opts->n_stage) { /* the solver's stages, then the caller's */
     stages = mdl_xcalloc(st.n_stage + (size_t)opts->n_stage, sizeof *stages);
-    memcpy(stages, st.stage, st.n_stage * sizeof *stages);
+    if (st.n_stage) memcpy(stages, st.stage, st.n_stage * sizeof *stages);
     memcpy(stages + st.n_stage, opts->stage, (size_t)opts->n_stage * sizeof *stages);
     st.stage = stages;
     st.n_stage += (size_t)opts->n_stage;

@@ -5,7 +5,7 @@ def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags =
         name = name,
         srcs = srcs,
         deps = deps + ["//common:error"],
-        data = data,
+        data = data + ["//tests:lsan.supp"],
         size = size,
         args = args,
         tags = tags,
