@@ -47,6 +47,7 @@ typedef struct conv_priv {
    * weight gradient so backward does not redo im2col; NULL when over the
    * size cap (MDL_CONV_CACHE_MB, default 32 per layer) */
   float *colcache;
+  mdl_dnnl_conv *dnnl; /* oneDNN direct convolution when it can run this one */
 } conv_priv;
 
 /* Caffe's repeated-or-_h/_w convolution fields. */
@@ -147,7 +148,17 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   if (cp->depthwise)
     cp->ws_thread = ws_round((size_t)cp->wcount) + ws_round((size_t)cp->bcount + 1);
   mdl_workspace_reserve(l->ctx.ws, cp->ws_thread * (size_t)cp->nt * sizeof(float));
-  if (!deconv && !cp->depthwise && !cp->one_by_one && l->n_bottom == 1 &&
+  if (!deconv && l->n_bottom == 1) {
+    mdl_dnnl_conv_spec ds = {cp->num,       cp->im_ch,   g->height,
+                             g->width,      cp->col_ch,  g->out_h,
+                             g->out_w,      cp->group,   g->kernel_h,
+                             g->kernel_w,   g->stride_h, g->stride_w,
+                             g->pad_h,      g->pad_w,    g->dilation_h,
+                             g->dilation_w, cp->bias,    l->phase == CAFFE__PHASE__TRAIN,
+                             cp->nt};
+    cp->dnnl = mdl_dnnl_conv_new(&ds);
+  }
+  if (!cp->dnnl && !deconv && !cp->depthwise && !cp->one_by_one && l->n_bottom == 1 &&
       l->phase == CAFFE__PHASE__TRAIN) {
     const char *e = getenv("MDL_CONV_CACHE_MB");
     double cap_mb = e ? atof(e) : 32;
@@ -159,6 +170,7 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
 
 static void conv_free(mdl_layer *l) {
   conv_priv *cp = l->priv;
+  mdl_dnnl_conv_free(cp->dnnl);
   mdl_ffree(cp->colcache);
   free(cp);
 }
@@ -440,6 +452,11 @@ static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
 
 static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   conv_priv *cp = l->priv;
+  if (cp->dnnl) {
+    mdl_dnnl_conv_forward(cp->dnnl, l->ctx.pool, bottom[0]->data, l->param[0].data,
+                          cp->bias ? l->param[1].data : NULL, top[0]->data);
+    return;
+  }
   for (int i = 0; i < l->n_bottom; i++) {
     conv_args a = {l, bottom[i]->data, top[i]->data, NULL, NULL, false, false, NULL};
     if (cp->depthwise) {
@@ -499,6 +516,12 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   conv_priv *cp = l->priv;
   bool want_w = l->param[0].diff != NULL;
+  if (cp->dnnl && l->phase == CAFFE__PHASE__TRAIN) {
+    mdl_dnnl_conv_backward(cp->dnnl, l->ctx.pool, bottom[0]->data, l->param[0].data, top[0]->diff,
+                           pd[0] ? bottom[0]->diff : NULL, l->param[0].diff,
+                           cp->bias ? l->param[1].diff : NULL);
+    return;
+  }
   for (int i = 0; i < l->n_bottom; i++) {
     bool touched[256] = {false};
     if (cp->depthwise) {

@@ -22,6 +22,25 @@ extern const mdl_layer_impl mdl_cpu_softmax_loss_layer, mdl_cpu_accuracy_layer,
     mdl_cpu_euclidean_loss_layer, mdl_cpu_sigmoid_ce_loss_layer, mdl_cpu_contrastive_loss_layer,
     mdl_cpu_hinge_loss_layer;
 
+/* oneDNN direct convolution (layers_conv_dnnl.c): NCHW in and out, weights
+ * (M, C/G, kh, kw) as Caffe; dilation as Caffe (1 = dense). */
+typedef struct mdl_dnnl_conv_spec {
+  int64_t N, C, H, W, M, OH, OW, G, kh, kw, sh, sw, ph, pw, dh, dw;
+  bool bias, training; /* training: backward primitives too */
+  int nt;              /* pool size: the batch is cut into this many slices */
+} mdl_dnnl_conv_spec;
+typedef struct mdl_dnnl_conv mdl_dnnl_conv;
+/* NULL when oneDNN cannot run this convolution or MDL_CONV=im2col. Pins
+ * OpenMP to one thread on the calling thread (oneDNN plans per thread). */
+mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s);
+void mdl_dnnl_conv_free(mdl_dnnl_conv *c);
+void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
+                           const float *b, float *y);
+/* After a forward on the same x. dx (written), dw and db (accumulated) may be
+ * NULL. */
+void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
 /* A type's parameter message, or a static one holding the schema's defaults
  * when the layer does not set it: PARAM(l, relu_param, Caffe__ReLUParameter,
  * CAFFE__RE_LUPARAMETER__INIT). */

@@ -119,6 +119,7 @@ Test(conv, forward_matches_naive) {
 
 /* A batch large enough for several image tiles per thread. */
 Test(conv, forward_tiles_match_naive) {
+  setenv("MDL_CONV", "im2col", 1);
   setenv("MDL_CONV_TILE_KB", "4", 1); /* read once per process: tiny tiles */
   conv_vs_naive(CONV("num_output: 3 kernel_size: 3 pad: 1"), S4(9, 2, 6, 6), 3, 1, 3, 3, 1, 1, 1, 1,
                 1, 1, 2);
@@ -343,6 +344,7 @@ Test(embed, grad_params) {
 
 /* Without the forward column cache the weight gradient redoes im2col. */
 Test(conv, grad_without_column_cache) {
+  setenv("MDL_CONV", "im2col", 1);
   setenv("MDL_CONV_CACHE_MB", "0", 1);
   check(CONV("num_output: 3 kernel_size: 3 stride: 2 pad: 1 group: 1"), S4(3, 2, 6, 5), NULL);
 }
@@ -350,6 +352,7 @@ Test(conv, grad_without_column_cache) {
 /* Two threads, repeated: the per-slot partial gradients reduce in a fixed
  * order, so the bits are the same on every run. */
 Test(conv, backward_bits_repeat_with_threads) {
+  setenv("MDL_CONV", "onednn", 1);
   mdl_threadpool *pool;
   cr_assert_eq(mdl_threadpool_new(2, &pool, NULL), MDL_OK);
   mdl_shape s = S4(7, 3, 8, 8);
@@ -371,4 +374,50 @@ Test(conv, backward_bits_repeat_with_threads) {
   free(first);
   gc_layer_free(&f);
   mdl_threadpool_free(pool);
+}
+
+/* ---- the oneDNN direct path (forced; the default picks it by channel
+ * counts, see worth_it in layers_conv_dnnl.c) ------------------------------- */
+
+Test(conv_onednn, grads) {
+  setenv("MDL_CONV", "onednn", 1);
+  check(CONV("num_output: 4 kernel_size: 3"), S4(2, 3, 6, 5), NULL);
+  check(CONV("num_output: 16 kernel_size: 3 stride: 2 pad: 1"), S4(2, 16, 5, 6), NULL);
+  check(CONV("num_output: 2 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 "
+             "bias_term: false"),
+        S4(2, 2, 6, 5), NULL);
+  check(CONV("num_output: 2 kernel_size: 3 dilation: 2 pad: 2"), S4(1, 2, 7, 7), NULL);
+  check(CONV("num_output: 4 kernel_size: 3 group: 2 pad: 1"), S4(2, 4, 5, 5), NULL);
+  check(CONV("num_output: 3 kernel_size: 3 group: 3 pad: 1 stride: 2"), S4(2, 3, 6, 6), NULL);
+}
+
+Test(conv_onednn, grads_threads_uneven_slices) {
+  setenv("MDL_CONV", "onednn", 1);
+  mdl_threadpool *pool;
+  cr_assert_eq(mdl_threadpool_new(2, &pool, NULL), MDL_OK);
+  check(CONV("num_output: 16 kernel_size: 3 pad: 1"), S4(3, 16, 4, 4), pool); /* slices 2 + 1 */
+  mdl_threadpool_free(pool);
+}
+
+Test(conv_onednn, forward_matches_naive) {
+  setenv("MDL_CONV", "onednn", 1);
+  conv_vs_naive(CONV("num_output: 32 kernel_size: 5 pad: 2"), S4(5, 32, 9, 8), 32, 1, 5, 5, 1, 1, 2,
+                2, 1, 1, 2);
+  conv_vs_naive(CONV("num_output: 16 kernel_size: 3 stride: 2"), S4(3, 3, 11, 11), 16, 1, 3, 3, 2,
+                2, 0, 0, 1, 1, 1);
+  conv_vs_naive(CONV("num_output: 32 kernel_size: 3 group: 2 dilation: 2 pad: 1"), S4(2, 32, 8, 8),
+                32, 2, 3, 3, 1, 1, 1, 1, 2, 2, 2);
+  conv_vs_naive(CONV("num_output: 8 kernel_size: 3 group: 8 pad: 1"), S4(4, 8, 6, 6), 8, 8, 3, 3, 1,
+                1, 1, 1, 1, 1, 3);
+}
+
+/* TEST phase: inference primitives only; a forced backward falls back to
+ * im2col (force_backward in a TEST net). */
+Test(conv_onednn, test_phase_backward_falls_back) {
+  setenv("MDL_CONV", "onednn", 1);
+  mdl_shape s = S4(2, 16, 5, 5);
+  gc_opts o = gc_default_opts();
+  gc_result r = gc_run(CONV("num_output: 16 kernel_size: 3"), CAFFE__PHASE__TEST, 1, &s, false, &o,
+                       NULL, NULL, NULL);
+  GRAD_OK(r);
 }
