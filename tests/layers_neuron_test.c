@@ -10,9 +10,6 @@
   cr_assert((r).failed == 0 && (r).checked > 0, "checked %lld failed %lld: %s", \
             (long long)(r).checked, (long long)(r).failed, (r).first_failure)
 
-/* protobuf-c names exp_param.base and log_param.base "base_" (a clash with
- * its message header); the text parser only accepts that name for now. */
-
 static const int64_t D[] = {2, 3, 4, 5};
 
 static void check(const char *text, bool in_place, double kink_range, gc_prep_fn prep) {
@@ -63,9 +60,9 @@ Test(neuron, power) {
 
 Test(neuron, exp_log) {
   check("type: 'Exp'", false, -1, NULL);
-  check("type: 'Exp' exp_param { base_: 2 scale: 0.5 shift: 1 }", true, -1, NULL);
+  check("type: 'Exp' exp_param { base: 2 scale: 0.5 shift: 1 }", true, -1, NULL);
   check("type: 'Log'", false, -1, positive);
-  check("type: 'Log' log_param { base_: 2 scale: 0.5 shift: 1 }", true, -1, positive);
+  check("type: 'Log' log_param { base: 2 scale: 0.5 shift: 1 }", true, -1, positive);
 }
 
 Test(neuron, absval_bnll) {
@@ -108,7 +105,7 @@ Test(neuron, hand_values) {
       {"type: 'Threshold' threshold_param { threshold: 0 }", {0, 0, 0, 1}},
       {"type: 'Power' power_param { power: 2 scale: 2 shift: 1 }", {9, 0, 1, 16}},
       {"type: 'ELU' elu_param { alpha: 2 }", {2 * (expf(-2) - 1), 2 * (expf(-0.5f) - 1), 0, 1.5f}},
-      {"type: 'Exp' exp_param { base_: 2 scale: 1 shift: 1 }", {0.5f, 1.41421356f, 2, 5.65685425f}},
+      {"type: 'Exp' exp_param { base: 2 scale: 1 shift: 1 }", {0.5f, 1.41421356f, 2, 5.65685425f}},
       {"type: 'TanH'", {tanhf(-2), tanhf(-0.5f), 0, tanhf(1.5f)}},
       {"type: 'Sigmoid'", {0.11920292f, 0.37754067f, 0.5f, 0.81757448f}},
       {"type: 'BNLL'", {0.12692801f, 0.47407698f, 0.69314718f, 1.70141328f}},
@@ -121,7 +118,7 @@ Test(neuron, hand_values) {
     gc_layer_free(&f);
   }
   const float px[] = {1, 2, 4, 8};
-  gc_layer f = one("type: 'Log' log_param { base_: 2 }", CAFFE__PHASE__TEST, 4, px, NULL);
+  gc_layer f = one("type: 'Log' log_param { base: 2 }", CAFFE__PHASE__TEST, 4, px, NULL);
   for (int i = 0; i < 4; i++) cr_assert_float_eq(f.tp[0]->data[i], (float)i, 1e-6);
   gc_layer_free(&f);
 }
