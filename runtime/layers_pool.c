@@ -69,6 +69,7 @@ typedef struct pool_args {
   const pool_priv *pp;
   const float *x, *dy;
   float *y, *dx, *mask_top;
+  const int32_t *col; /* AVE backward: per output column w0, w1, padded width */
 } pool_args;
 
 /* One output by the plain definition (used at the borders). */
@@ -262,18 +263,21 @@ static void pool_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
         if (mask[i] >= 0) dx[mask[i]] += dy[i];
       continue;
     }
+    /* AVE: column bounds come precomputed (a->col); per row, only the row
+     * bounds and the divisor's height part change */
+    const int32_t *col = a->col;
     for (int64_t oh = 0; oh < pp->PH; oh++) {
-      int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
+      const int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
+      const int64_t hsz = (he < pp->H + pp->ph ? he : pp->H + pp->ph) - hs;
+      const int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
+      const float *dyr = dy + oh * pp->PW;
       for (int64_t ow = 0; ow < pp->PW; ow++) {
-        int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
-        int64_t h1p = he < pp->H + pp->ph ? he : pp->H + pp->ph;
-        int64_t w1p = we < pp->W + pp->pw ? we : pp->W + pp->pw;
-        int64_t size = (h1p - hs) * (w1p - ws);
-        int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-        int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->W ? we : pp->W;
-        float g = dy[oh * pp->PW + ow] / (float)size;
-        for (int64_t h = h0; h < h1; h++)
-          for (int64_t w = w0; w < w1; w++) dx[h * pp->W + w] += g;
+        const int64_t w0 = col[3 * ow], w1 = col[3 * ow + 1];
+        const float g = dyr[ow] / (float)(hsz * col[3 * ow + 2]);
+        for (int64_t h = h0; h < h1; h++) {
+          float *r = dx + h * pp->W;
+          for (int64_t w = w0; w < w1; w++) r[w] += g;
+        }
       }
     }
   }
@@ -294,8 +298,19 @@ static void pool_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   pool_priv *pp = l->priv;
   if (!pd[0]) return;
-  pool_args a = {pp, NULL, top[0]->diff, NULL, bottom[0]->diff, NULL};
+  int32_t *col = NULL;
+  if (pp->method != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
+    col = mdl_xmalloc((size_t)(3 * pp->PW + 1) * sizeof(int32_t));
+    for (int64_t ow = 0; ow < pp->PW; ow++) {
+      int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
+      col[3 * ow] = (int32_t)(ws > 0 ? ws : 0);
+      col[3 * ow + 1] = (int32_t)(we < pp->W ? we : pp->W);
+      col[3 * ow + 2] = (int32_t)((we < pp->W + pp->pw ? we : pp->W + pp->pw) - ws);
+    }
+  }
+  pool_args a = {pp, NULL, top[0]->diff, NULL, bottom[0]->diff, NULL, col};
   mdl_parallel_for(l->ctx.pool, pp->planes, pool_grain(pp), pool_bwd_task, &a);
+  free(col);
 }
 
 const mdl_layer_impl mdl_cpu_pool_layer = {"Pooling",    pool_setup,    NULL,
