@@ -42,7 +42,8 @@ typedef struct conv_priv {
   int64_t nb, tiles;
   int64_t wcount, bcount;
   size_t ws_thread; /* floats of scratch per thread */
-  int nt;
+  int nt;           /* slots of the pool: scratch sets and gradient partials */
+  int threads;      /* threads of the pool */
   /* TRAIN convolution: the column matrices of the last forward, kept for the
    * weight gradient so backward does not redo im2col; NULL when over the
    * size cap (MDL_CONV_CACHE_MB, default 32 per layer) */
@@ -130,7 +131,8 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   cp->depthwise = !deconv && cp->group == cp->im_ch && cp->col_ch == cp->im_ch && cp->group > 1;
   cp->one_by_one = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                    g->pad_h == 0 && g->pad_w == 0;
-  cp->nt = mdl_threadpool_size(l->ctx.pool);
+  cp->nt = mdl_threadpool_slots(l->ctx.pool); /* scratch and partials per slot */
+  cp->threads = mdl_threadpool_size(l->ctx.pool);
   /* tile: whole images whose Kg x nb*P column matrix fits the budget */
   size_t per_img = (size_t)cp->Kg * (size_t)cp->P * sizeof(float);
   int64_t nb = per_img ? (int64_t)(tile_budget_bytes() / per_img) : cp->num;
@@ -462,7 +464,7 @@ static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *co
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, NULL, top[i]->data, NULL, false, false, NULL};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_fwd_task, &d);
-    } else if (cp->tiles >= cp->nt) {
+    } else if (cp->tiles >= cp->threads) {
       mdl_parallel_for(l->ctx.pool, cp->tiles, 1, fwd_task, &a);
     } else {
       conv_scratch s = scratch(l, 0);
@@ -523,14 +525,14 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    bool touched[256] = {false};
+    bool touched[1024] = {false}; /* per slot (at most 4 x 256 threads) */
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, top[i]->diff, NULL, bottom[i]->diff, pd[i], want_w, touched};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_bwd_task, &d);
     } else {
       conv_args a = {l,     bottom[i]->data, NULL,   top[i]->diff, bottom[i]->diff,
                      pd[i], want_w,          touched};
-      if (cp->tiles >= cp->nt)
+      if (cp->tiles >= cp->threads)
         mdl_parallel_for(l->ctx.pool, cp->tiles, 1, bwd_task, &a);
       else
         for (int64_t t = 0; t < cp->tiles; t++) bwd_tile(&a, l->ctx.pool, t, 0);

@@ -161,7 +161,7 @@ static void prelu_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                            mdl_tensor *const *bottom) {
   prelu_priv *pp = l->priv;
   const float *x = top[0] == bottom[0] ? pp->saved_x : bottom[0]->data;
-  int nt = mdl_threadpool_size(l->ctx.pool);
+  int nt = mdl_threadpool_slots(l->ctx.pool);
   double *part = mdl_xcalloc((size_t)nt * (size_t)pp->channels, sizeof(double));
   prelu_bargs a = {x,          top[0]->diff, l->param[0].data, bottom[0]->diff,
                    part,       pp->channels, pp->dim,          pp->count / (pp->dim ? pp->dim : 1),

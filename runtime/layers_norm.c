@@ -46,7 +46,7 @@ static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
   if (!lp->scale) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": LRN scale", l->name);
   /* backward scratch: one plane-sized ring (across) or two planes (within)
    * per thread */
-  int nt = mdl_threadpool_size(l->ctx.pool);
+  int nt = mdl_threadpool_slots(l->ctx.pool);
   mdl_workspace_reserve(l->ctx.ws,
                         (size_t)nt * ws_round((size_t)(2 * lp->C * lp->H * lp->W)) * sizeof(float));
   return MDL_OK;

@@ -180,6 +180,12 @@ int mdl_threadpool_size(const mdl_threadpool *p) {
   return p ? p->size : 1;
 }
 
+#define SLOTS_PER_THREAD 4
+
+int mdl_threadpool_slots(const mdl_threadpool *p) {
+  return p && p->size > 1 ? SLOTS_PER_THREAD * p->size : 1;
+}
+
 /* Publishes desc as the next loop, works on it, returns when every chunk has
  * completed. Caller holds call_lock. */
 static void launch(mdl_threadpool *p, const loop_desc *desc) {
@@ -207,7 +213,8 @@ void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn f
     fn(arg, 0, n, 0);
     return;
   }
-  int used = blocks < p->size ? (int)blocks : p->size;
+  int slots = mdl_threadpool_slots(p);
+  int used = blocks < slots ? (int)blocks : slots;
   int64_t per = (blocks + used - 1) / used;
   loop_desc d = {fn, arg, 0, n, per * grain};
   d.n_chunks = (n + d.chunk - 1) / d.chunk;

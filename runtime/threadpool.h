@@ -28,9 +28,16 @@ void mdl_threadpool_free(mdl_threadpool *p);
 /* Threads the pool runs with (1 for NULL). */
 int mdl_threadpool_size(const mdl_threadpool *p);
 
+/* Chunks a parallel loop is cut into at most: 4 per thread (1 for NULL or a
+ * one-thread pool), so that when another process takes a core, the running
+ * threads pick up the descheduled one's remaining chunks. Per-slot scratch
+ * and partial results are sized by this. */
+int mdl_threadpool_slots(const mdl_threadpool *p);
+
 /* fn(arg, begin, end, slot) over disjoint chunks covering [0, n): at most
- * size chunks, contiguous, each a multiple of grain (except the last), so the
- * chunking never depends on timing. slot is the chunk's index, in [0, size):
+ * mdl_threadpool_slots chunks, contiguous, each a multiple of grain (except
+ * the last), so the chunking never depends on timing. slot is the chunk's
+ * index, in [0, slots):
  * whichever thread runs a chunk, the chunk keeps its slot, so per-slot
  * scratch is private and per-slot partial results reduced in slot order give
  * the same bits on every run. Chunks go to whichever thread is free (a

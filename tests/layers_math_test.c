@@ -166,15 +166,22 @@ Test(threadpool, covers_range_and_chunks_are_fixed) {
     mdl_parallel_tasks(pool, 37, count_task, &sum);
     cr_assert_eq(sum, 36 * 37 / 2);
   }
-  int64_t first[4] = {-1, -1, -1, -1};
+  /* 4 threads: up to 16 chunks; 100 in grains of 10 gives 10 chunks of 10,
+   * chunk k in slot k */
+  cr_assert_eq(mdl_threadpool_slots(pool), 16);
+  int64_t first[16];
+  for (int i = 0; i < 16; i++) first[i] = -1;
   mdl_parallel_for(pool, 100, 10, chunk_task, first);
-  cr_assert_eq(first[0], 0);
-  cr_assert_eq(first[1], 30);
-  cr_assert_eq(first[2], 60);
-  cr_assert_eq(first[3], 90);
+  for (int i = 0; i < 10; i++) cr_assert_eq(first[i], 10 * i);
+  for (int i = 10; i < 16; i++) cr_assert_eq(first[i], -1);
+  /* 1000 in grains of 7: 143 blocks over 16 chunks of 9 blocks */
+  for (int i = 0; i < 16; i++) first[i] = -1;
+  mdl_parallel_for(pool, 1000, 7, chunk_task, first);
+  for (int i = 0; i < 16; i++) cr_assert_eq(first[i], 63 * i);
   mdl_threadpool_free(pool);
   mdl_threadpool_free(NULL);
   cr_assert_eq(mdl_threadpool_size(NULL), 1);
+  cr_assert_eq(mdl_threadpool_slots(NULL), 1);
   cr_assert(mdl_cpu_count() >= 1);
 }
 
