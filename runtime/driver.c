@@ -7,10 +7,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,8 +55,17 @@ typedef struct driver {
   char *token;
   size_t token_len;
   size_t n_params;
-  float *w;
+  float *w; /* the authoritative weights: region 0 of the shared file when shm */
   mdl_rpc_pin *w_pin;
+  /* local runs: weights through a shared-memory file instead of messages */
+  bool shm;
+  uint8_t *shm_base;
+  size_t shm_len, shm_stride;
+  char shm_path[600];
+  float *w_heap;      /* d->w before it moved into shared memory */
+  mdl_trainer *model; /* the driver's own instance: initial weights, model files */
+  char prefix[1100];  /* model files: <prefix>_iter_<N>.caffemodel */
+  int snapshot_iters; /* the solver's snapshot interval (0: only at the end) */
   Memdl__PartitionLineage **all_train, **all_test;
   size_t n_all_train, n_all_test;
   int iter, round, max_iter, tau, test_interval, snapshot_rounds, rounds_here;
@@ -295,6 +306,11 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
     req[i].n_test_partition = s->n_test;
     req[i].test_partition = s->test;
     if (s->device[0]) req[i].device = s->device;
+    if (d->shm) {
+      req[i].shm_path = d->shm_path;
+      req[i].has_shm_stride = 1;
+      req[i].shm_stride = d->shm_stride;
+    }
     if (states && states[i] && states[i]->has_state && states[i]->state.len) {
       req[i].has_state = 1;
       req[i].state = states[i]->state;
@@ -538,6 +554,8 @@ static mdl_status kill_slot(driver *d, slot *dead, const char *why, mdl_error *e
   if (!dead->alive) return MDL_OK;
   dead->alive = false;
   d->res->faults++;
+  /* a local worker that is dropped must not wake up and write its region */
+  if (d->lw) mdl_local_workers_kill(d->lw, dead->index);
   dlog(d, "worker %d (%s) removed: %s; moving its %zu train / %zu test partitions", dead->index,
        dead->addr, why, dead->n_train, dead->n_test);
   Memdl__PartitionLineage **train = NULL, **test = NULL;
@@ -611,19 +629,21 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     req.round = (uint32_t)d->round;
     req.iter_start = (uint32_t)d->iter;
     req.tau = (uint32_t)tau;
+    req.has_weights_in_shm = req.weights_in_shm = d->shm;
     mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
     recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
     for (int i = 0; i < n; i++) {
       call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, &req.base, &memdl__round_reply__descriptor);
-      calls[i].req.bulk_field = 5; /* RoundRequest.weights */
+      calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
+      calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
+      if (d->shm) continue;               /* weights stay in shared memory */
+      calls[i].req.bulk_field = 5;        /* RoundRequest.weights */
       calls[i].req.bulk = d->w;
       calls[i].req.bulk_len = d->n_params * sizeof(float);
       calls[i].req.pin = d->w_pin;
       rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
-      calls[i].reply_spec.bulk_field = 1;
       calls[i].reply_spec.bulk_dest = recv_dest;
       calls[i].reply_spec.bulk_ctx = &rc[i];
-      calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
     }
     double t0 = mdl_rpc_now();
     mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, err);
@@ -641,8 +661,10 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     for (int i = 0; st == MDL_OK && i < n; i++) {
       slot *s = act[i];
       const Memdl__RoundReply *r = (const Memdl__RoundReply *)calls[i].reply;
-      if (calls[i].code == MDL_RPC_OK && (calls[i].bulk_len != d->n_params * sizeof(float) ||
-                                          r->samples == 0 || r->iterations != (uint32_t)tau)) {
+      bool weights_ok = d->shm ? r && r->weights_in_shm && calls[i].bulk_len == 0
+                               : calls[i].bulk_len == d->n_params * sizeof(float);
+      if (calls[i].code == MDL_RPC_OK &&
+          (!weights_ok || r->samples == 0 || r->iterations != (uint32_t)tau)) {
         calls[i].code = MDL_RPC_DATA_LOSS;
         snprintf(calls[i].detail, sizeof calls[i].detail,
                  "reply without weights, samples or all %d iterations", tau);
@@ -732,10 +754,14 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
     /* test_iter batches spread over the workers holding test data */
     req[i].batches = batches > 0 ? (uint32_t)(batches / n + (i < batches % n)) : 0;
     call_init(d, &calls[i], act[i], MDL_WORKER_TEST, &req[i].base, &memdl__test_reply__descriptor);
-    calls[i].req.bulk_field = 5;
-    calls[i].req.bulk = d->w;
-    calls[i].req.bulk_len = d->n_params * sizeof(float);
-    calls[i].req.pin = d->w_pin;
+    if (d->shm) {
+      req[i].has_weights_in_shm = req[i].weights_in_shm = 1;
+    } else {
+      calls[i].req.bulk_field = 5;
+      calls[i].req.bulk = d->w;
+      calls[i].req.bulk_len = d->n_params * sizeof(float);
+      calls[i].req.pin = d->w_pin;
+    }
     if (batches > 0 && req[i].batches == 0) calls[i].ch = NULL;
   }
   /* drop workers that have no batch to run */
@@ -793,15 +819,19 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
     free(out);
     return st;
   }
-  for (int k = 0; k < n_out; k++) {
+  char line[1024];
+  size_t used = 0;
+  line[0] = 0;
+  for (int k = 0; k < n_out; k++)
     for (int e = 0; e < out[k].n; e++) {
       out[k].sum[e] /= (double)total_batches;
-      fprintf(d->log, "iter %d test net %d: %s%s = %.6g (%llu batches, %llu samples%s)\n", d->iter,
-              net, out[k].name, out[k].n > 1 ? "[]" : "", out[k].sum[e],
-              (unsigned long long)total_batches, (unsigned long long)samples,
-              n_failed ? ", partial: a worker failed" : "");
+      if (used < sizeof line)
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s%s%s %.4f", k || e ? ", " : "",
+                                 out[k].name, out[k].n > 1 ? "[]" : "", out[k].sum[e]);
     }
-  }
+  fprintf(d->log, "test net %d iter %d: %s (%llu batches, %llu samples%s)\n", net, d->iter, line,
+          (unsigned long long)total_batches, (unsigned long long)samples,
+          n_failed ? ", partial: a worker failed" : "");
   fflush(d->log);
   if (net == 0) {
     for (int k = 0; k < d->res->n_test; k++) {
@@ -942,6 +972,93 @@ static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_err
   return MDL_OK;
 }
 
+/* --- model files and acceptance ---------------------------------------------- */
+
+static mdl_status save_model(driver *d, mdl_error *err) {
+  if (!d->model || !mdl_trainer_can_save(d->model)) return MDL_OK;
+  char path[1200];
+  snprintf(path, sizeof path, "%s_iter_%d.caffemodel", d->prefix, d->iter);
+  char dir[1200];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash) {
+    *slash = 0;
+    mkdir(dir, 0755);
+  }
+  mdl_status st = mdl_trainer_save(d->model, d->w, path, err);
+  if (st != MDL_OK) return st;
+  snprintf(d->res->weights_file, sizeof d->res->weights_file, "%s", path);
+  dlog(d, "weights at iteration %d: %s", d->iter, path);
+  return MDL_OK;
+}
+
+/* The job's acceptance criteria against the last TEST pass of test net 0. */
+static mdl_status check_accept(driver *d, mdl_driver_result *res, mdl_error *err) {
+  res->accepted = true;
+  size_t used = 0;
+  for (size_t a = 0; a < d->plan->n_accept; a++) {
+    const Memdl__Acceptance *ac = d->plan->accept[a];
+    double v = NAN;
+    for (int k = 0; k < res->n_test; k++)
+      if (ac->metric && !strcmp(res->test[k].name, ac->metric) && res->test[k].n == 1)
+        v = res->test[k].sum[0];
+    const char *fail = NULL;
+    double bound = 0;
+    if (isnan(v)) {
+      fail = "is missing";
+    } else if (ac->has_at_least && v < ac->at_least) {
+      fail = "is below";
+      bound = ac->at_least;
+    } else if (ac->has_at_most && v > ac->at_most) {
+      fail = "is above";
+      bound = ac->at_most;
+    }
+    if (!fail) continue;
+    res->accepted = false;
+    if (used < sizeof res->accept_msg)
+      used +=
+          (size_t)snprintf(res->accept_msg + used, sizeof res->accept_msg - used, "%s%s %.4f %s %g",
+                           used ? "; " : "", ac->metric ? ac->metric : "", v, fail, bound);
+  }
+  if (res->accepted) return MDL_OK;
+  return mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", res->accept_msg);
+}
+
+/* --- shared memory (local workers) ------------------------------------------ */
+
+/* The weights file in the private directory: region 0 holds the driver's
+ * weights, region i + 1 worker i's result. d->w and the slots' reply
+ * buffers move into it. */
+static mdl_status shm_create(driver *d, mdl_error *err) {
+  size_t bytes = d->n_params * sizeof(float);
+  size_t huge = (size_t)2 << 20;
+  d->shm_stride = (bytes + huge - 1) / huge * huge;
+  if (!d->shm_stride) d->shm_stride = huge;
+  d->shm_len = d->shm_stride * ((size_t)d->k + 1);
+  snprintf(d->shm_path, sizeof d->shm_path, "%s/weights", mdl_local_workers_dir(d->lw));
+  int fd = open(d->shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s", d->shm_path, strerror(errno));
+  int e = posix_fallocate(fd, 0, (off_t)d->shm_len);
+  void *p = e ? MAP_FAILED : mmap(NULL, d->shm_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) {
+    unlink(d->shm_path);
+    return mdl_errorf(err, MDL_ERR_NOMEM, "shared weights of %zu MiB do not fit in %s",
+                      d->shm_len >> 20, d->shm_path);
+  }
+  madvise(p, d->shm_len, MADV_HUGEPAGE);
+  d->shm = true;
+  d->shm_base = p;
+  memcpy(p, d->w, bytes);
+  d->w_heap = d->w;
+  d->w = (float *)p;
+  for (int i = 0; i < d->k; i++) {
+    mdl_rpc_buffer_free(d->s[i].recv, bytes);
+    d->s[i].recv = (float *)(d->shm_base + d->shm_stride * ((size_t)i + 1));
+  }
+  return MDL_OK;
+}
+
 /* --- the run ---------------------------------------------------------------- */
 
 static volatile sig_atomic_t g_abort;
@@ -1033,14 +1150,21 @@ static mdl_status driver_setup_security(driver *d, mdl_error *err) {
 static void driver_free(driver *d) {
   for (int i = 0; i < d->k; i++) {
     mdl_rpc_channel_free(d->s[i].ch);
-    mdl_rpc_buffer_free(d->s[i].recv, d->n_params * sizeof(float));
+    if (!d->shm) mdl_rpc_buffer_free(d->s[i].recv, d->n_params * sizeof(float));
     free(d->s[i].train);
     free(d->s[i].test);
   }
   free(d->s);
   mdl_local_workers_free(d->lw);
   mdl_rpc_pin_free(d->w_pin);
-  mdl_rpc_buffer_free(d->w, d->n_params * sizeof(float));
+  if (d->shm) {
+    munmap(d->shm_base, d->shm_len);
+    unlink(d->shm_path);
+    mdl_rpc_buffer_free(d->w_heap, d->n_params * sizeof(float));
+  } else {
+    mdl_rpc_buffer_free(d->w, d->n_params * sizeof(float));
+  }
+  mdl_trainer_free(d->model);
   mdl_trainer_lineages_free(d->all_train, d->n_all_train);
   mdl_trainer_lineages_free(d->all_test, d->n_all_test);
   free(d->plan_bytes);
@@ -1093,6 +1217,18 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
                         : cl && cl->round_timeout_ms ? (int)cl->round_timeout_ms
                                                      : 60000;
   d->setup_timeout_ms = opts->setup_timeout_ms > 0 ? opts->setup_timeout_ms : 60000;
+  d->snapshot_iters = plan->solver->snapshot > 0 ? plan->solver->snapshot : 0;
+  {
+    char *od = opts->out_dir ? mdl_xstrdup(opts->out_dir) : resolve_path(d->base_dir, "out");
+    const char *pre = plan->solver->snapshot_prefix && plan->solver->snapshot_prefix[0]
+                          ? plan->solver->snapshot_prefix
+                      : plan->job_name && plan->job_name[0] ? plan->job_name
+                                                            : "weights";
+    const char *b = strrchr(pre, '/');
+    b = b && b[1] ? b + 1 : pre;
+    snprintf(d->prefix, sizeof d->prefix, "%s/%s", od, b);
+    free(od);
+  }
   if (opts->seed)
     d->seed = opts->seed;
   else
@@ -1143,7 +1279,11 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
 
   /* the model: initial weights from the trainer's fillers, on the driver */
   mdl_trainer *init = NULL;
-  mdl_trainer_opts to = {.device = "cpu", .seed = d->seed, .worker_index = -1, .num_workers = d->k};
+  mdl_trainer_opts to = {.device = "cpu",
+                         .seed = d->seed,
+                         .worker_index = -1,
+                         .num_workers = d->k,
+                         .base_dir = d->base_dir};
   st = mdl_trainer_new(d->trainer_name, plan, &to, &init, err);
   if (st == MDL_OK) {
     d->n_params = mdl_trainer_param_count(init);
@@ -1151,7 +1291,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
     if (!d->w) st = mdl_errorf(err, MDL_ERR_NOMEM, "weights: %zu floats", d->n_params);
   }
   if (st == MDL_OK) st = mdl_trainer_init_weights(init, d->w, err);
-  mdl_trainer_free(init);
+  d->model = init;
   if (st == MDL_OK)
     st = mdl_trainer_lineages(d->trainer_name, plan, d->base_dir, d->k, CAFFE__PHASE__TRAIN,
                               &d->all_train, &d->n_all_train, err);
@@ -1241,6 +1381,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
       for (int i = 0; i < d->k; i++)
         snprintf(d->s[i].addr, sizeof d->s[i].addr, "%s", mdl_local_workers_address(d->lw, i));
       dlog(d, "%d local workers in %s", d->k, mdl_local_workers_dir(d->lw));
+      if (!opts->no_shm) st = shm_create(d, err);
     }
   } else if (st == MDL_OK) {
     st = driver_setup_security(d, err);
@@ -1282,11 +1423,16 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
     if (opts->max_rounds > 0 && d->rounds_here >= opts->max_rounds) break;
     int tau = d->tau;
     if (d->iter + tau > d->max_iter) tau = d->max_iter - d->iter;
-    if (d->test_interval > 0) {
-      int next = (d->iter / d->test_interval + 1) * d->test_interval;
-      if (next - d->iter < tau) tau = next - d->iter;
-    }
+    /* rounds end where the solver tests and snapshots, as iterations count */
+    int every[2] = {d->test_interval, d->snapshot_iters};
+    for (int e = 0; e < 2; e++)
+      if (every[e] > 0) {
+        int next = (d->iter / every[e] + 1) * every[e];
+        if (next - d->iter < tau) tau = next - d->iter;
+      }
     st = run_round(d, tau, err);
+    if (st == MDL_OK && d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0)
+      st = save_model(d, err);
     if (st == MDL_OK && d->test_interval > 0 && d->iter % d->test_interval == 0)
       st = run_tests(d, err);
     if (st == MDL_OK && d->snapshot_rounds > 0 && d->round % d->snapshot_rounds == 0)
@@ -1296,9 +1442,13 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
       d->iter % d->test_interval != 0)
     st = run_tests(d, err);
 
+  if (st == MDL_OK && d->iter >= d->max_iter &&
+      !(d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0))
+    st = save_model(d, err);
+  if (st == MDL_OK) st = check_accept(d, res, err);
   res->seconds = mdl_rpc_now() - t_start;
   res->iter = d->iter;
-  if (st == MDL_OK) {
+  if (st == MDL_OK || st == MDL_ERR_ACCEPT) {
     dlog(d,
          "done: iteration %d, %d rounds in %.2f s (compute %.2f, communication %.2f, waiting "
          "%.2f, averaging %.2f), %d faults, %d replacements",
@@ -1324,7 +1474,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
   }
-  if (st != MDL_OK) {
+  if (st != MDL_OK && st != MDL_ERR_ACCEPT) {
     mdl_driver_result_free(res);
     memset(res, 0, sizeof *res);
   } else if (!res_out) {

@@ -9,10 +9,23 @@
  * resumes. Owns scheduling, averaging and fault handling; not the transport
  * (rpc.h), the processes (launcher.h) or the maths (trainer.h).
  *
- * Optimiser history (momentum) stays on each worker and is never averaged:
- * every round a worker starts from the averaged weights with its own
- * history, as SparkNet does. A replacement worker starts with zero history;
- * snapshots keep every worker's history so a resumed run continues exactly. */
+ * Optimiser history (momentum, AdaGrad/RMSProp/Adam moments) stays on each
+ * worker and is never averaged or sent: every round a worker starts from
+ * the averaged weights with its own history, as SparkNet does. For SGD and
+ * Nesterov that loses nothing at tau = 1: momentum is linear, so the mean
+ * of the K buffers evolves exactly as one buffer over the mean gradient and
+ * K workers track one worker on a K-times batch (tested). With tau > 1 each
+ * history follows its worker's own local trajectory between averages. A
+ * replacement worker starts with zero history; snapshots keep every
+ * worker's history, so a resumed run continues bit for bit.
+ *
+ * Transport: remote workers receive and return the weights inside the
+ * messages (rpc.h decodes them straight into reused buffers). Local workers
+ * (`local:K`) get only control messages over their Unix sockets; the
+ * weights sit in a shared-memory file in the run's private directory
+ * (region 0 the driver's weights, region i + 1 worker i's result), so a
+ * round costs the workers' own reads and writes plus the driver's average.
+ */
 #ifndef MDL_RUNTIME_DRIVER_H
 #define MDL_RUNTIME_DRIVER_H
 
@@ -46,15 +59,19 @@ typedef struct mdl_driver_opts {
   bool insecure;                           /* allow plain TCP to non-loopback workers */
   bool resume;                             /* continue from the snapshot when there is one */
   const char *snapshot_path;               /* NULL: <job output dir>/driver.snapshot */
-  int snapshot_rounds;                     /* rounds between snapshots; 0: the job's; -1: never */
-  const char *trainer;                     /* backend: NULL is "net" */
-  uint64_t seed;                           /* 0: the solver's random_seed when >= 0, else 1 */
-  int tau;                                 /* 0: the job's sync.tau, else the tuner's/10 */
-  int round_timeout_ms;                    /* 0: the job's cluster.round_timeout_ms */
-  int setup_timeout_ms;                    /* 0: 60000 (workers rebuilding partitions) */
-  int keepalive_ms;                        /* 0: 2000; a stopped worker is noticed in ~2x this */
-  int max_rounds;  /* stop after this many rounds of this process (0: no limit) */
-  bool no_replace; /* local mode: do not start replacement workers */
+  /* Where model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel at
+   * the solver's snapshot interval and at the end. NULL: <base_dir>/out. */
+  const char *out_dir;
+  int snapshot_rounds;  /* rounds between snapshots; 0: the job's; -1: never */
+  const char *trainer;  /* backend: NULL is "net" */
+  uint64_t seed;        /* 0: the solver's random_seed when >= 0, else 1 */
+  int tau;              /* 0: the job's sync.tau, else the tuner's/10 */
+  int round_timeout_ms; /* 0: the job's cluster.round_timeout_ms */
+  int setup_timeout_ms; /* 0: 60000 (workers rebuilding partitions) */
+  int keepalive_ms;     /* 0: 2000; a stopped worker is noticed in ~2x this */
+  int max_rounds;       /* stop after this many rounds of this process (0: no limit) */
+  bool no_replace;      /* local mode: do not start replacement workers */
+  bool no_shm;          /* local mode: weights in messages, not through shared memory */
   /* local workers: the program to start (see launcher.h) */
   const char *worker_exe;
   const char *const *worker_argv;
@@ -92,6 +109,9 @@ typedef struct mdl_driver_result {
   int n_workers;
   mdl_driver_worker_stats *workers;
   bool resumed;
+  char weights_file[1200]; /* the last model file written ("" when none) */
+  bool accepted;           /* the job's acceptance criteria held (true when none) */
+  char accept_msg[512];    /* which did not, and the values */
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,
@@ -101,8 +121,10 @@ bool mdl_driver_wanted(const struct mdl_job *job, const mdl_driver_opts *opts);
 
 /* Compiles job and runs it distributed (or, on a Slurm/MPI rank other than
  * 0, serves as a worker until the driver is done). res may be NULL; when
- * given it is filled on success (mdl_driver_result_free). On failure every
- * local worker has been stopped and err says what failed. */
+ * given it is filled on success and on MDL_ERR_ACCEPT (trained, but the
+ * job's acceptance criteria failed: res->accept_msg says how), to be freed
+ * with mdl_driver_result_free. On other failures every local worker has
+ * been stopped, res is empty and err says what failed. */
 mdl_status mdl_driver_run(const struct mdl_job *job, const mdl_driver_opts *opts,
                           mdl_driver_result *res, mdl_error *err);
 

@@ -121,17 +121,20 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
   Memdl__Plan *plan = NULL;
   if (st == MDL_OK) plan = mdl_plan_new(job, c);
   char snap[1024];
-  if (st == MDL_OK && !o.snapshot_path) {
-    const char *dir = job->job->output && job->job->output->dir ? job->job->output->dir : "out";
-    char *full = join(job->base_dir, dir);
+  const char *dir = job->job->output && job->job->output->dir ? job->job->output->dir : "out";
+  char *full = join(job->base_dir, dir);
+  if (st == MDL_OK && !o.out_dir) {
     mkdir(full, 0755);
-    snprintf(snap, sizeof snap, "%s/driver.snapshot", full);
-    free(full);
+    o.out_dir = full;
+  }
+  if (st == MDL_OK && !o.snapshot_path) {
+    snprintf(snap, sizeof snap, "%s/driver.snapshot", o.out_dir);
     o.snapshot_path = snap;
   }
   if (st == MDL_OK) st = mdl_driver_run_plan(plan, job->base_dir, &o, res, err);
   mdl_pb_free(plan);
   mdl_compiled_free(c);
   free(workers);
+  free(full);
   return st;
 }

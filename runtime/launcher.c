@@ -149,6 +149,9 @@ mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_wo
   lw->w = mdl_xcalloc((size_t)k, sizeof *lw->w);
   const char *tmp = getenv("TMPDIR");
   if (!tmp || !tmp[0] || strlen(tmp) > 120) tmp = "/tmp";
+  struct stat shm;
+  if (stat("/dev/shm", &shm) == 0 && S_ISDIR(shm.st_mode) && access("/dev/shm", W_OK | X_OK) == 0)
+    tmp = "/dev/shm";
   snprintf(lw->dir, sizeof lw->dir, "%s/memdl-XXXXXX", tmp);
   if (!mkdtemp(lw->dir)) {
     mdl_status st = mdl_errorf(err, MDL_ERR_INTERNAL, "mkdtemp %s: %s", lw->dir, strerror(errno));
@@ -217,6 +220,12 @@ static void reap(local_worker *w, int grace_ms) {
   while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR) {
   }
   w->pid = 0;
+}
+
+void mdl_local_workers_kill(mdl_local_workers *lw, int i) {
+  local_worker *w = &lw->w[i];
+  if (w->pid > 0) kill(w->pid, SIGKILL);
+  reap(w, 0);
 }
 
 mdl_status mdl_local_workers_restart(mdl_local_workers *lw, int i, mdl_error *err) {

@@ -28,7 +28,9 @@ typedef struct mdl_launch_opts {
 
 typedef struct mdl_local_workers mdl_local_workers;
 
-/* Creates a private directory (mkdtemp, mode 0700) holding a fresh random
+/* Creates a private directory (mkdtemp, mode 0700; in /dev/shm when it is a
+ * writable tmpfs, so shared-memory files there never touch a disk; else in
+ * $TMPDIR or /tmp) holding a fresh random
  * token file and starts k worker processes listening on Unix sockets in it.
  * Each child gets PR_SET_PDEATHSIG(SIGKILL) and its own process group (so a
  * terminal's Ctrl-C reaches only the driver, which stops them). On success
@@ -49,6 +51,9 @@ const char *mdl_local_workers_dir(const mdl_local_workers *lw);
 /* Kills worker i if it still runs (SIGKILL), reaps it and starts a
  * replacement on a new socket. */
 mdl_status mdl_local_workers_restart(mdl_local_workers *lw, int i, mdl_error *err);
+
+/* Kills worker i (SIGKILL) and reaps it; it stays down. */
+void mdl_local_workers_kill(mdl_local_workers *lw, int i);
 
 /* Whether worker i's process still runs (reaps it when it has exited). */
 bool mdl_local_workers_alive(mdl_local_workers *lw, int i);

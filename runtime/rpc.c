@@ -610,7 +610,7 @@ static mdl_status decode_bb(grpc_byte_buffer *bb, const mdl_rpc_in_spec *spec,
 /* --- channel arguments --------------------------------------------------- */
 
 typedef struct argv_builder {
-  grpc_arg a[16];
+  grpc_arg a[24];
   int n;
 } argv_builder;
 
@@ -627,6 +627,7 @@ static void arg_str(argv_builder *b, const char *key, const char *v) {
   b->a[b->n].value.string = (char *)v;
   b->n++;
 }
+
 
 static int msg_limit(size_t max) {
   if (max == 0 || max > (size_t)INT32_MAX) return INT32_MAX;

@@ -97,6 +97,14 @@ mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len,
   return t->iface->set_state(t->ctx, buf, len, err);
 }
 
+mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err) {
+  return t->iface->save ? t->iface->save(t->ctx, w, path, err) : MDL_OK;
+}
+
+bool mdl_trainer_can_save(const mdl_trainer *t) {
+  return t->iface->save != NULL;
+}
+
 mdl_status mdl_trainer_lineages(const char *name, const Memdl__Plan *plan, const char *base_dir,
                                 int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
                                 size_t *n, mdl_error *err) {

@@ -23,6 +23,7 @@ typedef struct mdl_trainer_opts {
   uint64_t seed;      /* weight initialisation and random stages */
   int worker_index;   /* -1 on the driver */
   int num_workers;
+  const char *base_dir; /* where the plan's relative data paths resolve; NULL: "." */
 } mdl_trainer_opts;
 
 /* A named output's sums (one per element of the output blob). */
@@ -67,6 +68,8 @@ typedef struct mdl_trainer_i {
                      mdl_error *err);
   mdl_status (*get_state)(void *ctx, uint8_t **buf, size_t *len, mdl_error *err);
   mdl_status (*set_state)(void *ctx, const uint8_t *buf, size_t len, mdl_error *err);
+  /* Writes weights w as the backend's model file (NULL: it has none). */
+  mdl_status (*save)(void *ctx, const float *w, const char *path, mdl_error *err);
 } mdl_trainer_i;
 
 typedef struct mdl_trainer {
@@ -114,6 +117,11 @@ mdl_status mdl_trainer_test(mdl_trainer *t, int test_net, int batches, const flo
 mdl_status mdl_trainer_get_state(mdl_trainer *t, uint8_t **buf, size_t *len, mdl_error *err);
 mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len, mdl_error *err);
 
+/* Writes w as a model file (.caffemodel for "net"). MDL_OK without writing
+ * anything for backends that have no file format. */
+mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err);
+bool mdl_trainer_can_save(const mdl_trainer *t);
+
 mdl_status mdl_trainer_lineages(const char *name, const Memdl__Plan *plan, const char *base_dir,
                                 int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
                                 size_t *n, mdl_error *err);
@@ -122,7 +130,8 @@ void mdl_trainer_lineages_free(Memdl__PartitionLineage **l, size_t n);
 /* Frees the outputs of stats and zeroes it. */
 void mdl_trainer_stats_clear(mdl_trainer_stats *s);
 
-/* The "linear" backend (runtime/trainer_linear.c). */
+/* The backends (runtime/trainer_linear.c, runtime/trainer_net.c). */
 extern const mdl_trainer_i mdl_trainer_linear;
+extern const mdl_trainer_i mdl_trainer_net;
 
 #endif

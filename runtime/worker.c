@@ -5,9 +5,13 @@
 #define _GNU_SOURCE
 #include "runtime/worker.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/pb.h"
@@ -30,6 +34,10 @@ struct mdl_worker {
   float *w_in, *w_out;  /* rpc buffers, reused across rounds */
   mdl_rpc_pin *out_pin; /* w_out is sent without a copy */
   uint8_t *state;       /* the last State reply's bytes */
+  /* local runs: the driver's shared-memory file (weights in, our result out) */
+  uint8_t *shm;
+  size_t shm_len;
+  float *shm_in, *shm_out;
 
   /* reply storage, valid until the next reply */
   Memdl__SetupReply setup_reply;
@@ -72,7 +80,42 @@ static void teardown(mdl_worker *w) {
   w->n_params = 0;
   free(w->state);
   w->state = NULL;
+  if (w->shm) munmap(w->shm, w->shm_len);
+  w->shm = NULL;
+  w->shm_in = w->shm_out = NULL;
   w->session = 0;
+}
+
+/* Maps the driver's weights file: our own user's regular file of exactly
+ * (workers + 1) regions, each large enough for the weights. */
+static mdl_status map_shm(mdl_worker *w, const char *path, uint64_t stride, uint32_t workers,
+                          uint32_t index, size_t n_params, mdl_error *err) {
+  if (path[0] != '/')
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: \"%s\" is not absolute", path);
+  if (stride < n_params * sizeof(float) || stride % 64 || stride > ((uint64_t)1 << 40))
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: region of %llu bytes for %zu floats",
+                      (unsigned long long)stride, n_params);
+  int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights %s: %s", path, strerror(errno));
+  struct stat st;
+  uint64_t want = stride * ((uint64_t)workers + 1);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+      (uint64_t)st.st_size != want) {
+    close(fd);
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights %s: not our own regular file of %llu bytes", path,
+                      (unsigned long long)want);
+  }
+  void *p = mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED)
+    return mdl_errorf(err, MDL_ERR_NOMEM, "shared weights %s: mmap: %s", path, strerror(errno));
+  w->shm = p;
+  w->shm_len = (size_t)want;
+  w->shm_in = (float *)p;
+  w->shm_out = (float *)((uint8_t *)p + stride * ((uint64_t)index + 1));
+  return MDL_OK;
 }
 
 static mdl_status check_session(mdl_worker *w, uint64_t session, mdl_error *err) {
@@ -143,7 +186,10 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
                          .threads = r->threads ? (int)r->threads : w->o.threads,
                          .seed = r->seed,
                          .worker_index = (int)r->worker_index,
-                         .num_workers = (int)r->num_workers};
+                         .num_workers = (int)r->num_workers,
+                         .base_dir = r->n_train_partition && r->train_partition[0]->base_dir
+                                         ? r->train_partition[0]->base_dir
+                                         : NULL};
   mdl_trainer *t = NULL;
   st = mdl_trainer_new(r->trainer, plan, &to, &t, err);
   if (st == MDL_OK)
@@ -161,7 +207,11 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     b = mdl_rpc_buffer_alloc(n * sizeof(float));
     if (!a || !b) st = mdl_errorf(err, MDL_ERR_NOMEM, "weights: %zu floats do not fit", n);
   }
+  if (st == MDL_OK && r->shm_path && r->shm_path[0])
+    st = map_shm(w, r->shm_path, r->shm_stride, r->num_workers, r->worker_index, n, err);
   if (st != MDL_OK) {
+    if (w->shm) munmap(w->shm, w->shm_len);
+    w->shm = NULL;
     mdl_rpc_buffer_free(a, n * sizeof(float));
     mdl_rpc_buffer_free(b, n * sizeof(float));
     mdl_trainer_free(t);
@@ -177,8 +227,9 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   w->session = r->session;
   w->index = r->worker_index;
   w->num_workers = r->num_workers;
-  wlog(w, "worker %u of %u: %zu parameters, %llu train / %llu test samples, %s (driver %s)",
-       w->index, w->num_workers, n, (unsigned long long)mdl_trainer_samples(t, CAFFE__PHASE__TRAIN),
+  wlog(w, "worker %u of %u: %zu parameters%s, %llu train / %llu test samples, %s (driver %s)",
+       w->index, w->num_workers, n, w->shm ? " (weights in shared memory)" : "",
+       (unsigned long long)mdl_trainer_samples(t, CAFFE__PHASE__TRAIN),
        (unsigned long long)mdl_trainer_samples(t, CAFFE__PHASE__TEST), w->device,
        mdl_rpc_call_peer(call));
 
@@ -234,12 +285,15 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     return mdl_errorf(err, MDL_ERR_INVALID,
                       "Round: iterations %u..%u outside the solver's max_iter %d", r->iter_start,
                       r->iter_start + r->tau, max_iter);
-  if ((st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  bool shm = r->weights_in_shm;
+  if (shm && (!w->shm || bulk_len))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: weights_in_shm without shared weights");
+  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
   /* the previous reply may still be on its way out of w_out */
-  mdl_rpc_pin_wait(w->out_pin);
+  if (!shm) mdl_rpc_pin_wait(w->out_pin);
   mdl_trainer_stats s;
-  st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start, w->w_in, w->w_out,
-                       mdl_rpc_call_cancel_flag(call), &s, err);
+  st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start, shm ? w->shm_in : w->w_in,
+                       shm ? w->shm_out : w->w_out, mdl_rpc_call_cancel_flag(call), &s, err);
   if (st != MDL_OK) {
     if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
     return st;
@@ -253,6 +307,10 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   rep->compute_seconds = s.compute_s;
   fill_outputs(w, &s, &rep->n_output, &rep->output);
   reply->msg = &rep->base;
+  if (shm) {
+    rep->has_weights_in_shm = rep->weights_in_shm = 1;
+    return MDL_OK;
+  }
   reply->bulk_field = 1; /* RoundReply.weights */
   reply->bulk = w->w_out;
   reply->bulk_len = w->n_params * sizeof(float);
@@ -270,9 +328,13 @@ static mdl_status on_test(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMess
     return mdl_errorf(err, MDL_ERR_INVALID, "Test: %u batches, more than %d", r->batches,
                       MDL_WORKER_MAX_TAU);
   if (r->test_net > 1024) return mdl_errorf(err, MDL_ERR_INVALID, "Test: test net %u", r->test_net);
-  if ((st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  bool shm = r->weights_in_shm;
+  if (shm && (!w->shm || bulk_len))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Test: weights_in_shm without shared weights");
+  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
   mdl_trainer_stats s;
-  st = mdl_trainer_test(w->trainer, (int)r->test_net, (int)r->batches, w->w_in, &s, err);
+  st = mdl_trainer_test(w->trainer, (int)r->test_net, (int)r->batches, shm ? w->shm_in : w->w_in,
+                        &s, err);
   if (st != MDL_OK) return st;
   Memdl__TestReply *rep = &w->test_reply;
   memdl__test_reply__init(rep);

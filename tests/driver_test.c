@@ -194,6 +194,51 @@ Test(driver, k_workers_after_one_sgd_step_equal_one_worker_on_a_k_times_batch) {
   fclose(log);
 }
 
+/* Momentum is linear: with tau 1 the average of K workers' momentum buffers
+ * evolves as one buffer over the mean gradient, so K workers each keeping
+ * their own history still track one worker on a K-times batch, step after
+ * step (documented in driver.h). */
+Test(driver, with_tau_1_momentum_kept_per_worker_still_tracks_one_big_batch) {
+  enum { K = 2, B = 5, D = 6 };
+  FILE *log = tmpfile();
+  lin_spec sk = {.d = D,
+                 .parts = K,
+                 .batch = B,
+                 .max_iter = 12,
+                 .tau = 1,
+                 .records = 200,
+                 .lr = 0.05f,
+                 .momentum = 0.9f};
+  Memdl__Plan *pk = linear_plan(&sk);
+  lin_spec s1 = sk;
+  s1.parts = 1;
+  s1.batch = K * B;
+  Memdl__Plan *p1 = linear_plan(&s1);
+  mdl_driver_opts o = local_opts("local:2", log);
+  mdl_driver_result rk, r1;
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
+  o = local_opts("local:1", log);
+  cr_assert_eq(mdl_driver_run_plan(p1, g_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
+  for (int j = 0; j <= D; j++)
+    cr_assert_float_eq(rk.weights[j], r1.weights[j], 1e-5, "weight %d: %g vs %g", j, rk.weights[j],
+                       r1.weights[j]);
+  /* with tau > 1 the workers drift apart between averages: not the same */
+  o = local_opts("local:2", log);
+  o.tau = 4;
+  mdl_driver_result r4;
+  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &r4, &err), MDL_OK, "%s", err.msg);
+  double diff = 0;
+  for (int j = 0; j <= D; j++) diff += fabs(r4.weights[j] - r1.weights[j]);
+  cr_assert(diff > 1e-6, "tau 4 matched the big batch exactly: the test cannot tell");
+  mdl_driver_result_free(&rk);
+  mdl_driver_result_free(&r1);
+  mdl_driver_result_free(&r4);
+  mdl_pb_free(pk);
+  mdl_pb_free(p1);
+  fclose(log);
+}
+
 Test(driver, the_same_job_twice_gives_the_same_bits_and_learns) {
   FILE *log = tmpfile();
   lin_spec s = {.d = 8,
@@ -217,6 +262,13 @@ Test(driver, the_same_job_twice_gives_the_same_bits_and_learns) {
   cr_assert_eq(a.rounds, 2 * 7);
   cr_assert_eq(memcmp(a.weights, b.weights, a.n_params * sizeof(float)), 0,
                "two runs gave different weights");
+  /* weights through messages instead of shared memory: the same bits */
+  mdl_driver_result c;
+  o.no_shm = true;
+  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &c, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(memcmp(a.weights, c.weights, a.n_params * sizeof(float)), 0,
+               "shared memory and messages gave different weights");
+  mdl_driver_result_free(&c);
   cr_assert_eq(a.n_test, 1);
   cr_assert_str_eq(a.test[0].name, "loss");
   cr_assert(a.test[0].sum[0] < 0.05, "test loss %g after 40 iterations", a.test[0].sum[0]);
