@@ -124,15 +124,19 @@ void mdl_gemm_ex(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, in
     return;
   }
   gemm_job j = {trans_a, trans_b, N >= M, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C};
-  /* split the larger of M and N; pieces are multiples of 16 (one AVX-512
-   * vector of C), at least 64 columns or 16 rows wide */
+  /* split the larger of M and N into about two pieces per thread (narrower
+   * GEMMs lose efficiency faster than finer load balance gains); pieces are
+   * multiples of 16 (one AVX-512 vector of C), at least 64 columns or 16
+   * rows wide */
   int64_t len = j.split_n ? N : M;
-  int64_t grain = 16;
   int64_t min_piece = j.split_n ? 64 : 16;
   if (len < 2 * min_piece) {
     gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
+  int64_t grain = (len + 2 * nt - 1) / (2 * nt);
+  grain = (grain + 15) / 16 * 16;
+  if (grain < min_piece) grain = min_piece;
   mdl_parallel_for(pool, len, grain, gemm_task, &j);
 }
 

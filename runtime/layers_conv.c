@@ -525,7 +525,7 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    bool touched[1024] = {false}; /* per slot (at most 4 x 256 threads) */
+    bool touched[4096] = {false}; /* per slot (at most 16 x 256 threads) */
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, top[i]->diff, NULL, bottom[i]->diff, pd[i], want_w, touched};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_bwd_task, &d);

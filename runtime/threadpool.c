@@ -39,7 +39,8 @@ struct mdl_threadpool {
   pthread_t *threads;
   pthread_mutex_t call_lock; /* one loop at a time */
   int spin_ns;
-  uint32_t gen; /* generation of the last loop started (caller only) */
+  int slots_per_thread; /* 4; MDL_SLOTS_PER_THREAD overrides, for measuring */
+  uint32_t gen;         /* generation of the last loop started (caller only) */
 
   loop_desc desc[2];           /* by generation parity */
   _Atomic uint64_t word;       /* generation << 32 | next chunk */
@@ -147,6 +148,8 @@ mdl_status mdl_threadpool_new(int n_threads, mdl_threadpool **out, mdl_error *er
   const char *spin = getenv("MDL_SPIN_US");
   p->spin_ns = spin ? atoi(spin) * 1000 : 0;
   if (p->spin_ns < 0) p->spin_ns = 0;
+  const char *spt = getenv("MDL_SLOTS_PER_THREAD");
+  p->slots_per_thread = spt && atoi(spt) > 0 && atoi(spt) <= 16 ? atoi(spt) : 4;
   p->threads = mdl_xcalloc((size_t)n_threads, sizeof *p->threads);
   for (int i = 1; i < n_threads; i++) {
     worker_arg *wa = mdl_xmalloc(sizeof *wa);
@@ -180,10 +183,8 @@ int mdl_threadpool_size(const mdl_threadpool *p) {
   return p ? p->size : 1;
 }
 
-#define SLOTS_PER_THREAD 4
-
 int mdl_threadpool_slots(const mdl_threadpool *p) {
-  return p && p->size > 1 ? SLOTS_PER_THREAD * p->size : 1;
+  return p && p->size > 1 ? p->slots_per_thread * p->size : 1;
 }
 
 /* Publishes desc as the next loop, works on it, returns when every chunk has
