@@ -21,7 +21,9 @@ static const char USAGE[] =
     "  --resume FILE    continue a run from its .solverstate, bit for bit\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
     "  --threads T      CPU threads (default: the job's, else one per core)\n"
-    "  --output DIR     where metrics and snapshots go (default: the job's)\n"
+    "  --output DIR     where metrics.jsonl and snapshots go (default: a job's\n"
+    "                   output.dir; for a Caffe solver, metrics go to ./out and\n"
+    "                   snapshots where its snapshot_prefix says)\n"
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
     "3 trained but acceptance not met\n";

@@ -99,9 +99,11 @@ static mdl_status get_dataset(mdl_train *t, const Memdl__DataSet *set, mdl_datas
     free(key);
     return st;
   }
-  fprintf(t->log, "data %s: %lld records of %dx%dx%d, %.1f MiB, loaded in %.2f s\n",
-          set->name ? set->name : "(unnamed)", (long long)ds->n, ds->channels, ds->height,
+  char *src = mdl_data_source_str(set->source);
+  fprintf(t->log, "data %s (%s): %lld records of %dx%dx%d, %.1f MiB, loaded in %.2f s\n",
+          set->name ? set->name : "(unnamed)", src, (long long)ds->n, ds->channels, ds->height,
           ds->width, (double)ds->bytes / (1 << 20), mdl_now() - t0);
+  free(src);
   t->sets = mdl_xrealloc(t->sets, (size_t)(t->n_sets + 1) * sizeof *t->sets);
   t->sets[t->n_sets++] = (cached_set){key, n, ds};
   *out = ds;
@@ -646,10 +648,11 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   mdl_train_memory(t, &planned, &naive);
   fprintf(t->log,
           "training %s: %s solver, iterations %d..%d, batch %.0f x iter_size %d, %d threads, "
-          "seed %llu, activations %.1f MiB (%.1f MiB unplanned), output %s\n",
+          "seed %llu, activations %.1f MiB (%.1f MiB without buffer reuse); metrics in %s, "
+          "snapshots %s_iter_N\n",
           t->job->path, mdl_solver_kind_name(mdl_solver_cfg(s)->kind), start, stop, batch,
           iter_size, mdl_threadpool_size(t->pool), (unsigned long long)t->seed,
-          (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir);
+          (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir, t->snapshot_prefix);
 
   float *losses = mdl_xcalloc((size_t)avg, sizeof(float));
   int n_losses = 0;
@@ -714,9 +717,11 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       mdl_json_end(&j);
       mdl_metrics_write(m, &j);
       mdl_json_free(&j);
-      if (iter > start) mdl_progress_mark(&p, iter);
     }
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* the rate window restarts once this iteration is wholly done, so the
+     * next one measures whole iterations, not this one's update alone */
+    if (display && iter > start) mdl_progress_mark(&p, iter + 1);
     mdl_progress_live(&p, mdl_solver_iter(s), (float)smoothed, lr);
     if (t->snapshot_every && mdl_solver_iter(s) % t->snapshot_every == 0) {
       double t0 = mdl_now();
