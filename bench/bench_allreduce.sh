@@ -51,4 +51,4 @@ printf "%-5s %10s %3s %12s %8s %14s %7s\n" mode MB K round_ms GB/s mpi_allreduce
 awk 'NR == FNR { mpi[$1 " " $2] = $4; next }
      { key = $2 " " $3; m = mpi[key];
        printf "%-5s %10.1f %3d %12.2f %8.2f %14.2f %7.2f\n", $1, $2 / 1e6, $3, $5, $7, m,
-              m > 0 ? $5 / m : 0 }' "$tmp/mpi.txt" "$tmp/ours.txt"
+              (m > 0 ? $5 / m : 0) }' "$tmp/mpi.txt" "$tmp/ours.txt"

@@ -138,7 +138,7 @@ void mdl_driver_average(float *out, const float *const *w, const uint64_t *sampl
   if (m == 0) return;
   /* the element-wise order (worker 0, then 1, ...) never depends on the
    * split, so any thread count gives the same bits */
-  int nt = n >= ((size_t)1 << 20) ? 4 : 1;
+  int nt = n >= ((size_t)1 << 17) ? 4 : 1;
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   if (cpus > 0 && nt > cpus) nt = (int)cpus;
   avg_job jobs[4];
@@ -586,6 +586,10 @@ static mdl_status kill_slot(driver *d, slot *dead, const char *why, mdl_error *e
 static void print_round(driver *d, int tau, double wall, double avg_s, slot **done, int n,
                         double loss) {
   if (d->o.quiet) return;
+  /* one line per `display` iterations, as Caffe's loop prints (every round
+   * when the solver does not say) */
+  int disp = d->plan->solver->display;
+  if (disp > 0 && d->iter / disp == (d->iter - tau) / disp && d->iter < d->max_iter) return;
   double comp = 0, comm = 0, wait = 0;
   uint64_t total = 0;
   for (int i = 0; i < n; i++) total += done[i]->samples;

@@ -41,7 +41,9 @@ const char *mdl_rpc_code_name(mdl_rpc_code c);
 mdl_rpc_code mdl_rpc_code_for(mdl_status st);
 
 /* Reference-counted grpc_init/grpc_shutdown. Call from the thread (or the
- * forked test) that uses RPC, never from a constructor (STYLE.md #15). */
+ * forked test) that uses RPC, never from a constructor (STYLE.md #15). The
+ * first call also tunes malloc for big messages (M_MMAP_THRESHOLD 32 MiB,
+ * M_TRIM_THRESHOLD 1 GiB), process-wide. */
 void mdl_rpc_init(void);
 void mdl_rpc_shutdown(void);
 
