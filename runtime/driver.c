@@ -1071,6 +1071,14 @@ static void on_signal(int sig) {
   g_abort = 1;
 }
 
+/* Threads per local worker: as asked, else the cores shared among them. */
+static int local_threads(int asked, int k) {
+  if (asked > 0) return asked;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int t = cpus > 0 ? (int)(cpus / (k > 0 ? k : 1)) : 1;
+  return t > 0 ? t : 1;
+}
+
 static mdl_status parse_workers(driver *d, const char *spec, int *local_k, char ***addrs, int *n,
                                 mdl_error *err) {
   *local_k = 0;
@@ -1373,7 +1381,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
                           .argv_prefix = opts->worker_argv,
                           .n_prefix = opts->n_worker_argv,
                           .device = opts->device,
-                          .threads = opts->threads,
+                          .threads = local_threads(opts->threads, local_k),
                           .driver_timeout_ms = 0,
                           .log = d->log,
                           .unset_env = opts->worker_unset_env};

@@ -78,7 +78,7 @@ typedef struct mdl_driver_opts {
   int n_worker_argv;
   const char *const *worker_unset_env; /* see mdl_launch_opts.unset_env */
   const char *device;                  /* for local workers */
-  int threads;                         /* per local worker */
+  int threads;                         /* per local worker; 0: the cores divided among them */
   FILE *log;                           /* progress and events; NULL: stderr */
   bool quiet;                          /* no per-round lines */
   /* Set to nonzero to stop (e.g. from a signal handler); NULL: the driver
