@@ -118,6 +118,43 @@ static mdl_status spawn(mdl_local_workers *lw, int i, mdl_error *err) {
   return MDL_OK;
 }
 
+static void remove_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+      char path[600];
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      unlink(path);
+    }
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
+/* Removes our own memdl-* directories in parent whose driver is gone. */
+static void sweep_stale(const char *parent) {
+  DIR *d = opendir(parent);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, "memdl-", 6) || strlen(e->d_name) != 12) continue;
+    char dir[300], pidpath[400];
+    snprintf(dir, sizeof dir, "%s/%s", parent, e->d_name);
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+    snprintf(pidpath, sizeof pidpath, "%s/driver.pid", dir);
+    FILE *f = fopen(pidpath, "r");
+    if (!f) continue;
+    int pid = 0;
+    bool ok = fscanf(f, "%d", &pid) == 1;
+    fclose(f);
+    if (ok && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) remove_dir(dir);
+  }
+  closedir(d);
+}
+
 mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_workers **out,
                                    mdl_error *err) {
   *out = NULL;
@@ -152,6 +189,7 @@ mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_wo
   struct stat shm;
   if (stat("/dev/shm", &shm) == 0 && S_ISDIR(shm.st_mode) && access("/dev/shm", W_OK | X_OK) == 0)
     tmp = "/dev/shm";
+  sweep_stale(tmp);
   snprintf(lw->dir, sizeof lw->dir, "%s/memdl-XXXXXX", tmp);
   if (!mkdtemp(lw->dir)) {
     mdl_status st = mdl_errorf(err, MDL_ERR_INTERNAL, "mkdtemp %s: %s", lw->dir, strerror(errno));
@@ -160,6 +198,15 @@ mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_wo
     return st;
   }
   chmod(lw->dir, 0700);
+  /* who owns the directory: a later run removes it if this driver dies
+   * without cleaning up (SIGKILL), so /dev/shm does not fill up */
+  char pidpath[300];
+  snprintf(pidpath, sizeof pidpath, "%s/driver.pid", lw->dir);
+  FILE *pf = fopen(pidpath, "w");
+  if (pf) {
+    fprintf(pf, "%d\n", (int)getpid());
+    fclose(pf);
+  }
   mdl_status st = make_token(lw, err);
   for (int i = 0; st == MDL_OK && i < k; i++) st = spawn(lw, i, err);
   if (st != MDL_OK) {
@@ -245,19 +292,7 @@ void mdl_local_workers_stop(mdl_local_workers *lw, int grace_ms) {
     reap(&lw->w[i], grace_ms);
     socket_unlink(lw->w[i].addr);
   }
-  if (!lw->dir[0]) return;
-  DIR *d = opendir(lw->dir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-      char path[600];
-      snprintf(path, sizeof path, "%s/%s", lw->dir, e->d_name);
-      unlink(path);
-    }
-    closedir(d);
-  }
-  rmdir(lw->dir);
+  if (lw->dir[0]) remove_dir(lw->dir);
 }
 
 void mdl_local_workers_free(mdl_local_workers *lw) {

@@ -30,12 +30,13 @@ typedef struct mdl_local_workers mdl_local_workers;
 
 /* Creates a private directory (mkdtemp, mode 0700; in /dev/shm when it is a
  * writable tmpfs, so shared-memory files there never touch a disk; else in
- * $TMPDIR or /tmp) holding a fresh random
+ * $TMPDIR or /tmp) holding the driver's pid and a fresh random
  * token file and starts k worker processes listening on Unix sockets in it.
  * Each child gets PR_SET_PDEATHSIG(SIGKILL) and its own process group (so a
  * terminal's Ctrl-C reaches only the driver, which stops them). On success
  * *out is the caller's (mdl_local_workers_free); on failure nothing is left
- * running and *out is NULL. */
+ * running and *out is NULL. Directories of earlier drivers that died
+ * without cleaning up (their pid is gone) are removed first. */
 mdl_status mdl_local_workers_start(int k, const mdl_launch_opts *o, mdl_local_workers **out,
                                    mdl_error *err);
 

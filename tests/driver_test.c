@@ -701,7 +701,23 @@ static int sh(const char *fmt, ...) {
   return system(cmd);
 }
 
+/* Namespaces of earlier runs of this test that died before cleaning up. */
+static void sweep_namespaces(void) {
+  FILE *p = popen("ip netns list 2>/dev/null", "r");
+  if (!p) return;
+  char line[256];
+  while (fgets(line, sizeof line, p)) {
+    int pid;
+    char which;
+    if (sscanf(line, "mdl%c%d", &which, &pid) == 2 && (which == 'A' || which == 'B') &&
+        kill(pid, 0) != 0 && errno == ESRCH)
+      sh("ip netns del mdl%c%d 2>/dev/null", which, pid);
+  }
+  pclose(p);
+}
+
 Test(driver, workers_in_network_namespaces_over_tcp) {
+  sweep_namespaces();
   int id = getpid() % 200 + 20;
   char ns[2][32];
   snprintf(ns[0], sizeof ns[0], "mdlA%d", (int)getpid());

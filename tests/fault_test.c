@@ -314,6 +314,12 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
   cr_assert(log_contains("resuming from"));
   cr_assert(log_contains("iteration 48, round 12"));
   cr_assert_eq(resumed.rounds, 30 - 12);
+  /* the killed driver's private directory was swept when the next started */
+  char stale[128];
+  snprintf(stale, sizeof stale,
+           "grep -lx %d /dev/shm/memdl-*/driver.pid /tmp/memdl-*/driver.pid 2>/dev/null",
+           (int)child);
+  cr_assert_neq(system(stale), 0, "the dead driver's directory is still there");
 
   o.snapshot_path = snap2;
   o.resume = false;
