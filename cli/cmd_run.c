@@ -1,29 +1,43 @@
-/* memdl run: trains a job (or a Caffe solver file) on one local worker. */
+/* memdl run: trains a job (or a Caffe solver file) on one local worker, or
+ * hands it to the driver when the job or the flags ask for several. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
 #include "compiler/job.h"
+#include "runtime/driver.h"
 #include "runtime/train.h"
 
 static const char USAGE[] =
-    "usage: memdl run JOB [--weights FILE.caffemodel] [--resume FILE.solverstate]\n"
+    "usage: memdl run JOB [--weights FILE.caffemodel] [--resume [FILE]]\n"
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
+    "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
+    "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
     "\n"
-    "Trains JOB (a memdl job file or a Caffe solver file) on this machine.\n"
+    "Trains JOB (a memdl job file or a Caffe solver file): on this machine, or on\n"
+    "K workers that average their weights every tau iterations when --workers or\n"
+    "the job's cluster block asks for more than one (under srun or mpirun, rank 0\n"
+    "drives and the other ranks serve).\n"
     "Progress goes to stderr (a live line on a terminal, a line every `display`\n"
     "iterations otherwise); metrics go to DIR/metrics.jsonl as JSON lines;\n"
     "snapshots are written as <prefix>_iter_N.caffemodel / .solverstate.\n"
     "\n"
     "  --weights FILE   start from these weights (fine-tuning; layers missing\n"
     "                   from FILE keep their fillers)\n"
-    "  --resume FILE    continue a run from its .solverstate, bit for bit\n"
+    "  --resume [FILE]  continue a run bit for bit: one worker from FILE.solverstate;\n"
+    "                   several from the driver's snapshot (FILE, default\n"
+    "                   OUTPUT/driver.snapshot)\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
     "  --threads T      CPU threads (default: the job's, else one per core)\n"
     "  --output DIR     where metrics.jsonl and snapshots go (default: a job's\n"
     "                   output.dir; for a Caffe solver, metrics go to ./out and\n"
     "                   snapshots where its snapshot_prefix says)\n"
+    "  --workers SPEC   local:K worker processes, or remote HOST:PORT,... workers\n"
+    "                   (each started with `memdl worker --listen HOST:PORT`)\n"
+    "  --token-file F   shared token sent to remote workers (default: the job's)\n"
+    "  --tls-ca/--tls-cert/--tls-key F   TLS for remote workers (PEM files)\n"
+    "  --insecure       allow plain TCP to non-loopback workers\n"
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
     "3 trained but acceptance not met\n";
@@ -41,8 +55,28 @@ static int exit_code(mdl_status st) {
   }
 }
 
+/* The driver prints rounds as they go; this is the closing summary. */
+static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, mdl_error *err) {
+  mdl_driver_result res = {0};
+  mdl_status st = mdl_driver_run(job, o, &res, err);
+  if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
+  fprintf(stderr, "done: %d iterations in %d rounds on %d workers, %.0f s", res.iter, res.rounds,
+          res.n_workers, res.seconds);
+  for (int i = 0; i < res.n_test; i++)
+    fprintf(stderr, "%s %s %.4f", i ? "," : "; test:", res.test[i].name,
+            res.test[i].n == 1 ? res.test[i].sum[0] : 0.0);
+  fprintf(stderr, "\n");
+  if (res.faults)
+    fprintf(stderr, "faults: %d worker(s) lost, %d replaced\n", res.faults, res.replacements);
+  if (!res.accepted) fprintf(stderr, "acceptance not met: %s\n", res.accept_msg);
+  mdl_driver_result_free(&res);
+  return st;
+}
+
 int mdl_cmd_run(int argc, char **argv) {
   const char *path = NULL, *weights = NULL, *resume = NULL, *out = NULL;
+  bool resume_flag = false;
+  mdl_driver_opts dopts = {.use_cluster_env = true};
   int threads = 0;
   const char **sets = calloc((size_t)argc + 1, sizeof *sets);
   int n_sets = 0;
@@ -55,8 +89,9 @@ int mdl_cmd_run(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--weights") && has_next) {
       weights = argv[++i];
-    } else if (!strcmp(a, "--resume") && has_next) {
-      resume = argv[++i];
+    } else if (!strcmp(a, "--resume")) {
+      resume_flag = true;
+      if (has_next && argv[i + 1][0] != '-') resume = argv[++i];
     } else if (!strcmp(a, "--set") && has_next) {
       sets[n_sets++] = argv[++i];
     } else if (!strcmp(a, "--threads") && has_next) {
@@ -69,6 +104,18 @@ int mdl_cmd_run(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--output") && has_next) {
       out = argv[++i];
+    } else if (!strcmp(a, "--workers") && has_next) {
+      dopts.workers = argv[++i];
+    } else if (!strcmp(a, "--token-file") && has_next) {
+      dopts.token_file = argv[++i];
+    } else if (!strcmp(a, "--tls-ca") && has_next) {
+      dopts.tls_ca = argv[++i];
+    } else if (!strcmp(a, "--tls-cert") && has_next) {
+      dopts.tls_cert = argv[++i];
+    } else if (!strcmp(a, "--tls-key") && has_next) {
+      dopts.tls_key = argv[++i];
+    } else if (!strcmp(a, "--insecure")) {
+      dopts.insecure = true;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "memdl run: unknown option or missing value: %s\n\n%s", a, USAGE);
       free(sets);
@@ -86,7 +133,7 @@ int mdl_cmd_run(int argc, char **argv) {
     free(sets);
     return 2;
   }
-  if (weights && resume) {
+  if (weights && resume_flag) {
     fprintf(stderr,
             "memdl run: give --resume to continue a run or --weights to fine-tune, not both\n");
     free(sets);
@@ -103,6 +150,23 @@ int mdl_cmd_run(int argc, char **argv) {
                     "%s is a net, not a job or solver: memdl run needs a solver (lr_policy, "
                     "max_iter, ...); memdl test and memdl time take nets",
                     path);
+  dopts.out_dir = out;
+  dopts.threads = threads;
+  dopts.resume = resume_flag;
+  dopts.snapshot_path = resume;
+  if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
+    if (weights)
+      st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
+    else
+      st = run_distributed(job, &dopts, &err);
+    if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
+    mdl_job_free(job);
+    free(sets);
+    return exit_code(st);
+  }
+  if (st == MDL_OK && resume_flag && !resume)
+    st = mdl_errorf(&err, MDL_ERR_INVALID,
+                    "--resume needs the .solverstate to continue from on a single worker");
   mdl_train_opts o = {.threads = threads, .out_dir = out};
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && weights) st = mdl_train_load_weights(t, weights, &err);

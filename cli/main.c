@@ -22,6 +22,7 @@ static const command COMMANDS[] = {
     {"run", mdl_cmd_run, "train: the job's workers, a solver or a net"},
     {"test", mdl_cmd_test, "evaluate weights on the TEST phase"},
     {"time", mdl_cmd_time, "time each layer's forward and backward pass"},
+    {"worker", mdl_cmd_worker, "serve a driver: memdl worker --listen HOST:PORT"},
 };
 
 static void usage(FILE *out) {

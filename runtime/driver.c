@@ -19,6 +19,7 @@
 
 #include "common/pb.h"
 #include "rpc.pb-c.h"
+#include "runtime/accept.h"
 #include "runtime/launcher.h"
 #include "runtime/rpc.h"
 #include "runtime/worker.h"
@@ -998,32 +999,18 @@ static mdl_status save_model(driver *d, mdl_error *err) {
 
 /* The job's acceptance criteria against the last TEST pass of test net 0. */
 static mdl_status check_accept(driver *d, mdl_driver_result *res, mdl_error *err) {
-  res->accepted = true;
-  size_t used = 0;
-  for (size_t a = 0; a < d->plan->n_accept; a++) {
-    const Memdl__Acceptance *ac = d->plan->accept[a];
-    double v = NAN;
-    for (int k = 0; k < res->n_test; k++)
-      if (ac->metric && !strcmp(res->test[k].name, ac->metric) && res->test[k].n == 1)
-        v = res->test[k].sum[0];
-    const char *fail = NULL;
-    double bound = 0;
-    if (isnan(v)) {
-      fail = "is missing";
-    } else if (ac->has_at_least && v < ac->at_least) {
-      fail = "is below";
-      bound = ac->at_least;
-    } else if (ac->has_at_most && v > ac->at_most) {
-      fail = "is above";
-      bound = ac->at_most;
+  const char **names = mdl_xcalloc((size_t)res->n_test + 1, sizeof *names);
+  double *values = mdl_xcalloc((size_t)res->n_test + 1, sizeof *values);
+  int n = 0;
+  for (int k = 0; k < res->n_test; k++)
+    if (res->test[k].n == 1) { /* scalar outputs only */
+      names[n] = res->test[k].name;
+      values[n++] = res->test[k].sum[0];
     }
-    if (!fail) continue;
-    res->accepted = false;
-    if (used < sizeof res->accept_msg)
-      used +=
-          (size_t)snprintf(res->accept_msg + used, sizeof res->accept_msg - used, "%s%s %.4f %s %g",
-                           used ? "; " : "", ac->metric ? ac->metric : "", v, fail, bound);
-  }
+  res->accepted = mdl_accept_check(d->plan->accept, d->plan->n_accept, names, values, n,
+                                   res->accept_msg, sizeof res->accept_msg);
+  free(names);
+  free(values);
   if (res->accepted) return MDL_OK;
   return mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", res->accept_msg);
 }
@@ -1450,8 +1437,10 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
     if (st == MDL_OK && d->snapshot_rounds > 0 && d->round % d->snapshot_rounds == 0)
       st = snapshot(d, err);
   }
-  if (st == MDL_OK && d->iter >= d->max_iter && d->test_interval > 0 &&
-      d->iter % d->test_interval != 0)
+  /* a final TEST pass whenever the last interval did not end on one, as
+   * single-worker runs do: acceptance is judged on it */
+  if (st == MDL_OK && d->iter >= d->max_iter &&
+      (d->test_interval <= 0 || d->iter % d->test_interval != 0))
     st = run_tests(d, err);
 
   if (st == MDL_OK && d->iter >= d->max_iter &&

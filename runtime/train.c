@@ -11,6 +11,7 @@
 
 #include "common/pb.h"
 #include "compiler/plan.h"
+#include "runtime/accept.h"
 #include "runtime/caffemodel.h"
 #include "runtime/dataset.h"
 #include "runtime/dataset_resolver.h"
@@ -595,35 +596,9 @@ static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tr
 
 static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
   const Memdl__Job *j = t->job->job;
-  sum->accepted = true;
-  sum->accept_msg[0] = 0;
-  size_t used = 0;
-  for (size_t a = 0; a < j->n_accept; a++) {
-    const Memdl__Acceptance *ac = j->accept[a];
-    double v = NAN;
-    for (int k = 0; k < sum->n_outputs; k++)
-      if (ac->metric && strcmp(sum->output_name[k], ac->metric) == 0) v = sum->output_value[k];
-    const char *fail = NULL;
-    double by = 0, bound = 0;
-    if (isnan(v)) {
-      fail = "is missing";
-    } else if (ac->has_at_least && v < ac->at_least) {
-      fail = "is below";
-      bound = ac->at_least;
-      by = ac->at_least - v;
-    } else if (ac->has_at_most && v > ac->at_most) {
-      fail = "is above";
-      bound = ac->at_most;
-      by = v - ac->at_most;
-    }
-    if (fail) {
-      sum->accepted = false;
-      if (used < sizeof sum->accept_msg)
-        used += (size_t)snprintf(sum->accept_msg + used, sizeof sum->accept_msg - used,
-                                 "%s%s %.4f %s %g by %.4f", used ? "; " : "", ac->metric, v, fail,
-                                 bound, by);
-    }
-  }
+  sum->accepted =
+      mdl_accept_check(j->accept, j->n_accept, (const char *const *)sum->output_name,
+                       sum->output_value, sum->n_outputs, sum->accept_msg, sizeof sum->accept_msg);
   return sum->accepted;
 }
 

@@ -8,14 +8,14 @@
 
 #include "common/pb.h"
 
-/* The "net" backend is linked in when the engine is (trainer_net.c); weak so
- * that the runtime links without it. */
-extern const mdl_trainer_i mdl_trainer_net __attribute__((weak));
+/* An explicit table, not weak or self-registering symbols: those vanish
+ * from static links (the "net" backend did, from the memdl binary). */
+extern const mdl_trainer_i mdl_trainer_net;
 
 static const mdl_trainer_i *backend(int i) {
   switch (i) {
     case 0:
-      return &mdl_trainer_net ? &mdl_trainer_net : NULL;
+      return &mdl_trainer_net;
     case 1:
       return &mdl_trainer_linear;
   }

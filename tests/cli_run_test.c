@@ -19,14 +19,6 @@ static char *tmpdir(const char *name) {
   return p;
 }
 
-static void need_command(const char *cmd) {
-  const char *argv[] = {cmd, "--help", NULL};
-  mdl_run_result r = mdl_run_memdl(argv, 30);
-  bool missing = r.exit_code != 0;
-  mdl_run_result_free(&r);
-  if (missing) cr_skip_test("memdl %s is not wired into cli/main.c yet", cmd);
-}
-
 static double json_num(const char *line, const char *key) {
   char k[128];
   snprintf(k, sizeof k, "\"%s\": ", key);
@@ -36,9 +28,6 @@ static double json_num(const char *line, const char *key) {
 }
 
 Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
-  need_command("run");
-  need_command("test");
-  need_command("time");
   char *out = tmpdir("run");
   /* 200 iterations miss the 0.89 acceptance: exit 3, saying by how much. */
   const char *run[] = {"run",       JOB,
@@ -105,7 +94,6 @@ Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
 }
 
 Test(cli_run, usage_errors_exit_2, .timeout = 60) {
-  need_command("run");
   const char *a[] = {"run", NULL};
   mdl_run_result r = mdl_run_memdl(a, 30);
   cr_assert_eq(r.exit_code, 2);
@@ -118,10 +106,31 @@ Test(cli_run, usage_errors_exit_2, .timeout = 60) {
   r = mdl_run_memdl(c, 30);
   cr_assert_eq(r.exit_code, 2, "%s", r.err);
   mdl_run_result_free(&r);
-  need_command("test");
   const char *d[] = {"test", JOB, NULL};
   r = mdl_run_memdl(d, 30);
   cr_assert_eq(r.exit_code, 2, "%s", r.err);
   cr_assert(strstr(r.err, "--weights"), "%s", r.err);
   mdl_run_result_free(&r);
+}
+
+/* The same job on two local worker processes: the driver path end to end. */
+Test(cli_run, two_local_workers_average, .timeout = 300) {
+  char *out = tmpdir("workers");
+  const char *run[] = {"run",       JOB,
+                       "--workers", "local:2",
+                       "--set",     "max_iter=100",
+                       "--set",     "test_interval=0",
+                       "--set",     "sync.tau=10",
+                       "--output",  out,
+                       NULL};
+  mdl_run_result r = mdl_run_memdl(run, 280);
+  cr_assert_eq(r.exit_code, 3, "trains, then misses the 0.89 acceptance: %s", r.err);
+  cr_assert(strstr(r.err, "round 10 iter 90-100 (tau 10, 2 workers)"), "%s", r.err);
+  cr_assert(strstr(r.err, "on 2 workers"), "%s", r.err);
+  cr_assert(strstr(r.err, "acceptance not met: accuracy"), "%s", r.err);
+  cr_assert(strstr(r.err, "below 0.89 by"), "%s", r.err);
+  mdl_run_result_free(&r);
+  char path[700];
+  snprintf(path, sizeof path, "%s/lenet_iter_100.caffemodel", out);
+  cr_assert(access(path, R_OK) == 0, "final weights %s", path);
 }
