@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/pb.h"
 #include "compiler/textformat.h"
 
@@ -126,35 +127,6 @@ static char *resolve_caffe_path(const char *referrer, const char *rel) {
   if (access(p, F_OK) == 0) return p;
   free(p);
   return mdl_xstrdup(rel);
-}
-
-static mdl_status read_all(const char *path, char **text, size_t *len, mdl_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return mdl_errorf(err, MDL_ERR_INVALID, "%s: cannot open: %m", path);
-  size_t cap = 1 << 16, n = 0;
-  char *buf = mdl_xmalloc(cap);
-  size_t got;
-  while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-    n += got;
-    if (n == cap) {
-      if (cap >= (size_t)1 << 30) {
-        fclose(f);
-        free(buf);
-        return mdl_errorf(err, MDL_ERR_INVALID, "%s: larger than 1 GiB; not a text file", path);
-      }
-      cap *= 2;
-      buf = mdl_xrealloc(buf, cap);
-    }
-  }
-  bool bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    free(buf);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: read error", path);
-  }
-  *text = buf;
-  *len = n;
-  return MDL_OK;
 }
 
 static mdl_status parse_as(const char *path, const char *text, size_t len,
@@ -321,7 +293,7 @@ mdl_status mdl_job_load(const char *path, mdl_file_kind kind, mdl_job **out, mdl
   *out = NULL;
   char *text = NULL;
   size_t len = 0;
-  mdl_status st = read_all(path, &text, &len, err);
+  mdl_status st = mdl_file_read(path, &text, &len, err);
   if (st) return st;
 
   mdl_job *job = mdl_xcalloc(1, sizeof *job);

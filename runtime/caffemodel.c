@@ -11,34 +11,6 @@
 
 #define SEED_FIELD 1000
 
-mdl_status mdl_file_read(const char *path, uint8_t **buf, size_t *len, mdl_error *err) {
-  *buf = NULL;
-  *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return mdl_errorf(err, MDL_ERR_INVALID, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    fclose(f);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: not a regular file", path);
-  }
-  size_t n = (size_t)sb.st_size;
-  uint8_t *p = malloc(n ? n : 1);
-  if (!p) {
-    fclose(f);
-    return mdl_errorf(err, MDL_ERR_NOMEM, "%s: %zu bytes do not fit in memory", path, n);
-  }
-  if (n && fread(p, 1, n, f) != n) {
-    int e = errno;
-    fclose(f);
-    free(p);
-    return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: read failed: %s", path, strerror(e));
-  }
-  fclose(f);
-  *buf = p;
-  *len = n;
-  return MDL_OK;
-}
-
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
   if (!slash) return mdl_xstrdup(".");
@@ -47,54 +19,6 @@ static char *dir_of(const char *path) {
   memcpy(d, path, (size_t)(slash - path));
   d[slash - path] = 0;
   return d;
-}
-
-mdl_status mdl_file_write_atomic(const char *path, const void *buf, size_t len, mdl_error *err) {
-  size_t n = strlen(path) + 32;
-  char *tmp = mdl_xmalloc(n);
-  snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    mdl_status st =
-        mdl_errorf(err, MDL_ERR_INTERNAL, "%s: cannot create: %s", tmp, strerror(errno));
-    free(tmp);
-    return st;
-  }
-  const uint8_t *p = buf;
-  size_t done = 0;
-  while (done < len) {
-    ssize_t w = write(fd, p + done, len - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int e = errno;
-      close(fd);
-      unlink(tmp);
-      free(tmp);
-      return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: write failed: %s", path, strerror(e));
-    }
-    done += (size_t)w;
-  }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    int e = errno;
-    unlink(tmp);
-    free(tmp);
-    return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: fsync failed: %s", path, strerror(e));
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    free(tmp);
-    return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: rename failed: %s", path, strerror(e));
-  }
-  free(tmp);
-  char *dir = dir_of(path);
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd); /* best effort: the rename is durable once the directory is */
-    close(dfd);
-  }
-  free(dir);
-  return MDL_OK;
 }
 
 static mdl_status write_message(const ProtobufCMessage *m, const char *path, mdl_error *err) {
@@ -195,10 +119,11 @@ static bool looks_like_text(const uint8_t *p, size_t n) {
 
 mdl_status mdl_caffemodel_read(const char *path, Caffe__NetParameter **out, mdl_error *err) {
   *out = NULL;
-  uint8_t *buf;
+  char *text;
   size_t len;
-  mdl_status st = mdl_file_read(path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &text, &len, err);
   if (st != MDL_OK) return st;
+  uint8_t *buf = (uint8_t *)text;
   Caffe__NetParameter *np = caffe__net_parameter__unpack(NULL, len, buf);
   if (!np || (np->n_layer == 0 && np->n_layers == 0)) {
     Caffe__SolverState *ss = np ? NULL : caffe__solver_state__unpack(NULL, len, buf);
@@ -413,10 +338,11 @@ mdl_status mdl_solverstate_load(const char *path, mdl_solver *s, char **learned_
                                 bool *has_seed, mdl_error *err) {
   if (learned_net) *learned_net = NULL;
   if (has_seed) *has_seed = false;
-  uint8_t *buf;
+  char *text;
   size_t len;
-  mdl_status st = mdl_file_read(path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &text, &len, err);
   if (st != MDL_OK) return st;
+  uint8_t *buf = (uint8_t *)text;
   Caffe__SolverState *ss = caffe__solver_state__unpack(NULL, len, buf);
   bool bad = !ss || !ss->has_iter || !printable(ss->learned_net);
   for (unsigned k = 0; ss && k < ss->base.n_unknown_fields; k++)

@@ -12,16 +12,9 @@
 
 #include "caffe.pb-c.h"
 #include "common/error.h"
+#include "common/fileio.h"
 #include "runtime/net.h"
 #include "runtime/solver.h"
-
-/* Reads a whole binary file. On success *buf (malloc'd, caller frees) and
- * *len are set; on failure *buf is NULL and err names the file. */
-mdl_status mdl_file_read(const char *path, uint8_t **buf, size_t *len, mdl_error *err);
-
-/* Writes len bytes to path atomically: path.tmp.<pid>, fsync, rename, fsync
- * of the directory. On failure path is left as it was. */
-mdl_status mdl_file_write_atomic(const char *path, const void *buf, size_t len, mdl_error *err);
 
 /* The shape a BlobProto describes: `shape` when present, else Caffe's legacy
  * num/channels/height/width (4 axes). Returns the element count, or -1 when

@@ -31,38 +31,6 @@ char *mdl_data_path(const char *base_dir, const char *p) {
   return s;
 }
 
-mdl_status mdl_read_file(const char *path, char **data, size_t *len, mdl_error *err) {
-  *data = NULL;
-  *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return mdl_errorf(err, MDL_ERR_INVALID, "%s: cannot open: %s", path, strerror(errno));
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap);
-  for (;;) {
-    if (!buf) {
-      fclose(f);
-      return mdl_errorf(err, MDL_ERR_NOMEM, "%s: out of memory reading it", path);
-    }
-    n += fread(buf + n, 1, cap - n - 1, f);
-    if (n < cap - 1) break;
-    cap *= 2;
-    char *q = realloc(buf, cap);
-    if (!q) free(buf);
-    buf = q;
-  }
-  if (ferror(f)) {
-    int e = errno;
-    fclose(f);
-    free(buf);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: read error: %s", path, strerror(e));
-  }
-  fclose(f);
-  buf[n] = 0;
-  *data = buf;
-  *len = n;
-  return MDL_OK;
-}
-
 mdl_status mdl_shape_from_dims(const char *what, const uint32_t *shape, size_t n, int *c, int *h,
                                int *w, mdl_error *err) {
   uint64_t d[3] = {1, 1, 1};

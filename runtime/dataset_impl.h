@@ -131,10 +131,6 @@ mdl_status mdl_shape_from_dims(const char *what, const uint32_t *shape, size_t n
  * Caller frees. */
 char *mdl_data_path(const char *base_dir, const char *p);
 
-/* Reads a whole file into a malloc'd buffer (NUL-terminated). Missing or
- * unreadable file: MDL_ERR_INVALID naming it. */
-mdl_status mdl_read_file(const char *path, char **data, size_t *len, mdl_error *err);
-
 /* The batch-time transform (see mdl_transform_new). y = mul * x + add, with
  * mul/add per channel (c entries) or, once a mean_file is involved, per
  * element of the stored record (c*h*w entries, uncropped coordinates as

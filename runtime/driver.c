@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/pb.h"
 #include "rpc.pb-c.h"
 #include "runtime/accept.h"
@@ -163,70 +164,6 @@ void mdl_driver_average(float *out, const float *const *w, const uint64_t *sampl
 }
 
 /* --- files ----------------------------------------------------------------- */
-
-mdl_status mdl_driver_write_atomic(const char *path, const void *buf, size_t len, mdl_error *err) {
-  char tmp[1100];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s", tmp, strerror(errno));
-  const uint8_t *p = buf;
-  size_t left = len;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      close(fd);
-      unlink(tmp);
-      return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s", tmp, strerror(e));
-    }
-    p += n;
-    left -= (size_t)n;
-  }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    int e = errno;
-    unlink(tmp);
-    return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s", tmp, strerror(e));
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    return mdl_errorf(err, MDL_ERR_INTERNAL, "rename %s: %s", path, strerror(e));
-  }
-  char dir[1100];
-  snprintf(dir, sizeof dir, "%s", path);
-  int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return MDL_OK;
-}
-
-static mdl_status read_file(const char *path, uint8_t **out, size_t *len, mdl_error *err) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) return mdl_errorf(err, MDL_ERR_INVALID, "%s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || st.st_size < 0) {
-    fclose(f);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: cannot stat", path);
-  }
-  uint8_t *buf = malloc((size_t)st.st_size + 1);
-  if (!buf) {
-    fclose(f);
-    return mdl_errorf(err, MDL_ERR_NOMEM, "%s: %lld bytes", path, (long long)st.st_size);
-  }
-  size_t n = fread(buf, 1, (size_t)st.st_size, f);
-  fclose(f);
-  if (n != (size_t)st.st_size) {
-    free(buf);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: short read", path);
-  }
-  *out = buf;
-  *len = n;
-  return MDL_OK;
-}
 
 static char *resolve_path(const char *base, const char *p) {
   if (!p) return NULL;
@@ -924,7 +861,7 @@ static mdl_status snapshot(driver *d, mdl_error *err) {
       st = mdl_errorf(err, MDL_ERR_NOMEM, "snapshot of %zu bytes", len);
     } else {
       protobuf_c_message_pack(&snap.base, buf);
-      st = mdl_driver_write_atomic(d->snapshot_path, buf, len, err);
+      st = mdl_file_write_atomic(d->snapshot_path, buf, len, err);
       free(buf);
       if (st == MDL_OK)
         dlog(d, "snapshot at iteration %d (round %d): %s, %.1f MB in %.3f s", d->iter, d->round,
@@ -943,12 +880,12 @@ static mdl_status snapshot(driver *d, mdl_error *err) {
 static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err) {
   *snap = NULL;
   if (access(d->snapshot_path, F_OK) != 0) return MDL_OK;
-  uint8_t *buf = NULL;
+  char *buf = NULL;
   size_t len = 0;
-  mdl_status st = read_file(d->snapshot_path, &buf, &len, err);
+  mdl_status st = mdl_file_read(d->snapshot_path, &buf, &len, err);
   if (st != MDL_OK) return st;
   Memdl__DriverSnapshot *s = (Memdl__DriverSnapshot *)protobuf_c_message_unpack(
-      &memdl__driver_snapshot__descriptor, NULL, len, buf);
+      &memdl__driver_snapshot__descriptor, NULL, len, (const uint8_t *)buf);
   free(buf);
   if (!s) return mdl_errorf(err, MDL_ERR_INVALID, "%s: not a driver snapshot", d->snapshot_path);
   if (s->version != SNAPSHOT_VERSION || s->plan_hash != d->plan_hash) {

@@ -142,8 +142,4 @@ void mdl_driver_result_free(mdl_driver_result *res);
 void mdl_driver_average(float *out, const float *const *w, const uint64_t *samples, int k,
                         size_t n);
 
-/* Writes buf to path atomically: path.tmp, fsync, rename, fsync of the
- * directory. */
-mdl_status mdl_driver_write_atomic(const char *path, const void *buf, size_t len, mdl_error *err);
-
 #endif

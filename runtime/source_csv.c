@@ -65,7 +65,7 @@ static mdl_status csv_open(const mdl_src_ctx *c, csv_file *f, mdl_error *err) {
   f->delim = d[0];
   f->path = mdl_data_path(c->base_dir, s->path);
   size_t len;
-  mdl_status st = mdl_read_file(f->path, &f->text, &len, err);
+  mdl_status st = mdl_file_read(f->path, &f->text, &len, err);
   if (st) {
     csv_free(f);
     return st;

@@ -40,7 +40,7 @@ static mdl_status list_read(const mdl_src_ctx *c, image_list *l, mdl_error *err)
     return mdl_errorf(err, MDL_ERR_INVALID, "image_list: new_height and new_width go together");
   l->list_path = mdl_data_path(c->base_dir, s->list);
   size_t len;
-  mdl_status st = mdl_read_file(l->list_path, &l->text, &len, err);
+  mdl_status st = mdl_file_read(l->list_path, &l->text, &len, err);
   if (st) {
     list_free(l);
     return st;
@@ -101,7 +101,7 @@ static mdl_status load_image(const mdl_src_ctx *c, const image_list *l, int64_t 
   char *path = image_path(c, l->e[i].path);
   char *buf;
   size_t len;
-  mdl_status st = mdl_read_file(path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &buf, &len, err);
   if (!st) {
     if (header_only)
       st = mdl_image_probe((uint8_t *)buf, len, list_channels(c), &img->c, &img->h, &img->w, err);

@@ -29,7 +29,7 @@ static void expand(mdl_transform *t) {
 static mdl_status load_mean(const char *path, const mdl_transform *t, float **out, mdl_error *err) {
   char *buf;
   size_t len;
-  mdl_status st = mdl_read_file(path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &buf, &len, err);
   if (st) return st;
   Caffe__BlobProto *b = caffe__blob_proto__unpack(NULL, len, (const uint8_t *)buf);
   free(buf);
