@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "common/fileio.h"
 #include "common/pb.h"
 #include "compiler/job.h"
 #include "compiler/textformat.h"
@@ -228,16 +229,6 @@ static mdl_status describe(const entry *e, const char *base_dir, uint32_t partit
   return MDL_OK;
 }
 
-static char *dir_of(const char *path) {
-  const char *slash = strrchr(path, '/');
-  if (!slash) return mdl_xstrdup(".");
-  if (slash == path) return mdl_xstrdup("/");
-  char *d = mdl_xmalloc((size_t)(slash - path) + 1);
-  memcpy(d, path, (size_t)(slash - path));
-  d[slash - path] = 0;
-  return d;
-}
-
 static bool wants(const entry *e, const char *name) {
   if (!name) return true;
   return (e->set->name && !strcmp(e->set->name, name)) || (e->layer && !strcmp(e->layer, name)) ||
@@ -326,7 +317,7 @@ int mdl_cmd_data(int argc, char **argv) {
   if (kind == MDL_KIND_JOB) {
     if (mdl_text_parse_file(file, &memdl__job__descriptor, (ProtobufCMessage **)&jobmsg, &err))
       return fail(&err);
-    base_dir = dir_of(file);
+    base_dir = mdl_path_dir(file);
     if (jobmsg->net || jobmsg->net_param || jobmsg->solver || jobmsg->solver_param) {
       mdl_error jerr = {0};
       if (mdl_job_load(file, MDL_KIND_JOB, &job, &jerr))

@@ -41,7 +41,7 @@ mdl_status mdl_file_read(const char *path, char **data, size_t *len, mdl_error *
   return MDL_OK;
 }
 
-static char *dir_of(const char *path) {
+char *mdl_path_dir(const char *path) {
   const char *slash = strrchr(path, '/');
   if (!slash) return mdl_xstrdup(".");
   if (slash == path) return mdl_xstrdup("/");
@@ -89,7 +89,7 @@ mdl_status mdl_file_write_atomic(const char *path, const void *buf, size_t len, 
     return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: rename failed: %s", path, strerror(e));
   }
   free(tmp);
-  char *dir = dir_of(path);
+  char *dir = mdl_path_dir(path);
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd); /* best effort: the rename is durable once the directory is */
@@ -97,4 +97,15 @@ mdl_status mdl_file_write_atomic(const char *path, const void *buf, size_t len, 
   }
   free(dir);
   return MDL_OK;
+}
+
+char *mdl_path_join(const char *dir, const char *rel) {
+  if (!rel) return NULL;
+  if (rel[0] == '/' || !dir || !dir[0] || !strcmp(dir, ".")) return mdl_xstrdup(rel);
+  size_t nd = strlen(dir), nr = strlen(rel);
+  char *p = mdl_xmalloc(nd + nr + 2);
+  memcpy(p, dir, nd);
+  if (dir[nd - 1] != '/') p[nd++] = '/';
+  memcpy(p + nd, rel, nr + 1);
+  return p;
 }

@@ -18,4 +18,12 @@ mdl_status mdl_file_read(const char *path, char **data, size_t *len, mdl_error *
  * file remains. */
 mdl_status mdl_file_write_atomic(const char *path, const void *buf, size_t len, mdl_error *err);
 
+/* The folder part of path: "." when it has none, "/" for a file in the
+ * root. The caller frees it. */
+char *mdl_path_dir(const char *path);
+
+/* rel resolved against dir: a copy of rel when it is absolute or dir is
+ * NULL, "" or "."; NULL when rel is NULL. The caller frees it. */
+char *mdl_path_join(const char *dir, const char *rel);
+
 #endif

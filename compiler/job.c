@@ -98,31 +98,12 @@ mdl_file_kind mdl_detect_kind(const char *text, size_t len) {
 
 /* ---- file helpers -------------------------------------------------------- */
 
-static char *dir_of(const char *path) {
-  const char *slash = strrchr(path, '/');
-  if (!slash) return mdl_xstrdup(".");
-  if (slash == path) return mdl_xstrdup("/");
-  size_t n = (size_t)(slash - path);
-  char *d = mdl_xmalloc(n + 1);
-  memcpy(d, path, n);
-  d[n] = '\0';
-  return d;
-}
-
-static char *join(const char *dir, const char *rel) {
-  if (rel[0] == '/' || !dir || !strcmp(dir, ".")) return mdl_xstrdup(rel);
-  size_t n = strlen(dir) + strlen(rel) + 2;
-  char *p = mdl_xmalloc(n);
-  snprintf(p, n, "%s/%s", dir, rel);
-  return p;
-}
-
 /* Caffe resolves a solver's net path against the current directory; a
  * file next to the solver is the friendlier fallback. */
 static char *resolve_caffe_path(const char *referrer, const char *rel) {
   if (rel[0] == '/' || access(rel, F_OK) == 0) return mdl_xstrdup(rel);
-  char *dir = dir_of(referrer);
-  char *p = join(dir, rel);
+  char *dir = mdl_path_dir(referrer);
+  char *p = mdl_path_join(dir, rel);
   free(dir);
   if (access(p, F_OK) == 0) return p;
   free(p);
@@ -243,7 +224,7 @@ static mdl_status load_job_file(mdl_job *job, const char *text, size_t len, mdl_
   if (j->net && j->net_param)
     return mdl_errorf(err, MDL_ERR_INVALID, "%s: give net or net_param, not both", job->path);
   if (j->solver) {
-    char *p = join(job->base_dir, j->solver);
+    char *p = mdl_path_join(job->base_dir, j->solver);
     st = mdl_text_parse_file(p, &caffe__solver_parameter__descriptor,
                              (ProtobufCMessage **)&job->solver, err);
     if (st == MDL_OK) st = embed_solver_nets(job, p, err);
@@ -260,7 +241,7 @@ static mdl_status load_job_file(mdl_job *job, const char *text, size_t len, mdl_
   Caffe__SolverParameter *s = job->solver;
   Caffe__NetParameter *net = NULL;
   if (j->net) {
-    char *p = join(job->base_dir, j->net);
+    char *p = mdl_path_join(job->base_dir, j->net);
     st = load_net(p, &net, err);
     if (st) {
       free(p);
@@ -301,7 +282,7 @@ mdl_status mdl_job_load(const char *path, mdl_file_kind kind, mdl_job **out, mdl
   job->kind = kind == MDL_KIND_AUTO ? mdl_detect_kind(text, len) : kind;
   switch (job->kind) {
     case MDL_KIND_JOB:
-      job->base_dir = dir_of(path);
+      job->base_dir = mdl_path_dir(path);
       st = load_job_file(job, text, len, err);
       break;
     case MDL_KIND_SOLVER:

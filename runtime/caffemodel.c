@@ -11,16 +11,6 @@
 
 #define SEED_FIELD 1000
 
-static char *dir_of(const char *path) {
-  const char *slash = strrchr(path, '/');
-  if (!slash) return mdl_xstrdup(".");
-  if (slash == path) return mdl_xstrdup("/");
-  char *d = mdl_xmalloc((size_t)(slash - path) + 1);
-  memcpy(d, path, (size_t)(slash - path));
-  d[slash - path] = 0;
-  return d;
-}
-
 static mdl_status write_message(const ProtobufCMessage *m, const char *path, mdl_error *err) {
   size_t n = protobuf_c_message_get_packed_size(m);
   uint8_t *buf = malloc(n ? n : 1);
@@ -397,7 +387,7 @@ mdl_status mdl_solverstate_load(const char *path, mdl_solver *s, char **learned_
     } else {
       const char *base = strrchr(ln, '/');
       base = base ? base + 1 : ln;
-      char *dir = dir_of(path);
+      char *dir = mdl_path_dir(path);
       size_t n = strlen(dir) + strlen(base) + 2;
       *learned_net = mdl_xmalloc(n);
       snprintf(*learned_net, n, "%s/%s", dir, base);

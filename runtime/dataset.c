@@ -20,15 +20,7 @@ static double now_ms(void) {
 }
 
 char *mdl_data_path(const char *base_dir, const char *p) {
-  if (!p) p = "";
-  if (p[0] == '/' || !base_dir || !base_dir[0] || !strcmp(base_dir, ".")) return mdl_xstrdup(p);
-  size_t nb = strlen(base_dir), np = strlen(p);
-  char *s = mdl_xmalloc(nb + np + 2);
-  memcpy(s, base_dir, nb);
-  size_t k = nb;
-  if (k && s[k - 1] != '/') s[k++] = '/';
-  memcpy(s + k, p, np + 1);
-  return s;
+  return mdl_path_join(base_dir, p ? p : "");
 }
 
 mdl_status mdl_shape_from_dims(const char *what, const uint32_t *shape, size_t n, int *c, int *h,

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/fileio.h"
 #include "runtime/dataset.h"
 
 #define MDL_MAX_FILTERS 16

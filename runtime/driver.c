@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "common/log.h"
 #include "common/pb.h"
 #include "rpc.pb-c.h"
 #include "runtime/accept.h"
@@ -79,17 +80,10 @@ typedef struct driver {
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void dlog(driver *d, const char *fmt, ...) {
-  /* one write per line: several processes share the terminal */
-  char line[2048];
-  int n = snprintf(line, sizeof line, "memdl driver: ");
   va_list ap;
   va_start(ap, fmt);
-  if (n >= 0 && (size_t)n < sizeof line - 2)
-    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
+  mdl_vlogf(d->log, "memdl driver: ", fmt, ap);
   va_end(ap);
-  strcat(line, "\n");
-  fputs(line, d->log);
-  fflush(d->log);
 }
 
 /* --- averaging ------------------------------------------------------------ */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/fileio.h"
 #include "common/pb.h"
 #include "compiler/plan.h"
 #include "runtime/dataset_resolver.h"
@@ -35,27 +36,19 @@ bool mdl_driver_wanted(const mdl_job *job, const mdl_driver_opts *opts) {
   return false;
 }
 
-static char *join(const char *base, const char *p) {
-  if (!p) return NULL;
-  if (p[0] == '/' || !base || !base[0]) return mdl_xstrdup(p);
-  size_t n = strlen(base) + strlen(p) + 2;
-  char *r = mdl_xmalloc(n);
-  snprintf(r, n, "%s/%s", base, p);
-  return r;
-}
-
 /* A Slurm/MPI rank other than 0: serve the driver until it shuts us down. */
 static mdl_status serve_rank(const mdl_job *job, const mdl_driver_opts *opts,
                              const mdl_cluster_env *env, mdl_error *err) {
   const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;
   const Memdl__Tls *tls = cl ? cl->tls : NULL;
   char *token_file = opts->token_file ? mdl_xstrdup(opts->token_file)
-                                      : join(job->base_dir, cl ? cl->token_file : NULL);
-  char *cert =
-      opts->tls_cert ? mdl_xstrdup(opts->tls_cert) : join(job->base_dir, tls ? tls->cert : NULL);
-  char *key =
-      opts->tls_key ? mdl_xstrdup(opts->tls_key) : join(job->base_dir, tls ? tls->key : NULL);
-  char *ca = opts->tls_ca ? mdl_xstrdup(opts->tls_ca) : join(job->base_dir, tls ? tls->ca : NULL);
+                                      : mdl_path_join(job->base_dir, cl ? cl->token_file : NULL);
+  char *cert = opts->tls_cert ? mdl_xstrdup(opts->tls_cert)
+                              : mdl_path_join(job->base_dir, tls ? tls->cert : NULL);
+  char *key = opts->tls_key ? mdl_xstrdup(opts->tls_key)
+                            : mdl_path_join(job->base_dir, tls ? tls->key : NULL);
+  char *ca =
+      opts->tls_ca ? mdl_xstrdup(opts->tls_ca) : mdl_path_join(job->base_dir, tls ? tls->ca : NULL);
   char *token = NULL;
   size_t token_len = 0;
   mdl_status st = MDL_OK;
@@ -122,7 +115,7 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
   if (st == MDL_OK) plan = mdl_plan_new(job, c);
   char snap[1024];
   const char *dir = job->job->output && job->job->output->dir ? job->job->output->dir : "out";
-  char *full = join(job->base_dir, dir);
+  char *full = mdl_path_join(job->base_dir, dir);
   if (st == MDL_OK && !o.out_dir) {
     mkdir(full, 0755);
     o.out_dir = full;

@@ -25,6 +25,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/log.h"
+
 #define TOKEN_KEY "memdl-token"
 #define DEFAULT_MAX_MESSAGE ((size_t)INT32_MAX)
 #define POLL_MS 100
@@ -641,7 +643,6 @@ static void arg_str(argv_builder *b, const char *key, const char *v) {
   b->n++;
 }
 
-
 static int msg_limit(size_t max) {
   if (max == 0 || max > (size_t)INT32_MAX) return INT32_MAX;
   return (int)max;
@@ -698,17 +699,10 @@ struct mdl_rpc_server {
 
 static void srv_log(mdl_rpc_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void srv_log(mdl_rpc_server *s, const char *fmt, ...) {
-  /* one write per line: several processes share the terminal */
-  char line[2048];
-  int n = snprintf(line, sizeof line, "memdl rpc: ");
   va_list ap;
   va_start(ap, fmt);
-  if (n >= 0 && (size_t)n < sizeof line - 2)
-    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
+  mdl_vlogf(s->log, "memdl rpc: ", fmt, ap);
   va_end(ap);
-  strcat(line, "\n");
-  fputs(line, s->log);
-  fflush(s->log);
 }
 
 static mdl_status server_creds(const mdl_rpc_security *sec, grpc_server_credentials **out,

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fileio.h"
 #include "common/pb.h"
 #include "compiler/plan.h"
 #include "runtime/accept.h"
@@ -199,14 +200,6 @@ static void free_netrun(netrun *r) {
 
 /* ---- construction ---- */
 
-static char *join_path(const char *dir, const char *rel) {
-  if (!dir || !*dir || rel[0] == '/' || strcmp(dir, ".") == 0) return mdl_xstrdup(rel);
-  size_t n = strlen(dir) + strlen(rel) + 2;
-  char *p = mdl_xmalloc(n);
-  snprintf(p, n, "%s/%s", dir, rel);
-  return p;
-}
-
 static char *stem(const char *path) {
   const char *b = strrchr(path, '/');
   b = b ? b + 1 : path;
@@ -221,19 +214,20 @@ static void setup_output(mdl_train *t) {
   if (t->opts.out_dir)
     t->out_dir = mdl_xstrdup(t->opts.out_dir);
   else
-    t->out_dir = join_path(t->job->base_dir, j->output && j->output->dir ? j->output->dir : "out");
+    t->out_dir =
+        mdl_path_join(t->job->base_dir, j->output && j->output->dir ? j->output->dir : "out");
   const char *prefix = t->sp->snapshot_prefix;
   if (prefix && *prefix) {
     if (t->job->kind == MDL_KIND_JOB || t->opts.out_dir) {
       const char *b = strrchr(prefix, '/');
       b = b && b[1] ? b + 1 : prefix;
-      t->snapshot_prefix = join_path(t->out_dir, b);
+      t->snapshot_prefix = mdl_path_join(t->out_dir, b);
     } else {
       t->snapshot_prefix = mdl_xstrdup(prefix);
     }
   } else {
     char *s = stem(j->name && *j->name ? j->name : t->job->path);
-    t->snapshot_prefix = join_path(t->out_dir, s);
+    t->snapshot_prefix = mdl_path_join(t->out_dir, s);
     free(s);
   }
   t->snapshot_every = t->sp->snapshot;

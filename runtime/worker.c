@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
@@ -55,17 +56,12 @@ struct mdl_worker {
 
 static void wlog(mdl_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void wlog(mdl_worker *w, const char *fmt, ...) {
-  /* one write per line: several processes share the terminal */
-  char line[2048];
-  int n = snprintf(line, sizeof line, "memdl worker %s: ", w->o.listen);
+  char prefix[300];
+  snprintf(prefix, sizeof prefix, "memdl worker %s: ", w->o.listen);
   va_list ap;
   va_start(ap, fmt);
-  if (n >= 0 && (size_t)n < sizeof line - 2)
-    vsnprintf(line + n, sizeof line - 2 - (size_t)n, fmt, ap);
+  mdl_vlogf(w->log, prefix, fmt, ap);
   va_end(ap);
-  strcat(line, "\n");
-  fputs(line, w->log);
-  fflush(w->log);
 }
 
 static void teardown(mdl_worker *w) {
