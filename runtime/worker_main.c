@@ -20,7 +20,7 @@ static const char USAGE[] =
     "the weights. Exits when the driver shuts it down, on SIGINT/SIGTERM, or\n"
     "when the driver has been silent for --driver-timeout-ms (default 600000).\n"
     "  --listen ADDR       host:port (host:0 picks a free port) or unix:/path\n"
-    "  --device D          cpu (default), cuda or cuda:N\n"
+    "  --device D          cpu (default); cuda or cuda:N once a GPU backend is built\n"
     "  --threads T         CPU threads (default: one per core)\n"
     "  --token-file FILE   shared token every call must carry (file mode 600)\n"
     "  --tls-cert/--tls-key  serve TLS with this certificate and key (PEM)\n"
@@ -72,6 +72,11 @@ int mdl_worker_main(int argc, char **argv) {
     } else if (!strcmp(a, "--device")) {
       if (!device_ok(v)) {
         fprintf(stderr, "memdl worker: --device takes cpu, cuda or cuda:N, not \"%s\"\n", v);
+        return 2;
+      }
+      if (strcmp(v, "cpu") != 0) { /* say so now, not when the driver's plan arrives */
+        fprintf(stderr, "memdl worker: --device %s: this memdl was built without a GPU backend\n",
+                v);
         return 2;
       }
       o.device = v, i++;
