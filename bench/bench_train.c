@@ -28,11 +28,26 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static double sgemm_peak(mdl_threadpool *pool) {
+typedef struct gemm_job {
+  int64_t n;
+  float *a[64], *b[64], *c[64];
+} gemm_job;
+
+static void one_gemm(void *arg, int64_t begin, int64_t end, int slot) {
+  gemm_job *g = arg;
+  for (int64_t i = begin; i < end; i++)
+    mdl_gemm(NULL, false, false, g->n, g->n, g->n, 1.0f, g->a[i], g->b[i], 0.0f, g->c[i]);
+}
+
+/* The machine's sgemm throughput: the better of one GEMM split over the pool
+ * (1024^3) and one single-threaded GEMM per thread side by side (512^3, the
+ * way memdl's layers mostly call it). Best of 6 runs each, first discarded:
+ * a shared machine only ever makes a run slower. */
+static double sgemm_peak(mdl_threadpool *pool, int threads) {
+  double best = 0;
   const int64_t n = 1024;
   float *a = mdl_falloc(n * n), *b = mdl_falloc(n * n), *c = mdl_falloc(n * n);
   for (int64_t i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 13) * 0.01f;
-  double best = 0;
   for (int r = 0; r < 6; r++) {
     double t0 = mdl_now();
     mdl_gemm(pool, false, false, n, n, n, 1.0f, a, b, 0.0f, c);
@@ -42,6 +57,20 @@ static double sgemm_peak(mdl_threadpool *pool) {
   mdl_ffree(a);
   mdl_ffree(b);
   mdl_ffree(c);
+  gemm_job g = {.n = 512};
+  if (threads > 64) threads = 64;
+  for (int t = 0; t < threads; t++) {
+    g.a[t] = mdl_falloc(g.n * g.n), g.b[t] = mdl_falloc(g.n * g.n), g.c[t] = mdl_falloc(g.n * g.n);
+    for (int64_t i = 0; i < g.n * g.n; i++) g.a[t][i] = g.b[t][i] = (float)(i % 13) * 0.01f;
+  }
+  for (int r = 0; r < 6; r++) {
+    double t0 = mdl_now();
+    mdl_parallel_tasks(pool, threads, one_gemm, &g);
+    double dt = mdl_now() - t0;
+    double rate = threads * 2.0 * g.n * g.n * g.n / dt;
+    if (r > 0 && rate > best) best = rate;
+  }
+  for (int t = 0; t < threads; t++) mdl_ffree(g.a[t]), mdl_ffree(g.b[t]), mdl_ffree(g.c[t]);
   return best / 1e9;
 }
 
@@ -210,8 +239,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   threads = mdl_threadpool_size(pool);
-  double peak = sgemm_peak(pool);
-  printf("sgemm (%s, 1024^3, %d threads): %.1f GFLOP/s\n", mdl_gemm_backend_name(), threads, peak);
+  double peak = sgemm_peak(pool, threads);
+  printf(
+      "sgemm peak (%s, %d threads, best of one split 1024^3 GEMM and one 512^3 GEMM per "
+      "thread): %.1f GFLOP/s\n",
+      mdl_gemm_backend_name(), threads, peak);
   int rc = 0;
   for (int i = 0; i < n_nets && rc == 0; i++)
     rc = bench(nets[i], threads, iters, rounds, pool, peak);
