@@ -11,15 +11,7 @@
 #include "compiler/textformat.h"
 #include "runtime/caffemodel.h"
 #include "runtime/net.h"
-
-static char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  char *p = buf[k++ % 4];
-  const char *dir = getenv("TEST_TMPDIR");
-  snprintf(p, 512, "%s/%s.%d", dir ? dir : "/tmp", name, (int)getpid());
-  return p;
-}
+#include "tests/testutil.h"
 
 Test(blob_proto, legacy_shape_matches_with_leading_ones) {
   Caffe__BlobProto b = CAFFE__BLOB_PROTO__INIT;
@@ -101,7 +93,7 @@ Test(solverstate, round_trip_with_seed) {
     mdl_solver_update(s, w, d);
   }
   mdl_error err;
-  const char *path = tmp_path("state.solverstate");
+  const char *path = tu_scratch_path("state.solverstate");
   cr_assert_eq(
       mdl_solverstate_save(s, "model_iter_3.caffemodel", 0xfeedbeef12345678ull, path, &err), MDL_OK,
       "%s", err.msg);
@@ -135,7 +127,7 @@ Test(solverstate, round_trip_with_seed) {
 Test(solverstate, rejects_mismatched_history) {
   mdl_solver *s = adam();
   mdl_error err;
-  const char *path = tmp_path("state2.solverstate");
+  const char *path = tu_scratch_path("state2.solverstate");
   cr_assert_eq(mdl_solverstate_save(s, "m.caffemodel", 1, path, &err), MDL_OK);
   Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
   sp.lr_policy = "fixed";
@@ -170,7 +162,7 @@ Test(solverstate, caffemodel_given_as_state_is_a_clear_error) {
   size_t n = protobuf_c_message_get_packed_size(&np.base);
   uint8_t *buf = malloc(n);
   protobuf_c_message_pack(&np.base, buf);
-  const char *path = tmp_path("weights.caffemodel");
+  const char *path = tu_scratch_path("weights.caffemodel");
   mdl_error err;
   cr_assert_eq(mdl_file_write_atomic(path, buf, n, &err), MDL_OK);
   free(buf);
@@ -179,7 +171,7 @@ Test(solverstate, caffemodel_given_as_state_is_a_clear_error) {
   cr_assert(strstr(err.msg, "is a .caffemodel"), "%s", err.msg);
   cr_assert(strstr(err.msg, "--weights"), "%s", err.msg);
   /* and the other way round */
-  const char *state = tmp_path("x.solverstate");
+  const char *state = tu_scratch_path("x.solverstate");
   cr_assert_eq(mdl_solverstate_save(s, "m.caffemodel", 1, state, &err), MDL_OK);
   Caffe__NetParameter *got;
   cr_assert_eq(mdl_caffemodel_read(state, &got, &err), MDL_ERR_INVALID);
@@ -240,7 +232,7 @@ static mdl_net *net_of(mdl_graph *g, uint64_t seed, bool no_fill) {
 Test(caffemodel, net_round_trip_same_bits) {
   mdl_graph *g = graph_of(NET);
   mdl_net *a = net_of(g, 7, false), *b = net_of(g, 8, true);
-  const char *path = tmp_path("tiny.caffemodel");
+  const char *path = tu_scratch_path("tiny.caffemodel");
   mdl_error err;
   cr_assert_eq(mdl_caffemodel_save(a, path, &err), MDL_OK, "%s", err.msg);
   int loaded = 0;

@@ -7,17 +7,9 @@
 #include <unistd.h>
 
 #include "tests/clitest.h"
+#include "tests/testutil.h"
 
 static const char JOB[] = "jobs/fashion_mnist/job.prototxt";
-
-static char *tmpdir(const char *name) {
-  static char buf[4][512];
-  static int k;
-  char *p = buf[k++ % 4];
-  const char *dir = getenv("TEST_TMPDIR");
-  snprintf(p, 512, "%s/cli_%s_%d", dir ? dir : "/tmp", name, (int)getpid());
-  return p;
-}
 
 static double json_num(const char *line, const char *key) {
   char k[128];
@@ -28,7 +20,7 @@ static double json_num(const char *line, const char *key) {
 }
 
 Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
-  char *out = tmpdir("run");
+  const char *out = tu_scratch_path("cli_run");
   /* 200 iterations miss the 0.89 acceptance: exit 3, saying by how much. */
   const char *run[] = {"run",       JOB,
                        "--set",     "max_iter=200",
@@ -115,7 +107,7 @@ Test(cli_run, usage_errors_exit_2, .timeout = 60) {
 
 /* The same job on two local worker processes: the driver path end to end. */
 Test(cli_run, two_local_workers_average, .timeout = 300) {
-  char *out = tmpdir("workers");
+  const char *out = tu_scratch_path("cli_workers");
   const char *run[] = {"run",       JOB,
                        "--workers", "local:2",
                        "--set",     "max_iter=100",

@@ -6,35 +6,11 @@
 #include <string.h>
 
 #include "tests/clitest.h"
+#include "tests/testutil.h"
 
 #define RUN(...) mdl_run_memdl((const char *const[]){__VA_ARGS__, NULL}, 60)
 
-static char dir[64];
-
-static void make_dir(void) {
-  strcpy(dir, "/tmp/mdl_cli_XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-}
-
-static void cleanup(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(cli, .init = make_dir, .fini = cleanup);
-
-static const char *write_file(const char *name, const char *text) {
-  static char path[4][256];
-  static int k;
-  char *p = path[k++ % 4];
-  snprintf(p, 256, "%s/%s", dir, name);
-  FILE *f = fopen(p, "w");
-  cr_assert_not_null(f);
-  fputs(text, f);
-  fclose(f);
-  return p;
-}
+TestSuite(cli, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 static const char NET[] =
     "name: \"tiny\"\n"
@@ -80,9 +56,9 @@ Test(cli, help_version_and_usage_errors) {
 }
 
 Test(cli, check_reports_each_file) {
-  const char *good = write_file("good.prototxt", NET);
+  const char *good = tu_dir_write("good.prototxt", NET);
   const char *bad =
-      write_file("bad.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  typo: 1\n}\n");
+      tu_dir_write("bad.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  typo: 1\n}\n");
   mdl_run_result r = RUN("check", good);
   cr_assert_eq(r.exit_code, 0, "%s", r.err);
   cr_assert(strstr(r.out, "good.prototxt: ok (net)"), "%s", r.out);
@@ -102,7 +78,7 @@ Test(cli, check_reports_each_file) {
   mdl_run_result_free(&r);
 
   const char *unknown =
-      write_file("unknown.prototxt", "layer { name: \"l\" type: \"Convolutoin\" top: \"t\" }\n");
+      tu_dir_write("unknown.prototxt", "layer { name: \"l\" type: \"Convolutoin\" top: \"t\" }\n");
   r = RUN("check", unknown);
   cr_assert_eq(r.exit_code, 2);
   cr_assert(strstr(r.err, "Convolutoin"), "%s", r.err);
@@ -110,7 +86,7 @@ Test(cli, check_reports_each_file) {
 }
 
 Test(cli, compile_prints_shapes) {
-  const char *net = write_file("net.prototxt", NET);
+  const char *net = tu_dir_write("net.prototxt", NET);
   mdl_run_result r = RUN("compile", net, "--shapes", "--phase", "test");
   cr_assert_eq(r.exit_code, 0, "%s", r.err);
   cr_assert(strstr(r.out, "TEST data 8x1x28x28\n"), "%s", r.out);
@@ -128,13 +104,13 @@ Test(cli, compile_prints_shapes) {
 
 Test(cli, compile_shape_error_names_layer_and_shapes) {
   const char *net =
-      write_file("mismatch.prototxt",
-                 "layer { name: \"a\" type: \"Input\" top: \"a\"\n"
-                 "  input_param { shape { dim: 2 dim: 3 } } }\n"
-                 "layer { name: \"b\" type: \"Input\" top: \"b\"\n"
-                 "  input_param { shape { dim: 2 dim: 4 } } }\n"
-                 "layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\"\n"
-                 "  top: \"s\" }\n");
+      tu_dir_write("mismatch.prototxt",
+                   "layer { name: \"a\" type: \"Input\" top: \"a\"\n"
+                   "  input_param { shape { dim: 2 dim: 3 } } }\n"
+                   "layer { name: \"b\" type: \"Input\" top: \"b\"\n"
+                   "  input_param { shape { dim: 2 dim: 4 } } }\n"
+                   "layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\"\n"
+                   "  top: \"s\" }\n");
   mdl_run_result r = RUN("compile", net, "--shapes");
   cr_assert_eq(r.exit_code, 2);
   cr_assert(strstr(r.err, "sum"), "%s", r.err);
@@ -146,14 +122,14 @@ Test(cli, compile_shape_error_names_layer_and_shapes) {
 
 Test(cli, compile_phase_and_stage_select_nets) {
   /* the TEST net is invalid without the stage: its data layer needs one */
-  const char *net = write_file("staged.prototxt",
-                               "layer { name: 'd' type: 'Input' top: 'x'\n"
-                               "  include { phase: TRAIN }\n"
-                               "  input_param { shape { dim: 4 dim: 3 } } }\n"
-                               "layer { name: 'dt' type: 'Input' top: 'x'\n"
-                               "  include { phase: TEST stage: 'val' }\n"
-                               "  input_param { shape { dim: 2 dim: 3 } } }\n"
-                               "layer { name: 'r' type: 'ReLU' bottom: 'x' top: 'y' }\n");
+  const char *net = tu_dir_write("staged.prototxt",
+                                 "layer { name: 'd' type: 'Input' top: 'x'\n"
+                                 "  include { phase: TRAIN }\n"
+                                 "  input_param { shape { dim: 4 dim: 3 } } }\n"
+                                 "layer { name: 'dt' type: 'Input' top: 'x'\n"
+                                 "  include { phase: TEST stage: 'val' }\n"
+                                 "  input_param { shape { dim: 2 dim: 3 } } }\n"
+                                 "layer { name: 'r' type: 'ReLU' bottom: 'x' top: 'y' }\n");
   mdl_run_result r = RUN("compile", net, "--shapes", "--phase", "train");
   cr_assert_eq(r.exit_code, 0, "the TRAIN net alone is valid: %s", r.err);
   cr_assert(strstr(r.out, "TRAIN y 4x3\n"), "%s", r.out);
@@ -171,11 +147,11 @@ Test(cli, compile_phase_and_stage_select_nets) {
 }
 
 Test(cli, check_warns_about_layers_it_cannot_run) {
-  const char *net = write_file("py.prototxt",
-                               "layer { name: 'in' type: 'Input' top: 'x'\n"
-                               "  input_param { shape { dim: 1 } } }\n"
-                               "layer { name: 'py' type: 'Python' bottom: 'x' top: 'y'\n"
-                               "  python_param { module: 'm' layer: 'L' } }\n");
+  const char *net = tu_dir_write("py.prototxt",
+                                 "layer { name: 'in' type: 'Input' top: 'x'\n"
+                                 "  input_param { shape { dim: 1 } } }\n"
+                                 "layer { name: 'py' type: 'Python' bottom: 'x' top: 'y'\n"
+                                 "  python_param { module: 'm' layer: 'L' } }\n");
   mdl_run_result r = RUN("check", net);
   cr_assert_eq(r.exit_code, 0, "valid Caffe passes check: %s", r.err);
   cr_assert(strstr(r.err, "warning: layer \"py\" (Python)"), "%s", r.err);

@@ -13,17 +13,7 @@
 #include "tests/clitest.h"
 #include "tests/dataset_test_util.h"
 
-static char *dir;
-
-static void setup(void) {
-  dir = tu_tmpdir();
-}
-static void teardown(void) {
-  tu_rm_rf(dir);
-  free(dir);
-}
-
-TestSuite(cmd_data, .init = setup, .fini = teardown);
+TestSuite(cmd_data, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 /* Runs `./memdl data ARGS...` with stdout and stderr captured. */
 static int run(char **out, char **errout, const char *a0, ...) {
@@ -60,7 +50,7 @@ static void make_files(void) {
   for (int i = 0; i < N * H * W; i++) px[i] = (uint8_t)(i % 200);
   for (int r = 0; r < N; r++) lab[r] = (uint8_t)(r % 4); /* label 3 is out of range below */
   uint32_t d3[3] = {N, H, W}, d1[1] = {N};
-  char *pi = tu_path(dir, "img.gz"), *pl = tu_path(dir, "lab.gz");
+  char *pi = tu_path(tu_dir, "img.gz"), *pl = tu_path(tu_dir, "lab.gz");
   tu_write_idx(pi, true, 0x08, 3, d3, px);
   tu_write_idx(pl, true, 0x08, 1, d1, lab);
   free(pi);
@@ -68,7 +58,7 @@ static void make_files(void) {
   uint8_t *vals[6];
   size_t lens[6];
   for (int r = 0; r < 6; r++) tu_datum_raw(1, H, W, px + r * H * W, r, &vals[r], &lens[r]);
-  char *db = tu_path(dir, "test_lmdb");
+  char *db = tu_path(tu_dir, "test_lmdb");
   tu_write_lmdb(db, 6, vals, lens);
   for (int r = 0; r < 6; r++) free(vals[r]);
   char *job = NULL;
@@ -87,7 +77,7 @@ static void make_files(void) {
                "       stage { clean { num_classes: 3 } } }\n"
                "data { name: \"big\" source { synthetic { shape: [1, 32, 32] records: 3000 } } }\n",
                db) > 0);
-  char *jp = tu_path(dir, "job.prototxt");
+  char *jp = tu_path(tu_dir, "job.prototxt");
   tu_write(jp, job, strlen(job));
   free(jp);
   free(job);
@@ -97,7 +87,7 @@ static void make_files(void) {
 Test(cmd_data, describes_job_sets_and_data_layers) {
   need_data_command();
   make_files();
-  char *jp = tu_path(dir, "job.prototxt"), *out, *err;
+  char *jp = tu_path(tu_dir, "job.prototxt"), *out, *err;
   int rc = run(&out, &err, jp, NULL);
   cr_assert_eq(rc, 0, "rc %d: %s", rc, err);
   has(out, "data set \"train\"");
@@ -128,7 +118,7 @@ Test(cmd_data, describes_job_sets_and_data_layers) {
 Test(cmd_data, errors_and_budget) {
   need_data_command();
   make_files();
-  char *jp = tu_path(dir, "job.prototxt"), *out, *err;
+  char *jp = tu_path(tu_dir, "job.prototxt"), *out, *err;
   cr_assert_eq(run(&out, &err, jp, "--name", "nope", NULL), 2);
   has(err, "no data set or data layer named \"nope\"");
   has(err, "\"train\"");
@@ -139,7 +129,7 @@ Test(cmd_data, errors_and_budget) {
   has(err, "memory budget");
   free(out);
   free(err);
-  char *img = tu_path(dir, "img.gz");
+  char *img = tu_path(tu_dir, "img.gz");
   remove(img);
   cr_assert_eq(run(&out, &err, jp, "--name", "train", NULL), 2);
   has(err, img);
@@ -159,12 +149,12 @@ Test(cmd_data, errors_and_budget) {
 Test(cmd_data, caffe_net_file) {
   need_data_command();
   make_files();
-  char *db = tu_path(dir, "test_lmdb"), *net = NULL;
+  char *db = tu_path(tu_dir, "test_lmdb"), *net = NULL;
   cr_assert(asprintf(&net,
                      "name: \"n\" layer { name: \"d\" type: \"Data\" top: \"data\" top: \"label\" "
                      "data_param { source: \"%s\" batch_size: 2 backend: LMDB } }",
                      db) > 0);
-  char *np = tu_path(dir, "net.prototxt"), *out, *err;
+  char *np = tu_path(tu_dir, "net.prototxt"), *out, *err;
   tu_write(np, net, strlen(net));
   int rc = run(&out, &err, np, NULL);
   cr_assert_eq(rc, 0, "%s", err);

@@ -12,18 +12,8 @@
 #include "runtime/dataset.h"
 #include "tests/dataset_test_util.h"
 
-static char *dir;
-
-static void setup(void) {
-  dir = tu_tmpdir();
-}
-static void teardown(void) {
-  tu_rm_rf(dir);
-  free(dir);
-}
-
-TestSuite(sources, .init = setup, .fini = teardown);
-TestSuite(source_errors, .init = setup, .fini = teardown);
+TestSuite(sources, .init = tu_dir_setup, .fini = tu_dir_teardown);
+TestSuite(source_errors, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 /* n records of 1 x h x w: pixel (r, i) = (r * 7 + i * 3) % 256, label r % k. */
 static void make_idx(bool gz, int n, int h, int w, int k, const char *img, const char *lab) {
@@ -33,7 +23,7 @@ static void make_idx(bool gz, int n, int h, int w, int k, const char *img, const
     lb[r] = (uint8_t)(r % k);
   }
   uint32_t d3[3] = {(uint32_t)n, (uint32_t)h, (uint32_t)w}, d1[1] = {(uint32_t)n};
-  char *pi = tu_path(dir, img), *pl = tu_path(dir, lab);
+  char *pi = tu_path(tu_dir, img), *pl = tu_path(tu_dir, lab);
   tu_write_idx(pi, gz, 0x08, 3, d3, px);
   tu_write_idx(pl, gz, 0x08, 1, d1, lb);
   free(pi);
@@ -71,7 +61,7 @@ Test(sources, idx_plain_and_gzip) {
   make_idx(false, 50, 4, 5, 3, "a-img", "a-lab");
   make_idx(true, 50, 4, 5, 3, "b-img.gz", "b-lab.gz");
   Memdl__DataSet *a = idx_set("a-img", "a-lab", NULL), *b = idx_set("b-img.gz", "b-lab.gz", NULL);
-  mdl_dataset *da = tu_build(a, dir, 1), *db = tu_build(b, dir, 1);
+  mdl_dataset *da = tu_build(a, tu_dir, 1), *db = tu_build(b, tu_dir, 1);
   check_idx_records(da, 50, 4, 5, 3);
   check_idx_records(db, 50, 4, 5, 3);
   cr_assert_eq(da->class_count[0], 17);
@@ -80,7 +70,7 @@ Test(sources, idx_plain_and_gzip) {
   cr_assert_float_eq(da->vmin, 0.0f, 0);
   mdl_data_info info;
   mdl_error err = {0};
-  cr_assert_eq(mdl_data_probe(b, dir, &info, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_data_probe(b, tu_dir, &info, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(info.records, 50);
   cr_assert_eq(info.num_classes, 3);
   cr_assert_eq(info.height * info.width, 20);
@@ -94,11 +84,11 @@ Test(sources, idx_float_elements) {
   float v[6] = {0.5f, -1.25f, 3.0f, 1e-3f, 7.0f, -0.0f};
   uint32_t d[2] = {3, 2}, dl[1] = {3};
   uint8_t lab[3] = {2, 0, 1};
-  char *pi = tu_path(dir, "f-img"), *pl = tu_path(dir, "f-lab");
+  char *pi = tu_path(tu_dir, "f-img"), *pl = tu_path(tu_dir, "f-lab");
   tu_write_idx(pi, false, 0x0D, 2, d, v);
   tu_write_idx(pl, true, 0x08, 1, dl, lab);
   Memdl__DataSet *ds = idx_set("f-img", "f-lab", NULL);
-  mdl_dataset *dd = tu_build(ds, dir, 1);
+  mdl_dataset *dd = tu_build(ds, tu_dir, 1);
   cr_assert_eq(dd->dtype, MDL_DTYPE_F32);
   cr_assert_eq(dd->width, 2);
   cr_assert_eq(memcmp(dd->part[0]->data, v, sizeof v), 0);
@@ -131,11 +121,11 @@ Test(sources, lmdb_raw_datums) {
     for (int i = 0; i < C * H * W; i++) px[r][i] = (uint8_t)(r * 11 + i);
     tu_datum_raw(C, H, W, px[r], r % 4, &vals[r], &lens[r]);
   }
-  char *db = tu_path(dir, "raw_lmdb");
+  char *db = tu_path(tu_dir, "raw_lmdb");
   tu_write_lmdb(db, N, vals, lens);
   free_values(N, vals);
   Memdl__DataSet *ds = lmdb_set("raw_lmdb", NULL);
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, N);
   cr_assert_eq(d->dtype, MDL_DTYPE_U8);
   cr_assert_eq(d->channels, C);
@@ -147,13 +137,13 @@ Test(sources, lmdb_raw_datums) {
     cr_assert_eq(d->part[0]->label[r], r % 4);
   }
   /* Partitions of an LMDB: interleaved and ranges both cover it. */
-  mdl_dataset *d3 = tu_build(ds, dir, 3);
+  mdl_dataset *d3 = tu_build(ds, tu_dir, 3);
   cr_assert_eq(d3->n, N);
   cr_assert_eq(d3->part[1]->record[0], 1);
   cr_assert_eq(d3->part[1]->record[1], 4);
   ds->has_partition_scheme = 1;
   ds->partition_scheme = MEMDL__DATA_SET__PARTITION_SCHEME__RANGE;
-  mdl_dataset *r3 = tu_build(ds, dir, 3);
+  mdl_dataset *r3 = tu_build(ds, tu_dir, 3);
   cr_assert_eq(r3->n, N);
   cr_assert_eq(r3->part[1]->record[0], 10);
   cr_assert_eq(r3->part[2]->n, 10);
@@ -173,11 +163,11 @@ Test(sources, lmdb_float_datums) {
     for (int i = 0; i < D; i++) f[r][i] = (float)r - 0.25f * (float)i;
     tu_datum_float(1, 2, 3, f[r], r, &vals[r], &lens[r]);
   }
-  char *db = tu_path(dir, "float_lmdb");
+  char *db = tu_path(tu_dir, "float_lmdb");
   tu_write_lmdb(db, N, vals, lens);
   free_values(N, vals);
   Memdl__DataSet *ds = lmdb_set("float_lmdb", NULL);
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->dtype, MDL_DTYPE_F32);
   cr_assert_eq(memcmp(d->part[0]->data, f, sizeof f), 0);
   cr_assert_float_eq(d->vmin, -1.25f, 0);
@@ -200,11 +190,11 @@ Test(sources, lmdb_encoded_png_gray_and_colour) {
     tu_datum_encoded(png, n, r, &vals[r], &lens[r]);
     free(png);
   }
-  char *db = tu_path(dir, "png_lmdb");
+  char *db = tu_path(tu_dir, "png_lmdb");
   tu_write_lmdb(db, N, vals, lens);
   free_values(N, vals);
   Memdl__DataSet *ds = lmdb_set("png_lmdb", NULL);
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->channels, 3);
   cr_assert_eq(d->height, H);
   cr_assert_eq(d->width, W);
@@ -216,7 +206,7 @@ Test(sources, lmdb_encoded_png_gray_and_colour) {
   mdl_pb_free(ds);
   /* force_gray decodes to one channel with OpenCV's weights. */
   ds = lmdb_set("png_lmdb", "stage { transform { force_gray: true } }");
-  d = tu_build(ds, dir, 1);
+  d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->channels, 1);
   const uint8_t *g = d->part[0]->data;
   int b = bgr[0][0], gg = bgr[0][H * W], rr = bgr[0][2 * H * W];
@@ -239,11 +229,11 @@ Test(sources, lmdb_encoded_jpeg) {
     tu_datum_encoded(jpg, n, r, &vals[r], &lens[r]);
     free(jpg);
   }
-  char *db = tu_path(dir, "jpg_lmdb");
+  char *db = tu_path(tu_dir, "jpg_lmdb");
   tu_write_lmdb(db, N, vals, lens);
   free_values(N, vals);
   Memdl__DataSet *ds = lmdb_set("jpg_lmdb", NULL);
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->channels, 1);
   cr_assert_eq(d->height, H);
   for (int r = 0; r < N; r++)
@@ -257,11 +247,11 @@ Test(sources, lmdb_encoded_jpeg) {
   free(db);
 }
 
-/* Writes dir/img<i>.png (gray 1 x h x w, value v + i) and a list file. */
+/* Writes tu_dir/img<i>.png (gray 1 x h x w, value v + i) and a list file. */
 static void make_image_list(int n, int h, int w, const char *list_name) {
-  char *lp = tu_path(dir, list_name);
+  char *lp = tu_path(tu_dir, list_name);
   FILE *f = fopen(lp, "w");
-  char *imgs = tu_path(dir, "imgs");
+  char *imgs = tu_path(tu_dir, "imgs");
   mkdir(imgs, 0755);
   free(imgs);
   for (int i = 0; i < n; i++) {
@@ -271,7 +261,7 @@ static void make_image_list(int n, int h, int w, const char *list_name) {
     tu_png(1, h, w, px, &png, &len);
     char name[64];
     snprintf(name, sizeof name, "imgs/img %d.png", i); /* a space in the path, as Caffe allows */
-    char *p = tu_path(dir, name);
+    char *p = tu_path(tu_dir, name);
     tu_write(p, png, len);
     fprintf(f, "%s %d\n", name + 5, i % 2);
     free(p);
@@ -286,7 +276,7 @@ Test(sources, image_list_gray_colour_resize) {
   make_image_list(5, 6, 8, "list.txt");
   Memdl__DataSet *ds =
       tu_dataset("source { image_list { list: \"list.txt\" root: \"imgs/\" is_color: false } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, 5);
   cr_assert_eq(d->channels, 1);
   cr_assert_eq(d->height, 6);
@@ -302,7 +292,7 @@ Test(sources, image_list_gray_colour_resize) {
   ds = tu_dataset(
       "source { image_list { list: \"list.txt\" root: \"imgs/\" new_height: 3 "
       "new_width: 4 } }");
-  d = tu_build(ds, dir, 1);
+  d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->channels, 3);
   cr_assert_eq(d->height, 3);
   cr_assert_eq(d->width, 4);
@@ -310,7 +300,7 @@ Test(sources, image_list_gray_colour_resize) {
   cr_assert_eq(memcmp(p, p + 12, 12), 0);
   mdl_data_info info;
   mdl_error err = {0};
-  cr_assert_eq(mdl_data_probe(ds, dir, &info, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_data_probe(ds, tu_dir, &info, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(info.records, 5);
   cr_assert_eq(info.num_classes, 2);
   mdl_dataset_free(d);
@@ -319,11 +309,11 @@ Test(sources, image_list_gray_colour_resize) {
 
 Test(sources, csv_header_label_column_delimiter) {
   const char *csv = "label;a;b;c\n1;0.5;2;3\n\n0;-1;1e3;4.25\r\n2;7;8;9\n";
-  char *p = tu_path(dir, "x.csv");
+  char *p = tu_path(tu_dir, "x.csv");
   tu_write(p, csv, strlen(csv));
   Memdl__DataSet *ds = tu_dataset(
       "source { csv { path: \"x.csv\" header: true label_column: 0 delimiter: \";\" } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, 3);
   cr_assert_eq(d->dtype, MDL_DTYPE_F32);
   cr_assert_eq(d->width, 3);
@@ -379,24 +369,24 @@ static void expect_msg(const char *msg, const char *part) {
 Test(source_errors, missing_file) {
   make_idx(true, 10, 2, 2, 2, "i.gz", "l.gz");
   Memdl__DataSet *ds = idx_set("nope.gz", "l.gz", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "nope.gz");
   expect_msg(m, "No such file");
   mdl_pb_free(ds);
   ds = idx_set("i.gz", "missing-labels.gz", NULL);
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "missing-labels.gz");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "missing-labels.gz");
   mdl_pb_free(ds);
 }
 
 Test(source_errors, wrong_idx_magic) {
   make_idx(false, 10, 2, 2, 2, "i", "l");
-  char *p = tu_path(dir, "i");
+  char *p = tu_path(tu_dir, "i");
   size_t n;
   uint8_t *b = tu_read(p, &n);
   b[0] = 0x12;
   tu_write(p, b, n);
   Memdl__DataSet *ds = idx_set("i", "l", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, p);
   expect_msg(m, "not an IDX file");
   mdl_pb_free(ds);
@@ -408,7 +398,7 @@ Test(source_errors, image_label_count_mismatch) {
   make_idx(true, 10, 2, 2, 2, "i.gz", "l.gz");
   make_idx(true, 9, 2, 2, 2, "i9.gz", "l9.gz");
   Memdl__DataSet *ds = idx_set("i.gz", "l9.gz", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "10 images");
   expect_msg(m, "9 labels");
   mdl_pb_free(ds);
@@ -416,26 +406,26 @@ Test(source_errors, image_label_count_mismatch) {
 
 Test(source_errors, truncated_and_corrupt_gzip) {
   make_idx(true, 400, 16, 16, 2, "i.gz", "l.gz");
-  char *p = tu_path(dir, "i.gz");
+  char *p = tu_path(tu_dir, "i.gz");
   size_t n;
   uint8_t *b = tu_read(p, &n);
-  char *t = tu_path(dir, "t.gz");
+  char *t = tu_path(tu_dir, "t.gz");
   tu_write(t, b, n / 2);
   Memdl__DataSet *ds = idx_set("t.gz", "l.gz", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "t.gz");
   expect_msg(m, "truncated or corrupt gzip");
   mdl_pb_free(ds);
   /* Cut only the trailer: the data decodes but the CRC cannot be checked. */
   tu_write(t, b, n - 4);
   ds = idx_set("t.gz", "l.gz", NULL);
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "gzip");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "gzip");
   mdl_pb_free(ds);
   /* Flip bytes in the middle of the compressed stream. */
   for (size_t i = n / 3; i < n / 3 + 16; i++) b[i] ^= 0x5a;
   tu_write(t, b, n);
   ds = idx_set("t.gz", "l.gz", NULL);
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "gzip");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "gzip");
   mdl_pb_free(ds);
   free(b);
   free(p);
@@ -444,12 +434,12 @@ Test(source_errors, truncated_and_corrupt_gzip) {
 
 Test(source_errors, truncated_plain_idx) {
   make_idx(false, 40, 8, 8, 2, "i", "l");
-  char *p = tu_path(dir, "i");
+  char *p = tu_path(tu_dir, "i");
   size_t n;
   uint8_t *b = tu_read(p, &n);
   tu_write(p, b, n - 10);
   Memdl__DataSet *ds = idx_set("i", "l", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "truncated");
   expect_msg(m, p);
   mdl_pb_free(ds);
@@ -458,27 +448,27 @@ Test(source_errors, truncated_plain_idx) {
 }
 
 Test(source_errors, not_an_lmdb) {
-  char *db = tu_path(dir, "bad_lmdb");
+  char *db = tu_path(tu_dir, "bad_lmdb");
   mkdir(db, 0755);
   char *f = tu_path(db, "data.mdb");
   char junk[8192];
   for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 31);
   tu_write(f, junk, sizeof junk);
   Memdl__DataSet *ds = lmdb_set("bad_lmdb", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "bad_lmdb");
   expect_msg(m, "not an LMDB");
   mdl_pb_free(ds);
   /* An empty directory (no data.mdb) and a LevelDB-looking one. */
-  char *e = tu_path(dir, "empty_dir");
+  char *e = tu_path(tu_dir, "empty_dir");
   mkdir(e, 0755);
   ds = lmdb_set("empty_dir", NULL);
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "not an LMDB");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "not an LMDB");
   mdl_pb_free(ds);
   char *cur = tu_path(e, "CURRENT");
   tu_write(cur, "x", 1);
   ds = lmdb_set("empty_dir", NULL);
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "LevelDB");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "LevelDB");
   mdl_pb_free(ds);
   free(cur);
   free(e);
@@ -497,11 +487,11 @@ Test(source_errors, datum_that_does_not_decode) {
   vals[2] = malloc(5);
   memcpy(vals[2], "\xff\xff\xff\xff\xff", 5);
   lens[2] = 5;
-  char *db = tu_path(dir, "baddatum");
+  char *db = tu_path(tu_dir, "baddatum");
   tu_write_lmdb(db, N, vals, lens);
   free_values(N, vals);
   Memdl__DataSet *ds = lmdb_set("baddatum", NULL);
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "record 2");
   expect_msg(m, "00000002");
   expect_msg(m, "Datum");
@@ -519,11 +509,11 @@ Test(source_errors, datum_that_does_not_decode) {
   free(short_datum);
   uint8_t junk_png[40] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 1, 2, 3};
   tu_datum_encoded(junk_png, sizeof junk_png, 0, &vals[2], &lens[2]);
-  char *db2 = tu_path(dir, "baddatum2");
+  char *db2 = tu_path(tu_dir, "baddatum2");
   tu_write_lmdb(db2, 3, vals, lens);
   free_values(3, vals);
   ds = lmdb_set("baddatum2", NULL);
-  m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "record 1");
   expect_msg(m, "8 bytes");
   mdl_pb_free(ds);
@@ -537,12 +527,12 @@ Test(source_errors, image_of_the_wrong_size) {
   uint8_t px[40] = {0}, *png;
   size_t len;
   tu_png(1, 5, 8, px, &png, &len);
-  char *p = tu_path(dir, "imgs/img 1.png");
+  char *p = tu_path(tu_dir, "imgs/img 1.png");
   tu_write(p, png, len);
   free(png);
   Memdl__DataSet *ds =
       tu_dataset("source { image_list { list: \"list.txt\" root: \"imgs/\" is_color: false } }");
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "record 1");
   expect_msg(m, "img 1.png");
   expect_msg(m, "1x5x8");
@@ -551,7 +541,7 @@ Test(source_errors, image_of_the_wrong_size) {
   ds = tu_dataset(
       "source { image_list { list: \"list.txt\" root: \"imgs/\" is_color: false } } "
       "stage { clean { } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, 2);
   cr_assert_eq(d->dropped[MDL_DROP_SHAPE], 1);
   mdl_dataset_free(d);
@@ -559,7 +549,7 @@ Test(source_errors, image_of_the_wrong_size) {
   /* A missing image names the list line and the image. */
   remove(p);
   ds = tu_dataset("source { image_list { list: \"list.txt\" root: \"imgs/\" } }");
-  m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "list.txt:2");
   expect_msg(m, "img 1.png");
   mdl_pb_free(ds);
@@ -568,24 +558,24 @@ Test(source_errors, image_of_the_wrong_size) {
 
 Test(source_errors, csv_row_of_the_wrong_width) {
   const char *csv = "1,2,3\n4,5,6\n7,8\n";
-  char *p = tu_path(dir, "w.csv");
+  char *p = tu_path(tu_dir, "w.csv");
   tu_write(p, csv, strlen(csv));
   Memdl__DataSet *ds = tu_dataset("source { csv { path: \"w.csv\" } }");
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   expect_msg(m, "w.csv:3");
   expect_msg(m, "2 fields, expected 3");
   mdl_pb_free(ds);
   const char *bad = "1,2,3\n4,x,6\n";
   tu_write(p, bad, strlen(bad));
   ds = tu_dataset("source { csv { path: \"w.csv\" } }");
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "not a number");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "not a number");
   mdl_pb_free(ds);
   free(p);
 }
 
 Test(source_errors, hdf5_needs_libhdf5) {
   Memdl__DataSet *ds = tu_dataset("source { hdf5 { source: \"train.txt\" } }");
-  expect_msg(tu_build_fails(ds, dir, MDL_ERR_INVALID), "HDF5");
+  expect_msg(tu_build_fails(ds, tu_dir, MDL_ERR_INVALID), "HDF5");
   mdl_pb_free(ds);
 }
 
@@ -595,18 +585,18 @@ Test(source_errors, memory_budget_checked_before_loading) {
   mdl_build_opts o = {.memory_budget_bytes = 100 * 1000};
   mdl_dataset *d = NULL;
   mdl_error err = {0};
-  cr_assert_eq(mdl_dataset_build(ds, dir, 1, &o, &d, &err), MDL_ERR_NOMEM);
+  cr_assert_eq(mdl_dataset_build(ds, tu_dir, 1, &o, &d, &err), MDL_ERR_NOMEM);
   cr_assert_null(d);
   expect_msg(err.msg, "memory budget");
   expect_msg(err.msg, "1000 records of 1x28x28 uint8");
   /* The same budget per partition of a lineage. */
-  Memdl__PartitionLineage *lin = mdl_lineage_new(ds, 0, 2, dir);
+  Memdl__PartitionLineage *lin = mdl_lineage_new(ds, 0, 2, tu_dir);
   mdl_partition *p = NULL;
   cr_assert_eq(mdl_partition_build(lin, &o, &p, &err), MDL_ERR_NOMEM);
   cr_assert_null(p);
   /* With room it builds. */
   o.memory_budget_bytes = 1 << 20;
-  cr_assert_eq(mdl_dataset_build(ds, dir, 1, &o, &d, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_dataset_build(ds, tu_dir, 1, &o, &d, &err), MDL_OK, "%s", err.msg);
   mdl_dataset_free(d);
   mdl_pb_free(lin);
   mdl_pb_free(ds);

@@ -12,17 +12,7 @@
 #include "runtime/dataset.h"
 #include "tests/dataset_test_util.h"
 
-static char *dir;
-
-static void setup(void) {
-  dir = tu_tmpdir();
-}
-static void teardown(void) {
-  tu_rm_rf(dir);
-  free(dir);
-}
-
-TestSuite(stages, .init = setup, .fini = teardown);
+TestSuite(stages, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 /* n records of C x H x W uint8 in an IDX file: value (r*13 + i) % 251. */
 static void make_chw(const char *name, int n, int c, int h, int w) {
@@ -34,7 +24,8 @@ static void make_chw(const char *name, int n, int c, int h, int w) {
   }
   uint32_t d4[4] = {(uint32_t)n, (uint32_t)c, (uint32_t)h, (uint32_t)w}, d1[1] = {(uint32_t)n};
   char *pi = NULL, *pl = NULL;
-  cr_assert(asprintf(&pi, "%s/%s-img", dir, name) > 0 && asprintf(&pl, "%s/%s-lab", dir, name) > 0);
+  cr_assert(asprintf(&pi, "%s/%s-img", tu_dir, name) > 0 &&
+            asprintf(&pl, "%s/%s-lab", tu_dir, name) > 0);
   uint32_t d3[3] = {(uint32_t)n, (uint32_t)h, (uint32_t)w};
   if (c == 1)
     tu_write_idx(pi, false, 0x08, 3, d3, px);
@@ -79,11 +70,11 @@ static float *batch_all(mdl_dataset *d, bool train, uint64_t seed, int *oc, int 
 
 Test(stages, clean_counts_drops_by_reason) {
   const char *csv = "1,2,0\nnan,2,1\n1,2,5\n1,2,-1\ninf,0,2\n3,4,2\n";
-  char *p = tu_path(dir, "c.csv");
+  char *p = tu_path(tu_dir, "c.csv");
   tu_write(p, csv, strlen(csv));
   Memdl__DataSet *ds =
       tu_dataset("source { csv { path: \"c.csv\" } } stage { clean { num_classes: 3 } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, 2);
   cr_assert_eq(d->dropped[MDL_DROP_NONFINITE], 2);
   cr_assert_eq(d->dropped[MDL_DROP_LABEL], 2);
@@ -95,7 +86,7 @@ Test(stages, clean_counts_drops_by_reason) {
   mdl_pb_free(ds);
   /* Without clean, everything stays (NaN included). */
   ds = tu_dataset("source { csv { path: \"c.csv\" } }");
-  d = tu_build(ds, dir, 1);
+  d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->n, 6);
   cr_assert(isnan(((float *)d->part[0]->data)[2]));
   mdl_dataset_free(d);
@@ -106,7 +97,7 @@ Test(stages, clean_counts_drops_by_reason) {
 Test(stages, transform_scale_and_mean_value) {
   make_chw("m", 6, 3, 4, 5);
   Memdl__DataSet *ds = chw_set("m", "stage { transform { scale: 0.5 mean_value: [10, 20, 30] } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->dtype, MDL_DTYPE_U8); /* stored compact, converted per batch */
   int c, h, w;
   float *out = batch_all(d, false, 1, &c, &h, &w);
@@ -129,13 +120,13 @@ Test(stages, transform_mean_file_and_normalize) {
   make_chw("mf", 4, 2, 3, 3);
   float mean[18];
   for (int i = 0; i < 18; i++) mean[i] = (float)i * 1.5f;
-  char *mp = tu_path(dir, "mean.binaryproto");
+  char *mp = tu_path(tu_dir, "mean.binaryproto");
   tu_write_mean(mp, 2, 3, 3, mean);
   Memdl__DataSet *ds =
       chw_set("mf",
               "stage { transform { scale: 0.25 mean_file: \"mean.binaryproto\" } } "
               "stage { normalize { mean: [1, 2] std: [2, 4] } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   int c, h, w;
   float *out = batch_all(d, false, 1, &c, &h, &w);
   for (int r = 0; r < 4; r++)
@@ -151,7 +142,7 @@ Test(stages, transform_mean_file_and_normalize) {
   /* A mean of the wrong shape is an error naming the file. */
   tu_write_mean(mp, 2, 3, 2, mean);
   ds = chw_set("mf", "stage { transform { mean_file: \"mean.binaryproto\" } }");
-  const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
   cr_assert(strstr(m, "mean.binaryproto"), "%s", m);
   mdl_pb_free(ds);
   free(mp);
@@ -160,7 +151,7 @@ Test(stages, transform_mean_file_and_normalize) {
 Test(stages, crop_centred_in_test_random_in_train_and_mirror) {
   make_chw("cr", 8, 1, 6, 7);
   Memdl__DataSet *ds = chw_set("cr", "stage { transform { crop_size: 3 } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   int c, h, w;
   float *out = batch_all(d, false, 1, &c, &h, &w);
   cr_assert_eq(h, 3);
@@ -196,7 +187,7 @@ Test(stages, crop_centred_in_test_random_in_train_and_mirror) {
   mdl_pb_free(ds);
   /* Mirror: each record comes out as is or flipped left-right; both occur. */
   ds = chw_set("cr", "stage { transform { mirror: true } }");
-  d = tu_build(ds, dir, 1);
+  d = tu_build(ds, tu_dir, 1);
   out = batch_all(d, true, 3, &c, &h, &w);
   int flipped = 0, plain = 0;
   for (int r = 0; r < 8; r++) {
@@ -220,7 +211,7 @@ Test(stages, crop_centred_in_test_random_in_train_and_mirror) {
 Test(stages, resize_stage) {
   make_chw("rs", 3, 1, 4, 4);
   Memdl__DataSet *ds = chw_set("rs", "stage { resize { height: 2 width: 2 } }");
-  mdl_dataset *d = tu_build(ds, dir, 1);
+  mdl_dataset *d = tu_build(ds, tu_dir, 1);
   cr_assert_eq(d->height, 2);
   cr_assert_eq(d->width, 2);
   cr_assert_eq(d->dtype, MDL_DTYPE_U8);
@@ -306,7 +297,7 @@ Test(stages, per_record_stages_fuse_into_one_pass) {
               "stage { split { fraction: 0.8 } } "
               "stage { transform { scale: 0.1 crop_size: 3 mirror: true } } "
               "stage { normalize { mean: 0.5 std: 2 } }");
-  mdl_dataset *d = tu_build(ds, dir, 2);
+  mdl_dataset *d = tu_build(ds, tu_dir, 2);
   for (uint32_t i = 0; i < d->n_parts; i++) cr_assert_eq(d->part[i]->passes, 1);
   cr_assert(d->dropped[MDL_DROP_LABEL] > 0); /* label 4 is out of range */
   cr_assert_eq(d->height, 4);
@@ -324,7 +315,7 @@ Test(stages, lineage_rebuild_is_bit_identical) {
   Memdl__DataSet *ds = chw_set("li",
                                "stage { clean { } } stage { split { fraction: 0.6 seed: 3 } } "
                                "stage { resize { height: 4 width: 3 } }");
-  Memdl__PartitionLineage *lin = mdl_lineage_new(ds, 1, 3, dir);
+  Memdl__PartitionLineage *lin = mdl_lineage_new(ds, 1, 3, tu_dir);
   mdl_partition *p = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_partition_build(lin, NULL, &p, &err), MDL_OK, "%s", err.msg);
@@ -402,7 +393,7 @@ Test(stages, stage_errors) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     Memdl__DataSet *ds = chw_set("se", bad[i][0]);
-    const char *m = tu_build_fails(ds, dir, MDL_ERR_INVALID);
+    const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
     cr_assert(strstr(m, bad[i][1]), "case %zu: \"%s\" lacks \"%s\"", i, m, bad[i][1]);
     mdl_pb_free(ds);
   }

@@ -3,7 +3,6 @@
 #include "tests/dataset_test_util.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,51 +17,6 @@
 #include "caffe.pb-c.h"
 #include "common/pb.h"
 #include "compiler/textformat.h"
-
-char *tu_tmpdir(void) {
-  const char *base = getenv("TEST_TMPDIR");
-  if (!base || !base[0]) base = "/tmp";
-  char *tmpl = NULL;
-  cr_assert(asprintf(&tmpl, "%s/mdlds.XXXXXX", base) > 0);
-  cr_assert(mkdtemp(tmpl), "mkdtemp %s", tmpl);
-  return tmpl;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(p);
-}
-
-void tu_rm_rf(const char *dir) {
-  nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-char *tu_path(const char *dir, const char *name) {
-  char *p = NULL;
-  cr_assert(asprintf(&p, "%s/%s", dir, name) > 0);
-  return p;
-}
-
-void tu_write(const char *path, const void *data, size_t len) {
-  FILE *f = fopen(path, "wb");
-  cr_assert(f, "open %s", path);
-  cr_assert_eq(fwrite(data, 1, len, f), len);
-  fclose(f);
-}
-
-void *tu_read(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  cr_assert(f, "open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *b = malloc((size_t)n + 1);
-  cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  ((char *)b)[n] = 0;
-  *len = (size_t)n;
-  return b;
-}
 
 void tu_write_idx(const char *path, bool gz, int type, int ndim, const uint32_t *dims,
                   const void *data) {

@@ -1,5 +1,6 @@
-/* Helpers for the data set tests: temporary directories and generators of
- * IDX, LMDB (caffe.Datum), PNG, JPEG, CSV and binaryproto files. */
+/* Helpers for the data set tests: generators of IDX, LMDB (caffe.Datum),
+ * PNG, JPEG, CSV and binaryproto files. Directories and plain files come
+ * from tests/testutil.h. */
 #ifndef MDL_TESTS_DATASET_TEST_UTIL_H
 #define MDL_TESTS_DATASET_TEST_UTIL_H
 
@@ -9,16 +10,7 @@
 
 #include "data.pb-c.h"
 #include "runtime/dataset.h"
-
-/* A fresh directory under $TEST_TMPDIR (or /tmp); caller frees the string. */
-char *tu_tmpdir(void);
-void tu_rm_rf(const char *dir);
-/* dir/name; caller frees. */
-char *tu_path(const char *dir, const char *name);
-
-void tu_write(const char *path, const void *data, size_t len);
-/* The whole file, NUL-terminated; caller frees. */
-void *tu_read(const char *path, size_t *len);
+#include "tests/testutil.h"
 
 /* An IDX file: type 0x08 (ubyte) or 0x0D (float, values given as float in
  * host order); dims[0] is the record count. gz: gzip-compressed. */

@@ -4,7 +4,8 @@
  * batch, STYLE.md #14), determinism of whole runs, remote workers with a
  * token, validation of every request, no orphan processes, Slurm/MPI
  * environments (faked), and workers in network namespaces where allowed.
- * This binary is also the worker: `driver_test --mdl-worker --listen ...`. */
+ * This binary is also the worker: `driver_test --mdl-worker --listen ...`
+ * (main() is in driver_test_util.c). */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -27,89 +28,19 @@
 #include "runtime/rpc.h"
 #include "runtime/trainer.h"
 #include "runtime/worker.h"
+#include "tests/driver_test_util.h"
+#include "tests/testutil.h"
 
-static const char *const WORKER_ARGV[] = {"--mdl-worker"};
-/* Criterion's sandbox takes over any process started with this set */
-static const char *const UNSET_ENV[] = {"BXFI_MAP", NULL};
-
-/* A plan for the "linear" trainer: D features, `records` training records
- * in `parts` partitions, batches of `batch`, and a test set. */
-typedef struct lin_spec {
-  int d, parts, batch, max_iter, test_interval, tau;
-  uint64_t records, test_records;
-  float lr, momentum;
-} lin_spec;
-
-static Memdl__Plan *linear_plan(const lin_spec *s) {
-  Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
-  sp.has_base_lr = sp.has_momentum = sp.has_max_iter = sp.has_test_interval = 1;
-  sp.base_lr = s->lr;
-  sp.momentum = s->momentum;
-  sp.max_iter = s->max_iter;
-  sp.test_interval = s->test_interval;
-  sp.lr_policy = "fixed";
-  sp.type = "SGD";
-  uint32_t shape[1] = {(uint32_t)s->d};
-  Memdl__SyntheticSource syn[2] = {MEMDL__SYNTHETIC_SOURCE__INIT, MEMDL__SYNTHETIC_SOURCE__INIT};
-  Memdl__Source src[2] = {MEMDL__SOURCE__INIT, MEMDL__SOURCE__INIT};
-  Memdl__DataSet ds[2] = {MEMDL__DATA_SET__INIT, MEMDL__DATA_SET__INIT};
-  Memdl__DataSet *dsp[2] = {&ds[0], &ds[1]};
-  const char *names[2] = {"train", "test"};
-  uint64_t recs[2] = {s->records, s->test_records};
-  for (int i = 0; i < 2; i++) {
-    syn[i].n_shape = 1;
-    syn[i].shape = shape;
-    syn[i].has_records = syn[i].has_seed = 1;
-    syn[i].records = recs[i];
-    syn[i].seed = 11 + (uint64_t)i;
-    src[i].kind_case = MEMDL__SOURCE__KIND_SYNTHETIC;
-    src[i].synthetic = &syn[i];
-    ds[i].name = (char *)names[i];
-    ds[i].source = &src[i];
-    ds[i].has_partitions = ds[i].has_batch_size = 1;
-    ds[i].partitions = i == 0 ? (uint32_t)s->parts : 2;
-    ds[i].batch_size = (uint32_t)s->batch;
-  }
-  Memdl__Sync sync = MEMDL__SYNC__INIT;
-  sync.has_tau = 1;
-  sync.tau = (uint32_t)s->tau;
-  Memdl__Plan plan = MEMDL__PLAN__INIT;
-  plan.job_name = "linear";
-  plan.solver = &sp;
-  plan.n_data = s->test_records ? 2 : 1;
-  plan.data = dsp;
-  plan.sync = &sync;
-  return mdl_pb_dup(&plan);
+/* Seeds 11/12 and 2 test partitions: the numbers these tests were tuned on. */
+static Memdl__Plan *linear_plan(const dt_lin_spec *s) {
+  return dt_linear_plan(s, "linear", 11, 2);
 }
 
 static mdl_driver_opts local_opts(const char *workers, FILE *log) {
-  mdl_driver_opts o = {.workers = workers,
-                       .trainer = "linear",
-                       .snapshot_rounds = -1,
-                       .worker_argv = WORKER_ARGV,
-                       .n_worker_argv = 1,
-                       .worker_unset_env = UNSET_ENV,
-                       .round_timeout_ms = 20000,
-                       .setup_timeout_ms = 20000,
-                       .log = log,
-                       .quiet = true};
-  return o;
+  return dt_opts(workers, "linear", log);
 }
 
-static char g_dir[64];
-
-static void make_dir(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/mdl_drv_XXXXXX");
-  cr_assert_not_null(mkdtemp(g_dir));
-}
-
-static void rm_dir(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-  if (g_dir[0]) cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(driver, .init = make_dir, .fini = rm_dir, .timeout = 60);
+TestSuite(driver, .init = tu_dir_setup, .fini = tu_dir_teardown, .timeout = 60);
 
 Test(driver, average_is_weighted_in_a_fixed_order_and_repeatable) {
   enum { N = (1 << 21) + 7 };
@@ -140,29 +71,29 @@ Test(driver, k_workers_after_one_sgd_step_equal_one_worker_on_a_k_times_batch) {
   enum { K = 3, B = 4, D = 16 };
   FILE *log = tmpfile();
   /* K workers, partition k on worker k, batch B each: records 0..KB-1 */
-  lin_spec sk = {.d = D,
-                 .parts = K,
-                 .batch = B,
-                 .max_iter = 1,
-                 .tau = 1,
-                 .records = 300,
-                 .lr = 0.1f,
-                 .momentum = 0};
+  dt_lin_spec sk = {.d = D,
+                    .parts = K,
+                    .batch = B,
+                    .max_iter = 1,
+                    .tau = 1,
+                    .records = 300,
+                    .lr = 0.1f,
+                    .momentum = 0};
   Memdl__Plan *pk = linear_plan(&sk);
   mdl_driver_opts o = local_opts("local:3", log);
   mdl_driver_result rk;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(pk, tu_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(rk.iter, 1);
   cr_assert_eq(rk.n_params, D + 1);
   /* one worker, one partition, batch KB: the same records 0..KB-1 */
-  lin_spec s1 = sk;
+  dt_lin_spec s1 = sk;
   s1.parts = 1;
   s1.batch = K * B;
   Memdl__Plan *p1 = linear_plan(&s1);
   o = local_opts("local:1", log);
   mdl_driver_result r1;
-  cr_assert_eq(mdl_driver_run_plan(p1, g_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p1, tu_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
   /* and the same step computed here, without any RPC */
   mdl_trainer_opts to = {.seed = 1, .worker_index = 0, .num_workers = 1};
   mdl_trainer *t;
@@ -201,25 +132,25 @@ Test(driver, k_workers_after_one_sgd_step_equal_one_worker_on_a_k_times_batch) {
 Test(driver, with_tau_1_momentum_kept_per_worker_still_tracks_one_big_batch) {
   enum { K = 2, B = 5, D = 6 };
   FILE *log = tmpfile();
-  lin_spec sk = {.d = D,
-                 .parts = K,
-                 .batch = B,
-                 .max_iter = 12,
-                 .tau = 1,
-                 .records = 200,
-                 .lr = 0.05f,
-                 .momentum = 0.9f};
+  dt_lin_spec sk = {.d = D,
+                    .parts = K,
+                    .batch = B,
+                    .max_iter = 12,
+                    .tau = 1,
+                    .records = 200,
+                    .lr = 0.05f,
+                    .momentum = 0.9f};
   Memdl__Plan *pk = linear_plan(&sk);
-  lin_spec s1 = sk;
+  dt_lin_spec s1 = sk;
   s1.parts = 1;
   s1.batch = K * B;
   Memdl__Plan *p1 = linear_plan(&s1);
   mdl_driver_opts o = local_opts("local:2", log);
   mdl_driver_result rk, r1;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(pk, tu_dir, &o, &rk, &err), MDL_OK, "%s", err.msg);
   o = local_opts("local:1", log);
-  cr_assert_eq(mdl_driver_run_plan(p1, g_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p1, tu_dir, &o, &r1, &err), MDL_OK, "%s", err.msg);
   for (int j = 0; j <= D; j++)
     cr_assert_float_eq(rk.weights[j], r1.weights[j], 1e-5, "weight %d: %g vs %g", j, rk.weights[j],
                        r1.weights[j]);
@@ -227,7 +158,7 @@ Test(driver, with_tau_1_momentum_kept_per_worker_still_tracks_one_big_batch) {
   o = local_opts("local:2", log);
   o.tau = 4;
   mdl_driver_result r4;
-  cr_assert_eq(mdl_driver_run_plan(pk, g_dir, &o, &r4, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(pk, tu_dir, &o, &r4, &err), MDL_OK, "%s", err.msg);
   double diff = 0;
   for (int j = 0; j <= D; j++) diff += fabs(r4.weights[j] - r1.weights[j]);
   cr_assert(diff > 1e-6, "tau 4 matched the big batch exactly: the test cannot tell");
@@ -241,22 +172,22 @@ Test(driver, with_tau_1_momentum_kept_per_worker_still_tracks_one_big_batch) {
 
 Test(driver, the_same_job_twice_gives_the_same_bits_and_learns) {
   FILE *log = tmpfile();
-  lin_spec s = {.d = 8,
-                .parts = 4,
-                .batch = 8,
-                .max_iter = 40,
-                .tau = 3,
-                .test_interval = 20,
-                .records = 400,
-                .test_records = 100,
-                .lr = 0.05f,
-                .momentum = 0.9f};
+  dt_lin_spec s = {.d = 8,
+                   .parts = 4,
+                   .batch = 8,
+                   .max_iter = 40,
+                   .tau = 3,
+                   .test_interval = 20,
+                   .records = 400,
+                   .test_records = 100,
+                   .lr = 0.05f,
+                   .momentum = 0.9f};
   Memdl__Plan *p = linear_plan(&s);
   mdl_driver_opts o = local_opts("local:2", log);
   mdl_driver_result a, b;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &a, &err), MDL_OK, "%s", err.msg);
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &b, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &a, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &b, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(a.iter, 40);
   /* rounds are cut at test_interval: 3,3,...,2 up to 20, then again */
   cr_assert_eq(a.rounds, 2 * 7);
@@ -265,7 +196,7 @@ Test(driver, the_same_job_twice_gives_the_same_bits_and_learns) {
   /* weights through messages instead of shared memory: the same bits */
   mdl_driver_result c;
   o.no_shm = true;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &c, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &c, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(memcmp(a.weights, c.weights, a.n_params * sizeof(float)), 0,
                "shared memory and messages gave different weights");
   mdl_driver_result_free(&c);
@@ -315,11 +246,7 @@ static void join_thr_worker(thr_worker *t) {
 
 Test(driver, remote_workers_by_address_with_a_token) {
   const char *token = "a-shared-token-of-32-characters!";
-  char tf[128];
-  snprintf(tf, sizeof tf, "%s/token", g_dir);
-  FILE *f = fopen(tf, "w");
-  fputs(token, f);
-  fclose(f);
+  const char *tf = tu_dir_write("token", token);
   chmod(tf, 0600);
   mdl_rpc_init();
   thr_worker w[2];
@@ -327,7 +254,7 @@ Test(driver, remote_workers_by_address_with_a_token) {
   start_thr_worker(&w[1], token, 0);
   char list[160];
   snprintf(list, sizeof list, "%s,%s", w[0].addr, w[1].addr);
-  lin_spec s = {
+  dt_lin_spec s = {
       .d = 4, .parts = 2, .batch = 4, .max_iter = 10, .tau = 5, .records = 64, .lr = 0.05f};
   Memdl__Plan *p = linear_plan(&s);
   FILE *log = tmpfile();
@@ -335,9 +262,9 @@ Test(driver, remote_workers_by_address_with_a_token) {
   mdl_driver_result r;
   mdl_error err;
   /* without the token: every worker refuses, the run fails and says why */
-  cr_assert_neq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK);
+  cr_assert_neq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK);
   o.token_file = tf;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(r.iter, 10);
   cr_assert_eq(r.faults, 0);
   for (int i = 0; i < 2; i++) {
@@ -383,7 +310,7 @@ Test(driver, worker_validates_every_request_and_exits_when_its_driver_is_gone) {
   mdl_rpc_channel *ch;
   mdl_error err;
   cr_assert_eq(mdl_rpc_channel_new(tw.addr, &co, &ch, &err), MDL_OK);
-  lin_spec s = {
+  dt_lin_spec s = {
       .d = 4, .parts = 1, .batch = 2, .max_iter = 100, .tau = 5, .records = 16, .lr = 0.1f};
   Memdl__Plan *p = linear_plan(&s);
   char detail[512];
@@ -500,7 +427,7 @@ static bool pid_gone(pid_t pid) {
 }
 
 Test(driver, local_workers_live_in_a_private_directory_and_stop_with_their_driver) {
-  mdl_launch_opts lo = {.argv_prefix = WORKER_ARGV, .n_prefix = 1, .unset_env = UNSET_ENV};
+  mdl_launch_opts lo = {.argv_prefix = DT_WORKER_ARGV, .n_prefix = 1, .unset_env = DT_UNSET_ENV};
   mdl_local_workers *lw;
   mdl_error err;
   cr_assert_eq(mdl_local_workers_start(2, &lo, &lw, &err), MDL_OK, "%s", err.msg);
@@ -550,7 +477,7 @@ static void interrupt_at(void *ctx, const mdl_driver_progress *p) {
 }
 
 Test(driver, ctrl_c_stops_the_run_and_its_workers) {
-  lin_spec s = {
+  dt_lin_spec s = {
       .d = 4, .parts = 2, .batch = 2, .max_iter = 100000, .tau = 1, .records = 16, .lr = 0.01f};
   Memdl__Plan *p = linear_plan(&s);
   FILE *log = tmpfile();
@@ -560,7 +487,7 @@ Test(driver, ctrl_c_stops_the_run_and_its_workers) {
   o.on_round_ctx = pids;
   mdl_error err;
   mdl_driver_result r;
-  mdl_status st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  mdl_status st = mdl_driver_run_plan(p, tu_dir, &o, &r, &err);
   cr_assert_neq(st, MDL_OK);
   cr_assert(strstr(err.msg, "interrupted"), "%s", err.msg);
   cr_assert(pids[0] > 0 && pids[1] > 0);
@@ -748,11 +675,7 @@ Test(driver, workers_in_network_namespaces_over_tcp) {
     }
     cr_skip_test("cannot set up veth pairs here");
   }
-  char tf[128];
-  snprintf(tf, sizeof tf, "%s/token", g_dir);
-  FILE *f = fopen(tf, "w");
-  fputs("netns-token-0123456789abcdef", f);
-  fclose(f);
+  const char *tf = tu_dir_write("token", "netns-token-0123456789abcdef");
   chmod(tf, 0600);
   char exe[512];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -780,15 +703,15 @@ Test(driver, workers_in_network_namespaces_over_tcp) {
   }
   char list[128];
   snprintf(list, sizeof list, "10.%d.1.2:7070,10.%d.2.2:7070", id, id);
-  lin_spec s = {.d = 6,
-                .parts = 4,
-                .batch = 4,
-                .max_iter = 20,
-                .tau = 5,
-                .records = 100,
-                .test_records = 40,
-                .test_interval = 10,
-                .lr = 0.05f};
+  dt_lin_spec s = {.d = 6,
+                   .parts = 4,
+                   .batch = 4,
+                   .max_iter = 20,
+                   .tau = 5,
+                   .records = 100,
+                   .test_records = 40,
+                   .test_interval = 10,
+                   .lr = 0.05f};
   Memdl__Plan *p = linear_plan(&s);
   FILE *log = tmpfile();
   mdl_driver_opts o = local_opts(list, log);
@@ -796,12 +719,12 @@ Test(driver, workers_in_network_namespaces_over_tcp) {
   mdl_driver_result r;
   mdl_error err;
   /* the driver too refuses plain TCP to a non-loopback address... */
-  mdl_status st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  mdl_status st = mdl_driver_run_plan(p, tu_dir, &o, &r, &err);
   cr_assert_eq(st, MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "--insecure"), "%s", err.msg);
   /* ...unless told */
   o.insecure = true;
-  st = mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+  st = mdl_driver_run_plan(p, tu_dir, &o, &r, &err);
   for (int i = 0; i < 2; i++) {
     int ws;
     waitpid(pid[i], &ws, 0);
@@ -815,13 +738,4 @@ Test(driver, workers_in_network_namespaces_over_tcp) {
   mdl_driver_result_free(&r);
   mdl_pb_free(p);
   fclose(log);
-}
-
-int main(int argc, char **argv) {
-  if (argc > 1 && !strcmp(argv[1], "--mdl-worker")) return mdl_worker_main(argc - 1, argv + 1);
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
 }

@@ -3,7 +3,8 @@
  * noticed by keepalive or by the round's deadline, a worker lost without a
  * replacement (its partitions move to the survivors), and the driver itself
  * killed with SIGKILL and resumed from its snapshot, ending with the same
- * bits as a run that was never interrupted. This binary is also the worker. */
+ * bits as a run that was never interrupted. This binary is also the worker
+ * (main() is in driver_test_util.c). */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
@@ -20,84 +21,36 @@
 #include "plan.pb-c.h"
 #include "runtime/driver.h"
 #include "runtime/rpc.h"
-#include "runtime/worker.h"
+#include "tests/driver_test_util.h"
+#include "tests/testutil.h"
 
-static const char *const WORKER_ARGV[] = {"--mdl-worker"};
-static const char *const UNSET_ENV[] = {"BXFI_MAP", NULL};
-
-typedef struct lin_spec {
-  int d, parts, batch, max_iter, test_interval, tau;
-  uint64_t records, test_records;
-  float lr, momentum;
-} lin_spec;
-
-/* The "linear" trainer's plan (see runtime/trainer_linear.c). */
-static Memdl__Plan *linear_plan(const lin_spec *s) {
-  Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
-  sp.has_base_lr = sp.has_momentum = sp.has_max_iter = sp.has_test_interval = 1;
-  sp.base_lr = s->lr;
-  sp.momentum = s->momentum;
-  sp.max_iter = s->max_iter;
-  sp.test_interval = s->test_interval;
-  sp.lr_policy = "fixed";
-  uint32_t shape[1] = {(uint32_t)s->d};
-  Memdl__SyntheticSource syn[2] = {MEMDL__SYNTHETIC_SOURCE__INIT, MEMDL__SYNTHETIC_SOURCE__INIT};
-  Memdl__Source src[2] = {MEMDL__SOURCE__INIT, MEMDL__SOURCE__INIT};
-  Memdl__DataSet ds[2] = {MEMDL__DATA_SET__INIT, MEMDL__DATA_SET__INIT};
-  Memdl__DataSet *dsp[2] = {&ds[0], &ds[1]};
-  const char *names[2] = {"train", "test"};
-  uint64_t recs[2] = {s->records, s->test_records};
-  for (int i = 0; i < 2; i++) {
-    syn[i].n_shape = 1;
-    syn[i].shape = shape;
-    syn[i].has_records = syn[i].has_seed = 1;
-    syn[i].records = recs[i];
-    syn[i].seed = 21 + (uint64_t)i;
-    src[i].kind_case = MEMDL__SOURCE__KIND_SYNTHETIC;
-    src[i].synthetic = &syn[i];
-    ds[i].name = (char *)names[i];
-    ds[i].source = &src[i];
-    ds[i].has_partitions = ds[i].has_batch_size = 1;
-    ds[i].partitions = i == 0 ? (uint32_t)s->parts : 3;
-    ds[i].batch_size = (uint32_t)s->batch;
-  }
-  Memdl__Sync sync = MEMDL__SYNC__INIT;
-  sync.has_tau = 1;
-  sync.tau = (uint32_t)s->tau;
-  Memdl__Plan plan = MEMDL__PLAN__INIT;
-  plan.job_name = "linear-faults";
-  plan.solver = &sp;
-  plan.n_data = 2;
-  plan.data = dsp;
-  plan.sync = &sync;
-  return mdl_pb_dup(&plan);
+/* The "linear" trainer's plan (see runtime/trainer_linear.c), with seeds
+ * 21/22 and 3 test partitions: one per worker of a 3-worker run. */
+static Memdl__Plan *linear_plan(const dt_lin_spec *s) {
+  return dt_linear_plan(s, "linear-faults", 21, 3);
 }
 
 /* A job with a few rounds of real work: 6 workers' worth of partitions. */
-static const lin_spec SPEC = {.d = 32,
-                              .parts = 6,
-                              .batch = 16,
-                              .max_iter = 120,
-                              .tau = 10,
-                              .test_interval = 60,
-                              .records = 3000,
-                              .test_records = 600,
-                              .lr = 0.02f,
-                              .momentum = 0.9f};
+static const dt_lin_spec SPEC = {.d = 32,
+                                 .parts = 6,
+                                 .batch = 16,
+                                 .max_iter = 120,
+                                 .tau = 10,
+                                 .test_interval = 60,
+                                 .records = 3000,
+                                 .test_records = 600,
+                                 .lr = 0.02f,
+                                 .momentum = 0.9f};
 
-static char g_dir[64];
 static FILE *g_log;
 
 static void setup(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/mdl_fault_XXXXXX");
-  cr_assert_not_null(mkdtemp(g_dir));
+  tu_dir_setup();
   g_log = tmpfile();
 }
 
 static void teardown(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-  if (g_dir[0]) cr_assert_eq(system(cmd), 0);
+  tu_dir_teardown();
   if (g_log && getenv("MDL_SHOW_LOG")) { /* the driver's log, for a human */
     rewind(g_log);
     char line[2048];
@@ -106,16 +59,10 @@ static void teardown(void) {
   if (g_log) fclose(g_log);
 }
 
+/* Not quiet: the per-round lines go to g_log too. */
 static mdl_driver_opts opts(const char *workers) {
-  mdl_driver_opts o = {.workers = workers,
-                       .trainer = "linear",
-                       .snapshot_rounds = -1,
-                       .worker_argv = WORKER_ARGV,
-                       .n_worker_argv = 1,
-                       .worker_unset_env = UNSET_ENV,
-                       .round_timeout_ms = 20000,
-                       .setup_timeout_ms = 20000,
-                       .log = g_log};
+  mdl_driver_opts o = dt_opts(workers, "linear", g_log);
+  o.quiet = false;
   return o;
 }
 
@@ -142,7 +89,7 @@ static double clean_loss(const char *workers) {
   o.quiet = true;
   mdl_driver_result r;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   double loss = final_loss(&r);
   mdl_driver_result_free(&r);
   mdl_pb_free(p);
@@ -189,7 +136,7 @@ Test(fault, a_worker_killed_mid_round_is_replaced_and_nothing_is_lost) {
   o.on_round_ctx = &k;
   mdl_driver_result r;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   killer_join(&k);
   cr_assert_eq(r.iter, SPEC.max_iter);
   cr_assert_eq(r.faults, 1);
@@ -216,7 +163,7 @@ Test(fault, a_stopped_worker_is_noticed_by_keepalive) {
   mdl_driver_result r;
   mdl_error err;
   double t0 = mdl_rpc_now();
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   double dt = mdl_rpc_now() - t0;
   cr_assert_eq(r.faults, 1);
   cr_assert_eq(r.replacements, 1);
@@ -237,7 +184,7 @@ Test(fault, a_stopped_worker_is_dropped_at_the_round_deadline) {
   o.on_round_ctx = &k;
   mdl_driver_result r;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(r.faults, 1);
   cr_assert_eq(r.iter, SPEC.max_iter);
   cr_assert(log_contains("removed: round 3: DEADLINE_EXCEEDED"));
@@ -254,7 +201,7 @@ Test(fault, without_replacements_the_survivors_take_the_partitions) {
   o.on_round_ctx = &k;
   mdl_driver_result r;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(r.faults, 1);
   cr_assert_eq(r.replacements, 0);
   cr_assert_eq(r.iter, SPEC.max_iter);
@@ -275,10 +222,8 @@ static void die_at(void *ctx, const mdl_driver_progress *p) {
 }
 
 Test(fault, a_killed_driver_resumes_to_the_same_bits) {
-  char snap[128], snap2[128];
-  snprintf(snap, sizeof snap, "%s/driver.snapshot", g_dir);
-  snprintf(snap2, sizeof snap2, "%s/clean.snapshot", g_dir);
-  lin_spec s = SPEC;
+  const char *snap = tu_dir_path("driver.snapshot"), *snap2 = tu_dir_path("clean.snapshot");
+  dt_lin_spec s = SPEC;
   s.tau = 4; /* 30 rounds; snapshots every 4 */
   Memdl__Plan *p = linear_plan(&s);
   /* the first driver runs in a child, so that SIGKILL takes only it (and,
@@ -294,7 +239,7 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
     o.on_round_ctx = &at;
     mdl_driver_result r;
     mdl_error err;
-    mdl_driver_run_plan(p, g_dir, &o, &r, &err);
+    mdl_driver_run_plan(p, tu_dir, &o, &r, &err);
     _exit(3); /* not reached */
   }
   int ws;
@@ -309,7 +254,7 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
   o.resume = true;
   mdl_driver_result resumed, clean;
   mdl_error err;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &resumed, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &resumed, &err), MDL_OK, "%s", err.msg);
   cr_assert(resumed.resumed);
   cr_assert(log_contains("resuming from"));
   cr_assert(log_contains("iteration 48, round 12"));
@@ -323,32 +268,23 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
 
   o.snapshot_path = snap2;
   o.resume = false;
-  cr_assert_eq(mdl_driver_run_plan(p, g_dir, &o, &clean, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &clean, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(resumed.iter, clean.iter);
   cr_assert_eq(resumed.n_params, clean.n_params);
   cr_assert_eq(memcmp(resumed.weights, clean.weights, clean.n_params * sizeof(float)), 0,
                "a killed and resumed run ended with other weights than an uninterrupted one");
 
   /* a snapshot of another job is refused, not half-used */
-  lin_spec other = s;
+  dt_lin_spec other = s;
   other.lr = 0.01f;
   Memdl__Plan *p2 = linear_plan(&other);
   o.snapshot_path = snap;
   o.resume = true;
   mdl_driver_result r3;
-  cr_assert_eq(mdl_driver_run_plan(p2, g_dir, &o, &r3, &err), MDL_ERR_INVALID);
+  cr_assert_eq(mdl_driver_run_plan(p2, tu_dir, &o, &r3, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "another job"), "%s", err.msg);
   mdl_driver_result_free(&resumed);
   mdl_driver_result_free(&clean);
   mdl_pb_free(p);
   mdl_pb_free(p2);
-}
-
-int main(int argc, char **argv) {
-  if (argc > 1 && !strcmp(argv[1], "--mdl-worker")) return mdl_worker_main(argc - 1, argv + 1);
-  struct criterion_test_set *tests = criterion_initialize();
-  int result = 0;
-  if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return result;
 }

@@ -4,36 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "compiler/job.h"
+#include "tests/testutil.h"
 
-static char dir[64];
-
-static void make_dir(void) {
-  strcpy(dir, "/tmp/mdl_job_XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-}
-
-static void cleanup(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(job, .init = make_dir, .fini = cleanup);
-
-static char *write_file(const char *name, const char *text) {
-  static char path[8][256];
-  static int k;
-  char *p = path[k++ % 8];
-  snprintf(p, 256, "%s/%s", dir, name);
-  FILE *f = fopen(p, "w");
-  cr_assert_not_null(f);
-  fputs(text, f);
-  fclose(f);
-  return p;
-}
+TestSuite(job, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 static const char NET[] =
     "name: \"tiny\"\n"
@@ -61,8 +36,8 @@ Test(job, detects_kinds) {
 }
 
 Test(job, solver_embeds_its_net_relative_to_itself) {
-  write_file("net.prototxt", NET);
-  char *solver = write_file("solver.prototxt", SOLVER);
+  tu_dir_write("net.prototxt", NET);
+  const char *solver = tu_dir_write("solver.prototxt", SOLVER);
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
@@ -78,20 +53,20 @@ Test(job, solver_embeds_its_net_relative_to_itself) {
 }
 
 Test(job, job_resolves_paths_against_its_folder_and_overrides_net) {
-  write_file("net.prototxt", NET);
-  write_file("other.prototxt", "name: \"other\"\n");
-  write_file("solver.prototxt", SOLVER);
-  char *path = write_file("job.prototxt",
-                          "name: \"demo\"\n"
-                          "solver: \"solver.prototxt\"\n"
-                          "net: \"other.prototxt\"\n"
-                          "cluster { workers: 2 }\n"
-                          "accept { metric: \"accuracy\" at_least: 0.5 }\n");
+  tu_dir_write("net.prototxt", NET);
+  tu_dir_write("other.prototxt", "name: \"other\"\n");
+  tu_dir_write("solver.prototxt", SOLVER);
+  const char *path = tu_dir_write("job.prototxt",
+                                  "name: \"demo\"\n"
+                                  "solver: \"solver.prototxt\"\n"
+                                  "net: \"other.prototxt\"\n"
+                                  "cluster { workers: 2 }\n"
+                                  "accept { metric: \"accuracy\" at_least: 0.5 }\n");
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(path, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(job->kind, MDL_KIND_JOB);
-  cr_assert_str_eq(job->base_dir, dir);
+  cr_assert_str_eq(job->base_dir, tu_dir);
   cr_assert_str_eq(job->solver->net_param->name, "other", "the job's net wins");
   cr_assert_eq(job->job->cluster->workers, 2);
   cr_assert_eq(job->job->n_accept, 1);
@@ -99,8 +74,8 @@ Test(job, job_resolves_paths_against_its_folder_and_overrides_net) {
 }
 
 Test(job, set_overrides_solver_then_job_fields) {
-  write_file("net.prototxt", NET);
-  char *solver = write_file("solver.prototxt", SOLVER);
+  tu_dir_write("net.prototxt", NET);
+  const char *solver = tu_dir_write("solver.prototxt", SOLVER);
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
@@ -132,35 +107,34 @@ Test(job, set_overrides_solver_then_job_fields) {
 Test(job, errors_name_the_file) {
   mdl_job *job = NULL;
   mdl_error err = {0};
-  char missing[300];
-  snprintf(missing, sizeof missing, "%s/nope.prototxt", dir);
+  const char *missing = tu_dir_path("nope.prototxt");
   cr_assert_eq(mdl_job_load(missing, MDL_KIND_AUTO, &job, &err), MDL_ERR_INVALID);
   cr_assert_null(job);
   cr_assert(strstr(err.msg, "nope.prototxt"), "%s", err.msg);
 
-  char *solver = write_file("solver.prototxt", SOLVER); /* its net.prototxt is missing */
+  const char *solver = tu_dir_write("solver.prototxt", SOLVER); /* its net.prototxt is missing */
   cr_assert_eq(mdl_job_load(solver, MDL_KIND_AUTO, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "net.prototxt"), "%s", err.msg);
 
-  char *both = write_file("both.prototxt", "solver: \"s\"\nsolver_param { base_lr: 1 }\n");
+  const char *both = tu_dir_write("both.prototxt", "solver: \"s\"\nsolver_param { base_lr: 1 }\n");
   cr_assert_eq(mdl_job_load(both, MDL_KIND_JOB, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "not both"), "%s", err.msg);
 
-  char *nonet = write_file("nonet.prototxt", "base_lr: 0.1\nmax_iter: 3\n");
+  const char *nonet = tu_dir_write("nonet.prototxt", "base_lr: 0.1\nmax_iter: 3\n");
   cr_assert_eq(mdl_job_load(nonet, MDL_KIND_AUTO, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "names no net"), "%s", err.msg);
 
-  char *bad = write_file("bad.prototxt", "name: \"x\"\nlayer {\n  name: 3\n}\n");
+  const char *bad = tu_dir_write("bad.prototxt", "name: \"x\"\nlayer {\n  name: 3\n}\n");
   cr_assert_eq(mdl_job_load(bad, MDL_KIND_NET, &job, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "bad.prototxt:3:"), "position of the bad value: %s", err.msg);
 }
 
 Test(job, inline_solver_and_net_in_a_job) {
-  char *path =
-      write_file("inline.prototxt",
-                 "solver_param { base_lr: 0.5 max_iter: 7 }\n"
-                 "net_param { name: \"inl\" layer { name: \"d\" type: \"Input\" top: \"d\"\n"
-                 "  input_param { shape { dim: 1 } } } }\n");
+  const char *path =
+      tu_dir_write("inline.prototxt",
+                   "solver_param { base_lr: 0.5 max_iter: 7 }\n"
+                   "net_param { name: \"inl\" layer { name: \"d\" type: \"Input\" top: \"d\"\n"
+                   "  input_param { shape { dim: 1 } } } }\n");
   mdl_job *job = NULL;
   mdl_error err = {0};
   cr_assert_eq(mdl_job_load(path, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);

@@ -19,6 +19,7 @@
 
 #include "rpc.pb-c.h"
 #include "runtime/rpc.h"
+#include "tests/testutil.h"
 
 #define ECHO "/memdl.Test/Echo"
 #define SLEEP "/memdl.Test/Sleep"
@@ -432,10 +433,8 @@ static void write_file(const char *path, const char *text, mode_t mode) {
 }
 
 Test(rpc, token_is_required_and_compared_and_refusals_are_logged) {
-  char dir[] = "/tmp/mdl_rpc_tok_XXXXXX";
-  cr_assert_not_null(mkdtemp(dir));
-  char path[256];
-  snprintf(path, sizeof path, "%s/token", dir);
+  char *dir = tu_tmpdir();
+  char *path = tu_path(dir, "token");
   write_file(path, "0123456789abcdef-secret\n", 0600);
   char *tok;
   size_t tok_len;
@@ -478,9 +477,9 @@ Test(rpc, token_is_required_and_compared_and_refusals_are_logged) {
   fx_stop(&f);
   free(out.buf);
   free(tok);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
+  tu_rm_rf(dir);
+  free(path);
+  free(dir);
 }
 
 static bool have_openssl(void) {
@@ -508,15 +507,10 @@ static void make_certs(const char *dir) {
 
 Test(rpc, tls_with_a_test_ca) {
   if (!have_openssl()) cr_skip_test("openssl is not installed");
-  char dir[] = "/tmp/mdl_rpc_tls_XXXXXX";
-  cr_assert_not_null(mkdtemp(dir));
-  char cmd[600];
+  char *dir = tu_tmpdir();
   make_certs(dir);
-  char ca[256], other[256], cert[256], key[256];
-  snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-  snprintf(other, sizeof other, "%s/other.pem", dir);
-  snprintf(cert, sizeof cert, "%s/srv.pem", dir);
-  snprintf(key, sizeof key, "%s/srv.key", dir);
+  char *ca = tu_path(dir, "ca.pem"), *other = tu_path(dir, "other.pem");
+  char *cert = tu_path(dir, "srv.pem"), *key = tu_path(dir, "srv.key");
   mdl_rpc_security ssec = {.tls_cert = cert, .tls_key = key};
   fx f;
   mdl_error err;
@@ -549,8 +543,12 @@ Test(rpc, tls_with_a_test_ca) {
   mdl_rpc_channel_free(plain);
   fx_stop(&f);
   free(out.buf);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
+  tu_rm_rf(dir);
+  free(ca);
+  free(other);
+  free(cert);
+  free(key);
+  free(dir);
 }
 
 Test(rpc, plain_tcp_on_a_non_loopback_address_needs_insecure) {
@@ -672,6 +670,7 @@ static void *stop_later(void *arg) {
 
 Test(rpc_process, keepalive_notices_a_stopped_peer_before_the_deadline, .timeout = 20) {
   g_log = stderr;
+  /* not tu_tmpdir: a Unix socket path must stay under 108 bytes */
   char dir[] = "/tmp/mdl_rpc_ka_XXXXXX";
   cr_assert_not_null(mkdtemp(dir));
   char addr[128];
@@ -700,7 +699,5 @@ Test(rpc_process, keepalive_notices_a_stopped_peer_before_the_deadline, .timeout
   mdl_rpc_channel_free(ch);
   free(out.buf);
   mdl_rpc_shutdown();
-  char cmd[200];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_assert_eq(system(cmd), 0);
+  tu_rm_rf(dir);
 }

@@ -9,17 +9,9 @@
 
 #include "compiler/job.h"
 #include "runtime/train.h"
+#include "tests/testutil.h"
 
 static const char JOB[] = "jobs/fashion_mnist/job.prototxt";
-
-static char *out_dir(const char *name) {
-  static char buf[8][512];
-  static int k;
-  char *p = buf[k++ % 8];
-  const char *dir = getenv("TEST_TMPDIR");
-  snprintf(p, 512, "%s/train_%s_%d", dir ? dir : "/tmp", name, (int)getpid());
-  return p;
-}
 
 static mdl_job *load(const char *const *sets) {
   mdl_job *job;
@@ -43,7 +35,7 @@ Test(train, lenet_learns_fashion_mnist_in_300_iterations, .timeout = 600) {
                         "snapshot=0",   "snapshot_after_train=false",
                         "display=100",  NULL};
   mdl_job *job = load(sets);
-  mdl_train *t = trainer(job, out_dir("learn"));
+  mdl_train *t = trainer(job, tu_scratch_path("train_learn"));
   mdl_train_summary sum;
   mdl_error err;
   mdl_status st = mdl_train_run(t, 0, &sum, &err);
@@ -89,17 +81,17 @@ Test(train, resume_gives_the_same_bits, .timeout = 600) {
                         "type=\"Nesterov\"",
                         NULL};
   size_t n1, n2, n3;
-  char *dir = out_dir("resume");
+  const char *dir = tu_scratch_path("train_resume");
   float *full = train_weights(sets, dir, NULL, &n1);
   char state[600];
   snprintf(state, sizeof state, "%s/lenet_iter_20.solverstate", dir);
   cr_assert(access(state, R_OK) == 0, "snapshot %s was written", state);
-  float *resumed = train_weights(sets, out_dir("resume2"), state, &n2);
+  float *resumed = train_weights(sets, tu_scratch_path("train_resume2"), state, &n2);
   cr_assert_eq(n1, n2);
   cr_assert(memcmp(full, resumed, n1 * sizeof(float)) == 0,
             "weights after 40 iterations differ between an uninterrupted and a resumed run");
   /* and the same job run again gives the same bits */
-  float *again = train_weights(sets, out_dir("again"), NULL, &n3);
+  float *again = train_weights(sets, tu_scratch_path("train_again"), NULL, &n3);
   cr_assert(memcmp(full, again, n1 * sizeof(float)) == 0);
   free(full);
   free(resumed);
@@ -108,7 +100,7 @@ Test(train, resume_gives_the_same_bits, .timeout = 600) {
 
 Test(train, caffemodel_is_not_a_solverstate, .timeout = 600) {
   const char *sets[] = {"max_iter=2", "snapshot=0", "test_interval=0", "display=0", NULL};
-  char *dir = out_dir("wrongfile");
+  const char *dir = tu_scratch_path("train_wrongfile");
   mdl_job *job = load(sets);
   mdl_train *t = trainer(job, dir);
   mdl_train_summary sum;
