@@ -140,10 +140,19 @@ mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet
     if (!p || !p->source)
       return mdl_errorf(err, MDL_ERR_INVALID,
                         "layer \"%s\" (HDF5Data): hdf5_data_param.source is missing", name);
+    /* Caffe reads one dataset per top, named like it; a data set holds
+     * records and one integer label each, so exactly two tops. */
+    if (layer->n_top != 2)
+      return mdl_errorf(err, MDL_ERR_INVALID,
+                        "layer \"%s\" (HDF5Data): has %zu tops; memdl reads exactly two (the "
+                        "records and their labels, e.g. top: \"data\" top: \"label\")",
+                        name, layer->n_top);
     src = p->source;
     out->batch_size = p->batch_size;
     out->shuffle = p->shuffle;
     h5.source = p->source;
+    h5.data = layer->top[0];
+    h5.label = layer->top[1];
     source.kind_case = MEMDL__SOURCE__KIND_HDF5;
     source.hdf5 = &h5;
   } else {

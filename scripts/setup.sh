@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc-dev                # RPC between driver and workers
   libcriterion-dev           # tests
   libopenblas-dev libdnnl-dev  # CPU math
-  zlib1g-dev liblmdb-dev libjpeg-dev libpng-dev  # data sources
+  zlib1g-dev liblmdb-dev libjpeg-dev libpng-dev libhdf5-dev  # data sources
   dataset-fashion-mnist      # the example job's data
   openssl iproute2           # TLS test certificates, network-namespace tests
 )

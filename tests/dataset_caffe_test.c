@@ -107,12 +107,20 @@ Test(caffe, image_memory_hdf5_and_not_pipeline_layers) {
   mdl_layer_data_clear(&ld);
   mdl_pb_free(l);
 
+  /* HDF5Data reads the datasets its two tops name (dataset_hdf5_test.c
+   * reads real files). */
   l = layer(
-      "name: \"h\" type: \"HDF5Data\" top: \"data\" hdf5_data_param { source: \"h.txt\" "
-      "batch_size: 2 }");
+      "name: \"h\" type: \"HDF5Data\" top: \"X\" top: \"y\" hdf5_data_param { source: "
+      "\"h.txt\" batch_size: 2 shuffle: true }");
   cr_assert_eq(mdl_data_for_layer(l, NULL, 0, &ld, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(ld.batch_size, 2);
+  cr_assert(ld.shuffle);
+  cr_assert_eq(ld.set->source->kind_case, MEMDL__SOURCE__KIND_HDF5);
+  cr_assert_str_eq(ld.set->source->hdf5->source, "h.txt");
+  cr_assert_str_eq(ld.set->source->hdf5->data, "X");
+  cr_assert_str_eq(ld.set->source->hdf5->label, "y");
   cr_assert_eq(mdl_data_probe(ld.set, NULL, &info, &err), MDL_ERR_INVALID);
-  cr_assert(strstr(err.msg, "HDF5"), "%s", err.msg);
+  cr_assert(strstr(err.msg, "h.txt"), "%s", err.msg);
   mdl_layer_data_clear(&ld);
   mdl_pb_free(l);
 
