@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
 #include "runtime/driver.h"
@@ -74,34 +75,20 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
 }
 
 int mdl_cmd_run(int argc, char **argv) {
-  const char *path = NULL, *weights = NULL, *resume = NULL, *out = NULL;
+  mdl_cli_args args;
+  mdl_cli_args_init(&args, "run", USAGE, argc);
+  const char *weights = NULL, *resume = NULL, *out = NULL;
   bool resume_flag = false;
   mdl_driver_opts dopts = {.use_cluster_env = true};
-  int threads = 0;
-  const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-  int n_sets = 0;
-  for (int i = 1; i < argc; i++) {
+  int code = -1; /* -1: go on; else the exit code */
+  for (int i = 1; i < argc && code < 0; i++) {
     const char *a = argv[i];
     bool has_next = i + 1 < argc;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      fputs(USAGE, stdout);
-      free(sets);
-      return 0;
-    } else if (!strcmp(a, "--weights") && has_next) {
+    if (!strcmp(a, "--weights") && has_next) {
       weights = argv[++i];
     } else if (!strcmp(a, "--resume")) {
       resume_flag = true;
       if (has_next && argv[i + 1][0] != '-') resume = argv[++i];
-    } else if (!strcmp(a, "--set") && has_next) {
-      sets[n_sets++] = argv[++i];
-    } else if (!strcmp(a, "--threads") && has_next) {
-      char *end;
-      threads = (int)strtol(argv[++i], &end, 10);
-      if (*end || threads < 1) {
-        fprintf(stderr, "memdl run: --threads wants a positive number, got \"%s\"\n", argv[i]);
-        free(sets);
-        return 2;
-      }
     } else if (!strcmp(a, "--output") && has_next) {
       out = argv[++i];
     } else if (!strcmp(a, "--workers") && has_next) {
@@ -116,35 +103,27 @@ int mdl_cmd_run(int argc, char **argv) {
       dopts.tls_key = argv[++i];
     } else if (!strcmp(a, "--insecure")) {
       dopts.insecure = true;
-    } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "memdl run: unknown option or missing value: %s\n\n%s", a, USAGE);
-      free(sets);
-      return 2;
-    } else if (!path) {
-      path = a;
     } else {
-      fprintf(stderr, "memdl run: one JOB at a time (got \"%s\" and \"%s\")\n", path, a);
-      free(sets);
-      return 2;
+      mdl_cli_args_take(&args, argc, argv, &i, &code);
     }
   }
-  if (!path) {
-    fputs(USAGE, stderr);
-    free(sets);
-    return 2;
-  }
-  if (weights && resume_flag) {
+  if (code < 0 && !mdl_cli_args_have_path(&args)) code = 2;
+  if (code < 0 && weights && resume_flag) {
     fprintf(stderr,
             "memdl run: give --resume to continue a run or --weights to fine-tune, not both\n");
-    free(sets);
-    return 2;
+    code = 2;
   }
+  if (code >= 0) {
+    mdl_cli_args_free(&args);
+    return code;
+  }
+  const char *path = args.path;
+  int threads = args.threads;
   mdl_error err;
   mdl_error_clear(&err);
   mdl_job *job = NULL;
   mdl_train *t = NULL;
-  mdl_status st = mdl_job_load(path, MDL_KIND_AUTO, &job, &err);
-  for (int i = 0; st == MDL_OK && i < n_sets; i++) st = mdl_job_set(job, sets[i], &err);
+  mdl_status st = mdl_cli_load_job(&args, &job, &err);
   if (st == MDL_OK && job->kind == MDL_KIND_NET)
     st = mdl_errorf(&err, MDL_ERR_INVALID,
                     "%s is a net, not a job or solver: memdl run needs a solver (lr_policy, "
@@ -161,7 +140,7 @@ int mdl_cmd_run(int argc, char **argv) {
       st = run_distributed(job, &dopts, &err);
     if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
     mdl_job_free(job);
-    free(sets);
+    mdl_cli_args_free(&args);
     return exit_code(st);
   }
   if (st == MDL_OK && resume_flag && !resume)
@@ -176,6 +155,6 @@ int mdl_cmd_run(int argc, char **argv) {
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
   mdl_train_free(t);
   mdl_job_free(job);
-  free(sets);
+  mdl_cli_args_free(&args);
   return exit_code(st);
 }

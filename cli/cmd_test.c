@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
 #include "runtime/metrics.h"
@@ -21,57 +22,35 @@ static const char USAGE[] =
     "exit status: 0 ok, 1 runtime failure, 2 invalid input\n";
 
 int mdl_cmd_test(int argc, char **argv) {
-  const char *path = NULL, *weights = NULL;
-  int iterations = 0, threads = 0;
-  const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-  int n_sets = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    bool has_next = i + 1 < argc;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      fputs(USAGE, stdout);
-      free(sets);
-      return 0;
-    } else if (!strcmp(a, "--weights") && has_next) {
+  mdl_cli_args args;
+  mdl_cli_args_init(&args, "test", USAGE, argc);
+  const char *weights = NULL;
+  int iterations = 0, code = -1; /* -1: go on; else the exit code */
+  for (int i = 1; i < argc && code < 0; i++) {
+    if (!strcmp(argv[i], "--weights") && i + 1 < argc) {
       weights = argv[++i];
-    } else if ((!strcmp(a, "--iterations") || !strcmp(a, "--threads")) && has_next) {
-      char *end;
-      long v = strtol(argv[++i], &end, 10);
-      if (*end || v < 1 || v > 1000000000) {
-        fprintf(stderr, "memdl test: %s wants a positive number, got \"%s\"\n", a, argv[i]);
-        free(sets);
-        return 2;
-      }
-      if (a[2] == 'i')
-        iterations = (int)v;
-      else
-        threads = (int)v;
-    } else if (!strcmp(a, "--set") && has_next) {
-      sets[n_sets++] = argv[++i];
-    } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "memdl test: unknown option or missing value: %s\n\n%s", a, USAGE);
-      free(sets);
-      return 2;
-    } else if (!path) {
-      path = a;
+    } else if (!strcmp(argv[i], "--iterations") && i + 1 < argc) {
+      if (!mdl_cli_int("test", "--iterations", argv[++i], 1, 1000000000, &iterations)) code = 2;
     } else {
-      fprintf(stderr, "memdl test: one JOB or NET at a time\n");
-      free(sets);
-      return 2;
+      mdl_cli_args_take(&args, argc, argv, &i, &code);
     }
   }
-  if (!path || !weights) {
-    fprintf(stderr, "memdl test: %s\n\n%s", path ? "--weights FILE is required" : "no JOB or NET",
-            USAGE);
-    free(sets);
-    return 2;
+  if (code < 0 && (!args.path || !weights)) {
+    fprintf(stderr, "memdl test: %s\n\n%s",
+            args.path ? "--weights FILE is required" : "no JOB or NET", USAGE);
+    code = 2;
   }
+  if (code >= 0) {
+    mdl_cli_args_free(&args);
+    return code;
+  }
+  const char *path = args.path;
+  int threads = args.threads;
   mdl_error err;
   mdl_error_clear(&err);
   mdl_job *job = NULL;
   mdl_train *t = NULL;
-  mdl_status st = mdl_job_load(path, MDL_KIND_AUTO, &job, &err);
-  for (int i = 0; st == MDL_OK && i < n_sets; i++) st = mdl_job_set(job, sets[i], &err);
+  mdl_status st = mdl_cli_load_job(&args, &job, &err);
   mdl_train_opts o = {.threads = threads, .no_train = true};
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && mdl_train_n_test_nets(t) == 0)
@@ -98,6 +77,6 @@ int mdl_cmd_test(int argc, char **argv) {
   }
   mdl_train_free(t);
   mdl_job_free(job);
-  free(sets);
+  mdl_cli_args_free(&args);
   return st == MDL_OK ? 0 : st == MDL_ERR_INVALID ? 2 : 1;
 }

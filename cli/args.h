@@ -1,0 +1,45 @@
+/* What the job-running commands (run, test, time) parse alike: the one
+ * FILE, --set FIELD=VALUE..., --threads T, --help; and loading the job with
+ * the overrides applied. Each command handles its own flags first. */
+#ifndef MDL_CLI_ARGS_H
+#define MDL_CLI_ARGS_H
+
+#include <stdbool.h>
+
+#include "compiler/job.h"
+
+typedef struct mdl_cli_args {
+  const char *cmd;   /* "run", for messages: "memdl run: ..." */
+  const char *usage; /* printed for --help (stdout) and usage errors (stderr) */
+  const char *path;
+  const char **sets; /* argv pointers, the caller's argv keeps them alive */
+  int n_sets;
+  int threads; /* 0: the default */
+} mdl_cli_args;
+
+typedef enum mdl_cli_arg_result {
+  MDL_ARG_TAKEN,   /* consumed (with its value: *i advanced) */
+  MDL_ARG_UNKNOWN, /* not a shared one: the command may know it */
+  MDL_ARG_EXIT,    /* --help printed (exit 0) or an error printed (exit 2): see *code */
+} mdl_cli_arg_result;
+
+/* Prepares a for argc arguments. Release with mdl_cli_args_free. */
+void mdl_cli_args_init(mdl_cli_args *a, const char *cmd, const char *usage, int argc);
+void mdl_cli_args_free(mdl_cli_args *a);
+
+/* Looks at argv[*i]: --help, --set, --threads, or the positional FILE (one
+ * only); anything else starting with '-' is an unknown option. */
+mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int *i, int *code);
+
+/* Parses an integer flag value in [min, max]; prints the error and returns
+ * false when it is not one. */
+bool mdl_cli_int(const char *cmd, const char *flag, const char *value, long min, long max,
+                 int *out);
+
+/* After the loop: false (and the usage on stderr) when no FILE was given. */
+bool mdl_cli_args_have_path(const mdl_cli_args *a);
+
+/* Loads a->path (kind detected) and applies every --set in order. */
+mdl_status mdl_cli_load_job(const mdl_cli_args *a, mdl_job **job, mdl_error *err);
+
+#endif
