@@ -40,8 +40,7 @@ int main(int argc, char **argv) {
       if (r >= 0) t[r] = worst;
     }
     qsort(t, (size_t)r_n, sizeof *t, cmp_d);
-    if (rank == 0)
-      printf("%zu %d %d %.3f %.3f\n", bytes, size, r_n, t[r_n / 2] * 1e3, t[0] * 1e3);
+    if (rank == 0) printf("%zu %d %d %.3f %.3f\n", bytes, size, r_n, t[r_n / 2] * 1e3, t[0] * 1e3);
     fflush(stdout);
     free(t);
   }
