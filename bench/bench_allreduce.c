@@ -5,6 +5,9 @@
  * transports, as the driver has them:
  *   grpc: the weights inside the messages (Unix sockets; what remote
  *         workers and `--no-shm` use), decoded straight into reused buffers;
+ *         one message per way below 8 MiB, a stream of chunks above
+ *         (runtime/rpc.c; MDL_RPC_STREAM_MIN=0 forces one message,
+ *         MDL_RPC_STREAM_MIN=1 streams all, MDL_RPC_CHUNK sets the chunk);
  *   shm:  `--workers local:K`'s default: the messages carry only control,
  *         the weights sit in a shared file in the private directory (region
  *         0 the driver's, region k+1 worker k's); each worker reads region 0

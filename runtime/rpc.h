@@ -1,9 +1,12 @@
 /* memdl's RPC layer, the only module that includes <grpc/grpc.h>: servers
- * that dispatch unary calls by method name to handlers running on their own
- * threads, channels with keepalive, unary calls with deadlines, K calls in
- * flight at once, the shared token, TLS, and messages whose big `bytes`
- * field (the weights) travels outside protobuf-c, straight between the
- * caller's buffers and gRPC's slices. Knows nothing of training. */
+ * that dispatch calls by method name to handlers running on their own
+ * threads, channels with keepalive, calls with deadlines, K calls in flight
+ * at once, the shared token, TLS, and messages whose big `bytes` field (the
+ * weights) travels outside protobuf-c, straight between the caller's buffers
+ * and gRPC's slices: in the message itself (unary) or, when it is big, as a
+ * stream of chunks on the same call (memdl.BulkChunk, see rpc.c for the rule
+ * and its figures). Handlers see the same request either way. Knows nothing
+ * of training. */
 #ifndef MDL_RUNTIME_RPC_H
 #define MDL_RUNTIME_RPC_H
 
@@ -43,7 +46,9 @@ mdl_rpc_code mdl_rpc_code_for(mdl_status st);
 /* Reference-counted grpc_init/grpc_shutdown. Call from the thread (or the
  * forked test) that uses RPC, never from a constructor (STYLE.md #15). The
  * first call also tunes malloc for big messages (M_MMAP_THRESHOLD 32 MiB,
- * M_TRIM_THRESHOLD 1 GiB), process-wide. */
+ * M_TRIM_THRESHOLD 1 GiB), process-wide, and reads MDL_RPC_STREAM_MIN (bulk
+ * bytes from which calls stream, for measuring; 0: never) and MDL_RPC_CHUNK
+ * (chunk bytes) from the environment. */
 void mdl_rpc_init(void);
 void mdl_rpc_shutdown(void);
 
@@ -96,7 +101,22 @@ typedef struct mdl_rpc_out {
    * ignored (tests send malformed messages this way). */
   const uint8_t *raw;
   size_t raw_len;
+  /* Streamed calls only: when set, these messages follow the message
+   * instead of the bulk's chunks (tests send malformed chunk sequences). */
+  const struct mdl_rpc_raw *raw_chunks;
+  int n_raw_chunks;
 } mdl_rpc_out;
+
+typedef struct mdl_rpc_raw {
+  const uint8_t *p;
+  size_t len;
+} mdl_rpc_raw;
+
+/* One chunk of a streamed bulk field as it goes on the wire (a
+ * memdl.BulkChunk): bytes [offset, offset + len) of total. Tests build
+ * malformed sequences with it. *out is the caller's (free). */
+void mdl_rpc_encode_chunk(uint64_t offset, uint64_t total, const void *data, size_t len,
+                          uint8_t **out, size_t *out_len);
 
 /* Where a received message's bulk field goes: returns a buffer of len bytes,
  * or NULL with err filled to reject the message (wrong size). */
@@ -222,6 +242,9 @@ typedef struct mdl_rpc_call {
   mdl_rpc_out req;
   mdl_rpc_in_spec reply_spec;
   bool wait_for_ready; /* wait for a starting server instead of failing at once */
+  /* 0: the bulk streams in chunks when it is big (rpc.c's rule), and the
+   * reply's too; 1: always stream (both ways); -1: never. */
+  int stream;
   /* out */
   mdl_rpc_code code;
   char detail[512];
