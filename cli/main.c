@@ -19,7 +19,7 @@ static const command COMMANDS[] = {
     {"check", mdl_cmd_check, "parse nets, solvers and jobs; report every error"},
     {"compile", mdl_cmd_compile, "check a job and print its plan (--shapes: blob shapes)"},
     {"data", mdl_cmd_data, "load a job's data set and describe it"},
-    {"run", mdl_cmd_run, "train: the job's workers, a solver or a net"},
+    {"run", mdl_cmd_run, "train a job or a Caffe solver, on one worker or several"},
     {"test", mdl_cmd_test, "evaluate weights on the TEST phase"},
     {"time", mdl_cmd_time, "time each layer's forward and backward pass"},
     {"worker", mdl_cmd_worker, "serve a driver: memdl worker --listen HOST:PORT"},
@@ -29,7 +29,8 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: memdl COMMAND [ARGS...]\n"
           "\n"
-          "Trains Caffe-style networks on in-memory data, on CPU and GPU workers.\n"
+          "Trains Caffe-style networks on data held in memory, on one CPU worker or\n"
+          "several that average their weights (this build has no GPU backend).\n"
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
