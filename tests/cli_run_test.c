@@ -19,7 +19,7 @@ static double json_num(const char *line, const char *key) {
   return strtod(p + strlen(k), NULL);
 }
 
-Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
+Test(cli_run, run_test_time_exit_codes_and_json) {
   const char *out = tu_scratch_path("cli_run");
   /* 200 iterations miss the 0.89 acceptance: exit 3, saying by how much. */
   const char *run[] = {"run",       JOB,
@@ -85,7 +85,7 @@ Test(cli_run, run_test_time_exit_codes_and_json, .timeout = 600) {
   mdl_run_result_free(&r);
 }
 
-Test(cli_run, usage_errors_exit_2, .timeout = 60) {
+Test(cli_run, usage_errors_exit_2) {
   const char *a[] = {"run", NULL};
   mdl_run_result r = mdl_run_memdl(a, 30);
   cr_assert_eq(r.exit_code, 2);
@@ -106,7 +106,7 @@ Test(cli_run, usage_errors_exit_2, .timeout = 60) {
 }
 
 /* The same job on two local worker processes: the driver path end to end. */
-Test(cli_run, two_local_workers_average, .timeout = 300) {
+Test(cli_run, two_local_workers_average) {
   const char *out = tu_scratch_path("cli_workers");
   const char *run[] = {"run",       JOB,
                        "--workers", "local:2",

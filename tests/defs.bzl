@@ -4,7 +4,7 @@ def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags =
     native.cc_test(
         name = name,
         srcs = srcs,
-        deps = deps + ["//common:error"],
+        deps = deps + ["//common:error", "//tests:leakcheck"],
         data = data + ["//tests:lsan.supp"],
         size = size,
         args = args,

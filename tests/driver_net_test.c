@@ -79,7 +79,7 @@ static double run(const char *workers, int tau, const char *const *sets, mdl_dri
   return acc;
 }
 
-TestSuite(driver_net, .init = tu_dir_setup, .fini = tu_dir_teardown, .timeout = 120);
+TestSuite(driver_net, .init = tu_dir_setup, .fini = tu_dir_teardown);
 
 Test(driver_net, one_worker_through_the_driver_is_the_local_trainer_bit_for_bit) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
@@ -126,7 +126,7 @@ Test(driver_net, two_workers_learn_like_one_at_the_same_samples_and_repeat_to_th
 }
 
 /* The acceptance comparison, ~4 minutes on 2 cores: MDL_LONG=1. */
-Test(driver_net, full_run_two_and_three_workers_within_one_point_of_one, .timeout = 1200) {
+Test(driver_net, full_run_two_and_three_workers_within_one_point_of_one) {
   if (!getenv("MDL_LONG")) cr_skip_test("long comparison: set MDL_LONG=1 to run it");
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   const char *one[] = {"test_interval=10000", NULL};

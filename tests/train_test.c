@@ -30,7 +30,7 @@ static mdl_train *trainer(mdl_job *job, const char *dir) {
   return t;
 }
 
-Test(train, lenet_learns_fashion_mnist_in_300_iterations, .timeout = 600) {
+Test(train, lenet_learns_fashion_mnist_in_300_iterations) {
   const char *sets[] = {"max_iter=300", "test_interval=0",
                         "snapshot=0",   "snapshot_after_train=false",
                         "display=100",  NULL};
@@ -72,7 +72,7 @@ static float *train_weights(const char *const *sets, const char *dir, const char
   return w;
 }
 
-Test(train, resume_gives_the_same_bits, .timeout = 600) {
+Test(train, resume_gives_the_same_bits) {
   const char *sets[] = {"max_iter=40",
                         "snapshot=20",
                         "test_interval=0",
@@ -98,7 +98,7 @@ Test(train, resume_gives_the_same_bits, .timeout = 600) {
   free(again);
 }
 
-Test(train, caffemodel_is_not_a_solverstate, .timeout = 600) {
+Test(train, caffemodel_is_not_a_solverstate) {
   const char *sets[] = {"max_iter=2", "snapshot=0", "test_interval=0", "display=0", NULL};
   const char *dir = tu_scratch_path("train_wrongfile");
   mdl_job *job = load(sets);
