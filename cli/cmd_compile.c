@@ -8,11 +8,13 @@
 #include "common/pb.h"
 #include "compiler/plan.h"
 #include "compiler/textformat.h"
+#include "compiler/tuner.h"
 #include "runtime/dataset.h"
 #include "runtime/dataset_resolver.h"
 
 static const char USAGE[] =
-    "usage: memdl compile FILE [--shapes] [--phase train|test] [--stage S]... [--plan]\n"
+    "usage: memdl compile FILE [--shapes] [--phase train|test] [--stage S]... [--plan] "
+    "[--explain]\n"
     "                          [--as net|solver|job] [--set FIELD=VALUE]...\n"
     "\n"
     "Checks FILE (a job, a Caffe solver or a Caffe net), resolves each phase's\n"
@@ -21,6 +23,7 @@ static const char USAGE[] =
     "  --phase P       only the train or the test nets\n"
     "  --stage S       add S to every net's stages, for include/exclude rules\n"
     "  --plan          print the Plan message the workers receive (text format)\n"
+    "  --explain       print the cost model and the tau the tuner would choose\n"
     "  --as KIND       read FILE as a net, solver or job instead of detecting it\n"
     "  --set F=V       override a solver or job field (repeatable)\n"
     "exit status: 0 ok, 2 invalid input\n";
@@ -73,6 +76,41 @@ static mdl_status print_pipeline(const mdl_job *job, mdl_error *err) {
   return MDL_OK;
 }
 
+/* The numbers behind tau: the cost model of the TRAIN net and the tuner's
+ * choice for 2, 4 and the job's own worker count, local and remote. */
+static void print_explain(const mdl_job *job, const mdl_compiled *c) {
+  if (c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) {
+    printf("explain: no TRAIN net, nothing to tune\n");
+    return;
+  }
+  mdl_cost cost;
+  mdl_cost_of(c->nets[0].graph, &cost);
+  const Memdl__Sync *sync = job->job->sync;
+  double f = sync && sync->max_comm_fraction > 0 ? sync->max_comm_fraction : 0.1;
+  printf(
+      "cost: batch %lld, forward %.2f MFLOP per sample, training %.1f MFLOP per iteration, "
+      "%lld learnable values (%.2f MB per copy of the weights)\n",
+      (long long)cost.batch, cost.forward_flops / 1e6 / (cost.batch ? cost.batch : 1),
+      cost.train_flops / 1e6, (long long)cost.param_values, cost.param_values * 4.0 / 1e6);
+  printf(
+      "tuner: smallest tau keeping communication <= %.0f%% of a round (sync.max_comm_fraction)"
+      "%s\n",
+      100 * f, sync && sync->tau ? "; the job fixes sync.tau, so this is for reference" : "");
+  printf("  %-8s %-14s %12s %12s %6s %8s\n", "workers", "transport", "iter ms", "round comm ms",
+         "tau", "comm %");
+  uint32_t own = job_workers(job->job);
+  uint32_t ks[] = {2, 4, own};
+  for (int i = 0; i < 3; i++) {
+    if (i == 2 && (own == 2 || own == 4)) break;
+    for (int remote = 0; remote < 2; remote++) {
+      mdl_tune_input in = mdl_tune_defaults((int)ks[i], remote, f);
+      mdl_tune_result r = mdl_tune_tau(&cost, &in);
+      printf("  %-8u %-14s %12.2f %12.2f %6d %7.1f%%\n", ks[i], remote ? "gRPC" : "shared memory",
+             r.iter_s * 1e3, r.comm_s * 1e3, r.tau, 100 * r.comm_fraction);
+    }
+  }
+}
+
 static void print_shapes(const mdl_compiled *c) {
   char buf[256];
   for (int i = 0; i < c->n_nets; i++) {
@@ -93,7 +131,7 @@ static void print_shapes(const mdl_compiled *c) {
 int mdl_cmd_compile(int argc, char **argv) {
   const char *file = NULL;
   mdl_file_kind kind = MDL_KIND_AUTO;
-  int shapes = 0, plan = 0, phase = -1;
+  int shapes = 0, plan = 0, explain = 0, phase = -1;
   const char *sets[64], *stages[64];
   int n_sets = 0, n_stages = 0;
   for (int i = 1; i < argc; i++) {
@@ -105,6 +143,8 @@ int mdl_cmd_compile(int argc, char **argv) {
       shapes = 1;
     } else if (!strcmp(a, "--plan")) {
       plan = 1;
+    } else if (!strcmp(a, "--explain")) {
+      explain = 1;
     } else if (!strcmp(a, "--phase") && i + 1 < argc) {
       const char *p = argv[++i];
       if (!strcmp(p, "train"))
@@ -168,7 +208,8 @@ int mdl_cmd_compile(int argc, char **argv) {
       free(text);
       mdl_pb_free(p);
     }
-    if (!shapes && !plan) {
+    if (explain) print_explain(job, c);
+    if (!shapes && !plan && !explain) {
       print_summary(job, c);
       st = print_pipeline(job, &err);
     }

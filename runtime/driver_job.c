@@ -9,6 +9,7 @@
 #include "common/fileio.h"
 #include "common/pb.h"
 #include "compiler/plan.h"
+#include "compiler/tuner.h"
 #include "runtime/dataset_resolver.h"
 #include "runtime/driver.h"
 #include "runtime/launcher.h"
@@ -34,6 +35,44 @@ bool mdl_driver_wanted(const mdl_job *job, const mdl_driver_opts *opts) {
     return true; /* a launcher is there but misconfigured: let the run say so */
   }
   return false;
+}
+
+/* How many workers a run will have, and whether they are remote: from
+ * --workers ("local:K" or "host:port,..."), else the job's cluster block. */
+static int count_workers(const mdl_job *job, const char *spec, bool *remote) {
+  const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;
+  *remote = false;
+  if (spec && !strncmp(spec, "local:", 6)) return atoi(spec + 6) > 0 ? atoi(spec + 6) : 1;
+  if (spec && *spec) {
+    int n = 1;
+    for (const char *p = spec; *p; p++) n += *p == ',';
+    *remote = true;
+    return n;
+  }
+  if (cl && cl->n_worker) {
+    *remote = true;
+    return (int)cl->n_worker;
+  }
+  return cl && cl->workers ? (int)cl->workers : 1;
+}
+
+/* sync.tau 0 means "choose": the tuner's smallest tau that keeps a round's
+ * communication under sync.max_comm_fraction (compiler/tuner.h). */
+static void tune_tau(const mdl_job *job, const mdl_compiled *c, mdl_driver_opts *o) {
+  if (c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) return;
+  bool remote;
+  int k = count_workers(job, o->workers, &remote);
+  const Memdl__Sync *sync = job->job ? job->job->sync : NULL;
+  mdl_cost cost;
+  mdl_cost_of(c->nets[0].graph, &cost);
+  mdl_tune_input in = mdl_tune_defaults(k, remote, sync ? sync->max_comm_fraction : 0.1);
+  mdl_tune_result r = mdl_tune_tau(&cost, &in);
+  o->tau = r.tau;
+  fprintf(o->log ? o->log : stderr,
+          "memdl: tau %d (tuned: %.2f ms per iteration, %.2f ms per %s round of %d workers, "
+          "%.0f%% communication; sync.tau sets it)\n",
+          r.tau, r.iter_s * 1e3, r.comm_s * 1e3, remote ? "gRPC" : "shared-memory", k,
+          100 * r.comm_fraction);
 }
 
 /* A Slurm/MPI rank other than 0: serve the driver until it shuts us down. */
@@ -113,6 +152,7 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
   st = mdl_compile_job(job, mdl_data_source_info, &cat, &c, err);
   Memdl__Plan *plan = NULL;
   if (st == MDL_OK) plan = mdl_plan_new(job, c);
+  if (st == MDL_OK && o.tau <= 0 && !(plan->sync && plan->sync->tau)) tune_tau(job, c, &o);
   char snap[1024];
   const char *dir = job->job->output && job->job->output->dir ? job->job->output->dir : "out";
   char *full = mdl_path_join(job->base_dir, dir);
