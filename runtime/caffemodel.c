@@ -27,13 +27,21 @@ static bool has_legacy(const Caffe__BlobProto *b) {
   return b->has_num || b->has_channels || b->has_height || b->has_width;
 }
 
+/* Product of dim[0..n), or -1 when an axis is negative or it overflows
+ * (sizes come from the file). */
+static int64_t shape_count(const int64_t *dim, int n) {
+  int64_t c = 1;
+  for (int i = 0; i < n; i++)
+    if (dim[i] < 0 || __builtin_mul_overflow(c, dim[i], &c)) return -1;
+  return c;
+}
+
 int64_t mdl_blob_proto_shape(const Caffe__BlobProto *b, int *n_axes, int64_t dim[8]) {
   if (b->shape) {
     int n = (int)(b->shape->n_dim < 8 ? b->shape->n_dim : 8);
-    int64_t c = 1;
-    for (int i = 0; i < n; i++) c *= (dim[i] = b->shape->dim[i]);
+    for (int i = 0; i < n; i++) dim[i] = b->shape->dim[i];
     *n_axes = n;
-    return b->shape->n_dim > 8 ? -1 : c;
+    return b->shape->n_dim > 8 ? -1 : shape_count(dim, n);
   }
   if (has_legacy(b)) {
     dim[0] = b->num;
@@ -41,7 +49,7 @@ int64_t mdl_blob_proto_shape(const Caffe__BlobProto *b, int *n_axes, int64_t dim
     dim[2] = b->height;
     dim[3] = b->width;
     *n_axes = 4;
-    return dim[0] * dim[1] * dim[2] * dim[3];
+    return shape_count(dim, 4);
   }
   *n_axes = 0;
   return -1;

@@ -18,7 +18,8 @@
 
 /* The shape a BlobProto describes: `shape` when present, else Caffe's legacy
  * num/channels/height/width (4 axes). Returns the element count, or -1 when
- * the blob carries no shape at all. */
+ * the blob carries no shape at all (*n_axes 0), or more than 8 axes, a
+ * negative axis or a count beyond int64 (the axes are still filled in). */
 int64_t mdl_blob_proto_shape(const Caffe__BlobProto *b, int *n_axes, int64_t dim[8]);
 
 /* Copies the values of b (float `data` or `double_data`) into dst, which

@@ -34,7 +34,7 @@ mdl_status mdl_datum_decode(const uint8_t *buf, size_t len, int channels, mdl_im
     return st;
   }
   int64_t c = d->channels, h = d->height, w = d->width;
-  if (c <= 0 || h <= 0 || w <= 0 || c * h * w > (1ll << 30)) {
+  if (c <= 0 || h <= 0 || w <= 0 || c * h > (1ll << 30) || c * h * w > (1ll << 30)) {
     st = mdl_errorf(err, MDL_ERR_INVALID, "Datum has shape %lldx%lldx%lld", (long long)c,
                     (long long)h, (long long)w);
     goto done;

@@ -165,6 +165,10 @@ static mdl_status jpeg_decode(const uint8_t *buf, size_t len, int channels, mdl_
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, buf, (unsigned long)len);
   jpeg_read_header(&cinfo, TRUE);
+  if ((uint64_t)cinfo.image_width * cinfo.image_height > (1u << 28)) {
+    snprintf(e.msg, sizeof e.msg, "bad image size %ux%u", cinfo.image_width, cinfo.image_height);
+    longjmp(e.jb, 1);
+  }
   int src_c = cinfo.jpeg_color_space == JCS_GRAYSCALE ? 1 : 3;
   int c = channels ? channels : src_c;
   img->c = c;

@@ -111,14 +111,16 @@ static mdl_status idx_open(const char *base_dir, const char *name, const char *r
     unsigned char d[16];
     st = idx_read(x, d, 4 * (size_t)x->ndim, "the header", err);
     x->rec_elems = 1;
+    double values = 1; /* the record size as the header says, unbounded */
     for (int i = 0; !st && i < x->ndim; i++) {
       x->dim[i] = (int64_t)((uint32_t)d[4 * i] << 24 | (uint32_t)d[4 * i + 1] << 16 |
                             (uint32_t)d[4 * i + 2] << 8 | d[4 * i + 3]);
-      if (i > 0) x->rec_elems *= x->dim[i];
+      if (i > 0) values *= (double)x->dim[i];
     }
-    if (!st && (x->rec_elems <= 0 || x->rec_elems > (1 << 28)))
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: IDX records of %lld values", x->path,
-                      (long long)x->rec_elems);
+    if (!st && (values <= 0 || values > (1 << 28)))
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: IDX records of %.0f values (1 to 2^28 supported)",
+                      x->path, values);
+    for (int i = 1; !st && i < x->ndim; i++) x->rec_elems *= x->dim[i];
     x->count = x->dim[0];
   }
   if (st) idx_close(x);
@@ -194,28 +196,35 @@ static mdl_status read_labels(const mdl_src_ctx *c, int64_t *count, int32_t **la
     idx_close(&x);
     return st;
   }
-  size_t bytes = (size_t)x.count * x.esize;
-  unsigned char *raw = malloc(bytes ? bytes : 1);
-  int32_t *l = malloc((size_t)(x.count ? x.count : 1) * sizeof *l);
-  if (!raw || !l) {
-    free(raw);
-    free(l);
-    idx_close(&x);
-    return mdl_errorf(err, MDL_ERR_NOMEM, "out of memory reading labels");
-  }
-  st = idx_read(&x, raw, bytes, "the labels", err);
-  if (!st) st = idx_finish(&x, err);
+  /* In chunks, growing as labels arrive: the header's count is not trusted
+   * with memory before the file shows it holds that many. */
+  enum { CHUNK = 1 << 16 };
+  unsigned char *raw = malloc((size_t)CHUNK * x.esize);
+  int32_t *l = NULL;
   int32_t mx = -1;
-  for (int64_t i = 0; !st && i < x.count; i++) {
-    double v = idx_value(&x, raw + (size_t)i * x.esize);
-    if (v != (double)(int32_t)v) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: label %lld is %g, not an integer", x.path,
-                      (long long)i, v);
+  for (int64_t i0 = 0; !st && i0 < x.count; i0 += CHUNK) {
+    int64_t k = x.count - i0 < CHUNK ? x.count - i0 : CHUNK;
+    int32_t *nl = raw ? realloc(l, (size_t)(i0 + k) * sizeof *l) : NULL;
+    if (!nl) {
+      st = mdl_errorf(err, MDL_ERR_NOMEM, "%s: out of memory reading labels", x.path);
       break;
     }
-    l[i] = (int32_t)v;
-    if (l[i] > mx) mx = l[i];
+    l = nl;
+    st = idx_read(&x, raw, (size_t)k * x.esize, "the labels", err);
+    for (int64_t j = 0; !st && j < k; j++) {
+      double v = idx_value(&x, raw + (size_t)j * x.esize);
+      if (v != (double)(int32_t)v) {
+        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: label %lld is %g, not an integer", x.path,
+                        (long long)(i0 + j), v);
+        break;
+      }
+      l[i0 + j] = (int32_t)v;
+      if (l[i0 + j] > mx) mx = l[i0 + j];
+    }
   }
+  if (!st) st = idx_finish(&x, err);
+  if (!st && !l) l = malloc(sizeof *l);
+  if (!st && !l) st = mdl_errorf(err, MDL_ERR_NOMEM, "%s: out of memory reading labels", x.path);
   free(raw);
   *count = x.count;
   idx_close(&x);

@@ -300,3 +300,27 @@ Test(caffemodel, legacy_v1_file_with_double_data_loads) {
   mdl_net_free(n);
   mdl_graph_free(g);
 }
+
+/* Found by tests/fuzz/run_readers_fuzz.sh: sizes from the file that overflow
+ * int64 when multiplied (UBSan), or are negative, give -1, not a count. */
+Test(blob_proto, shape_count_overflow_and_negative_axes) {
+  Caffe__BlobProto b = CAFFE__BLOB_PROTO__INIT;
+  b.has_num = b.has_channels = b.has_height = b.has_width = 1;
+  b.num = b.channels = b.height = b.width = 0x7fffffff;
+  int n;
+  int64_t dim[8];
+  cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), -1);
+  cr_assert_eq(n, 4);
+  cr_assert_eq(dim[3], 0x7fffffff);
+  int64_t dims[3] = {INT64_MAX, 2, 3};
+  Caffe__BlobShape s = CAFFE__BLOB_SHAPE__INIT;
+  s.n_dim = 3;
+  s.dim = dims;
+  b.shape = &s;
+  cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), -1);
+  cr_assert_eq(n, 3);
+  dims[0] = -4;
+  cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), -1);
+  dims[0] = 4;
+  cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), 24);
+}

@@ -10,6 +10,7 @@
 
 #include "common/pb.h"
 #include "runtime/dataset.h"
+#include "runtime/datum.h"
 #include "tests/dataset_test_util.h"
 
 TestSuite(sources, .init = tu_dir_setup, .fini = tu_dir_teardown);
@@ -601,4 +602,88 @@ Test(source_errors, memory_budget_checked_before_loading) {
   mdl_dataset_free(d);
   mdl_pb_free(lin);
   mdl_pb_free(ds);
+}
+
+/* ---- inputs found by tests/fuzz/run_readers_fuzz.sh ---- */
+
+/* Record dimensions whose product overflows int64 (UBSan) must be an error
+ * naming the file. */
+Test(source_errors, idx_record_size_overflow) {
+  make_idx(false, 5, 2, 3, 2, "i", "l");
+  static const uint8_t hdr[] = {0,    0,    0x08, 3,    0,    0,    0,    5,
+                                0xf1, 0xf1, 0xf1, 0xf1, 0xf1, 0xf1, 0xf1, 0xf1};
+  char *p = tu_path(tu_dir, "big");
+  tu_write(p, hdr, sizeof hdr);
+  Memdl__DataSet *ds = idx_set("big", "l", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, p);
+  expect_msg(m, "IDX records of");
+  mdl_pb_free(ds);
+  free(p);
+}
+
+/* A label header claiming 2^32-1 labels in a tiny file: truncated, without
+ * first allocating for all of them. */
+Test(source_errors, idx_label_count_beyond_the_file) {
+  make_idx(false, 5, 2, 3, 2, "i", "l");
+  static const uint8_t lab[] = {0, 0, 0x08, 1, 0xff, 0xff, 0xff, 0xff, 0, 1, 0};
+  char *p = tu_path(tu_dir, "l");
+  tu_write(p, lab, sizeof lab);
+  Memdl__DataSet *ds = idx_set("i", "l", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, p);
+  expect_msg(m, "truncated");
+  mdl_pb_free(ds);
+  free(p);
+}
+
+/* A 64003x64004 JPEG header in 136 bytes: refused before allocating 12 GB. */
+Test(source_errors, jpeg_header_too_large) {
+  static const uint8_t jpg[] = {
+      0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x01, 0x00, 0x46, 0x00, 0x01,
+      0x00, 0x01, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0xff, 0xdb, 0x00, 0x43, 0x00, 0x03,
+      0x02, 0x02, 0x03, 0x02, 0x02, 0x03, 0x03, 0x03, 0x03, 0x04, 0x03, 0x03, 0x04, 0x05,
+      0x08, 0x05, 0x05, 0x04, 0x04, 0x3d, 0x05, 0x0a, 0x07, 0x07, 0x06, 0x08, 0x0c, 0x0a,
+      0x0c, 0x14, 0x0b, 0x0a, 0x0b, 0x10, 0x0b, 0x11, 0x0e, 0x0e, 0x12, 0x0d, 0x0d, 0x0e,
+      0x0b, 0x0b, 0x10, 0x16, 0x10, 0x11, 0x13, 0x14, 0x15, 0x15, 0x15, 0x0c, 0x0f, 0x17,
+      0x18, 0x16, 0x14, 0x18, 0x12, 0x14, 0x15, 0x14, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0xfa,
+      0x03, 0xfa, 0x04, 0x01, 0x01, 0x11, 0x00, 0x87, 0x88, 0xf7, 0xff, 0xda, 0x00, 0x08,
+      0x01, 0x01, 0x00, 0x00, 0x3f, 0x00, 0xf9, 0x1b, 0xc3, 0xde, 0x01, 0xd1, 0xbf, 0xb2,
+      0xe2, 0xff, 0x00, 0x46, 0xfe, 0x5f, 0xe1, 0x5f, 0xff, 0xd9};
+  mdl_image img = {0};
+  mdl_error err = {0};
+  cr_assert_eq(mdl_image_decode(jpg, sizeof jpg, 3, &img, &err), MDL_ERR_INVALID);
+  expect_msg(err.msg, "bad image size");
+  mdl_image_free(&img);
+  uint8_t *vals[1];
+  size_t lens[1];
+  tu_datum_encoded(jpg, sizeof jpg, 0, &vals[0], &lens[0]);
+  char *db = tu_path(tu_dir, "bigjpeg");
+  tu_write_lmdb(db, 1, vals, lens);
+  free_values(1, vals);
+  Memdl__DataSet *ds = lmdb_set("bigjpeg", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, "record 0");
+  expect_msg(m, "bad image size");
+  mdl_pb_free(ds);
+  free(db);
+}
+
+/* c x h x w of 2^31-1 each overflows int64 (UBSan) unless checked in steps. */
+Test(source_errors, datum_shape_overflow) {
+  uint8_t px[4] = {0};
+  uint8_t *buf;
+  size_t len;
+  tu_datum_raw(1, 2, 2, px, 0, &buf, &len);
+  Caffe__Datum *d = caffe__datum__unpack(NULL, len, buf);
+  d->channels = d->height = d->width = 0x7fffffff;
+  uint8_t out[64];
+  size_t n = caffe__datum__pack(d, out);
+  caffe__datum__free_unpacked(d, NULL);
+  free(buf);
+  mdl_image img = {0};
+  mdl_error err = {0};
+  cr_assert_eq(mdl_datum_decode(out, n, 0, &img, &err), MDL_ERR_INVALID);
+  expect_msg(err.msg, "Datum has shape");
+  mdl_image_free(&img);
 }
