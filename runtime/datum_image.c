@@ -9,6 +9,8 @@
 
 /* jpeglib.h needs size_t and FILE declared first. */
 #include <jpeglib.h>
+/* JWRN_JPEG_EOF */
+#include <jerror.h>
 #include <png.h>
 
 #include "runtime/datum.h"
@@ -150,6 +152,13 @@ static void jpeg_on_message(j_common_ptr cinfo) {
   (void)cinfo;
 }
 
+/* libjpeg only warns when the data ends early and then pads the image with
+ * gray; a truncated file is an error here, as for PNG (and is stopped before
+ * a tiny file pads out a huge image). */
+static void jpeg_on_emit(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_on_error(cinfo);
+}
+
 static mdl_status jpeg_decode(const uint8_t *buf, size_t len, int channels, mdl_image *img,
                               bool header_only, mdl_error *err) {
   struct jpeg_decompress_struct cinfo;
@@ -158,6 +167,7 @@ static mdl_status jpeg_decode(const uint8_t *buf, size_t len, int channels, mdl_
   cinfo.err = jpeg_std_error(&e.pub);
   e.pub.error_exit = jpeg_on_error;
   e.pub.output_message = jpeg_on_message;
+  e.pub.emit_message = jpeg_on_emit;
   if (setjmp(e.jb)) {
     jpeg_destroy_decompress(&cinfo);
     return mdl_errorf(err, MDL_ERR_INVALID, "corrupt JPEG: %s", e.msg);
