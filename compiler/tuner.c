@@ -31,16 +31,19 @@ void mdl_cost_of(const mdl_graph *g, mdl_cost *out) {
 }
 
 mdl_tune_input mdl_tune_defaults(int workers, bool remote, double max_comm_fraction) {
-  /* Measured on the 2-core development VM (README, Performance): training
-   * sustains ~100 GFLOP/s per worker; a round costs ~0.3 ms + 10 GB/s
-   * through shared memory, ~1.2 ms + 2.5 GB/s over gRPC. */
+  /* Measured on the 2-core development VM: training sustains ~100 GFLOP/s
+   * per worker (bench/run.sh); moving weights costs 10 GB/s through shared
+   * memory and 2.5 GB/s over gRPC (bench/bench_allreduce.sh); and a round
+   * has a fixed cost beyond the transfer -- waking the workers, waiting for
+   * the slowest -- of ~2 ms locally, ~3 ms over gRPC (the "waiting" and
+   * "communication" of memdl run's round lines for LeNet). */
   mdl_tune_input in = {
       .workers = workers > 0 ? workers : 1,
       .remote = remote,
       .max_comm_fraction = max_comm_fraction > 0 && max_comm_fraction < 1 ? max_comm_fraction : 0.1,
       .worker_gflops = 100,
       .bandwidth_gbs = remote ? 2.5 : 10,
-      .latency_s = remote ? 1.2e-3 : 0.3e-3,
+      .latency_s = remote ? 3e-3 : 2e-3,
   };
   return in;
 }
