@@ -2,6 +2,7 @@
  * See net.h. */
 #include "runtime/net.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -591,4 +592,26 @@ size_t mdl_net_arena_floats(const mdl_net *net) {
 }
 size_t mdl_net_naive_bytes(const mdl_net *net) {
   return net->naive_bytes;
+}
+
+mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_feed_fn feed,
+                              void *ctx, double *loss, mdl_error *err) {
+  if (iter_size < 1) iter_size = 1;
+  mdl_net_clear_param_diffs(net);
+  double sum = 0;
+  for (int i = 0; i < iter_size; i++) {
+    uint64_t k = (uint64_t)iter * (uint64_t)iter_size + (uint64_t)i;
+    mdl_status st = feed(ctx, k, err);
+    if (st != MDL_OK) return st;
+    mdl_net_set_iteration(net, k);
+    sum += mdl_net_forward(net);
+    mdl_net_backward(net);
+  }
+  *loss = sum / iter_size;
+  if (!isfinite(*loss))
+    return mdl_errorf(err, MDL_ERR_INTERNAL,
+                      "the training loss is %g at iteration %d: training diverged (try a smaller "
+                      "base_lr or clip_gradients)",
+                      *loss, iter);
+  return MDL_OK;
 }

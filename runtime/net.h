@@ -57,6 +57,17 @@ void mdl_net_backward(mdl_net *net);
 /* Zeroes the gradient buffer (once per iteration, before the first pass). */
 void mdl_net_clear_param_diffs(mdl_net *net);
 
+/* Fills the net's data inputs with batch k (see mdl_net_accumulate). */
+typedef mdl_status (*mdl_net_feed_fn)(void *ctx, uint64_t k, mdl_error *err);
+
+/* The gradient of solver iteration `iter`, as single-worker training and
+ * distributed workers both compute it: clears the gradient buffer, then runs
+ * iter_size forward/backward passes on batches k = iter * iter_size + i
+ * (feed fills the inputs), accumulating. *loss is their mean. A failed feed
+ * is returned as is; a non-finite loss is MDL_ERR_INTERNAL naming iter. */
+mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_feed_fn feed,
+                              void *ctx, double *loss, mdl_error *err);
+
 /* Single-layer steps for timing (memdl time). forward_layer returns that
  * layer's weighted loss. backward_layer does nothing for layers that do not
  * need backward. Run layers in order (forward) and reverse order (backward). */

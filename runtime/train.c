@@ -188,6 +188,10 @@ static mdl_status feed(netrun *r, uint64_t k, mdl_error *err) {
   return MDL_OK;
 }
 
+static mdl_status feed_train(void *r, uint64_t k, mdl_error *err) {
+  return feed(r, k, err);
+}
+
 static void free_netrun(netrun *r) {
   for (int i = 0; i < r->n_feed; i++) {
     mdl_batcher_free(r->feed[i].b);
@@ -630,7 +634,6 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   bool test_at_end = false;
   while (st == MDL_OK && mdl_solver_iter(s) < stop) {
     int iter = mdl_solver_iter(s);
-    mdl_net_clear_param_diffs(net);
     if (sp->test_interval && iter % sp->test_interval == 0 &&
         (iter > 0 || sp->test_initialization) && t->n_tests) {
       double t0 = mdl_now();
@@ -640,23 +643,8 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     }
     bool display = sp->display && iter % sp->display == 0;
     double loss = 0;
-    for (int i = 0; i < iter_size && st == MDL_OK; i++) {
-      uint64_t k = (uint64_t)iter * (uint64_t)iter_size + (uint64_t)i;
-      st = feed(&t->train, k, err);
-      if (st != MDL_OK) break;
-      mdl_net_set_iteration(net, k);
-      loss += mdl_net_forward(net);
-      mdl_net_backward(net);
-    }
+    st = mdl_net_accumulate(net, iter, iter_size, feed_train, &t->train, &loss, err);
     if (st != MDL_OK) break;
-    loss /= iter_size;
-    if (!isfinite(loss)) {
-      st = mdl_errorf(err, MDL_ERR_INTERNAL,
-                      "the training loss is %g at iteration %d: training diverged (try a smaller "
-                      "base_lr or clip_gradients)",
-                      loss, iter);
-      break;
-    }
     /* Caffe's UpdateSmoothedLoss */
     if (n_losses < avg) {
       losses[n_losses++] = (float)loss;

@@ -412,6 +412,11 @@ static mdl_status feed(part_set *ps, phase_run *r, uint64_t k, mdl_error *err) {
 
 /* --- running ---------------------------------------------------------------- */
 
+static mdl_status feed_train(void *ctx, uint64_t k, mdl_error *err) {
+  netr *t = ctx;
+  return feed(&t->train_ps, &t->train, k, err);
+}
+
 static void add_output(mdl_trainer_stats *s, const char *name, double v) {
   int k = 0;
   while (k < s->n_outputs && strcmp(s->outputs[k].name, name)) k++;
@@ -446,21 +451,9 @@ static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in,
   for (int it = 0; it < tau && st == MDL_OK; it++) {
     if (cancel && *cancel) return mdl_errorf(err, MDL_ERR_INTERNAL, "cancelled");
     int iter = iter_start + it;
-    mdl_net_clear_param_diffs(net);
     double loss = 0;
-    for (int i = 0; i < iter_size && st == MDL_OK; i++) {
-      uint64_t k = (uint64_t)iter * (uint64_t)iter_size + (uint64_t)i;
-      st = feed(&t->train_ps, &t->train, k, err);
-      if (st != MDL_OK) break;
-      mdl_net_set_iteration(net, k);
-      loss += mdl_net_forward(net);
-      mdl_net_backward(net);
-    }
+    st = mdl_net_accumulate(net, iter, iter_size, feed_train, t, &loss, err);
     if (st != MDL_OK) break;
-    loss /= iter_size;
-    if (!isfinite(loss))
-      return mdl_errorf(err, MDL_ERR_INTERNAL,
-                        "the training loss is %g at iteration %d: training diverged", loss, iter);
     mdl_solver_update(t->solver, mdl_net_params(net), mdl_net_param_diffs(net));
     t->stats.loss_sum += loss;
     t->stats.samples += (uint64_t)(t->train.batch * iter_size);
