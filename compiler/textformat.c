@@ -638,19 +638,23 @@ static void list_enum_values(const ProtobufCEnumDescriptor *ed, int with_numbers
   }
 }
 
+/* The candidate closest to the token's text, for "did you mean"; NULL when
+ * none is close or the token is too long to be a misspelt name. */
+static const char *nearest_name(const token *t, const char **names, size_t n) {
+  char word[256];
+  if (t->len >= sizeof word || n == 0) return NULL;
+  memcpy(word, t->text, t->len);
+  word[t->len] = '\0';
+  return mdl_suggest_nearest(word, names, n);
+}
+
 static mdl_status unknown_enum_name(parser *p, const token *t, const ProtobufCEnumDescriptor *ed) {
   char shown[200];
   render(shown, sizeof shown, t->text, t->len);
-  const char *suggestion = NULL;
-  if (t->len < 256 && ed->n_values > 0) {
-    char word[256];
-    memcpy(word, t->text, t->len);
-    word[t->len] = '\0';
-    const char **names = mdl_xmalloc(ed->n_values * sizeof *names);
-    for (unsigned i = 0; i < ed->n_values; i++) names[i] = ed->values[i].name;
-    suggestion = mdl_suggest_nearest(word, names, ed->n_values);
-    free(names);
-  }
+  const char **names = mdl_xcalloc(ed->n_values, sizeof *names);
+  for (unsigned i = 0; i < ed->n_values; i++) names[i] = ed->values[i].name;
+  const char *suggestion = nearest_name(t, names, ed->n_values);
+  free(names);
   if (suggestion)
     return FAIL(p, t, "unknown enum value \"%s\" for %s; did you mean \"%s\"?", shown, ed->name,
                 suggestion);
@@ -936,16 +940,10 @@ static const ProtobufCFieldDescriptor *lookup_field(const ProtobufCMessageDescri
 static mdl_status unknown_field(parser *p, const token *t, const ProtobufCMessageDescriptor *desc) {
   char shown[200];
   render(shown, sizeof shown, t->text, t->len);
-  const char *suggestion = NULL;
-  if (t->len < 256 && desc->n_fields > 0) {
-    char word[256];
-    memcpy(word, t->text, t->len);
-    word[t->len] = '\0';
-    const char **names = mdl_xmalloc(desc->n_fields * sizeof *names);
-    for (unsigned i = 0; i < desc->n_fields; i++) names[i] = desc->fields[i].name;
-    suggestion = mdl_suggest_nearest(word, names, desc->n_fields);
-    free(names);
-  }
+  const char **names = mdl_xcalloc(desc->n_fields, sizeof *names);
+  for (unsigned i = 0; i < desc->n_fields; i++) names[i] = desc->fields[i].name;
+  const char *suggestion = nearest_name(t, names, desc->n_fields);
+  free(names);
   if (suggestion)
     return FAIL(p, t, "unknown field \"%s\" in %s; did you mean \"%s\"?", shown, desc->name,
                 suggestion);
