@@ -11,11 +11,12 @@
 
 #include "compiler/graph.h"
 #include "compiler/textformat.h"
-#include "runtime/cpu_math.h"
-#include "runtime/net.h"
-#include "runtime/solver.h"
-#include "runtime/tensor.h"
-#include "runtime/threadpool.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/cpu_math.h"
+#include "runtime/engine/net.h"
+#include "runtime/engine/tensor.h"
+#include "runtime/engine/threadpool.h"
+#include "runtime/solver/solver.h"
 
 static double mdl_now(void) {
   struct timespec ts;
@@ -113,7 +114,7 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
     fprintf(stderr, "%s\n", err.msg);
     return 2;
   }
-  mdl_net_options o = {.pool = pool, .seed = 1};
+  mdl_net_options o = {.backend = mdl_cpu_backend(), .pool = pool, .seed = 1};
   mdl_net *net;
   if (mdl_net_new(g, &o, &net, &err) != MDL_OK) {
     fprintf(stderr, "%s\n", err.msg);
@@ -129,7 +130,8 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
   int nl;
   const mdl_solver_blob *bl = mdl_net_learnable(net, &nl);
   mdl_solver *s;
-  if (mdl_solver_new(&sp, bl, nl, mdl_net_param_count(net), &s, &err) != MDL_OK) {
+  if (mdl_solver_new(mdl_cpu_backend(), &sp, bl, nl, mdl_net_param_count(net), &s, &err) !=
+      MDL_OK) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }

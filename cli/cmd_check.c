@@ -6,8 +6,9 @@
 #include "cli/commands.h"
 #include "compiler/job.h"
 #include "compiler/layers.h"
-#include "runtime/dataset.h"
-#include "runtime/layer.h"
+#include "runtime/data/dataset.h"
+#include "runtime/engine/backend.h"
+#include "runtime/train/device.h"
 
 static const char USAGE[] =
     "usage: memdl check [--as net|solver|job] FILE...\n"
@@ -21,13 +22,17 @@ static const char USAGE[] =
 static mdl_status check_layer_types(const Caffe__NetParameter *net, const char *file,
                                     mdl_error *err) {
   if (!net) return MDL_OK;
+  const mdl_backend *be;
+  mdl_status st = mdl_device_backend("cpu", &be, err);
+  if (st != MDL_OK) return st;
   for (size_t i = 0; i < net->n_layer; i++) {
     const Caffe__LayerParameter *l = net->layer[i];
     if (!l->type || !mdl_layer_find(l->type))
       return mdl_errorf(err, MDL_ERR_INVALID, "%s: layer \"%s\": unknown type \"%s\"", file,
                         l->name ? l->name : "", l->type ? l->type : "");
     /* Valid Caffe, but nothing here can run it: say so now, not at run. */
-    if (!mdl_layer_impl_find(mdl_cpu_backend(), l->type) && !mdl_data_is_pipeline_layer(l))
+    char why[1700];
+    if (!mdl_data_is_pipeline_layer(l) && !mdl_backend_supports_layer(be, l, why, sizeof why))
       fprintf(stderr, "%s: warning: layer \"%s\" (%s) is valid Caffe but memdl cannot run it\n",
               file, l->name ? l->name : "", l->type);
   }

@@ -9,8 +9,8 @@
 #include "compiler/plan.h"
 #include "compiler/textformat.h"
 #include "compiler/tuner.h"
-#include "runtime/dataset.h"
-#include "runtime/dataset_resolver.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/dataset_resolver.h"
 
 static const char USAGE[] =
     "usage: memdl compile FILE [--shapes] [--phase train|test] [--stage S]... [--plan] "

@@ -14,7 +14,7 @@
 #include "common/pb.h"
 #include "compiler/job.h"
 #include "compiler/textformat.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 
 static const char USAGE[] =
     "usage: memdl data FILE [--name NAME] [--head N] [--partitions P]\n"

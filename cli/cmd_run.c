@@ -7,8 +7,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
-#include "runtime/driver.h"
-#include "runtime/train.h"
+#include "runtime/dist/driver.h"
+#include "runtime/train/train.h"
 
 static const char USAGE[] =
     "usage: memdl run JOB [--weights FILE.caffemodel] [--resume [FILE]]\n"

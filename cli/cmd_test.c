@@ -7,8 +7,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
-#include "runtime/metrics.h"
-#include "runtime/train.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/train.h"
 
 static const char USAGE[] =
     "usage: memdl test JOB|SOLVER|NET --weights FILE.caffemodel [--iterations N]\n"

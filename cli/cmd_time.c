@@ -7,9 +7,9 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
-#include "runtime/metrics.h"
-#include "runtime/progress.h"
-#include "runtime/train.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/progress.h"
+#include "runtime/train/train.h"
 
 static const char USAGE[] =
     "usage: memdl time NET|JOB [--iterations N] [--threads T] [--set FIELD=VALUE]...\n"

@@ -1,8 +1,161 @@
-/* memdl worker: serve a driver (flags and serving live in runtime/worker_main.c
- * so tests run the same worker). */
+/* memdl worker: its flags and process life (signals, exit codes); the
+ * serving itself is runtime/dist/worker.c. Tests run this very function from
+ * their own binaries with a trainer table of their own. */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cmd_worker.h"
 #include "cli/commands.h"
-#include "runtime/worker.h"
+#include "runtime/dist/worker.h"
+#include "runtime/rpc/rpc.h"
+
+static const char USAGE[] =
+    "usage: memdl worker --listen ADDR [--device cpu|cuda[:N]] [--threads T]\n"
+    "                    [--token-file FILE] [--tls-cert FILE --tls-key FILE [--tls-ca FILE\n"
+    "                    [--require-client-cert]]] [--insecure] [--driver-timeout-ms MS]\n"
+    "\n"
+    "Serves a memdl driver: receives the compiled plan and its partitions (as\n"
+    "lineages, rebuilt here), runs tau solver iterations per round and returns\n"
+    "the weights. Exits when the driver shuts it down, on SIGINT/SIGTERM, or\n"
+    "when the driver has been silent for --driver-timeout-ms (default 600000).\n"
+    "  --listen ADDR       host:port (host:0 picks a free port) or unix:/path\n"
+    "  --device D          cpu (default); cuda or cuda:N once a GPU backend is built\n"
+    "  --threads T         CPU threads (default: one per core)\n"
+    "  --token-file FILE   shared token every call must carry (file mode 600)\n"
+    "  --tls-cert/--tls-key  serve TLS with this certificate and key (PEM)\n"
+    "  --tls-ca FILE       CA for client certificates (with --require-client-cert)\n"
+    "  --insecure          allow plain TCP on a non-loopback address (warns)\n"
+    "exit status: 0 ok, 1 runtime failure, 2 invalid usage\n";
+
+static mdl_worker *volatile g_worker;
+
+static void on_signal(int sig) {
+  (void)sig;
+  mdl_worker_stop(g_worker);
+}
+
+static bool device_ok(const char *d) {
+  if (!strcmp(d, "cpu") || !strcmp(d, "cuda")) return true;
+  if (strncmp(d, "cuda:", 5) || !d[5]) return false;
+  for (const char *p = d + 5; *p; p++)
+    if (*p < '0' || *p > '9') return false;
+  return strlen(d + 5) <= 3;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end || v < lo || v > hi) return false;
+  *out = (int)v;
+  return true;
+}
+
+int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers) {
+  mdl_worker_opts o = {.device = "cpu", .trainers = trainers};
+  const char *token_file = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(USAGE, stdout);
+      return 0;
+    } else if (!strcmp(a, "--insecure")) {
+      o.sec.insecure = true;
+    } else if (!strcmp(a, "--require-client-cert")) {
+      o.sec.require_client_cert = true;
+    } else if (!v) {
+      fprintf(stderr, "memdl worker: unknown flag or missing value: %s\n\n%s", a, USAGE);
+      return 2;
+    } else if (!strcmp(a, "--listen")) {
+      o.listen = v, i++;
+    } else if (!strcmp(a, "--device")) {
+      if (!device_ok(v)) {
+        fprintf(stderr, "memdl worker: --device takes cpu, cuda or cuda:N, not \"%s\"\n", v);
+        return 2;
+      }
+      if (strcmp(v, "cpu") != 0) { /* say so now, not when the driver's plan arrives */
+        fprintf(stderr, "memdl worker: --device %s: this memdl was built without a GPU backend\n",
+                v);
+        return 2;
+      }
+      o.device = v, i++;
+    } else if (!strcmp(a, "--threads")) {
+      if (!parse_int(v, 0, 4096, &o.threads)) {
+        fprintf(stderr, "memdl worker: --threads takes 0..4096, not \"%s\"\n", v);
+        return 2;
+      }
+      i++;
+    } else if (!strcmp(a, "--driver-timeout-ms")) {
+      if (!parse_int(v, 1, 86400000, &o.driver_timeout_ms)) {
+        fprintf(stderr, "memdl worker: --driver-timeout-ms takes 1..86400000, not \"%s\"\n", v);
+        return 2;
+      }
+      i++;
+    } else if (!strcmp(a, "--token-file")) {
+      token_file = v, i++;
+    } else if (!strcmp(a, "--tls-cert")) {
+      o.sec.tls_cert = v, i++;
+    } else if (!strcmp(a, "--tls-key")) {
+      o.sec.tls_key = v, i++;
+    } else if (!strcmp(a, "--tls-ca")) {
+      o.sec.tls_ca = v, i++;
+    } else {
+      fprintf(stderr, "memdl worker: unknown flag %s\n\n%s", a, USAGE);
+      return 2;
+    }
+  }
+  if (!o.listen) {
+    fprintf(stderr, "memdl worker: --listen ADDR is required\n\n%s", USAGE);
+    return 2;
+  }
+  if (!!o.sec.tls_cert != !!o.sec.tls_key) {
+    fprintf(stderr, "memdl worker: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  mdl_error err;
+  mdl_error_clear(&err);
+  char *token = NULL;
+  if (token_file && mdl_rpc_token_read(token_file, &token, &o.sec.token_len, &err) != MDL_OK) {
+    fprintf(stderr, "memdl worker: %s\n", err.msg);
+    return 2;
+  }
+  o.sec.token = token;
+  signal(SIGPIPE, SIG_IGN);
+  mdl_worker *w;
+  mdl_status st = mdl_worker_new(&o, &w, &err);
+  if (st != MDL_OK) {
+    fprintf(stderr, "memdl worker: %s\n", err.msg);
+    free(token);
+    return st == MDL_ERR_INVALID ? 2 : 1;
+  }
+  g_worker = w;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  int port = mdl_worker_port(w);
+  if (port)
+    fprintf(stderr, "memdl worker: listening on %s (port %d)\n", o.listen, port);
+  else
+    fprintf(stderr, "memdl worker: listening on %s\n", o.listen);
+  const char *reason = "";
+  st = mdl_worker_run(w, &reason, &err);
+  fprintf(stderr, "memdl worker: exiting (%s)\n", reason);
+  g_worker = NULL;
+  mdl_worker_free(w);
+  free(token);
+  if (st != MDL_OK) {
+    fprintf(stderr, "memdl worker: %s\n", err.msg);
+    return 1;
+  }
+  return 0;
+}
 
 int mdl_cmd_worker(int argc, char **argv) {
-  return mdl_worker_main(argc, argv);
+  return mdl_cmd_worker_with(argc, argv, mdl_trainer_table_default());
 }

@@ -9,8 +9,9 @@
 
 #include "compiler/graph.h"
 #include "compiler/textformat.h"
-#include "runtime/caffemodel.h"
-#include "runtime/net.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/engine/net.h"
+#include "runtime/solver/caffemodel.h"
 #include "tests/testutil.h"
 
 Test(blob_proto, legacy_shape_matches_with_leading_ones) {
@@ -81,7 +82,7 @@ static mdl_solver *adam(void) {
       {.offset = 6, .count = 2, .lr_mult = 2, .decay_mult = 0, .n_axes = 1, .dim = {2}}};
   mdl_solver *s;
   mdl_error err;
-  cr_assert_eq(mdl_solver_new(&sp, b, 2, 8, &s, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_solver_new(mdl_cpu_backend(), &sp, b, 2, 8, &s, &err), MDL_OK, "%s", err.msg);
   return s;
 }
 
@@ -133,7 +134,7 @@ Test(solverstate, rejects_mismatched_history) {
   sp.lr_policy = "fixed";
   mdl_solver_blob b = {.offset = 0, .count = 8, .lr_mult = 1, .decay_mult = 1};
   mdl_solver *sgd;
-  cr_assert_eq(mdl_solver_new(&sp, &b, 1, 8, &sgd, &err), MDL_OK);
+  cr_assert_eq(mdl_solver_new(mdl_cpu_backend(), &sp, &b, 1, 8, &sgd, &err), MDL_OK);
   cr_assert_eq(mdl_solverstate_load(path, sgd, NULL, NULL, NULL, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "history"), "%s", err.msg);
   cr_assert_eq(mdl_solver_iter(sgd), 0);
@@ -222,7 +223,7 @@ static mdl_graph *graph_of(const char *text) {
 }
 
 static mdl_net *net_of(mdl_graph *g, uint64_t seed, bool no_fill) {
-  mdl_net_options o = {.seed = seed, .no_fill = no_fill};
+  mdl_net_options o = {.backend = mdl_cpu_backend(), .seed = seed, .no_fill = no_fill};
   mdl_net *n;
   mdl_error err;
   cr_assert_eq(mdl_net_new(g, &o, &n, &err), MDL_OK, "%s", err.msg);

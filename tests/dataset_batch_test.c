@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "common/pb.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/dataset_test_util.h"
 
 /* n records of 1 x 1 x 2 float: (r, -r), label r % 10. */

@@ -9,7 +9,7 @@
 
 #include "common/pb.h"
 #include "compiler/textformat.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/dataset_test_util.h"
 
 static Caffe__LayerParameter *layer(const char *text) {

@@ -14,7 +14,7 @@
 
 #include "common/pb.h"
 #include "compiler/textformat.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/clitest.h"
 #include "tests/testutil.h"
 

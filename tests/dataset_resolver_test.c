@@ -5,7 +5,7 @@
 
 #include "common/pb.h"
 #include "compiler/textformat.h"
-#include "runtime/dataset_resolver.h"
+#include "runtime/data/dataset_resolver.h"
 
 static void *parse(const char *text, const ProtobufCMessageDescriptor *d) {
   ProtobufCMessage *m = NULL;

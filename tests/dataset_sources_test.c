@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 
 #include "common/pb.h"
-#include "runtime/dataset.h"
-#include "runtime/datum.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/sources/datum.h"
 #include "tests/dataset_test_util.h"
 
 TestSuite(sources, .init = tu_dir_setup, .fini = tu_dir_teardown);

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/pb.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/dataset_test_util.h"
 
 TestSuite(stages, .init = tu_dir_setup, .fini = tu_dir_teardown);

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "common/pb.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/dataset_test_util.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/"

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "data.pb-c.h"
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 #include "tests/testutil.h"
 
 /* An IDX file: type 0x08 (ubyte) or 0x0D (float, values given as float in

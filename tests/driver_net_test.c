@@ -1,7 +1,7 @@
 /* The distributed runtime on the real engine (the "net" trainer): LeNet on
  * Fashion-MNIST (jobs/fashion_mnist) through real worker processes. One
  * worker through the driver reproduces the single-machine trainer
- * (runtime/train.h) bit for bit; two workers averaging every tau
+ * (runtime/train/train.h) bit for bit; two workers averaging every tau
  * iterations reach the single worker's accuracy at the same number of
  * samples seen; runs repeat to the bit. The full-length comparison the
  * issue asks for (10000 iterations, 1 vs 2 vs 3 workers, within 1 point)
@@ -16,10 +16,10 @@
 #include <unistd.h>
 
 #include "compiler/job.h"
-#include "runtime/driver.h"
-#include "runtime/net.h"
-#include "runtime/rpc.h"
-#include "runtime/train.h"
+#include "runtime/dist/driver.h"
+#include "runtime/engine/net.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/train/train.h"
 #include "tests/driver_test_util.h"
 #include "tests/testutil.h"
 

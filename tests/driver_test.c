@@ -23,11 +23,11 @@
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
-#include "runtime/driver.h"
-#include "runtime/launcher.h"
-#include "runtime/rpc.h"
-#include "runtime/trainer.h"
-#include "runtime/worker.h"
+#include "runtime/dist/driver.h"
+#include "runtime/dist/launcher.h"
+#include "runtime/dist/worker.h"
+#include "runtime/rpc/rpc.h"
+#include "runtime/train/trainer.h"
 #include "tests/driver_test_util.h"
 #include "tests/testutil.h"
 
@@ -97,11 +97,12 @@ Test(driver, k_workers_after_one_sgd_step_equal_one_worker_on_a_k_times_batch) {
   /* and the same step computed here, without any RPC */
   mdl_trainer_opts to = {.seed = 1, .worker_index = 0, .num_workers = 1};
   mdl_trainer *t;
-  cr_assert_eq(mdl_trainer_new("linear", p1, &to, &t, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_trainer_new(&DT_TRAINERS, "linear", p1, &to, &t, &err), MDL_OK, "%s", err.msg);
   Memdl__PartitionLineage **l;
   size_t nl;
-  cr_assert_eq(mdl_trainer_lineages("linear", p1, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
-               MDL_OK);
+  cr_assert_eq(
+      mdl_trainer_lineages(&DT_TRAINERS, "linear", p1, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+      MDL_OK);
   cr_assert_eq(mdl_trainer_add_partitions(t, CAFFE__PHASE__TRAIN, l, nl, &err), MDL_OK);
   float w0[D + 1], w1[D + 1];
   cr_assert_eq(mdl_trainer_init_weights(t, w0, &err), MDL_OK);
@@ -230,6 +231,7 @@ static void *worker_thread(void *arg) {
 
 static void start_thr_worker(thr_worker *t, const char *token, int driver_timeout_ms) {
   mdl_worker_opts wo = {.listen = "127.0.0.1:0",
+                        .trainers = &DT_TRAINERS,
                         .sec = {.token = token, .token_len = token ? strlen(token) : 0},
                         .driver_timeout_ms = driver_timeout_ms,
                         .log = stderr};
@@ -329,8 +331,9 @@ Test(driver, worker_validates_every_request_and_exits_when_its_driver_is_gone) {
   protobuf_c_message_pack(&p->base, pbytes);
   Memdl__PartitionLineage **l;
   size_t nl;
-  cr_assert_eq(mdl_trainer_lineages("linear", p, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
-               MDL_OK);
+  cr_assert_eq(
+      mdl_trainer_lineages(&DT_TRAINERS, "linear", p, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+      MDL_OK);
   Memdl__SetupRequest su = MEMDL__SETUP_REQUEST__INIT;
   su.has_plan = su.has_session = su.has_num_workers = su.has_worker_index = 1;
   su.plan.data = pbytes;

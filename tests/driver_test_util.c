@@ -5,8 +5,9 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "cli/cmd_worker.h"
 #include "common/pb.h"
-#include "runtime/worker.h"
+#include "runtime/dist/worker.h"
 
 const char *const DT_WORKER_ARGV[1] = {"--mdl-worker"};
 const char *const DT_UNSET_ENV[2] = {"BXFI_MAP", NULL};
@@ -15,8 +16,12 @@ const char *const DT_UNSET_ENV[2] = {"BXFI_MAP", NULL};
  * main is linked into the test binary itself (linkstatic in tests/BUILD) and
  * is a full function: Criterion's sandbox (BoxFort) patches a 16-byte jump
  * over the start of the executable's main in every test process. */
+static const mdl_trainer_i *const test_trainers[] = {&mdl_trainer_net, &mdl_trainer_linear};
+const mdl_trainer_table DT_TRAINERS = {test_trainers, 2};
+
 int main(int argc, char **argv) {
-  if (argc > 1 && !strcmp(argv[1], "--mdl-worker")) return mdl_worker_main(argc - 1, argv + 1);
+  if (argc > 1 && !strcmp(argv[1], "--mdl-worker"))
+    return mdl_cmd_worker_with(argc - 1, argv + 1, &DT_TRAINERS);
   struct criterion_test_set *tests = criterion_initialize();
   int result = 0;
   if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
@@ -27,6 +32,7 @@ int main(int argc, char **argv) {
 mdl_driver_opts dt_opts(const char *workers, const char *trainer, FILE *log) {
   mdl_driver_opts o = {.workers = workers,
                        .trainer = trainer,
+                       .trainers = &DT_TRAINERS,
                        .snapshot_rounds = -1,
                        .worker_argv = DT_WORKER_ARGV,
                        .n_worker_argv = 1,

@@ -9,7 +9,13 @@
 #include <stdio.h>
 
 #include "plan.pb-c.h"
-#include "runtime/driver.h"
+#include "runtime/dist/driver.h"
+
+/* The least-squares trainer of tests/trainer_linear.c: test scaffolding,
+ * never linked into memdl. */
+extern const mdl_trainer_i mdl_trainer_linear;
+/* The trainers these binaries offer: "net" and "linear". */
+extern const mdl_trainer_table DT_TRAINERS;
 
 /* The arguments that make the test binary a worker: {"--mdl-worker"}. */
 extern const char *const DT_WORKER_ARGV[1];

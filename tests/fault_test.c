@@ -19,12 +19,12 @@
 
 #include "common/pb.h"
 #include "plan.pb-c.h"
-#include "runtime/driver.h"
-#include "runtime/rpc.h"
+#include "runtime/dist/driver.h"
+#include "runtime/rpc/rpc.h"
 #include "tests/driver_test_util.h"
 #include "tests/testutil.h"
 
-/* The "linear" trainer's plan (see runtime/trainer_linear.c), with seeds
+/* The "linear" trainer's plan (see tests/trainer_linear.c), with seeds
  * 21/22 and 3 test partitions: one per worker of a 3-worker run. */
 static Memdl__Plan *linear_plan(const dt_lin_spec *s) {
   return dt_linear_plan(s, "linear-faults", 21, 3);

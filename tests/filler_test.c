@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "compiler/textformat.h"
-#include "runtime/filler.h"
+#include "runtime/engine/filler.h"
 
 typedef struct stats {
   double mean, var, min, max;

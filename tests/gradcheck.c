@@ -43,6 +43,13 @@ void gc_fill_distinct(float *x, int64_t n, float gap, uint64_t seed) {
 mdl_status gc_layer_make(gc_layer *f, const char *layer_text, Caffe__Phase phase, int n_bottom,
                          const mdl_shape *bottom_shape, bool in_place, mdl_threadpool *pool,
                          uint64_t seed, mdl_error *err) {
+  return gc_layer_make_on(mdl_cpu_backend(), f, layer_text, phase, n_bottom, bottom_shape, in_place,
+                          pool, seed, err);
+}
+
+mdl_status gc_layer_make_on(const mdl_backend *be, gc_layer *f, const char *layer_text,
+                            Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
+                            bool in_place, mdl_threadpool *pool, uint64_t seed, mdl_error *err) {
   memset(f, 0, sizeof *f);
   ProtobufCMessage *msg = NULL;
   mdl_status st = mdl_text_parse(layer_text, strlen(layer_text), "<test>",
@@ -61,8 +68,8 @@ mdl_status gc_layer_make(gc_layer *f, const char *layer_text, Caffe__Phase phase
   mdl_rng_init(&f->rng, seed ^ 0x5bd1e995u);
   f->in_place = in_place;
   f->n_bottom = n_bottom;
-  mdl_exec_ctx ctx = {pool, &f->ws, &f->rng, NULL};
-  st = mdl_layer_new(NULL, f->lp, phase, n_bottom, bottom_shape, &ctx, &f->l, err);
+  mdl_exec_ctx ctx = {pool, &f->ws, &f->rng};
+  st = mdl_layer_new(be, f->lp, phase, n_bottom, bottom_shape, &ctx, &f->l, err);
   if (st) {
     protobuf_c_message_free_unpacked(msg, NULL);
     memset(f, 0, sizeof *f);
@@ -94,7 +101,7 @@ mdl_status gc_layer_make(gc_layer *f, const char *layer_text, Caffe__Phase phase
   mdl_rng fill;
   mdl_rng_init(&fill, seed + 1);
   st = mdl_layer_init_params(f->l, &fill, err);
-  if (!st) st = mdl_workspace_commit(&f->ws, err);
+  if (!st) st = mdl_workspace_commit(&f->ws, be, err);
   if (st) goto fail;
   return MDL_OK;
 fail:

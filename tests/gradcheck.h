@@ -8,7 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "runtime/layer.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/engine/layer.h"
 
 /* One layer with its own bottoms, tops, parameter buffers and scratch. */
 typedef struct gc_layer {
@@ -33,6 +34,10 @@ typedef struct gc_layer {
 mdl_status gc_layer_make(gc_layer *f, const char *layer_text, Caffe__Phase phase, int n_bottom,
                          const mdl_shape *bottom_shape, bool in_place, mdl_threadpool *pool,
                          uint64_t seed, mdl_error *err);
+/* The same on backend be (gc_layer_make uses the CPU's). */
+mdl_status gc_layer_make_on(const mdl_backend *be, gc_layer *f, const char *layer_text,
+                            Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
+                            bool in_place, mdl_threadpool *pool, uint64_t seed, mdl_error *err);
 void gc_layer_free(gc_layer *f);
 
 void gc_forward(gc_layer *f);

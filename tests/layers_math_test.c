@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/cpu_math.h"
-#include "runtime/filler.h"
-#include "runtime/tensor.h"
-#include "runtime/threadpool.h"
+#include "runtime/cpu/cpu_math.h"
+#include "runtime/engine/filler.h"
+#include "runtime/engine/tensor.h"
+#include "runtime/engine/threadpool.h"
 
 static void fill(float *x, int64_t n, uint64_t seed) {
   mdl_rng r;

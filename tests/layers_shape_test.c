@@ -238,13 +238,13 @@ Test(table, unknown_type_lists_known) {
   cr_assert_eq(r.failed, -1);
   cr_assert(strstr(r.first_failure, "Convolutoin") != NULL, "%s", r.first_failure);
   cr_assert(strstr(r.first_failure, "Convolution") != NULL, "%s", r.first_failure);
-  cr_assert_not_null(mdl_layer_impl_find(NULL, "SoftmaxWithLoss"));
-  cr_assert_null(mdl_layer_impl_find(mdl_cpu_backend(), "Data"));
+  cr_assert_not_null(mdl_backend_layer(mdl_cpu_backend(), "SoftmaxWithLoss"));
+  cr_assert_null(mdl_backend_layer(mdl_cpu_backend(), "Data"));
 }
 
 /* Every type in the CPU table has a compiler shape rule. */
 Test(table, every_impl_has_a_shape_rule) {
-  const mdl_layer_backend *be = mdl_cpu_backend();
+  const mdl_backend_i *be = mdl_cpu_backend()->iface;
   for (size_t i = 0; i < be->n_impls; i++)
     cr_assert_not_null(mdl_layer_find(be->impls[i]->type), "%s", be->impls[i]->type);
 }

@@ -9,7 +9,8 @@
 
 #include "compiler/graph.h"
 #include "compiler/textformat.h"
-#include "runtime/net.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/engine/net.h"
 
 static const char NET[] =
     "name: \"small\"\n"
@@ -51,7 +52,7 @@ static mdl_graph *graph(const char *text, Caffe__Phase phase) {
 }
 
 static mdl_net *make(mdl_graph *g, const mdl_net *share) {
-  mdl_net_options o = {.seed = 42, .share_from = share};
+  mdl_net_options o = {.backend = mdl_cpu_backend(), .seed = 42, .share_from = share};
   mdl_net *n;
   mdl_error err;
   cr_assert_eq(mdl_net_new(g, &o, &n, &err), MDL_OK, "%s", err.msg);

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "rpc.pb-c.h"
-#include "runtime/rpc.h"
+#include "runtime/rpc/rpc.h"
 
 #define ECHO "/memdl.Test/Echo"
 #define ECHO_PIN "/memdl.Test/EchoPin"

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "rpc.pb-c.h"
-#include "runtime/rpc.h"
+#include "runtime/rpc/rpc.h"
 #include "tests/testutil.h"
 
 #define ECHO "/memdl.Test/Echo"

@@ -4,7 +4,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "runtime/solver.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/solver/solver.h"
 
 static Caffe__SolverParameter base_param(const char *type, const char *policy) {
   Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
@@ -18,7 +19,7 @@ static mdl_solver *make(const Caffe__SolverParameter *sp, int n_blobs, const mdl
                         size_t total) {
   mdl_solver *s = NULL;
   mdl_error err;
-  mdl_status st = mdl_solver_new(sp, b, n_blobs, total, &s, &err);
+  mdl_status st = mdl_solver_new(mdl_cpu_backend(), sp, b, n_blobs, total, &s, &err);
   cr_assert_eq(st, MDL_OK, "%s", err.msg);
   return s;
 }

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "compiler/job.h"
-#include "runtime/train.h"
+#include "runtime/train/train.h"
 #include "tests/testutil.h"
 
 static const char JOB[] = "jobs/fashion_mnist/job.prototxt";

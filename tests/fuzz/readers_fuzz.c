@@ -46,7 +46,33 @@ static void check_message(mdl_status st, const mdl_error *err, const char *must_
 }
 
 #if defined(TARGET_WEIGHTS)
-#include "runtime/caffemodel.h"
+#include "runtime/solver/caffemodel.h"
+
+/* A stand-in backend: host memory, no layers; the solver is only read and
+ * written here, never stepped (the real CPU backend needs every kernel). */
+static float *host_alloc(void *ctx, int64_t n) {
+  (void)ctx;
+  return mdl_falloc(n);
+}
+static void host_free(void *ctx, float *p) {
+  (void)ctx;
+  mdl_ffree(p);
+}
+static void host_zero(void *ctx, float *p, int64_t n) {
+  (void)ctx;
+  memset(p, 0, (size_t)n * sizeof *p);
+}
+static void host_copy(void *ctx, float *dst, const float *src, int64_t n) {
+  (void)ctx;
+  memcpy(dst, src, (size_t)n * sizeof *dst);
+}
+static const mdl_backend_i host_iface = {.name = "host",
+                                         .alloc = host_alloc,
+                                         .free = host_free,
+                                         .zero = host_zero,
+                                         .to_device = host_copy,
+                                         .to_host = host_copy};
+static const mdl_backend host_backend = {&host_iface, NULL};
 
 /* ---- a stand-in net: the accessors caffemodel.c uses ---- */
 struct mdl_net {
@@ -121,7 +147,7 @@ static void setup(void) {
   sp.base_lr = 0.01f;
   sp.lr_policy = "fixed";
   mdl_error err = {0};
-  if (mdl_solver_new(&sp, blobs, n_blobs, total, &solver, &err) != MDL_OK)
+  if (mdl_solver_new(&host_backend, &sp, blobs, n_blobs, total, &solver, &err) != MDL_OK)
     die("mdl_solver_new", err.msg);
 }
 
@@ -184,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #elif defined(TARGET_IDX)
 #include <zlib.h>
 
-#include "runtime/dataset.h"
+#include "runtime/data/dataset.h"
 
 static void write_maybe_gz(const char *path, const uint8_t *p, size_t n, bool gz) {
   if (!gz) {
@@ -249,7 +275,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #elif defined(TARGET_DATUM)
-#include "runtime/datum.h"
+#include "runtime/data/sources/datum.h"
 
 static size_t elem_size(const mdl_image *img) {
   return img->dtype == MDL_DTYPE_F32 ? sizeof(float) : 1;

@@ -32,16 +32,16 @@ common=("$root/common/error.c" "$work/gen/caffe.pb-c.c")
 for t in $targets; do
   case $t in
     weights)
-      srcs=("$root/runtime/caffemodel.c" "$root/runtime/tensor.c" "$root/runtime/solver.c"
+      srcs=("$root"/runtime/solver/{caffemodel,solver}.c "$root"/runtime/engine/{tensor,backend}.c
         "$root/common/fileio.c")
       libs=(-lm) ;;
     idx)
-      srcs=("$root"/runtime/{batch,dataset,dataset_layer,datum,datum_image}.c
-        "$root"/runtime/{stages,stages_transform,rng}.c "$root"/runtime/source_*.c
+      srcs=("$root"/runtime/data/{batch,dataset,dataset_layer,stages,transform}.c
+        "$root"/runtime/data/sources/*.c "$root"/common/rng.c
         "$root"/common/{fileio,pb}.c "$work/gen/data.pb-c.c")
       libs=(-llmdb -ljpeg -lpng -lhdf5_serial -lz -lm) ;;
     datum)
-      srcs=("$root"/runtime/{datum,datum_image}.c)
+      srcs=("$root"/runtime/data/sources/{datum,datum_image}.c)
       libs=(-ljpeg -lpng -lz) ;;
     *) echo "unknown target $t (weights, idx, datum)" >&2; exit 2 ;;
   esac

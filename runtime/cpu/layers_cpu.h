@@ -1,0 +1,87 @@
+/* Internal to the CPU backend: the layer implementations cpu_backend.c lists
+ * in its table, and helpers the layers_*.c files share. Not a public API. */
+#ifndef MDL_RUNTIME_CPU_LAYERS_CPU_H
+#define MDL_RUNTIME_CPU_LAYERS_CPU_H
+
+#include "runtime/cpu/cpu_math.h"
+#include "runtime/engine/layer.h"
+
+extern const mdl_layer_impl mdl_cpu_input_layer, mdl_cpu_dummy_data_layer;
+extern const mdl_layer_impl mdl_cpu_conv_layer, mdl_cpu_deconv_layer, mdl_cpu_pool_layer,
+    mdl_cpu_inner_product_layer, mdl_cpu_embed_layer;
+extern const mdl_layer_impl mdl_cpu_relu_layer, mdl_cpu_prelu_layer, mdl_cpu_elu_layer,
+    mdl_cpu_sigmoid_layer, mdl_cpu_tanh_layer, mdl_cpu_power_layer, mdl_cpu_exp_layer,
+    mdl_cpu_log_layer, mdl_cpu_absval_layer, mdl_cpu_bnll_layer, mdl_cpu_threshold_layer,
+    mdl_cpu_dropout_layer;
+extern const mdl_layer_impl mdl_cpu_lrn_layer, mdl_cpu_batch_norm_layer, mdl_cpu_mvn_layer,
+    mdl_cpu_scale_layer, mdl_cpu_bias_layer, mdl_cpu_softmax_layer;
+extern const mdl_layer_impl mdl_cpu_eltwise_layer, mdl_cpu_concat_layer, mdl_cpu_slice_layer,
+    mdl_cpu_split_layer, mdl_cpu_flatten_layer, mdl_cpu_reshape_layer, mdl_cpu_silence_layer,
+    mdl_cpu_crop_layer, mdl_cpu_tile_layer, mdl_cpu_reduction_layer, mdl_cpu_argmax_layer;
+extern const mdl_layer_impl mdl_cpu_softmax_loss_layer, mdl_cpu_accuracy_layer,
+    mdl_cpu_euclidean_loss_layer, mdl_cpu_sigmoid_ce_loss_layer, mdl_cpu_contrastive_loss_layer,
+    mdl_cpu_hinge_loss_layer;
+
+/* oneDNN direct convolution (layers_conv_dnnl.c): NCHW in and out, weights
+ * (M, C/G, kh, kw) as Caffe; dilation as Caffe (1 = dense). */
+typedef struct mdl_dnnl_conv_spec {
+  int64_t N, C, H, W, M, OH, OW, G, kh, kw, sh, sw, ph, pw, dh, dw;
+  bool bias, training; /* training: backward primitives too */
+  int nt;              /* pool size: the batch is cut into this many slices */
+} mdl_dnnl_conv_spec;
+typedef struct mdl_dnnl_conv mdl_dnnl_conv;
+/* NULL when oneDNN cannot run this convolution or MDL_CONV=im2col. Pins
+ * OpenMP to one thread on the calling thread (oneDNN plans per thread). */
+mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s);
+void mdl_dnnl_conv_free(mdl_dnnl_conv *c);
+void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
+                           const float *b, float *y);
+/* After a forward on the same x. dx (written), dw and db (accumulated) may be
+ * NULL. */
+void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db);
+
+/* A type's parameter message, or a static one holding the schema's defaults
+ * when the layer does not set it: PARAM(l, relu_param, Caffe__ReLUParameter,
+ * CAFFE__RE_LUPARAMETER__INIT). */
+#define PARAM(l, field, Type, INIT)                                       \
+  ({                                                                      \
+    static const Type mdl_default_##field = INIT;                         \
+    (l)->lp->field ? (const Type *)(l)->lp->field : &mdl_default_##field; \
+  })
+
+/* Product of shape axes [a, b) (clamped). */
+static inline int64_t shape_count(const mdl_shape *s, int a, int b) {
+  int64_t c = 1;
+  if (a < 0) a = 0;
+  if (b > s->n) b = s->n;
+  for (int i = a; i < b; i++) c *= s->d[i];
+  return c;
+}
+
+/* Caffe's CanonicalAxisIndex over a shape; -1 when out of range. */
+static inline int shape_axis(const mdl_shape *s, int axis) {
+  if (axis < -s->n || axis >= s->n) return -1;
+  return axis < 0 ? axis + s->n : axis;
+}
+
+/* A pointer to the start of a per-thread slice of the workspace. */
+static inline float *ws_floats(const mdl_layer *l, size_t float_offset) {
+  return (float *)l->ctx.ws->data + float_offset;
+}
+
+/* Rounds a float count up to whole 64-byte lines. */
+static inline size_t ws_round(size_t floats) {
+  return (floats + 15) / 16 * 16;
+}
+
+/* Reports bad layer parameters with the layer's name and type. */
+#define LAYER_ERR(l, err, ...)                      \
+  (mdl_errorf((err), MDL_ERR_INVALID, __VA_ARGS__), \
+   mdl_error_prefix((err), "layer \"%s\" (%s): ", (l)->name, (l)->impl->type), MDL_ERR_INVALID)
+
+/* Grain (elements per task) for cheap element-wise loops: a fork-join costs
+ * ~15 us of wake-up latency, so smaller loops run on the calling thread. */
+#define EW_GRAIN 65536
+
+#endif

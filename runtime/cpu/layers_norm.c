@@ -1,0 +1,715 @@
+/* Normalising and broadcasting layers: LRN (both regions), BatchNorm (with
+ * Caffe's three statistics blobs), MVN, Scale, Bias, Softmax. Tensors are
+ * viewed as outer x channels x inner (NCHW: N x C x HW); kernels loop over
+ * planes of `inner` contiguous floats. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/cpu/layers_cpu.h"
+
+/* ---- LRN ---------------------------------------------------------------- */
+/* ACROSS_CHANNELS: s = k + alpha/size * sum of x^2 over `size` channels
+ * centred on c (zero padded); y = x s^-beta.
+ * WITHIN_CHANNEL (Caffe's split/square/pool/power/product net): s = 1 +
+ * alpha/size^2 * sum of x^2 over a size x size window (zero padded). */
+
+typedef struct lrn_priv {
+  bool across;
+  int64_t num, C, H, W, size, pre;
+  float alpha, beta, k;
+  float *scale; /* s, count floats, kept for backward */
+  int64_t count;
+} lrn_priv;
+
+static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
+  const Caffe__LRNParameter *p =
+      PARAM(l, lrn_param, Caffe__LRNParameter, CAFFE__LRNPARAMETER__INIT);
+  const mdl_shape *b = &l->bottom_shape[0];
+  if (b->n != 4) return LAYER_ERR(l, err, "LRN needs 4-axis input");
+  if (p->local_size % 2 != 1) return LAYER_ERR(l, err, "LRN local_size must be odd");
+  lrn_priv *lp = mdl_xcalloc(1, sizeof *lp);
+  l->priv = lp;
+  lp->across = p->norm_region == CAFFE__LRNPARAMETER__NORM_REGION__ACROSS_CHANNELS;
+  lp->num = b->d[0];
+  lp->C = b->d[1];
+  lp->H = b->d[2];
+  lp->W = b->d[3];
+  lp->size = p->local_size;
+  lp->pre = (p->local_size - 1) / 2;
+  lp->alpha = p->alpha;
+  lp->beta = p->beta;
+  lp->k = p->k;
+  lp->count = shape_count(b, 0, 4);
+  lp->scale = mdl_falloc(lp->count);
+  if (!lp->scale) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": LRN scale", l->name);
+  /* backward scratch: one plane-sized ring (across) or two planes (within)
+   * per thread */
+  int nt = mdl_threadpool_slots(l->ctx.pool);
+  mdl_workspace_reserve(l->ctx.ws,
+                        (size_t)nt * ws_round((size_t)(2 * lp->C * lp->H * lp->W)) * sizeof(float));
+  return MDL_OK;
+}
+
+static void lrn_free(mdl_layer *l) {
+  lrn_priv *lp = l->priv;
+  mdl_ffree(lp->scale);
+  free(lp);
+}
+
+typedef struct lrn_args {
+  const mdl_layer *l;
+  const float *x, *y, *dy;
+  float *out;
+} lrn_args;
+
+/* y^-beta fast paths for Caffe's common beta 0.75 */
+static inline float pow_neg_beta(float s, float beta) {
+  if (beta == 0.75f) {
+    float r = 1.f / sqrtf(s); /* s^-0.5 */
+    return r * sqrtf(r);      /* s^-0.75 */
+  }
+  return powf(s, -beta);
+}
+
+static void lrn_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const lrn_args *a = arg;
+  const lrn_priv *lp = a->l->priv;
+  const int64_t HW = lp->H * lp->W, CHW = lp->C * HW;
+  (void)thread;
+  for (int64_t n = lo; n < hi; n++) {
+    const float *x = a->x + n * CHW;
+    float *s = lp->scale + n * CHW, *y = a->out + n * CHW;
+    if (lp->across) {
+      /* sliding window of squared planes over channels */
+      const float a_n = lp->alpha / (float)lp->size;
+      for (int64_t c = 0; c < lp->C; c++) {
+        float *sc = s + c * HW;
+        if (c == 0) {
+          for (int64_t i = 0; i < HW; i++) sc[i] = 0.f;
+          for (int64_t cc = 0; cc <= lp->size - 1 - lp->pre && cc < lp->C; cc++)
+            for (int64_t i = 0; i < HW; i++) sc[i] += x[cc * HW + i] * x[cc * HW + i];
+        } else {
+          const float *prev = s + (c - 1) * HW;
+          int64_t add = c + lp->size - 1 - lp->pre, sub = c - 1 - lp->pre;
+          for (int64_t i = 0; i < HW; i++) sc[i] = prev[i];
+          if (add < lp->C)
+            for (int64_t i = 0; i < HW; i++) sc[i] += x[add * HW + i] * x[add * HW + i];
+          if (sub >= 0)
+            for (int64_t i = 0; i < HW; i++) sc[i] -= x[sub * HW + i] * x[sub * HW + i];
+        }
+      }
+      /* s held raw sums (kept exact-ish by subtracting what was added) */
+      for (int64_t i = 0; i < CHW; i++) {
+        float sum = s[i] < 0.f ? 0.f : s[i];
+        s[i] = lp->k + a_n * sum;
+        y[i] = x[i] * pow_neg_beta(s[i], lp->beta);
+      }
+    } else {
+      const float a_n = lp->alpha / (float)(lp->size * lp->size);
+      for (int64_t c = 0; c < lp->C; c++) {
+        const float *xc = x + c * HW;
+        float *sc = s + c * HW, *yc = y + c * HW;
+        for (int64_t h = 0; h < lp->H; h++)
+          for (int64_t w = 0; w < lp->W; w++) {
+            float sum = 0;
+            for (int64_t hh = h - lp->pre; hh <= h + lp->pre; hh++) {
+              if (hh < 0 || hh >= lp->H) continue;
+              for (int64_t ww = w - lp->pre; ww <= w + lp->pre; ww++) {
+                if (ww < 0 || ww >= lp->W) continue;
+                float v = xc[hh * lp->W + ww];
+                sum += v * v;
+              }
+            }
+            float sv = 1.f + a_n * sum;
+            sc[h * lp->W + w] = sv;
+            yc[h * lp->W + w] = xc[h * lp->W + w] * pow_neg_beta(sv, lp->beta);
+          }
+      }
+    }
+  }
+}
+
+static void lrn_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const lrn_args *a = arg;
+  const lrn_priv *lp = a->l->priv;
+  const int64_t HW = lp->H * lp->W, CHW = lp->C * HW;
+  float *ratio = ws_floats(a->l, (size_t)thread * ws_round((size_t)(2 * CHW)));
+  for (int64_t n = lo; n < hi; n++) {
+    const float *x = a->x + n * CHW, *y = a->y + n * CHW, *dy = a->dy + n * CHW;
+    const float *s = lp->scale + n * CHW;
+    float *dx = a->out + n * CHW;
+    /* ratio_j = dy_j y_j / s_j */
+    for (int64_t i = 0; i < CHW; i++) ratio[i] = dy[i] * y[i] / s[i];
+    if (lp->across) {
+      const float f = 2.f * lp->alpha * lp->beta / (float)lp->size;
+      /* dx_i = dy_i s_i^-beta - f x_i sum_{j in [i-post, i+pre]} ratio_j */
+      const int64_t post = lp->size - 1 - lp->pre;
+      float *acc = ratio + CHW; /* running window sum, one plane */
+      for (int64_t i = 0; i < HW; i++) acc[i] = 0.f;
+      for (int64_t cc = 0; cc <= lp->pre && cc < lp->C; cc++)
+        for (int64_t i = 0; i < HW; i++) acc[i] += ratio[cc * HW + i];
+      for (int64_t c = 0; c < lp->C; c++) {
+        if (c > 0) {
+          int64_t add = c + lp->pre, sub = c - 1 - post;
+          if (add < lp->C)
+            for (int64_t i = 0; i < HW; i++) acc[i] += ratio[add * HW + i];
+          if (sub >= 0)
+            for (int64_t i = 0; i < HW; i++) acc[i] -= ratio[sub * HW + i];
+        }
+        for (int64_t i = 0; i < HW; i++) {
+          int64_t k = c * HW + i;
+          dx[k] = dy[k] * pow_neg_beta(s[k], lp->beta) - f * x[k] * acc[i];
+        }
+      }
+    } else {
+      const float f = 2.f * lp->alpha * lp->beta / (float)(lp->size * lp->size);
+      for (int64_t c = 0; c < lp->C; c++) {
+        const float *rc = ratio + c * HW;
+        for (int64_t h = 0; h < lp->H; h++)
+          for (int64_t w = 0; w < lp->W; w++) {
+            float sum = 0;
+            for (int64_t hh = h - lp->pre; hh <= h + lp->pre; hh++) {
+              if (hh < 0 || hh >= lp->H) continue;
+              for (int64_t ww = w - lp->pre; ww <= w + lp->pre; ww++)
+                if (ww >= 0 && ww < lp->W) sum += rc[hh * lp->W + ww];
+            }
+            int64_t k = c * HW + h * lp->W + w;
+            dx[k] = dy[k] * pow_neg_beta(s[k], lp->beta) - f * x[k] * sum;
+          }
+      }
+    }
+  }
+}
+
+static void lrn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  lrn_priv *lp = l->priv;
+  lrn_args a = {l, bottom[0]->data, NULL, NULL, top[0]->data};
+  mdl_parallel_for(l->ctx.pool, lp->num, 1, lrn_fwd_task, &a);
+}
+
+static void lrn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                         mdl_tensor *const *bottom) {
+  lrn_priv *lp = l->priv;
+  if (!pd[0]) return;
+  lrn_args a = {l, bottom[0]->data, top[0]->data, top[0]->diff, bottom[0]->diff};
+  mdl_parallel_for(l->ctx.pool, lp->num, 1, lrn_bwd_task, &a);
+}
+
+const mdl_layer_impl mdl_cpu_lrn_layer = {"LRN",       lrn_setup,    NULL,
+                                          lrn_forward, lrn_backward, lrn_free};
+
+/* ---- per-channel statistics over outer x C x inner ---------------------- */
+
+/* sums[c] = sum over outer and inner of a (and of a*b when b != NULL into
+ * sums2), in double, per channel, fixed order */
+static void channel_sums(int64_t outer, int64_t C, int64_t inner, const float *a, const float *b,
+                         double *sums, double *sums2) {
+  for (int64_t c = 0; c < C; c++) {
+    sums[c] = 0;
+    if (sums2) sums2[c] = 0;
+  }
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t c = 0; c < C; c++) {
+      const float *pa = a + (o * C + c) * inner;
+      double s = 0, s2 = 0;
+      if (b) {
+        const float *pb = b + (o * C + c) * inner;
+        for (int64_t i = 0; i < inner; i++) {
+          s += pa[i];
+          s2 += (double)pa[i] * pb[i];
+        }
+      } else {
+        for (int64_t i = 0; i < inner; i++) s += pa[i];
+      }
+      sums[c] += s;
+      if (sums2) sums2[c] += s2;
+    }
+}
+
+/* ---- BatchNorm ----------------------------------------------------------- */
+
+typedef struct bn_priv {
+  bool global;
+  float maf, eps;
+  int64_t num, C, inner, count;
+  float *xnorm;       /* normalised output, kept for backward (also in place) */
+  float *mean, *istd; /* per channel: mean used, 1 / sqrt(var + eps) */
+  double *s1, *s2;
+} bn_priv;
+
+static mdl_status bn_setup(mdl_layer *l, mdl_error *err) {
+  const Caffe__BatchNormParameter *p =
+      PARAM(l, batch_norm_param, Caffe__BatchNormParameter, CAFFE__BATCH_NORM_PARAMETER__INIT);
+  const mdl_shape *b = &l->bottom_shape[0];
+  bn_priv *bp = mdl_xcalloc(1, sizeof *bp);
+  l->priv = bp;
+  bp->global = p->has_use_global_stats ? p->use_global_stats : l->phase == CAFFE__PHASE__TEST;
+  bp->maf = p->moving_average_fraction;
+  bp->eps = p->eps;
+  bp->num = b->n > 0 ? b->d[0] : 1;
+  bp->C = b->n == 1 ? 1 : b->d[1];
+  bp->count = shape_count(b, 0, b->n);
+  bp->inner = bp->count / ((bp->num * bp->C) != 0 ? bp->num * bp->C : 1);
+  if (l->n_param != 3 || l->param[0].count != bp->C || l->param[1].count != bp->C ||
+      l->param[2].count != 1)
+    return LAYER_ERR(l, err, "BatchNorm needs blobs of %lld, %lld and 1 values", (long long)bp->C,
+                     (long long)bp->C);
+  bp->xnorm = mdl_falloc(bp->count);
+  bp->mean = mdl_falloc(bp->C);
+  bp->istd = mdl_falloc(bp->C);
+  bp->s1 = mdl_xcalloc((size_t)bp->C, sizeof(double));
+  bp->s2 = mdl_xcalloc((size_t)bp->C, sizeof(double));
+  if (!bp->xnorm || !bp->mean || !bp->istd)
+    return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": BatchNorm buffers", l->name);
+  return MDL_OK;
+}
+
+static void bn_free(mdl_layer *l) {
+  bn_priv *bp = l->priv;
+  mdl_ffree(bp->xnorm);
+  mdl_ffree(bp->mean);
+  mdl_ffree(bp->istd);
+  free(bp->s1);
+  free(bp->s2);
+  free(bp);
+}
+
+static mdl_status bn_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
+  for (int i = 0; i < 3; i++) mdl_filler_constant(l->param[i].data, l->param[i].count, 0.f);
+  (void)rng, (void)err;
+  return MDL_OK;
+}
+
+typedef struct bn_args {
+  const bn_priv *bp;
+  const float *x, *dy;
+  float *y, *dx;
+} bn_args;
+
+static void bn_apply_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const bn_args *a = arg;
+  const bn_priv *bp = a->bp;
+  (void)thread;
+  for (int64_t pl = lo; pl < hi; pl++) {
+    int64_t c = pl % bp->C;
+    const float m = bp->mean[c], is = bp->istd[c];
+    const float *x = a->x + pl * bp->inner;
+    float *y = a->y + pl * bp->inner, *xn = bp->xnorm + pl * bp->inner;
+    for (int64_t i = 0; i < bp->inner; i++) {
+      float v = (x[i] - m) * is;
+      xn[i] = v;
+      y[i] = v;
+    }
+  }
+}
+
+static void bn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  bn_priv *bp = l->priv;
+  const float *x = bottom[0]->data;
+  const int64_t C = bp->C;
+  if (bp->global) {
+    float f = l->param[2].data[0];
+    float sf = f == 0.f ? 0.f : 1.f / f;
+    for (int64_t c = 0; c < C; c++) {
+      bp->mean[c] = sf * l->param[0].data[c];
+      bp->istd[c] = 1.f / sqrtf(sf * l->param[1].data[c] + bp->eps);
+    }
+  } else {
+    const double m = (double)bp->num * (double)bp->inner;
+    channel_sums(bp->num, C, bp->inner, x, x, bp->s1, bp->s2);
+    for (int64_t c = 0; c < C; c++) {
+      double mean = bp->s1[c] / m;
+      double var = bp->s2[c] / m - mean * mean;
+      if (var < 0) var = 0;
+      bp->mean[c] = (float)mean;
+      bp->istd[c] = (float)(1.0 / sqrt(var + bp->eps));
+      /* moving averages as Caffe: unnormalised sums with a scale factor */
+      double corr = m > 1 ? m / (m - 1) : 1;
+      l->param[0].data[c] = (float)(mean + bp->maf * l->param[0].data[c]);
+      l->param[1].data[c] = (float)(corr * var + bp->maf * l->param[1].data[c]);
+    }
+    l->param[2].data[0] = l->param[2].data[0] * bp->maf + 1.f;
+  }
+  bn_args a = {bp, x, NULL, top[0]->data, NULL};
+  mdl_parallel_for(l->ctx.pool, bp->num * C, 4, bn_apply_task, &a);
+}
+
+/* global: dx = dy / std; batch: dx = (dy - mean(dy) - y mean(dy y)) / std */
+static void bn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                        mdl_tensor *const *bottom) {
+  bn_priv *bp = l->priv;
+  if (!pd[0]) return;
+  const float *dy = top[0]->diff, *y = bp->xnorm;
+  float *dx = bottom[0]->diff;
+  const int64_t C = bp->C, inner = bp->inner;
+  const double m = (double)bp->num * (double)inner;
+  if (!bp->global) channel_sums(bp->num, C, inner, dy, y, bp->s1, bp->s2);
+  for (int64_t o = 0; o < bp->num; o++)
+    for (int64_t c = 0; c < C; c++) {
+      const float is = bp->istd[c];
+      const float md = bp->global ? 0.f : (float)(bp->s1[c] / m);
+      const float mdy = bp->global ? 0.f : (float)(bp->s2[c] / m);
+      const int64_t off = (o * C + c) * inner;
+      for (int64_t i = 0; i < inner; i++) dx[off + i] = (dy[off + i] - md - y[off + i] * mdy) * is;
+    }
+}
+
+const mdl_layer_impl mdl_cpu_batch_norm_layer = {"BatchNorm", bn_setup,    bn_init,
+                                                 bn_forward,  bn_backward, bn_free};
+
+/* ---- MVN ------------------------------------------------------------------ */
+/* Per (n, c) (or per n across channels): y = (x - mean) [/ (std + eps)]. */
+
+typedef struct mvn_priv {
+  bool norm_var;
+  float eps;
+  int64_t groups, dim;
+  float *y, *sd; /* output copy (for in place) and per-group std + eps */
+} mvn_priv;
+
+static mdl_status mvn_setup(mdl_layer *l, mdl_error *err) {
+  const Caffe__MVNParameter *p =
+      PARAM(l, mvn_param, Caffe__MVNParameter, CAFFE__MVNPARAMETER__INIT);
+  const mdl_shape *b = &l->bottom_shape[0];
+  mvn_priv *mp = mdl_xcalloc(1, sizeof *mp);
+  l->priv = mp;
+  mp->norm_var = p->normalize_variance;
+  mp->eps = p->eps;
+  int64_t count = shape_count(b, 0, b->n);
+  mp->groups = p->across_channels ? b->d[0] : b->d[0] * (b->n > 1 ? b->d[1] : 1);
+  mp->dim = count / (mp->groups ? mp->groups : 1);
+  mp->y = mdl_falloc(count);
+  mp->sd = mdl_falloc(mp->groups);
+  if (!mp->y || !mp->sd)
+    return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": MVN buffers", l->name);
+  return MDL_OK;
+}
+
+static void mvn_free(mdl_layer *l) {
+  mvn_priv *mp = l->priv;
+  mdl_ffree(mp->y);
+  mdl_ffree(mp->sd);
+  free(mp);
+}
+
+static void mvn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  mvn_priv *mp = l->priv;
+  for (int64_t g = 0; g < mp->groups; g++) {
+    const float *x = bottom[0]->data + g * mp->dim;
+    float *y = top[0]->data + g * mp->dim, *yc = mp->y + g * mp->dim;
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < mp->dim; i++) {
+      s += x[i];
+      s2 += (double)x[i] * x[i];
+    }
+    double mean = s / (double)mp->dim, var = s2 / (double)mp->dim - mean * mean;
+    if (var < 0) var = 0;
+    float sd = mp->norm_var ? (float)sqrt(var) + mp->eps : 1.f;
+    mp->sd[g] = sd;
+    for (int64_t i = 0; i < mp->dim; i++) {
+      y[i] = (float)((x[i] - mean) / sd);
+      yc[i] = y[i];
+    }
+  }
+}
+
+static void mvn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                         mdl_tensor *const *bottom) {
+  mvn_priv *mp = l->priv;
+  if (!pd[0]) return;
+  for (int64_t g = 0; g < mp->groups; g++) {
+    const float *dy = top[0]->diff + g * mp->dim, *y = mp->y + g * mp->dim;
+    float *dx = bottom[0]->diff + g * mp->dim;
+    double sdy = 0, sdyy = 0;
+    for (int64_t i = 0; i < mp->dim; i++) {
+      sdy += dy[i];
+      sdyy += (double)dy[i] * y[i];
+    }
+    const double inv = 1.0 / (double)mp->dim;
+    for (int64_t i = 0; i < mp->dim; i++) {
+      if (mp->norm_var)
+        dx[i] = (float)((dy[i] - inv * (sdy + y[i] * sdyy)) / mp->sd[g]);
+      else
+        dx[i] = (float)(dy[i] - inv * sdy);
+    }
+  }
+}
+
+const mdl_layer_impl mdl_cpu_mvn_layer = {"MVN",       mvn_setup,    NULL,
+                                          mvn_forward, mvn_backward, mvn_free};
+
+/* ---- Scale and Bias: y = x * s[d] (+ b[d]) broadcast over outer x D x inner */
+
+typedef struct sb_priv {
+  bool is_scale, two_bottom, bias;
+  int bias_param; /* index of the bias blob, -1 without */
+  int64_t outer, D, inner, count;
+  float *saved_x; /* scale in place: the input, for the scale gradient */
+} sb_priv;
+
+static mdl_status sb_setup(mdl_layer *l, bool is_scale, mdl_error *err) {
+  int32_t axis_p, num_axes;
+  bool bias_term = false;
+  if (is_scale) {
+    const Caffe__ScaleParameter *p =
+        PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
+    axis_p = p->axis;
+    num_axes = p->num_axes;
+    bias_term = p->bias_term;
+  } else {
+    const Caffe__BiasParameter *p =
+        PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
+    axis_p = p->axis;
+    num_axes = p->num_axes;
+  }
+  const mdl_shape *b = &l->bottom_shape[0];
+  sb_priv *sp = mdl_xcalloc(1, sizeof *sp);
+  l->priv = sp;
+  sp->is_scale = is_scale;
+  sp->two_bottom = l->n_bottom > 1;
+  mdl_shape sshape;
+  if (sp->two_bottom) {
+    sshape = l->bottom_shape[1];
+  } else {
+    if (l->n_param < 1) return LAYER_ERR(l, err, "missing the learned blob");
+    sshape.n = l->param[0].n;
+    for (int i = 0; i < sshape.n; i++) sshape.d[i] = l->param[0].d[i];
+  }
+  /* Caffe: a scalar operand (0 axes) with axis 0 broadcasts everywhere */
+  int axis = sshape.n == 0 ? 0 : shape_axis(b, axis_p);
+  if (axis < 0 || axis + sshape.n > b->n)
+    return LAYER_ERR(l, err, "axis %d and %d operand axes do not fit the input", axis_p, sshape.n);
+  (void)num_axes;
+  for (int i = 0; i < sshape.n; i++)
+    if (sshape.d[i] != b->d[axis + i])
+      return LAYER_ERR(l, err, "operand axis %d is %lld, input axis %d is %lld", i,
+                       (long long)sshape.d[i], axis + i, (long long)b->d[axis + i]);
+  sp->outer = shape_count(b, 0, axis);
+  sp->D = shape_count(&sshape, 0, sshape.n);
+  sp->inner = shape_count(b, axis + sshape.n, b->n);
+  sp->count = shape_count(b, 0, b->n);
+  sp->bias = is_scale && bias_term;
+  sp->bias_param = sp->bias ? (sp->two_bottom ? 0 : 1) : -1;
+  if (sp->bias && (l->n_param <= sp->bias_param || l->param[sp->bias_param].count != sp->D))
+    return LAYER_ERR(l, err, "bias blob size disagrees with the scale operand");
+  return MDL_OK;
+}
+
+static mdl_status scale_setup(mdl_layer *l, mdl_error *err) {
+  return sb_setup(l, true, err);
+}
+static mdl_status bias_setup(mdl_layer *l, mdl_error *err) {
+  return sb_setup(l, false, err);
+}
+
+static void sb_free(mdl_layer *l) {
+  sb_priv *sp = l->priv;
+  mdl_ffree(sp->saved_x);
+  free(sp);
+}
+
+static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
+  const Caffe__ScaleParameter *p =
+      PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
+  sb_priv *sp = l->priv;
+  mdl_status st = MDL_OK;
+  if (!sp->two_bottom) {
+    if (p->filler)
+      st = mdl_filler_fill(p->filler, &l->param[0], rng, err);
+    else
+      mdl_filler_constant(l->param[0].data, l->param[0].count, 1.f);
+  }
+  if (!st && sp->bias) st = mdl_filler_fill(p->bias_filler, &l->param[sp->bias_param], rng, err);
+  return st;
+}
+
+static mdl_status bias_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
+  const Caffe__BiasParameter *p =
+      PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
+  sb_priv *sp = l->priv;
+  if (sp->two_bottom) return MDL_OK;
+  return mdl_filler_fill(p->filler, &l->param[0], rng, err);
+}
+
+typedef struct sb_args {
+  const sb_priv *sp;
+  const float *x, *s, *b;
+  float *y;
+} sb_args;
+
+static void sb_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const sb_args *a = arg;
+  const sb_priv *sp = a->sp;
+  (void)thread;
+  for (int64_t pl = lo; pl < hi; pl++) {
+    int64_t d = pl % sp->D;
+    const float sv = a->s ? a->s[d] : 1.f, bv = a->b ? a->b[d] : 0.f;
+    const float *x = a->x + pl * sp->inner;
+    float *y = a->y + pl * sp->inner;
+    for (int64_t i = 0; i < sp->inner; i++) y[i] = x[i] * sv + bv;
+  }
+}
+
+static void scale_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  sb_priv *sp = l->priv;
+  const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
+  if (top[0] == bottom[0]) {
+    if (!sp->saved_x && !(sp->saved_x = mdl_falloc(sp->count))) abort(); /* tier-1 */
+    mdl_vcopy(l->ctx.pool, sp->count, bottom[0]->data, sp->saved_x);
+  }
+  sb_args a = {sp, bottom[0]->data, s, sp->bias ? l->param[sp->bias_param].data : NULL,
+               top[0]->data};
+  int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
+  mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+}
+
+static void bias_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  sb_priv *sp = l->priv;
+  sb_args a = {sp, bottom[0]->data, NULL, sp->two_bottom ? bottom[1]->data : l->param[0].data,
+               top[0]->data};
+  int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
+  mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+}
+
+/* g[d] (+)= sum over outer and inner of dy (* x when x) */
+static void sb_reduce(const sb_priv *sp, const float *dy, const float *x, float *g, bool acc) {
+  for (int64_t d = 0; d < sp->D; d++) {
+    double s = 0;
+    for (int64_t o = 0; o < sp->outer; o++) {
+      const int64_t off = (o * sp->D + d) * sp->inner;
+      if (x)
+        for (int64_t i = 0; i < sp->inner; i++) s += (double)dy[off + i] * x[off + i];
+      else
+        for (int64_t i = 0; i < sp->inner; i++) s += dy[off + i];
+    }
+    g[d] = acc ? g[d] + (float)s : (float)s;
+  }
+}
+
+static void scale_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                           mdl_tensor *const *bottom) {
+  sb_priv *sp = l->priv;
+  const float *dy = top[0]->diff;
+  const float *x = top[0] == bottom[0] ? sp->saved_x : bottom[0]->data;
+  if (sp->bias && l->param[sp->bias_param].diff)
+    sb_reduce(sp, dy, NULL, l->param[sp->bias_param].diff, true);
+  if (sp->two_bottom) {
+    if (pd[1]) sb_reduce(sp, dy, x, bottom[1]->diff, false);
+  } else if (l->param[0].diff) {
+    sb_reduce(sp, dy, x, l->param[0].diff, true);
+  }
+  if (pd[0]) {
+    const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
+    sb_args a = {sp, dy, s, NULL, bottom[0]->diff};
+    int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
+    mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+  }
+}
+
+static void bias_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                          mdl_tensor *const *bottom) {
+  sb_priv *sp = l->priv;
+  const float *dy = top[0]->diff;
+  if (sp->two_bottom) {
+    if (pd[1]) sb_reduce(sp, dy, NULL, bottom[1]->diff, false);
+  } else if (l->param[0].diff) {
+    sb_reduce(sp, dy, NULL, l->param[0].diff, true);
+  }
+  if (pd[0]) mdl_vcopy(l->ctx.pool, sp->count, dy, bottom[0]->diff);
+}
+
+const mdl_layer_impl mdl_cpu_scale_layer = {"Scale",       scale_setup,    scale_init,
+                                            scale_forward, scale_backward, sb_free};
+const mdl_layer_impl mdl_cpu_bias_layer = {"Bias",       bias_setup,    bias_init,
+                                           bias_forward, bias_backward, sb_free};
+
+/* ---- Softmax over one axis: outer x C x inner ------------------------------ */
+
+typedef struct softmax_priv {
+  int64_t outer, C, inner;
+} softmax_priv;
+
+static mdl_status softmax_setup(mdl_layer *l, mdl_error *err) {
+  const Caffe__SoftmaxParameter *p =
+      PARAM(l, softmax_param, Caffe__SoftmaxParameter, CAFFE__SOFTMAX_PARAMETER__INIT);
+  const mdl_shape *b = &l->bottom_shape[0];
+  int axis = shape_axis(b, p->axis);
+  if (axis < 0) return LAYER_ERR(l, err, "softmax axis %d out of range", p->axis);
+  softmax_priv *sp = mdl_xcalloc(1, sizeof *sp);
+  l->priv = sp;
+  sp->outer = shape_count(b, 0, axis);
+  sp->C = b->d[axis];
+  sp->inner = shape_count(b, axis + 1, b->n);
+  return MDL_OK;
+}
+
+/* Shared with SoftmaxWithLoss (layers_loss.c). y may alias x. */
+void mdl_cpu_softmax(int64_t outer, int64_t C, int64_t inner, const float *x, float *y) {
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const float *xo = x + o * C * inner + i;
+      float *yo = y + o * C * inner + i;
+      float m = -FLT_MAX;
+      for (int64_t c = 0; c < C; c++) m = xo[c * inner] > m ? xo[c * inner] : m;
+      float s = 0;
+      for (int64_t c = 0; c < C; c++) {
+        float e = expf(xo[c * inner] - m);
+        yo[c * inner] = e;
+        s += e;
+      }
+      float inv = 1.f / s;
+      for (int64_t c = 0; c < C; c++) yo[c * inner] *= inv;
+    }
+}
+
+typedef struct softmax_args {
+  const softmax_priv *sp;
+  const float *x, *y, *dy;
+  float *out;
+} softmax_args;
+
+static void softmax_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const softmax_args *a = arg;
+  const softmax_priv *sp = a->sp;
+  (void)thread;
+  int64_t stride = sp->C * sp->inner;
+  mdl_cpu_softmax(hi - lo, sp->C, sp->inner, a->x + lo * stride, a->out + lo * stride);
+}
+
+static void softmax_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const softmax_args *a = arg;
+  const softmax_priv *sp = a->sp;
+  (void)thread;
+  for (int64_t o = lo; o < hi; o++)
+    for (int64_t i = 0; i < sp->inner; i++) {
+      const int64_t base = o * sp->C * sp->inner + i;
+      float dot = 0;
+      for (int64_t c = 0; c < sp->C; c++)
+        dot += a->dy[base + c * sp->inner] * a->y[base + c * sp->inner];
+      for (int64_t c = 0; c < sp->C; c++) {
+        int64_t k = base + c * sp->inner;
+        a->out[k] = (a->dy[k] - dot) * a->y[k];
+      }
+    }
+}
+
+static void softmax_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  softmax_priv *sp = l->priv;
+  softmax_args a = {sp, bottom[0]->data, NULL, NULL, top[0]->data};
+  int64_t per = sp->C * sp->inner;
+  mdl_parallel_for(l->ctx.pool, sp->outer, per >= 4096 ? 1 : 4096 / per, softmax_fwd_task, &a);
+}
+
+static void softmax_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
+                             mdl_tensor *const *bottom) {
+  softmax_priv *sp = l->priv;
+  if (!pd[0]) return;
+  softmax_args a = {sp, NULL, top[0]->data, top[0]->diff, bottom[0]->diff};
+  int64_t per = sp->C * sp->inner;
+  mdl_parallel_for(l->ctx.pool, sp->outer, per >= 4096 ? 1 : 4096 / per, softmax_bwd_task, &a);
+}
+
+const mdl_layer_impl mdl_cpu_softmax_layer = {"Softmax",       softmax_setup,    NULL,
+                                              softmax_forward, softmax_backward, NULL};

@@ -1,0 +1,146 @@
+/* The driver of a distributed run (SparkNet's scheme): ships the plan and
+ * partition lineages to K workers, then runs rounds: current weights out,
+ * tau solver iterations on every worker, weights and sample counts back,
+ * averaged weighted by samples in worker order (the same bits for the same
+ * job, seed and K). An iteration is one step on every worker (Caffe's
+ * multi-GPU convention), so max_iter, test_interval and snapshots keep their
+ * meaning. Survives workers that die, hang or disconnect (their partitions
+ * move to the others; local workers are replaced), snapshots atomically and
+ * resumes. Owns scheduling, averaging and fault handling; not the transport
+ * (rpc.h), the processes (launcher.h) or the maths (trainer.h).
+ *
+ * Optimiser history (momentum, AdaGrad/RMSProp/Adam moments) stays on each
+ * worker and is never averaged or sent: every round a worker starts from
+ * the averaged weights with its own history, as SparkNet does. For SGD and
+ * Nesterov that loses nothing at tau = 1: momentum is linear, so the mean
+ * of the K buffers evolves exactly as one buffer over the mean gradient and
+ * K workers track one worker on a K-times batch (tested). With tau > 1 each
+ * history follows its worker's own local trajectory between averages. A
+ * replacement worker starts with zero history; snapshots keep every
+ * worker's history, so a resumed run continues bit for bit.
+ *
+ * Transport: remote workers receive and return the weights inside the
+ * messages (rpc.h decodes them straight into reused buffers). Local workers
+ * (`local:K`) get only control messages over their Unix sockets; the
+ * weights sit in a shared-memory file in the run's private directory
+ * (region 0 the driver's weights, region i + 1 worker i's result), so a
+ * round costs the workers' own reads and writes plus the driver's average.
+ */
+#ifndef MDL_RUNTIME_DRIVER_H
+#define MDL_RUNTIME_DRIVER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+#include "plan.pb-c.h"
+#include "runtime/train/trainer.h"
+
+struct mdl_job; /* compiler/job.h */
+
+/* What the driver reports after each round (for progress displays and
+ * tests that inject faults at a known point). */
+typedef struct mdl_driver_progress {
+  int round, iter, n_workers;
+  const int *pids; /* local mode: each slot's worker process (0 when dead); else NULL */
+  double loss;     /* mean training loss of the round */
+} mdl_driver_progress;
+
+typedef struct mdl_driver_opts {
+  /* "local:K", "host:port,host:port,...", or NULL: the job's cluster block
+   * (then the Slurm/MPI environment when use_cluster_env, else local:1). */
+  const char *workers;
+  bool use_cluster_env;                    /* srun/mpirun: rank 0 drives, the others serve */
+  const char *token_file;                  /* overrides the job's cluster.token_file */
+  const char *tls_ca, *tls_cert, *tls_key; /* override the job's cluster.tls */
+  bool insecure;                           /* allow plain TCP to non-loopback workers */
+  bool resume;                             /* continue from the snapshot when there is one */
+  const char *snapshot_path;               /* NULL: <job output dir>/driver.snapshot */
+  /* Where model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel at
+   * the solver's snapshot interval and at the end. NULL: <base_dir>/out. */
+  const char *out_dir;
+  int snapshot_rounds;  /* rounds between snapshots; 0: the job's; -1: never */
+  const char *trainer;  /* backend: NULL is "net" */
+  const mdl_trainer_table *trainers; /* where it is looked up; NULL: the product's */
+  uint64_t seed;        /* 0: the solver's random_seed when >= 0, else 1 */
+  int tau;              /* 0: the job's sync.tau, else the tuner's/10 */
+  int round_timeout_ms; /* 0: the job's cluster.round_timeout_ms */
+  int setup_timeout_ms; /* 0: 60000 (workers rebuilding partitions) */
+  int keepalive_ms;     /* 0: 2000; a stopped worker is noticed in ~2x this */
+  int max_rounds;       /* stop after this many rounds of this process (0: no limit) */
+  bool no_replace;      /* local mode: do not start replacement workers */
+  bool no_shm;          /* local mode: weights in messages, not through shared memory */
+  /* local workers: the program to start (see launcher.h) */
+  const char *worker_exe;
+  const char *const *worker_argv;
+  int n_worker_argv;
+  const char *const *worker_unset_env; /* see mdl_launch_opts.unset_env */
+  const char *device;                  /* for local workers */
+  int threads;                         /* per local worker; 0: the cores divided among them */
+  FILE *log;                           /* progress and events; NULL: stderr */
+  bool quiet;                          /* no per-round lines */
+  /* Set to nonzero to stop (e.g. from a signal handler); NULL: the driver
+   * installs SIGINT/SIGTERM handlers of its own for the run. */
+  volatile sig_atomic_t *abort;
+  void (*on_round)(void *ctx, const mdl_driver_progress *p);
+  void *on_round_ctx;
+} mdl_driver_opts;
+
+/* Per-worker timing of the whole run (seconds). */
+typedef struct mdl_driver_worker_stats {
+  char address[300];
+  double compute_s, comm_s, wait_s;
+  uint64_t samples;
+  int rounds;
+  bool alive;
+} mdl_driver_worker_stats;
+
+typedef struct mdl_driver_result {
+  float *weights; /* final averaged weights (n_params floats), the caller's (free) */
+  size_t n_params;
+  int iter, rounds;
+  int faults, replacements;
+  double seconds;
+  double compute_s, comm_s, wait_s, average_s; /* summed over rounds */
+  int n_test; /* last TEST pass of test net 0: output means over batches */
+  mdl_trainer_output *test;
+  int n_workers;
+  mdl_driver_worker_stats *workers;
+  bool resumed;
+  char weights_file[1200]; /* the last model file written ("" when none) */
+  bool accepted;           /* the job's acceptance criteria held (true when none) */
+  char accept_msg[512];    /* which did not, and the values */
+} mdl_driver_result;
+
+/* Whether `memdl run` should hand the job to the driver: --workers given,
+ * a cluster block asking for more than one worker or naming remote ones,
+ * or a Slurm/MPI launch of more than one task. */
+bool mdl_driver_wanted(const struct mdl_job *job, const mdl_driver_opts *opts);
+
+/* Compiles job and runs it distributed (or, on a Slurm/MPI rank other than
+ * 0, serves as a worker until the driver is done). res may be NULL; when
+ * given it is filled on success and on MDL_ERR_ACCEPT (trained, but the
+ * job's acceptance criteria failed: res->accept_msg says how), to be freed
+ * with mdl_driver_result_free. On other failures every local worker has
+ * been stopped, res is empty and err says what failed. */
+mdl_status mdl_driver_run(const struct mdl_job *job, const mdl_driver_opts *opts,
+                          mdl_driver_result *res, mdl_error *err);
+
+/* The same from a compiled plan; base_dir is where the plan's relative
+ * paths resolve and where the output directory lies. */
+mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
+                               const mdl_driver_opts *opts, mdl_driver_result *res, mdl_error *err);
+
+void mdl_driver_result_free(mdl_driver_result *res);
+
+/* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float
+ * with the weights computed in double: the same bits on every run. Workers
+ * with 0 samples are skipped. n may be large: split across threads in fixed
+ * chunks (still deterministic). */
+void mdl_driver_average(float *out, const float *const *w, const uint64_t *samples, int k,
+                        size_t n);
+
+#endif

@@ -1,0 +1,503 @@
+/* The worker's request handlers: validate, then hand the work to the
+ * trainer. The RPC layer runs one handler at a time (its serial section)
+ * and encodes each reply inside it, so the state below needs no lock of its
+ * own and replies may point into it. */
+#define _GNU_SOURCE
+#include "runtime/dist/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/pb.h"
+#include "plan.pb-c.h"
+#include "rpc.pb-c.h"
+#include "runtime/train/trainer.h"
+
+struct mdl_worker {
+  mdl_worker_opts o;
+  mdl_rpc_server *srv;
+  FILE *log;
+  bool shutdown_seen;
+
+  /* the run this worker is set up for (session 0: none) */
+  uint64_t session;
+  uint32_t index, num_workers;
+  Memdl__Plan *plan;
+  mdl_trainer *trainer;
+  size_t n_params;
+  float *w_in, *w_out;  /* rpc buffers, reused across rounds */
+  mdl_rpc_pin *out_pin; /* w_out is sent without a copy */
+  uint8_t *state;       /* the last State reply's bytes */
+  /* local runs: the driver's shared-memory file (weights in, our result out) */
+  uint8_t *shm;
+  size_t shm_len;
+  float *shm_in, *shm_out;
+
+  /* reply storage, valid until the next reply */
+  Memdl__SetupReply setup_reply;
+  Memdl__RoundReply round_reply;
+  Memdl__TestReply test_reply;
+  Memdl__ReassignReply reassign_reply;
+  Memdl__StateReply state_reply;
+  Memdl__ShutdownReply shutdown_reply;
+  Memdl__OutputSum *outs;
+  Memdl__OutputSum **out_ptrs;
+  int n_outs_cap;
+  char host[256];
+  char device[64];
+};
+
+static void wlog(mdl_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void wlog(mdl_worker *w, const char *fmt, ...) {
+  char prefix[300];
+  snprintf(prefix, sizeof prefix, "memdl worker %s: ", w->o.listen);
+  va_list ap;
+  va_start(ap, fmt);
+  mdl_vlogf(w->log, prefix, fmt, ap);
+  va_end(ap);
+}
+
+static void teardown(mdl_worker *w) {
+  mdl_rpc_pin_wait(w->out_pin);
+  mdl_trainer_free(w->trainer);
+  w->trainer = NULL;
+  mdl_pb_free(w->plan);
+  w->plan = NULL;
+  mdl_rpc_buffer_free(w->w_in, w->n_params * sizeof(float));
+  mdl_rpc_buffer_free(w->w_out, w->n_params * sizeof(float));
+  w->w_in = w->w_out = NULL;
+  w->n_params = 0;
+  free(w->state);
+  w->state = NULL;
+  if (w->shm) munmap(w->shm, w->shm_len);
+  w->shm = NULL;
+  w->shm_in = w->shm_out = NULL;
+  w->session = 0;
+}
+
+/* Maps the driver's weights file: our own user's regular file of exactly
+ * (workers + 1) regions, each large enough for the weights. */
+static mdl_status map_shm(mdl_worker *w, const char *path, uint64_t stride, uint32_t workers,
+                          uint32_t index, size_t n_params, mdl_error *err) {
+  if (path[0] != '/')
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: \"%s\" is not absolute", path);
+  if (stride < n_params * sizeof(float) || stride % 64 || stride > ((uint64_t)1 << 40))
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: region of %llu bytes for %zu floats",
+                      (unsigned long long)stride, n_params);
+  int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights %s: %s", path, strerror(errno));
+  struct stat st;
+  uint64_t want = stride * ((uint64_t)workers + 1);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+      (uint64_t)st.st_size != want) {
+    close(fd);
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights %s: not our own regular file of %llu bytes", path,
+                      (unsigned long long)want);
+  }
+  void *p = mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED)
+    return mdl_errorf(err, MDL_ERR_NOMEM, "shared weights %s: mmap: %s", path, strerror(errno));
+  w->shm = p;
+  w->shm_len = (size_t)want;
+  w->shm_in = (float *)p;
+  w->shm_out = (float *)((uint8_t *)p + stride * ((uint64_t)index + 1));
+  return MDL_OK;
+}
+
+static mdl_status check_session(mdl_worker *w, uint64_t session, mdl_error *err) {
+  if (!w->session) return mdl_errorf(err, MDL_ERR_INVALID, "not set up: call Setup first");
+  if (session != w->session)
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "session %016llx is not this worker's run (%016llx): a stale driver?",
+                      (unsigned long long)session, (unsigned long long)w->session);
+  return MDL_OK;
+}
+
+/* Where a Round's or Test's weights are decoded: straight into w_in, once
+ * their size matches the model. */
+static void *weights_dest(void *ctx, size_t len, mdl_error *err) {
+  mdl_worker *w = ctx;
+  if (!w->trainer) {
+    mdl_errorf(err, MDL_ERR_INVALID, "weights before Setup");
+    return NULL;
+  }
+  if (len != w->n_params * sizeof(float)) {
+    mdl_errorf(err, MDL_ERR_INVALID,
+               "weights of %zu bytes; the model has %zu parameters (%zu bytes)", len, w->n_params,
+               w->n_params * sizeof(float));
+    return NULL;
+  }
+  return w->w_in;
+}
+
+static mdl_status check_lineages(Memdl__PartitionLineage **l, size_t n, mdl_error *err) {
+  if (n > MDL_WORKER_MAX_PARTITIONS)
+    return mdl_errorf(err, MDL_ERR_INVALID, "%zu partitions: more than %d", n,
+                      MDL_WORKER_MAX_PARTITIONS);
+  for (size_t i = 0; i < n; i++)
+    if (!l[i]->data || !l[i]->data->name || !l[i]->has_index || !l[i]->has_count ||
+        l[i]->count == 0 || l[i]->index >= l[i]->count)
+      return mdl_errorf(err, MDL_ERR_INVALID, "partition %zu: incomplete lineage", i);
+  return MDL_OK;
+}
+
+static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                           size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__SetupRequest *r = (const Memdl__SetupRequest *)m;
+  if (!r->session) return mdl_errorf(err, MDL_ERR_INVALID, "Setup: session 0");
+  if (r->num_workers == 0 || r->num_workers > MDL_WORKER_MAX_WORKERS ||
+      r->worker_index >= r->num_workers)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Setup: worker %u of %u", r->worker_index,
+                      r->num_workers);
+  if (!r->has_plan || r->plan.len == 0) return mdl_errorf(err, MDL_ERR_INVALID, "Setup: no plan");
+  mdl_status st = check_lineages(r->train_partition, r->n_train_partition, err);
+  if (st == MDL_OK) st = check_lineages(r->test_partition, r->n_test_partition, err);
+  if (st != MDL_OK) return st;
+  Memdl__Plan *plan = (Memdl__Plan *)protobuf_c_message_unpack(&memdl__plan__descriptor, NULL,
+                                                               r->plan.len, r->plan.data);
+  if (!plan) return mdl_errorf(err, MDL_ERR_INVALID, "Setup: malformed plan");
+  if (!plan->solver) {
+    mdl_pb_free(plan);
+    return mdl_errorf(err, MDL_ERR_INVALID, "Setup: the plan has no solver");
+  }
+  if (w->session)
+    wlog(w, "new run %016llx replaces %016llx", (unsigned long long)r->session,
+         (unsigned long long)w->session);
+  teardown(w);
+
+  const char *device = r->device && r->device[0] ? r->device : w->o.device;
+  snprintf(w->device, sizeof w->device, "%s", device ? device : "cpu");
+  mdl_trainer_opts to = {.device = w->device,
+                         .threads = r->threads ? (int)r->threads : w->o.threads,
+                         .seed = r->seed,
+                         .worker_index = (int)r->worker_index,
+                         .num_workers = (int)r->num_workers,
+                         .base_dir = r->n_train_partition && r->train_partition[0]->base_dir
+                                         ? r->train_partition[0]->base_dir
+                                         : NULL};
+  mdl_trainer *t = NULL;
+  st = mdl_trainer_new(w->o.trainers, r->trainer, plan, &to, &t, err);
+  if (st == MDL_OK)
+    st = mdl_trainer_add_partitions(t, CAFFE__PHASE__TRAIN, r->train_partition,
+                                    r->n_train_partition, err);
+  if (st == MDL_OK)
+    st = mdl_trainer_add_partitions(t, CAFFE__PHASE__TEST, r->test_partition, r->n_test_partition,
+                                    err);
+  if (st == MDL_OK && r->has_state && r->state.len)
+    st = mdl_trainer_set_state(t, r->state.data, r->state.len, err);
+  size_t n = st == MDL_OK ? mdl_trainer_param_count(t) : 0;
+  float *a = NULL, *b = NULL;
+  if (st == MDL_OK) {
+    a = mdl_rpc_buffer_alloc(n * sizeof(float));
+    b = mdl_rpc_buffer_alloc(n * sizeof(float));
+    if (!a || !b) st = mdl_errorf(err, MDL_ERR_NOMEM, "weights: %zu floats do not fit", n);
+  }
+  if (st == MDL_OK && r->shm_path && r->shm_path[0])
+    st = map_shm(w, r->shm_path, r->shm_stride, r->num_workers, r->worker_index, n, err);
+  if (st != MDL_OK) {
+    if (w->shm) munmap(w->shm, w->shm_len);
+    w->shm = NULL;
+    mdl_rpc_buffer_free(a, n * sizeof(float));
+    mdl_rpc_buffer_free(b, n * sizeof(float));
+    mdl_trainer_free(t);
+    mdl_pb_free(plan);
+    mdl_error_prefix(err, "Setup: ");
+    return st;
+  }
+  w->plan = plan;
+  w->trainer = t;
+  w->n_params = n;
+  w->w_in = a;
+  w->w_out = b;
+  w->session = r->session;
+  w->index = r->worker_index;
+  w->num_workers = r->num_workers;
+  wlog(w, "worker %u of %u: %zu parameters%s, %llu train / %llu test samples, %s (driver %s)",
+       w->index, w->num_workers, n, w->shm ? " (weights in shared memory)" : "",
+       (unsigned long long)mdl_trainer_samples(t, CAFFE__PHASE__TRAIN),
+       (unsigned long long)mdl_trainer_samples(t, CAFFE__PHASE__TEST), w->device,
+       mdl_rpc_call_peer(call));
+
+  Memdl__SetupReply *rep = &w->setup_reply;
+  memdl__setup_reply__init(rep);
+  rep->has_param_count = rep->has_train_samples = rep->has_test_samples = 1;
+  rep->param_count = n;
+  rep->train_samples = mdl_trainer_samples(t, CAFFE__PHASE__TRAIN);
+  rep->test_samples = mdl_trainer_samples(t, CAFFE__PHASE__TEST);
+  rep->device = w->device;
+  rep->host = w->host;
+  reply->msg = &rep->base;
+  return MDL_OK;
+}
+
+/* Outputs of a trainer pass as reply fields pointing into the stats. */
+static void fill_outputs(mdl_worker *w, const mdl_trainer_stats *s, size_t *n_out,
+                         Memdl__OutputSum ***out) {
+  if (s->n_outputs > w->n_outs_cap) {
+    w->n_outs_cap = s->n_outputs;
+    w->outs = mdl_xrealloc(w->outs, (size_t)w->n_outs_cap * sizeof *w->outs);
+    w->out_ptrs = mdl_xrealloc(w->out_ptrs, (size_t)w->n_outs_cap * sizeof *w->out_ptrs);
+  }
+  for (int i = 0; i < s->n_outputs; i++) {
+    memdl__output_sum__init(&w->outs[i]);
+    w->outs[i].name = s->outputs[i].name;
+    w->outs[i].n_sum = (size_t)s->outputs[i].n;
+    w->outs[i].sum = s->outputs[i].sum;
+    w->out_ptrs[i] = &w->outs[i];
+  }
+  *n_out = (size_t)s->n_outputs;
+  *out = w->out_ptrs;
+}
+
+static mdl_status check_weights(mdl_worker *w, size_t bulk_len, mdl_error *err) {
+  if (bulk_len != w->n_params * sizeof(float))
+    return mdl_errorf(err, MDL_ERR_INVALID, "no weights (%zu parameters expected)", w->n_params);
+  return MDL_OK;
+}
+
+static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                           size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__RoundRequest *r = (const Memdl__RoundRequest *)m;
+  mdl_status st = check_session(w, r->session, err);
+  if (st != MDL_OK) return st;
+  if (r->tau < 1 || r->tau > MDL_WORKER_MAX_TAU)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: tau %u outside [1, %d]", r->tau,
+                      MDL_WORKER_MAX_TAU);
+  int max_iter = w->plan->solver->max_iter;
+  if (r->iter_start > (uint32_t)INT32_MAX / 2 ||
+      (max_iter > 0 && (uint64_t)r->iter_start + r->tau > (uint64_t)max_iter))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "Round: iterations %u..%u outside the solver's max_iter %d", r->iter_start,
+                      r->iter_start + r->tau, max_iter);
+  bool shm = r->weights_in_shm;
+  if (shm && (!w->shm || bulk_len))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: weights_in_shm without shared weights");
+  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  /* the previous reply may still be on its way out of w_out */
+  if (!shm) mdl_rpc_pin_wait(w->out_pin);
+  mdl_trainer_stats s;
+  st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start, shm ? w->shm_in : w->w_in,
+                       shm ? w->shm_out : w->w_out, mdl_rpc_call_cancel_flag(call), &s, err);
+  if (st != MDL_OK) {
+    if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
+    return st;
+  }
+  Memdl__RoundReply *rep = &w->round_reply;
+  memdl__round_reply__init(rep);
+  rep->has_samples = rep->has_iterations = rep->has_loss_sum = rep->has_compute_seconds = 1;
+  rep->samples = s.samples;
+  rep->iterations = (uint32_t)s.iterations;
+  rep->loss_sum = s.loss_sum;
+  rep->compute_seconds = s.compute_s;
+  fill_outputs(w, &s, &rep->n_output, &rep->output);
+  reply->msg = &rep->base;
+  if (shm) {
+    rep->has_weights_in_shm = rep->weights_in_shm = 1;
+    return MDL_OK;
+  }
+  reply->bulk_field = 1; /* RoundReply.weights */
+  reply->bulk = w->w_out;
+  reply->bulk_len = w->n_params * sizeof(float);
+  reply->pin = w->out_pin;
+  return MDL_OK;
+}
+
+static mdl_status on_test(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                          size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__TestRequest *r = (const Memdl__TestRequest *)m;
+  mdl_status st = check_session(w, r->session, err);
+  if (st != MDL_OK) return st;
+  if (r->batches > MDL_WORKER_MAX_TAU)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Test: %u batches, more than %d", r->batches,
+                      MDL_WORKER_MAX_TAU);
+  if (r->test_net > 1024) return mdl_errorf(err, MDL_ERR_INVALID, "Test: test net %u", r->test_net);
+  bool shm = r->weights_in_shm;
+  if (shm && (!w->shm || bulk_len))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Test: weights_in_shm without shared weights");
+  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  mdl_trainer_stats s;
+  st = mdl_trainer_test(w->trainer, (int)r->test_net, (int)r->batches, shm ? w->shm_in : w->w_in,
+                        &s, err);
+  if (st != MDL_OK) return st;
+  Memdl__TestReply *rep = &w->test_reply;
+  memdl__test_reply__init(rep);
+  rep->has_batches = rep->has_samples = rep->has_compute_seconds = 1;
+  rep->batches = (uint64_t)s.iterations;
+  rep->samples = s.samples;
+  rep->compute_seconds = s.compute_s;
+  fill_outputs(w, &s, &rep->n_output, &rep->output);
+  reply->msg = &rep->base;
+  return MDL_OK;
+}
+
+static mdl_status on_reassign(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                              size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__ReassignRequest *r = (const Memdl__ReassignRequest *)m;
+  mdl_status st = check_session(w, r->session, err);
+  if (st == MDL_OK) st = check_lineages(r->add_train, r->n_add_train, err);
+  if (st == MDL_OK) st = check_lineages(r->add_test, r->n_add_test, err);
+  for (size_t i = 0; st == MDL_OK && i < r->n_remove_train; i++)
+    st = mdl_trainer_remove_partition(w->trainer, CAFFE__PHASE__TRAIN,
+                                      r->remove_train[i]->data ? r->remove_train[i]->data : "",
+                                      r->remove_train[i]->index, err);
+  for (size_t i = 0; st == MDL_OK && i < r->n_remove_test; i++)
+    st = mdl_trainer_remove_partition(w->trainer, CAFFE__PHASE__TEST,
+                                      r->remove_test[i]->data ? r->remove_test[i]->data : "",
+                                      r->remove_test[i]->index, err);
+  if (st == MDL_OK)
+    st = mdl_trainer_add_partitions(w->trainer, CAFFE__PHASE__TRAIN, r->add_train, r->n_add_train,
+                                    err);
+  if (st == MDL_OK)
+    st =
+        mdl_trainer_add_partitions(w->trainer, CAFFE__PHASE__TEST, r->add_test, r->n_add_test, err);
+  if (st != MDL_OK) return st;
+  wlog(w, "partitions reassigned: +%zu -%zu train, +%zu -%zu test; now %llu train samples",
+       r->n_add_train, r->n_remove_train, r->n_add_test, r->n_remove_test,
+       (unsigned long long)mdl_trainer_samples(w->trainer, CAFFE__PHASE__TRAIN));
+  Memdl__ReassignReply *rep = &w->reassign_reply;
+  memdl__reassign_reply__init(rep);
+  rep->has_train_samples = rep->has_test_samples = 1;
+  rep->train_samples = mdl_trainer_samples(w->trainer, CAFFE__PHASE__TRAIN);
+  rep->test_samples = mdl_trainer_samples(w->trainer, CAFFE__PHASE__TEST);
+  reply->msg = &rep->base;
+  return MDL_OK;
+}
+
+static mdl_status on_state(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                           size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__StateRequest *r = (const Memdl__StateRequest *)m;
+  mdl_status st = check_session(w, r->session, err);
+  if (st != MDL_OK) return st;
+  free(w->state);
+  w->state = NULL;
+  size_t len = 0;
+  st = mdl_trainer_get_state(w->trainer, &w->state, &len, err);
+  if (st != MDL_OK) return st;
+  Memdl__StateReply *rep = &w->state_reply;
+  memdl__state_reply__init(rep);
+  reply->msg = &rep->base;
+  reply->bulk_field = 1; /* StateReply.state, copied: it is small next to the weights */
+  reply->bulk = w->state;
+  reply->bulk_len = len;
+  return MDL_OK;
+}
+
+static mdl_status on_shutdown(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                              size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  const Memdl__ShutdownRequest *r = (const Memdl__ShutdownRequest *)m;
+  mdl_status st = check_session(w, r->session, err);
+  if (st != MDL_OK) return st;
+  teardown(w);
+  if (r->exit) {
+    w->shutdown_seen = true;
+    mdl_rpc_call_stop_server(call);
+  }
+  memdl__shutdown_reply__init(&w->shutdown_reply);
+  reply->msg = &w->shutdown_reply.base;
+  return MDL_OK;
+}
+
+static const mdl_rpc_method METHODS[] = {
+    {MDL_WORKER_SETUP, &memdl__setup_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
+     on_setup},
+    {MDL_WORKER_ROUND, &memdl__round_request__descriptor, 5, weights_dest,
+     MDL_WORKER_MAX_SMALL_BYTES, on_round},
+    {MDL_WORKER_TEST, &memdl__test_request__descriptor, 5, weights_dest, MDL_WORKER_MAX_SMALL_BYTES,
+     on_test},
+    {MDL_WORKER_REASSIGN, &memdl__reassign_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
+     on_reassign},
+    {MDL_WORKER_STATE, &memdl__state_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
+     on_state},
+    {MDL_WORKER_SHUTDOWN, &memdl__shutdown_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
+     on_shutdown},
+};
+
+mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error *err) {
+  *out = NULL;
+  if (!o->listen) return mdl_errorf(err, MDL_ERR_INVALID, "worker: no address to listen on");
+  mdl_worker *w = mdl_xcalloc(1, sizeof *w);
+  w->o = *o;
+  w->o.listen = mdl_xstrdup(o->listen);
+  w->log = o->log ? o->log : stderr;
+  w->out_pin = mdl_rpc_pin_new();
+  if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
+  mdl_rpc_server_opts so = {
+      .methods = METHODS,
+      .n_methods = (int)(sizeof METHODS / sizeof *METHODS),
+      .ctx = w,
+      .sec = o->sec,
+      .max_message_bytes = 0,
+      .min_ping_interval_ms = o->min_ping_interval_ms,
+      .idle_timeout_ms = o->driver_timeout_ms > 0 ? o->driver_timeout_ms : 600000,
+      .log = w->log};
+  mdl_status st = mdl_rpc_server_new(o->listen, &so, &w->srv, err);
+  if (st != MDL_OK) {
+    mdl_error_prefix(err, "worker: ");
+    mdl_worker_free(w);
+    return st;
+  }
+  *out = w;
+  return MDL_OK;
+}
+
+int mdl_worker_port(const mdl_worker *w) {
+  return mdl_rpc_server_port(w->srv);
+}
+
+mdl_status mdl_worker_run(mdl_worker *w, const char **reason, mdl_error *err) {
+  bool idle = false;
+  mdl_status st = mdl_rpc_server_run(w->srv, &idle, err);
+  if (reason) *reason = idle ? "driver gone" : w->shutdown_seen ? "shutdown" : "stopped";
+  return st;
+}
+
+void mdl_worker_stop(mdl_worker *w) {
+  if (w) mdl_rpc_server_stop(w->srv);
+}
+
+void mdl_worker_free(mdl_worker *w) {
+  if (!w) return;
+  mdl_rpc_server_free(w->srv); /* joins handlers before their state goes */
+  teardown(w);
+  mdl_rpc_pin_free(w->out_pin);
+  free(w->outs);
+  free(w->out_ptrs);
+  free((char *)w->o.listen);
+  free(w);
+}
+
+mdl_status mdl_worker_serve(const mdl_worker_opts *o, mdl_error *err) {
+  mdl_worker *w;
+  mdl_status st = mdl_worker_new(o, &w, err);
+  if (st != MDL_OK) return st;
+  int port = mdl_worker_port(w);
+  if (port)
+    wlog(w, "listening (port %d)", port);
+  else
+    wlog(w, "listening");
+  const char *reason = "";
+  st = mdl_worker_run(w, &reason, err);
+  if (!strcmp(reason, "driver gone"))
+    wlog(w, "no call from the driver for %d ms: exiting",
+         o->driver_timeout_ms > 0 ? o->driver_timeout_ms : 600000);
+  else
+    wlog(w, "exiting (%s)", reason);
+  mdl_worker_free(w);
+  return st;
+}

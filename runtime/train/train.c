@@ -1,0 +1,777 @@
+/* The local trainer: nets, data feeding, Caffe's solve loop, tests,
+ * snapshots, metrics and acceptance. See train.h. */
+#include "runtime/train/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "common/pb.h"
+#include "compiler/plan.h"
+#include "runtime/train/accept.h"
+#include "runtime/solver/caffemodel.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/dataset_resolver.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/device.h"
+#include "runtime/train/progress.h"
+#include "common/rng.h"
+#include "runtime/engine/threadpool.h"
+
+typedef struct feeder {
+  int layer;
+  mdl_batcher *b; /* NULL in synthetic mode */
+  uint64_t next;  /* batch the batcher hands out next */
+  mdl_tensor *data, *label;
+  float *label_scratch;
+} feeder;
+
+typedef struct netrun {
+  mdl_net *net;
+  const mdl_graph *g;
+  feeder *feed;
+  int n_feed;
+} netrun;
+
+typedef struct cached_set {
+  uint8_t *key;
+  size_t key_len;
+  mdl_dataset *ds;
+} cached_set;
+
+struct mdl_train {
+  const mdl_job *job;
+  mdl_train_opts opts;
+  FILE *log;
+  Caffe__SolverParameter *sp; /* owned copy, defaults filled for time/test */
+  mdl_compiled *compiled;
+  mdl_threadpool *pool;
+  const mdl_backend *be;
+  mdl_workspace ws;
+  float *arena;
+  netrun train;
+  netrun *tests;
+  int n_tests;
+  mdl_solver *solver;
+  uint64_t seed;
+  cached_set *sets;
+  int n_sets;
+  char *out_dir;
+  char *snapshot_prefix;
+  int snapshot_every;
+  bool resumed;
+  mdl_test_result last_test;
+  char **names_store;
+  int n_names_store;
+  char **sum_name;
+  double *sum_value;
+  int n_sum;
+};
+
+/* ---- data: the compiler's resolver and the batchers ---- */
+
+static mdl_status layer_set(const mdl_train *t, const Caffe__LayerParameter *lp,
+                            Memdl__DataSet **out, mdl_layer_data *ld, mdl_error *err) {
+  const Memdl__Job *j = t->job->job;
+  mdl_status st = mdl_data_for_layer(lp, j->data, j->n_data, ld, err);
+  if (st != MDL_OK) return st;
+  st = mdl_data_resolve(j->data, j->n_data, ld->set, out, err);
+  if (st != MDL_OK) mdl_layer_data_clear(ld);
+  return st;
+}
+
+static mdl_status get_dataset(mdl_train *t, const Memdl__DataSet *set, mdl_dataset **out,
+                              mdl_error *err) {
+  size_t n = protobuf_c_message_get_packed_size(&set->base);
+  uint8_t *key = mdl_xmalloc(n + 1);
+  protobuf_c_message_pack(&set->base, key);
+  for (int i = 0; i < t->n_sets; i++)
+    if (t->sets[i].key_len == n && memcmp(t->sets[i].key, key, n) == 0) {
+      free(key);
+      *out = t->sets[i].ds;
+      return MDL_OK;
+    }
+  mdl_build_opts bo = {.memory_budget_bytes = t->job->job->memory_budget_mb << 20};
+  mdl_dataset *ds = NULL;
+  double t0 = mdl_now();
+  mdl_status st = mdl_dataset_build(set, t->job->base_dir, 1, &bo, &ds, err);
+  if (st != MDL_OK) {
+    free(key);
+    return st;
+  }
+  char *src = mdl_data_source_str(set->source);
+  fprintf(t->log, "data %s (%s): %lld records of %dx%dx%d, %.1f MiB, loaded in %.2f s\n",
+          set->name ? set->name : "(unnamed)", src, (long long)ds->n, ds->channels, ds->height,
+          ds->width, (double)ds->bytes / (1 << 20), mdl_now() - t0);
+  free(src);
+  t->sets = mdl_xrealloc(t->sets, (size_t)(t->n_sets + 1) * sizeof *t->sets);
+  t->sets[t->n_sets++] = (cached_set){key, n, ds};
+  *out = ds;
+  return MDL_OK;
+}
+
+static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
+  mdl_net *net = r->net;
+  int n = mdl_net_n_sources(net);
+  r->feed = mdl_xcalloc((size_t)n + 1, sizeof *r->feed);
+  for (int k = 0; k < n; k++) {
+    int li = mdl_net_source_layer(net, k);
+    const mdl_graph_layer *gl = &r->g->layers[li];
+    feeder *f = &r->feed[r->n_feed++];
+    f->layer = li;
+    f->data = gl->n_top > 0 ? mdl_net_blob(net, gl->top[0]) : NULL;
+    f->label = gl->n_top > 1 ? mdl_net_blob(net, gl->top[1]) : NULL;
+    if (!f->data) continue;
+    int64_t batch = f->data->n ? f->data->d[0] : 1;
+    if (!f->label) f->label_scratch = mdl_xcalloc((size_t)batch + 1, sizeof(float));
+    if (t->opts.synthetic) continue;
+    mdl_layer_data ld;
+    Memdl__DataSet *set;
+    mdl_status st = layer_set(t, gl->param, &set, &ld, err);
+    if (st != MDL_OK) return st;
+    mdl_dataset *ds = NULL;
+    st = get_dataset(t, set, &ds, err);
+    if (st == MDL_OK) {
+      mdl_batch_opts bo = {.batch_size = (int)batch,
+                           .train = r->g->phase == CAFFE__PHASE__TRAIN,
+                           .shuffle = ld.shuffle,
+                           .seed = set->shuffle_seed};
+      st = mdl_batcher_new(ds->part, (int)ds->n_parts, ds->transform, &bo, &f->b, err);
+    }
+    if (st == MDL_OK) {
+      int c, h, w;
+      mdl_transform_out_shape(ds->transform, &c, &h, &w);
+      if ((int64_t)c * h * w * batch != f->data->count) {
+        char s[64];
+        st = mdl_errorf(err, MDL_ERR_INVALID,
+                        "layer \"%s\": top %s holds %lld values but batches of %lld records of "
+                        "%dx%dx%d hold %lld",
+                        mdl_net_layer_name(net, li), mdl_tensor_shape_str(f->data, s, sizeof s),
+                        (long long)f->data->count, (long long)batch, c, h, w,
+                        (long long)(c * h * w * batch));
+      }
+    }
+    mdl_pb_free(set);
+    mdl_layer_data_clear(&ld);
+    if (st != MDL_OK) return st;
+  }
+  return MDL_OK;
+}
+
+static void synthetic_fill(mdl_tensor *x, uint64_t k, float lo, float hi) {
+  for (int64_t i = 0; i < x->count; i++)
+    x->data[i] = lo + (hi - lo) * mdl_hash_unit(mdl_hash2(k * 1315423911u + 17, (uint64_t)i));
+}
+
+static mdl_status feed(netrun *r, uint64_t k, mdl_error *err) {
+  for (int i = 0; i < r->n_feed; i++) {
+    feeder *f = &r->feed[i];
+    if (!f->data) continue;
+    if (!f->b) {
+      synthetic_fill(f->data, k, 0, 1);
+      if (f->label) memset(f->label->data, 0, (size_t)f->label->count * sizeof(float));
+      continue;
+    }
+    if (f->next != k) mdl_batcher_seek(f->b, k);
+    mdl_status st =
+        mdl_batcher_next(f->b, f->data->data, f->label ? f->label->data : f->label_scratch, err);
+    if (st != MDL_OK) return st;
+    f->next = k + 1;
+  }
+  /* Input layers (no data set behind them) get synthetic values, so time
+   * and test runs on bare deploy-style nets do something sensible. The
+   * arena is shared between nets, so this happens for every batch. */
+  for (int i = 0; i < mdl_net_n_inputs(r->net); i++)
+    synthetic_fill(mdl_net_blob(r->net, mdl_net_input_blob(r->net, i)), k + (uint64_t)i, 0, 1);
+  return MDL_OK;
+}
+
+static mdl_status feed_train(void *r, uint64_t k, mdl_error *err) {
+  return feed(r, k, err);
+}
+
+static void free_netrun(netrun *r) {
+  for (int i = 0; i < r->n_feed; i++) {
+    mdl_batcher_free(r->feed[i].b);
+    free(r->feed[i].label_scratch);
+  }
+  free(r->feed);
+  mdl_net_free(r->net);
+  memset(r, 0, sizeof *r);
+}
+
+/* ---- construction ---- */
+
+static char *stem(const char *path) {
+  const char *b = strrchr(path, '/');
+  b = b ? b + 1 : path;
+  char *s = mdl_xstrdup(b);
+  char *dot = strrchr(s, '.');
+  if (dot && dot != s) *dot = 0;
+  return s;
+}
+
+static void setup_output(mdl_train *t) {
+  const Memdl__Job *j = t->job->job;
+  if (t->opts.out_dir)
+    t->out_dir = mdl_xstrdup(t->opts.out_dir);
+  else
+    t->out_dir =
+        mdl_path_join(t->job->base_dir, j->output && j->output->dir ? j->output->dir : "out");
+  const char *prefix = t->sp->snapshot_prefix;
+  if (prefix && *prefix) {
+    if (t->job->kind == MDL_KIND_JOB || t->opts.out_dir) {
+      const char *b = strrchr(prefix, '/');
+      b = b && b[1] ? b + 1 : prefix;
+      t->snapshot_prefix = mdl_path_join(t->out_dir, b);
+    } else {
+      t->snapshot_prefix = mdl_xstrdup(prefix);
+    }
+  } else {
+    char *s = stem(j->name && *j->name ? j->name : t->job->path);
+    t->snapshot_prefix = mdl_path_join(t->out_dir, s);
+    free(s);
+  }
+  t->snapshot_every = t->sp->snapshot;
+  if (j->output && j->output->snapshot) t->snapshot_every = (int)j->output->snapshot;
+}
+
+static mdl_status build_net(mdl_train *t, const mdl_graph *g, const mdl_net *share, netrun *r,
+                            mdl_error *err) {
+  mdl_net_options no = {.backend = t->be,
+                        .pool = t->pool,
+                        .ws = &t->ws,
+                        .seed = t->seed,
+                        .share_from = share,
+                        .defer_arena = true};
+  r->g = g;
+  mdl_status st = mdl_net_new(g, &no, &r->net, err);
+  if (st != MDL_OK) return st;
+  return setup_feeders(t, r, err);
+}
+
+static mdl_status check_acceptance_metrics(mdl_train *t, mdl_error *err) {
+  const Memdl__Job *j = t->job->job;
+  for (size_t a = 0; a < j->n_accept; a++) {
+    const char *m = j->accept[a]->metric;
+    bool found = false;
+    char known[512] = "";
+    size_t used = 0;
+    for (int k = 0; k < t->n_tests; k++) {
+      mdl_net *net = t->tests[k].net;
+      for (int o = 0; o < mdl_net_n_outputs(net); o++) {
+        const char *name = mdl_net_blob_name(net, mdl_net_output_blob(net, o));
+        if (m && strcmp(name, m) == 0) found = true;
+        if (used < sizeof known)
+          used +=
+              (size_t)snprintf(known + used, sizeof known - used, "%s%s", used ? ", " : "", name);
+      }
+    }
+    if (!found)
+      return mdl_errorf(err, MDL_ERR_INVALID,
+                        "%s: accept metric \"%s\" is not an output of any TEST net (outputs: %s)",
+                        t->job->path, m ? m : "", used ? known : "none");
+  }
+  return MDL_OK;
+}
+
+mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_train **out,
+                         mdl_error *err) {
+  *out = NULL;
+  mdl_train *t = mdl_xcalloc(1, sizeof *t);
+  t->job = job;
+  if (opts) t->opts = *opts;
+  t->log = t->opts.log ? t->opts.log : stderr;
+  mdl_workspace_init(&t->ws);
+  t->sp = mdl_pb_dup(job->solver);
+  if ((!t->sp->lr_policy || !*t->sp->lr_policy) &&
+      (job->kind == MDL_KIND_NET || t->opts.synthetic || t->opts.no_train)) {
+    /* A bare net has no solver: time and test still need one to exist. */
+    free(t->sp->lr_policy);
+    t->sp->lr_policy = mdl_xstrdup("fixed");
+    if (!t->sp->has_base_lr) t->sp->base_lr = 0.01f;
+  }
+  if (t->sp->random_seed >= 0)
+    t->seed = (uint64_t)t->sp->random_seed;
+  else
+    t->seed = mdl_mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32));
+  setup_output(t);
+
+  mdl_status st = MDL_OK;
+  if (!t->opts.no_train) {
+    mdl_solver_config cfg;
+    st = mdl_solver_config_get(t->sp, &cfg, err);
+    if (st != MDL_OK) mdl_error_prefix(err, "%s: ", job->path);
+  }
+  bool want_gpu = t->sp->has_solver_mode &&
+                  t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+  if (st == MDL_OK && want_gpu && !mdl_device_gpu_built())
+    fprintf(t->log, "solver_mode: GPU, but this memdl has no GPU backend; running on the CPU\n");
+  if (st == MDL_OK) st = mdl_device_backend(want_gpu ? "auto" : "cpu", &t->be, err);
+
+  int threads = t->opts.threads > 0 ? t->opts.threads : (int)job->job->threads;
+  if (st == MDL_OK) st = mdl_threadpool_new(threads, &t->pool, err);
+  mdl_data_catalog cat = {job->job->data, job->job->n_data, job->base_dir};
+  if (st == MDL_OK) st = mdl_compile_job(job, mdl_data_source_info, &cat, &t->compiled, err);
+
+  const mdl_net *share = NULL;
+  for (int i = 0; st == MDL_OK && i < t->compiled->n_nets; i++) {
+    const mdl_phase_net *pn = &t->compiled->nets[i];
+    if (pn->phase == CAFFE__PHASE__TRAIN) {
+      if (t->opts.no_train || t->train.net) continue;
+      st = build_net(t, pn->graph, NULL, &t->train, err);
+      share = t->train.net;
+    } else {
+      if (t->opts.no_test) continue;
+      t->tests = mdl_xrealloc(t->tests, (size_t)(t->n_tests + 1) * sizeof *t->tests);
+      memset(&t->tests[t->n_tests], 0, sizeof *t->tests);
+      st = build_net(t, pn->graph, share, &t->tests[t->n_tests++], err);
+    }
+    if (st != MDL_OK) mdl_error_prefix(err, "%s net: ", mdl_phase_name(pn->phase));
+  }
+  if (st == MDL_OK) {
+    size_t need = t->train.net ? mdl_net_arena_floats(t->train.net) : 0;
+    for (int i = 0; i < t->n_tests; i++)
+      if (mdl_net_arena_floats(t->tests[i].net) > need)
+        need = mdl_net_arena_floats(t->tests[i].net);
+    t->arena = mdl_backend_alloc(t->be, (int64_t)need);
+    if (!t->arena)
+      st = mdl_errorf(err, MDL_ERR_NOMEM, "activations of %zu MiB do not fit",
+                      need * sizeof(float) >> 20);
+  }
+  if (st == MDL_OK) {
+    if (t->train.net) mdl_net_bind_arena(t->train.net, t->arena);
+    for (int i = 0; i < t->n_tests; i++) mdl_net_bind_arena(t->tests[i].net, t->arena);
+  }
+  if (st == MDL_OK && t->train.net) {
+    int nl;
+    const mdl_solver_blob *bl = mdl_net_learnable(t->train.net, &nl);
+    st = mdl_solver_new(t->be, t->sp, bl, nl, mdl_net_param_count(t->train.net), &t->solver, err);
+  }
+  if (st == MDL_OK && !t->opts.no_train && !t->opts.synthetic)
+    st = check_acceptance_metrics(t, err);
+  if (st != MDL_OK) {
+    mdl_train_free(t);
+    return st;
+  }
+  *out = t;
+  return MDL_OK;
+}
+
+static void free_names(mdl_train *t) {
+  for (int i = 0; i < t->n_names_store; i++) free(t->names_store[i]);
+  free(t->names_store);
+  t->names_store = NULL;
+  t->n_names_store = 0;
+}
+
+void mdl_train_free(mdl_train *t) {
+  if (!t) return;
+  for (int i = 0; i < t->n_tests; i++) free_netrun(&t->tests[i]);
+  free(t->tests);
+  free_netrun(&t->train);
+  if (t->arena) mdl_backend_free(t->be, t->arena);
+  mdl_workspace_release(&t->ws);
+  mdl_solver_free(t->solver);
+  mdl_compiled_free(t->compiled);
+  mdl_threadpool_free(t->pool);
+  for (int i = 0; i < t->n_sets; i++) {
+    free(t->sets[i].key);
+    mdl_dataset_free(t->sets[i].ds);
+  }
+  free(t->sets);
+  mdl_pb_free(t->sp);
+  free(t->out_dir);
+  free(t->snapshot_prefix);
+  free(t->last_test.name);
+  free(t->last_test.value);
+  free(t->last_test.weight);
+  free_names(t);
+  for (int k = 0; k < t->n_sum; k++) free(t->sum_name[k]);
+  free(t->sum_name);
+  free(t->sum_value);
+  free(t);
+}
+
+/* ---- weights and state ---- */
+
+static mdl_net *any_net(const mdl_train *t) {
+  return t->train.net ? t->train.net : t->n_tests ? t->tests[0].net : NULL;
+}
+
+mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err) {
+  Caffe__NetParameter *np;
+  mdl_status st = mdl_caffemodel_read(path, &np, err);
+  if (st != MDL_OK) return st;
+  int loaded = 0, total_loaded = 0;
+  /* The TRAIN net first; TEST nets share its weights, and their own layers
+   * (if any) are loaded after. */
+  if (t->train.net) {
+    st = mdl_caffemodel_copy(t->train.net, np, path, &loaded, err);
+    total_loaded += loaded;
+  }
+  for (int i = 0; st == MDL_OK && i < t->n_tests; i++) {
+    st = mdl_caffemodel_copy(t->tests[i].net, np, path, &loaded, err);
+    total_loaded += loaded;
+  }
+  if (st == MDL_OK) {
+    mdl_net *net = any_net(t);
+    for (int i = 0; net && i < mdl_net_n_layers(net); i++) {
+      mdl_layer *l = mdl_net_layer(net, i);
+      if (!l || !l->n_param) continue;
+      bool found = false;
+      for (size_t k = 0; k < np->n_layer && !found; k++)
+        found = np->layer[k]->name && !strcmp(np->layer[k]->name, l->name) && np->layer[k]->n_blobs;
+      for (size_t k = 0; k < np->n_layers && !found; k++)
+        found =
+            np->layers[k]->name && !strcmp(np->layers[k]->name, l->name) && np->layers[k]->n_blobs;
+      if (!found)
+        fprintf(t->log, "weights: layer \"%s\" is not in %s; it keeps its initial values\n",
+                l->name, path);
+    }
+    fprintf(t->log, "weights: %s\n", path);
+  }
+  caffe__net_parameter__free_unpacked(np, NULL);
+  return st;
+}
+
+mdl_status mdl_train_restore(mdl_train *t, const char *path, mdl_error *err) {
+  if (!t->solver) return mdl_errorf(err, MDL_ERR_INVALID, "--resume needs a TRAIN net");
+  char *model = NULL;
+  uint64_t seed = 0;
+  bool has_seed = false;
+  mdl_status st = mdl_solverstate_load(path, t->solver, &model, &seed, &has_seed, err);
+  if (st != MDL_OK) return st;
+  if (!model) {
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s names no weights file (learned_net)", path);
+  }
+  int loaded;
+  st = mdl_caffemodel_load(t->train.net, model, &loaded, err);
+  if (st != MDL_OK) mdl_error_prefix(err, "resuming from %s: ", path);
+  free(model);
+  if (st != MDL_OK) return st;
+  if (has_seed && seed != t->seed) {
+    t->seed = seed;
+    mdl_net_set_seed(t->train.net, seed);
+    for (int i = 0; i < t->n_tests; i++) mdl_net_set_seed(t->tests[i].net, seed);
+  }
+  t->resumed = true;
+  fprintf(t->log, "resumed from %s at iteration %d\n", path, mdl_solver_iter(t->solver));
+  return MDL_OK;
+}
+
+/* ---- testing ---- */
+
+static char *keep_name(mdl_train *t, const char *s) {
+  t->names_store = mdl_xrealloc(t->names_store, (size_t)(t->n_names_store + 1) * sizeof(char *));
+  return t->names_store[t->n_names_store++] = mdl_xstrdup(s);
+}
+
+mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
+                          mdl_error *err) {
+  if (index < 0 || index >= t->n_tests)
+    return mdl_errorf(err, MDL_ERR_INVALID, "no TEST net #%d", index);
+  netrun *r = &t->tests[index];
+  mdl_net *net = r->net;
+  if (iterations <= 0)
+    iterations = (size_t)index < t->sp->n_test_iter ? t->sp->test_iter[index] : 50;
+  int no = mdl_net_n_outputs(net);
+  mdl_test_result *lt = &t->last_test;
+  free(lt->name);
+  free(lt->value);
+  free(lt->weight);
+  free_names(t);
+  lt->name = mdl_xcalloc((size_t)no + 1, sizeof(char *));
+  lt->value = mdl_xcalloc((size_t)no + 1, sizeof(double));
+  lt->weight = mdl_xcalloc((size_t)no + 1, sizeof(double));
+  lt->n = 0;
+  int *blob = mdl_xcalloc((size_t)no + 1, sizeof(int));
+  for (int o = 0; o < no; o++) {
+    int b = mdl_net_output_blob(net, o);
+    if (mdl_net_blob(net, b)->count != 1) continue;
+    blob[lt->n] = b;
+    lt->name[lt->n] = keep_name(t, mdl_net_blob_name(net, b));
+    lt->weight[lt->n] = mdl_net_output_weight(net, o);
+    lt->n++;
+  }
+  mdl_net_set_iteration(net, 0);
+  mdl_status st = MDL_OK;
+  for (int it = 0; it < iterations && st == MDL_OK; it++) {
+    st = feed(r, (uint64_t)it, err);
+    if (st != MDL_OK) break;
+    mdl_net_forward(net);
+    for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob(net, blob[k])->data[0];
+  }
+  free(blob);
+  for (int k = 0; k < lt->n; k++) lt->value[k] /= iterations;
+  lt->samples = (int64_t)iterations * mdl_net_batch_size(net);
+  if (res) *res = *lt;
+  return st;
+}
+
+/* ---- training ---- */
+
+mdl_status mdl_train_feed_train(mdl_train *t, uint64_t k, mdl_error *err) {
+  return feed(&t->train, k, err);
+}
+
+static void snapshot(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_summary *sum,
+                     mdl_error *err, mdl_status *st) {
+  double t0 = mdl_now();
+  int iter = mdl_solver_iter(t->solver);
+  char *model = mdl_snapshot_name(t->snapshot_prefix, iter, ".caffemodel");
+  char *state = mdl_snapshot_name(t->snapshot_prefix, iter, ".solverstate");
+  char *dir = mdl_xstrdup(model);
+  char *slash = strrchr(dir, '/');
+  if (slash) {
+    *slash = 0;
+    *st = mdl_mkdirs(dir, err);
+  }
+  free(dir);
+  if (*st == MDL_OK) *st = mdl_caffemodel_save(t->train.net, model, err);
+  if (*st == MDL_OK) *st = mdl_solverstate_save(t->solver, model, t->seed, state, err);
+  if (*st == MDL_OK) {
+    mdl_progress_line(p, "snapshot %s, %s", model, state);
+    snprintf(sum->last_snapshot, sizeof sum->last_snapshot, "%s", state);
+    mdl_json j = {0};
+    mdl_json_begin(&j);
+    mdl_json_str(&j, "event", "snapshot");
+    mdl_json_int(&j, "iter", iter);
+    mdl_json_str(&j, "caffemodel", model);
+    mdl_json_str(&j, "solverstate", state);
+    mdl_json_end(&j);
+    mdl_metrics_write(m, &j);
+    mdl_json_free(&j);
+  }
+  free(model);
+  free(state);
+  mdl_progress_exclude(p, mdl_now() - t0);
+}
+
+static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_summary *sum,
+                           mdl_error *err) {
+  double t0 = mdl_now();
+  int iter = t->solver ? mdl_solver_iter(t->solver) : 0;
+  for (int i = 0; i < t->n_tests; i++) {
+    mdl_test_result r;
+    double t1 = mdl_now();
+    mdl_status st = mdl_train_test(t, i, 0, &r, err);
+    if (st != MDL_OK) return st;
+    char line[1024];
+    size_t used = 0;
+    for (int k = 0; k < r.n && used < sizeof line; k++)
+      used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %.4f", k ? ", " : "",
+                               r.name[k], r.value[k]);
+    char which[32] = "";
+    if (t->n_tests > 1) snprintf(which, sizeof which, " #%d", i);
+    mdl_progress_line(p, "test%s iter %d: %s (%lld samples, %.1f s)", which, iter, line,
+                      (long long)r.samples, mdl_now() - t1);
+    mdl_json j = {0};
+    mdl_json_begin(&j);
+    mdl_json_str(&j, "event", "test");
+    mdl_json_int(&j, "iter", iter);
+    mdl_json_int(&j, "net", i);
+    for (int k = 0; k < r.n; k++) mdl_json_num(&j, r.name[k], r.value[k]);
+    mdl_json_int(&j, "samples", r.samples);
+    mdl_json_end(&j);
+    mdl_metrics_write(m, &j);
+    mdl_json_free(&j);
+    if (i == 0 && sum) {
+      /* test net 0's outputs, for the summary and acceptance; copied, since
+       * the next test pass reuses the result storage */
+      for (int k = 0; k < t->n_sum; k++) free(t->sum_name[k]);
+      t->n_sum = r.n;
+      t->sum_name = mdl_xrealloc(t->sum_name, (size_t)(r.n + 1) * sizeof(char *));
+      t->sum_value = mdl_xrealloc(t->sum_value, (size_t)(r.n + 1) * sizeof(double));
+      for (int k = 0; k < r.n; k++) {
+        t->sum_name[k] = mdl_xstrdup(r.name[k]);
+        t->sum_value[k] = r.value[k];
+      }
+      sum->n_outputs = r.n;
+      sum->output_name = t->sum_name;
+      sum->output_value = t->sum_value;
+    }
+  }
+  mdl_progress_exclude(p, mdl_now() - t0);
+  return MDL_OK;
+}
+
+static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
+  const Memdl__Job *j = t->job->job;
+  sum->accepted =
+      mdl_accept_check(j->accept, j->n_accept, (const char *const *)sum->output_name,
+                       sum->output_value, sum->n_outputs, sum->accept_msg, sizeof sum->accept_msg);
+  return sum->accepted;
+}
+
+mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_error *err) {
+  memset(sum, 0, sizeof *sum);
+  if (!t->solver) return mdl_errorf(err, MDL_ERR_INVALID, "no TRAIN net to train");
+  const Caffe__SolverParameter *sp = t->sp;
+  mdl_solver *s = t->solver;
+  mdl_net *net = t->train.net;
+  int start = mdl_solver_iter(s);
+  int stop = iters > 0 ? start + iters : sp->max_iter;
+  int iter_size = sp->iter_size > 0 ? sp->iter_size : 1;
+  int avg = sp->average_loss > 0 ? sp->average_loss : 1;
+  double batch = (double)mdl_net_batch_size(net);
+
+  mdl_metrics *m = NULL;
+  mdl_status st = mdl_metrics_open(t->out_dir, t->resumed, &m, err);
+  if (st != MDL_OK) return st;
+  mdl_progress p;
+  mdl_progress_init(&p, t->log, start, stop, batch * iter_size);
+  size_t planned, naive;
+  mdl_train_memory(t, &planned, &naive);
+  fprintf(t->log,
+          "training %s: %s solver, iterations %d..%d, batch %.0f x iter_size %d, %d threads, "
+          "seed %llu, activations %.1f MiB (%.1f MiB without buffer reuse); metrics in %s, "
+          "snapshots %s_iter_N\n",
+          t->job->path, mdl_solver_kind_name(mdl_solver_cfg(s)->kind), start, stop, batch,
+          iter_size, mdl_threadpool_size(t->pool), (unsigned long long)t->seed,
+          (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir, t->snapshot_prefix);
+
+  float *losses = mdl_xcalloc((size_t)avg, sizeof(float));
+  int n_losses = 0;
+  double smoothed = 0;
+  double t_begin = mdl_now(), t_excluded = 0;
+  bool test_at_end = false;
+  while (st == MDL_OK && mdl_solver_iter(s) < stop) {
+    int iter = mdl_solver_iter(s);
+    if (sp->test_interval && iter % sp->test_interval == 0 &&
+        (iter > 0 || sp->test_initialization) && t->n_tests) {
+      double t0 = mdl_now();
+      st = test_all(t, m, &p, sum, err);
+      t_excluded += mdl_now() - t0;
+      if (st != MDL_OK) break;
+    }
+    bool display = sp->display && iter % sp->display == 0;
+    double loss = 0;
+    st = mdl_net_accumulate(net, iter, iter_size, feed_train, &t->train, &loss, err);
+    if (st != MDL_OK) break;
+    /* Caffe's UpdateSmoothedLoss */
+    if (n_losses < avg) {
+      losses[n_losses++] = (float)loss;
+      smoothed = (smoothed * (n_losses - 1) + loss) / n_losses;
+    } else {
+      int idx = (iter - start) % avg;
+      smoothed += (loss - losses[idx]) / avg;
+      losses[idx] = (float)loss;
+    }
+    float lr = mdl_solver_rate(s);
+    if (display) {
+      double ips, eta;
+      mdl_progress_rate(&p, iter, &ips, &eta);
+      char e[32];
+      if (iter > start)
+        mdl_progress_line(&p, "iter %d/%d  loss %.4f  lr %.6g  %.0f img/s  ETA %s", iter, stop,
+                          smoothed, lr, ips, mdl_fmt_duration(eta, e, sizeof e));
+      else
+        mdl_progress_line(&p, "iter %d/%d  loss %.4f  lr %.6g", iter, stop, smoothed, lr);
+      mdl_json j = {0};
+      mdl_json_begin(&j);
+      mdl_json_str(&j, "event", "train");
+      mdl_json_int(&j, "iter", iter);
+      mdl_json_num(&j, "loss", smoothed);
+      mdl_json_num(&j, "lr", lr);
+      if (iter > start) mdl_json_num(&j, "images_per_s", ips);
+      mdl_json_end(&j);
+      mdl_metrics_write(m, &j);
+      mdl_json_free(&j);
+    }
+    mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* the rate window restarts once this iteration is wholly done, so the
+     * next one measures whole iterations, not this one's update alone */
+    if (display && iter > start) mdl_progress_mark(&p, iter + 1);
+    mdl_progress_live(&p, mdl_solver_iter(s), (float)smoothed, lr);
+    if (t->snapshot_every && mdl_solver_iter(s) % t->snapshot_every == 0) {
+      double t0 = mdl_now();
+      snapshot(t, m, &p, sum, err, &st);
+      t_excluded += mdl_now() - t0;
+    }
+  }
+  free(losses);
+  int iter = mdl_solver_iter(s);
+  double seconds = mdl_now() - t_begin;
+  if (st == MDL_OK && sp->snapshot_after_train && iter > start &&
+      (!t->snapshot_every || iter % t->snapshot_every != 0))
+    snapshot(t, m, &p, sum, err, &st);
+  test_at_end = t->n_tests > 0;
+  if (st == MDL_OK && test_at_end) st = test_all(t, m, &p, sum, err);
+  if (st == MDL_OK) {
+    sum->iter = iter;
+    sum->seconds = seconds;
+    double train_s = seconds - t_excluded;
+    sum->images_per_s = train_s > 0 ? (iter - start) * batch * iter_size / train_s : 0;
+    check_accept(t, sum);
+    char d[32];
+    char line[1024];
+    size_t used = 0;
+    line[0] = 0;
+    for (int k = 0; k < sum->n_outputs && used < sizeof line; k++)
+      used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %.4f", k ? ", " : "",
+                               sum->output_name[k], sum->output_value[k]);
+    mdl_progress_line(&p, "done: %d iterations in %s (%.0f img/s)%s%s", iter - start,
+                      mdl_fmt_duration(seconds, d, sizeof d), sum->images_per_s,
+                      used ? "; test: " : "", line);
+    mdl_json j = {0};
+    mdl_json_begin(&j);
+    mdl_json_str(&j, "event", "done");
+    mdl_json_int(&j, "iter", iter);
+    mdl_json_num(&j, "seconds", seconds);
+    mdl_json_num(&j, "images_per_s", sum->images_per_s);
+    for (int k = 0; k < sum->n_outputs; k++)
+      mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
+    mdl_json_bool(&j, "accepted", sum->accepted);
+    mdl_json_end(&j);
+    mdl_metrics_write(m, &j);
+    mdl_json_free(&j);
+    if (!sum->accepted) {
+      mdl_progress_line(&p, "acceptance not met: %s", sum->accept_msg);
+      st = mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", sum->accept_msg);
+    } else if (t->job->job->n_accept) {
+      mdl_progress_line(&p, "acceptance met");
+    }
+  }
+  mdl_metrics_close(m);
+  return st;
+}
+
+/* ---- accessors ---- */
+
+mdl_net *mdl_train_train_net(const mdl_train *t) {
+  return t->train.net;
+}
+mdl_net *mdl_train_test_net(const mdl_train *t, int i) {
+  return i >= 0 && i < t->n_tests ? t->tests[i].net : NULL;
+}
+int mdl_train_n_test_nets(const mdl_train *t) {
+  return t->n_tests;
+}
+mdl_solver *mdl_train_solver(const mdl_train *t) {
+  return t->solver;
+}
+int mdl_train_threads(const mdl_train *t) {
+  return mdl_threadpool_size(t->pool);
+}
+uint64_t mdl_train_seed(const mdl_train *t) {
+  return t->seed;
+}
+const char *mdl_train_out_dir(const mdl_train *t) {
+  return t->out_dir;
+}
+
+void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive) {
+  size_t need = t->train.net ? mdl_net_arena_floats(t->train.net) : 0, nv = 0;
+  if (t->train.net) nv += mdl_net_naive_bytes(t->train.net);
+  for (int i = 0; i < t->n_tests; i++) {
+    if (mdl_net_arena_floats(t->tests[i].net) > need) need = mdl_net_arena_floats(t->tests[i].net);
+    nv += mdl_net_naive_bytes(t->tests[i].net);
+  }
+  *planned = need * sizeof(float);
+  *naive = nv;
+}

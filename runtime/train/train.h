@@ -1,0 +1,93 @@
+/* Training and evaluation of one job on one local worker: the TRAIN net and
+ * its TEST nets (sharing weights and one activation arena), their data fed
+ * from the pipeline's batchers, the solver, and Caffe's loop (tests at
+ * test_interval, display, snapshots, iter_size, average_loss, max_iter),
+ * metrics as JSON lines, acceptance criteria. Owns the loop and its
+ * bookkeeping; not the maths (net.h, solver.h) or the file formats
+ * (caffemodel.h). */
+#ifndef MDL_RUNTIME_TRAIN_H
+#define MDL_RUNTIME_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+#include "compiler/job.h"
+#include "runtime/engine/net.h"
+#include "runtime/solver/solver.h"
+
+typedef struct mdl_train mdl_train;
+
+typedef struct mdl_train_opts {
+  int threads;         /* 0: the job's, else one per core */
+  bool no_train;       /* build no TRAIN net and no solver (memdl test) */
+  bool no_test;        /* build no TEST nets (memdl time) */
+  bool synthetic;      /* no data sets: data layers get random values (memdl time) */
+  const char *out_dir; /* NULL: the job's output dir */
+  FILE *log;           /* progress and messages; NULL: stderr */
+} mdl_train_opts;
+
+/* Compiles the job, loads its data sets and builds the nets (fillers from
+ * the solver's random_seed, or a clock seed when it is negative) and the
+ * solver. job is borrowed and must outlive the trainer. On success *out is
+ * the caller's (mdl_train_free); on failure *out is NULL. */
+mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_train **out,
+                         mdl_error *err);
+
+void mdl_train_free(mdl_train *t);
+
+/* Initialises weights from a .caffemodel by layer name (fine-tuning). */
+mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err);
+
+/* Continues from a .solverstate: its iteration, history, RNG seed and the
+ * weights file it names. */
+mdl_status mdl_train_restore(mdl_train *t, const char *path, mdl_error *err);
+
+typedef struct mdl_train_summary {
+  int iter;            /* iteration reached */
+  double seconds;      /* wall time of the loop */
+  double images_per_s; /* training throughput (tests excluded) */
+  int n_outputs;       /* final TEST outputs of test net 0 */
+  char **output_name;  /* owned by the trainer */
+  double *output_value;
+  bool accepted;        /* every acceptance criterion held (true when none) */
+  char accept_msg[512]; /* what failed and by how much */
+  char last_snapshot[512];
+} mdl_train_summary;
+
+/* Runs Caffe's training loop from the current iteration to max_iter (or
+ * only `iters` more iterations when iters > 0, for tests). MDL_ERR_ACCEPT
+ * when training finished but an acceptance criterion failed (summary says
+ * by how much); other errors for I/O failures. */
+mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *summary, mdl_error *err);
+
+typedef struct mdl_test_result {
+  int n;           /* scalar outputs */
+  char **name;     /* owned by the trainer, valid until the next call */
+  double *value;   /* mean over iterations */
+  double *weight;  /* loss weight of each output (0: not a loss) */
+  int64_t samples; /* iterations x batch */
+} mdl_test_result;
+
+/* One pass of test net `index` over `iterations` batches (0: the solver's
+ * test_iter, else 50 as `caffe test`), data from the start of its set. */
+mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
+                          mdl_error *err);
+
+/* Fills every data layer's tops of the TRAIN net with batch `k` (real data
+ * or synthetic). */
+mdl_status mdl_train_feed_train(mdl_train *t, uint64_t k, mdl_error *err);
+
+mdl_net *mdl_train_train_net(const mdl_train *t); /* NULL with no_train */
+mdl_net *mdl_train_test_net(const mdl_train *t, int index);
+int mdl_train_n_test_nets(const mdl_train *t);
+mdl_solver *mdl_train_solver(const mdl_train *t);
+int mdl_train_threads(const mdl_train *t);
+uint64_t mdl_train_seed(const mdl_train *t);
+const char *mdl_train_out_dir(const mdl_train *t);
+/* Bytes of activation memory planned, and what keeping every blob apart
+ * would take. */
+void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive);
+
+#endif

@@ -1,0 +1,146 @@
+/* The seam between the distributed runtime and a training engine: what a
+ * worker needs to run tau solver iterations on its own partitions and what
+ * the driver needs to initialise weights and assign partitions. Backends sit
+ * behind a small vtable, chosen by name from a table: the product's has only
+ * "net" (the engine of runtime/engine/net.h); test binaries add their own
+ * (tests/trainer_linear.c). Owns no transport. */
+#ifndef MDL_RUNTIME_TRAINER_H
+#define MDL_RUNTIME_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caffe.pb-c.h"
+#include "common/error.h"
+#include "data.pb-c.h"
+#include "plan.pb-c.h"
+
+typedef struct mdl_trainer_opts {
+  const char *device; /* "cpu", "cuda", "cuda:N"; NULL: cpu */
+  int threads;        /* 0: one per core */
+  uint64_t seed;      /* weight initialisation and random stages */
+  int worker_index;   /* -1 on the driver */
+  int num_workers;
+  const char *base_dir; /* where the plan's relative data paths resolve; NULL: "." */
+} mdl_trainer_opts;
+
+/* A named output's sums (one per element of the output blob). */
+typedef struct mdl_trainer_output {
+  char *name;
+  int n;
+  double *sum;
+} mdl_trainer_output;
+
+/* What a round or a test pass produced. Owned by the trainer until its next
+ * call of the same kind. */
+typedef struct mdl_trainer_stats {
+  uint64_t samples; /* samples processed */
+  int iterations;   /* train: solver iterations done; test: batches */
+  double loss_sum;  /* train: sum over iterations of the loss */
+  double compute_s; /* seconds spent computing */
+  int n_outputs;
+  mdl_trainer_output *outputs; /* train: per iteration, summed; test: per batch, summed */
+} mdl_trainer_stats;
+
+typedef struct mdl_trainer_i {
+  const char *name;
+  /* Every partition (as lineage) of the data the phase reads, in a fixed
+   * order, for a run on num_workers workers. *out is an array of
+   * mdl_pb_dup'ed lineages, the caller's (mdl_trainer_lineages_free). */
+  mdl_status (*lineages)(const Memdl__Plan *plan, const char *base_dir, int num_workers,
+                         Caffe__Phase phase, Memdl__PartitionLineage ***out, size_t *n,
+                         mdl_error *err);
+  mdl_status (*create)(const Memdl__Plan *plan, const mdl_trainer_opts *o, void **ctx,
+                       mdl_error *err);
+  void (*destroy)(void *ctx);
+  size_t (*param_count)(void *ctx);
+  mdl_status (*init_weights)(void *ctx, float *w, mdl_error *err);
+  mdl_status (*add_partitions)(void *ctx, Caffe__Phase phase, Memdl__PartitionLineage *const *parts,
+                               size_t n, mdl_error *err);
+  mdl_status (*remove_partition)(void *ctx, Caffe__Phase phase, const char *data, uint32_t index,
+                                 mdl_error *err);
+  uint64_t (*samples)(void *ctx, Caffe__Phase phase);
+  mdl_status (*run)(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
+                    const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err);
+  mdl_status (*test)(void *ctx, int test_net, int batches, const float *w, mdl_trainer_stats *stats,
+                     mdl_error *err);
+  mdl_status (*get_state)(void *ctx, uint8_t **buf, size_t *len, mdl_error *err);
+  mdl_status (*set_state)(void *ctx, const uint8_t *buf, size_t len, mdl_error *err);
+  /* Writes weights w as the backend's model file (NULL: it has none). */
+  mdl_status (*save)(void *ctx, const float *w, const char *path, mdl_error *err);
+} mdl_trainer_i;
+
+typedef struct mdl_trainer {
+  const mdl_trainer_i *iface;
+  void *ctx;
+} mdl_trainer;
+
+/* The trainers a process offers, looked up by name. */
+typedef struct mdl_trainer_table {
+  const mdl_trainer_i *const *v;
+  size_t n;
+} mdl_trainer_table;
+
+/* The product's table: "net" only. */
+const mdl_trainer_table *mdl_trainer_table_default(void);
+
+/* The backend called name in table (NULL: the product's), or NULL with err
+ * listing the known ones. */
+const mdl_trainer_i *mdl_trainer_find(const mdl_trainer_table *table, const char *name,
+                                      mdl_error *err);
+
+/* A trainer of the named backend for plan (no partitions yet). On success
+ * *out is the caller's (mdl_trainer_free); on failure *out is NULL. */
+mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const mdl_trainer_opts *o,
+                           mdl_trainer **out, mdl_error *err);
+void mdl_trainer_free(mdl_trainer *t);
+
+size_t mdl_trainer_param_count(const mdl_trainer *t);
+
+/* The initial weights (fillers, seeded by opts.seed): the same bits on the
+ * driver and on every worker. w holds param_count floats. */
+mdl_status mdl_trainer_init_weights(mdl_trainer *t, float *w, mdl_error *err);
+
+/* Adds partitions for phase (TRAIN or TEST), rebuilding them from lineage. */
+mdl_status mdl_trainer_add_partitions(mdl_trainer *t, Caffe__Phase phase,
+                                      Memdl__PartitionLineage *const *parts, size_t n,
+                                      mdl_error *err);
+mdl_status mdl_trainer_remove_partition(mdl_trainer *t, Caffe__Phase phase, const char *data,
+                                        uint32_t index, mdl_error *err);
+uint64_t mdl_trainer_samples(const mdl_trainer *t, Caffe__Phase phase);
+
+/* tau solver iterations starting at schedule position iter_start, from
+ * w_in; the result goes to w_out (w_in may equal w_out). The optimiser
+ * history stays in the trainer across calls. Stops early (MDL_ERR_INTERNAL,
+ * "cancelled") when *cancel becomes nonzero. stats is owned by t. */
+mdl_status mdl_trainer_run(mdl_trainer *t, int tau, int iter_start, const float *w_in, float *w_out,
+                           const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err);
+
+/* TEST phase of test net test_net on the trainer's test partitions:
+ * `batches` batches (0: each partition once), outputs summed over batches. */
+mdl_status mdl_trainer_test(mdl_trainer *t, int test_net, int batches, const float *w,
+                            mdl_trainer_stats *stats, mdl_error *err);
+
+/* The optimiser state (history), to snapshot and restore. *buf is the
+ * caller's (free). */
+mdl_status mdl_trainer_get_state(mdl_trainer *t, uint8_t **buf, size_t *len, mdl_error *err);
+mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len, mdl_error *err);
+
+/* Writes w as a model file (.caffemodel for "net"). MDL_OK without writing
+ * anything for backends that have no file format. */
+mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err);
+bool mdl_trainer_can_save(const mdl_trainer *t);
+
+mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const char *base_dir,
+                                int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
+                                size_t *n, mdl_error *err);
+void mdl_trainer_lineages_free(Memdl__PartitionLineage **l, size_t n);
+
+/* Frees the outputs of stats and zeroes it. */
+void mdl_trainer_stats_clear(mdl_trainer_stats *s);
+
+/* The engine's trainer (runtime/train/trainer_net.c). */
+extern const mdl_trainer_i mdl_trainer_net;
+
+#endif
