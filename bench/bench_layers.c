@@ -205,7 +205,7 @@ static int run_net(const bench_net *bn, mdl_threadpool *pool, int iters, double 
   for (int i = 0; i < MAX_BLOBS; i++) mdl_tensor_init(&blob[i]);
   shape[0] = bn->input;
   shape[1] = (mdl_shape){1, {bn->batch}};
-  mdl_exec_ctx ctx = {pool, &ws, &rng, NULL};
+  mdl_exec_ctx ctx = {pool, &ws, &rng};
   int64_t total_params = 0;
   for (int i = 0; i < bn->n_layers; i++) {
     const bench_layer *bl = &bn->layers[i];
@@ -217,7 +217,8 @@ static int run_net(const bench_net *bn, mdl_threadpool *pool, int iters, double 
     lp[i] = (Caffe__LayerParameter *)m;
     mdl_shape bs[2];
     for (int k = 0; k < bl->n_bottom; k++) bs[k] = shape[bl->bottom[k]];
-    if (mdl_layer_new(mdl_cpu_backend(), lp[i], CAFFE__PHASE__TRAIN, bl->n_bottom, bs, &ctx, &layer[i], &err))
+    if (mdl_layer_new(mdl_cpu_backend(), lp[i], CAFFE__PHASE__TRAIN, bl->n_bottom, bs, &ctx,
+                      &layer[i], &err))
       goto fail;
     if (bl->top >= 0) shape[bl->top] = layer[i]->top_shape[0];
     total_params += mdl_layer_param_count(layer[i]);

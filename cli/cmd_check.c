@@ -7,7 +7,7 @@
 #include "compiler/job.h"
 #include "compiler/layers.h"
 #include "runtime/data/dataset.h"
-#include "runtime/engine/backend.h"
+#include "runtime/engine/layer.h"
 #include "runtime/train/device.h"
 
 static const char USAGE[] =

@@ -43,19 +43,6 @@ static const char USAGE[] =
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
     "3 trained but acceptance not met\n";
 
-static int exit_code(mdl_status st) {
-  switch (st) {
-    case MDL_OK:
-      return 0;
-    case MDL_ERR_INVALID:
-      return 2;
-    case MDL_ERR_ACCEPT:
-      return 3;
-    default:
-      return 1;
-  }
-}
-
 /* The driver prints rounds as they go; this is the closing summary. */
 static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, mdl_error *err) {
   mdl_driver_result res = {0};
@@ -141,7 +128,7 @@ int mdl_cmd_run(int argc, char **argv) {
     if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
-    return exit_code(st);
+    return mdl_exit_code(st);
   }
   if (st == MDL_OK && resume_flag && !resume)
     st = mdl_errorf(&err, MDL_ERR_INVALID,
@@ -156,5 +143,5 @@ int mdl_cmd_run(int argc, char **argv) {
   mdl_train_free(t);
   mdl_job_free(job);
   mdl_cli_args_free(&args);
-  return exit_code(st);
+  return mdl_exit_code(st);
 }

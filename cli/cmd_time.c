@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "common/clock.h"
 #include "compiler/job.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/progress.h"

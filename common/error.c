@@ -34,7 +34,16 @@ void mdl_error_prefix(mdl_error *err, const char *fmt, ...) {
 }
 
 int mdl_exit_code(mdl_status st) {
-  return st == MDL_ERR_NOMEM ? 1 : (int)st;
+  switch (st) {
+    case MDL_OK:
+      return 0;
+    case MDL_ERR_INVALID:
+      return 2;
+    case MDL_ERR_ACCEPT:
+      return 3;
+    default: /* INTERNAL, NOMEM: the run failed */
+      return 1;
+  }
 }
 
 void mdl_error_clear(mdl_error *err) {

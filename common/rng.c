@@ -1,5 +1,47 @@
-/* The non-inline half of common/rng.h: seeding, bounded draws, shuffles. */
+/* The non-inline half of common/rng.h: the counter-based stream, xoshiro's
+ * seeding, bounded draws, shuffles. */
 #include "common/rng.h"
+
+#include <math.h>
+
+/* ---- mdl_rng ---- */
+
+void mdl_rng_init(mdl_rng *r, uint64_t seed) {
+  r->seed = seed;
+  r->counter = 0;
+}
+
+mdl_rng mdl_rng_stream(const mdl_rng *r, uint64_t stream) {
+  mdl_rng s = {mdl_mix64_fin(r->seed ^ mdl_mix64_fin(stream + 0x632be59bd9b4e019ULL)), 0};
+  return s;
+}
+
+uint32_t mdl_rng_bits_at(uint64_t seed, uint64_t i) {
+  return (uint32_t)(mdl_mix64_fin(mdl_mix64_fin(seed) + (i + 1) * 0x9e3779b97f4a7c15ULL) >> 32);
+}
+
+uint32_t mdl_rng_u32(mdl_rng *r) {
+  return mdl_rng_bits_at(r->seed, r->counter++);
+}
+
+static float unit(uint32_t bits) { /* [0, 1) with 24 bits */
+  return (float)(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+float mdl_rng_uniform(mdl_rng *r, float a, float b) {
+  float u = unit(mdl_rng_u32(r));
+  float v = a + (b - a) * u;
+  return v < b ? v : a; /* rounding could reach b */
+}
+
+float mdl_rng_gaussian(mdl_rng *r, float mean, float std) {
+  double u1 = ((mdl_rng_u32(r) >> 8) + 1) * (1.0 / 16777216.0); /* (0, 1] */
+  double u2 = (mdl_rng_u32(r) >> 8) * (1.0 / 16777216.0);
+  double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+  return (float)(mean + std * z);
+}
+
+/* ---- mdl_prng ---- */
 
 void mdl_prng_seed(mdl_prng *r, uint64_t seed) {
   uint64_t x = seed;

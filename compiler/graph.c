@@ -20,28 +20,6 @@
 
 /* ---- shapes ---- */
 
-char *mdl_shape_str(const mdl_shape *s, char *buf, size_t size) {
-  if (!size) return buf;
-  if (s->n == 0) {
-    snprintf(buf, size, "scalar");
-    return buf;
-  }
-  size_t off = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < s->n && off < size; i++) {
-    int w = snprintf(buf + off, size - off, i ? "x%lld" : "%lld", (long long)s->d[i]);
-    if (w < 0) break;
-    off += (size_t)w;
-  }
-  return buf;
-}
-
-int64_t mdl_shape_count(const mdl_shape *s) {
-  int64_t c = 1;
-  for (int i = 0; i < s->n; i++) c *= s->d[i];
-  return c;
-}
-
 /* ---- the graph ---- */
 
 void mdl_graph_free(mdl_graph *g) {

@@ -194,22 +194,10 @@ mdl_status mdl_laxes(const mdl_shape_args *a, int b, int min, int max, mdl_error
                    mdl_lstr(s), want);
 }
 
-bool mdl_shape_eq(const mdl_shape *x, const mdl_shape *y) {
-  if (x->n != y->n) return false;
-  for (int i = 0; i < x->n; i++)
-    if (x->d[i] != y->d[i]) return false;
-  return true;
-}
-
 mdl_status mdl_lsame(const mdl_shape_args *a, int i, int j, mdl_error *err) {
   if (mdl_shape_eq(&a->bottom[i], &a->bottom[j])) return MDL_OK;
   return mdl_lfail(a, err, "bottom \"%s\" is %s but bottom \"%s\" is %s", mdl_lbottom(a, i),
                    mdl_lstr(&a->bottom[i]), mdl_lbottom(a, j), mdl_lstr(&a->bottom[j]));
-}
-
-void mdl_shape_set(mdl_shape *s, int n, const int64_t *d) {
-  s->n = n;
-  for (int i = 0; i < n; i++) s->d[i] = d[i];
 }
 
 mdl_status mdl_lpush(const mdl_shape_args *a, mdl_shape *s, int64_t d, mdl_error *err) {

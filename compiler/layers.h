@@ -6,7 +6,7 @@
 #ifndef MDL_COMPILER_LAYERS_H
 #define MDL_COMPILER_LAYERS_H
 
-#include "compiler/graph.h"
+#include "compiler/shape.h"
 
 typedef struct mdl_shape_args {
   const Caffe__LayerParameter *lp;

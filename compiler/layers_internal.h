@@ -37,8 +37,6 @@ mdl_status mdl_laxes(const mdl_shape_args *a, int b, int min, int max, mdl_error
 /* Error unless bottoms i and j have the same shape. */
 mdl_status mdl_lsame(const mdl_shape_args *a, int i, int j, mdl_error *err);
 
-bool mdl_shape_eq(const mdl_shape *x, const mdl_shape *y);
-void mdl_shape_set(mdl_shape *s, int n, const int64_t *d);
 /* Appends one axis; error when MDL_MAX_AXES would be exceeded. */
 mdl_status mdl_lpush(const mdl_shape_args *a, mdl_shape *s, int64_t d, mdl_error *err);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing, `bazel test //...`, then sums the
-# Criterion results of all test binaries into one closing line.
+# Runs every test: installs what is missing, `bazel test //...`, the layout
+# check (scripts/check_layout.sh), then sums the Criterion results of all
+# test binaries into one closing line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -24,6 +25,15 @@ while IFS= read -r log; do
     failed=$((failed + 1))
   fi
 done < <(bazel query 'tests(//...) except attr(tags, manual, //...)' 2>/dev/null | sed -E 's|^//([^:]*):(.*)$|bazel-testlogs/\1/\2/test.log|' | sort)
+
+# The house rules (include rules, no circles, no test trainer in memdl)
+# count as one more test.
+if scripts/check_layout.sh; then
+  passed=$((passed + 1))
+else
+  echo "//scripts:check_layout: FAILED"
+  failed=$((failed + 1))
+fi
 
 [ $status -ne 0 ] && [ $failed -eq 0 ] && failed=1
 echo "$passed passed, $failed failed"

@@ -64,6 +64,17 @@ mdl_status gc_layer_make_on(const mdl_backend *be, gc_layer *f, const char *laye
     f->lp->top[0] = strdup("t0");
     f->lp->n_top = 1;
   }
+  /* An in-place run names top 0 as bottom 0, as a net's would: layers
+   * decide at setup from the names whether to keep a copy of the input. */
+  if (in_place && n_bottom > 0 && f->lp->n_top > 0 && f->lp->n_bottom == 0) {
+    f->lp->bottom = calloc((size_t)n_bottom, sizeof(char *));
+    for (int i = 0; i < n_bottom; i++) {
+      char name[16];
+      snprintf(name, sizeof name, "b%d", i);
+      f->lp->bottom[i] = strdup(i == 0 ? f->lp->top[0] : name);
+    }
+    f->lp->n_bottom = (size_t)n_bottom;
+  }
   mdl_workspace_init(&f->ws);
   mdl_rng_init(&f->rng, seed ^ 0x5bd1e995u);
   f->in_place = in_place;

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
 #include "common/rng.h"
 #include "runtime/cpu/cpu_backend.h"
@@ -317,12 +318,6 @@ static uint64_t lin_samples(void *ctx, Caffe__Phase phase) {
   return s ? s->n_ids : 0;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void stats_loss(mdl_trainer_stats *st, double loss) {
   if (!st->n_outputs) {
     st->outputs = mdl_xcalloc(1, sizeof *st->outputs);
@@ -359,7 +354,7 @@ static double batch_pass(const lin *l, const lin_set *s, uint64_t first, uint32_
 static mdl_status lin_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
                           const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
   lin *l = ctx;
-  double t0 = now_s();
+  double t0 = mdl_now();
   mdl_trainer_stats_clear(&l->stats);
   if (l->train.n_ids == 0)
     return mdl_errorf(err, MDL_ERR_INVALID, "linear trainer: no training partitions");
@@ -381,7 +376,7 @@ static mdl_status lin_run(void *ctx, int tau, int iter_start, const float *w_in,
     l->stats.iterations++;
     stats_loss(&l->stats, loss);
   }
-  l->stats.compute_s = now_s() - t0;
+  l->stats.compute_s = mdl_now() - t0;
   *stats = l->stats;
   return MDL_OK;
 }
@@ -389,7 +384,7 @@ static mdl_status lin_run(void *ctx, int tau, int iter_start, const float *w_in,
 static mdl_status lin_test(void *ctx, int test_net, int batches, const float *w,
                            mdl_trainer_stats *stats, mdl_error *err) {
   lin *l = ctx;
-  double t0 = now_s();
+  double t0 = mdl_now();
   mdl_trainer_stats_clear(&l->stats);
   if (test_net != 0)
     return mdl_errorf(err, MDL_ERR_INVALID, "linear trainer: one test net, not %d", test_net + 1);
@@ -406,7 +401,7 @@ static mdl_status lin_test(void *ctx, int test_net, int batches, const float *w,
       l->stats.iterations++;
     }
   }
-  l->stats.compute_s = now_s() - t0;
+  l->stats.compute_s = mdl_now() - t0;
   *stats = l->stats;
   return MDL_OK;
 }

@@ -97,6 +97,7 @@ static void cpu_fill(void *ctx, mdl_threadpool *pool, float *x, int64_t n, float
 
 static const mdl_backend_i cpu_iface = {
     .name = "cpu",
+    .host_visible = true,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .zero = cpu_zero,

@@ -494,6 +494,10 @@ static mdl_status sb_setup(mdl_layer *l, bool is_scale, mdl_error *err) {
   sp->bias_param = sp->bias ? (sp->two_bottom ? 0 : 1) : -1;
   if (sp->bias && (l->n_param <= sp->bias_param || l->param[sp->bias_param].count != sp->D))
     return LAYER_ERR(l, err, "bias blob size disagrees with the scale operand");
+  if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->count)))
+    return mdl_errorf(err, MDL_ERR_NOMEM,
+                      "layer \"%s\": a copy of its in-place input (%lld floats)", l->name,
+                      (long long)sp->count);
   return MDL_OK;
 }
 
@@ -556,7 +560,7 @@ static void scale_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *c
   sb_priv *sp = l->priv;
   const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
   if (top[0] == bottom[0]) {
-    if (!sp->saved_x && !(sp->saved_x = mdl_falloc(sp->count))) abort(); /* tier-1 */
+    if (!sp->saved_x) abort(); /* a bug: run in place though its blob names said not (layer.h) */
     mdl_vcopy(l->ctx.pool, sp->count, bottom[0]->data, sp->saved_x);
   }
   sb_args a = {sp, bottom[0]->data, s, sp->bias ? l->param[sp->bias_param].data : NULL,

@@ -10,14 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
 #include "runtime/data/dataset_impl.h"
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 char *mdl_data_path(const char *base_dir, const char *p) {
   return mdl_path_join(base_dir, p ? p : "");
@@ -184,7 +179,7 @@ static void count_classes(mdl_partition *p, int64_t max_label, uint32_t num_clas
 mdl_status mdl_partition_build(const Memdl__PartitionLineage *lineage, const mdl_build_opts *opts,
                                mdl_partition **out, mdl_error *err) {
   *out = NULL;
-  double t0 = now_ms();
+  double t0 = (mdl_now() * 1e3);
   if (!lineage || !lineage->data)
     return mdl_errorf(err, MDL_ERR_INVALID, "lineage without a data set");
   const Memdl__DataSet *ds = lineage->data;
@@ -252,7 +247,7 @@ mdl_status mdl_partition_build(const Memdl__PartitionLineage *lineage, const mdl
   count_classes(p, sink.max_label, plan.clean ? plan.num_classes : 0);
   p->bytes =
       (uint64_t)p->n * (sink.elems * dtype_size(p->dtype) + sizeof(int32_t) + sizeof(int64_t));
-  p->build_ms = now_ms() - t0;
+  p->build_ms = (mdl_now() * 1e3) - t0;
   free(sink.tmp);
   free(src_name);
   *out = p;
@@ -289,7 +284,7 @@ void mdl_dataset_free(mdl_dataset *d) {
 mdl_status mdl_dataset_build(const Memdl__DataSet *ds, const char *base_dir, uint32_t partitions,
                              const mdl_build_opts *opts, mdl_dataset **out, mdl_error *err) {
   *out = NULL;
-  double t0 = now_ms();
+  double t0 = (mdl_now() * 1e3);
   uint32_t count = partitions ? partitions : ds && ds->partitions ? ds->partitions : 1;
   mdl_stage_plan plan;
   const mdl_source_iface *iface;
@@ -349,7 +344,7 @@ mdl_status mdl_dataset_build(const Memdl__DataSet *ds, const char *base_dir, uin
       any = true;
     }
   }
-  d->build_ms = now_ms() - t0;
+  d->build_ms = (mdl_now() * 1e3) - t0;
   *out = d;
   return MDL_OK;
 fail:

@@ -99,7 +99,7 @@ mdl_status mdl_transform_new(const Memdl__DataSet *ds, const char *base_dir, int
       const Caffe__TransformationParameter *p = s->transform;
       float scale = p->scale;
       if (p->mean_file && p->mean_file[0]) {
-        char *path = mdl_data_path(base_dir, p->mean_file);
+        char *path = mdl_path_join(base_dir, p->mean_file ? p->mean_file : "");
         float *mean = NULL;
         st = load_mean(path, t, &mean, err);
         free(path);

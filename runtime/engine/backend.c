@@ -1,11 +1,6 @@
-/* Thin dispatch over a backend's interface (see backend.h); the lookup of a
- * layer type in its explicit table. */
+/* Thin dispatch over a backend's interface (see backend.h). Looking a
+ * layer type up in a backend's table is the layer contract's (layer.c). */
 #include "runtime/engine/backend.h"
-
-#include <stdio.h>
-#include <string.h>
-
-#include "runtime/engine/layer.h"
 
 float *mdl_backend_alloc(const mdl_backend *be, int64_t n) {
   return be->iface->alloc(be->ctx, n);
@@ -33,35 +28,4 @@ mdl_status mdl_backend_sync(const mdl_backend *be, mdl_error *err) {
 
 const char *mdl_backend_name(const mdl_backend *be) {
   return be->iface->name;
-}
-
-const mdl_layer_impl *mdl_backend_layer(const mdl_backend *be, const char *type) {
-  if (!type) return NULL;
-  for (size_t i = 0; i < be->iface->n_impls; i++)
-    if (strcmp(be->iface->impls[i]->type, type) == 0) return be->iface->impls[i];
-  return NULL;
-}
-
-static void list_known(const mdl_backend *be, char *buf, size_t size) {
-  size_t off = 0;
-  buf[0] = 0;
-  for (size_t i = 0; i < be->iface->n_impls && off + 1 < size; i++) {
-    int k = snprintf(buf + off, size - off, "%s%s", i ? ", " : "", be->iface->impls[i]->type);
-    if (k < 0) break;
-    off += (size_t)k;
-  }
-}
-
-bool mdl_backend_supports_layer(const mdl_backend *be, const Caffe__LayerParameter *lp, char *why,
-                                size_t why_size) {
-  const char *type = lp->type ? lp->type : "";
-  if (!mdl_backend_layer(be, type)) {
-    char known[1536];
-    list_known(be, known, sizeof known);
-    snprintf(why, why_size, "type \"%s\" has no %s implementation (known: %s)", type,
-             be->iface->name, known);
-    return false;
-  }
-  if (be->iface->supports_layer) return be->iface->supports_layer(be->ctx, lp, why, why_size);
-  return true;
 }

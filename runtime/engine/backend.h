@@ -64,6 +64,9 @@ typedef struct mdl_update {
 
 typedef struct mdl_backend_i {
   const char *name; /* "cpu", "cuda:0", ... */
+  /* Its buffers are host memory: callers may read and write them in place
+   * (the CPU). Otherwise only through to_device/to_host. */
+  bool host_visible;
 
   /* ---- memory: n floats in the backend's memory ---- */
   /* Zeroed, 64-byte aligned; NULL when it does not fit (the caller reports
@@ -112,13 +115,5 @@ void mdl_backend_to_device(const mdl_backend *be, float *dst, const float *host_
 void mdl_backend_to_host(const mdl_backend *be, float *host_dst, const float *src, int64_t n);
 mdl_status mdl_backend_sync(const mdl_backend *be, mdl_error *err);
 const char *mdl_backend_name(const mdl_backend *be);
-
-/* The implementation of type in be's table, or NULL. */
-const struct mdl_layer_impl *mdl_backend_layer(const mdl_backend *be, const char *type);
-
-/* Whether be runs lp: false with why filled ("no Foo implementation on
- * cuda:0 (known: ...)" or the backend's own reason). */
-bool mdl_backend_supports_layer(const mdl_backend *be, const Caffe__LayerParameter *lp, char *why,
-                                size_t why_size);
 
 #endif

@@ -1,51 +1,10 @@
-/* Caffe's fillers over a counter-based random stream (splitmix64 of the
- * draw index). Bits differ from Caffe's Boost mt19937; distributions and
- * fan conventions are Caffe's. */
+/* Caffe's fillers over the counter-based random stream of common/rng.h.
+ * Bits differ from Caffe's Boost mt19937; distributions and fan conventions
+ * are Caffe's. */
 #include "runtime/engine/filler.h"
 
 #include <math.h>
 #include <string.h>
-
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-void mdl_rng_init(mdl_rng *r, uint64_t seed) {
-  r->seed = seed;
-  r->counter = 0;
-}
-
-mdl_rng mdl_rng_stream(const mdl_rng *r, uint64_t stream) {
-  mdl_rng s = {mix64(r->seed ^ mix64(stream + 0x632be59bd9b4e019ULL)), 0};
-  return s;
-}
-
-uint32_t mdl_rng_bits_at(uint64_t seed, uint64_t i) {
-  return (uint32_t)(mix64(mix64(seed) + (i + 1) * 0x9e3779b97f4a7c15ULL) >> 32);
-}
-
-uint32_t mdl_rng_u32(mdl_rng *r) {
-  return mdl_rng_bits_at(r->seed, r->counter++);
-}
-
-static float unit(uint32_t bits) { /* [0, 1) with 24 bits */
-  return (float)(bits >> 8) * (1.0f / 16777216.0f);
-}
-
-float mdl_rng_uniform(mdl_rng *r, float a, float b) {
-  float u = unit(mdl_rng_u32(r));
-  float v = a + (b - a) * u;
-  return v < b ? v : a; /* rounding could reach b */
-}
-
-float mdl_rng_gaussian(mdl_rng *r, float mean, float std) {
-  double u1 = ((mdl_rng_u32(r) >> 8) + 1) * (1.0 / 16777216.0); /* (0, 1] */
-  double u2 = (mdl_rng_u32(r) >> 8) * (1.0 / 16777216.0);
-  double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-  return (float)(mean + std * z);
-}
 
 void mdl_filler_constant(float *x, int64_t n, float value) {
   for (int64_t i = 0; i < n; i++) x[i] = value;

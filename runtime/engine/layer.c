@@ -7,6 +7,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- a backend's layer table ------------------------------------------- */
+
+const mdl_layer_impl *mdl_backend_layer(const mdl_backend *be, const char *type) {
+  if (!type) return NULL;
+  for (size_t i = 0; i < be->iface->n_impls; i++)
+    if (strcmp(be->iface->impls[i]->type, type) == 0) return be->iface->impls[i];
+  return NULL;
+}
+
+static void list_known(const mdl_backend *be, char *buf, size_t size) {
+  size_t off = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < be->iface->n_impls && off + 1 < size; i++) {
+    int k = snprintf(buf + off, size - off, "%s%s", i ? ", " : "", be->iface->impls[i]->type);
+    if (k < 0) break;
+    off += (size_t)k;
+  }
+}
+
+bool mdl_backend_supports_layer(const mdl_backend *be, const Caffe__LayerParameter *lp, char *why,
+                                size_t why_size) {
+  const char *type = lp->type ? lp->type : "";
+  if (!mdl_backend_layer(be, type)) {
+    char known[1536];
+    list_known(be, known, sizeof known);
+    snprintf(why, why_size, "type \"%s\" has no %s implementation (known: %s)", type,
+             be->iface->name, known);
+    return false;
+  }
+  if (be->iface->supports_layer) return be->iface->supports_layer(be->ctx, lp, why, why_size);
+  return true;
+}
+
 /* ---- workspace ---------------------------------------------------------- */
 
 void mdl_workspace_init(mdl_workspace *ws) {
@@ -46,9 +79,9 @@ void mdl_tensor_from_shape(mdl_tensor *t, const mdl_shape *s) {
   mdl_tensor_view(t, s->n, s->d, NULL, NULL);
 }
 
-mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp,
-                         Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
-                         const mdl_exec_ctx *ctx, mdl_layer **out, mdl_error *err) {
+mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp, Caffe__Phase phase,
+                         int n_bottom, const mdl_shape *bottom_shape, const mdl_exec_ctx *ctx,
+                         mdl_layer **out, mdl_error *err) {
   *out = NULL;
   const char *name = lp->name && lp->name[0] ? lp->name : "(unnamed)";
   const char *type = lp->type ? lp->type : "";
@@ -152,6 +185,12 @@ void mdl_layer_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *cons
   l->impl->forward(l, bottom, top);
 }
 
+bool mdl_layer_in_place(const mdl_layer *l) {
+  const Caffe__LayerParameter *lp = l->lp;
+  return lp->n_top > 0 && lp->n_bottom > 0 && lp->top[0] && lp->bottom[0] &&
+         !strcmp(lp->top[0], lp->bottom[0]);
+}
+
 bool mdl_layer_has_backward(const mdl_layer *l) {
   return l->impl->backward != NULL;
 }
@@ -174,7 +213,8 @@ double mdl_layer_loss(const mdl_layer *l, const float *loss_weight, mdl_tensor *
   if (!loss_weight) return 0;
   for (int i = 0; i < l->n_top; i++) {
     if (loss_weight[i] == 0.f) continue;
-    loss += loss_weight[i] * l->be->iface->sum(l->be->ctx, l->ctx.pool, top[i]->data, top[i]->count);
+    loss +=
+        loss_weight[i] * l->be->iface->sum(l->be->ctx, l->ctx.pool, top[i]->data, top[i]->count);
   }
   return loss;
 }

@@ -57,10 +57,10 @@
  * keeping the pointer. Contents do not survive from one layer call to the
  * next. */
 typedef struct mdl_workspace {
-  void *data;  /* backend memory, 64-byte aligned, `size` bytes; NULL before commit */
+  void *data;            /* backend memory, 64-byte aligned, `size` bytes; NULL before commit */
   const mdl_backend *be; /* where data lives (set by commit) */
-  size_t size; /* bytes allocated */
-  size_t need; /* largest reservation so far */
+  size_t size;           /* bytes allocated */
+  size_t need;           /* largest reservation so far */
 } mdl_workspace;
 
 void mdl_workspace_init(mdl_workspace *ws);
@@ -96,6 +96,14 @@ typedef struct mdl_layer_impl {
   void (*free_priv)(mdl_layer *l); /* NULL: free(l->priv) */
 } mdl_layer_impl;
 
+/* The implementation of type in be's table, or NULL. */
+const mdl_layer_impl *mdl_backend_layer(const mdl_backend *be, const char *type);
+
+/* Whether be runs lp: false with why filled ("type \"Foo\" has no cuda:0
+ * implementation (known: ...)" or the backend's own reason). */
+bool mdl_backend_supports_layer(const mdl_backend *be, const Caffe__LayerParameter *lp, char *why,
+                                size_t why_size);
+
 struct mdl_layer {
   const mdl_layer_impl *impl;
   const mdl_backend *be;           /* where it runs; borrowed */
@@ -117,9 +125,9 @@ struct mdl_layer {
  * is the caller's (mdl_layer_free). On failure *out is NULL, nothing leaks,
  * and err names the layer: a type be does not run (listing the known ones), wrong
  * number of bottoms, a shape rule failure, bad parameters, or NOMEM. */
-mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp,
-                         Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
-                         const mdl_exec_ctx *ctx, mdl_layer **out, mdl_error *err);
+mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp, Caffe__Phase phase,
+                         int n_bottom, const mdl_shape *bottom_shape, const mdl_exec_ctx *ctx,
+                         mdl_layer **out, mdl_error *err);
 
 /* Frees private state and the layer (not the parameter buffers, which the
  * net owns). NULL is safe. */
@@ -143,6 +151,12 @@ mdl_status mdl_layer_init_params(mdl_layer *l, mdl_rng *rng, mdl_error *err);
 void mdl_layer_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top);
 void mdl_layer_backward(mdl_layer *l, mdl_tensor *const *top, const bool *propagate_down,
                         mdl_tensor *const *bottom);
+
+/* True when the layer runs in place: its first top has its first bottom's
+ * name (Caffe's convention; the net then passes one tensor for both). A
+ * kernel that must keep its input for backward allocates that copy at
+ * setup when this holds, never while running. */
+bool mdl_layer_in_place(const mdl_layer *l);
 
 /* True when the type has a backward pass. */
 bool mdl_layer_has_backward(const mdl_layer *l);

@@ -10,9 +10,10 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "compiler/shape.h"
 
-#define MDL_TENSOR_MAX_AXES 8 /* equals MDL_MAX_AXES in compiler/graph.h */
-#define MDL_TENSOR_ALIGN 64   /* bytes; owned buffers are aligned for AVX-512 */
+#define MDL_TENSOR_MAX_AXES MDL_MAX_AXES /* a tensor holds any shape the compiler infers */
+#define MDL_TENSOR_ALIGN 64              /* bytes; owned buffers are aligned for AVX-512 */
 
 /* A tensor is a small value type: the struct is the caller's (stack, array,
  * layer state); the buffers are either owned (allocated by mdl_tensor_alloc,

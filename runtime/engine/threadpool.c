@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #define MAX_THREADS 256
 
 typedef struct loop_desc {
@@ -55,12 +57,6 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val) {
   return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
 }
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -70,11 +66,11 @@ static inline void cpu_relax(void) {
 /* Waits until *addr != old: spins at most spin_ns, then sleeps. */
 static void wait_change(_Atomic uint32_t *addr, uint32_t old, int spin_ns) {
   if (spin_ns > 0) {
-    int64_t end = now_ns() + spin_ns;
+    int64_t end = mdl_now_ns() + spin_ns;
     int k = 0;
     while (atomic_load_explicit(addr, memory_order_acquire) == old) {
       cpu_relax();
-      if ((++k & 63) == 0 && now_ns() > end) break;
+      if ((++k & 63) == 0 && mdl_now_ns() > end) break;
     }
   }
   while (atomic_load_explicit(addr, memory_order_acquire) == old)

@@ -7,11 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-double mdl_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "common/clock.h"
 
 void mdl_progress_init(mdl_progress *p, FILE *f, int start_iter, int max_iter,
                        double images_per_iter) {

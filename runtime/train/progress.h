@@ -21,9 +21,6 @@ typedef struct mdl_progress {
   double images_per_iter;
 } mdl_progress;
 
-/* Monotonic seconds. */
-double mdl_now(void);
-
 /* Starts at iteration start_iter; live lines when f is a terminal and the
  * TERM is not "dumb". */
 void mdl_progress_init(mdl_progress *p, FILE *f, int start_iter, int max_iter,

@@ -9,31 +9,26 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/fileio.h"
 #include "common/pb.h"
+#include "common/rng.h"
 #include "compiler/plan.h"
-#include "runtime/train/accept.h"
-#include "runtime/solver/caffemodel.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/dataset_resolver.h"
-#include "runtime/train/metrics.h"
-#include "runtime/train/device.h"
-#include "runtime/train/progress.h"
-#include "common/rng.h"
 #include "runtime/engine/threadpool.h"
-
-typedef struct feeder {
-  int layer;
-  mdl_batcher *b; /* NULL in synthetic mode */
-  uint64_t next;  /* batch the batcher hands out next */
-  mdl_tensor *data, *label;
-  float *label_scratch;
-} feeder;
+#include "runtime/solver/caffemodel.h"
+#include "runtime/train/accept.h"
+#include "runtime/train/device.h"
+#include "runtime/train/feed.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/progress.h"
 
 typedef struct netrun {
   mdl_net *net;
   const mdl_graph *g;
-  feeder *feed;
+  mdl_feeder *feed;        /* one per pipeline data layer */
+  mdl_feed_cursor *cursor; /* each feeder's own batcher (NULL: synthetic) */
   int n_feed;
 } netrun;
 
@@ -118,16 +113,15 @@ static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
   mdl_net *net = r->net;
   int n = mdl_net_n_sources(net);
   r->feed = mdl_xcalloc((size_t)n + 1, sizeof *r->feed);
+  r->cursor = mdl_xcalloc((size_t)n + 1, sizeof *r->cursor);
   for (int k = 0; k < n; k++) {
     int li = mdl_net_source_layer(net, k);
     const mdl_graph_layer *gl = &r->g->layers[li];
-    feeder *f = &r->feed[r->n_feed++];
-    f->layer = li;
-    f->data = gl->n_top > 0 ? mdl_net_blob(net, gl->top[0]) : NULL;
-    f->label = gl->n_top > 1 ? mdl_net_blob(net, gl->top[1]) : NULL;
+    mdl_feeder *f = &r->feed[r->n_feed];
+    mdl_feeder_bind(f, net, li, &r->cursor[r->n_feed]);
+    r->n_feed++;
     if (!f->data) continue;
-    int64_t batch = f->data->n ? f->data->d[0] : 1;
-    if (!f->label) f->label_scratch = mdl_xcalloc((size_t)batch + 1, sizeof(float));
+    int64_t batch = f->batch;
     if (t->opts.synthetic) continue;
     mdl_layer_data ld;
     Memdl__DataSet *set;
@@ -140,20 +134,12 @@ static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
                            .train = r->g->phase == CAFFE__PHASE__TRAIN,
                            .shuffle = ld.shuffle,
                            .seed = set->shuffle_seed};
-      st = mdl_batcher_new(ds->part, (int)ds->n_parts, ds->transform, &bo, &f->b, err);
+      st = mdl_batcher_new(ds->part, (int)ds->n_parts, ds->transform, &bo, &f->cursor->b, err);
     }
     if (st == MDL_OK) {
       int c, h, w;
       mdl_transform_out_shape(ds->transform, &c, &h, &w);
-      if ((int64_t)c * h * w * batch != f->data->count) {
-        char s[64];
-        st = mdl_errorf(err, MDL_ERR_INVALID,
-                        "layer \"%s\": top %s holds %lld values but batches of %lld records of "
-                        "%dx%dx%d hold %lld",
-                        mdl_net_layer_name(net, li), mdl_tensor_shape_str(f->data, s, sizeof s),
-                        (long long)f->data->count, (long long)batch, c, h, w,
-                        (long long)(c * h * w * batch));
-      }
+      st = mdl_feeder_check(f, c, h, w, err);
     }
     mdl_pb_free(set);
     mdl_layer_data_clear(&ld);
@@ -162,31 +148,13 @@ static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
   return MDL_OK;
 }
 
-static void synthetic_fill(mdl_tensor *x, uint64_t k, float lo, float hi) {
-  for (int64_t i = 0; i < x->count; i++)
-    x->data[i] = lo + (hi - lo) * mdl_hash_unit(mdl_hash2(k * 1315423911u + 17, (uint64_t)i));
-}
-
 static mdl_status feed(netrun *r, uint64_t k, mdl_error *err) {
   for (int i = 0; i < r->n_feed; i++) {
-    feeder *f = &r->feed[i];
-    if (!f->data) continue;
-    if (!f->b) {
-      synthetic_fill(f->data, k, 0, 1);
-      if (f->label) memset(f->label->data, 0, (size_t)f->label->count * sizeof(float));
-      continue;
-    }
-    if (f->next != k) mdl_batcher_seek(f->b, k);
-    mdl_status st =
-        mdl_batcher_next(f->b, f->data->data, f->label ? f->label->data : f->label_scratch, err);
+    mdl_status st = mdl_feeder_fill(&r->feed[i], k, err);
     if (st != MDL_OK) return st;
-    f->next = k + 1;
   }
-  /* Input layers (no data set behind them) get synthetic values, so time
-   * and test runs on bare deploy-style nets do something sensible. The
-   * arena is shared between nets, so this happens for every batch. */
-  for (int i = 0; i < mdl_net_n_inputs(r->net); i++)
-    synthetic_fill(mdl_net_blob(r->net, mdl_net_input_blob(r->net, i)), k + (uint64_t)i, 0, 1);
+  /* The arena is shared between nets, so inputs are refilled every batch. */
+  mdl_feed_inputs(r->net, k);
   return MDL_OK;
 }
 
@@ -196,10 +164,11 @@ static mdl_status feed_train(void *r, uint64_t k, mdl_error *err) {
 
 static void free_netrun(netrun *r) {
   for (int i = 0; i < r->n_feed; i++) {
-    mdl_batcher_free(r->feed[i].b);
-    free(r->feed[i].label_scratch);
+    mdl_batcher_free(r->cursor[i].b);
+    mdl_feeder_release(&r->feed[i]);
   }
   free(r->feed);
+  free(r->cursor);
   mdl_net_free(r->net);
   memset(r, 0, sizeof *r);
 }
@@ -307,8 +276,8 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
     st = mdl_solver_config_get(t->sp, &cfg, err);
     if (st != MDL_OK) mdl_error_prefix(err, "%s: ", job->path);
   }
-  bool want_gpu = t->sp->has_solver_mode &&
-                  t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+  bool want_gpu =
+      t->sp->has_solver_mode && t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
   if (st == MDL_OK && want_gpu && !mdl_device_gpu_built())
     fprintf(t->log, "solver_mode: GPU, but this memdl has no GPU backend; running on the CPU\n");
   if (st == MDL_OK) st = mdl_device_backend(want_gpu ? "auto" : "cpu", &t->be, err);

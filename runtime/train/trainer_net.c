@@ -16,14 +16,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
-#include "runtime/solver/caffemodel.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/dataset_resolver.h"
 #include "runtime/engine/net.h"
-#include "runtime/solver/solver.h"
 #include "runtime/engine/threadpool.h"
+#include "runtime/solver/caffemodel.h"
+#include "runtime/solver/solver.h"
 #include "runtime/train/device.h"
+#include "runtime/train/feed.h"
 #include "runtime/train/trainer.h"
 
 #define STATE_MAGIC 0x4e455453u /* "NETS" */
@@ -34,18 +36,15 @@ typedef struct part_set {
   Memdl__PartitionLineage **lin; /* owned copies, parallel to part */
   int n;
   mdl_transform *xf;
-  mdl_batcher *b;
-  uint64_t next; /* the batch the batcher hands out next */
-  bool dirty;    /* partitions changed: rebuild the batcher */
+  mdl_feed_cursor cur; /* the batcher over the partitions; shared by the nets reading them */
+  bool dirty;          /* partitions changed: rebuild the batcher */
 } part_set;
 
 typedef struct phase_run {
   mdl_graph *g;
   mdl_net *net;
-  int src_layer; /* the pipeline data layer (-1: none) */
-  mdl_tensor *data, *label;
-  float *label_scratch;
-  int64_t batch;
+  int src_layer;   /* the pipeline data layer (-1: none) */
+  mdl_feeder feed; /* its tops (bound when src_layer >= 0) */
   bool shuffle;
   uint64_t shuffle_seed;
   part_set *ps; /* the partitions feeding it */
@@ -66,12 +65,6 @@ typedef struct netr {
   char *base_dir;
   mdl_trainer_stats stats;
 } netr;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* --- the plan's nets and their data sets ---------------------------------- */
 
@@ -166,14 +159,14 @@ static void ps_clear(part_set *ps) {
   }
   free(ps->part);
   free(ps->lin);
-  mdl_batcher_free(ps->b);
+  mdl_batcher_free(ps->cur.b);
   mdl_transform_free(ps->xf);
   mdl_pb_free(ps->set);
   memset(ps, 0, sizeof *ps);
 }
 
 static void run_free(phase_run *r) {
-  free(r->label_scratch);
+  mdl_feeder_release(&r->feed);
   mdl_net_free(r->net);
   mdl_graph_free(r->g);
   memset(r, 0, sizeof *r);
@@ -219,11 +212,8 @@ static mdl_status build_run(netr *t, const Memdl__PhaseNet *pn, Caffe__Phase pha
         phase == CAFFE__PHASE__TRAIN ? "TRAIN" : "TEST", index, mdl_net_n_sources(r->net));
   if (mdl_net_n_sources(r->net) == 1) {
     r->src_layer = mdl_net_source_layer(r->net, 0);
-    const mdl_graph_layer *gl = &r->g->layers[r->src_layer];
-    r->data = gl->n_top > 0 ? mdl_net_blob(r->net, gl->top[0]) : NULL;
-    r->label = gl->n_top > 1 ? mdl_net_blob(r->net, gl->top[1]) : NULL;
-    r->batch = r->data && r->data->n ? r->data->d[0] : 1;
-    if (!r->label) r->label_scratch = mdl_xcalloc((size_t)r->batch + 1, sizeof(float));
+    mdl_feeder_bind(&r->feed, r->net, r->src_layer,
+                    phase == CAFFE__PHASE__TRAIN ? &t->train_ps.cur : &t->test_ps.cur);
     Memdl__DataSet *set;
     mdl_layer_data ld;
     st = phase_set(t->plan, phase, index, &set, &ld, err);
@@ -263,7 +253,8 @@ static mdl_status net_create(const Memdl__Plan *plan, const mdl_trainer_opts *o,
   if (st == MDL_OK) {
     int nl;
     const mdl_solver_blob *bl = mdl_net_learnable(t->train.net, &nl);
-    st = mdl_solver_new(t->be, plan->solver, bl, nl, mdl_net_param_count(t->train.net), &t->solver, err);
+    st = mdl_solver_new(t->be, plan->solver, bl, nl, mdl_net_param_count(t->train.net), &t->solver,
+                        err);
   }
   if (st != MDL_OK) {
     net_destroy(t);
@@ -378,9 +369,9 @@ static uint64_t net_samples(void *ctx, Caffe__Phase phase) {
 /* A batcher over the phase's partitions for run r (rebuilt when they
  * changed). */
 static mdl_status ensure_batcher(netr *t, part_set *ps, const phase_run *r, mdl_error *err) {
-  if (ps->b && !ps->dirty) return MDL_OK;
-  mdl_batcher_free(ps->b);
-  ps->b = NULL;
+  if (ps->cur.b && !ps->dirty) return MDL_OK;
+  mdl_batcher_free(ps->cur.b);
+  ps->cur.b = NULL;
   mdl_transform_free(ps->xf);
   ps->xf = NULL;
   if (ps->n == 0) return mdl_errorf(err, MDL_ERR_INVALID, "no partitions to read");
@@ -390,37 +381,29 @@ static mdl_status ensure_batcher(netr *t, part_set *ps, const phase_run *r, mdl_
   if (st != MDL_OK) return st;
   int c, h, w;
   mdl_transform_out_shape(ps->xf, &c, &h, &w);
-  if (r->data && (int64_t)c * h * w * r->batch != r->data->count)
-    return mdl_errorf(err, MDL_ERR_INVALID,
-                      "batches of %lld records of %dx%dx%d do not fill the data layer's top of "
-                      "%lld values",
-                      (long long)r->batch, c, h, w, (long long)r->data->count);
-  mdl_batch_opts bo = {.batch_size = (int)r->batch,
+  st = mdl_feeder_check(&r->feed, c, h, w, err);
+  if (st != MDL_OK) return st;
+  mdl_batch_opts bo = {.batch_size = (int)r->feed.batch,
                        .train = r->g->phase == CAFFE__PHASE__TRAIN,
                        .shuffle = r->shuffle,
                        .seed = r->shuffle_seed};
-  st = mdl_batcher_new(ps->part, ps->n, ps->xf, &bo, &ps->b, err);
+  st = mdl_batcher_new(ps->part, ps->n, ps->xf, &bo, &ps->cur.b, err);
   if (st == MDL_OK) {
-    ps->next = 0;
+    ps->cur.next = 0;
     ps->dirty = false;
   }
   return st;
 }
 
-static mdl_status feed(part_set *ps, phase_run *r, uint64_t k, mdl_error *err) {
-  if (r->src_layer < 0 || !r->data) return MDL_OK;
-  if (ps->next != k) mdl_batcher_seek(ps->b, k);
-  mdl_status st =
-      mdl_batcher_next(ps->b, r->data->data, r->label ? r->label->data : r->label_scratch, err);
-  ps->next = k + 1;
-  return st;
+static mdl_status feed(phase_run *r, uint64_t k, mdl_error *err) {
+  return r->src_layer < 0 ? MDL_OK : mdl_feeder_fill(&r->feed, k, err);
 }
 
 /* --- running ---------------------------------------------------------------- */
 
 static mdl_status feed_train(void *ctx, uint64_t k, mdl_error *err) {
   netr *t = ctx;
-  return feed(&t->train_ps, &t->train, k, err);
+  return feed(&t->train, k, err);
 }
 
 static void add_output(mdl_trainer_stats *s, const char *name, double v) {
@@ -439,7 +422,7 @@ static void add_output(mdl_trainer_stats *s, const char *name, double v) {
 static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
                           const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
   netr *t = ctx;
-  double t0 = now_s();
+  double t0 = mdl_now();
   mdl_trainer_stats_clear(&t->stats);
   mdl_status st = ensure_arena(t, err);
   if (st == MDL_OK) st = ensure_batcher(t, &t->train_ps, &t->train, err);
@@ -460,13 +443,13 @@ static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in,
     if (st != MDL_OK) break;
     mdl_solver_update(t->solver, mdl_net_params(net), mdl_net_param_diffs(net));
     t->stats.loss_sum += loss;
-    t->stats.samples += (uint64_t)(t->train.batch * iter_size);
+    t->stats.samples += (uint64_t)(t->train.feed.batch * iter_size);
     t->stats.iterations++;
     add_output(&t->stats, "loss", loss);
   }
   if (st != MDL_OK) return st;
   mdl_net_params_get(net, w_out);
-  t->stats.compute_s = now_s() - t0;
+  t->stats.compute_s = mdl_now() - t0;
   *stats = t->stats;
   return MDL_OK;
 }
@@ -474,7 +457,7 @@ static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in,
 static mdl_status net_test(void *ctx, int test_net, int batches, const float *w,
                            mdl_trainer_stats *stats, mdl_error *err) {
   netr *t = ctx;
-  double t0 = now_s();
+  double t0 = mdl_now();
   mdl_trainer_stats_clear(&t->stats);
   if (test_net < 0 || test_net >= t->n_tests)
     return mdl_errorf(err, MDL_ERR_INVALID, "no TEST net #%d", test_net);
@@ -485,13 +468,13 @@ static mdl_status net_test(void *ctx, int test_net, int batches, const float *w,
   mdl_net_params_put(t->train.net, w);
   uint64_t nb = (uint64_t)batches;
   if (batches <= 0)
-    nb = r->src_layer >= 0
-             ? (net_samples(t, CAFFE__PHASE__TEST) + (uint64_t)r->batch - 1) / (uint64_t)r->batch
-             : 1;
+    nb = r->src_layer >= 0 ? (net_samples(t, CAFFE__PHASE__TEST) + (uint64_t)r->feed.batch - 1) /
+                                 (uint64_t)r->feed.batch
+                           : 1;
   mdl_net *net = r->net;
   mdl_net_set_iteration(net, 0);
   for (uint64_t k = 0; k < nb && st == MDL_OK; k++) {
-    if (r->src_layer >= 0) st = feed(&t->test_ps, r, k, err);
+    if (r->src_layer >= 0) st = feed(r, k, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
     for (int o = 0; o < mdl_net_n_outputs(net); o++) {
@@ -500,10 +483,10 @@ static mdl_status net_test(void *ctx, int test_net, int batches, const float *w,
       if (x->count == 1) add_output(&t->stats, mdl_net_blob_name(net, b), x->data[0]);
     }
     t->stats.iterations++;
-    t->stats.samples += (uint64_t)r->batch;
+    t->stats.samples += (uint64_t)r->feed.batch;
   }
   if (st != MDL_OK) return st;
-  t->stats.compute_s = now_s() - t0;
+  t->stats.compute_s = mdl_now() - t0;
   *stats = t->stats;
   return MDL_OK;
 }
