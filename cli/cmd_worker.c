@@ -11,9 +11,10 @@
 #include "cli/commands.h"
 #include "runtime/dist/worker.h"
 #include "runtime/rpc/rpc.h"
+#include "runtime/train/device.h"
 
 static const char USAGE[] =
-    "usage: memdl worker --listen ADDR [--device cpu|cuda[:N]] [--threads T]\n"
+    "usage: memdl worker --listen ADDR [--device cpu|auto|cuda[:N]] [--threads T]\n"
     "                    [--token-file FILE] [--tls-cert FILE --tls-key FILE [--tls-ca FILE\n"
     "                    [--require-client-cert]]] [--insecure] [--driver-timeout-ms MS]\n"
     "\n"
@@ -22,7 +23,7 @@ static const char USAGE[] =
     "the weights. Exits when the driver shuts it down, on SIGINT/SIGTERM, or\n"
     "when the driver has been silent for --driver-timeout-ms (default 600000).\n"
     "  --listen ADDR       host:port (host:0 picks a free port) or unix:/path\n"
-    "  --device D          cpu (default); cuda or cuda:N once a GPU backend is built\n"
+    "  --device D          cpu (default), auto, cuda or cuda:N (with a GPU backend)\n"
     "  --threads T         CPU threads (default: one per core)\n"
     "  --token-file FILE   shared token every call must carry (file mode 600)\n"
     "  --tls-cert/--tls-key  serve TLS with this certificate and key (PEM)\n"
@@ -35,14 +36,6 @@ static mdl_worker *volatile g_worker;
 static void on_signal(int sig) {
   (void)sig;
   mdl_worker_stop(g_worker);
-}
-
-static bool device_ok(const char *d) {
-  if (!strcmp(d, "cpu") || !strcmp(d, "cuda")) return true;
-  if (strncmp(d, "cuda:", 5) || !d[5]) return false;
-  for (const char *p = d + 5; *p; p++)
-    if (*p < '0' || *p > '9') return false;
-  return strlen(d + 5) <= 3;
 }
 
 static bool parse_int(const char *s, long lo, long hi, int *out) {
@@ -72,13 +65,11 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
     } else if (!strcmp(a, "--listen")) {
       o.listen = v, i++;
     } else if (!strcmp(a, "--device")) {
-      if (!device_ok(v)) {
-        fprintf(stderr, "memdl worker: --device takes cpu, cuda or cuda:N, not \"%s\"\n", v);
-        return 2;
-      }
-      if (strcmp(v, "cpu") != 0) { /* say so now, not when the driver's plan arrives */
-        fprintf(stderr, "memdl worker: --device %s: this memdl was built without a GPU backend\n",
-                v);
+      /* say so now, not when the driver's plan arrives */
+      const mdl_backend *be;
+      mdl_error derr;
+      if (mdl_device_backend(v, &be, &derr) != MDL_OK) {
+        fprintf(stderr, "memdl worker: --device: %s\n", derr.msg);
         return 2;
       }
       o.device = v, i++;

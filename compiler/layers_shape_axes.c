@@ -1,6 +1,6 @@
 /* Shape rules of the layers that rearrange axes without weights: Concat,
  * Slice, Split, Flatten, Reshape (0 copies, -1 infers), Tile, Reduction,
- * Filter and BatchReindex. */
+ * Filter, BatchReindex and Crop (the runtime's layers_struct.c family). */
 #include <stdio.h>
 
 #include "compiler/layers_internal.h"
@@ -260,5 +260,36 @@ mdl_status mdl_shape_batch_reindex(mdl_shape_args *a, mdl_error *err) {
   if (st != MDL_OK) return st;
   a->top[0] = a->bottom[0];
   a->top[0].d[0] = a->bottom[1].d[0];
+  return MDL_OK;
+}
+
+mdl_status mdl_shape_crop(mdl_shape_args *a, mdl_error *err) {
+  static const Caffe__CropParameter k_default = CAFFE__CROP_PARAMETER__INIT;
+  const Caffe__CropParameter *p = a->lp->crop_param;
+  if (!p) p = &k_default;
+  const mdl_shape *b0 = &a->bottom[0], *b1 = &a->bottom[1];
+  if (b0->n != b1->n)
+    return mdl_lfail(a, err,
+                     "bottom \"%s\" is %s but bottom \"%s\" is %s; both need the same "
+                     "number of axes",
+                     mdl_lbottom(a, 0), mdl_lstr(b0), mdl_lbottom(a, 1), mdl_lstr(b1));
+  int start;
+  mdl_status st = mdl_laxis(a, 0, p->axis, "crop_param.axis", &start, err);
+  if (st != MDL_OK) return st;
+  if (p->n_offset > 1 && start + (int)p->n_offset != b0->n)
+    return mdl_lfail(a, err, "crop_param has %zu offsets but %d axes are cropped (axis %d of %d)",
+                     p->n_offset, b0->n - start, start, b0->n);
+  mdl_shape top = *b0;
+  for (int i = start; i < b0->n; i++) {
+    int64_t off = p->n_offset == 0 ? 0 : p->offset[p->n_offset == 1 ? 0 : i - start];
+    if (b0->d[i] - off < b1->d[i])
+      return mdl_lfail(a, err,
+                       "crop of axis %d is out of bounds: bottom \"%s\" is %s, bottom "
+                       "\"%s\" is %s, offset %lld",
+                       i, mdl_lbottom(a, 0), mdl_lstr(b0), mdl_lbottom(a, 1), mdl_lstr(b1),
+                       (long long)off);
+    top.d[i] = b1->d[i];
+  }
+  a->top[0] = top;
   return MDL_OK;
 }

@@ -1,5 +1,5 @@
 /* Shape rules of the element-wise and per-channel layers (neurons, PReLU,
- * BatchNorm, Scale, Bias, Eltwise, Softmax, MVN), the dense layers with
+ * BatchNorm, LRN, Scale, Bias, Eltwise, Softmax, MVN), the dense layers with
  * weights (InnerProduct, Embed), ArgMax, and the sinks (Silence,
  * HDF5Output). */
 #include <stdio.h>
@@ -269,5 +269,17 @@ mdl_status mdl_shape_hdf5_output(mdl_shape_args *a, mdl_error *err) {
                      "match",
                      mdl_lbottom(a, 0), mdl_lstr(&a->bottom[0]), mdl_lbottom(a, 1),
                      mdl_lstr(&a->bottom[1]));
+  return MDL_OK;
+}
+
+mdl_status mdl_shape_lrn(mdl_shape_args *a, mdl_error *err) {
+  static const Caffe__LRNParameter k_default = CAFFE__LRNPARAMETER__INIT;
+  const Caffe__LRNParameter *p = a->lp->lrn_param;
+  if (!p) p = &k_default;
+  mdl_status st = mdl_laxes(a, 0, 4, 4, err);
+  if (st != MDL_OK) return st;
+  if (p->local_size % 2 == 0)
+    return mdl_lfail(a, err, "lrn_param.local_size %u must be odd", p->local_size);
+  a->top[0] = a->bottom[0];
   return MDL_OK;
 }

@@ -1,7 +1,8 @@
 /* Shape rules of the spatial layers: Convolution, Deconvolution, Im2col
  * (Caffe's BaseConvolutionLayer geometry: N-d kernel/stride/pad/dilation or
  * the 2-D kernel_h/kernel_w style forms), Pooling (Caffe's ceil rounding and last-window
- * clip), SPP, LRN and Crop. */
+ * clip) and SPP. LRN is with the normalisation rules (layers_shape_common.c),
+ * Crop with the structural ones (layers_shape_axes.c), as in runtime/cpu/. */
 #include <math.h>
 #include <stdio.h>
 
@@ -289,48 +290,5 @@ mdl_status mdl_shape_spp(mdl_shape_args *a, mdl_error *err) {
   }
   int64_t d[4] = {b->d[0], b->d[1] * bins_total, 1, 1};
   mdl_shape_set(&a->top[0], 4, d);
-  return MDL_OK;
-}
-
-mdl_status mdl_shape_lrn(mdl_shape_args *a, mdl_error *err) {
-  static const Caffe__LRNParameter k_default = CAFFE__LRNPARAMETER__INIT;
-  const Caffe__LRNParameter *p = a->lp->lrn_param;
-  if (!p) p = &k_default;
-  mdl_status st = mdl_laxes(a, 0, 4, 4, err);
-  if (st != MDL_OK) return st;
-  if (p->local_size % 2 == 0)
-    return mdl_lfail(a, err, "lrn_param.local_size %u must be odd", p->local_size);
-  a->top[0] = a->bottom[0];
-  return MDL_OK;
-}
-
-mdl_status mdl_shape_crop(mdl_shape_args *a, mdl_error *err) {
-  static const Caffe__CropParameter k_default = CAFFE__CROP_PARAMETER__INIT;
-  const Caffe__CropParameter *p = a->lp->crop_param;
-  if (!p) p = &k_default;
-  const mdl_shape *b0 = &a->bottom[0], *b1 = &a->bottom[1];
-  if (b0->n != b1->n)
-    return mdl_lfail(a, err,
-                     "bottom \"%s\" is %s but bottom \"%s\" is %s; both need the same "
-                     "number of axes",
-                     mdl_lbottom(a, 0), mdl_lstr(b0), mdl_lbottom(a, 1), mdl_lstr(b1));
-  int start;
-  mdl_status st = mdl_laxis(a, 0, p->axis, "crop_param.axis", &start, err);
-  if (st != MDL_OK) return st;
-  if (p->n_offset > 1 && start + (int)p->n_offset != b0->n)
-    return mdl_lfail(a, err, "crop_param has %zu offsets but %d axes are cropped (axis %d of %d)",
-                     p->n_offset, b0->n - start, start, b0->n);
-  mdl_shape top = *b0;
-  for (int i = start; i < b0->n; i++) {
-    int64_t off = p->n_offset == 0 ? 0 : p->offset[p->n_offset == 1 ? 0 : i - start];
-    if (b0->d[i] - off < b1->d[i])
-      return mdl_lfail(a, err,
-                       "crop of axis %d is out of bounds: bottom \"%s\" is %s, bottom "
-                       "\"%s\" is %s, offset %lld",
-                       i, mdl_lbottom(a, 0), mdl_lstr(b0), mdl_lbottom(a, 1), mdl_lstr(b1),
-                       (long long)off);
-    top.d[i] = b1->d[i];
-  }
-  a->top[0] = top;
   return MDL_OK;
 }

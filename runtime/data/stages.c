@@ -1,7 +1,7 @@
 /* The per-record half of the pipeline: compiling stage lists, selecting a
  * partition's records (partition, split, sample), and the fused pass that
  * resizes, cleans and appends each record as the source decodes it. The
- * batch-time half (affine, crop, mirror) is in stages_transform.c and
+ * batch-time half (affine, crop, mirror) is in transform.c and
  * batch.c. */
 #include <math.h>
 #include <stdio.h>
