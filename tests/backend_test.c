@@ -5,6 +5,7 @@
  * place (runtime/train/device.h). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "compiler/textformat.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/engine/net.h"
+#include "runtime/solver/caffemodel.h"
 #include "runtime/solver/solver.h"
 #include "runtime/train/device.h"
 
@@ -170,8 +172,9 @@ static mdl_graph *graph(void) {
   return g;
 }
 
-/* Three SGD+momentum steps; returns the weights (caller frees) and *loss. */
-static float *train(const mdl_backend *be, size_t *n, float *loss) {
+/* Three SGD+momentum steps; returns the weights (caller frees) and *loss.
+ * With save_prefix, also writes PREFIX.caffemodel and PREFIX.solverstate. */
+static float *train_save(const mdl_backend *be, size_t *n, float *loss, const char *save_prefix) {
   mdl_graph *g = graph();
   mdl_net_options o = {.backend = be, .seed = 7};
   mdl_net *net;
@@ -200,10 +203,21 @@ static float *train(const mdl_backend *be, size_t *n, float *loss) {
   *n = mdl_net_param_count(net);
   float *w = malloc(*n * sizeof *w);
   mdl_net_params_get(net, w);
+  if (save_prefix) {
+    char path[256];
+    snprintf(path, sizeof path, "%s.caffemodel", save_prefix);
+    cr_assert_eq(mdl_caffemodel_save(net, path, &err), MDL_OK, "%s", err.msg);
+    snprintf(path, sizeof path, "%s.solverstate", save_prefix);
+    cr_assert_eq(mdl_solverstate_save(s, "x.caffemodel", 7, path, &err), MDL_OK, "%s", err.msg);
+  }
   mdl_solver_free(s);
   mdl_net_free(net);
   mdl_graph_free(g);
   return w;
+}
+
+static float *train(const mdl_backend *be, size_t *n, float *loss) {
+  return train_save(be, n, loss, NULL);
 }
 
 Test(backend, the_engine_reaches_a_second_backend_only_through_the_seam) {
@@ -229,6 +243,67 @@ Test(backend, the_engine_reaches_a_second_backend_only_through_the_seam) {
   cr_assert_eq(c[C_TO_HOST], 1, "weights read back once");
   free(w_cpu);
   free(w_cnt);
+}
+
+static unsigned char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "%s", path);
+  fseek(f, 0, SEEK_END);
+  *len = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *b = malloc(*len + 1);
+  cr_assert_eq(fread(b, 1, *len, f), *len);
+  fclose(f);
+  return b;
+}
+
+/* A backend whose memory the host may not touch: batches, weights files
+ * and solver history must all go through to_device/to_host. Its buffers are
+ * host memory underneath, so the bits must equal the CPU's. */
+Test(backend, files_and_history_cross_a_device_boundary_through_the_seam) {
+  const char *dir = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+  char a[256], b[256];
+  snprintf(a, sizeof a, "%s/cpu", dir);
+  snprintf(b, sizeof b, "%s/dev", dir);
+  size_t n1, n2;
+  float l1, l2;
+  float *w1 = train_save(mdl_cpu_backend(), &n1, &l1, a);
+  counting_backend cb;
+  counting_init(&cb);
+  cb.iface.host_visible = false;
+  float *w2 = train_save(&cb.be, &n2, &l2, b);
+  cr_assert(n1 == n2 && memcmp(w1, w2, n1 * sizeof *w1) == 0);
+  cr_assert_geq(cb.c.calls[C_TO_HOST], 1 + 4 + 1, "weights, 4 blobs, 1 history set");
+  const char *ext[2] = {".caffemodel", ".solverstate"};
+  for (int e = 0; e < 2; e++) {
+    char pa[300], pb[300];
+    snprintf(pa, sizeof pa, "%s%s", a, ext[e]);
+    snprintf(pb, sizeof pb, "%s%s", b, ext[e]);
+    size_t la, lb;
+    unsigned char *da = slurp(pa, &la), *db = slurp(pb, &lb);
+    cr_assert(la == lb && memcmp(da, db, la) == 0, "%s differs between backends", ext[e]);
+    free(da);
+    free(db);
+  }
+  /* and back in: weights and history through to_device */
+  mdl_graph *g = graph();
+  mdl_net_options o = {.backend = &cb.be, .seed = 99};
+  mdl_net *net;
+  mdl_error err;
+  cr_assert_eq(mdl_net_new(g, &o, &net, &err), MDL_OK, "%s", err.msg);
+  long before = cb.c.calls[C_TO_DEV];
+  char pa[300];
+  snprintf(pa, sizeof pa, "%s.caffemodel", b);
+  cr_assert_eq(mdl_caffemodel_load(net, pa, NULL, &err), MDL_OK, "%s", err.msg);
+  cr_assert_geq(cb.c.calls[C_TO_DEV] - before, 4, "one upload per blob");
+  float *w3 = malloc(n1 * sizeof *w3);
+  mdl_net_params_get(net, w3);
+  cr_assert(memcmp(w1, w3, n1 * sizeof *w1) == 0, "weights read back differ");
+  mdl_net_free(net);
+  mdl_graph_free(g);
+  free(w1);
+  free(w2);
+  free(w3);
 }
 
 Test(backend, a_layer_the_backend_lacks_is_refused_naming_it) {

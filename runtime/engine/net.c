@@ -579,6 +579,13 @@ int64_t mdl_net_batch_size(const mdl_net *net) {
   return net->blob[b].d[0];
 }
 
+float mdl_net_blob_first(const mdl_net *net, int b) {
+  float v = 0;
+  const mdl_tensor *t = &net->blob[b];
+  if (t->data && t->count > 0) mdl_backend_to_host(net->opt.backend, &v, t->data, 1);
+  return v;
+}
+
 void mdl_net_params_get(const mdl_net *net, float *host) {
   mdl_backend_to_host(net->opt.backend, host, net->params, (int64_t)net->n_params);
 }

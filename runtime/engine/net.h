@@ -22,10 +22,10 @@
 typedef struct mdl_net mdl_net;
 
 typedef struct mdl_net_options {
-  const mdl_backend *backend;       /* required; borrowed, must outlive the net */
-  mdl_threadpool *pool;             /* NULL: one thread; borrowed */
-  mdl_workspace *ws;                /* NULL: the net's own; borrowed (nets may share one) */
-  uint64_t seed;                    /* fillers and Dropout draws */
+  const mdl_backend *backend; /* required; borrowed, must outlive the net */
+  mdl_threadpool *pool;       /* NULL: one thread; borrowed */
+  mdl_workspace *ws;          /* NULL: the net's own; borrowed (nets may share one) */
+  uint64_t seed;              /* fillers and Dropout draws */
   /* Take the parameters of layers with the same name from this net (Caffe's
    * ShareTrainedLayersWith): same memory, so updates are seen at once.
    * Layers it lacks get their own parameters. Borrowed; must outlive. */
@@ -97,6 +97,9 @@ int mdl_net_n_blobs(const mdl_net *net);
 const char *mdl_net_blob_name(const mdl_net *net, int b);
 mdl_tensor *mdl_net_blob(const mdl_net *net, int b);          /* owned by net */
 int mdl_net_blob_index(const mdl_net *net, const char *name); /* -1 if none */
+/* The first value of blob b's data, read through the backend (scalar
+ * outputs: losses, accuracies). */
+float mdl_net_blob_first(const mdl_net *net, int b);
 
 /* Blobs no layer consumes (Caffe's net outputs: losses, accuracies). */
 int mdl_net_n_outputs(const mdl_net *net);

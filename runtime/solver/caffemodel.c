@@ -173,10 +173,18 @@ static mdl_status copy_layer(mdl_net *net, const char *what, const char *name, s
                         "in the net (rename the layer to learn it from scratch)",
                         what, j, name, a, b);
     }
+  const mdl_backend *be = mdl_net_backend(net);
   for (int j = 0; j < l->n_param; j++) {
     char w[256];
     snprintf(w, sizeof w, "%s: layer \"%s\" parameter %d", what, name, j);
-    mdl_status st = mdl_blob_proto_values(blobs[j], l->param[j].data, l->param[j].count, w, err);
+    mdl_tensor *t = &l->param[j];
+    /* Straight into the weights when the backend's memory is the host's. */
+    float *h = be->iface->host_visible ? t->data : mdl_xmalloc((size_t)t->count * sizeof *h + 1);
+    mdl_status st = mdl_blob_proto_values(blobs[j], h, t->count, w, err);
+    if (h != t->data) {
+      if (st == MDL_OK) mdl_backend_to_device(be, t->data, h, t->count);
+      free(h);
+    }
     if (st != MDL_OK) return st;
   }
   (*n_loaded)++;
@@ -222,6 +230,10 @@ mdl_status mdl_caffemodel_save(const mdl_net *net, const char *path, mdl_error *
   Caffe__BlobProto **bpp = mdl_xcalloc((size_t)total_blobs + 1, sizeof *bpp);
   Caffe__BlobShape *bs = mdl_xcalloc((size_t)total_blobs + 1, sizeof *bs);
   int64_t *dims = mdl_xcalloc((size_t)total_blobs * MDL_TENSOR_MAX_AXES + 1, sizeof *dims);
+  /* Host copies of the weights when the backend's memory is not the host's. */
+  const mdl_backend *be = mdl_net_backend(net);
+  float **copies =
+      be->iface->host_visible ? NULL : mdl_xcalloc((size_t)total_blobs + 1, sizeof *copies);
   int nb = 0;
   for (int i = 0; i < n; i++) {
     const Caffe__LayerParameter *src = g->layers[i].param;
@@ -242,6 +254,11 @@ mdl_status mdl_caffemodel_save(const mdl_net *net, const char *path, mdl_error *
         bp[nb].shape = &bs[nb];
         bp[nb].n_data = (size_t)t->count;
         bp[nb].data = t->data;
+        if (copies) {
+          copies[nb] = mdl_xmalloc((size_t)t->count * sizeof(float) + 1);
+          mdl_backend_to_host(be, copies[nb], t->data, t->count);
+          bp[nb].data = copies[nb];
+        }
         bpp[nb] = &bp[nb];
       }
     }
@@ -250,6 +267,8 @@ mdl_status mdl_caffemodel_save(const mdl_net *net, const char *path, mdl_error *
   np.n_layer = (size_t)n;
   np.layer = lpp;
   mdl_status st = write_message(&np.base, path, err);
+  for (int k = 0; copies && k < nb; k++) free(copies[k]);
+  free(copies);
   free(lps);
   free(lpp);
   free(bp);
@@ -282,8 +301,15 @@ mdl_status mdl_solverstate_save(mdl_solver *s, const char *learned_net, uint64_t
   Caffe__BlobProto *bp = mdl_xcalloc((size_t)nh + 1, sizeof *bp);
   Caffe__BlobProto **bpp = mdl_xcalloc((size_t)nh + 1, sizeof *bpp);
   Caffe__BlobShape *bs = mdl_xcalloc((size_t)nh + 1, sizeof *bs);
+  /* History in host memory: the solver's own on host-visible backends. */
+  bool host = mdl_solver_backend(s)->iface->host_visible;
+  float *copy[2] = {NULL, NULL};
   for (int k = 0; k < sets; k++) {
     float *h = mdl_solver_history(s, k);
+    if (!host) {
+      h = copy[k] = mdl_xmalloc(mdl_solver_total(s) * sizeof(float) + 1);
+      mdl_solver_history_get(s, k, h);
+    }
     for (int i = 0; i < nb; i++) {
       int m = k * nb + i;
       caffe__blob_shape__init(&bs[m]);
@@ -305,6 +331,8 @@ mdl_status mdl_solverstate_save(mdl_solver *s, const char *learned_net, uint64_t
   ss.base.n_unknown_fields = 1;
   ss.base.unknown_fields = &uf;
   mdl_status st = write_message(&ss.base, path, err);
+  free(copy[0]);
+  free(copy[1]);
   free(bp);
   free(bpp);
   free(bs);
@@ -373,10 +401,18 @@ mdl_status mdl_solverstate_load(const char *path, mdl_solver *s, char **learned_
       return st;
     }
   }
-  for (int m = 0; m < nb * sets; m++) {
-    float *h = mdl_solver_history(s, m / nb) + blobs[m % nb].offset;
-    mdl_blob_proto_values(ss->history[m], h, (int64_t)blobs[m % nb].count, path, err);
+  /* Into the history in place on host-visible backends, else through a
+   * host copy of each set. */
+  bool host = mdl_solver_backend(s)->iface->host_visible;
+  float *h = host ? NULL : mdl_xcalloc(mdl_solver_total(s) + 1, sizeof *h);
+  for (int k = 0; k < sets; k++) {
+    float *base = host ? mdl_solver_history(s, k) : h;
+    for (int i = 0; i < nb; i++)
+      mdl_blob_proto_values(ss->history[k * nb + i], base + blobs[i].offset,
+                            (int64_t)blobs[i].count, path, err);
+    if (!host) mdl_solver_history_put(s, k, h);
   }
+  free(h);
   mdl_solver_set_position(s, ss->iter, ss->current_step);
   for (unsigned k = 0; k < ss->base.n_unknown_fields; k++) {
     const ProtobufCMessageUnknownField *u = &ss->base.unknown_fields[k];

@@ -130,8 +130,8 @@ mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_co
 }
 
 mdl_status mdl_solver_new(const mdl_backend *be, const Caffe__SolverParameter *sp,
-                          const mdl_solver_blob *blobs, int n_blobs, size_t total,
-                          mdl_solver **out, mdl_error *err) {
+                          const mdl_solver_blob *blobs, int n_blobs, size_t total, mdl_solver **out,
+                          mdl_error *err) {
   *out = NULL;
   mdl_solver_config cfg;
   mdl_status st = mdl_solver_config_get(sp, &cfg, err);
@@ -224,8 +224,7 @@ void mdl_solver_update(mdl_solver *s, float *data, float *diff) {
   if (c->kind == MDL_SOLVER_ADAM) {
     /* Adam's bias correction uses t = iter + 1 (Caffe's adam_solver.cpp). */
     const int t = s->iter + 1;
-    u.adam_correction =
-        (float)(sqrt(1.0 - pow(c->momentum2, t)) / (1.0 - pow(c->momentum, t)));
+    u.adam_correction = (float)(sqrt(1.0 - pow(c->momentum2, t)) / (1.0 - pow(c->momentum, t)));
   }
   s->be->iface->update(s->be->ctx, &u, data, diff, s->hist);
   s->current_step = step;
@@ -252,6 +251,10 @@ int mdl_solver_history_sets(const mdl_solver *s) {
 }
 float *mdl_solver_history(mdl_solver *s, int set) {
   return set >= 0 && set < s->n_hist ? s->hist[set] : NULL;
+}
+
+const mdl_backend *mdl_solver_backend(const mdl_solver *s) {
+  return s->be;
 }
 
 void mdl_solver_history_get(const mdl_solver *s, int set, float *host) {

@@ -66,8 +66,8 @@ mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_co
  * copied. History starts at zero, iter and current_step at 0. On success
  * *out is owned by the caller (mdl_solver_free); on failure *out is NULL. */
 mdl_status mdl_solver_new(const mdl_backend *be, const Caffe__SolverParameter *sp,
-                          const mdl_solver_blob *blobs, int n_blobs, size_t total,
-                          mdl_solver **out, mdl_error *err);
+                          const mdl_solver_blob *blobs, int n_blobs, size_t total, mdl_solver **out,
+                          mdl_error *err);
 
 void mdl_solver_free(mdl_solver *s);
 
@@ -95,6 +95,9 @@ void mdl_solver_set_position(mdl_solver *s, int iter, int current_step);
  * first set first). Each buffer is `total` floats, laid out as the params. */
 int mdl_solver_history_sets(const mdl_solver *s);
 float *mdl_solver_history(mdl_solver *s, int set); /* owned by s; backend memory */
+/* The backend the solver was made for. */
+const mdl_backend *mdl_solver_backend(const mdl_solver *s);
+
 /* History set `set` copied to / from total host floats. */
 void mdl_solver_history_get(const mdl_solver *s, int set, float *host);
 void mdl_solver_history_put(mdl_solver *s, int set, const float *host);

@@ -473,7 +473,7 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
     st = feed(r, (uint64_t)it, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
-    for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob(net, blob[k])->data[0];
+    for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob_first(net, blob[k]);
   }
   free(blob);
   for (int k = 0; k < lt->n; k++) lt->value[k] /= iterations;

@@ -32,8 +32,9 @@ const mdl_trainer_i *mdl_trainer_find(const mdl_trainer_table *table, const char
   return NULL;
 }
 
-mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const mdl_trainer_opts *o,
-                           mdl_trainer **out, mdl_error *err) {
+mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name,
+                           const Memdl__Plan *plan, const mdl_trainer_opts *o, mdl_trainer **out,
+                           mdl_error *err) {
   *out = NULL;
   const mdl_trainer_i *b = mdl_trainer_find(table, name, err);
   if (!b) return MDL_ERR_INVALID;
@@ -102,9 +103,10 @@ bool mdl_trainer_can_save(const mdl_trainer *t) {
   return t->iface->save != NULL;
 }
 
-mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const char *base_dir,
-                                int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
-                                size_t *n, mdl_error *err) {
+mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name,
+                                const Memdl__Plan *plan, const char *base_dir, int num_workers,
+                                Caffe__Phase phase, Memdl__PartitionLineage ***out, size_t *n,
+                                mdl_error *err) {
   *out = NULL;
   *n = 0;
   const mdl_trainer_i *b = mdl_trainer_find(table, name, err);

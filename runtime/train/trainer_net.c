@@ -480,7 +480,8 @@ static mdl_status net_test(void *ctx, int test_net, int batches, const float *w,
     for (int o = 0; o < mdl_net_n_outputs(net); o++) {
       int b = mdl_net_output_blob(net, o);
       const mdl_tensor *x = mdl_net_blob(net, b);
-      if (x->count == 1) add_output(&t->stats, mdl_net_blob_name(net, b), x->data[0]);
+      if (x->count == 1)
+        add_output(&t->stats, mdl_net_blob_name(net, b), mdl_net_blob_first(net, b));
     }
     t->stats.iterations++;
     t->stats.samples += (uint64_t)r->feed.batch;

@@ -67,6 +67,7 @@ static void host_copy(void *ctx, float *dst, const float *src, int64_t n) {
   memcpy(dst, src, (size_t)n * sizeof *dst);
 }
 static const mdl_backend_i host_iface = {.name = "host",
+                                         .host_visible = true,
                                          .alloc = host_alloc,
                                          .free = host_free,
                                          .zero = host_zero,
@@ -89,6 +90,10 @@ int mdl_net_n_layers(const mdl_net *net) {
 }
 const char *mdl_net_layer_name(const mdl_net *net, int i) {
   return net->layer[i].name;
+}
+const mdl_backend *mdl_net_backend(const mdl_net *net) {
+  (void)net;
+  return &host_backend;
 }
 mdl_layer *mdl_net_layer(const mdl_net *net, int i) {
   return (mdl_layer *)&net->layer[i];
