@@ -24,6 +24,7 @@
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
 #include "runtime/dist/driver.h"
+#include "runtime/dist/cluster_env.h"
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/worker.h"
 #include "runtime/rpc/rpc.h"

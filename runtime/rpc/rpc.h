@@ -4,7 +4,8 @@
  * at once, the shared token, TLS, and messages whose big `bytes` field (the
  * weights) travels outside protobuf-c, straight between the caller's buffers
  * and gRPC's slices: in the message itself (unary) or, when it is big, as a
- * stream of chunks on the same call (memdl.BulkChunk, see rpc.c for the rule
+ * stream of chunks on the same call (memdl.BulkChunk, see rpc_codec.c for
+ * the rule
  * and its figures). Handlers see the same request either way. Knows nothing
  * of training. */
 #ifndef MDL_RUNTIME_RPC_H
@@ -242,7 +243,7 @@ typedef struct mdl_rpc_call {
   mdl_rpc_out req;
   mdl_rpc_in_spec reply_spec;
   bool wait_for_ready; /* wait for a starting server instead of failing at once */
-  /* 0: the bulk streams in chunks when it is big (rpc.c's rule), and the
+  /* 0: the bulk streams in chunks when it is big (rpc_codec.c's rule), and the
    * reply's too; 1: always stream (both ways); -1: never. */
   int stream;
   /* out */
