@@ -68,7 +68,7 @@ static mdl_status spawn(mdl_local_workers *lw, int i, mdl_error *err) {
   w->generation++;
   snprintf(w->addr, sizeof w->addr, "unix:%s/w%d-%d.sock", lw->dir, i, w->generation);
   char threads[32], timeout[32];
-  const char *argv[32];
+  const char *argv[40];
   int n = 0;
   argv[n++] = lw->exe;
   for (int j = 0; j < lw->o.n_prefix && n < 20; j++) argv[n++] = lw->prefix[j];
@@ -76,6 +76,9 @@ static mdl_status spawn(mdl_local_workers *lw, int i, mdl_error *err) {
   argv[n++] = w->addr;
   argv[n++] = "--token-file";
   argv[n++] = lw->token_path;
+  /* the one folder whose files the worker may map as shared weights */
+  argv[n++] = "--shm-dir";
+  argv[n++] = lw->dir;
   if (lw->o.device) {
     argv[n++] = "--device";
     argv[n++] = lw->o.device;

@@ -78,6 +78,18 @@ bool mdl_rpc_addr_is_loopback(const char *addr);
 mdl_status mdl_rpc_check_transport(const char *addr, const mdl_rpc_security *sec, FILE *log,
                                    mdl_error *err);
 
+/* Whether addr can be reached by other users of the machine whatever the
+ * file modes say: TCP (loopback included) and "unix-abstract:"; not
+ * "unix:/path". */
+bool mdl_rpc_addr_is_shared(const char *addr);
+
+/* Checks that a server on addr authenticates its callers: a path socket
+ * (its folder's mode does), a token, or TLS requiring client certificates;
+ * else only with sec.insecure (then warns on log, saying there is no
+ * authentication). MDL_ERR_INVALID otherwise, saying what to give. */
+mdl_status mdl_rpc_check_server_auth(const char *addr, const mdl_rpc_security *sec, FILE *log,
+                                     mdl_error *err);
+
 /* --- messages ------------------------------------------------------------ */
 
 /* Keeps a zero-copy bulk buffer alive: gRPC may still hold slices of it

@@ -153,14 +153,43 @@ mdl_status mdl_rpc_check_transport(const char *addr, const mdl_rpc_security *sec
   if (mdl_rpc_addr_is_loopback(addr)) return MDL_OK;
   if (sec && (sec->tls_cert || sec->tls_ca)) return MDL_OK;
   if (sec && sec->insecure) {
+    /* say what actually travels in clear: there may be no token at all */
     fprintf(log ? log : stderr,
-            "memdl: WARNING: plain TCP on %s, a non-loopback address: weights and the token "
-            "travel unencrypted (--insecure)\n",
-            addr);
+            "memdl: WARNING: plain TCP on %s, a non-loopback address: %s (--insecure)\n", addr,
+            sec->token ? "weights and the token travel unencrypted"
+                       : "weights travel unencrypted and calls carry no token");
     return MDL_OK;
   }
   return mdl_errorf(err, MDL_ERR_INVALID,
                     "%s is not a loopback address: use TLS (--tls-cert/--tls-key, --tls-ca) or "
                     "pass --insecure to allow plain TCP",
                     addr);
+}
+
+bool mdl_rpc_addr_is_shared(const char *addr) {
+  /* a path socket is guarded by its file's mode and its folder's; an
+   * abstract socket has neither, and TCP (even on loopback) is open to every
+   * local user, and beyond loopback to the network */
+  return strncmp(addr, "unix:", 5) != 0;
+}
+
+mdl_status mdl_rpc_check_server_auth(const char *addr, const mdl_rpc_security *sec, FILE *log,
+                                     mdl_error *err) {
+  if (!mdl_rpc_addr_is_shared(addr)) return MDL_OK;
+  if (sec->token) return MDL_OK;
+  if (sec->require_client_cert && sec->tls_cert && sec->tls_ca) return MDL_OK;
+  if (sec->insecure) {
+    fprintf(log ? log : stderr,
+            "memdl: WARNING: serving on %s without authentication: no token (--token-file) and "
+            "no required client certificates, so any %s can call it (--insecure)\n",
+            addr,
+            mdl_rpc_addr_is_loopback(addr) ? "local user" : "local user or host that reaches it");
+    return MDL_OK;
+  }
+  return mdl_errorf(
+      err, MDL_ERR_INVALID,
+      "refusing to serve on %s without authentication: any %s could call it; give "
+      "--token-file (or TLS with --tls-ca and --require-client-cert), listen on a "
+      "unix:/path socket in a private folder, or pass --insecure",
+      addr, mdl_rpc_addr_is_loopback(addr) ? "local user" : "local user or host that reaches it");
 }
