@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,4 +340,53 @@ Test(hostile, shm_dir_needs_a_unix_path_socket) {
   mdl_error err;
   cr_assert_eq(mdl_worker_new(&wo, &w, &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "unix:/path"), "%s", err.msg);
+}
+
+/* --- the driver trusts no report ------------------------------------------- */
+
+/* Runs a 2-worker job whose worker 1 tells the given lie; the driver must
+ * drop it (once: no replacement), log why, and report only honest figures. */
+static void run_with_a_liar(const char *lie, const char *says) {
+  dt_lin_spec s = {.d = 4,
+                   .parts = 2,
+                   .batch = 4,
+                   .max_iter = 20,
+                   .tau = 5,
+                   .test_interval = 10,
+                   .records = 64,
+                   .test_records = 32,
+                   .lr = 0.05f};
+  Memdl__Plan *p = dt_linear_plan(&s, "liar", 11, 2);
+  setenv("MDL_TEST_LIE", lie, 1);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = dt_opts("local:2", "liar", log);
+  o.no_replace = true;
+  mdl_driver_result r;
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s: %s", lie, err.msg);
+  char *text = log_text(log);
+  cr_assert_eq(r.faults, 1, "%s: the liar was not removed:\n%s", lie, text);
+  cr_assert(strstr(text, "worker 1") && strstr(text, "removed") &&
+                strstr(text, "impossible report") && strstr(text, says),
+            "%s:\n%s", lie, text);
+  for (size_t j = 0; j < r.n_params; j++) cr_assert(isfinite(r.weights[j]));
+  for (int k = 0; k < r.n_test; k++)
+    if (!strcmp(r.test[k].name, "accuracy"))
+      cr_assert_float_eq(r.test[k].sum[0], 0.5, 1e-9, "%s: accuracy %g", lie, r.test[k].sum[0]);
+  free(text);
+  mdl_driver_result_free(&r);
+  fclose(log);
+  mdl_pb_free(p);
+}
+
+Test(hostile, a_worker_reporting_2_to_the_64_samples_is_removed) {
+  run_with_a_liar("samples", "samples in 5 iterations");
+}
+
+Test(hostile, a_worker_reporting_a_nan_loss_is_removed) {
+  run_with_a_liar("nan", "loss sum nan");
+}
+
+Test(hostile, a_worker_reporting_an_accuracy_above_1_is_removed) {
+  run_with_a_liar("accuracy", "output accuracy sums to");
 }

@@ -5,6 +5,7 @@
  * gRPC completions are consumed inside mdl_rpc_call_all, so nothing here
  * needs a lock. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,75 @@ static void print_round(driver *d, int tau, double wall, double avg_s, slot **do
   fflush(d->log);
 }
 
+/* --- what workers report ------------------------------------------------------ */
+
+/* Whether n output sums over `count` iterations or batches are possible:
+ * finite, and inside count times the output's range where the trainer
+ * knows it. why says which is not. */
+static bool outputs_ok(const driver *d, Caffe__Phase phase, Memdl__OutputSum *const *o, size_t n,
+                       uint64_t count, char *why, size_t cap) {
+  for (size_t k = 0; k < n; k++) {
+    const char *name = o[k]->name ? o[k]->name : "";
+    for (size_t e = 0; e < o[k]->n_sum; e++)
+      if (!isfinite(o[k]->sum[e])) {
+        snprintf(why, cap, "impossible report: output %.100s[%zu] is %g", name, e, o[k]->sum[e]);
+        return false;
+      }
+    double lo, hi;
+    if (o[k]->n_sum != 1 || !d->model || !mdl_trainer_output_range(d->model, phase, name, &lo, &hi))
+      continue;
+    /* the sum of count values in [lo, hi], with room for rounding */
+    double v = o[k]->sum[0], c = (double)count, tol = 1e-6 * (c > 1 ? c : 1);
+    if (v < lo * c - tol || v > hi * c + tol) {
+      snprintf(why, cap, "impossible report: output %.100s sums to %g over %llu, each in [%g, %g]",
+               name, v, (unsigned long long)count, lo, hi);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Whether a Round reply's figures are possible for tau iterations: at most
+ * tau batches of samples, finite loss and time, outputs in range. A worker
+ * that says otherwise is lying or broken, and its figures would skew the
+ * average (weighted by samples) and what the run reports. */
+static bool round_report_ok(const driver *d, const Memdl__RoundReply *r, int tau, char *why,
+                            size_t cap) {
+  if (d->train_batch && r->samples > (uint64_t)tau * d->train_batch) {
+    snprintf(why, cap, "impossible report: %llu samples in %d iterations of %llu",
+             (unsigned long long)r->samples, tau, (unsigned long long)d->train_batch);
+    return false;
+  }
+  if (!isfinite(r->loss_sum) || !isfinite(r->compute_seconds) || r->compute_seconds < 0) {
+    snprintf(why, cap, "impossible report: loss sum %g, %g s of compute", r->loss_sum,
+             r->compute_seconds);
+    return false;
+  }
+  return outputs_ok(d, CAFFE__PHASE__TRAIN, r->output, r->n_output, (uint64_t)tau, why, cap);
+}
+
+/* The same for a Test reply to a request for `asked` batches (0: each
+ * partition once). */
+static bool test_report_ok(const driver *d, const Memdl__TestReply *r, uint32_t asked, char *why,
+                           size_t cap) {
+  if (asked > 0 && r->batches > asked) {
+    snprintf(why, cap, "impossible report: %llu test batches, %u asked",
+             (unsigned long long)r->batches, asked);
+    return false;
+  }
+  if (d->test_batch && r->samples > r->batches * d->test_batch) {
+    snprintf(why, cap, "impossible report: %llu test samples in %llu batches of %llu",
+             (unsigned long long)r->samples, (unsigned long long)r->batches,
+             (unsigned long long)d->test_batch);
+    return false;
+  }
+  if (!isfinite(r->compute_seconds) || r->compute_seconds < 0) {
+    snprintf(why, cap, "impossible report: %g s of compute", r->compute_seconds);
+    return false;
+  }
+  return outputs_ok(d, CAFFE__PHASE__TEST, r->output, r->n_output, r->batches, why, cap);
+}
+
 static mdl_status run_round(driver *d, int tau, mdl_error *err) {
   for (int attempt = 0; attempt <= d->k; attempt++) {
     slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
@@ -125,6 +195,9 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
         snprintf(calls[i].detail, sizeof calls[i].detail,
                  "reply without weights, samples or all %d iterations", tau);
       }
+      if (calls[i].code == MDL_RPC_OK &&
+          !round_report_ok(d, r, tau, calls[i].detail, sizeof calls[i].detail))
+        calls[i].code = MDL_RPC_DATA_LOSS;
       if (calls[i].code != MDL_RPC_OK) {
         snprintf(why[n_failed], sizeof why[n_failed], "round %d: %s %s", d->round + 1,
                  mdl_rpc_code_name(calls[i].code), calls[i].detail);
@@ -236,15 +309,22 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
   mdl_trainer_output *out = NULL;
   uint64_t total_batches = 0, samples = 0;
   slot **failed = mdl_xcalloc((size_t)(m ? m : 1), sizeof *failed);
+  char(*why)[600] = mdl_xcalloc((size_t)(m ? m : 1), sizeof *why);
   int n_failed = 0;
   for (int i = 0; st == MDL_OK && i < m; i++) {
+    const Memdl__TestReply *r = (const Memdl__TestReply *)calls[i].reply;
+    const Memdl__TestRequest *q = (const Memdl__TestRequest *)calls[i].req.msg;
+    if (calls[i].code == MDL_RPC_OK &&
+        !test_report_ok(d, r, q->batches, calls[i].detail, sizeof calls[i].detail))
+      calls[i].code = MDL_RPC_DATA_LOSS;
     if (calls[i].code != MDL_RPC_OK) {
       dlog(d, "worker %d (%s): Test failed: %s %s", act[i]->index, act[i]->addr,
            mdl_rpc_code_name(calls[i].code), calls[i].detail);
+      snprintf(why[n_failed], sizeof why[n_failed], "failed the TEST phase: %s %s",
+               mdl_rpc_code_name(calls[i].code), calls[i].detail);
       failed[n_failed++] = act[i];
       continue;
     }
-    const Memdl__TestReply *r = (const Memdl__TestReply *)calls[i].reply;
     total_batches += r->batches;
     samples += r->samples;
     for (size_t o = 0; o < r->n_output; o++) {
@@ -266,8 +346,9 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
   free(req);
   free(act);
   for (int i = 0; st == MDL_OK && i < n_failed; i++)
-    st = mdl_driver_kill_slot(d, failed[i], "failed the TEST phase", err);
+    st = mdl_driver_kill_slot(d, failed[i], why[i], err);
   free(failed);
+  free(why);
   if (st != MDL_OK || total_batches == 0) {
     for (int k = 0; k < n_out; k++) {
       free(out[k].name);
@@ -441,6 +522,11 @@ static mdl_status init_model(driver *d, char **devices, mdl_error *err) {
       d->s[i].recv = mdl_rpc_buffer_alloc(d->n_params * sizeof(float));
       if (!d->s[i].recv) st = mdl_errorf(err, MDL_ERR_NOMEM, "reply buffers");
     }
+  }
+  /* what one iteration or test batch can take: bounds on workers' reports */
+  if (st == MDL_OK) {
+    d->train_batch = mdl_trainer_batch_samples(d->model, CAFFE__PHASE__TRAIN);
+    d->test_batch = mdl_trainer_batch_samples(d->model, CAFFE__PHASE__TEST);
   }
   return st;
 }

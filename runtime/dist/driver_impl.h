@@ -63,6 +63,8 @@ typedef struct driver {
   size_t n_all_train, n_all_test;
   int iter, round, max_iter, tau, test_interval, snapshot_rounds, rounds_here;
   int round_timeout_ms, setup_timeout_ms;
+  /* samples one iteration / one test batch takes on a worker (0: unknown) */
+  uint64_t train_batch, test_batch;
   char snapshot_path[1024];
   volatile sig_atomic_t *abort;
   mdl_driver_result *res;

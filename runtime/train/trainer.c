@@ -32,8 +32,9 @@ const mdl_trainer_i *mdl_trainer_find(const mdl_trainer_table *table, const char
   return NULL;
 }
 
-mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const mdl_trainer_opts *o,
-                           mdl_trainer **out, mdl_error *err) {
+mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name,
+                           const Memdl__Plan *plan, const mdl_trainer_opts *o, mdl_trainer **out,
+                           mdl_error *err) {
   *out = NULL;
   const mdl_trainer_i *b = mdl_trainer_find(table, name, err);
   if (!b) return MDL_ERR_INVALID;
@@ -94,6 +95,15 @@ mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len,
   return t->iface->set_state(t->ctx, buf, len, err);
 }
 
+uint64_t mdl_trainer_batch_samples(const mdl_trainer *t, Caffe__Phase phase) {
+  return t->iface->batch_samples ? t->iface->batch_samples(t->ctx, phase) : 0;
+}
+
+bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const char *name,
+                              double *lo, double *hi) {
+  return t->iface->output_range && t->iface->output_range(t->ctx, phase, name, lo, hi);
+}
+
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err) {
   return t->iface->save ? t->iface->save(t->ctx, w, path, err) : MDL_OK;
 }
@@ -102,9 +112,10 @@ bool mdl_trainer_can_save(const mdl_trainer *t) {
   return t->iface->save != NULL;
 }
 
-mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const char *base_dir,
-                                int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
-                                size_t *n, mdl_error *err) {
+mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name,
+                                const Memdl__Plan *plan, const char *base_dir, int num_workers,
+                                Caffe__Phase phase, Memdl__PartitionLineage ***out, size_t *n,
+                                mdl_error *err) {
   *out = NULL;
   *n = 0;
   const mdl_trainer_i *b = mdl_trainer_find(table, name, err);
