@@ -117,8 +117,10 @@ static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_err
                       d->snapshot_path, k, (unsigned long long)seed, d->k,
                       (unsigned long long)d->seed);
   }
+  /* unsigned in the file: compared unsigned, so 2^31 and above cannot
+   * become a negative iteration */
   if (s->weights.len != d->n_params * sizeof(float) || s->n_worker != (size_t)d->k ||
-      (int)s->iter > d->max_iter) {
+      s->iter > (uint32_t)d->max_iter || s->round > s->iter) {
     mdl_pb_free(s);
     return mdl_errorf(err, MDL_ERR_INVALID, "%s does not match the model", d->snapshot_path);
   }
