@@ -390,3 +390,66 @@ Test(hostile, a_worker_reporting_a_nan_loss_is_removed) {
 Test(hostile, a_worker_reporting_an_accuracy_above_1_is_removed) {
   run_with_a_liar("accuracy", "output accuracy sums to");
 }
+
+/* --- refused calls do not keep a worker alive -------------------------------- */
+
+typedef struct knocker {
+  const char *addr;
+  volatile int stop;
+  int refused;
+} knocker;
+
+/* Calls with a wrong token every 50 ms until told to stop (or 5 s). */
+static void *knock(void *arg) {
+  knocker *k = arg;
+  mdl_rpc_channel_opts co = {.sec = {.token = "not-the-token-0123456789", .token_len = 24}};
+  mdl_rpc_channel *ch;
+  mdl_error err;
+  if (mdl_rpc_channel_new(k->addr, &co, &ch, &err) != MDL_OK) return NULL;
+  Memdl__StateRequest req = MEMDL__STATE_REQUEST__INIT;
+  double t0 = mdl_rpc_now();
+  while (!k->stop && mdl_rpc_now() - t0 < 5.0) {
+    mdl_rpc_call c;
+    memset(&c, 0, sizeof c);
+    c.ch = ch;
+    c.method = MDL_WORKER_STATE;
+    c.req.msg = &req.base;
+    c.reply_spec.desc = &memdl__state_reply__descriptor;
+    c.reply_spec.max_bytes = 1 << 20;
+    if (mdl_rpc_call_all(&c, 1, 1000, NULL, &err) == MDL_OK && c.code == MDL_RPC_UNAUTHENTICATED)
+      k->refused++;
+    mdl_rpc_calls_clear(&c, 1);
+    usleep(50000);
+  }
+  mdl_rpc_channel_free(ch);
+  return NULL;
+}
+
+Test(hostile, refused_calls_do_not_reset_the_workers_idle_timer) {
+  mdl_rpc_init();
+  thr_worker t;
+  start_worker(&t, (mdl_worker_opts){.listen = "127.0.0.1:0",
+                                     .sec = {.token = TOKEN, .token_len = strlen(TOKEN)},
+                                     .driver_timeout_ms = 600});
+  mdl_rpc_channel *ch = channel(t.addr, TOKEN);
+  setup_msg m;
+  setup_init(&m);
+  char detail[512];
+  cr_assert_eq(call1(ch, MDL_WORKER_SETUP, &m.req.base, &memdl__setup_reply__descriptor, detail),
+               MDL_RPC_OK, "%s", detail);
+  double t0 = mdl_rpc_now();
+  knocker k = {.addr = t.addr};
+  pthread_t th;
+  pthread_create(&th, NULL, knock, &k);
+  pthread_join(t.th, NULL); /* the worker's own loop ends by itself */
+  double waited = mdl_rpc_now() - t0;
+  k.stop = 1;
+  pthread_join(th, NULL);
+  cr_assert_str_eq(t.reason, "driver gone");
+  cr_assert(k.refused > 0, "the knocks never reached the worker");
+  cr_assert(waited < 2.5, "refused calls kept the worker alive for %.1f s", waited);
+  mdl_worker_free(t.w);
+  setup_free(&m);
+  mdl_rpc_channel_free(ch);
+  mdl_rpc_shutdown();
+}

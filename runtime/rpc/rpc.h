@@ -186,7 +186,8 @@ typedef struct mdl_rpc_server_opts {
   /* Smallest client ping interval tolerated (ms); <= the clients' keepalive. */
   int min_ping_interval_ms;
   /* Once a call has succeeded, mdl_rpc_server_run returns after this long
-   * without any call (0: never): a worker whose driver is gone exits. */
+   * without any call that passed the token check (0: never): a worker whose
+   * driver is gone exits, whoever else keeps knocking. */
   int idle_timeout_ms;
   FILE *log; /* refusals and warnings; NULL: stderr */
 } mdl_rpc_server_opts;

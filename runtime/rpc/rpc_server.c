@@ -38,6 +38,9 @@ struct mdl_rpc_call_ctx {
   int cancelled_recv; /* RECV_CLOSE_ON_SERVER's output */
   volatile int cancelled;
   bool close_started, close_done, sent_done, has_thread, stop_server;
+  /* passed the token check: only such calls count as activity for the idle
+   * timeout, or anyone could keep a worker whose driver is gone alive */
+  bool authed;
   /* A streamed call ("memdl-stream" metadata): chunks follow the request;
    * the reply's bulk streams too from reply_min bytes, in chunk-byte pieces. */
   bool stream;
@@ -222,7 +225,7 @@ static void call_release(mdl_rpc_call_ctx *c) {
   if (c->has_thread) pthread_join(c->thread, NULL);
   if (c->call) {
     s->active--;
-    s->last_activity = mdl_rpc_now();
+    if (c->authed) s->last_activity = mdl_rpc_now();
     if (c->code == MDL_RPC_OK && c->m) s->armed = true;
     if (c->stop_server && c->code == MDL_RPC_OK) s->stop_flag = 1;
     grpc_call_unref(c->call);
@@ -426,7 +429,6 @@ static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
     return;
   }
   s->active++;
-  s->last_activity = mdl_rpc_now();
   if (!s->stop_flag && !atomic_load(&s->handler_stop)) request_next(s);
   c->peer = grpc_call_get_peer(c->call);
 
@@ -454,6 +456,8 @@ static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
       return;
     }
   }
+  c->authed = true;
+  s->last_activity = mdl_rpc_now();
   for (size_t i = 0; i < c->md.count; i++)
     if (!grpc_slice_str_cmp(c->md.metadata[i].key, STREAM_KEY) &&
         !parse_stream_md(c, &c->md.metadata[i].value)) {
