@@ -6,7 +6,7 @@
  *   grpc: the weights inside the messages (Unix sockets; what remote
  *         workers and `--no-shm` use), decoded straight into reused buffers;
  *         one message per way below 8 MiB, a stream of chunks above
- *         (runtime/rpc/rpc.c; MDL_RPC_STREAM_MIN=0 forces one message,
+ *         (runtime/rpc/rpc_codec.c; MDL_RPC_STREAM_MIN=0 forces one message,
  *         MDL_RPC_STREAM_MIN=1 streams all, MDL_RPC_CHUNK sets the chunk);
  *   shm:  `--workers local:K`'s default: the messages carry only control,
  *         the weights sit in a shared file in the private directory (region

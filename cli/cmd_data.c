@@ -300,18 +300,12 @@ int mdl_cmd_data(int argc, char **argv) {
   mdl_job *job = NULL;
   char *base_dir = NULL;
   if (kind == MDL_KIND_AUTO || kind == MDL_KIND_JOB) {
+    /* read as check/compile/run read it, so a directory, a missing file or
+     * an unreadable one gets the same answer everywhere */
     char *text = NULL;
     size_t len = 0;
-    FILE *f = fopen(file, "rb");
-    if (f) {
-      fseek(f, 0, SEEK_END);
-      long n = ftell(f);
-      fseek(f, 0, SEEK_SET);
-      text = mdl_xmalloc(n > 0 ? (size_t)n : 1);
-      len = fread(text, 1, n > 0 ? (size_t)n : 0, f);
-      fclose(f);
-      if (kind == MDL_KIND_AUTO) kind = mdl_detect_kind(text, len);
-    }
+    if (mdl_file_read(file, &text, &len, &err) != MDL_OK) return fail(&err);
+    if (kind == MDL_KIND_AUTO) kind = mdl_detect_kind(text, len);
     free(text);
   }
   if (kind == MDL_KIND_JOB) {

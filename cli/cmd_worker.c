@@ -28,7 +28,11 @@ static const char USAGE[] =
     "  --token-file FILE   shared token every call must carry (file mode 600)\n"
     "  --tls-cert/--tls-key  serve TLS with this certificate and key (PEM)\n"
     "  --tls-ca FILE       CA for client certificates (with --require-client-cert)\n"
-    "  --insecure          allow plain TCP on a non-loopback address (warns)\n"
+    "  --insecure          serve without a token or client certificates on TCP or\n"
+    "                      unix-abstract addresses, and plain TCP on a non-loopback\n"
+    "                      address (warns); without it such a worker refuses to start\n"
+    "  --shm-dir DIR       (set by the local launcher) its private folder, the only\n"
+    "                      place shared weights may be mapped from\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid usage\n";
 
 static mdl_worker *volatile g_worker;
@@ -87,6 +91,8 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
       i++;
     } else if (!strcmp(a, "--token-file")) {
       token_file = v, i++;
+    } else if (!strcmp(a, "--shm-dir")) {
+      o.shm_dir = v, i++;
     } else if (!strcmp(a, "--tls-cert")) {
       o.sec.tls_cert = v, i++;
     } else if (!strcmp(a, "--tls-key")) {

@@ -67,8 +67,12 @@ Test(blob_proto, double_data_and_count_errors) {
 
 /* ---- solver state ---- */
 
-static mdl_solver *adam(void) {
+static mdl_solver *adam_max(int max_iter) {
   Caffe__SolverParameter sp = CAFFE__SOLVER_PARAMETER__INIT;
+  if (max_iter > 0) {
+    sp.has_max_iter = 1;
+    sp.max_iter = max_iter;
+  }
   sp.type = "Adam";
   sp.lr_policy = "multistep";
   int steps[1] = {1};
@@ -84,6 +88,10 @@ static mdl_solver *adam(void) {
   mdl_error err;
   cr_assert_eq(mdl_solver_new(mdl_cpu_backend(), &sp, b, 2, 8, &s, &err), MDL_OK, "%s", err.msg);
   return s;
+}
+
+static mdl_solver *adam(void) {
+  return adam_max(0);
 }
 
 Test(solverstate, round_trip_with_seed) {
@@ -324,4 +332,48 @@ Test(blob_proto, shape_count_overflow_and_negative_axes) {
   cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), -1);
   dims[0] = 4;
   cr_assert_eq(mdl_blob_proto_shape(&b, &n, dim), 24);
+}
+
+/* A state saved by adam() with its iteration replaced (a forged or damaged
+ * file). */
+static void write_state_at(const char *path, int iter) {
+  mdl_solver *s = adam();
+  mdl_error err;
+  cr_assert_eq(mdl_solverstate_save(s, "m.caffemodel", 1, path, &err), MDL_OK, "%s", err.msg);
+  mdl_solver_free(s);
+  size_t len;
+  uint8_t *buf = tu_read(path, &len);
+  Caffe__SolverState *ss = caffe__solver_state__unpack(NULL, len, buf);
+  cr_assert_not_null(ss);
+  ss->iter = iter;
+  size_t n = caffe__solver_state__get_packed_size(ss);
+  uint8_t *out = malloc(n);
+  caffe__solver_state__pack(ss, out);
+  tu_write(path, out, n);
+  free(out);
+  free(buf);
+  caffe__solver_state__free_unpacked(ss, NULL);
+}
+
+Test(solverstate, iteration_outside_the_solvers_schedule_is_refused) {
+  const char *path = tu_scratch_path("forged.solverstate");
+  int bad[] = {-5, 10, 2147483647};
+  const char *says[] = {"not a position", "nothing left to train", "nothing left to train"};
+  for (int i = 0; i < 3; i++) {
+    write_state_at(path, bad[i]);
+    mdl_solver *r = adam_max(10);
+    mdl_error err;
+    cr_assert_eq(mdl_solverstate_load(path, r, NULL, NULL, NULL, &err), MDL_ERR_INVALID,
+                 "iter %d accepted", bad[i]);
+    cr_assert(strstr(err.msg, says[i]) && strstr(err.msg, path), "%s", err.msg);
+    cr_assert_eq(mdl_solver_iter(r), 0, "the solver moved");
+    mdl_solver_free(r);
+  }
+  write_state_at(path, 9);
+  mdl_solver *r = adam_max(10);
+  mdl_error err;
+  cr_assert_eq(mdl_solverstate_load(path, r, NULL, NULL, NULL, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_solver_iter(r), 9);
+  mdl_solver_free(r);
+  unlink(path);
 }

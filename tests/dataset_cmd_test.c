@@ -188,3 +188,18 @@ Test(cmd_data, fashion_mnist_job_counts, .timeout = 60) {
   free(out);
   free(err);
 }
+
+Test(cmd_data, a_directory_is_the_same_clear_error_as_for_check) {
+  need_data_command();
+  char *out, *err;
+  cr_assert_eq(run(&out, &err, tu_dir, NULL), 2, "%s", err);
+  has(err, "Is a directory");
+  has(err, tu_dir);
+  free(out);
+  free(err);
+  const char *argv[] = {"check", tu_dir, NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 60);
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "Is a directory"), "%s", r.err);
+  mdl_run_result_free(&r);
+}

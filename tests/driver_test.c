@@ -23,6 +23,7 @@
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
+#include "runtime/dist/cluster_env.h"
 #include "runtime/dist/driver.h"
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/worker.h"
@@ -230,11 +231,12 @@ static void *worker_thread(void *arg) {
 }
 
 static void start_thr_worker(thr_worker *t, const char *token, int driver_timeout_ms) {
-  mdl_worker_opts wo = {.listen = "127.0.0.1:0",
-                        .trainers = &DT_TRAINERS,
-                        .sec = {.token = token, .token_len = token ? strlen(token) : 0},
-                        .driver_timeout_ms = driver_timeout_ms,
-                        .log = stderr};
+  mdl_worker_opts wo = {
+      .listen = "127.0.0.1:0",
+      .trainers = &DT_TRAINERS,
+      .sec = {.token = token, .token_len = token ? strlen(token) : 0, .insecure = !token},
+      .driver_timeout_ms = driver_timeout_ms,
+      .log = stderr};
   mdl_error err;
   cr_assert_eq(mdl_worker_new(&wo, &t->w, &err), MDL_OK, "%s", err.msg);
   snprintf(t->addr, sizeof t->addr, "127.0.0.1:%d", mdl_worker_port(t->w));

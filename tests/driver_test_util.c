@@ -16,8 +16,9 @@ const char *const DT_UNSET_ENV[2] = {"BXFI_MAP", NULL};
  * main is linked into the test binary itself (linkstatic in tests/BUILD) and
  * is a full function: Criterion's sandbox (BoxFort) patches a 16-byte jump
  * over the start of the executable's main in every test process. */
-static const mdl_trainer_i *const test_trainers[] = {&mdl_trainer_net, &mdl_trainer_linear};
-const mdl_trainer_table DT_TRAINERS = {test_trainers, 2};
+static const mdl_trainer_i *const test_trainers[] = {&mdl_trainer_net, &mdl_trainer_linear,
+                                                     &mdl_trainer_liar};
+const mdl_trainer_table DT_TRAINERS = {test_trainers, 3};
 
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--mdl-worker"))

@@ -14,7 +14,10 @@
 /* The least-squares trainer of tests/trainer_linear.c: test scaffolding,
  * never linked into memdl. */
 extern const mdl_trainer_i mdl_trainer_linear;
-/* The trainers these binaries offer: "net" and "linear". */
+/* "linear" whose worker 1 misreports what $MDL_TEST_LIE names
+ * (tests/trainer_liar.c). */
+extern const mdl_trainer_i mdl_trainer_liar;
+/* The trainers these binaries offer: "net", "linear" and "liar". */
 extern const mdl_trainer_table DT_TRAINERS;
 
 /* The arguments that make the test binary a worker: {"--mdl-worker"}. */

@@ -439,6 +439,20 @@ static mdl_status lin_set_state(void *ctx, const uint8_t *buf, size_t len, mdl_e
   return MDL_OK;
 }
 
+static uint64_t lin_batch_samples(void *ctx, Caffe__Phase phase) {
+  lin_set *s = phase_set(ctx, phase);
+  return s ? s->batch : 0;
+}
+
+/* The loss is a mean squared half-error: never negative. */
+static bool lin_output_range(void *ctx, Caffe__Phase phase, const char *name, double *lo,
+                             double *hi) {
+  if (strcmp(name, "loss")) return false;
+  *lo = 0;
+  *hi = INFINITY;
+  return true;
+}
+
 const mdl_trainer_i mdl_trainer_linear = {
     .name = "linear",
     .lineages = lin_lineages,
@@ -453,4 +467,6 @@ const mdl_trainer_i mdl_trainer_linear = {
     .test = lin_test,
     .get_state = lin_get_state,
     .set_state = lin_set_state,
+    .batch_samples = lin_batch_samples,
+    .output_range = lin_output_range,
 };

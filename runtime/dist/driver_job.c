@@ -11,10 +11,10 @@
 #include "compiler/plan.h"
 #include "compiler/tuner.h"
 #include "runtime/data/dataset_resolver.h"
+#include "runtime/dist/cluster_env.h"
 #include "runtime/dist/driver.h"
-#include "runtime/dist/launcher.h"
-#include "runtime/rpc/rpc.h"
 #include "runtime/dist/worker.h"
+#include "runtime/rpc/rpc.h"
 
 static bool names_workers(const mdl_job *job, const mdl_driver_opts *opts) {
   const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;

@@ -39,6 +39,7 @@ struct mdl_worker {
   uint8_t *shm;
   size_t shm_len;
   float *shm_in, *shm_out;
+  int shm_dirfd; /* the launcher's private folder (-1: shared memory refused) */
 
   /* reply storage, valid until the next reply */
   Memdl__SetupReply setup_reply;
@@ -82,25 +83,61 @@ static void teardown(mdl_worker *w) {
   w->session = 0;
 }
 
-/* Maps the driver's weights file: our own user's regular file of exactly
- * (workers + 1) regions, each large enough for the weights. */
-static mdl_status map_shm(mdl_worker *w, const char *path, uint64_t stride, uint32_t workers,
-                          uint32_t index, size_t n_params, mdl_error *err) {
-  if (path[0] != '/')
-    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: \"%s\" is not absolute", path);
+/* Opens the driver's weights file for a Setup that arrived on call: only
+ * for a worker the local launcher started, only over its Unix socket, and
+ * only a file directly inside the launcher's private folder, opened
+ * through that folder's descriptor without following links. Anything else
+ * could make this worker map and overwrite a file of the caller's
+ * choosing with this process's rights. */
+static mdl_status open_shm(mdl_worker *w, mdl_rpc_call_ctx *call, const char *path, int *fd_out,
+                           mdl_error *err) {
+  *fd_out = -1;
+  if (w->shm_dirfd < 0)
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights refused: this worker was not started by the local "
+                      "launcher (weights must travel in the messages)");
+  const char *peer = mdl_rpc_call_peer(call);
+  if (strncmp(peer, "unix:", 5))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights refused over %s: only for calls on the launcher's Unix "
+                      "socket",
+                      peer);
+  size_t dl = strlen(w->o.shm_dir);
+  const char *name = path + dl + 1;
+  if (strncmp(path, w->o.shm_dir, dl) || path[dl] != '/' || !name[0] || strchr(name, '/') ||
+      !strcmp(name, ".") || !strcmp(name, ".."))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights %s: not a file directly in the launcher's folder %s", path,
+                      w->o.shm_dir);
+  struct stat ds;
+  if (fstat(w->shm_dirfd, &ds) != 0 || ds.st_uid != geteuid() || (ds.st_mode & 077))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "shared weights: the folder %s is no longer ours with mode 0700",
+                      w->o.shm_dir);
+  int fd = openat(w->shm_dirfd, name, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights %s: %s", path, strerror(errno));
+  *fd_out = fd;
+  return MDL_OK;
+}
+
+/* Maps the driver's weights file: our own user's private regular file of
+ * exactly (workers + 1) regions, each large enough for the weights. */
+static mdl_status map_shm(mdl_worker *w, mdl_rpc_call_ctx *call, const char *path, uint64_t stride,
+                          uint32_t workers, uint32_t index, size_t n_params, mdl_error *err) {
   if (stride < n_params * sizeof(float) || stride % 64 || stride > ((uint64_t)1 << 40))
     return mdl_errorf(err, MDL_ERR_INVALID, "shared weights: region of %llu bytes for %zu floats",
                       (unsigned long long)stride, n_params);
-  int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0)
-    return mdl_errorf(err, MDL_ERR_INVALID, "shared weights %s: %s", path, strerror(errno));
+  int fd;
+  mdl_status s = open_shm(w, call, path, &fd, err);
+  if (s != MDL_OK) return s;
   struct stat st;
   uint64_t want = stride * ((uint64_t)workers + 1);
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-      (uint64_t)st.st_size != want) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) ||
+      st.st_nlink != 1 || (uint64_t)st.st_size != want) {
     close(fd);
     return mdl_errorf(err, MDL_ERR_INVALID,
-                      "shared weights %s: not our own regular file of %llu bytes", path,
+                      "shared weights %s: not our own private regular file of %llu bytes", path,
                       (unsigned long long)want);
   }
   void *p = mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -204,7 +241,7 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     if (!a || !b) st = mdl_errorf(err, MDL_ERR_NOMEM, "weights: %zu floats do not fit", n);
   }
   if (st == MDL_OK && r->shm_path && r->shm_path[0])
-    st = map_shm(w, r->shm_path, r->shm_stride, r->num_workers, r->worker_index, n, err);
+    st = map_shm(w, call, r->shm_path, r->shm_stride, r->num_workers, r->worker_index, n, err);
   if (st != MDL_OK) {
     if (w->shm) munmap(w->shm, w->shm_len);
     w->shm = NULL;
@@ -428,13 +465,49 @@ static const mdl_rpc_method METHODS[] = {
      on_shutdown},
 };
 
+/* The launcher's private folder, kept open: shared-memory files are opened
+ * relative to it, so renaming or replacing the path later changes nothing. */
+static mdl_status open_private_dir(const char *listen, const char *dir, int *fd_out,
+                                   mdl_error *err) {
+  *fd_out = -1;
+  if (strncmp(listen, "unix:", 5))
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "worker: --shm-dir is for workers on the launcher's unix:/path socket, not "
+                      "%s",
+                      listen);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "worker: --shm-dir %s: %s", dir, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
+    close(fd);
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "worker: --shm-dir %s must be our own folder with mode 0700", dir);
+  }
+  *fd_out = fd;
+  return MDL_OK;
+}
+
 mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error *err) {
   *out = NULL;
   if (!o->listen) return mdl_errorf(err, MDL_ERR_INVALID, "worker: no address to listen on");
+  FILE *log = o->log ? o->log : stderr;
+  mdl_status st = mdl_rpc_check_server_auth(o->listen, &o->sec, log, err);
+  if (st != MDL_OK) {
+    mdl_error_prefix(err, "worker: ");
+    return st;
+  }
+  int dirfd = -1;
+  if (o->shm_dir) {
+    st = open_private_dir(o->listen, o->shm_dir, &dirfd, err);
+    if (st != MDL_OK) return st;
+  }
   mdl_worker *w = mdl_xcalloc(1, sizeof *w);
   w->o = *o;
   w->o.listen = mdl_xstrdup(o->listen);
-  w->log = o->log ? o->log : stderr;
+  w->o.shm_dir = o->shm_dir ? mdl_xstrdup(o->shm_dir) : NULL;
+  w->shm_dirfd = dirfd;
+  w->log = log;
   w->out_pin = mdl_rpc_pin_new();
   if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
   mdl_rpc_server_opts so = {
@@ -446,7 +519,7 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
       .min_ping_interval_ms = o->min_ping_interval_ms,
       .idle_timeout_ms = o->driver_timeout_ms > 0 ? o->driver_timeout_ms : 600000,
       .log = w->log};
-  mdl_status st = mdl_rpc_server_new(o->listen, &so, &w->srv, err);
+  st = mdl_rpc_server_new(o->listen, &so, &w->srv, err);
   if (st != MDL_OK) {
     mdl_error_prefix(err, "worker: ");
     mdl_worker_free(w);
@@ -479,6 +552,8 @@ void mdl_worker_free(mdl_worker *w) {
   free(w->outs);
   free(w->out_ptrs);
   free((char *)w->o.listen);
+  free((char *)w->o.shm_dir);
+  if (w->shm_dirfd >= 0) close(w->shm_dirfd);
   free(w);
 }
 

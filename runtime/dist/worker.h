@@ -36,14 +36,21 @@ typedef struct mdl_worker_opts {
   int driver_timeout_ms;
   int min_ping_interval_ms; /* smallest keepalive interval accepted (0: 100) */
   FILE *log;                /* NULL: stderr */
+  /* Set by the local launcher only: its private folder (ours, mode 0700),
+   * the one place a Setup's shm_path may name a file in. NULL: shared
+   * memory is refused. Needs a "unix:/path" listen address. */
+  const char *shm_dir;
   /* Trainers a driver may name (NULL: the product's, "net" only). */
   const mdl_trainer_table *trainers;
 } mdl_worker_opts;
 
 typedef struct mdl_worker mdl_worker;
 
-/* Binds the listening address (refusing plain TCP on a non-loopback address
- * without sec.insecure). On success *out is the caller's (mdl_worker_free). */
+/* Binds the listening address. Refuses plain TCP on a non-loopback address
+ * without sec.insecure, and a TCP or abstract-socket address without a
+ * token or required client certificates unless sec.insecure (then warns):
+ * otherwise any local user could drive it. On success *out is the caller's
+ * (mdl_worker_free). */
 mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error *err);
 
 /* The TCP port bound (0 for Unix sockets). */

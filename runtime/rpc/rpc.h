@@ -4,7 +4,8 @@
  * at once, the shared token, TLS, and messages whose big `bytes` field (the
  * weights) travels outside protobuf-c, straight between the caller's buffers
  * and gRPC's slices: in the message itself (unary) or, when it is big, as a
- * stream of chunks on the same call (memdl.BulkChunk, see rpc.c for the rule
+ * stream of chunks on the same call (memdl.BulkChunk, see rpc_codec.c for
+ * the rule
  * and its figures). Handlers see the same request either way. Knows nothing
  * of training. */
 #ifndef MDL_RUNTIME_RPC_H
@@ -76,6 +77,18 @@ bool mdl_rpc_addr_is_loopback(const char *addr);
  * insecure set (then warns on log). MDL_ERR_INVALID otherwise. */
 mdl_status mdl_rpc_check_transport(const char *addr, const mdl_rpc_security *sec, FILE *log,
                                    mdl_error *err);
+
+/* Whether addr can be reached by other users of the machine whatever the
+ * file modes say: TCP (loopback included) and "unix-abstract:"; not
+ * "unix:/path". */
+bool mdl_rpc_addr_is_shared(const char *addr);
+
+/* Checks that a server on addr authenticates its callers: a path socket
+ * (its folder's mode does), a token, or TLS requiring client certificates;
+ * else only with sec.insecure (then warns on log, saying there is no
+ * authentication). MDL_ERR_INVALID otherwise, saying what to give. */
+mdl_status mdl_rpc_check_server_auth(const char *addr, const mdl_rpc_security *sec, FILE *log,
+                                     mdl_error *err);
 
 /* --- messages ------------------------------------------------------------ */
 
@@ -173,7 +186,8 @@ typedef struct mdl_rpc_server_opts {
   /* Smallest client ping interval tolerated (ms); <= the clients' keepalive. */
   int min_ping_interval_ms;
   /* Once a call has succeeded, mdl_rpc_server_run returns after this long
-   * without any call (0: never): a worker whose driver is gone exits. */
+   * without any call that passed the token check (0: never): a worker whose
+   * driver is gone exits, whoever else keeps knocking. */
   int idle_timeout_ms;
   FILE *log; /* refusals and warnings; NULL: stderr */
 } mdl_rpc_server_opts;
@@ -242,7 +256,7 @@ typedef struct mdl_rpc_call {
   mdl_rpc_out req;
   mdl_rpc_in_spec reply_spec;
   bool wait_for_ready; /* wait for a starting server instead of failing at once */
-  /* 0: the bulk streams in chunks when it is big (rpc.c's rule), and the
+  /* 0: the bulk streams in chunks when it is big (rpc_codec.c's rule), and the
    * reply's too; 1: always stream (both ways); -1: never. */
   int stream;
   /* out */

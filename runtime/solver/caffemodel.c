@@ -380,6 +380,23 @@ mdl_status mdl_solverstate_load(const char *path, mdl_solver *s, char **learned_
     return st;
   }
   free(buf);
+  /* a state from outside the schedule would train a negative count of
+   * iterations or none at all (and write no weights): say so instead */
+  int max_iter = mdl_solver_cfg(s)->max_iter;
+  if (ss->iter < 0 || ss->current_step < 0 || (max_iter > 0 && ss->iter >= max_iter)) {
+    if (ss->iter >= 0 && ss->current_step >= 0)
+      st = mdl_errorf(err, MDL_ERR_INVALID,
+                      "%s: iteration %d, and the solver's max_iter is %d: nothing left to "
+                      "train (raise max_iter to continue)",
+                      path, ss->iter, max_iter);
+    else
+      st = mdl_errorf(err, MDL_ERR_INVALID,
+                      "%s: iteration %d, step %d: not a position in any schedule (damaged or "
+                      "forged state)",
+                      path, ss->iter, ss->current_step);
+    caffe__solver_state__free_unpacked(ss, NULL);
+    return st;
+  }
   int nb = mdl_solver_n_blobs(s), sets = mdl_solver_history_sets(s);
   const mdl_solver_blob *blobs = mdl_solver_blobs(s);
   if ((int)ss->n_history != nb * sets) {

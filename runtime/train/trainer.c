@@ -95,6 +95,15 @@ mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len,
   return t->iface->set_state(t->ctx, buf, len, err);
 }
 
+uint64_t mdl_trainer_batch_samples(const mdl_trainer *t, Caffe__Phase phase) {
+  return t->iface->batch_samples ? t->iface->batch_samples(t->ctx, phase) : 0;
+}
+
+bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const char *name,
+                              double *lo, double *hi) {
+  return t->iface->output_range && t->iface->output_range(t->ctx, phase, name, lo, hi);
+}
+
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err) {
   return t->iface->save ? t->iface->save(t->ctx, w, path, err) : MDL_OK;
 }

@@ -69,6 +69,14 @@ typedef struct mdl_trainer_i {
   mdl_status (*set_state)(void *ctx, const uint8_t *buf, size_t len, mdl_error *err);
   /* Writes weights w as the backend's model file (NULL: it has none). */
   mdl_status (*save)(void *ctx, const float *w, const char *path, mdl_error *err);
+  /* Optional (NULL: unknown). The samples one solver iteration (TRAIN) or
+   * one test batch (TEST) takes on one worker; 0: unknown. The driver
+   * bounds what workers report by it. */
+  uint64_t (*batch_samples)(void *ctx, Caffe__Phase phase);
+  /* Optional (NULL: none known). Whether the scalar output `name` of the
+   * phase lies in [*lo, *hi] for every iteration or batch (an accuracy's
+   * [0, 1]), so sums over n of them lie in [n lo, n hi]. */
+  bool (*output_range)(void *ctx, Caffe__Phase phase, const char *name, double *lo, double *hi);
 } mdl_trainer_i;
 
 typedef struct mdl_trainer {
@@ -92,8 +100,9 @@ const mdl_trainer_i *mdl_trainer_find(const mdl_trainer_table *table, const char
 
 /* A trainer of the named backend for plan (no partitions yet). On success
  * *out is the caller's (mdl_trainer_free); on failure *out is NULL. */
-mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const mdl_trainer_opts *o,
-                           mdl_trainer **out, mdl_error *err);
+mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name,
+                           const Memdl__Plan *plan, const mdl_trainer_opts *o, mdl_trainer **out,
+                           mdl_error *err);
 void mdl_trainer_free(mdl_trainer *t);
 
 size_t mdl_trainer_param_count(const mdl_trainer *t);
@@ -127,14 +136,21 @@ mdl_status mdl_trainer_test(mdl_trainer *t, int test_net, int batches, const flo
 mdl_status mdl_trainer_get_state(mdl_trainer *t, uint8_t **buf, size_t *len, mdl_error *err);
 mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len, mdl_error *err);
 
+/* See mdl_trainer_i.batch_samples and output_range: 0 and false when the
+ * backend does not say. */
+uint64_t mdl_trainer_batch_samples(const mdl_trainer *t, Caffe__Phase phase);
+bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const char *name,
+                              double *lo, double *hi);
+
 /* Writes w as a model file (.caffemodel for "net"). MDL_OK without writing
  * anything for backends that have no file format. */
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err);
 bool mdl_trainer_can_save(const mdl_trainer *t);
 
-mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name, const Memdl__Plan *plan, const char *base_dir,
-                                int num_workers, Caffe__Phase phase, Memdl__PartitionLineage ***out,
-                                size_t *n, mdl_error *err);
+mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name,
+                                const Memdl__Plan *plan, const char *base_dir, int num_workers,
+                                Caffe__Phase phase, Memdl__PartitionLineage ***out, size_t *n,
+                                mdl_error *err);
 void mdl_trainer_lineages_free(Memdl__PartitionLineage **l, size_t n);
 
 /* Frees the outputs of stats and zeroes it. */

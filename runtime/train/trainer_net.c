@@ -530,6 +530,40 @@ static mdl_status net_save(void *ctx, const float *w, const char *path, mdl_erro
   return mdl_caffemodel_save(t->train.net, path, err);
 }
 
+static uint64_t net_batch_samples(void *ctx, Caffe__Phase phase) {
+  netr *t = ctx;
+  if (phase == CAFFE__PHASE__TRAIN) {
+    const mdl_solver_config *cfg = mdl_solver_cfg(t->solver);
+    int iter_size = cfg->iter_size > 0 ? cfg->iter_size : 1;
+    return t->train.src_layer >= 0 ? (uint64_t)t->train.batch * (uint64_t)iter_size : 0;
+  }
+  uint64_t most = 0;
+  for (int i = 0; i < t->n_tests; i++)
+    if (t->tests[i].src_layer >= 0 && (uint64_t)t->tests[i].batch > most)
+      most = (uint64_t)t->tests[i].batch;
+  return most;
+}
+
+/* Accuracy layers' first top is a fraction of the batch: [0, 1]. */
+static bool net_output_range(void *ctx, Caffe__Phase phase, const char *name, double *lo,
+                             double *hi) {
+  netr *t = ctx;
+  int n = phase == CAFFE__PHASE__TRAIN ? 1 : t->n_tests;
+  for (int i = 0; i < n; i++) {
+    const phase_run *r = phase == CAFFE__PHASE__TRAIN ? &t->train : &t->tests[i];
+    if (!r->g) continue;
+    for (int l = 0; l < r->g->n_layers; l++) {
+      const mdl_graph_layer *gl = &r->g->layers[l];
+      if (gl->n_top < 1 || !gl->param->type || strcmp(gl->param->type, "Accuracy")) continue;
+      if (strcmp(mdl_net_blob_name(r->net, gl->top[0]), name)) continue;
+      *lo = 0;
+      *hi = 1;
+      return true;
+    }
+  }
+  return false;
+}
+
 const mdl_trainer_i mdl_trainer_net = {
     .name = "net",
     .lineages = net_lineages,
@@ -545,4 +579,6 @@ const mdl_trainer_i mdl_trainer_net = {
     .get_state = net_get_state,
     .set_state = net_set_state,
     .save = net_save,
+    .batch_samples = net_batch_samples,
+    .output_range = net_output_range,
 };

@@ -1,0 +1,298 @@
+/* The Slurm and MPI launch environments (see cluster_env.h): reading their
+ * variables, expanding host lists. Starts nothing. */
+#define _GNU_SOURCE
+#include "runtime/dist/cluster_env.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *env_get(mdl_getenv_fn get, void *ctx, const char *name) {
+  const char *v = get ? get(ctx, name) : getenv(name);
+  return v && v[0] ? v : NULL;
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *out) {
+  if (!s) return false;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return false;
+  *out = (int)v;
+  return true;
+}
+
+static void push_host(char ***hosts, int *n, int *cap, char *h) {
+  if (*n == *cap) {
+    *cap = *cap ? *cap * 2 : 8;
+    *hosts = mdl_xrealloc(*hosts, (size_t)*cap * sizeof **hosts);
+  }
+  (*hosts)[(*n)++] = h;
+}
+
+/* Expands one element ("pre[a-b,c]post...") into hosts. */
+static mdl_status expand_one(const char *pre, size_t pre_len, const char *rest, char ***hosts,
+                             int *n, int *cap, mdl_error *err) {
+  const char *lb = strchr(rest, '[');
+  if (!lb) {
+    size_t rl = strlen(rest);
+    char *h = mdl_xmalloc(pre_len + rl + 1);
+    memcpy(h, pre, pre_len);
+    memcpy(h + pre_len, rest, rl + 1);
+    push_host(hosts, n, cap, h);
+    return MDL_OK;
+  }
+  const char *rb = strchr(lb, ']');
+  if (!rb) return mdl_errorf(err, MDL_ERR_INVALID, "host list: unclosed '[' in \"%s\"", rest);
+  size_t lit = (size_t)(lb - rest);
+  const char *p = lb + 1;
+  while (p < rb) {
+    const char *q = p;
+    while (q < rb && *q != ',') q++;
+    /* p..q is "a" or "a-b" */
+    char item[64];
+    if ((size_t)(q - p) >= sizeof item || q == p)
+      return mdl_errorf(err, MDL_ERR_INVALID, "host list: bad range in \"%s\"", rest);
+    memcpy(item, p, (size_t)(q - p));
+    item[q - p] = 0;
+    char *dash = strchr(item, '-');
+    char *a = item, *b = dash ? dash + 1 : item;
+    if (dash) *dash = 0;
+    int width = (int)strlen(a);
+    char *e1, *e2;
+    long lo = strtol(a, &e1, 10), hi = strtol(b, &e2, 10);
+    if (*e1 || *e2 || !*a || !*b || lo < 0 || hi < lo || hi - lo > 100000)
+      return mdl_errorf(err, MDL_ERR_INVALID, "host list: bad range \"%s\"", item);
+    for (long v = lo; v <= hi; v++) {
+      char num[32];
+      int nl = snprintf(num, sizeof num, "%0*ld", width, v);
+      size_t np = pre_len + lit + (size_t)nl;
+      char *np_buf = mdl_xmalloc(np + 1);
+      memcpy(np_buf, pre, pre_len);
+      memcpy(np_buf + pre_len, rest, lit);
+      memcpy(np_buf + pre_len + lit, num, (size_t)nl);
+      np_buf[np] = 0;
+      mdl_status st = expand_one(np_buf, np, rb + 1, hosts, n, cap, err);
+      free(np_buf);
+      if (st != MDL_OK) return st;
+    }
+    p = q < rb ? q + 1 : q;
+  }
+  return MDL_OK;
+}
+
+mdl_status mdl_slurm_hostlist(const char *list, char ***hosts, int *n, mdl_error *err) {
+  *hosts = NULL;
+  *n = 0;
+  int cap = 0;
+  char *copy = mdl_xstrdup(list);
+  mdl_status st = MDL_OK;
+  char *p = copy;
+  while (*p && st == MDL_OK) {
+    /* a top-level element ends at a comma outside brackets */
+    char *q = p;
+    int depth = 0;
+    while (*q && (depth > 0 || *q != ',')) {
+      if (*q == '[') depth++;
+      if (*q == ']') depth--;
+      q++;
+    }
+    char save = *q;
+    *q = 0;
+    if (*p) st = expand_one("", 0, p, hosts, n, &cap, err);
+    if (!save) break;
+    p = q + 1;
+  }
+  free(copy);
+  if (st == MDL_OK && *n == 0)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "host list \"%s\" is empty", list);
+  if (st != MDL_OK) {
+    for (int i = 0; i < *n; i++) free((*hosts)[i]);
+    free(*hosts);
+    *hosts = NULL;
+    *n = 0;
+  }
+  return st;
+}
+
+mdl_status mdl_slurm_tasks_per_node(const char *spec, int n_nodes, int **counts, mdl_error *err) {
+  *counts = NULL;
+  int *c = mdl_xcalloc((size_t)(n_nodes > 0 ? n_nodes : 1), sizeof *c);
+  int k = 0;
+  const char *p = spec;
+  while (*p) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || v < 1 || v > 100000) goto bad;
+    long rep = 1;
+    p = end;
+    if (*p == '(') {
+      if (p[1] != 'x') goto bad;
+      rep = strtol(p + 2, &end, 10);
+      if (end == p + 2 || *end != ')' || rep < 1) goto bad;
+      p = end + 1;
+    }
+    for (long r = 0; r < rep; r++) {
+      if (k >= n_nodes) goto bad;
+      c[k++] = (int)v;
+    }
+    if (*p == ',')
+      p++;
+    else if (*p)
+      goto bad;
+  }
+  if (k != n_nodes) goto bad;
+  *counts = c;
+  return MDL_OK;
+bad:
+  free(c);
+  return mdl_errorf(err, MDL_ERR_INVALID, "tasks per node \"%s\" does not describe %d nodes", spec,
+                    n_nodes);
+}
+
+void mdl_cluster_env_free(mdl_cluster_env *e) {
+  if (!e) return;
+  for (int i = 0; i < e->n_workers; i++) free(e->workers[i]);
+  free(e->workers);
+  free(e->listen);
+  memset(e, 0, sizeof *e);
+}
+
+static char *host_port(const char *host, int port) {
+  char buf[300];
+  if (strchr(host, ':'))
+    snprintf(buf, sizeof buf, "[%s]:%d", host, port);
+  else
+    snprintf(buf, sizeof buf, "%s:%d", host, port);
+  return mdl_xstrdup(buf);
+}
+
+mdl_status mdl_cluster_env_detect(mdl_getenv_fn get, void *ctx, int base_port, mdl_cluster_env *out,
+                                  mdl_error *err) {
+  memset(out, 0, sizeof *out);
+  const char *port_s = env_get(get, ctx, "MEMDL_PORT");
+  if (port_s && !parse_int(port_s, 1, 65535, &base_port))
+    return mdl_errorf(err, MDL_ERR_INVALID, "MEMDL_PORT=%s is not a port", port_s);
+  if (base_port <= 0) base_port = 7070;
+
+  const char *rank_s = env_get(get, ctx, "OMPI_COMM_WORLD_RANK");
+  const char *size_s = env_get(get, ctx, "OMPI_COMM_WORLD_SIZE");
+  const char *lrank_s = env_get(get, ctx, "OMPI_COMM_WORLD_LOCAL_RANK");
+  const char *lsize_s = env_get(get, ctx, "OMPI_COMM_WORLD_LOCAL_SIZE");
+  mdl_launch_kind kind = MDL_LAUNCH_NONE;
+  if (rank_s && size_s) {
+    kind = MDL_LAUNCH_MPI;
+  } else if ((rank_s = env_get(get, ctx, "PMI_RANK")) && (size_s = env_get(get, ctx, "PMI_SIZE"))) {
+    kind = MDL_LAUNCH_MPI;
+    lrank_s = env_get(get, ctx, "MPI_LOCALRANKID");
+    lsize_s = env_get(get, ctx, "MPI_LOCALNRANKS");
+  } else if ((rank_s = env_get(get, ctx, "SLURM_PROCID")) &&
+             (size_s = env_get(get, ctx, "SLURM_NTASKS"))) {
+    kind = MDL_LAUNCH_SLURM;
+    lrank_s = env_get(get, ctx, "SLURM_LOCALID");
+  } else {
+    return MDL_OK;
+  }
+  int rank, size;
+  if (!parse_int(size_s, 1, 65536, &size) || !parse_int(rank_s, 0, size - 1, &rank))
+    return mdl_errorf(err, MDL_ERR_INVALID, "launcher: rank \"%s\" of size \"%s\" is not valid",
+                      rank_s, size_s);
+  if (size == 1) return MDL_OK;
+  out->kind = kind;
+  out->rank = rank;
+  out->size = size;
+  out->n_workers = size - 1;
+  out->workers = mdl_xcalloc((size_t)size, sizeof *out->workers);
+
+  /* every rank computes everyone's host and local rank the same way */
+  char **host = mdl_xcalloc((size_t)size, sizeof *host);
+  int *local = mdl_xcalloc((size_t)size, sizeof *local);
+  mdl_status st = MDL_OK;
+  if (kind == MDL_LAUNCH_SLURM) {
+    const char *nl = env_get(get, ctx, "SLURM_STEP_NODELIST");
+    const char *tpn = env_get(get, ctx, "SLURM_STEP_TASKS_PER_NODE");
+    if (!nl) nl = env_get(get, ctx, "SLURM_JOB_NODELIST");
+    if (!tpn) tpn = env_get(get, ctx, "SLURM_TASKS_PER_NODE");
+    char **nodes = NULL;
+    int n_nodes = 0, *counts = NULL;
+    if (!nl) st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: SLURM_STEP_NODELIST is not set");
+    if (st == MDL_OK) st = mdl_slurm_hostlist(nl, &nodes, &n_nodes, err);
+    if (st == MDL_OK) {
+      if (tpn) {
+        st = mdl_slurm_tasks_per_node(tpn, n_nodes, &counts, err);
+      } else { /* spread evenly, in blocks */
+        counts = mdl_xcalloc((size_t)n_nodes, sizeof *counts);
+        for (int i = 0; i < n_nodes; i++) counts[i] = size / n_nodes + (i < size % n_nodes);
+      }
+    }
+    if (st == MDL_OK) {
+      int r = 0;
+      for (int i = 0; i < n_nodes && r < size; i++)
+        for (int j = 0; j < counts[i] && r < size; j++, r++) {
+          host[r] = mdl_xstrdup(nodes[i]);
+          local[r] = j;
+        }
+      if (r != size)
+        st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: %s places %d tasks, SLURM_NTASKS is %d",
+                        tpn ? tpn : "the node list", r, size);
+    }
+    for (int i = 0; i < n_nodes; i++) free(nodes[i]);
+    free(nodes);
+    free(counts);
+  } else {
+    int lsize = 0;
+    const char *hosts_s = env_get(get, ctx, "MEMDL_HOSTS");
+    if (hosts_s) {
+      char **h = NULL;
+      int n = 0;
+      st = mdl_slurm_hostlist(hosts_s, &h, &n, err);
+      if (st == MDL_OK && n != size)
+        st = mdl_errorf(err, MDL_ERR_INVALID, "MEMDL_HOSTS names %d hosts for %d ranks", n, size);
+      for (int r = 0; st == MDL_OK && r < size; r++) {
+        host[r] = mdl_xstrdup(h[r]);
+        for (int q = 0; q < r; q++)
+          if (!strcmp(host[q], host[r])) local[r]++;
+      }
+      for (int i = 0; i < n; i++) free(h[i]);
+      free(h);
+    } else if (lsize_s && parse_int(lsize_s, 1, 65536, &lsize) && lsize == size) {
+      for (int r = 0; r < size; r++) {
+        host[r] = mdl_xstrdup("127.0.0.1");
+        local[r] = r;
+      }
+    } else {
+      st = mdl_errorf(err, MDL_ERR_INVALID,
+                      "MPI: the ranks span several hosts; name them in MEMDL_HOSTS (one per rank, "
+                      "comma-separated, Slurm's [a-b] ranges allowed)");
+    }
+    int lr;
+    if (st == MDL_OK && lrank_s && parse_int(lrank_s, 0, 65535, &lr) && lr != local[rank])
+      st = mdl_errorf(err, MDL_ERR_INVALID,
+                      "MPI: local rank %d disagrees with MEMDL_HOSTS (expected %d)", lr,
+                      local[rank]);
+  }
+  if (st == MDL_OK) {
+    int lr;
+    if (kind == MDL_LAUNCH_SLURM && lrank_s && parse_int(lrank_s, 0, 65535, &lr) &&
+        lr != local[rank])
+      st = mdl_errorf(err, MDL_ERR_INVALID,
+                      "Slurm: SLURM_LOCALID %d disagrees with the node list (expected %d); "
+                      "memdl needs the block distribution",
+                      lr, local[rank]);
+  }
+  if (st == MDL_OK) {
+    out->local_rank = local[rank];
+    for (int r = 1; r < size; r++) out->workers[r - 1] = host_port(host[r], base_port + local[r]);
+    if (rank > 0) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "0.0.0.0:%d", base_port + local[rank]);
+      out->listen = mdl_xstrdup(buf);
+    }
+  }
+  for (int r = 0; r < size; r++) free(host[r]);
+  free(host);
+  free(local);
+  if (st != MDL_OK) mdl_cluster_env_free(out);
+  return st;
+}

@@ -1,0 +1,157 @@
+/* Private to the driver (driver.c, driver_workers.c, driver_snapshot.c):
+ * the run's state and the steps the files share. Not for use outside
+ * runtime/dist; driver.h is the public header. */
+#ifndef MDL_RUNTIME_DRIVER_IMPL_H
+#define MDL_RUNTIME_DRIVER_IMPL_H
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "rpc.pb-c.h"
+#include "runtime/dist/driver.h"
+#include "runtime/dist/launcher.h"
+#include "runtime/dist/worker.h"
+#include "runtime/rpc/rpc.h"
+
+#define SNAPSHOT_VERSION 1
+
+typedef struct slot {
+  int index;
+  char addr[300];
+  char device[64];
+  mdl_rpc_channel *ch;
+  bool alive;
+  Memdl__PartitionLineage **train, **test; /* borrowed from the driver's lists */
+  size_t n_train, n_test;
+  float *recv; /* reply weights, reused */
+  uint64_t samples;
+  double compute_s, rtt_s;
+  mdl_driver_worker_stats total;
+} slot;
+
+typedef struct driver {
+  const Memdl__Plan *plan;
+  const char *base_dir;
+  mdl_driver_opts o;
+  FILE *log;
+  const char *trainer_name;
+  const mdl_trainer_table *trainers; /* NULL: the product's */
+  uint8_t *plan_bytes;
+  size_t plan_len;
+  uint64_t plan_hash, session, seed;
+  int k;
+  slot *s;
+  mdl_local_workers *lw;
+  mdl_rpc_channel_opts chopts;
+  char *token;
+  size_t token_len;
+  size_t n_params;
+  float *w; /* the authoritative weights: region 0 of the shared file when shm */
+  mdl_rpc_pin *w_pin;
+  /* local runs: weights through a shared-memory file instead of messages */
+  bool shm;
+  uint8_t *shm_base;
+  size_t shm_len, shm_stride;
+  char shm_path[600];
+  float *w_heap;      /* d->w before it moved into shared memory */
+  mdl_trainer *model; /* the driver's own instance: initial weights, model files */
+  char prefix[1100];  /* model files: <prefix>_iter_<N>.caffemodel */
+  int snapshot_iters; /* the solver's snapshot interval (0: only at the end) */
+  Memdl__PartitionLineage **all_train, **all_test;
+  size_t n_all_train, n_all_test;
+  int iter, round, max_iter, tau, test_interval, snapshot_rounds, rounds_here;
+  int round_timeout_ms, setup_timeout_ms;
+  /* samples one iteration / one test batch takes on a worker (0: unknown) */
+  uint64_t train_batch, test_batch;
+  char snapshot_path[1024];
+  volatile sig_atomic_t *abort;
+  mdl_driver_result *res;
+} driver;
+
+static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void dlog(driver *d, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  mdl_vlogf(d->log, "memdl driver: ", fmt, ap);
+  va_end(ap);
+}
+
+static inline char *resolve_path(const char *base, const char *p) {
+  if (!p) return NULL;
+  if (p[0] == '/' || !base || !base[0]) return mdl_xstrdup(p);
+  size_t n = strlen(base) + strlen(p) + 2;
+  char *r = mdl_xmalloc(n);
+  snprintf(r, n, "%s/%s", base, p);
+  return r;
+}
+
+static inline void call_init(driver *d, mdl_rpc_call *c, slot *s, const char *method,
+                             const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply) {
+  memset(c, 0, sizeof *c);
+  c->ch = s->ch;
+  c->method = method;
+  c->req.msg = req;
+  c->reply_spec.desc = reply;
+  c->reply_spec.max_bytes = MDL_WORKER_MAX_SETUP_BYTES;
+}
+
+static inline void lineage_push(Memdl__PartitionLineage ***arr, size_t *n,
+                                Memdl__PartitionLineage *l) {
+  *arr = mdl_xrealloc(*arr, (*n + 1) * sizeof **arr);
+  (*arr)[(*n)++] = l;
+}
+
+/* The workers a run names, before any is started: local:K (local_k) or
+ * addresses (with devices when the job's cluster block names them). */
+typedef struct worker_list {
+  int local_k, n_addrs;
+  char **addrs, **devices;
+} worker_list;
+
+/* --- driver_workers.c ------------------------------------------------------ */
+
+/* Which workers: opts->workers, else the job's cluster block, else local:1.
+ * On failure wl is empty. */
+mdl_status mdl_driver_select_workers(driver *d, worker_list *wl, mdl_error *err);
+void mdl_driver_worker_list_free(worker_list *wl);
+
+/* Starts the local workers (and their shared memory) or sets up security
+ * for remote ones, then opens a channel to each. */
+mdl_status mdl_driver_start_workers(driver *d, const worker_list *wl, mdl_error *err);
+
+/* Sets every slot up (with the snapshot's optimiser states when snap is
+ * not NULL); a worker that does not come up is removed like a failed one. */
+mdl_status mdl_driver_setup_workers(driver *d, const Memdl__DriverSnapshot *snap, mdl_error *err);
+
+/* Removes a worker: its partitions go to the survivors; in local mode a
+ * replacement starts and takes them back. */
+mdl_status mdl_driver_kill_slot(driver *d, slot *dead, const char *why, mdl_error *err);
+
+/* Asks every live worker to exit (best effort, 5 s). */
+void mdl_driver_shutdown_workers(driver *d);
+
+/* Frees what d holds (channels, local workers, shared memory, weights);
+ * not d itself. */
+void mdl_driver_free_state(driver *d);
+
+/* --- driver_snapshot.c ----------------------------------------------------- */
+
+/* The plan as shipped to workers (d->plan_bytes) and its hash, which
+ * guards resumption. */
+void mdl_driver_hash_plan(driver *d);
+
+/* Where each partition starts: from the snapshot when resuming and there
+ * is one (*snap is then the caller's, mdl_pb_free; it also restores the
+ * weights, iteration and round), else round-robin over the slots. */
+mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err);
+
+/* Writes the driver snapshot (weights, every worker's state, partitions)
+ * atomically; skipped (not an error) when a worker cannot give its state. */
+mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err);
+
+/* Writes <prefix>_iter_<iter>.caffemodel when the trainer can. */
+mdl_status mdl_driver_save_model(driver *d, mdl_error *err);
+
+#endif
