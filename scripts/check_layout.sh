@@ -140,9 +140,12 @@ fi
 # The product offers only its own trainers: test scaffolding stays in tests/.
 exe=${1:-bazel-bin/memdl}
 if [ -x "$exe" ]; then
-  if nm "$exe" 2>/dev/null | grep -q 'mdl_trainer_linear'; then
-    say "$exe: contains the test trainer mdl_trainer_linear (tests/trainer_linear.c)"
-  fi
+  # every trainer a test file defines (const mdl_trainer_i NAME = ...)
+  for t in $(sed -n 's/^const mdl_trainer_i \(mdl_trainer_[a-z_0-9]*\).*/\1/p' tests/*.c); do
+    if nm "$exe" 2>/dev/null | grep -qw "$t"; then
+      say "$exe: contains the test trainer $t (tests/)"
+    fi
+  done
 else
   say "$exe: not built (bazel build //:memdl)"
 fi

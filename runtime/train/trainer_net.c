@@ -535,12 +535,12 @@ static uint64_t net_batch_samples(void *ctx, Caffe__Phase phase) {
   if (phase == CAFFE__PHASE__TRAIN) {
     const mdl_solver_config *cfg = mdl_solver_cfg(t->solver);
     int iter_size = cfg->iter_size > 0 ? cfg->iter_size : 1;
-    return t->train.src_layer >= 0 ? (uint64_t)t->train.batch * (uint64_t)iter_size : 0;
+    return t->train.src_layer >= 0 ? (uint64_t)t->train.feed.batch * (uint64_t)iter_size : 0;
   }
   uint64_t most = 0;
   for (int i = 0; i < t->n_tests; i++)
-    if (t->tests[i].src_layer >= 0 && (uint64_t)t->tests[i].batch > most)
-      most = (uint64_t)t->tests[i].batch;
+    if (t->tests[i].src_layer >= 0 && (uint64_t)t->tests[i].feed.batch > most)
+      most = (uint64_t)t->tests[i].feed.batch;
   return most;
 }
 
