@@ -387,3 +387,30 @@ Test(misc, hdf5_output_atomic_and_appending) {
   read_ds(path, "label", dims, label);
   cr_assert_eq(dims[0], 4);
 }
+
+/* ---- coverage: every Caffe type runs somewhere ---------------------------------- */
+
+/* Each type of the compiler's table has a CPU kernel, is one of the data
+ * pipeline's sources, or is one of the two types memdl declines, with a
+ * reason. */
+Test(misc, every_caffe_type_runs_but_python_and_window_data) {
+  static const char *const pipeline[] = {"Data", "ImageData", "MemoryData", "HDF5Data"};
+  size_t n;
+  const mdl_layer_def *defs = mdl_layer_table(&n);
+  int declined = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *t = defs[i].type;
+    bool piped = false;
+    for (size_t k = 0; k < sizeof pipeline / sizeof *pipeline; k++)
+      piped |= !strcmp(t, pipeline[k]);
+    if (piped) continue;
+    if (mdl_backend_layer(mdl_cpu_backend(), t)) {
+      cr_assert_null(mdl_layer_unsupported_reason(t), "%s runs but has a reason not to", t);
+      continue;
+    }
+    cr_assert(!strcmp(t, "Python") || !strcmp(t, "WindowData"), "%s has no CPU implementation", t);
+    cr_assert_not_null(mdl_layer_unsupported_reason(t), "%s: no reason given", t);
+    declined++;
+  }
+  cr_assert_eq(declined, 2);
+}
