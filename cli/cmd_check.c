@@ -1,5 +1,6 @@
 /* memdl check: parse nets, solvers and jobs, load what they refer to, and
- * check that every layer type is one memdl knows. */
+ * check that every layer type is one memdl knows; warn, with the reason,
+ * about valid Caffe layers no backend runs (Python, WindowData). */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,8 @@ static const char USAGE[] =
     "\n"
     "Parses each file (the kind is detected from its fields unless --as says),\n"
     "loads the nets and solvers it names and checks every layer type.\n"
+    "Layers that are valid Caffe but that no memdl backend runs (Python,\n"
+    "WindowData) get a warning on stderr saying why; they do not fail the check.\n"
     "Prints `FILE: ok (KIND)` per valid file; errors go to stderr as\n"
     "file:line:col: message.\n"
     "exit status: 0 all valid, 2 any invalid\n";
@@ -30,11 +33,15 @@ static mdl_status check_layer_types(const Caffe__NetParameter *net, const char *
     if (!l->type || !mdl_layer_find(l->type))
       return mdl_errorf(err, MDL_ERR_INVALID, "%s: layer \"%s\": unknown type \"%s\"", file,
                         l->name ? l->name : "", l->type ? l->type : "");
-    /* Valid Caffe, but nothing here can run it: say so now, not at run. */
+    /* Valid Caffe, but no backend can run it: say so now, and why, not at
+     * run time. The CPU backend runs every type any backend runs. */
     char why[1700];
-    if (!mdl_data_is_pipeline_layer(l) && !mdl_backend_supports_layer(be, l, why, sizeof why))
-      fprintf(stderr, "%s: warning: layer \"%s\" (%s) is valid Caffe but memdl cannot run it\n",
-              file, l->name ? l->name : "", l->type);
+    if (mdl_data_is_pipeline_layer(l) || mdl_backend_supports_layer(be, l, why, sizeof why))
+      continue;
+    const char *reason = mdl_layer_unsupported_reason(l->type);
+    fprintf(stderr,
+            "%s: warning: layer \"%s\" (%s) is valid Caffe but no memdl backend runs it: %s\n",
+            file, l->name ? l->name : "", l->type, reason ? reason : why);
   }
   for (size_t i = 0; i < net->n_layers; i++) {
     const Caffe__V1LayerParameter *l = net->layers[i];

@@ -103,6 +103,22 @@ const mdl_layer_def *mdl_layer_find_v1(int v1_type) {
   return NULL;
 }
 
+const char *mdl_layer_unsupported_reason(const char *type) {
+  static const struct {
+    const char *type, *why;
+  } k_unsupported[] = {
+      {"Python",
+       "it runs user Python code (python_param) and memdl embeds no Python interpreter; port the "
+       "layer to C, or compute its output beforehand and read it with HDF5Data"},
+      {"WindowData",
+       "R-CNN window files are not a memdl data source; crop the windows into an image list "
+       "(ImageData) or an LMDB (Data) beforehand"},
+  };
+  for (size_t i = 0; type && i < sizeof k_unsupported / sizeof *k_unsupported; i++)
+    if (!strcmp(type, k_unsupported[i].type)) return k_unsupported[i].why;
+  return NULL;
+}
+
 static mdl_status check_count(const mdl_shape_args *a, const char *what, int got, int min, int max,
                               mdl_error *err) {
   if (got >= min && (max < 0 || got <= max)) return MDL_OK;

@@ -53,6 +53,11 @@ const mdl_layer_def *mdl_layer_find_v1(int v1_type);
 /* All known layers, for error messages listing them. The table is static. */
 const mdl_layer_def *mdl_layer_table(size_t *n);
 
+/* Why memdl runs no layer of this Caffe type on any backend (one sentence
+ * with what to do instead), or NULL for the types it runs. Today: Python and
+ * WindowData. */
+const char *mdl_layer_unsupported_reason(const char *type);
+
 /* Checks a->n_bottom / a->n_top against def's counts, then runs def->shape.
  * The one entry point both the compiler and the runtime call. On failure err
  * names the layer ("layer \"conv1\" (Convolution): ..."). */

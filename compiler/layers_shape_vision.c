@@ -288,7 +288,9 @@ mdl_status mdl_shape_spp(mdl_shape_args *a, mdl_error *err) {
                          (long long)b->d[ax]);
     }
   }
+  /* One level is Caffe's plain Pooling layer (N x C x 1 x 1); more levels go
+   * through Flatten and Concat, which leave two axes. */
   int64_t d[4] = {b->d[0], b->d[1] * bins_total, 1, 1};
-  mdl_shape_set(&a->top[0], 4, d);
+  mdl_shape_set(&a->top[0], p->pyramid_height == 1 ? 4 : 2, d);
   return MDL_OK;
 }

@@ -1,6 +1,6 @@
 """mdl_test: a Criterion test binary with memdl's conventions."""
 
-def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags = []):
+def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags = [], copts = [], linkopts = []):
     native.cc_test(
         name = name,
         srcs = srcs,
@@ -9,5 +9,6 @@ def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags =
         size = size,
         args = args,
         tags = tags,
-        linkopts = ["-lcriterion"],
+        copts = copts,
+        linkopts = linkopts + ["-lcriterion"],
     )

@@ -222,7 +222,13 @@ Test(rules, spp_lrn) {
   const char *spp =
       "layer { name: 'L' type: 'SPP' bottom: 'in0' top: 'out'\n"
       "  spp_param { pyramid_height: 3 } }";
-  cr_assert_str_eq(out_of("2x8x13x13", spp), "2x168x1x1");
+  /* Caffe: Flatten + Concat of the levels (2 axes); one level is a plain
+   * Pooling layer (4 axes). */
+  cr_assert_str_eq(out_of("2x8x13x13", spp), "2x168");
+  cr_assert_str_eq(out_of("2x8x13x13",
+                          "layer { name: 'L' type: 'SPP' bottom: 'in0' top: 'out'\n"
+                          "  spp_param { pyramid_height: 1 } }"),
+                   "2x8x1x1");
   const char *m = fail_with("2x8x3x3",
                             "layer { name: 'L' type: 'SPP' bottom: 'in0' top: 'out'\n"
                             "  spp_param { pyramid_height: 5 } }",

@@ -20,6 +20,8 @@ static const mdl_layer_impl *const cpu_impls[] = {
     &mdl_cpu_pool_layer,
     &mdl_cpu_inner_product_layer,
     &mdl_cpu_embed_layer,
+    &mdl_cpu_im2col_layer,
+    &mdl_cpu_spp_layer,
     /* neurons */
     &mdl_cpu_relu_layer,
     &mdl_cpu_prelu_layer,
@@ -33,6 +35,8 @@ static const mdl_layer_impl *const cpu_impls[] = {
     &mdl_cpu_bnll_layer,
     &mdl_cpu_threshold_layer,
     &mdl_cpu_dropout_layer,
+    &mdl_cpu_swish_layer,
+    &mdl_cpu_clip_layer,
     /* normalisation */
     &mdl_cpu_lrn_layer,
     &mdl_cpu_batch_norm_layer,
@@ -52,6 +56,13 @@ static const mdl_layer_impl *const cpu_impls[] = {
     &mdl_cpu_tile_layer,
     &mdl_cpu_reduction_layer,
     &mdl_cpu_argmax_layer,
+    &mdl_cpu_parameter_layer,
+    &mdl_cpu_batch_reindex_layer,
+    &mdl_cpu_filter_layer,
+    /* recurrent */
+    &mdl_cpu_lstm_unit_layer,
+    &mdl_cpu_lstm_layer,
+    &mdl_cpu_rnn_layer,
     /* losses and metrics */
     &mdl_cpu_softmax_loss_layer,
     &mdl_cpu_accuracy_layer,
@@ -59,6 +70,10 @@ static const mdl_layer_impl *const cpu_impls[] = {
     &mdl_cpu_sigmoid_ce_loss_layer,
     &mdl_cpu_contrastive_loss_layer,
     &mdl_cpu_hinge_loss_layer,
+    &mdl_cpu_multinomial_loss_layer,
+    &mdl_cpu_infogain_loss_layer,
+    /* sinks */
+    &mdl_cpu_hdf5_output_layer,
 };
 
 /* ---- memory: host, 64-byte aligned ------------------------------------- */

@@ -74,6 +74,27 @@ static mdl_status conv_hw(mdl_layer *l, const char *what, size_t n, const uint32
   return MDL_OK;
 }
 
+mdl_status mdl_cpu_conv_window(mdl_layer *l, const Caffe__ConvolutionParameter *p, mdl_conv_geom *g,
+                               mdl_error *err) {
+  mdl_status st;
+  if ((st = conv_hw(l, "kernel_size", p->n_kernel_size, p->kernel_size, p->has_kernel_h,
+                    p->kernel_h, p->has_kernel_w, p->kernel_w, 0, &g->kernel_h, &g->kernel_w, err)))
+    return st;
+  if ((st = conv_hw(l, "stride", p->n_stride, p->stride, p->has_stride_h, p->stride_h,
+                    p->has_stride_w, p->stride_w, 1, &g->stride_h, &g->stride_w, err)))
+    return st;
+  if ((st = conv_hw(l, "pad", p->n_pad, p->pad, p->has_pad_h, p->pad_h, p->has_pad_w, p->pad_w, 0,
+                    &g->pad_h, &g->pad_w, err)))
+    return st;
+  if ((st = conv_hw(l, "dilation", p->n_dilation, p->dilation, false, 0, false, 0, 1,
+                    &g->dilation_h, &g->dilation_w, err)))
+    return st;
+  if (g->kernel_h <= 0 || g->kernel_w <= 0 || g->stride_h <= 0 || g->stride_w <= 0 ||
+      g->dilation_h <= 0 || g->dilation_w <= 0)
+    return LAYER_ERR(l, err, "kernel, stride and dilation must be positive");
+  return MDL_OK;
+}
+
 static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   const Caffe__ConvolutionParameter *p =
       PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
@@ -91,22 +112,8 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   cp->group = p->group ? p->group : 1;
   cp->num = b->d[0];
   mdl_conv_geom *g = &cp->g;
-  mdl_status st;
-  if ((st = conv_hw(l, "kernel_size", p->n_kernel_size, p->kernel_size, p->has_kernel_h,
-                    p->kernel_h, p->has_kernel_w, p->kernel_w, 0, &g->kernel_h, &g->kernel_w, err)))
-    return st;
-  if ((st = conv_hw(l, "stride", p->n_stride, p->stride, p->has_stride_h, p->stride_h,
-                    p->has_stride_w, p->stride_w, 1, &g->stride_h, &g->stride_w, err)))
-    return st;
-  if ((st = conv_hw(l, "pad", p->n_pad, p->pad, p->has_pad_h, p->pad_h, p->has_pad_w, p->pad_w, 0,
-                    &g->pad_h, &g->pad_w, err)))
-    return st;
-  if ((st = conv_hw(l, "dilation", p->n_dilation, p->dilation, false, 0, false, 0, 1,
-                    &g->dilation_h, &g->dilation_w, err)))
-    return st;
-  if (g->kernel_h <= 0 || g->kernel_w <= 0 || g->stride_h <= 0 || g->stride_w <= 0 ||
-      g->dilation_h <= 0 || g->dilation_w <= 0)
-    return LAYER_ERR(l, err, "kernel, stride and dilation must be positive");
+  mdl_status st = mdl_cpu_conv_window(l, p, g, err);
+  if (st) return st;
   const mdl_shape *im = deconv ? t : b, *col = deconv ? b : t;
   g->channels = im->d[1];
   g->height = im->d[2];

@@ -21,6 +21,13 @@ extern const mdl_layer_impl mdl_cpu_eltwise_layer, mdl_cpu_concat_layer, mdl_cpu
 extern const mdl_layer_impl mdl_cpu_softmax_loss_layer, mdl_cpu_accuracy_layer,
     mdl_cpu_euclidean_loss_layer, mdl_cpu_sigmoid_ce_loss_layer, mdl_cpu_contrastive_loss_layer,
     mdl_cpu_hinge_loss_layer;
+/* layers_misc.c, layers_spp.c, layers_loss_prob.c, layers_recurrent.c,
+ * layers_hdf5_output.c */
+extern const mdl_layer_impl mdl_cpu_swish_layer, mdl_cpu_clip_layer, mdl_cpu_parameter_layer,
+    mdl_cpu_batch_reindex_layer, mdl_cpu_filter_layer, mdl_cpu_im2col_layer, mdl_cpu_spp_layer;
+extern const mdl_layer_impl mdl_cpu_multinomial_loss_layer, mdl_cpu_infogain_loss_layer;
+extern const mdl_layer_impl mdl_cpu_lstm_unit_layer, mdl_cpu_lstm_layer, mdl_cpu_rnn_layer;
+extern const mdl_layer_impl mdl_cpu_hdf5_output_layer;
 
 /* oneDNN direct convolution (layers_conv_dnnl.c): NCHW in and out, weights
  * (M, C/G, kh, kw) as Caffe; dilation as Caffe (1 = dense). */
@@ -40,6 +47,37 @@ void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *
  * NULL. */
 void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db);
+
+/* One pooling geometry over planes of H x W (layers_pool.c), shared with
+ * SPP: Caffe's windows, MAX keeps its argmax in mask (out_count int32s, the
+ * owner allocates it), AVE divides by the window clipped to input + pad.
+ * method is a CAFFE__POOLING_PARAMETER__POOL_METHOD__ value (MAX or AVE). */
+typedef struct mdl_cpu_pool {
+  int method;
+  int64_t planes, H, W, PH, PW, kh, kw, sh, sw, ph, pw;
+  int32_t *mask; /* MAX: flat argmax in the input plane, per output */
+  int64_t out_count;
+} mdl_cpu_pool;
+/* x: planes x H x W -> y: planes x PH x PW; mask_top (floats) may be NULL. */
+void mdl_cpu_pool_forward(mdl_threadpool *pool, mdl_cpu_pool *pp, const float *x, float *y,
+                          float *mask_top);
+/* dx (planes x H x W) is overwritten from dy, after a forward (MAX's mask). */
+void mdl_cpu_pool_backward(mdl_threadpool *pool, const mdl_cpu_pool *pp, const float *dy,
+                           float *dx);
+
+/* Kernel, stride, pad and dilation of a 2-D ConvolutionParameter into g
+ * (layers_conv.c; Convolution, Deconvolution and Im2col); the other fields
+ * of g are the caller's. MDL_ERR_INVALID naming the layer. */
+mdl_status mdl_cpu_conv_window(mdl_layer *l, const Caffe__ConvolutionParameter *p, mdl_conv_geom *g,
+                               mdl_error *err);
+
+/* Caffe's LossLayer normalisation (layers_loss.c): the mode from
+ * loss_param (legacy `normalize` included; dflt when unset) and the divisor
+ * it gives, at least 1; valid < 0 means "no count kept". */
+int mdl_cpu_loss_norm_mode(const mdl_layer *l, int dflt);
+double mdl_cpu_loss_normalizer(int mode, int64_t outer, int64_t inner, int64_t valid);
+/* Softmax over axis C of an outer x C x inner array (layers_norm.c). */
+void mdl_cpu_softmax(int64_t outer, int64_t C, int64_t inner, const float *x, float *y);
 
 /* A type's parameter message, or a static one holding the schema's defaults
  * when the layer does not set it: PARAM(l, relu_param, Caffe__ReLUParameter,

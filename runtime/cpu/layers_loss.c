@@ -10,10 +10,8 @@
 
 #include "runtime/cpu/layers_cpu.h"
 
-void mdl_cpu_softmax(int64_t outer, int64_t C, int64_t inner, const float *x, float *y);
-
 /* Caffe's LossLayer normalisation choice, the legacy `normalize` included. */
-static int loss_norm_mode(const mdl_layer *l, int dflt) {
+int mdl_cpu_loss_norm_mode(const mdl_layer *l, int dflt) {
   const Caffe__LossParameter *p = l->lp->loss_param;
   if (!p) return dflt;
   if (p->has_normalization) return p->normalization;
@@ -23,7 +21,7 @@ static int loss_norm_mode(const mdl_layer *l, int dflt) {
   return dflt;
 }
 
-static double loss_normalizer(int mode, int64_t outer, int64_t inner, int64_t valid) {
+double mdl_cpu_loss_normalizer(int mode, int64_t outer, int64_t inner, int64_t valid) {
   double n;
   switch (mode) {
     case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__FULL:
@@ -77,7 +75,7 @@ static mdl_status swl_setup(mdl_layer *l, mdl_error *err) {
     return LAYER_ERR(l, err, "%lld labels for %lld predictions (outer %lld x inner %lld)",
                      (long long)nlab, (long long)(p->outer * p->inner), (long long)p->outer,
                      (long long)p->inner);
-  p->mode = loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
+  p->mode = mdl_cpu_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
   p->ignore = has_ignore(l, &p->ignore_label);
   p->prob = mdl_falloc(p->outer * p->C * p->inner);
   if (!p->prob) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": softmax buffer", l->name);
@@ -114,7 +112,7 @@ static void swl_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
       loss -= log(pr > FLT_MIN ? pr : FLT_MIN);
       valid++;
     }
-  p->norm = loss_normalizer(p->mode, p->outer, p->inner, p->ignore ? valid : -1);
+  p->norm = mdl_cpu_loss_normalizer(p->mode, p->outer, p->inner, p->ignore ? valid : -1);
   top[0]->data[0] = (float)(loss / p->norm);
   if (l->n_top > 1)
     memcpy(top[1]->data, p->prob, (size_t)(p->outer * p->C * p->inner) * sizeof(float));
@@ -283,7 +281,7 @@ static mdl_status sce_setup(mdl_layer *l, mdl_error *err) {
   p->num = a->n ? a->d[0] : 1;
   if (shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->count)
     return LAYER_ERR(l, err, "inputs and targets must have the same count");
-  p->mode = loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE);
+  p->mode = mdl_cpu_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE);
   p->ignore = has_ignore(l, &p->ignore_label);
   return MDL_OK;
 }
@@ -300,7 +298,7 @@ static void sce_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
     valid++;
   }
   int64_t inner = p->count / (p->num ? p->num : 1);
-  p->norm = loss_normalizer(p->mode, p->num, inner, p->ignore ? valid : -1);
+  p->norm = mdl_cpu_loss_normalizer(p->mode, p->num, inner, p->ignore ? valid : -1);
   top[0]->data[0] = (float)(loss / p->norm);
 }
 

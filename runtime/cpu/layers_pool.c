@@ -10,12 +10,7 @@
 
 #include "runtime/cpu/layers_cpu.h"
 
-typedef struct pool_priv {
-  int method;
-  int64_t planes, H, W, PH, PW, kh, kw, sh, sw, ph, pw;
-  int32_t *mask; /* MAX: flat argmax in the input plane, per output */
-  int64_t out_count;
-} pool_priv;
+typedef mdl_cpu_pool pool_priv;
 
 static mdl_status pool_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__PoolingParameter *p =
@@ -288,16 +283,25 @@ static int64_t pool_grain(const pool_priv *pp) {
   return work >= 8192 ? 1 : 8192 / (work ? work : 1);
 }
 
+void mdl_cpu_pool_forward(mdl_threadpool *pool, mdl_cpu_pool *pp, const float *x, float *y,
+                          float *mask_top) {
+  pool_args a = {pp, x, NULL, y, NULL, mask_top, NULL};
+  mdl_parallel_for(pool, pp->planes, pool_grain(pp), pool_fwd_task, &a);
+}
+
 static void pool_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  pool_priv *pp = l->priv;
-  pool_args a = {pp, bottom[0]->data, NULL, top[0]->data, NULL, l->n_top > 1 ? top[1]->data : NULL};
-  mdl_parallel_for(l->ctx.pool, pp->planes, pool_grain(pp), pool_fwd_task, &a);
+  mdl_cpu_pool_forward(l->ctx.pool, l->priv, bottom[0]->data, top[0]->data,
+                       l->n_top > 1 ? top[1]->data : NULL);
 }
 
 static void pool_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
-  pool_priv *pp = l->priv;
   if (!pd[0]) return;
+  mdl_cpu_pool_backward(l->ctx.pool, l->priv, top[0]->diff, bottom[0]->diff);
+}
+
+void mdl_cpu_pool_backward(mdl_threadpool *pool, const mdl_cpu_pool *pp, const float *dy,
+                           float *dx) {
   int32_t *col = NULL;
   if (pp->method != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
     col = mdl_xmalloc((size_t)(3 * pp->PW + 1) * sizeof(int32_t));
@@ -308,8 +312,8 @@ static void pool_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
       col[3 * ow + 2] = (int32_t)((we < pp->W + pp->pw ? we : pp->W + pp->pw) - ws);
     }
   }
-  pool_args a = {pp, NULL, top[0]->diff, NULL, bottom[0]->diff, NULL, col};
-  mdl_parallel_for(l->ctx.pool, pp->planes, pool_grain(pp), pool_bwd_task, &a);
+  pool_args a = {pp, NULL, dy, NULL, dx, NULL, col};
+  mdl_parallel_for(pool, pp->planes, pool_grain(pp), pool_bwd_task, &a);
   free(col);
 }
 

@@ -30,6 +30,11 @@ bool mdl_backend_supports_layer(const mdl_backend *be, const Caffe__LayerParamet
                                 size_t why_size) {
   const char *type = lp->type ? lp->type : "";
   if (!mdl_backend_layer(be, type)) {
+    const char *reason = mdl_layer_unsupported_reason(type);
+    if (reason) {
+      snprintf(why, why_size, "type \"%s\" runs on no memdl backend: %s", type, reason);
+      return false;
+    }
     char known[1536];
     list_known(be, known, sizeof known);
     snprintf(why, why_size, "type \"%s\" has no %s implementation (known: %s)", type,

@@ -13,14 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/h5lock.h"
 #include "runtime/data/dataset_impl.h"
 
 /* Records read per H5Dread while scanning (bounds the buffer, not I/O). */
 #define H5_CHUNK_BYTES (64u << 20)
 
 /* The Debian library is built without thread safety: every HDF5 call of a
- * probe or scan runs under this lock (partitions may build concurrently). */
-static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
+ * probe or scan runs under the process-wide lock (partitions may build
+ * concurrently, and the HDF5Output layer writes files). */
 
 typedef struct h5_entry {
   char *path; /* joined to base_dir */
@@ -232,7 +233,7 @@ static mdl_status read_labels(const mdl_src_ctx *c, const char *path, const h5_f
 }
 
 /* Reads the list, then opens every file once: shapes must agree across
- * files; labels are read and checked when labels_too. Under h5_lock. */
+ * files; labels are read and checked when labels_too. Under the HDF5 lock. */
 static mdl_status list_read(const mdl_src_ctx *c, h5_list *l, bool labels_too, mdl_error *err) {
   memset(l, 0, sizeof *l);
   const Memdl__Hdf5Source *s = c->src->hdf5;
@@ -308,7 +309,7 @@ static mdl_status list_read(const mdl_src_ctx *c, h5_list *l, bool labels_too, m
   return MDL_OK;
 }
 
-/* Runs fn under h5_lock with HDF5's own error printing off (errors are
+/* Runs fn under the HDF5 lock with HDF5's own error printing off (errors are
  * reported through err instead). */
 typedef struct h5_call {
   const mdl_src_ctx *c;
@@ -317,14 +318,14 @@ typedef struct h5_call {
 } h5_call;
 
 static mdl_status h5_locked(mdl_status (*fn)(h5_call *, mdl_error *), h5_call *a, mdl_error *err) {
-  pthread_mutex_lock(&h5_lock);
+  mdl_h5_lock();
   H5E_auto2_t old_fn = NULL;
   void *old_data = NULL;
   H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   mdl_status st = fn(a, err);
   H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
-  pthread_mutex_unlock(&h5_lock);
+  mdl_h5_unlock();
   return st;
 }
 
