@@ -168,6 +168,82 @@ static char *host_port(const char *host, int port) {
   return mdl_xstrdup(buf);
 }
 
+/* Slurm's block placement: host and local rank of every rank, from the
+ * step's node list and tasks per node. */
+static mdl_status slurm_placement(mdl_getenv_fn get, void *ctx, int size, char **host, int *local,
+                                  mdl_error *err) {
+  mdl_status st = MDL_OK;
+  const char *nl = env_get(get, ctx, "SLURM_STEP_NODELIST");
+  const char *tpn = env_get(get, ctx, "SLURM_STEP_TASKS_PER_NODE");
+  if (!nl) nl = env_get(get, ctx, "SLURM_JOB_NODELIST");
+  if (!tpn) tpn = env_get(get, ctx, "SLURM_TASKS_PER_NODE");
+  char **nodes = NULL;
+  int n_nodes = 0, *counts = NULL;
+  if (!nl) st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: SLURM_STEP_NODELIST is not set");
+  if (st == MDL_OK) st = mdl_slurm_hostlist(nl, &nodes, &n_nodes, err);
+  if (st == MDL_OK) {
+    if (tpn) {
+      st = mdl_slurm_tasks_per_node(tpn, n_nodes, &counts, err);
+    } else { /* spread evenly, in blocks */
+      counts = mdl_xcalloc((size_t)n_nodes, sizeof *counts);
+      for (int i = 0; i < n_nodes; i++) counts[i] = size / n_nodes + (i < size % n_nodes);
+    }
+  }
+  if (st == MDL_OK) {
+    int r = 0;
+    for (int i = 0; i < n_nodes && r < size; i++)
+      for (int j = 0; j < counts[i] && r < size; j++, r++) {
+        host[r] = mdl_xstrdup(nodes[i]);
+        local[r] = j;
+      }
+    if (r != size)
+      st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: %s places %d tasks, SLURM_NTASKS is %d",
+                      tpn ? tpn : "the node list", r, size);
+  }
+  for (int i = 0; i < n_nodes; i++) free(nodes[i]);
+  free(nodes);
+  free(counts);
+  return st;
+}
+
+/* MPI's placement: every rank on this host, or the hosts MEMDL_HOSTS
+ * names; the launcher's local rank must agree. */
+static mdl_status mpi_placement(mdl_getenv_fn get, void *ctx, int size, int rank,
+                                const char *lrank_s, const char *lsize_s, char **host, int *local,
+                                mdl_error *err) {
+  mdl_status st = MDL_OK;
+  int lsize = 0;
+  const char *hosts_s = env_get(get, ctx, "MEMDL_HOSTS");
+  if (hosts_s) {
+    char **h = NULL;
+    int n = 0;
+    st = mdl_slurm_hostlist(hosts_s, &h, &n, err);
+    if (st == MDL_OK && n != size)
+      st = mdl_errorf(err, MDL_ERR_INVALID, "MEMDL_HOSTS names %d hosts for %d ranks", n, size);
+    for (int r = 0; st == MDL_OK && r < size; r++) {
+      host[r] = mdl_xstrdup(h[r]);
+      for (int q = 0; q < r; q++)
+        if (!strcmp(host[q], host[r])) local[r]++;
+    }
+    for (int i = 0; i < n; i++) free(h[i]);
+    free(h);
+  } else if (lsize_s && parse_int(lsize_s, 1, 65536, &lsize) && lsize == size) {
+    for (int r = 0; r < size; r++) {
+      host[r] = mdl_xstrdup("127.0.0.1");
+      local[r] = r;
+    }
+  } else {
+    st = mdl_errorf(err, MDL_ERR_INVALID,
+                    "MPI: the ranks span several hosts; name them in MEMDL_HOSTS (one per rank, "
+                    "comma-separated, Slurm's [a-b] ranges allowed)");
+  }
+  int lr;
+  if (st == MDL_OK && lrank_s && parse_int(lrank_s, 0, 65535, &lr) && lr != local[rank])
+    st = mdl_errorf(err, MDL_ERR_INVALID,
+                    "MPI: local rank %d disagrees with MEMDL_HOSTS (expected %d)", lr, local[rank]);
+  return st;
+}
+
 mdl_status mdl_cluster_env_detect(mdl_getenv_fn get, void *ctx, int base_port, mdl_cluster_env *out,
                                   mdl_error *err) {
   memset(out, 0, sizeof *out);
@@ -209,69 +285,10 @@ mdl_status mdl_cluster_env_detect(mdl_getenv_fn get, void *ctx, int base_port, m
   char **host = mdl_xcalloc((size_t)size, sizeof *host);
   int *local = mdl_xcalloc((size_t)size, sizeof *local);
   mdl_status st = MDL_OK;
-  if (kind == MDL_LAUNCH_SLURM) {
-    const char *nl = env_get(get, ctx, "SLURM_STEP_NODELIST");
-    const char *tpn = env_get(get, ctx, "SLURM_STEP_TASKS_PER_NODE");
-    if (!nl) nl = env_get(get, ctx, "SLURM_JOB_NODELIST");
-    if (!tpn) tpn = env_get(get, ctx, "SLURM_TASKS_PER_NODE");
-    char **nodes = NULL;
-    int n_nodes = 0, *counts = NULL;
-    if (!nl) st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: SLURM_STEP_NODELIST is not set");
-    if (st == MDL_OK) st = mdl_slurm_hostlist(nl, &nodes, &n_nodes, err);
-    if (st == MDL_OK) {
-      if (tpn) {
-        st = mdl_slurm_tasks_per_node(tpn, n_nodes, &counts, err);
-      } else { /* spread evenly, in blocks */
-        counts = mdl_xcalloc((size_t)n_nodes, sizeof *counts);
-        for (int i = 0; i < n_nodes; i++) counts[i] = size / n_nodes + (i < size % n_nodes);
-      }
-    }
-    if (st == MDL_OK) {
-      int r = 0;
-      for (int i = 0; i < n_nodes && r < size; i++)
-        for (int j = 0; j < counts[i] && r < size; j++, r++) {
-          host[r] = mdl_xstrdup(nodes[i]);
-          local[r] = j;
-        }
-      if (r != size)
-        st = mdl_errorf(err, MDL_ERR_INVALID, "Slurm: %s places %d tasks, SLURM_NTASKS is %d",
-                        tpn ? tpn : "the node list", r, size);
-    }
-    for (int i = 0; i < n_nodes; i++) free(nodes[i]);
-    free(nodes);
-    free(counts);
-  } else {
-    int lsize = 0;
-    const char *hosts_s = env_get(get, ctx, "MEMDL_HOSTS");
-    if (hosts_s) {
-      char **h = NULL;
-      int n = 0;
-      st = mdl_slurm_hostlist(hosts_s, &h, &n, err);
-      if (st == MDL_OK && n != size)
-        st = mdl_errorf(err, MDL_ERR_INVALID, "MEMDL_HOSTS names %d hosts for %d ranks", n, size);
-      for (int r = 0; st == MDL_OK && r < size; r++) {
-        host[r] = mdl_xstrdup(h[r]);
-        for (int q = 0; q < r; q++)
-          if (!strcmp(host[q], host[r])) local[r]++;
-      }
-      for (int i = 0; i < n; i++) free(h[i]);
-      free(h);
-    } else if (lsize_s && parse_int(lsize_s, 1, 65536, &lsize) && lsize == size) {
-      for (int r = 0; r < size; r++) {
-        host[r] = mdl_xstrdup("127.0.0.1");
-        local[r] = r;
-      }
-    } else {
-      st = mdl_errorf(err, MDL_ERR_INVALID,
-                      "MPI: the ranks span several hosts; name them in MEMDL_HOSTS (one per rank, "
-                      "comma-separated, Slurm's [a-b] ranges allowed)");
-    }
-    int lr;
-    if (st == MDL_OK && lrank_s && parse_int(lrank_s, 0, 65535, &lr) && lr != local[rank])
-      st = mdl_errorf(err, MDL_ERR_INVALID,
-                      "MPI: local rank %d disagrees with MEMDL_HOSTS (expected %d)", lr,
-                      local[rank]);
-  }
+  if (kind == MDL_LAUNCH_SLURM)
+    st = slurm_placement(get, ctx, size, host, local, err);
+  else
+    st = mpi_placement(get, ctx, size, rank, lrank_s, lsize_s, host, local, err);
   if (st == MDL_OK) {
     int lr;
     if (kind == MDL_LAUNCH_SLURM && lrank_s && parse_int(lrank_s, 0, 65535, &lr) &&
