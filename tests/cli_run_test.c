@@ -103,6 +103,21 @@ Test(cli_run, usage_errors_exit_2) {
   cr_assert_eq(r.exit_code, 2, "%s", r.err);
   cr_assert(strstr(r.err, "--weights"), "%s", r.err);
   mdl_run_result_free(&r);
+  /* A worker list that is neither local:K nor host:port names the entry
+   * (it once printed freed memory: the message quoted the parser's copy). */
+  const char *bad[] = {"2", "foo", "local:2,foo"};
+  for (int i = 0; i < 3; i++) {
+    const char *e[] = {"run", JOB, "--workers", bad[i], NULL};
+    r = mdl_run_memdl(e, 30);
+    cr_assert_eq(r.exit_code, 2, "%s: %s", bad[i], r.err);
+    cr_assert(strstr(r.err, "is not host:port or local:K") || strstr(r.err, "local:K"), "%s",
+              r.err);
+    mdl_run_result_free(&r);
+  }
+  const char *f[] = {"run", JOB, "--workers", "foo", NULL};
+  r = mdl_run_memdl(f, 30);
+  cr_assert(strstr(r.err, "\"foo\" is not host:port or local:K"), "%s", r.err);
+  mdl_run_result_free(&r);
 }
 
 /* The same job on two local worker processes: the driver path end to end. */

@@ -382,12 +382,15 @@ static mdl_status parse_workers(driver *d, const char *spec, int *local_k, char 
   for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
     if (!*t) continue;
     if (!strchr(t, ':')) {
+      /* the message first: t points into copy */
+      mdl_status st =
+          mdl_errorf(err, MDL_ERR_INVALID, "--workers: \"%s\" is not host:port or local:K", t);
       free(copy);
       for (int i = 0; i < *n; i++) free((*addrs)[i]);
       free(*addrs);
       *addrs = NULL;
       *n = 0;
-      return mdl_errorf(err, MDL_ERR_INVALID, "--workers: \"%s\" is not host:port or local:K", t);
+      return st;
     }
     *addrs = mdl_xrealloc(*addrs, (size_t)(*n + 1) * sizeof **addrs);
     (*addrs)[(*n)++] = mdl_xstrdup(t);
