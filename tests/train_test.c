@@ -1,9 +1,10 @@
 /* The training loop on the real example job (Fashion-MNIST LeNet): a short
  * run must learn, runs are repeatable bit for bit, --resume continues
  * exactly (from the snapshot's iteration, with its solver history and
- * learning rate, which a run without them does not reproduce), and
- * acceptance failures say by how much. */
+ * learning rate, which a run without them does not reproduce), iter_size 2
+ * equals a twice larger batch, and acceptance failures say by how much. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,77 @@ Test(train, resume_restores_adam_moments_and_without_them_the_run_differs) {
   free(full);
   free(resumed);
   free(fresh);
+}
+
+/* Sets the batch size of the TRAIN data layer. */
+static void set_train_batch(mdl_job *job, int batch) {
+  Caffe__NetParameter *nets[2] = {job->solver->net_param, job->solver->train_net_param};
+  int changed = 0;
+  for (int k = 0; k < 2; k++)
+    for (size_t i = 0; nets[k] && i < nets[k]->n_layer; i++) {
+      Caffe__DataParameter *dp = nets[k]->layer[i]->data_param;
+      if (dp && dp->source && !strcmp(dp->source, "fashion_mnist_train")) {
+        dp->batch_size = (uint32_t)batch;
+        changed++;
+      }
+    }
+  cr_assert_gt(changed, 0);
+}
+
+/* Weights after a run of job (and the initial ones in *w0 when asked). */
+static float *trained(mdl_job *job, const char *dir, float **w0, size_t *n) {
+  mdl_train *t = trainer(job, dir);
+  mdl_net *net = mdl_train_train_net(t);
+  *n = mdl_net_param_count(net);
+  if (w0) {
+    *w0 = malloc(*n * sizeof(float));
+    memcpy(*w0, mdl_net_params(net), *n * sizeof(float));
+  }
+  mdl_train_summary sum;
+  mdl_error err;
+  mdl_status st = mdl_train_run(t, 0, &sum, &err);
+  cr_assert(st == MDL_OK || st == MDL_ERR_ACCEPT, "%s", err.msg);
+  float *w = malloc(*n * sizeof(float));
+  memcpy(w, mdl_net_params(net), *n * sizeof(float));
+  mdl_train_free(t);
+  return w;
+}
+
+/* Caffe's iter_size through LeNet: two passes of 64 per iteration (batch k
+ * = 2 iter + pass, so the passes read the records a batch of 128 holds),
+ * gradients accumulated and divided by 2, equal one pass of 128 up to float
+ * rounding; one pass of 64 does not. */
+Test(train, iter_size_2_equals_a_twice_larger_batch_on_lenet) {
+  const char *common[] = {"max_iter=10", "test_interval=0", "display=0",
+                          "snapshot=0",  "type=\"SGD\"",    "snapshot_after_train=false",
+                          NULL};
+  mdl_job *acc = load(common), *big = load(common), *one = load(common);
+  mdl_error err;
+  cr_assert_eq(mdl_job_set(acc, "iter_size=2", &err), MDL_OK, "%s", err.msg);
+  set_train_batch(big, 128);
+  size_t n, n2, n3;
+  float *w0;
+  float *wa = trained(acc, tu_scratch_path("iter_size_2"), &w0, &n);
+  float *wb = trained(big, tu_scratch_path("batch_128"), NULL, &n2);
+  float *wc = trained(one, tu_scratch_path("batch_64"), NULL, &n3);
+  cr_assert(n == n2 && n == n3);
+  double moved = 0, off = 0, single = 0;
+  for (size_t j = 0; j < n; j++) {
+    moved += ((double)wb[j] - w0[j]) * ((double)wb[j] - w0[j]);
+    off += ((double)wa[j] - wb[j]) * ((double)wa[j] - wb[j]);
+    single += ((double)wc[j] - wb[j]) * ((double)wc[j] - wb[j]);
+  }
+  double rel = sqrt(off / moved), rel1 = sqrt(single / moved);
+  cr_log_info("iter_size 2 vs batch 128: %.3g; batch 64 vs batch 128: %.3g", rel, rel1);
+  cr_assert_lt(rel, 5e-4, "iter_size 2 is %.3g off a batch of 128", rel);
+  cr_assert_gt(rel1, 100 * 5e-4, "a batch of 64 is only %.3g off a batch of 128", rel1);
+  free(w0);
+  free(wa);
+  free(wb);
+  free(wc);
+  mdl_job_free(acc);
+  mdl_job_free(big);
+  mdl_job_free(one);
 }
 
 Test(train, caffemodel_is_not_a_solverstate) {
