@@ -199,7 +199,7 @@ for i in "${!B_NAME[@]}"; do
       case $rc in
         0) result="**missed**" ;;
         3) result="caught"
-           detail=$(grep -aoE '^\[FAIL\] [A-Za-z0-9_]+::[A-Za-z0-9_]+' "$log" | sed 's/^\[FAIL\] //' | sort -u | head -n 3 | paste -sd',' - | sed 's/,/, /g') ;;
+           detail=$(grep -aoE '^\[FAIL\] [A-Za-z0-9_]+::[A-Za-z0-9_]+' "$log" | sed 's/^\[FAIL\] //' | sort -u | head -n 4 | paste -sd',' - | sed 's/,/, /g') ;;
         *) result="error (bazel exit $rc)" detail=$(grep -aE 'error:|ERROR:' "$log" | head -n 1 | cut -c1-120) ;;
       esac
     fi

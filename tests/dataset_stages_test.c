@@ -259,6 +259,20 @@ Test(stages, split_is_disjoint_covers_and_ignores_partitioning) {
     cr_assert(ma[r] != mb[r], "record %d in both or neither", r);
     cr_assert_eq(ma[r], ma3[r], "record %d depends on partitioning", r);
   }
+  /* the seed chooses the split: another one holds other records */
+  Memdl__DataSet *tr6 = tu_dataset(
+      "source { synthetic { shape: [4] records: 5000 } } "
+      "stage { split { fraction: 0.7 seed: 6 } }");
+  mdl_dataset *a6 = tu_build(tr6, NULL, 1);
+  bool *ma6 = held(a6, 5000);
+  int moved = 0;
+  for (int r = 0; r < 5000; r++) moved += ma[r] != ma6[r];
+  /* independent 70% draws disagree on 2 x 0.7 x 0.3 = 42% of records */
+  cr_assert(moved > 1800 && moved < 2400, "seeds 5 and 6 split %d of 5000 records differently",
+            moved);
+  free(ma6);
+  mdl_dataset_free(a6);
+  mdl_pb_free(tr6);
   free(ma);
   free(mb);
   free(ma3);
