@@ -9,7 +9,7 @@ scripts/setup.sh || exit 1
 bazel test //... "$@"
 status=$?
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 while IFS= read -r log; do
   target=${log#bazel-testlogs/}
   target=${target%/test.log}
@@ -18,8 +18,13 @@ while IFS= read -r log; do
     echo "//$target: ${line#*Synthesis: }"
     nums=$(echo "$line" | sed -E 's/.*Passing: *([0-9]+).*Failing: *([0-9]+).*Crashing: *([0-9]+).*/\1 \2 \3/')
     read -r p f c <<<"$nums"
+    # Criterion leaves skipped tests out of its Synthesis line; under
+    # --verbose (tests/defs.bzl) it prints one [SKIP] line for each.
+    s=$(grep -ac '^\[SKIP\]' "$log")
+    [ "$s" -gt 0 ] && echo "//$target: $s skipped: $(grep -a '^\[SKIP\]' "$log" | sed -E 's/^\[SKIP\] //' | paste -sd';' -)"
     passed=$((passed + p))
     failed=$((failed + f + c))
+    skipped=$((skipped + s))
   else
     echo "//$target: no Criterion summary (crashed or timed out?)"
     failed=$((failed + 1))
@@ -36,5 +41,5 @@ else
 fi
 
 [ $status -ne 0 ] && [ $failed -eq 0 ] && failed=1
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ $status -eq 0 ] && [ $failed -eq 0 ]

@@ -1,12 +1,14 @@
 /* Stages: clean (drops by reason), transform (scale, mean_value, mean_file,
  * crop, mirror), normalize, resize, split, sample; fusion into one pass,
- * lineage rebuild bit-identity, `from` resolution and stage errors. */
+ * lineage rebuild bit-identity (in this process and in others), `from`
+ * resolution and stage errors. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "common/pb.h"
 #include "runtime/data/dataset.h"
@@ -257,6 +259,20 @@ Test(stages, split_is_disjoint_covers_and_ignores_partitioning) {
     cr_assert(ma[r] != mb[r], "record %d in both or neither", r);
     cr_assert_eq(ma[r], ma3[r], "record %d depends on partitioning", r);
   }
+  /* the seed chooses the split: another one holds other records */
+  Memdl__DataSet *tr6 = tu_dataset(
+      "source { synthetic { shape: [4] records: 5000 } } "
+      "stage { split { fraction: 0.7 seed: 6 } }");
+  mdl_dataset *a6 = tu_build(tr6, NULL, 1);
+  bool *ma6 = held(a6, 5000);
+  int moved = 0;
+  for (int r = 0; r < 5000; r++) moved += ma[r] != ma6[r];
+  /* independent 70% draws disagree on 2 x 0.7 x 0.3 = 42% of records */
+  cr_assert(moved > 1800 && moved < 2400, "seeds 5 and 6 split %d of 5000 records differently",
+            moved);
+  free(ma6);
+  mdl_dataset_free(a6);
+  mdl_pb_free(tr6);
   free(ma);
   free(mb);
   free(ma3);
@@ -346,6 +362,91 @@ Test(stages, lineage_rebuild_is_bit_identical) {
   free(wire);
   free(data);
   free(lab);
+}
+
+/* Runs tests/lineage_dump on lineage file `lin` (see lineage_dump.c) and
+ * returns what it wrote (*len bytes). */
+static uint8_t *dump_elsewhere(const char *lin, const char *out, size_t *len) {
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    execl("tests/lineage_dump", "lineage_dump", lin, out, (char *)NULL);
+    _exit(127);
+  }
+  int ws;
+  cr_assert_eq(waitpid(pid, &ws, 0), pid);
+  cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "lineage_dump failed (status %d)", ws);
+  FILE *f = fopen(out, "rb");
+  cr_assert(f);
+  fseek(f, 0, SEEK_END);
+  *len = (size_t)ftell(f);
+  rewind(f);
+  uint8_t *buf = malloc(*len + 1);
+  cr_assert_eq(fread(buf, 1, *len, f), *len);
+  fclose(f);
+  return buf;
+}
+
+static const char *write_lineage(const Memdl__PartitionLineage *lin, const char *name) {
+  size_t n = memdl__partition_lineage__get_packed_size(lin);
+  uint8_t *wire = malloc(n);
+  memdl__partition_lineage__pack(lin, wire);
+  const char *path = tu_dir_path(name);
+  FILE *f = fopen(path, "wb");
+  cr_assert(f && fwrite(wire, 1, n, f) == n);
+  fclose(f);
+  free(wire);
+  return path;
+}
+
+/* A lineage with seeded random stages (sample, split) and a random batch
+ * transform (crop, mirror, shuffled order) rebuilt in two other processes
+ * (exec'd: their own address layout, pid and clock) gives the same
+ * partition and the same batch, and the partition is the one this process
+ * builds; another sample seed gives another partition. */
+Test(stages, lineage_rebuild_is_bit_identical_across_processes) {
+  make_chw("xp", 300, 3, 6, 6);
+  const char *stages =
+      "stage { sample { fraction: 0.7 seed: %d } } stage { split { fraction: 0.8 seed: 4 } } "
+      "stage { transform { crop_size: 4 mirror: true scale: 0.5 } }";
+  char text[300];
+  snprintf(text, sizeof text, stages, 9);
+  Memdl__DataSet *ds = chw_set("xp", text);
+  Memdl__PartitionLineage *lin = mdl_lineage_new(ds, 1, 2, tu_dir);
+  const char *path = write_lineage(lin, "xp.lineage");
+  size_t la, lb;
+  uint8_t *a = dump_elsewhere(path, tu_dir_path("xp.a"), &la);
+  uint8_t *b = dump_elsewhere(path, tu_dir_path("xp.b"), &lb);
+  cr_assert_eq(la, lb, "two processes rebuilt %zu and %zu bytes", la, lb);
+  cr_assert_eq(memcmp(a, b, la), 0, "two processes rebuilt different bits");
+  /* the partition they wrote is this process's */
+  mdl_partition *p = NULL;
+  mdl_error err = {0};
+  cr_assert_eq(mdl_partition_build(lin, NULL, &p, &err), MDL_OK, "%s", err.msg);
+  cr_assert(p->n > 50 && p->n < 120, "%lld records", (long long)p->n);
+  size_t rec = (size_t)3 * 6 * 6, off = sizeof(int64_t);
+  cr_assert_eq(memcmp(a, &p->n, sizeof p->n), 0);
+  cr_assert_gt(la, off + (size_t)p->n * (rec + 4 + 8));
+  cr_assert_eq(memcmp(a + off, p->data, (size_t)p->n * rec), 0);
+  off += (size_t)p->n * rec;
+  cr_assert_eq(memcmp(a + off, p->label, (size_t)p->n * 4), 0);
+  off += (size_t)p->n * 4;
+  cr_assert_eq(memcmp(a + off, p->record, (size_t)p->n * 8), 0);
+  mdl_partition_free(p);
+  /* the seed is used: another one selects other records */
+  snprintf(text, sizeof text, stages, 10);
+  Memdl__DataSet *ds2 = chw_set("xp", text);
+  Memdl__PartitionLineage *lin2 = mdl_lineage_new(ds2, 1, 2, tu_dir);
+  size_t lc;
+  uint8_t *c = dump_elsewhere(write_lineage(lin2, "xp2.lineage"), tu_dir_path("xp.c"), &lc);
+  cr_assert(lc != la || memcmp(a, c, la) != 0, "sample seeds 9 and 10 rebuilt the same bits");
+  free(a);
+  free(b);
+  free(c);
+  mdl_pb_free(lin);
+  mdl_pb_free(lin2);
+  mdl_pb_free(ds);
+  mdl_pb_free(ds2);
 }
 
 Test(stages, from_resolves_into_standalone_lineage) {

@@ -1,4 +1,8 @@
-"""mdl_test: a Criterion test binary with memdl's conventions."""
+"""mdl_test: a Criterion test binary with memdl's conventions.
+
+Tests run with --verbose: Criterion then logs one [SKIP] line per skipped
+or disabled test (its Synthesis line leaves them out), which
+scripts/test.sh counts."""
 
 def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags = [], copts = [], linkopts = []):
     native.cc_test(
@@ -7,7 +11,7 @@ def mdl_test(name, srcs, deps = [], data = [], size = "small", args = [], tags =
         deps = deps + ["//common:error", "//tests:leakcheck"],
         data = data + ["//tests:lsan.supp"],
         size = size,
-        args = args,
+        args = ["--verbose"] + args,
         tags = tags,
         copts = copts,
         linkopts = linkopts + ["-lcriterion"],

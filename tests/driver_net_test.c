@@ -1,10 +1,12 @@
 /* The distributed runtime on the real engine (the "net" trainer): LeNet on
  * Fashion-MNIST (jobs/fashion_mnist) through real worker processes. One
  * worker through the driver reproduces the single-machine trainer
- * (runtime/train/train.h) bit for bit; two workers averaging every tau
- * iterations reach the single worker's accuracy at the same number of
- * samples seen; runs repeat to the bit. The full-length comparison the
- * issue asks for (10000 iterations, 1 vs 2 vs 3 workers, within 1 point)
+ * (runtime/train/train.h) bit for bit; K workers with tau 1 equal one
+ * worker on a K-times batch of the same records (SGD and Nesterov, both
+ * with momentum); two workers averaging every 10 iterations reach the
+ * single worker's accuracy within 1 point at the same number of samples
+ * seen; runs repeat to the bit. The full-length comparison (10000
+ * iterations, 1 vs 2 vs 3 workers, within 1 point; several minutes on 2 cores)
  * runs when MDL_LONG=1. This binary is also the worker (main() is in
  * driver_test_util.c). */
 #define _GNU_SOURCE
@@ -15,7 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/pb.h"
 #include "compiler/job.h"
+#include "runtime/data/dataset.h"
 #include "runtime/dist/driver.h"
 #include "runtime/engine/net.h"
 #include "runtime/rpc/rpc.h"
@@ -104,25 +108,185 @@ Test(driver_net, one_worker_through_the_driver_is_the_local_trainer_bit_for_bit)
   mdl_driver_result_free(&r);
 }
 
-Test(driver_net, two_workers_learn_like_one_at_the_same_samples_and_repeat_to_the_bit) {
+/* The full-length comparison below, shortened to fit the suite but as
+ * strict: one worker and two workers averaging every 10 iterations, both
+ * seeing the same samples (1200 batches of 64 in all, ~1.3 epochs), tested
+ * on all 10000 test images, within 1 point (0.8665 and 0.8591 here). Three
+ * workers need the full length for that (0.8487 at this point), so they
+ * stay in the MDL_LONG test. */
+Test(driver_net, one_and_two_workers_within_one_point_at_the_same_samples) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-  const char *one[] = {"max_iter=600", "test_interval=600", "test_iter=20", NULL};
-  const char *two[] = {"max_iter=300", "test_interval=300", "test_iter=20", NULL};
+  const char *one[] = {"max_iter=1200", "test_interval=1200", NULL};
+  const char *two[] = {"max_iter=600", "test_interval=600", NULL};
   double a1 = run("local:1", 10, one, NULL);
-  mdl_driver_result r2, r2b;
-  double a2 = run("local:2", 10, two, &r2);
-  cr_assert_gt(a2, 0.70, "two workers reached only %.4f", a2);
-  /* accuracy still climbs fast here; the full-length run checks 1 point */
-  cr_assert_gt(a2, a1 - 0.04, "two workers %.4f, one worker %.4f at the same samples", a2, a1);
+  double a2 = run("local:2", 10, two, NULL);
+  cr_assert_gt(a1, 0.80, "one worker reached only %.4f", a1);
+  cr_assert(fabs(a2 - a1) <= 0.01, "2 workers %.4f vs 1 worker %.4f", a2, a1);
+}
+
+Test(driver_net, two_workers_repeat_to_the_bit) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   const char *again[] = {"max_iter=20", "test_interval=0", NULL};
+  mdl_driver_result r2b, r2c;
   run("local:2", 10, again, &r2b);
-  mdl_driver_result r2c;
   run("local:2", 10, again, &r2c);
   cr_assert_eq(memcmp(r2b.weights, r2c.weights, r2b.n_params * sizeof(float)), 0,
                "two runs of the same job on 2 workers differ");
-  mdl_driver_result_free(&r2);
   mdl_driver_result_free(&r2b);
   mdl_driver_result_free(&r2c);
+}
+
+/* --- K workers with tau 1 = one worker on a K-times batch, on LeNet ------- */
+
+static void put_be32(FILE *f, uint32_t v) {
+  unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8),
+                        (unsigned char)v};
+  cr_assert_eq(fwrite(b, 1, 4, f), 4);
+}
+
+static Memdl__DataSet *train_set(mdl_job *job) {
+  for (size_t i = 0; i < job->job->n_data; i++)
+    if (!strcmp(job->job->data[i]->name, "fashion_mnist_train")) return job->job->data[i];
+  cr_assert_fail("the job has no fashion_mnist_train data set");
+  return NULL;
+}
+
+/* Writes plain IDX files holding, for iterations 0..T-1, the K workers'
+ * batches of B one after the other: partition k of K as the workers build
+ * it (same lineage), records [t B, (t+1) B) of each. One worker reading
+ * these in order with batch K B sees at iteration t exactly the union of
+ * what the K workers see at t. */
+static void write_union_batches(mdl_job *job, int K, int B, int T, const char *images,
+                                const char *labels) {
+  mdl_partition *part[8];
+  mdl_error err;
+  int64_t total = 0;
+  for (int k = 0; k < K; k++) {
+    Memdl__PartitionLineage *l =
+        mdl_lineage_new(train_set(job), (uint32_t)k, (uint32_t)K, job->base_dir);
+    cr_assert_eq(mdl_partition_build(l, NULL, &part[k], &err), MDL_OK, "%s", err.msg);
+    mdl_pb_free(l);
+    cr_assert_eq(part[k]->dtype, MDL_DTYPE_U8);
+    cr_assert_geq(part[k]->n, (int64_t)T * B, "partition %d holds %lld records", k,
+                  (long long)part[k]->n);
+    total += part[k]->n;
+  }
+  cr_assert_eq(total, 60000, "the partitions hold %lld of the 60000 records", (long long)total);
+  size_t rec = (size_t)part[0]->channels * part[0]->height * part[0]->width;
+  FILE *fi = fopen(images, "wb"), *fl = fopen(labels, "wb");
+  cr_assert(fi && fl);
+  uint32_t n = (uint32_t)(K * B * T);
+  put_be32(fi, 0x803);
+  put_be32(fi, n);
+  put_be32(fi, (uint32_t)part[0]->height);
+  put_be32(fi, (uint32_t)part[0]->width);
+  put_be32(fl, 0x801);
+  put_be32(fl, n);
+  for (int t = 0; t < T; t++)
+    for (int k = 0; k < K; k++)
+      for (int b = 0; b < B; b++) {
+        int64_t r = (int64_t)t * B + b;
+        cr_assert_eq(fwrite((const uint8_t *)part[k]->data + (size_t)r * rec, 1, rec, fi), rec);
+        unsigned char lab = (unsigned char)part[k]->label[r];
+        cr_assert_eq(fwrite(&lab, 1, 1, fl), 1);
+      }
+  fclose(fi);
+  fclose(fl);
+  for (int k = 0; k < K; k++) mdl_partition_free(part[k]);
+}
+
+/* The job reading `images`/`labels` as its training set with batch `batch`. */
+static void retarget(mdl_job *job, const char *images, const char *labels, int batch) {
+  Memdl__IdxSource *idx = train_set(job)->source->idx;
+  cr_assert(idx);
+  free(idx->images);
+  free(idx->labels);
+  idx->images = strdup(images);
+  idx->labels = strdup(labels);
+  Caffe__NetParameter *nets[2] = {job->solver->net_param, job->solver->train_net_param};
+  int changed = 0;
+  for (int k = 0; k < 2; k++)
+    for (size_t i = 0; nets[k] && i < nets[k]->n_layer; i++) {
+      Caffe__DataParameter *dp = nets[k]->layer[i]->data_param;
+      if (dp && dp->source && !strcmp(dp->source, "fashion_mnist_train")) {
+        dp->batch_size = (uint32_t)batch;
+        changed++;
+      }
+    }
+  cr_assert_gt(changed, 0, "no Data layer reads fashion_mnist_train");
+}
+
+/* K workers, tau 1, T iterations of batch B each (the job's 64) against
+ * one worker (the local trainer, which the driver's one worker reproduces
+ * bit for bit) on batches of K B holding the same records. Returns
+ * |w_K - w_1| / |w_1 - w_0| (L2 norms): float rounding only, ~1e-5 here;
+ * averaging off by one sample makes it ~7e-3. */
+static double k_workers_vs_one_big_batch(const char *solver, int K, int T) {
+  enum { B = 64 };
+  char iters[32], type[64];
+  snprintf(iters, sizeof iters, "max_iter=%d", T);
+  snprintf(type, sizeof type, "type=\"%s\"", solver);
+  const char *sets[] = {iters, type, "test_interval=0", "test_iter=1", "display=0", NULL};
+  char workers[32];
+  snprintf(workers, sizeof workers, "local:%d", K);
+  mdl_driver_result rk;
+  run(workers, 1, sets, &rk);
+  cr_assert_eq(rk.iter, T);
+  cr_assert_eq(rk.rounds, T, "tau 1: one round per iteration");
+
+  mdl_job *job = load_job(sets);
+  const char *images = tu_dir_path("union-images-idx3-ubyte"),
+             *labels = tu_dir_path("union-labels-idx1-ubyte");
+  write_union_batches(job, K, B, T, images, labels);
+  retarget(job, images, labels, K * B);
+  mdl_train_opts to = {.threads = 1, .out_dir = tu_dir, .log = fopen("/dev/null", "w")};
+  mdl_train *t;
+  mdl_error err;
+  cr_assert_eq(mdl_train_new(job, &to, &t, &err), MDL_OK, "%s", err.msg);
+  mdl_net *net = mdl_train_train_net(t);
+  size_t n = mdl_net_param_count(net);
+  cr_assert_eq(n, rk.n_params);
+  float *w0 = malloc(n * sizeof(float));
+  memcpy(w0, mdl_net_params(net), n * sizeof(float));
+  mdl_train_summary sum;
+  mdl_status st = mdl_train_run(t, 0, &sum, &err);
+  cr_assert(st == MDL_OK || st == MDL_ERR_ACCEPT, "%s", err.msg);
+  cr_assert_eq(sum.iter, T);
+  const float *w1 = mdl_net_params(net);
+  double moved = 0, off = 0, moved2 = 0, off2 = 0;
+  size_t worst = 0;
+  for (size_t j = 0; j < n; j++) {
+    moved = fmax(moved, fabs((double)w1[j] - w0[j]));
+    double e = fabs((double)rk.weights[j] - w1[j]);
+    if (e > off) off = e, worst = j;
+    moved2 += ((double)w1[j] - w0[j]) * ((double)w1[j] - w0[j]);
+    off2 += e * e;
+  }
+
+  cr_assert_gt(moved, 1e-3, "%s: %d iterations did not move the weights", solver, T);
+  double rel = sqrt(off2 / moved2);
+  fprintf(stderr,
+          "%s: %d workers vs one on a %d-times batch after %d iterations: |w_K - w_1| is %.3g "
+          "of |w_1 - w_0|; largest difference %.3g (weight %zu: %.9g vs %.9g)\n",
+          solver, K, K, T, rel, off, worst, rk.weights[worst], w1[worst]);
+  fclose(to.log);
+  free(w0);
+  mdl_train_free(t);
+  mdl_job_free(job);
+  mdl_driver_result_free(&rk);
+  return rel;
+}
+
+Test(driver_net, k_workers_with_tau_1_equal_one_worker_on_a_k_times_batch_sgd) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  double rel = k_workers_vs_one_big_batch("SGD", 2, 10);
+  cr_assert_lt(rel, 5e-4, "SGD (momentum 0.9): 2 workers are %.3g off one worker", rel);
+}
+
+Test(driver_net, k_workers_with_tau_1_equal_one_worker_on_a_k_times_batch_nesterov) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  double rel = k_workers_vs_one_big_batch("Nesterov", 3, 8);
+  cr_assert_lt(rel, 5e-4, "Nesterov: 3 workers are %.3g off one worker", rel);
 }
 
 /* The issue's acceptance comparison, ~4 minutes on 2 cores: MDL_LONG=1. */

@@ -82,18 +82,55 @@ static double final_loss(const mdl_driver_result *r) {
   return r->test[0].sum[0];
 }
 
-/* The fault-free result every faulty run is compared with. */
-static double clean_loss(const char *workers) {
+/* The fault-free result every faulty run is compared with; trace: where
+ * its workers record what they train on (NULL: nowhere). */
+static double clean_loss(const char *workers, const char *trace) {
   Memdl__Plan *p = linear_plan(&SPEC);
   mdl_driver_opts o = opts(workers);
   o.quiet = true;
   mdl_driver_result r;
   mdl_error err;
+  if (trace) setenv("MDL_LINEAR_TRACE", trace, 1);
   cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  unsetenv("MDL_LINEAR_TRACE");
   double loss = final_loss(&r);
   mdl_driver_result_free(&r);
   mdl_pb_free(p);
   return loss;
+}
+
+/* A line of the linear trainer's trace (MDL_LINEAR_TRACE, see
+ * tests/trainer_linear.c): worker `worker` trained on record `id` of
+ * partition `part` at iteration `iter`. */
+typedef struct trace_rec {
+  int worker, iter;
+  unsigned long long id;
+  unsigned part;
+} trace_rec;
+
+static int trace_cmp(const void *a, const void *b) {
+  const trace_rec *x = a, *y = b;
+  if (x->iter != y->iter) return x->iter < y->iter ? -1 : 1;
+  if (x->worker != y->worker) return x->worker < y->worker ? -1 : 1;
+  if (x->id != y->id) return x->id < y->id ? -1 : 1;
+  return 0;
+}
+
+/* The trace, sorted. */
+static trace_rec *read_trace(const char *path, size_t *n) {
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "no trace at %s: the workers trained on nothing?", path);
+  size_t cap = 1024;
+  trace_rec *r = malloc(cap * sizeof *r);
+  *n = 0;
+  trace_rec t;
+  while (fscanf(f, "%d %d %llu %u", &t.worker, &t.iter, &t.id, &t.part) == 4) {
+    if (*n == cap) r = realloc(r, (cap *= 2) * sizeof *r);
+    r[(*n)++] = t;
+  }
+  fclose(f);
+  qsort(r, *n, sizeof *r, trace_cmp);
+  return r;
 }
 
 TestSuite(fault, .init = setup, .fini = teardown, .timeout = 60);
@@ -127,8 +164,15 @@ static void killer_join(killer *k) {
   if (k->started && k->sig_later) pthread_join(k->th, NULL);
 }
 
+/* "Nothing is lost": the round in flight when worker 1 dies is averaged
+ * over the survivors (its samples for that round are gone, by design); from
+ * the next round on, every partition is trained on exactly as in the run
+ * without a fault: the same records at the same iterations, on the same
+ * worker slot (the replacement takes its partitions back). Compared record
+ * by record through the linear trainer's trace. */
 Test(fault, a_worker_killed_mid_round_is_replaced_and_nothing_is_lost) {
-  double clean = clean_loss("local:3");
+  const char *clean_trace = tu_dir_path("clean.trace"), *fault_trace = tu_dir_path("fault.trace");
+  double clean = clean_loss("local:3", clean_trace);
   Memdl__Plan *p = linear_plan(&SPEC);
   mdl_driver_opts o = opts("local:3");
   killer k = {.at = 3, .victim = 1, .sig_now = SIGSTOP, .sig_later = SIGKILL, .later_ms = 100};
@@ -136,7 +180,9 @@ Test(fault, a_worker_killed_mid_round_is_replaced_and_nothing_is_lost) {
   o.on_round_ctx = &k;
   mdl_driver_result r;
   mdl_error err;
+  setenv("MDL_LINEAR_TRACE", fault_trace, 1);
   cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  unsetenv("MDL_LINEAR_TRACE");
   killer_join(&k);
   cr_assert_eq(r.iter, SPEC.max_iter);
   cr_assert_eq(r.faults, 1);
@@ -148,6 +194,44 @@ Test(fault, a_worker_killed_mid_round_is_replaced_and_nothing_is_lost) {
   cr_assert(log_contains("worker 1 replaced: pid"));
   double loss = final_loss(&r);
   cr_assert(loss < clean * 1.5 + 1e-4, "with a fault %g, without %g", loss, clean);
+
+  /* round 4 is iterations [30, 40): worker 1's share of it is the only
+   * difference */
+  int lost_from = 3 * SPEC.tau, lost_to = 4 * SPEC.tau;
+  size_t nc, nf;
+  trace_rec *c = read_trace(clean_trace, &nc), *f = read_trace(fault_trace, &nf);
+  long long per_part_clean[16] = {0}, per_part_fault[16] = {0}, lost = 0;
+  size_t m = 0;
+  for (size_t i = 0; i < nc; i++) {
+    cr_assert_lt(c[i].part, 16u);
+    if (c[i].worker == 1 && c[i].iter >= lost_from && c[i].iter < lost_to) {
+      lost++;
+      continue;
+    }
+    per_part_clean[c[i].part]++;
+    c[m++] = c[i];
+  }
+  cr_assert_eq(lost, (long long)SPEC.tau * SPEC.batch, "worker 1 trained %lld records in round 4",
+               lost);
+  for (size_t i = 0; i < nf; i++) {
+    cr_assert_lt(f[i].part, 16u);
+    per_part_fault[f[i].part]++;
+  }
+  for (unsigned q = 0; q < (unsigned)SPEC.parts; q++) {
+    cr_assert_gt(per_part_clean[q], 0, "partition %u was never trained on", q);
+    cr_assert_eq(per_part_fault[q], per_part_clean[q],
+                 "partition %u: %lld samples trained with the fault, %lld without it (less the "
+                 "killed worker's round)",
+                 q, per_part_fault[q], per_part_clean[q]);
+  }
+  cr_assert_eq(nf, m, "%zu records trained with the fault, %zu expected", nf, m);
+  for (size_t i = 0; i < m; i++)
+    cr_assert(!trace_cmp(&c[i], &f[i]) && c[i].part == f[i].part,
+              "record %zu of the trace: worker %d iteration %d record %llu with the fault, "
+              "worker %d iteration %d record %llu without",
+              i, f[i].worker, f[i].iter, f[i].id, c[i].worker, c[i].iter, c[i].id);
+  free(c);
+  free(f);
   mdl_driver_result_free(&r);
   mdl_pb_free(p);
 }

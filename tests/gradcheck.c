@@ -144,7 +144,7 @@ void gc_backward(gc_layer *f, const bool *propagate_down) {
 }
 
 gc_opts gc_default_opts(void) {
-  gc_opts o = {1e-2, 1e-3, 0, -1, 0, false, 12345};
+  gc_opts o = {.step = 1e-2, .threshold = 1e-3, .floor = 0.1, .kink_range = -1, .seed = 12345};
   return o;
 }
 
@@ -176,21 +176,83 @@ static void snap_free(gc_layer *f, snapshot *s) {
   free(s->params);
 }
 
-/* L = sum_t c_t . top_t (double) */
-static double objective(gc_layer *f, float *const *coef) {
+/* The loss weights the net would give the layer's tops: the text's
+ * loss_weight entries, else 1 on a loss layer's first top. */
+static void layer_loss_weights(const gc_layer *f, float *w) {
+  for (int t = 0; t < f->n_top; t++) {
+    if ((size_t)t < f->lp->n_loss_weight)
+      w[t] = f->lp->loss_weight[t];
+    else
+      w[t] = t == 0 && f->l->def && f->l->def->is_loss ? 1.f : 0.f;
+  }
+}
+
+/* L = sum_t c_t . top_t (double), or the net's weighted loss */
+static double objective(gc_layer *f, float *const *coef, const float *lw) {
+  if (lw) return mdl_layer_loss(f->l, lw, f->tp);
   double L = 0;
   for (int t = 0; t < f->n_top; t++)
     for (int64_t i = 0; i < f->tp[t]->count; i++) L += (double)coef[t][i] * f->tp[t]->data[i];
   return L;
 }
 
+/* One checked blob: analytic and numeric gradients side by side. */
+typedef struct blob_grads {
+  bool is_param;
+  int index;
+  int64_t n;
+  float *ana;
+  double *num;
+  bool *skip; /* in the kink window */
+} blob_grads;
+
+static void judge(const blob_grads *g, const float *x0, const gc_opts *o, gc_result *r) {
+  double scale = 0;
+  for (int64_t j = 0; j < g->n; j++) {
+    if (g->skip[j]) continue;
+    scale = fmax(scale, fmax(fabs(g->ana[j]), fabs(g->num[j])));
+  }
+  if (scale > r->scale) r->scale = scale;
+  double floor = o->floor * scale;
+  for (int64_t j = 0; j < g->n; j++) {
+    if (g->skip[j]) {
+      r->skipped++;
+      continue;
+    }
+    double a = g->ana[j], n = g->num[j];
+    double den = fmax(fmax(fabs(a), fabs(n)), floor);
+    double e = den > 0 ? fabs(a - n) / den : 0;
+    r->checked++;
+    if (e > r->worst) r->worst = e;
+    if (e > o->threshold) {
+      if (!r->failed)
+        snprintf(r->first_failure, sizeof r->first_failure,
+                 "%s %d element %lld: analytic %.6g numeric %.6g (x = %.6g; error %.3g of "
+                 "max(|a|, |n|, %.3g))",
+                 g->is_param ? "params" : "bottom", g->is_param ? 0 : g->index, (long long)j, a, n,
+                 x0[j], e, floor);
+      r->failed++;
+    }
+  }
+}
+
 gc_result gc_check(gc_layer *f, const gc_opts *o) {
   gc_result r;
   memset(&r, 0, sizeof r);
   float *coef[8] = {0};
-  for (int t = 0; t < f->n_top; t++) {
-    coef[t] = malloc((size_t)f->tp[t]->count * sizeof(float) + 4);
-    gc_fill_uniform(coef[t], f->tp[t]->count, -1.f, 1.f, o->seed + (uint64_t)t);
+  float lw_store[8] = {0};
+  const float *lw = NULL;
+  if (o->loss_weights) {
+    layer_loss_weights(f, lw_store);
+    lw = lw_store;
+  } else {
+    for (int t = 0; t < f->n_top; t++) {
+      coef[t] = malloc((size_t)f->tp[t]->count * sizeof(float) + 4);
+      if (o->upstream != 0)
+        for (int64_t i = 0; i < f->tp[t]->count; i++) coef[t][i] = (float)o->upstream;
+      else
+        gc_fill_uniform(coef[t], f->tp[t]->count, -1.f, 1.f, o->seed + (uint64_t)t);
+    }
   }
   snapshot s;
   snap_take(f, &s);
@@ -198,59 +260,63 @@ gc_result gc_check(gc_layer *f, const gc_opts *o) {
   /* analytic gradients */
   snap_restore(f, &s);
   gc_forward(f);
-  for (int t = 0; t < f->n_top; t++)
-    memcpy(f->tp[t]->diff, coef[t], (size_t)f->tp[t]->count * sizeof(float));
+  for (int t = 0; t < f->n_top; t++) {
+    if (lw) /* the net's path: only weighted tops get a diff, seeded by the layer code */
+      memset(f->tp[t]->diff, 0, (size_t)f->tp[t]->count * sizeof(float));
+    else
+      memcpy(f->tp[t]->diff, coef[t], (size_t)f->tp[t]->count * sizeof(float));
+  }
+  if (lw) mdl_layer_seed_loss_diff(f->l, lw, f->tp);
   bool pd[8];
   for (int i = 0; i < f->n_bottom; i++) pd[i] = !(o->skip_bottoms & (1u << i));
   gc_backward(f, pd);
-  float *ana_b[8] = {0};
-  for (int i = 0; i < f->n_bottom; i++) {
-    ana_b[i] = malloc((size_t)f->bottom[i].count * sizeof(float) + 4);
-    memcpy(ana_b[i], f->bottom[i].diff, (size_t)f->bottom[i].count * sizeof(float));
-  }
-  float *ana_p = malloc((size_t)f->n_params * sizeof(float) + 4);
-  memcpy(ana_p, f->pdiff, (size_t)f->n_params * sizeof(float));
 
-  /* numeric, one input value at a time */
+  /* copied before any further forward */
   int n_blobs = f->n_bottom + (o->skip_params ? 0 : 1);
+  blob_grads g[9];
+  int n_g = 0;
   for (int b = 0; b < n_blobs; b++) {
     bool is_param = b == f->n_bottom;
     if (!is_param && (o->skip_bottoms & (1u << b))) continue;
-    int64_t n = is_param ? f->n_params : f->bottom[b].count;
-    for (int64_t j = 0; j < n; j++) {
-      float *x = is_param ? &f->params[j] : &f->bottom[b].data[j];
-      float x0 = is_param ? s.params[j] : s.bottom[b][j];
-      double ana = is_param ? ana_p[j] : ana_b[b][j];
+    blob_grads *gb = &g[n_g++];
+    gb->is_param = is_param;
+    gb->index = b;
+    gb->n = is_param ? f->n_params : f->bottom[b].count;
+    gb->ana = malloc((size_t)gb->n * sizeof(float) + 4);
+    memcpy(gb->ana, is_param ? f->pdiff : f->bottom[b].diff, (size_t)gb->n * sizeof(float));
+    gb->num = calloc((size_t)gb->n + 1, sizeof(double));
+    gb->skip = calloc((size_t)gb->n + 1, sizeof(bool));
+  }
+
+  /* numeric, one input value at a time */
+  for (int k = 0; k < n_g; k++) {
+    blob_grads *gb = &g[k];
+    for (int64_t j = 0; j < gb->n; j++) {
+      float *x = gb->is_param ? &f->params[j] : &f->bottom[gb->index].data[j];
+      float x0 = gb->is_param ? s.params[j] : s.bottom[gb->index][j];
       if (o->kink_range >= 0 && fabs(x0 - o->kink) <= o->kink_range) {
-        r.skipped++;
+        gb->skip[j] = true;
         continue;
       }
       snap_restore(f, &s);
       *x = (float)(x0 + o->step);
       gc_forward(f);
-      double lp = objective(f, coef);
+      double lp = objective(f, coef, lw);
       snap_restore(f, &s);
       *x = (float)(x0 - o->step);
       gc_forward(f);
-      double lm = objective(f, coef);
-      double num = (lp - lm) / (2 * o->step);
-      double scale = fmax(fmax(fabs(ana), fabs(num)), 1.0);
-      double e = fabs(ana - num) / scale;
-      r.checked++;
-      if (e > r.worst) r.worst = e;
-      if (e > o->threshold) {
-        if (!r.failed)
-          snprintf(r.first_failure, sizeof r.first_failure,
-                   "%s %d element %lld: analytic %.6g numeric %.6g (x = %.6g)",
-                   is_param ? "params" : "bottom", is_param ? 0 : b, (long long)j, ana, num, x0);
-        r.failed++;
-      }
+      double lm = objective(f, coef, lw);
+      gb->num[j] = (lp - lm) / (2 * o->step);
     }
+  }
+  for (int k = 0; k < n_g; k++) {
+    judge(&g[k], g[k].is_param ? s.params : s.bottom[g[k].index], o, &r);
+    free(g[k].ana);
+    free(g[k].num);
+    free(g[k].skip);
   }
   snap_restore(f, &s);
   snap_free(f, &s);
-  for (int i = 0; i < f->n_bottom; i++) free(ana_b[i]);
-  free(ana_p);
   for (int t = 0; t < f->n_top; t++) free(coef[t]);
   return r;
 }

@@ -1,7 +1,11 @@
 /* Test fixture for one layer and a finite-difference gradient checker, as
  * Caffe's GradientChecker: central differences with a fixed seed, a "kink"
- * window where the function is not smooth, tolerance relative to the larger
- * gradient (at least 1). Checks bottom and parameter gradients. Test-only. */
+ * window where the function is not smooth. Unlike Caffe's (which divides by
+ * max(|a|, |n|, 1), an absolute check for small gradients), each element's
+ * error is relative to the larger of the two values, floored at a fraction
+ * of the largest gradient of its blob: a backward that is off by a constant
+ * factor fails at any gradient scale. Checks bottom and parameter gradients.
+ * Test-only. */
 #ifndef MDL_TESTS_GRADCHECK_H
 #define MDL_TESTS_GRADCHECK_H
 
@@ -48,26 +52,39 @@ void gc_backward(gc_layer *f, const bool *propagate_down);
 typedef struct gc_opts {
   double step;           /* 1e-2 */
   double threshold;      /* 1e-3 */
+  double floor;          /* 0.1: errors are relative to max(|a|, |n|, floor x blob scale) */
   double kink;           /* centre of the non-smooth window (0) */
   double kink_range;     /* half width; < 0 disables (default -1) */
   unsigned skip_bottoms; /* bit i: do not check bottom i (labels) */
   bool skip_params;
   uint64_t seed; /* objective coefficients */
+  /* Non-zero: every top element's coefficient (its upstream diff) is this
+   * value instead of a random draw in [-1, 1]. Loss tests pass the
+   * normaliser (batch size ...) so that gradients are O(1). */
+  double upstream;
+  /* The net's loss path instead of coefficients: the objective is
+   * mdl_layer_loss with the layer text's loss_weight (Caffe's default: 1 on
+   * a loss layer's first top), and top diffs are seeded by
+   * mdl_layer_seed_loss_diff, never written by the checker. */
+  bool loss_weights;
 } gc_opts;
 
 gc_opts gc_default_opts(void);
 
 typedef struct gc_result {
   int64_t checked, skipped, failed;
-  double worst; /* largest |analytic - numeric| / max(|a|, |n|, 1) */
+  double worst; /* largest |analytic - numeric| / max(|a|, |n|, floor x scale) */
+  double scale; /* largest |gradient| over the checked elements */
   char first_failure[256];
 } gc_result;
 
-/* Objective L = sum over tops of c . top, c fixed random in [-1, 1] (seeded);
- * compares dL/dx from backward with central differences for every element
- * of every checked bottom and parameter. Forward is deterministic between
- * evaluations: bottoms, parameters and the layer's RNG are restored before
- * each one. */
+/* Objective L = sum over tops of c . top, c fixed random in [-1, 1] (seeded;
+ * see upstream and loss_weights for the alternatives); compares dL/dx from
+ * backward with central differences for every element of every checked
+ * bottom and parameter. An element fails when |a - n| > threshold x
+ * max(|a|, |n|, floor x s), s the largest |a| or |n| of its blob. Forward
+ * is deterministic between evaluations: bottoms, parameters and the layer's
+ * RNG are restored before each one. */
 gc_result gc_check(gc_layer *f, const gc_opts *o);
 
 /* Convenience for table-driven tests: make the layer (TRAIN unless phase

@@ -1,6 +1,9 @@
-/* Loss and metric layers: gradient checks over normalisation modes,
- * ignore_label and variants; hand-computed losses; Accuracy (top-k,
- * ignore_label, per-class); the generic loss_weight helpers. */
+/* Loss and metric layers: strict gradient checks of every loss layer over
+ * normalisation modes, ignore_label and variants, both with an upstream
+ * diff equal to the normaliser (so gradients are O(1) and a backward off by
+ * 10% fails) and through the net's loss_weight path; hand-computed losses;
+ * Accuracy (top-k, ignore_label, per-class); the generic loss_weight
+ * helpers. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -10,6 +13,28 @@
 #define GRAD_OK(r)                                                              \
   cr_assert((r).failed == 0 && (r).checked > 0, "checked %lld failed %lld: %s", \
             (long long)(r).checked, (long long)(r).failed, (r).first_failure)
+
+/* A loss check that bites: no failure, and gradients large enough that an
+ * error of a few percent is far above the threshold (the float loss top
+ * leaves ~1e-3 of noise in the finite differences). */
+#define LOSS_GRAD_OK(r, what)                                                               \
+  do {                                                                                      \
+    cr_assert((r).failed == 0 && (r).checked > 0, "%s: checked %lld failed %lld: %s", what, \
+              (long long)(r).checked, (long long)(r).failed, (r).first_failure);            \
+    cr_assert((r).scale > 0.2, "%s: largest gradient %g is not O(1)", what, (r).scale);     \
+  } while (0)
+
+/* Loss options: the loss top's upstream diff is `upstream` (the
+ * normaliser), or, with loss_weights, the layer text's loss_weight through
+ * mdl_layer_loss / mdl_layer_seed_loss_diff. */
+static gc_opts loss_opts(double upstream, bool loss_weights, unsigned skip_bottoms) {
+  gc_opts o = gc_default_opts();
+  o.threshold = 5e-3;
+  o.upstream = upstream;
+  o.loss_weights = loss_weights;
+  o.skip_bottoms = skip_bottoms;
+  return o;
+}
 
 static mdl_shape S4(int64_t a, int64_t b, int64_t c, int64_t d) {
   return gc_shape(4, (int64_t[]){a, b, c, d});
@@ -28,29 +53,62 @@ static void labels_prep(gc_layer *f, void *arg) {
   if (ls->mark_some) f->bottom[1].data[0] = 3, f->bottom[1].data[2] = 3;
 }
 
-static void check_labels(const char *text, mdl_shape x, mdl_shape lab, int classes) {
+/* upstream 0: the text's loss_weight path */
+static void check_labels(const char *text, double upstream, mdl_shape x, mdl_shape lab,
+                         int classes) {
   mdl_shape s[2] = {x, lab};
-  gc_opts o = gc_default_opts();
-  o.skip_bottoms = 2;
+  gc_opts o = loss_opts(upstream, upstream == 0, 2);
   label_spec ls = {classes, true};
   gc_result r = gc_run(text, CAFFE__PHASE__TRAIN, 2, s, false, &o, labels_prep, &ls, NULL);
-  GRAD_OK(r);
+  LOSS_GRAD_OK(r, text);
 }
 
 Test(softmax_loss, grad_normalizations) {
+  /* 3 x 2 x 2 = 12 positions (2 of them ignored where ignore_label is 3) */
   mdl_shape x = S4(3, 5, 2, 2), lab = gc_shape(3, (int64_t[]){3, 2, 2});
-  const char *cases[] = {
-      "type: 'SoftmaxWithLoss'",
-      "type: 'SoftmaxWithLoss' loss_param { normalization: FULL }",
-      "type: 'SoftmaxWithLoss' loss_param { normalization: BATCH_SIZE }",
-      "type: 'SoftmaxWithLoss' loss_param { normalization: NONE }",
-      "type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 }",
-      "type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 normalization: FULL }",
-      "type: 'SoftmaxWithLoss' loss_param { normalize: false }",
-      "type: 'SoftmaxWithLoss' loss_param { normalize: true ignore_label: 3 }",
-      "type: 'SoftmaxWithLoss' softmax_param { axis: 1 } loss_weight: 2.5",
+  struct {
+    const char *text;
+    double upstream;
+  } cases[] = {
+      {"type: 'SoftmaxWithLoss'", 12},
+      {"type: 'SoftmaxWithLoss' loss_param { normalization: FULL }", 12},
+      {"type: 'SoftmaxWithLoss' loss_param { normalization: BATCH_SIZE }", 3},
+      {"type: 'SoftmaxWithLoss' loss_param { normalization: NONE }", 1},
+      {"type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 }", 10},
+      {"type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 normalization: FULL }", 12},
+      {"type: 'SoftmaxWithLoss' loss_param { normalize: false }", 3},
+      {"type: 'SoftmaxWithLoss' loss_param { normalize: true ignore_label: 3 }", 10},
+      /* the net's path: loss_weight seeds the top diff, backward scales by it */
+      {"type: 'SoftmaxWithLoss' softmax_param { axis: 1 } loss_weight: 12", 0},
+      {"type: 'SoftmaxWithLoss' loss_param { ignore_label: 3 } loss_weight: 10", 0},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_labels(cases[i], x, lab, 5);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    check_labels(cases[i].text, cases[i].upstream, x, lab, 5);
+}
+
+/* The loss_weight case really goes through the weight: the same layer with
+ * weight 2.5 has 2.5 times the gradient of weight 1. */
+Test(softmax_loss, loss_weight_scales_the_gradient) {
+  mdl_shape s[2] = {gc_shape(2, (int64_t[]){4, 3}), gc_shape(1, (int64_t[]){4})};
+  float g[2][12];
+  const char *text[2] = {"type: 'SoftmaxWithLoss'", "type: 'SoftmaxWithLoss' loss_weight: 2.5"};
+  float w[2] = {1.f, 2.5f};
+  for (int k = 0; k < 2; k++) {
+    gc_layer f;
+    mdl_error err;
+    cr_assert_eq(gc_layer_make(&f, text[k], CAFFE__PHASE__TRAIN, 2, s, false, NULL, 3, &err),
+                 MDL_OK, "%s", err.msg);
+    gc_fill_labels(f.bottom[1].data, 4, 3, 5);
+    gc_forward(&f);
+    double loss = f.tp[0]->data[0];
+    cr_assert_float_eq(mdl_layer_loss(f.l, &w[k], f.tp), w[k] * loss, 1e-6);
+    mdl_layer_seed_loss_diff(f.l, &w[k], f.tp);
+    cr_assert_eq(f.tp[0]->diff[0], w[k]);
+    gc_backward(&f, (bool[]){true, false});
+    memcpy(g[k], f.bottom[0].diff, sizeof g[k]);
+    gc_layer_free(&f);
+  }
+  for (int i = 0; i < 12; i++) cr_assert_float_eq(g[1][i], 2.5f * g[0][i], 1e-6, "element %d", i);
 }
 
 static float forward_loss(const char *text, mdl_shape x, mdl_shape lab, const float *xv,
@@ -137,10 +195,14 @@ Test(accuracy, top_k_ignore_per_class) {
 
 Test(euclidean, grad_and_value) {
   mdl_shape s[2] = {gc_shape(2, (int64_t[]){3, 4}), gc_shape(2, (int64_t[]){3, 4})};
-  gc_opts o = gc_default_opts();
+  gc_opts o = loss_opts(3, false, 0); /* divides by num = 3 */
   gc_result r =
       gc_run("type: 'EuclideanLoss'", CAFFE__PHASE__TRAIN, 2, s, false, &o, NULL, NULL, NULL);
-  GRAD_OK(r);
+  LOSS_GRAD_OK(r, "EuclideanLoss");
+  o = loss_opts(0, true, 0);
+  r = gc_run("type: 'EuclideanLoss' loss_weight: 3", CAFFE__PHASE__TRAIN, 2, s, false, &o, NULL,
+             NULL, NULL);
+  LOSS_GRAD_OK(r, "EuclideanLoss loss_weight 3");
   float a[12] = {1, 2}, b[12] = {0, 0, 3};
   cr_assert_float_eq(forward_loss("type: 'EuclideanLoss'", s[0], s[1], a, b, 1),
                      (1 + 4 + 9) / 3.f / 2.f, 1e-6);
@@ -154,16 +216,20 @@ static void targets_prep(gc_layer *f, void *arg) {
 
 Test(sigmoid_ce, grad_modes) {
   mdl_shape s[2] = {S4(2, 3, 2, 1), S4(2, 3, 2, 1)};
-  gc_opts o = gc_default_opts();
-  o.skip_bottoms = 2;
-  const char *cases[] = {
-      "type: 'SigmoidCrossEntropyLoss'",
-      "type: 'SigmoidCrossEntropyLoss' loss_param { normalization: VALID ignore_label: 7 }",
-      "type: 'SigmoidCrossEntropyLoss' loss_param { normalization: FULL }",
+  struct {
+    const char *text;
+    double upstream;
+  } cases[] = {
+      {"type: 'SigmoidCrossEntropyLoss'", 2}, /* BATCH_SIZE: 2 */
+      {"type: 'SigmoidCrossEntropyLoss' loss_param { normalization: VALID ignore_label: 7 }", 11},
+      {"type: 'SigmoidCrossEntropyLoss' loss_param { normalization: FULL }", 12},
+      {"type: 'SigmoidCrossEntropyLoss' loss_weight: 2", 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    gc_result r = gc_run(cases[i], CAFFE__PHASE__TRAIN, 2, s, false, &o, targets_prep, NULL, NULL);
-    GRAD_OK(r);
+    gc_opts o = loss_opts(cases[i].upstream, cases[i].upstream == 0, 2);
+    gc_result r =
+        gc_run(cases[i].text, CAFFE__PHASE__TRAIN, 2, s, false, &o, targets_prep, NULL, NULL);
+    LOSS_GRAD_OK(r, cases[i].text);
   }
   float x[12] = {0.5f, -1.f}, t[12] = {1, 0};
   /* default: divide by the batch size (2) */
@@ -182,33 +248,45 @@ static void pairs_prep(gc_layer *f, void *arg) {
 Test(contrastive, grad_both_versions) {
   mdl_shape s[3] = {gc_shape(2, (int64_t[]){4, 3}), gc_shape(2, (int64_t[]){4, 3}),
                     gc_shape(1, (int64_t[]){4})};
-  gc_opts o = gc_default_opts();
-  o.skip_bottoms = 4;
-  gc_result r = gc_run("type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 }",
-                       CAFFE__PHASE__TRAIN, 3, s, false, &o, pairs_prep, NULL, NULL);
-  GRAD_OK(r);
-  r = gc_run("type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 legacy_version: true }",
-             CAFFE__PHASE__TRAIN, 3, s, false, &o, pairs_prep, NULL, NULL);
-  GRAD_OK(r);
+  const char *cases[] = {
+      "type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 }",
+      "type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 legacy_version: true }",
+      "type: 'ContrastiveLoss' contrastive_loss_param { margin: 2 } loss_weight: 4",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    bool lw = strstr(cases[i], "loss_weight") != NULL;
+    gc_opts o = loss_opts(lw ? 0 : 4, lw, 4); /* divides by num = 4 */
+    gc_result r = gc_run(cases[i], CAFFE__PHASE__TRAIN, 3, s, false, &o, pairs_prep, NULL, NULL);
+    LOSS_GRAD_OK(r, cases[i]);
+  }
 }
 
 static void hinge_prep(gc_layer *f, void *arg) {
   (void)arg;
   gc_fill_labels(f->bottom[1].data, f->bottom[1].count, 5, 4);
-  /* away from the hinge at |s| = 1 */
-  for (int64_t i = 0; i < f->bottom[0].count; i++) f->bottom[0].data[i] *= 0.8f;
+  /* scores in [-2, 2] but at least 0.2 from the hinges at |s| = 1, so both
+   * active and inactive margins are checked */
+  for (int64_t i = 0; i < f->bottom[0].count; i++) {
+    float v = f->bottom[0].data[i], a = fabsf(v);
+    a = a < 0.5f ? a * 1.6f : 1.2f + (a - 0.5f) * 1.6f;
+    f->bottom[0].data[i] = v < 0 ? -a : a;
+  }
 }
 
 Test(hinge, grad_l1_l2) {
   mdl_shape s[2] = {gc_shape(2, (int64_t[]){4, 5}), gc_shape(1, (int64_t[]){4})};
-  gc_opts o = gc_default_opts();
-  o.skip_bottoms = 2;
-  gc_result r =
-      gc_run("type: 'HingeLoss'", CAFFE__PHASE__TRAIN, 2, s, false, &o, hinge_prep, NULL, NULL);
-  GRAD_OK(r);
-  r = gc_run("type: 'HingeLoss' hinge_loss_param { norm: L2 }", CAFFE__PHASE__TRAIN, 2, s, false,
-             &o, hinge_prep, NULL, NULL);
-  GRAD_OK(r);
+  const char *cases[] = {
+      "type: 'HingeLoss'",
+      "type: 'HingeLoss' hinge_loss_param { norm: L2 }",
+      "type: 'HingeLoss' loss_weight: 4",
+      "type: 'HingeLoss' hinge_loss_param { norm: L2 } loss_weight: 4",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    bool lw = strstr(cases[i], "loss_weight") != NULL;
+    gc_opts o = loss_opts(lw ? 0 : 4, lw, 2); /* divides by num = 4 */
+    gc_result r = gc_run(cases[i], CAFFE__PHASE__TRAIN, 2, s, false, &o, hinge_prep, NULL, NULL);
+    LOSS_GRAD_OK(r, cases[i]);
+  }
 }
 
 /* loss_weight on any top: the generic helpers weight the loss and seed the

@@ -137,16 +137,29 @@ Test(neuron, dropout_train_test) {
   }
   cr_assert(fabs((double)kept / n - 0.75) < 0.02, "kept %lld of %lld", (long long)kept,
             (long long)n);
-  /* the next forward draws a new mask */
-  float first = f.tp[0]->data[0], second;
-  int64_t same = 0;
+  /* the next forward draws a new mask: a fresh 75% kept, mostly elsewhere
+   * (two independent masks agree on 0.75^2 + 0.25^2 = 62.5% of positions) */
   float *prev = malloc((size_t)n * sizeof(float));
   memcpy(prev, f.tp[0]->data, (size_t)n * sizeof(float));
   gc_forward(&f);
-  for (int64_t i = 0; i < n; i++) same += prev[i] == f.tp[0]->data[i];
-  cr_assert(same < n);
-  second = f.tp[0]->data[0];
-  (void)first, (void)second;
+  int64_t same = 0, kept2 = 0;
+  for (int64_t i = 0; i < n; i++) {
+    float y = f.tp[0]->data[i];
+    cr_assert(y == 0.f || fabsf(y - 1.f / 0.75f) < 1e-6f);
+    same += prev[i] == y;
+    kept2 += y != 0.f;
+  }
+  cr_assert(fabs((double)kept2 / n - 0.75) < 0.02, "second mask kept %lld of %lld",
+            (long long)kept2, (long long)n);
+  cr_assert(fabs((double)same / n - 0.625) < 0.02,
+            "masks agree on %lld of %lld positions: not independent draws", (long long)same,
+            (long long)n);
+  /* backward applies the mask of the last forward, scaled */
+  for (int64_t i = 0; i < n; i++) f.tp[0]->diff[i] = 2.f;
+  gc_backward(&f, NULL);
+  for (int64_t i = 0; i < n; i++)
+    cr_assert_float_eq(f.bottom[0].diff[i], f.tp[0]->data[i] == 0.f ? 0.f : 2.f / 0.75f, 1e-6,
+                       "element %lld", (long long)i);
   gc_layer_free(&f);
   gc_layer t =
       one("type: 'Dropout' dropout_param { dropout_ratio: 0.25 }", CAFFE__PHASE__TEST, n, x, NULL);

@@ -14,11 +14,20 @@
  * r % P; RANGE puts [p N / P, (p+1) N / P) in partition p. A worker's records
  * are its partitions' records, partitions sorted by index; the batch of
  * iteration i is records (i B + b) mod n, b < B, so the batches depend only on
- * the partitions and the iteration, never on the history of the process. */
+ * the partitions and the iteration, never on the history of the process.
+ *
+ * With MDL_LINEAR_TRACE=path in its environment, each round appends one
+ * line per record trained on to path: "worker iteration record partition"
+ * (one write per round, O_APPEND, so worker processes may share the file):
+ * what the fault tests compare to show that no partition's samples were
+ * lost. */
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/pb.h"
@@ -42,6 +51,7 @@ typedef struct lin_set {
 } lin_set;
 
 typedef struct lin {
+  int worker; /* index in the run (-1 on the driver) */
   uint64_t d; /* features */
   uint64_t seed;
   lin_set train, test;
@@ -222,6 +232,7 @@ static mdl_status lin_create(const Memdl__Plan *plan, const mdl_trainer_opts *o,
   if (!tr)
     return mdl_errorf(err, MDL_ERR_INVALID, "linear trainer: the plan has no \"train\" data set");
   lin *l = mdl_xcalloc(1, sizeof *l);
+  l->worker = o->worker_index;
   l->seed = o->seed;
   mdl_status st = set_dims(tr, &l->d, err);
   if (st == MDL_OK) st = set_init(&l->train, tr, l->d, o->num_workers, err);
@@ -351,6 +362,39 @@ static double batch_pass(const lin *l, const lin_set *s, uint64_t first, uint32_
   return loss / count;
 }
 
+/* The partition record id belongs to. */
+static uint32_t partition_of(const lin_set *s, uint64_t id) {
+  if (s->scheme != MEMDL__DATA_SET__PARTITION_SCHEME__RANGE) return (uint32_t)(id % s->partitions);
+  uint32_t p = (uint32_t)(id * s->partitions / s->records);
+  while (p > 0 && id < s->records * p / s->partitions) p--;
+  while (p + 1 < s->partitions && id >= s->records * (p + 1) / s->partitions) p++;
+  return p;
+}
+
+/* Appends the records of iterations [iter_start, iter_start + tau) to the
+ * MDL_LINEAR_TRACE file, if any. */
+static void trace_round(const lin *l, int iter_start, int tau) {
+  const char *path = getenv("MDL_LINEAR_TRACE");
+  if (!path || !*path) return;
+  const lin_set *s = &l->train;
+  size_t cap = (size_t)tau * s->batch * 64 + 1, len = 0;
+  char *buf = mdl_xmalloc(cap);
+  for (int it = 0; it < tau; it++) {
+    uint64_t first = ((uint64_t)(iter_start + it) * s->batch) % s->n_ids;
+    for (uint32_t b = 0; b < s->batch; b++) {
+      uint64_t id = s->ids[(first + b) % s->n_ids];
+      len += (size_t)snprintf(buf + len, cap - len, "%d %d %llu %u\n", l->worker, iter_start + it,
+                              (unsigned long long)id, partition_of(s, id));
+    }
+  }
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (fd >= 0) {
+    if (write(fd, buf, len) != (ssize_t)len) abort(); /* test scaffolding: a short trace lies */
+    close(fd);
+  }
+  free(buf);
+}
+
 static mdl_status lin_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
                           const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
   lin *l = ctx;
@@ -376,6 +420,7 @@ static mdl_status lin_run(void *ctx, int tau, int iter_start, const float *w_in,
     l->stats.iterations++;
     stats_loss(&l->stats, loss);
   }
+  trace_round(l, iter_start, tau);
   l->stats.compute_s = mdl_now() - t0;
   *stats = l->stats;
   return MDL_OK;

@@ -597,23 +597,30 @@ mdl_status mdl_rpc_chunk_take(mdl_rpc_bulk_rx *b, grpc_byte_buffer *bb, mdl_erro
   if (!bb_view_init(&v, bb)) return mdl_errorf(err, MDL_ERR_INVALID, "%s: unreadable chunk", what);
   segs s = {.p = v.p, .n = v.n, .count = v.count, .left = v.total};
   mdl_status st = MDL_OK;
-  uint64_t f[3];
-  static const unsigned want_wt[3] = {0, 0, 2};
-  for (int i = 0; i < 3; i++) { /* offset, total, data: in this order, nothing else */
-    uint64_t tag;
-    if (!seg_varint(&s, &tag) || tag != (((uint64_t)i + 1) << 3 | want_wt[i]) ||
-        !seg_varint(&s, &f[i])) {
+  /* offset, total, data: in any order, a repeated field's last value
+   * winning and an absent one 0, as protobuf decodes them; nothing else */
+  uint64_t f[3] = {0, 0, 0};
+  segs data = s;
+  while (s.left > 0) {
+    uint64_t tag = 0, field;
+    bool ok = seg_varint(&s, &tag);
+    field = tag >> 3;
+    ok = ok && field >= 1 && field <= 3 && (tag & 7) == (field == 3 ? 2u : 0u);
+    if (!ok || !seg_varint(&s, &f[field - 1])) {
       st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: malformed (fields 1, 2, 3 expected)",
                       what, b->chunks);
       goto out;
     }
+    if (field != 3) continue;
+    if (f[2] > s.left) {
+      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: %llu data bytes announced, %zu present",
+                      what, b->chunks, (unsigned long long)f[2], s.left);
+      goto out;
+    }
+    data = s;
+    seg_copy(&s, NULL, (size_t)f[2]);
   }
   uint64_t off = f[0], total = f[1], len = f[2];
-  if (len != s.left) {
-    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: %llu data bytes announced, %zu present",
-                    what, b->chunks, (unsigned long long)len, s.left);
-    goto out;
-  }
   if (len == 0) {
     st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: empty", what, b->chunks);
     goto out;
@@ -660,7 +667,7 @@ mdl_status mdl_rpc_chunk_take(mdl_rpc_bulk_rx *b, grpc_byte_buffer *bb, mdl_erro
                     (unsigned long long)b->total);
     goto out;
   }
-  seg_copy(&s, b->dst + off, (size_t)len);
+  seg_copy(&data, b->dst + off, (size_t)len);
   b->got += len;
   b->chunks++;
 out:
