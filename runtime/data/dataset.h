@@ -179,6 +179,11 @@ mdl_status mdl_batcher_new(mdl_partition *const *parts, int n_parts, const mdl_t
  * reshuffling. The output of batch k depends only on (parts, xf, opts, k). */
 mdl_status mdl_batcher_next(mdl_batcher *b, float *data, float *labels, mdl_error *err);
 
+/* The source record (its index in the data set's source, as
+ * mdl_partition.record) at position i of batch k, or -1 when i is outside
+ * the batch. For error messages; may recompute the epoch's order. */
+int64_t mdl_batcher_record(mdl_batcher *b, uint64_t k, int i);
+
 /* Makes batch k the next one (resuming a run). */
 void mdl_batcher_seek(mdl_batcher *b, uint64_t k);
 

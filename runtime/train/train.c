@@ -28,6 +28,7 @@ typedef struct feeder {
   uint64_t next;  /* batch the batcher hands out next */
   mdl_tensor *data, *label;
   float *label_scratch;
+  char *set_name; /* the data set behind it, for messages */
 } feeder;
 
 typedef struct netrun {
@@ -133,6 +134,7 @@ static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
     Memdl__DataSet *set;
     mdl_status st = layer_set(t, gl->param, &set, &ld, err);
     if (st != MDL_OK) return st;
+    f->set_name = mdl_xstrdup(set->name ? set->name : mdl_net_layer_name(net, li));
     mdl_dataset *ds = NULL;
     st = get_dataset(t, set, &ds, err);
     if (st == MDL_OK) {
@@ -194,10 +196,36 @@ static mdl_status feed_train(void *r, uint64_t k, mdl_error *err) {
   return feed(r, k, err);
 }
 
+/* After a layer's fault (mdl_net_check_fault): adds which source record
+ * sat at the faulty batch item, from the net's labelled data layer. */
+static void name_fault_record(netrun *r, mdl_error *err) {
+  int64_t item = mdl_net_fault_item(r->net);
+  if (item < 0 || !err) return;
+  for (int i = 0; i < r->n_feed; i++) {
+    feeder *f = &r->feed[i];
+    if (!f->b || !f->label || f->next == 0) continue;
+    int64_t rec = mdl_batcher_record(f->b, f->next - 1, (int)item);
+    if (rec < 0) continue;
+    size_t used = strlen(err->msg);
+    snprintf(err->msg + used, sizeof err->msg - used, " (record %lld of data set \"%s\", counting from 0)",
+             (long long)rec, f->set_name);
+    return;
+  }
+}
+
+/* NaN or infinity in the weights: MDL_ERR_INVALID naming the blob, with
+ * `what` saying where they come from. */
+static mdl_status check_weights(mdl_net *net, const char *what, mdl_error *err) {
+  char where[400];
+  if (!net || !mdl_net_find_nonfinite_param(net, where, sizeof where)) return MDL_OK;
+  return mdl_errorf(err, MDL_ERR_INVALID, "%s: non-finite weights: %s", what, where);
+}
+
 static void free_netrun(netrun *r) {
   for (int i = 0; i < r->n_feed; i++) {
     mdl_batcher_free(r->feed[i].b);
     free(r->feed[i].label_scratch);
+    free(r->feed[i].set_name);
   }
   free(r->feed);
   mdl_net_free(r->net);
@@ -418,6 +446,10 @@ mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err
     st = mdl_caffemodel_copy(t->tests[i].net, np, path, &loaded, err);
     total_loaded += loaded;
   }
+  /* Weights that are already NaN would "pass" a test (a NaN loss, no
+   * hits) or make training start diverged: refuse them. */
+  if (st == MDL_OK) st = check_weights(t->train.net, path, err);
+  for (int i = 0; st == MDL_OK && i < t->n_tests; i++) st = check_weights(t->tests[i].net, path, err);
   if (st == MDL_OK) {
     mdl_net *net = any_net(t);
     for (int i = 0; net && i < mdl_net_n_layers(net); i++) {
@@ -451,6 +483,7 @@ mdl_status mdl_train_restore(mdl_train *t, const char *path, mdl_error *err) {
   }
   int loaded;
   st = mdl_caffemodel_load(t->train.net, model, &loaded, err);
+  if (st == MDL_OK) st = check_weights(t->train.net, model, err);
   if (st != MDL_OK) mdl_error_prefix(err, "resuming from %s: ", path);
   free(model);
   if (st != MDL_OK) return st;
@@ -504,7 +537,24 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
     st = feed(r, (uint64_t)it, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
-    for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob(net, blob[k])->data[0];
+    st = mdl_net_check_fault(net, err);
+    if (st != MDL_OK) {
+      name_fault_record(r, err);
+      mdl_error_prefix(err, "TEST net #%d, batch %d: ", index, it);
+      break;
+    }
+    for (int k = 0; k < lt->n && st == MDL_OK; k++) {
+      float v = mdl_net_blob(net, blob[k])->data[0];
+      if (!isfinite(v)) {
+        char where[400] = "";
+        if (!mdl_net_find_nonfinite_param(net, where, sizeof where))
+          mdl_net_find_nonfinite_blob(net, where, sizeof where);
+        st = mdl_errorf(err, MDL_ERR_INTERNAL,
+                        "TEST net #%d, batch %d: output \"%s\" is %s; first non-finite value: %s",
+                        index, it, lt->name[k], isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf", where);
+      }
+      lt->value[k] += v;
+    }
   }
   free(blob);
   for (int k = 0; k < lt->n; k++) lt->value[k] /= iterations;
@@ -523,6 +573,14 @@ static void snapshot(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_su
                      mdl_error *err, mdl_status *st) {
   double t0 = mdl_now();
   int iter = mdl_solver_iter(t->solver);
+  /* never save (or resume from) weights that diverged */
+  char what[64];
+  snprintf(what, sizeof what, "training diverged by iteration %d", iter);
+  *st = check_weights(t->train.net, what, err);
+  if (*st != MDL_OK) {
+    err->code = *st = MDL_ERR_INTERNAL;
+    return;
+  }
   char *model = mdl_snapshot_name(t->snapshot_prefix, iter, ".caffemodel");
   char *state = mdl_snapshot_name(t->snapshot_prefix, iter, ".solverstate");
   char *dir = mdl_xstrdup(model);
@@ -652,7 +710,10 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     bool display = sp->display && iter % sp->display == 0;
     double loss = 0;
     st = mdl_net_accumulate(net, iter, iter_size, feed_train, &t->train, &loss, err);
-    if (st != MDL_OK) break;
+    if (st != MDL_OK) {
+      if (st == MDL_ERR_INVALID) name_fault_record(&t->train, err);
+      break;
+    }
     /* Caffe's UpdateSmoothedLoss */
     if (n_losses < avg) {
       losses[n_losses++] = (float)loss;
@@ -697,6 +758,11 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   free(losses);
   int iter = mdl_solver_iter(s);
   double seconds = mdl_now() - t_begin;
+  if (st == MDL_OK) { /* the last update's result has not been through a forward yet */
+    char what[64];
+    snprintf(what, sizeof what, "training diverged by iteration %d", iter);
+    if (check_weights(net, what, err) != MDL_OK) st = err->code = MDL_ERR_INTERNAL;
+  }
   if (st == MDL_OK && sp->snapshot_after_train && iter > start &&
       (!t->snapshot_every || iter % t->snapshot_every != 0))
     snapshot(t, m, &p, sum, err, &st);
