@@ -77,6 +77,11 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
 int mdl_cmd_run(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "run", USAGE, argc);
+  static const char *const OPTS[] = {
+      "--weights",  "--resume",  "--output",   "--workers",       "--token-file",   "--tls-ca",
+      "--tls-cert", "--tls-key", "--insecure", "--sigint-effect", "--sighup-effect"};
+  args.opts = OPTS;
+  args.n_opts = sizeof OPTS / sizeof *OPTS;
   const char *weights = NULL, *resume = NULL, *out = NULL;
   bool resume_flag = false;
   mdl_driver_opts dopts = {.use_cluster_env = true};

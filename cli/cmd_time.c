@@ -25,6 +25,9 @@ static const char USAGE[] =
 int mdl_cmd_time(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "time", USAGE, argc);
+  static const char *const OPTS[] = {"--iterations"};
+  args.opts = OPTS;
+  args.n_opts = sizeof OPTS / sizeof *OPTS;
   int iterations = 50, code = -1; /* -1: go on; else the exit code */
   for (int i = 1; i < argc && code < 0; i++) {
     if (!strcmp(argv[i], "--iterations") && i + 1 < argc) {

@@ -444,8 +444,7 @@ static mdl_status check_label_classes(const mdl_graph *g, mdl_error *err) {
     int axis = 1;
     if (!strcmp(gl->def->type, "SoftmaxWithLoss") && lp->softmax_param)
       axis = lp->softmax_param->axis;
-    if (!strcmp(gl->def->type, "Accuracy") && lp->accuracy_param)
-      axis = lp->accuracy_param->axis;
+    if (!strcmp(gl->def->type, "Accuracy") && lp->accuracy_param) axis = lp->accuracy_param->axis;
     if (axis < 0) axis += x->n;
     int64_t C = 0;
     if (!strcmp(gl->def->type, "HingeLoss"))
@@ -455,7 +454,8 @@ static mdl_status check_label_classes(const mdl_graph *g, mdl_error *err) {
     if (C <= 0 || classes <= C) continue;
     int src = label_source(g, gl->bottom[1]);
     int pred = label_source(g, gl->bottom[0]);
-    const char *src_name = src >= 0 && g->layers[src].param->name ? g->layers[src].param->name : "?";
+    const char *src_name =
+        src >= 0 && g->layers[src].param->name ? g->layers[src].param->name : "?";
     const char *pred_name =
         pred >= 0 && g->layers[pred].param->name ? g->layers[pred].param->name : "?";
     char range[64];

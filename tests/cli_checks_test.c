@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "caffe.pb-c.h"
 #include "tests/clitest.h"
@@ -55,8 +56,7 @@ Test(cli_checks, labels_beyond_num_output_fail_compile_and_check) {
   for (int i = 0; i < 2; i++) {
     mdl_run_result r = RUN(cmds[i], job);
     cr_assert_eq(r.exit_code, 2, "%s: %s%s", cmds[i], r.out, r.err);
-    cr_assert(strstr(r.err, "layer \"loss\" (SoftmaxWithLoss): predicts 2 classes"), "%s",
-              r.err);
+    cr_assert(strstr(r.err, "layer \"loss\" (SoftmaxWithLoss): predicts 2 classes"), "%s", r.err);
     cr_assert(strstr(r.err, "has 3 classes"), "%s", r.err);
     mdl_run_result_free(&r);
   }
@@ -131,5 +131,132 @@ Test(cli_checks, test_refuses_nonfinite_weights) {
   r = RUN("run", job, "--weights", w);
   cr_assert_eq(r.exit_code, 2, "%s", r.err);
   cr_assert(strstr(r.err, "non-finite weights"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+/* check catches what run would reject, and all of it at once. */
+Test(cli_checks, check_reports_every_solver_error) {
+  mdl_run_result r = RUN("check", FASHION, "--set", "max_iter=-5", "--set", "lr_policy=\"stepp\"",
+                         "--set", "type=\"Adamm\"");
+  cr_assert_eq(r.exit_code, 2, "%s%s", r.out, r.err);
+  cr_assert(strstr(r.err, "lr_policy \"stepp\" is unknown; did you mean \"step\"?"), "%s", r.err);
+  cr_assert(strstr(r.err, "solver type \"Adamm\" is unknown; did you mean \"Adam\"?"), "%s", r.err);
+  cr_assert(strstr(r.err, "max_iter must be >= 0, got -5"), "%s", r.err);
+  cr_assert(strstr(r.err, "3 errors"), "%s", r.err);
+  cr_assert(!strstr(r.out, "ok"), "%s", r.out);
+  mdl_run_result_free(&r);
+  /* and run refuses max_iter -5 instead of "training" 0..-5 */
+  r = RUN("run", FASHION, "--set", "max_iter=-5", "--output", tu_dir_path("neg"));
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "max_iter must be >= 0"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+Test(cli_checks, check_unknown_type_typo_source_unused_set_empty_file) {
+  size_t len;
+  char *net = tu_read("jobs/fashion_mnist/lenet_train_test.prototxt", &len);
+  char *relu = strstr(net, "\"ReLU\"");
+  cr_assert(relu);
+  memcpy(relu, "\"Relu\"", 6);
+  char *src = strstr(net, "\"fashion_mnist_train\"");
+  cr_assert(src);
+  memcpy(src, "\"fashion_mnist_trian\"", 21);
+  tu_dir_write("net.prototxt", net);
+  int relu_line = 1;
+  for (char *p = net; p < relu; p++) relu_line += *p == '\n';
+  free(net);
+  char cwd[512], text[2048];
+  cr_assert(getcwd(cwd, sizeof cwd));
+  snprintf(text, sizeof text,
+           "name: \"fm\"\nnet: \"net.prototxt\"\n"
+           "solver: \"%s/jobs/fashion_mnist/lenet_solver.prototxt\"\n"
+           "data { name: \"fashion_mnist_train\" source { idx {\n"
+           "  images: \"/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz\"\n"
+           "  labels: \"/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz\" } } }\n"
+           "data { name: \"fashion_mnist_test\" source { idx {\n"
+           "  images: \"/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz\"\n"
+           "  labels: \"/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz\" } } }\n",
+           cwd);
+  const char *path = tu_dir_write("job.prototxt", text);
+  mdl_run_result r = RUN("check", path);
+  cr_assert_eq(r.exit_code, 2, "%s%s", r.out, r.err);
+  char want[600];
+  snprintf(want, sizeof want,
+           "net.prototxt:%d:3: layer \"relu1\": unknown type \"Relu\"; did you "
+           "mean \"ReLU\"?",
+           relu_line);
+  cr_assert(strstr(r.err, want), "want %s in %s", want, r.err);
+  cr_assert(strstr(r.err, "source \"fashion_mnist_trian\" matches none of the job's data sets"),
+            "%s", r.err);
+  cr_assert(strstr(r.err, "did you mean \"fashion_mnist_train\"?"), "%s", r.err);
+  cr_assert(strstr(r.err, "warning: ") && strstr(r.err, "\"fashion_mnist_train\" is read by no"),
+            "%s", r.err);
+  mdl_run_result_free(&r);
+
+  r = RUN("check", "/dev/null");
+  cr_assert_eq(r.exit_code, 2, "%s%s", r.out, r.err);
+  cr_assert(!strstr(r.out, "ok"), "%s", r.out);
+  cr_assert(strstr(r.err, "empty"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+/* Two splits that share records warn; --strict makes it an error; a split
+ * and its rest are fine. */
+Test(cli_checks, overlapping_splits_warn_and_fail_strict) {
+  tu_dir_write("net.prototxt", NET);
+  const char *base =
+      "name: \"labels\"\nnet: \"net.prototxt\"\n"
+      "solver_param { base_lr: 0.01 lr_policy: \"fixed\" max_iter: 20 test_iter: 1 "
+      "test_interval: 10 random_seed: 1 snapshot: 0 }\n"
+      "data { name: \"all\" source { synthetic { shape: [1, 4, 4] classes: 2 records: 60 } } }\n"
+      "data { name: \"train\" from: \"all\" stage { split { fraction: 0.8 } } }\n"
+      "data { name: \"test\" from: \"all\" stage { split { fraction: %s } } }\n";
+  char text[2048];
+  snprintf(text, sizeof text, base, "0.2");
+  const char *bad = tu_dir_write("bad.prototxt", text);
+  snprintf(text, sizeof text, base, "0.8 rest: true");
+  const char *good = tu_dir_write("good.prototxt", text);
+  mdl_run_result r = RUN("check", bad);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.err, "warning: ") && strstr(r.err, "can share records"), "%s", r.err);
+  mdl_run_result_free(&r);
+  r = RUN("check", "--strict", bad);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "error (--strict): ") && strstr(r.err, "can share records"), "%s", r.err);
+  mdl_run_result_free(&r);
+  r = RUN("check", "--strict", good);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(!strstr(r.err, "share records"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+/* Options as users type them: typos, --opt=value, Caffe's flags. */
+Test(cli_checks, options_typos_equals_and_caffe_flags) {
+  mdl_run_result r = RUN("run", FASHION, "--thread", "2");
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "unknown option --thread; did you mean --threads?"), "%s", r.err);
+  cr_assert(strstr(r.err, "usage: memdl run"), "%s", r.err);
+  cr_assert(strstr(r.err, "`memdl run --help` says more"), "%s", r.err);
+  int lines = 0;
+  for (const char *p = r.err; *p; p++) lines += *p == '\n';
+  cr_assert(lines < 10, "a short usage, not the whole help: %s", r.err);
+  mdl_run_result_free(&r);
+
+  r = RUN("compile", FASHION, "--phase=test", "--shapes");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "TEST "), "%s", r.out);
+  cr_assert(!strstr(r.out, "TRAIN "), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("time", "-model", FASHION, "-iterations", "1", "-gpu", "0", "--threads=1");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.err, "-iterations is Caffe's flag; memdl's is --iterations"), "%s", r.err);
+  cr_assert(strstr(r.err, "-gpu is Caffe's flag"), "%s", r.err);
+  cr_assert(strstr(r.out, "\"iteration_ms\""), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  r = RUN("tset");
+  cr_assert_eq(r.exit_code, 2);
+  cr_assert(strstr(r.err, "did you mean \"test\"?"), "%s", r.err);
   mdl_run_result_free(&r);
 }

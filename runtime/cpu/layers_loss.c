@@ -107,7 +107,8 @@ static int64_t label_check(mdl_layer *l, const float *lab, int64_t k, int64_t it
                            bool ignore, int ignore_label) {
   int64_t c = label_at(lab, k, C, ignore, ignore_label);
   if (c < 0 && !(ignore && lab[k] == (float)ignore_label))
-    mdl_layer_fault_set(l, item, "label %g is out of range: the bottom \"%s\" has %lld classes (0..%lld)%s",
+    mdl_layer_fault_set(l, item,
+                        "label %g is out of range: the bottom \"%s\" has %lld classes (0..%lld)%s",
                         (double)lab[k], l->lp->n_bottom ? l->lp->bottom[0] : "?", (long long)C,
                         (long long)(C - 1), ignore ? "" : " and no ignore_label is set");
   return c;

@@ -10,8 +10,8 @@
 #include <immintrin.h>
 #endif
 
-#include "runtime/data/dataset_impl.h"
 #include "common/rng.h"
+#include "runtime/data/dataset_impl.h"
 
 struct mdl_batcher {
   mdl_batch_opts o;

@@ -47,9 +47,9 @@ void mdl_tensor_from_shape(mdl_tensor *t, const mdl_shape *s) {
   mdl_tensor_view(t, s->n, s->d, NULL, NULL);
 }
 
-mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp,
-                         Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
-                         const mdl_exec_ctx *ctx, mdl_layer **out, mdl_error *err) {
+mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp, Caffe__Phase phase,
+                         int n_bottom, const mdl_shape *bottom_shape, const mdl_exec_ctx *ctx,
+                         mdl_layer **out, mdl_error *err) {
   *out = NULL;
   const char *name = lp->name && lp->name[0] ? lp->name : "(unnamed)";
   const char *type = lp->type ? lp->type : "";
@@ -186,7 +186,8 @@ double mdl_layer_loss(const mdl_layer *l, const float *loss_weight, mdl_tensor *
   if (!loss_weight) return 0;
   for (int i = 0; i < l->n_top; i++) {
     if (loss_weight[i] == 0.f) continue;
-    loss += loss_weight[i] * l->be->iface->sum(l->be->ctx, l->ctx.pool, top[i]->data, top[i]->count);
+    loss +=
+        loss_weight[i] * l->be->iface->sum(l->be->ctx, l->ctx.pool, top[i]->data, top[i]->count);
   }
   return loss;
 }

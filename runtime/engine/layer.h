@@ -64,10 +64,10 @@
  * keeping the pointer. Contents do not survive from one layer call to the
  * next. */
 typedef struct mdl_workspace {
-  void *data;  /* backend memory, 64-byte aligned, `size` bytes; NULL before commit */
+  void *data;            /* backend memory, 64-byte aligned, `size` bytes; NULL before commit */
   const mdl_backend *be; /* where data lives (set by commit) */
-  size_t size; /* bytes allocated */
-  size_t need; /* largest reservation so far */
+  size_t size;           /* bytes allocated */
+  size_t need;           /* largest reservation so far */
 } mdl_workspace;
 
 void mdl_workspace_init(mdl_workspace *ws);
@@ -124,7 +124,7 @@ struct mdl_layer {
   int n_param;
   mdl_tensor param[MDL_MAX_LAYER_PARAMS]; /* shapes set at new; views after bind */
   void *priv;                             /* type-specific state */
-  mdl_layer_fault fault; /* cleared by mdl_layer_forward, set by kernels */
+  mdl_layer_fault fault;                  /* cleared by mdl_layer_forward, set by kernels */
 };
 
 /* Creates the layer lp->type on backend be for the given phase
@@ -132,9 +132,9 @@ struct mdl_layer {
  * is the caller's (mdl_layer_free). On failure *out is NULL, nothing leaks,
  * and err names the layer: a type be does not run (listing the known ones), wrong
  * number of bottoms, a shape rule failure, bad parameters, or NOMEM. */
-mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp,
-                         Caffe__Phase phase, int n_bottom, const mdl_shape *bottom_shape,
-                         const mdl_exec_ctx *ctx, mdl_layer **out, mdl_error *err);
+mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp, Caffe__Phase phase,
+                         int n_bottom, const mdl_shape *bottom_shape, const mdl_exec_ctx *ctx,
+                         mdl_layer **out, mdl_error *err);
 
 /* Frees private state and the layer (not the parameter buffers, which the
  * net owns). NULL is safe. */

@@ -717,7 +717,10 @@ mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_fee
     return mdl_errorf(err, MDL_ERR_INTERNAL,
                       "training diverged at iteration %d: the loss is %s%s%s (try a smaller "
                       "base_lr or clip_gradients)",
-                      iter, isnan(*loss) ? "NaN" : *loss > 0 ? "+inf" : "-inf",
+                      iter,
+                      isnan(*loss) ? "NaN"
+                      : *loss > 0  ? "+inf"
+                                   : "-inf",
                       where[0] ? "; first non-finite value: " : "", where);
   }
   return MDL_OK;

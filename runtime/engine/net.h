@@ -22,10 +22,10 @@
 typedef struct mdl_net mdl_net;
 
 typedef struct mdl_net_options {
-  const mdl_backend *backend;       /* required; borrowed, must outlive the net */
-  mdl_threadpool *pool;             /* NULL: one thread; borrowed */
-  mdl_workspace *ws;                /* NULL: the net's own; borrowed (nets may share one) */
-  uint64_t seed;                    /* fillers and Dropout draws */
+  const mdl_backend *backend; /* required; borrowed, must outlive the net */
+  mdl_threadpool *pool;       /* NULL: one thread; borrowed */
+  mdl_workspace *ws;          /* NULL: the net's own; borrowed (nets may share one) */
+  uint64_t seed;              /* fillers and Dropout draws */
   /* Take the parameters of layers with the same name from this net (Caffe's
    * ShareTrainedLayersWith): same memory, so updates are seen at once.
    * Layers it lacks get their own parameters. Borrowed; must outlive. */

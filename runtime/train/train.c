@@ -11,16 +11,16 @@
 
 #include "common/fileio.h"
 #include "common/pb.h"
+#include "common/rng.h"
 #include "compiler/plan.h"
-#include "runtime/train/accept.h"
-#include "runtime/solver/caffemodel.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/dataset_resolver.h"
-#include "runtime/train/metrics.h"
-#include "runtime/train/device.h"
-#include "runtime/train/progress.h"
-#include "common/rng.h"
 #include "runtime/engine/threadpool.h"
+#include "runtime/solver/caffemodel.h"
+#include "runtime/train/accept.h"
+#include "runtime/train/device.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/progress.h"
 
 typedef struct feeder {
   int layer;
@@ -207,8 +207,8 @@ static void name_fault_record(netrun *r, mdl_error *err) {
     int64_t rec = mdl_batcher_record(f->b, f->next - 1, (int)item);
     if (rec < 0) continue;
     size_t used = strlen(err->msg);
-    snprintf(err->msg + used, sizeof err->msg - used, " (record %lld of data set \"%s\", counting from 0)",
-             (long long)rec, f->set_name);
+    snprintf(err->msg + used, sizeof err->msg - used,
+             " (record %lld of data set \"%s\", counting from 0)", (long long)rec, f->set_name);
     return;
   }
 }
@@ -335,8 +335,8 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
     st = mdl_solver_config_get(t->sp, &cfg, err);
     if (st != MDL_OK) mdl_error_prefix(err, "%s: ", job->path);
   }
-  bool want_gpu = t->sp->has_solver_mode &&
-                  t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+  bool want_gpu =
+      t->sp->has_solver_mode && t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
   if (st == MDL_OK && want_gpu && !mdl_device_gpu_built())
     fprintf(t->log, "solver_mode: GPU, but this memdl has no GPU backend; running on the CPU\n");
   if (st == MDL_OK) st = mdl_device_backend(want_gpu ? "auto" : "cpu", &t->be, err);
@@ -449,7 +449,8 @@ mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err
   /* Weights that are already NaN would "pass" a test (a NaN loss, no
    * hits) or make training start diverged: refuse them. */
   if (st == MDL_OK) st = check_weights(t->train.net, path, err);
-  for (int i = 0; st == MDL_OK && i < t->n_tests; i++) st = check_weights(t->tests[i].net, path, err);
+  for (int i = 0; st == MDL_OK && i < t->n_tests; i++)
+    st = check_weights(t->tests[i].net, path, err);
   if (st == MDL_OK) {
     mdl_net *net = any_net(t);
     for (int i = 0; net && i < mdl_net_n_layers(net); i++) {
@@ -551,7 +552,11 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
           mdl_net_find_nonfinite_blob(net, where, sizeof where);
         st = mdl_errorf(err, MDL_ERR_INTERNAL,
                         "TEST net #%d, batch %d: output \"%s\" is %s; first non-finite value: %s",
-                        index, it, lt->name[k], isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf", where);
+                        index, it, lt->name[k],
+                        isnan(v) ? "NaN"
+                        : v > 0  ? "+inf"
+                                 : "-inf",
+                        where);
       }
       lt->value[k] += v;
     }

@@ -17,12 +17,12 @@
 #include <time.h>
 
 #include "common/pb.h"
-#include "runtime/solver/caffemodel.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/dataset_resolver.h"
 #include "runtime/engine/net.h"
-#include "runtime/solver/solver.h"
 #include "runtime/engine/threadpool.h"
+#include "runtime/solver/caffemodel.h"
+#include "runtime/solver/solver.h"
 #include "runtime/train/device.h"
 #include "runtime/train/trainer.h"
 
@@ -263,7 +263,8 @@ static mdl_status net_create(const Memdl__Plan *plan, const mdl_trainer_opts *o,
   if (st == MDL_OK) {
     int nl;
     const mdl_solver_blob *bl = mdl_net_learnable(t->train.net, &nl);
-    st = mdl_solver_new(t->be, plan->solver, bl, nl, mdl_net_param_count(t->train.net), &t->solver, err);
+    st = mdl_solver_new(t->be, plan->solver, bl, nl, mdl_net_param_count(t->train.net), &t->solver,
+                        err);
   }
   if (st != MDL_OK) {
     net_destroy(t);
