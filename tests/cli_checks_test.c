@@ -260,3 +260,20 @@ Test(cli_checks, options_typos_equals_and_caffe_flags) {
   cr_assert(strstr(r.err, "did you mean \"test\"?"), "%s", r.err);
   mdl_run_result_free(&r);
 }
+
+/* A test pass longer than the test set says so and reports the samples. */
+Test(cli_checks, test_pass_longer_than_the_set_says_so) {
+  tu_dir_write("train.csv", "1,2,0\n3,4,1\n5,6,1\n7,8,0\n");
+  tu_dir_write("test.csv", "1,2,0\n3,4,1\n5,6,0\n");
+  const char *job = write_job("job.prototxt",
+                              "data { name: \"train\" source { csv { path: \"train.csv\" } } }\n"
+                              "data { name: \"test\" source { csv { path: \"test.csv\" } } }\n");
+  mdl_run_result r = RUN("run", job, "--set", "test_iter=3", "--set", "max_iter=1");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.err,
+                   "3 iterations x batch 2 = 6 samples, but data set \"test\" has 3 "
+                   "records: 3 are counted twice"),
+            "%s", r.err);
+  cr_assert(strstr(r.err, "(6 samples"), "%s", r.err);
+  mdl_run_result_free(&r);
+}

@@ -36,6 +36,7 @@ typedef struct netrun {
   const mdl_graph *g;
   feeder *feed;
   int n_feed;
+  bool told_wrap; /* said once that a test pass counts records twice */
 } netrun;
 
 typedef struct cached_set {
@@ -326,7 +327,8 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
   if (t->sp->random_seed >= 0)
     t->seed = (uint64_t)t->sp->random_seed;
   else
-    t->seed = mdl_mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32));
+    /* below 2^63, so the seed printed can be given back as random_seed */
+    t->seed = mdl_mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)) >> 1;
   setup_output(t);
 
   mdl_status st = MDL_OK;
@@ -532,6 +534,21 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
     lt->weight[lt->n] = mdl_net_output_weight(net, o);
     lt->n++;
   }
+  /* Caffe wraps around a test set smaller than test_iter x batch without a
+   * word, counting records twice: say so, once per net. */
+  int64_t batch = mdl_net_batch_size(net), samples = (int64_t)iterations * batch;
+  for (int i = 0; i < r->n_feed && !r->told_wrap; i++) {
+    const feeder *f = &r->feed[i];
+    int64_t n = f->b ? mdl_batcher_records(f->b) : 0;
+    if (!n || samples <= n) continue;
+    fprintf(t->log,
+            "note: TEST net #%d: %d iterations x batch %lld = %lld samples, but data set \"%s\" "
+            "has %lld records: %lld are counted twice (set test_iter to %lld to count each "
+            "once)\n",
+            index, iterations, (long long)batch, (long long)samples, f->set_name, (long long)n,
+            (long long)(samples - n), (long long)(n / batch ? n / batch : 1));
+    r->told_wrap = true;
+  }
   mdl_net_set_iteration(net, 0);
   mdl_status st = MDL_OK;
   for (int it = 0; it < iterations && st == MDL_OK; it++) {
@@ -563,7 +580,7 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
   }
   free(blob);
   for (int k = 0; k < lt->n; k++) lt->value[k] /= iterations;
-  lt->samples = (int64_t)iterations * mdl_net_batch_size(net);
+  lt->samples = samples;
   if (res) *res = *lt;
   return st;
 }
