@@ -7,10 +7,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "common/suggest.h"
-
-#ifndef MDL_VERSION
-#define MDL_VERSION "0.1.0"
-#endif
+#include "common/version.h"
 
 typedef struct command {
   const char *name;

@@ -83,7 +83,10 @@ static mdl_status config_get(const Caffe__SolverParameter *sp, mdl_solver_config
     if (kind < 0) {
       const char *near = mdl_suggest_nearest(t, kind_names, 6);
       if (near)
-        FAIL("solver type \"%s\" is unknown; did you mean \"%s\"?", t, near);
+        FAIL(
+            "solver type \"%s\" is unknown; did you mean \"%s\"? (known: SGD, Nesterov, "
+            "AdaGrad, RMSProp, AdaDelta, Adam)",
+            t, near);
       else
         FAIL(
             "solver type \"%s\" is unknown; known: SGD, Nesterov, AdaGrad, RMSProp, "
@@ -104,7 +107,10 @@ static mdl_status config_get(const Caffe__SolverParameter *sp, mdl_solver_config
   if (p < 0 && pol && *pol) {
     const char *near = mdl_suggest_nearest(pol, policy_names, 7);
     if (near)
-      FAIL("solver: lr_policy \"%s\" is unknown; did you mean \"%s\"?", pol, near);
+      FAIL(
+          "solver: lr_policy \"%s\" is unknown; did you mean \"%s\"? (known: fixed, step, exp, "
+          "inv, multistep, poly, sigmoid)",
+          pol, near);
     else
       FAIL(
           "solver: lr_policy \"%s\" is unknown; known: fixed, step, exp, inv, "

@@ -2,6 +2,7 @@
  * snapshots, metrics and acceptance. See train.h. */
 #include "runtime/train/train.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,6 +681,49 @@ static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tr
   return MDL_OK;
 }
 
+/* FNV-1a of the packed plan: the same nets, solver and data, the same
+ * fingerprint, so runs in one metrics file can be told apart. */
+static uint64_t plan_fingerprint(const mdl_train *t) {
+  Memdl__Plan *plan = mdl_plan_new(t->job, t->compiled);
+  size_t n = protobuf_c_message_get_packed_size(&plan->base);
+  uint8_t *buf = mdl_xmalloc(n + 1);
+  protobuf_c_message_pack(&plan->base, buf);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
+  free(buf);
+  mdl_pb_free(plan);
+  return h;
+}
+
+static void write_start(mdl_train *t, mdl_metrics *m, int start, int stop) {
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "start");
+  mdl_json_str(&j, "version", t->opts.version ? t->opts.version : "");
+  mdl_json_str(&j, "job", t->job->path);
+  char fp[32];
+  snprintf(fp, sizeof fp, "%016llx", (unsigned long long)plan_fingerprint(t));
+  mdl_json_str(&j, "plan", fp);
+  char seed[32];
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed); /* as a string: > 2^53 */
+  mdl_json_str(&j, "seed", seed);
+  mdl_json_int(&j, "threads", mdl_threadpool_size(t->pool));
+  mdl_json_int(&j, "workers", 1);
+  mdl_json_int(&j, "iter", start);
+  mdl_json_int(&j, "max_iter", stop);
+  mdl_json_bool(&j, "resumed", t->resumed);
+  char over[2048];
+  size_t used = 0;
+  over[0] = 0;
+  for (int i = 0; i < t->opts.n_overrides && used < sizeof over; i++)
+    used += (size_t)snprintf(over + used, sizeof over - used, "%s%s", i ? " " : "",
+                             t->opts.overrides[i]);
+  mdl_json_str(&j, "overrides", over);
+  mdl_json_end(&j);
+  mdl_metrics_write(m, &j);
+  mdl_json_free(&j);
+}
+
 static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
   const Memdl__Job *j = t->job->job;
   sum->accepted =
@@ -701,8 +745,13 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   double batch = (double)mdl_net_batch_size(net);
 
   mdl_metrics *m = NULL;
-  mdl_status st = mdl_metrics_open(t->out_dir, t->resumed, &m, err);
+  bool existed = false;
+  mdl_status st = mdl_metrics_open(t->out_dir, &existed, &m, err);
   if (st != MDL_OK) return st;
+  if (existed && !t->resumed)
+    fprintf(t->log, "metrics: appending to %s (it holds an earlier run's records)\n",
+            mdl_metrics_path(m));
+  write_start(t, m, start, stop);
   mdl_progress p;
   mdl_progress_init(&p, t->log, start, stop, batch * iter_size);
   size_t planned, naive;
@@ -771,15 +820,50 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
      * next one measures whole iterations, not this one's update alone */
     if (display && iter > start) mdl_progress_mark(&p, iter + 1);
     mdl_progress_live(&p, mdl_solver_iter(s), (float)smoothed, lr);
+    bool snapped = false;
     if (t->snapshot_every && mdl_solver_iter(s) % t->snapshot_every == 0) {
       double t0 = mdl_now();
       snapshot(t, m, &p, sum, err, &st);
       t_excluded += mdl_now() - t0;
+      snapped = true;
+    }
+    bool stop_now = t->opts.stop && *t->opts.stop;
+    if (st == MDL_OK && (stop_now || (t->opts.snapshot && *t->opts.snapshot))) {
+      if (t->opts.snapshot) *t->opts.snapshot = 0;
+      if (!snapped) {
+        double t0 = mdl_now();
+        snapshot(t, m, &p, sum, err, &st);
+        t_excluded += mdl_now() - t0;
+      }
+    }
+    if (st == MDL_OK && stop_now) {
+      sum->stopped = true;
+      break;
     }
   }
   free(losses);
   int iter = mdl_solver_iter(s);
   double seconds = mdl_now() - t_begin;
+  if (st == MDL_OK && sum->stopped) {
+    sum->iter = iter;
+    sum->seconds = seconds;
+    mdl_progress_line(&p,
+                      "stopped at iteration %d of %d on request, after a snapshot; "
+                      "`memdl run %s --resume%s%s` continues it",
+                      iter, stop, t->job->path, t->opts.out_dir ? " --output " : "",
+                      t->opts.out_dir ? t->opts.out_dir : "");
+    mdl_json j = {0};
+    mdl_json_begin(&j);
+    mdl_json_str(&j, "event", "stopped");
+    mdl_json_int(&j, "iter", iter);
+    mdl_json_num(&j, "seconds", seconds);
+    mdl_json_str(&j, "snapshot", sum->last_snapshot);
+    mdl_json_end(&j);
+    mdl_metrics_write(m, &j);
+    mdl_json_free(&j);
+    mdl_metrics_close(m);
+    return MDL_OK;
+  }
   if (st == MDL_OK) { /* the last update's result has not been through a forward yet */
     char what[64];
     snprintf(what, sizeof what, "training diverged by iteration %d", iter);
@@ -826,6 +910,36 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     }
   }
   mdl_metrics_close(m);
+  return st;
+}
+
+mdl_status mdl_train_newest_snapshot(const mdl_train *t, char **path, mdl_error *err) {
+  *path = NULL;
+  char *dir = mdl_path_dir(t->snapshot_prefix);
+  const char *base = strrchr(t->snapshot_prefix, '/');
+  base = base ? base + 1 : t->snapshot_prefix;
+  size_t bl = strlen(base);
+  DIR *d = opendir(dir);
+  long best = -1;
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      const char *n = e->d_name;
+      if (strncmp(n, base, bl) != 0 || strncmp(n + bl, "_iter_", 6) != 0) continue;
+      char *end;
+      long it = strtol(n + bl + 6, &end, 10);
+      if (end == n + bl + 6 || strcmp(end, ".solverstate") != 0) continue;
+      if (it > best) best = it;
+    }
+    closedir(d);
+  }
+  mdl_status st = MDL_OK;
+  if (best < 0)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "--resume: no %s_iter_N.solverstate in %s to resume from",
+                    base, dir);
+  else
+    *path = mdl_snapshot_name(t->snapshot_prefix, (int)best, ".solverstate");
+  free(dir);
   return st;
 }
 
