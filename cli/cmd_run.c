@@ -18,6 +18,7 @@ static const char USAGE[] =
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
     "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
+    "                     [--sigint-effect stop|snapshot|none] [--sighup-effect E]\n"
     "\n"
     "Trains JOB (a memdl job file or a Caffe solver file): on this machine, or on\n"
     "K workers that average their weights every tau iterations when --workers or\n"

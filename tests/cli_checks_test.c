@@ -277,3 +277,79 @@ Test(cli_checks, test_pass_longer_than_the_set_says_so) {
   cr_assert(strstr(r.err, "(6 samples"), "%s", r.err);
   mdl_run_result_free(&r);
 }
+
+/* A deploy net (no loss) is timed backward too, as caffe time does. */
+Test(cli_checks, time_deploy_net_times_backward) {
+  const char *net =
+      tu_dir_write("deploy.prototxt",
+                   "name: \"tiny\"\n"
+                   "layer { name: \"data\" type: \"Input\" top: \"data\"\n"
+                   "        input_param { shape { dim: 8 dim: 1 dim: 28 dim: 28 } } }\n"
+                   "layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\"\n"
+                   "        convolution_param { num_output: 20 kernel_size: 5 } }\n"
+                   "layer { name: \"ip\" type: \"InnerProduct\" bottom: \"conv1\" top: \"ip\"\n"
+                   "        inner_product_param { num_output: 10 } }\n"
+                   "layer { name: \"prob\" type: \"Softmax\" bottom: \"ip\" top: \"prob\" }\n");
+  mdl_run_result r = RUN("time", net, "--iterations", "2", "--threads", "1");
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  char line[1024];
+  mdl_last_line(r.out, line, sizeof line);
+  const char *b = strstr(line, "\"backward_ms\": ");
+  cr_assert(b && strtod(b + 15, NULL) > 0, "%s", line);
+  const char *conv = strstr(r.out, "conv1");
+  cr_assert(conv && !strstr(conv, "Convolution             -"), "%s", r.out);
+  mdl_run_result_free(&r);
+}
+
+/* README's synopsis of test, time and worker names every option their
+ * --help synopsis does. */
+Test(cli_checks, readme_and_help_agree) {
+  size_t len;
+  char *readme = tu_read("README.md", &len);
+  const char *cmds[] = {"test", "time", "worker", "run", "check"};
+  for (size_t c = 0; c < sizeof cmds / sizeof *cmds; c++) {
+    char head[64];
+    snprintf(head, sizeof head, "### memdl %s ", cmds[c]);
+    const char *h = strstr(readme, head);
+    cr_assert(h, "README has no %s", head);
+    const char *eol = strchr(h, '\n');
+    mdl_run_result r = RUN(cmds[c], "--help");
+    cr_assert_eq(r.exit_code, 0);
+    const char *end = strstr(r.out, "\n\n");
+    for (const char *p = r.out; (p = strstr(p, "--")) && p < end;) {
+      size_t n = 2;
+      while (p[n] == '-' || (p[n] >= 'a' && p[n] <= 'z')) n++;
+      char opt[64];
+      snprintf(opt, sizeof opt, "%.*s", (int)n, p);
+      const char *in = strstr(h, opt);
+      cr_assert(in && in < eol, "README's `memdl %s` lacks %s", cmds[c], opt);
+      p += n;
+    }
+    mdl_run_result_free(&r);
+  }
+  free(readme);
+}
+
+/* scripts/setup.sh keeps stdout clean when it installs (apt's chatter goes
+ * to stderr): fake dpkg-query says everything is missing, fake apt-get and
+ * sudo print to stdout. */
+Test(cli_checks, setup_script_is_quiet_on_stdout) {
+  const char *bin = tu_dir_path("bin");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "mkdir -p %s && printf '#!/bin/sh\\nexit 1\\n' > %s/dpkg-query && "
+           "printf '#!/bin/sh\\necho apt-get says $*\\n' > %s/apt-get && "
+           "printf '#!/bin/sh\\necho sudo; exec \"$@\"\\n' > %s/sudo && chmod +x %s/*",
+           bin, bin, bin, bin, bin);
+  cr_assert_eq(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "PATH=%s:$PATH bash scripts/setup.sh > %s/out 2> %s/err", bin, tu_dir,
+           tu_dir);
+  cr_assert_eq(system(cmd), 0);
+  size_t n;
+  char *out = tu_read(tu_dir_path("out"), &n);
+  char *err = tu_read(tu_dir_path("err"), &n);
+  cr_assert_str_eq(out, "", "stdout: %s", out);
+  cr_assert(strstr(err, "apt-get says"), "%s", err);
+  free(out);
+  free(err);
+}
