@@ -127,11 +127,10 @@ char **mdl_cli_normalize(int argc, char **argv, int *out_argc) {
       continue;
     }
     if (a[0] == '-' && a[1] == '-' && a[flen] == '=') {
-      /* --opt=value: the name as its own word, the value after it */
-      char *name = mdl_xmalloc(flen + 1);
-      memcpy(name, a, flen);
-      name[flen] = 0;
-      out[n++] = name; /* leaked on purpose: lives as long as the process */
+      /* --opt=value: cut the word in two in place (argv's strings are the
+       * program's to modify) */
+      a[flen] = 0;
+      out[n++] = a;
       out[n++] = a + flen + 1;
       continue;
     }

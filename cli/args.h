@@ -56,7 +56,8 @@ int mdl_cli_unknown_option(const char *cmd, const char *usage, const char *arg,
  * -iterations, -model and -solver -> the FILE, -gpu -> dropped on a CPU
  * build, -sigint_effect/-sighup_effect). argv[0] is the command name
  * (Caffe's `train` becomes `run`). Returns a new argv (the strings are
- * argv's or static), the caller frees the array. */
+ * argv's, "--opt=value" cut in two in place, or static); the caller frees
+ * the array. */
 char **mdl_cli_normalize(int argc, char **argv, int *out_argc);
 
 /* After the loop: false (and the usage on stderr) when no FILE was given. */

@@ -49,7 +49,10 @@ Test(cli_signal, stop_snapshot_resume_same_bits) {
             r.err);
   mdl_run_result_free(&r);
   char *metrics = file(cut, "metrics.jsonl");
-  cr_assert(strstr(metrics, "\"event\": \"start\""), "%s", metrics);
+  cr_assert(strstr(metrics, "{\"time\": "), "records carry the wall-clock time: %s", metrics);
+  cr_assert(strstr(metrics, "\"event\": \"start\", \"version\": "), "%s", metrics);
+  cr_assert(strstr(metrics, "\"seed\": \"7\"") && strstr(metrics, "\"plan\": \""), "%s", metrics);
+  cr_assert(strstr(metrics, "\"overrides\": \"max_iter=400 "), "%s", metrics);
   cr_assert(strstr(metrics, "\"event\": \"stopped\""), "the closing record: %s", metrics);
   free(metrics);
 
