@@ -1,9 +1,12 @@
 /* Shared argument handling for run, test and time; see args.h. */
 #include "cli/args.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/suggest.h"
 
 void mdl_cli_args_init(mdl_cli_args *a, const char *cmd, const char *usage, int argc) {
   memset(a, 0, sizeof *a);
@@ -30,6 +33,114 @@ bool mdl_cli_int(const char *cmd, const char *flag, const char *value, long min,
   return true;
 }
 
+static void print_synopsis(const char *cmd, const char *usage) {
+  const char *end = strstr(usage, "\n\n");
+  size_t n = end ? (size_t)(end - usage) + 1 : strlen(usage);
+  fprintf(stderr, "%.*s`memdl %s --help` says more\n", (int)n, usage, cmd);
+}
+
+int mdl_cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "memdl %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  print_synopsis(cmd, usage);
+  return 2;
+}
+
+int mdl_cli_unknown_option(const char *cmd, const char *usage, const char *arg,
+                           const char *const *opts, size_t n_opts) {
+  char name[128];
+  snprintf(name, sizeof name, "%s", arg);
+  char *eq = strchr(name, '=');
+  if (eq) *eq = 0;
+  const char *near = mdl_suggest_nearest(name, opts, n_opts);
+  if (near && strcmp(near, name) == 0)
+    return mdl_cli_usage_error(cmd, usage, "%s needs a value", name);
+  if (near)
+    return mdl_cli_usage_error(cmd, usage, "unknown option %s; did you mean %s?", name, near);
+  return mdl_cli_usage_error(cmd, usage, "unknown option %s", name);
+}
+
+/* Caffe's command-line flags and what they are here. */
+typedef struct caffe_flag {
+  const char *caffe;
+  const char *memdl; /* NULL: the value is the positional FILE; "": dropped */
+  bool takes_value;
+} caffe_flag;
+
+static const caffe_flag CAFFE_FLAGS[] = {
+    {"-solver", NULL, true},
+    {"-model", NULL, true},
+    {"-weights", "--weights", true},
+    {"-snapshot", "--resume", true},
+    {"-iterations", "--iterations", true},
+    {"-gpu", "", true},
+    {"-sigint_effect", "--sigint-effect", true},
+    {"-sighup_effect", "--sighup-effect", true},
+    {"-stage", "--stage", true},
+    {"-level", "", true},
+};
+
+char **mdl_cli_normalize(int argc, char **argv, int *out_argc) {
+  char **out = mdl_xcalloc((size_t)argc * 2 + 1, sizeof *out);
+  int n = 0;
+  for (int i = 0; i < argc; i++) {
+    char *a = argv[i];
+    if (i == 0) {
+      if (!strcmp(a, "train")) {
+        fprintf(stderr, "memdl: `caffe train` is `memdl run` here\n");
+        a = "run";
+      }
+      out[n++] = a;
+      continue;
+    }
+    if (!strcmp(a, "--")) { /* everything after is positional */
+      while (i < argc) out[n++] = argv[i++];
+      break;
+    }
+    /* Caffe's single-dash flags (gflags also takes them with two dashes
+     * and with =) */
+    const caffe_flag *cf = NULL;
+    size_t flen = strcspn(a, "=");
+    if (a[0] == '-' && a[1] != '-') /* memdl's own options all have two dashes */
+      for (size_t k = 0; k < sizeof CAFFE_FLAGS / sizeof *CAFFE_FLAGS; k++)
+        if (flen == strlen(CAFFE_FLAGS[k].caffe) && !strncmp(a, CAFFE_FLAGS[k].caffe, flen))
+          cf = &CAFFE_FLAGS[k];
+    if (cf) {
+      char *value = a[flen] == '=' ? a + flen + 1 : i + 1 < argc ? argv[++i] : NULL;
+      if (!cf->memdl) {
+        fprintf(stderr, "memdl: note: %s is Caffe's flag; memdl takes the file as it is: %s\n",
+                cf->caffe, value ? value : "");
+        if (value) out[n++] = value;
+      } else if (!*cf->memdl) {
+        fprintf(stderr, "memdl: note: %s is Caffe's flag; %s\n", cf->caffe,
+                !strcmp(cf->caffe, "-gpu") ? "this memdl has no GPU backend and runs on the CPU"
+                                           : "memdl ignores it");
+      } else {
+        fprintf(stderr, "memdl: note: %s is Caffe's flag; memdl's is %s\n", cf->caffe, cf->memdl);
+        out[n++] = (char *)cf->memdl;
+        if (value) out[n++] = value;
+      }
+      continue;
+    }
+    if (a[0] == '-' && a[1] == '-' && a[flen] == '=') {
+      /* --opt=value: cut the word in two in place (argv's strings are the
+       * program's to modify) */
+      a[flen] = 0;
+      out[n++] = a;
+      out[n++] = a + flen + 1;
+      continue;
+    }
+    out[n++] = a;
+  }
+  out[n] = NULL;
+  *out_argc = n;
+  return out;
+}
+
 mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int *i, int *code) {
   /* *code is written only with MDL_ARG_EXIT */
   const char *arg = argv[*i];
@@ -51,13 +162,19 @@ mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int
     return MDL_ARG_TAKEN;
   }
   if (arg[0] == '-' && arg[1]) {
-    fprintf(stderr, "memdl %s: unknown option or missing value: %s\n\n%s", a->cmd, arg, a->usage);
-    *code = 2;
+    const char **all = mdl_xcalloc(a->n_opts + 4, sizeof *all);
+    size_t n = 0;
+    for (size_t k = 0; k < a->n_opts; k++) all[n++] = a->opts[k];
+    all[n++] = "--set";
+    all[n++] = "--threads";
+    all[n++] = "--help";
+    *code = mdl_cli_unknown_option(a->cmd, a->usage, arg, all, n);
+    free(all);
     return MDL_ARG_EXIT;
   }
   if (a->path) {
-    fprintf(stderr, "memdl %s: one file at a time (got \"%s\" and \"%s\")\n", a->cmd, a->path, arg);
-    *code = 2;
+    *code = mdl_cli_usage_error(a->cmd, a->usage, "one file at a time (got \"%s\" and \"%s\")",
+                                a->path, arg);
     return MDL_ARG_EXIT;
   }
   a->path = arg;
@@ -66,7 +183,7 @@ mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int
 
 bool mdl_cli_args_have_path(const mdl_cli_args *a) {
   if (a->path) return true;
-  fputs(a->usage, stderr);
+  mdl_cli_usage_error(a->cmd, a->usage, "no JOB file given");
   return false;
 }
 

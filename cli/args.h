@@ -15,6 +15,10 @@ typedef struct mdl_cli_args {
   const char **sets; /* argv pointers, the caller's argv keeps them alive */
   int n_sets;
   int threads; /* 0: the default */
+  /* The command's own options, for "did you mean" on a typo (the shared
+   * --set, --threads, --help are added). NULL: none. */
+  const char *const *opts;
+  size_t n_opts;
 } mdl_cli_args;
 
 typedef enum mdl_cli_arg_result {
@@ -35,6 +39,26 @@ mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int
  * false when it is not one. */
 bool mdl_cli_int(const char *cmd, const char *flag, const char *value, long min, long max,
                  int *out);
+
+/* Prints "memdl CMD: MESSAGE", the usage's synopsis (its first lines, up
+ * to the first blank one) and where the rest is; returns 2. */
+int mdl_cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* An unknown option arg (a trailing "=VALUE" ignored): names it, suggests
+ * the nearest of opts, prints the synopsis; returns 2. */
+int mdl_cli_unknown_option(const char *cmd, const char *usage, const char *arg,
+                           const char *const *opts, size_t n_opts);
+
+/* Rewrites a command line the way users type it into the one the commands
+ * parse: "--opt=value" becomes "--opt" "value", and Caffe's flags become
+ * memdl's with a note on stderr (-weights, -snapshot -> --resume,
+ * -iterations, -model and -solver -> the FILE, -gpu -> dropped on a CPU
+ * build, -sigint_effect/-sighup_effect). argv[0] is the command name
+ * (Caffe's `train` becomes `run`). Returns a new argv (the strings are
+ * argv's, "--opt=value" cut in two in place, or static); the caller frees
+ * the array. */
+char **mdl_cli_normalize(int argc, char **argv, int *out_argc);
 
 /* After the loop: false (and the usage on stderr) when no FILE was given. */
 bool mdl_cli_args_have_path(const mdl_cli_args *a);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "common/pb.h"
 #include "compiler/plan.h"
@@ -173,8 +174,9 @@ int mdl_cmd_compile(int argc, char **argv) {
       }
       sets[n_sets++] = argv[++i];
     } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "memdl compile: unknown option or missing value: %s\n%s", a, USAGE);
-      return 2;
+      static const char *const opts[] = {"--shapes", "--plan",  "--explain", "--phase",
+                                         "--as",     "--stage", "--set",     "--help"};
+      return mdl_cli_unknown_option("compile", USAGE, a, opts, sizeof opts / sizeof *opts);
     } else if (file) {
       fprintf(stderr, "memdl compile: one file at a time (got %s and %s)\n", file, a);
       return 2;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "common/fileio.h"
 #include "common/pb.h"
@@ -283,9 +284,12 @@ int mdl_cmd_data(int argc, char **argv) {
         fprintf(stderr, "memdl data: --as takes net, solver or job, not \"%s\"\n", k);
         return 2;
       }
-    } else if (a[0] == '-' || file) {
-      fprintf(stderr, "memdl data: unexpected argument \"%s\"\n\n%s", a, USAGE);
-      return 2;
+    } else if (a[0] == '-' && a[1]) {
+      static const char *const opts[] = {"--name",          "--head", "--partitions",
+                                         "--memory-budget", "--as",   "--help"};
+      return mdl_cli_unknown_option("data", USAGE, a, opts, sizeof opts / sizeof *opts);
+    } else if (file) {
+      return mdl_cli_usage_error("data", USAGE, "one file at a time (got %s and %s)", file, a);
     } else {
       file = a;
     }

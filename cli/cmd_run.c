@@ -1,11 +1,14 @@
 /* memdl run: trains a job (or a Caffe solver file) on one local worker, or
  * hands it to the driver when the job or the flags ask for several. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "common/version.h"
 #include "compiler/job.h"
 #include "runtime/dist/driver.h"
 #include "runtime/train/train.h"
@@ -15,6 +18,7 @@ static const char USAGE[] =
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
     "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
+    "                     [--sigint-effect stop|snapshot|none] [--sighup-effect E]\n"
     "\n"
     "Trains JOB (a memdl job file or a Caffe solver file): on this machine, or on\n"
     "K workers that average their weights every tau iterations when --workers or\n"
@@ -26,7 +30,8 @@ static const char USAGE[] =
     "\n"
     "  --weights FILE   start from these weights (fine-tuning; layers missing\n"
     "                   from FILE keep their fillers)\n"
-    "  --resume [FILE]  continue a run bit for bit: one worker from FILE.solverstate;\n"
+    "  --resume [FILE]  continue a run bit for bit: one worker from FILE.solverstate\n"
+    "                   (default: the newest <snapshot_prefix>_iter_N.solverstate);\n"
     "                   several from the driver's snapshot (FILE, default\n"
     "                   OUTPUT/driver.snapshot)\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
@@ -39,9 +44,63 @@ static const char USAGE[] =
     "  --token-file F   shared token sent to remote workers (default: the job's)\n"
     "  --tls-ca/--tls-cert/--tls-key F   TLS for remote workers (PEM files)\n"
     "  --insecure       allow plain TCP to non-loopback workers\n"
+    "  --sigint-effect stop|snapshot|none   on SIGINT or SIGTERM (default stop: finish\n"
+    "                   the iteration, snapshot, write the closing metrics record,\n"
+    "                   exit 130 or 143; a second signal stops at once)\n"
+    "  --sighup-effect stop|snapshot|none   on SIGHUP (default snapshot: snapshot\n"
+    "                   after the iteration and carry on); one worker only\n"
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
-    "3 trained but acceptance not met\n";
+    "3 trained but acceptance not met, 130/143 stopped by SIGINT/SIGTERM (resumable)\n";
+
+/* Caffe's -sigint_effect / -sighup_effect. */
+typedef enum signal_effect { EFFECT_STOP, EFFECT_SNAPSHOT, EFFECT_NONE } signal_effect;
+
+static volatile sig_atomic_t g_stop, g_snapshot, g_stop_signal;
+static signal_effect g_int_effect = EFFECT_STOP, g_hup_effect = EFFECT_SNAPSHOT;
+
+static void on_signal(int sig) {
+  signal_effect e = sig == SIGHUP ? g_hup_effect : g_int_effect;
+  if (e == EFFECT_NONE) return;
+  if (e == EFFECT_SNAPSHOT) {
+    g_snapshot = 1;
+    return;
+  }
+  if (g_stop) { /* the second one: stop at once */
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  g_stop = 1;
+  static const char msg[] =
+      "\nmemdl run: stopping after this iteration, with a snapshot (a second signal stops at "
+      "once)\n";
+  ssize_t w = write(2, msg, sizeof msg - 1); /* async-signal-safe, unlike stdio */
+  (void)w;
+}
+
+static bool parse_effect(const char *flag, const char *v, signal_effect *out) {
+  static const char *const names[] = {"stop", "snapshot", "none"};
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(v, names[i])) {
+      *out = (signal_effect)i;
+      return true;
+    }
+  fprintf(stderr, "memdl run: %s takes stop, snapshot or none, not \"%s\"\n", flag, v);
+  return false;
+}
+
+static void install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART; /* the handler only sets flags: reads carry on */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+}
 
 /* The driver prints rounds as they go; this is the closing summary. */
 static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, mdl_error *err) {
@@ -64,6 +123,11 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
 int mdl_cmd_run(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "run", USAGE, argc);
+  static const char *const OPTS[] = {
+      "--weights",  "--resume",  "--output",   "--workers",       "--token-file",   "--tls-ca",
+      "--tls-cert", "--tls-key", "--insecure", "--sigint-effect", "--sighup-effect"};
+  args.opts = OPTS;
+  args.n_opts = sizeof OPTS / sizeof *OPTS;
   const char *weights = NULL, *resume = NULL, *out = NULL;
   bool resume_flag = false;
   mdl_driver_opts dopts = {.use_cluster_env = true};
@@ -90,6 +154,10 @@ int mdl_cmd_run(int argc, char **argv) {
       dopts.tls_key = argv[++i];
     } else if (!strcmp(a, "--insecure")) {
       dopts.insecure = true;
+    } else if (!strcmp(a, "--sigint-effect") && has_next) {
+      if (!parse_effect(a, argv[++i], &g_int_effect)) code = 2;
+    } else if (!strcmp(a, "--sighup-effect") && has_next) {
+      if (!parse_effect(a, argv[++i], &g_hup_effect)) code = 2;
     } else {
       mdl_cli_args_take(&args, argc, argv, &i, &code);
     }
@@ -130,18 +198,30 @@ int mdl_cmd_run(int argc, char **argv) {
     mdl_cli_args_free(&args);
     return mdl_exit_code(st);
   }
-  if (st == MDL_OK && resume_flag && !resume)
-    st = mdl_errorf(&err, MDL_ERR_INVALID,
-                    "--resume needs the .solverstate to continue from on a single worker");
-  mdl_train_opts o = {.threads = threads, .out_dir = out};
+  mdl_train_opts o = {.threads = threads,
+                      .out_dir = out,
+                      .stop = &g_stop,
+                      .snapshot = &g_snapshot,
+                      .overrides = args.sets,
+                      .n_overrides = args.n_sets,
+                      .version = MDL_VERSION};
+  install_handlers();
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && weights) st = mdl_train_load_weights(t, weights, &err);
+  char *newest = NULL;
+  if (st == MDL_OK && resume_flag && !resume) {
+    /* as Caffe users expect: the newest snapshot of this job's prefix */
+    st = mdl_train_newest_snapshot(t, &newest, &err);
+    resume = newest;
+  }
   if (st == MDL_OK && resume) st = mdl_train_restore(t, resume, &err);
-  mdl_train_summary sum;
+  free(newest);
+  mdl_train_summary sum = {0};
   if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, &err);
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
   mdl_train_free(t);
   mdl_job_free(job);
   mdl_cli_args_free(&args);
+  if (st == MDL_OK && sum.stopped) return 128 + g_stop_signal;
   return mdl_exit_code(st);
 }

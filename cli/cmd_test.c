@@ -24,6 +24,9 @@ static const char USAGE[] =
 int mdl_cmd_test(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "test", USAGE, argc);
+  static const char *const OPTS[] = {"--weights", "--iterations"};
+  args.opts = OPTS;
+  args.n_opts = sizeof OPTS / sizeof *OPTS;
   const char *weights = NULL;
   int iterations = 0, code = -1; /* -1: go on; else the exit code */
   for (int i = 1; i < argc && code < 0; i++) {

@@ -23,9 +23,37 @@ static const char USAGE[] =
     "   \"iteration_ms\": 10.8, \"batch\": 64, \"images_per_s\": 5925, ...}\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid input\n";
 
+static bool net_has_loss(const Caffe__NetParameter *n) {
+  for (size_t i = 0; n && i < n->n_layer; i++) {
+    const Caffe__LayerParameter *l = n->layer[i];
+    if (l->n_loss_weight || (l->type && strstr(l->type, "Loss"))) return true;
+  }
+  for (size_t i = 0; n && i < n->n_layers; i++)
+    if (n->layers[i]->n_loss_weight) return true;
+  return false;
+}
+
+/* A deploy net has no loss, so nothing would run backward; caffe time
+ * times every layer's backward anyway. force_backward does the same here
+ * (the outputs' gradients are zero: the work is the same). */
+static void force_backward_without_loss(mdl_job *job) {
+  Caffe__NetParameter *nets[2] = {job->solver->train_net_param, job->solver->net_param};
+  for (int i = 0; i < 2; i++) {
+    if (!nets[i] || net_has_loss(nets[i]) || nets[i]->force_backward) continue;
+    nets[i]->has_force_backward = 1;
+    nets[i]->force_backward = 1;
+    fprintf(stderr,
+            "memdl time: the net has no loss; timing backward with force_backward (zero "
+            "gradients at the outputs), as caffe time does\n");
+  }
+}
+
 int mdl_cmd_time(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "time", USAGE, argc);
+  static const char *const OPTS[] = {"--iterations"};
+  args.opts = OPTS;
+  args.n_opts = sizeof OPTS / sizeof *OPTS;
   int iterations = 50, code = -1; /* -1: go on; else the exit code */
   for (int i = 1; i < argc && code < 0; i++) {
     if (!strcmp(argv[i], "--iterations") && i + 1 < argc) {
@@ -46,6 +74,7 @@ int mdl_cmd_time(int argc, char **argv) {
   mdl_status st = mdl_cli_load_job(&args, &job, &err);
   int threads = args.threads;
   mdl_train_opts o = {.threads = threads, .no_test = true, .synthetic = true};
+  if (st == MDL_OK) force_backward_without_loss(job);
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st != MDL_OK) {
     fprintf(stderr, "memdl time: %s\n", err.msg);

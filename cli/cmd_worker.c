@@ -28,11 +28,13 @@ static const char USAGE[] =
     "  --token-file FILE   shared token every call must carry (file mode 600)\n"
     "  --tls-cert/--tls-key  serve TLS with this certificate and key (PEM)\n"
     "  --tls-ca FILE       CA for client certificates (with --require-client-cert)\n"
+    "  --require-client-cert  refuse drivers without a certificate from --tls-ca\n"
     "  --insecure          serve without a token or client certificates on TCP or\n"
     "                      unix-abstract addresses, and plain TCP on a non-loopback\n"
     "                      address (warns); without it such a worker refuses to start\n"
     "  --shm-dir DIR       (set by the local launcher) its private folder, the only\n"
     "                      place shared weights may be mapped from\n"
+    "  --driver-timeout-ms MS  exit when the driver has been silent this long\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid usage\n";
 
 static mdl_worker *volatile g_worker;

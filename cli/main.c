@@ -1,13 +1,13 @@
 /* The memdl command: finds the sub-command and hands it the arguments.
  * Argument parsing of each command lives in its own cli/cmd_*.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
-
-#ifndef MDL_VERSION
-#define MDL_VERSION "0.1.0"
-#endif
+#include "common/suggest.h"
+#include "common/version.h"
 
 typedef struct command {
   const char *name;
@@ -55,9 +55,23 @@ int main(int argc, char **argv) {
     printf("memdl %s\n", MDL_VERSION);
     return 0;
   }
+  int n;
+  char **args = mdl_cli_normalize(argc - 1, argv + 1, &n);
+  name = args[0];
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
-    if (!strcmp(name, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
-  fprintf(stderr, "memdl: unknown command \"%s\"\n\n", name);
-  usage(stderr);
+    if (!strcmp(name, COMMANDS[i].name)) {
+      int code = COMMANDS[i].run(n, args);
+      free(args);
+      return code;
+    }
+  free(args);
+  const char *names[sizeof COMMANDS / sizeof *COMMANDS];
+  for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++) names[i] = COMMANDS[i].name;
+  const char *near = mdl_suggest_nearest(name, names, sizeof names / sizeof *names);
+  if (near)
+    fprintf(stderr, "memdl: unknown command \"%s\"; did you mean \"%s\"?\n", name, near);
+  else
+    fprintf(stderr, "memdl: unknown command \"%s\"\n", name);
+  fprintf(stderr, "usage: memdl COMMAND [ARGS...]; `memdl --help` lists the commands\n");
   return 2;
 }

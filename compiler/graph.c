@@ -36,6 +36,7 @@ void mdl_graph_free(mdl_graph *g) {
   free(g->blob_name);
   free(g->blob_shape);
   free(g->blob_producer);
+  free(g->blob_classes);
   free(g->input_blob);
   free(g->output_blob);
   mdl_pb_free(g->net);
@@ -75,6 +76,7 @@ static int add_blob(builder *b, const char *name, int user, int producer) {
     g->blob_name = mdl_xrealloc(g->blob_name, c * sizeof *g->blob_name);
     g->blob_shape = mdl_xrealloc(g->blob_shape, c * sizeof *g->blob_shape);
     g->blob_producer = mdl_xrealloc(g->blob_producer, c * sizeof *g->blob_producer);
+    g->blob_classes = mdl_xrealloc(g->blob_classes, c * sizeof *g->blob_classes);
     b->user_name = mdl_xrealloc(b->user_name, c * sizeof *b->user_name);
     b->need_backward = mdl_xrealloc(b->need_backward, c * sizeof *b->need_backward);
     b->available = mdl_xrealloc(b->available, c * sizeof *b->available);
@@ -83,6 +85,7 @@ static int add_blob(builder *b, const char *name, int user, int producer) {
   g->blob_name[id] = mdl_xstrdup(name);
   memset(&g->blob_shape[id], 0, sizeof g->blob_shape[id]);
   g->blob_producer[id] = producer;
+  g->blob_classes[id] = 0;
   b->user_name[id] = user >= 0 ? b->user_name[user] : g->blob_name[id];
   b->need_backward[id] = false;
   b->available[id] = true;
@@ -374,6 +377,9 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
   if (st != MDL_OK) return st;
   gl->n_param = a.n_param;
   memcpy(gl->param_shape, a.param, sizeof a.param);
+  if (a.label_classes > 0 && nt > 1) g->blob_classes[gl->top[1]] = a.label_classes;
+  if (is_split && nb)
+    for (int j = 0; j < nt; j++) g->blob_classes[gl->top[j]] = g->blob_classes[gl->bottom[0]];
   if ((st = setup_loss(gl, err)) != MDL_OK) return st;
   if ((st = setup_params(b, li, err)) != MDL_OK) return st;
   for (int i = 0; i < gl->n_param; i++) need_backward |= gl->param_propagate_down[i];
@@ -383,6 +389,65 @@ static mdl_status add_layer(builder *b, int li, mdl_source_resolver resolver, vo
   if (strcmp(def->type, "Input") == 0) {
     g->input_blob = mdl_xrealloc(g->input_blob, (size_t)(g->n_inputs + nt) * sizeof(int));
     for (int j = 0; j < nt; j++) g->input_blob[g->n_inputs++] = gl->top[j];
+  }
+  return MDL_OK;
+}
+
+/* The data layer a blob's values come from, through Splits; -1 if none. */
+static int label_source(const mdl_graph *g, int blob) {
+  for (int hops = 0; hops < g->n_layers && blob >= 0; hops++) {
+    int li = g->blob_producer[blob];
+    if (li < 0) return -1;
+    const mdl_graph_layer *gl = &g->layers[li];
+    if (strcmp(gl->def->type, "Split") != 0) return li;
+    blob = gl->n_bottom ? gl->bottom[0] : -1;
+  }
+  return -1;
+}
+
+/* Labels out of range are caught here where the data set's classes and the
+ * predictions' are both known (Caffe only stops at run time). */
+static mdl_status check_label_classes(const mdl_graph *g, mdl_error *err) {
+  static const char *const types[] = {"SoftmaxWithLoss", "Accuracy", "HingeLoss"};
+  for (int li = 0; li < g->n_layers; li++) {
+    const mdl_graph_layer *gl = &g->layers[li];
+    bool labelled = false;
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++)
+      labelled |= strcmp(gl->def->type, types[t]) == 0;
+    if (!labelled || gl->n_bottom < 2) continue;
+    int classes = g->blob_classes[gl->bottom[1]];
+    if (classes <= 0) continue;
+    const Caffe__LayerParameter *lp = gl->param;
+    const mdl_shape *x = &g->blob_shape[gl->bottom[0]];
+    int axis = 1;
+    if (!strcmp(gl->def->type, "SoftmaxWithLoss") && lp->softmax_param)
+      axis = lp->softmax_param->axis;
+    if (!strcmp(gl->def->type, "Accuracy") && lp->accuracy_param) axis = lp->accuracy_param->axis;
+    if (axis < 0) axis += x->n;
+    int64_t C = 0;
+    if (!strcmp(gl->def->type, "HingeLoss"))
+      C = x->n ? mdl_shape_count(x) / (x->d[0] ? x->d[0] : 1) : 0;
+    else if (axis >= 0 && axis < x->n)
+      C = x->d[axis];
+    if (C <= 0 || classes <= C) continue;
+    int src = label_source(g, gl->bottom[1]);
+    int pred = label_source(g, gl->bottom[0]);
+    const char *src_name =
+        src >= 0 && g->layers[src].param->name ? g->layers[src].param->name : "?";
+    const char *pred_name =
+        pred >= 0 && g->layers[pred].param->name ? g->layers[pred].param->name : "?";
+    char range[64];
+    if (classes - C > 1)
+      snprintf(range, sizeof range, "%lld..%d", (long long)C, classes - 1);
+    else
+      snprintf(range, sizeof range, "%lld", (long long)C);
+    return mdl_graph_layer_fail(
+        lp, err,
+        "predicts %lld classes (the output of layer \"%s\"%s) but its labels come from data "
+        "layer \"%s\", whose data set has %d classes: label%s %s would be out of range",
+        (long long)C, pred_name,
+        pred >= 0 && g->layers[pred].param->inner_product_param ? ", num_output" : "", src_name,
+        classes, classes - C > 1 ? "s" : "", range);
   }
   return MDL_OK;
 }
@@ -489,6 +554,7 @@ mdl_status mdl_graph_build(const Caffe__NetParameter *net, const Caffe__NetState
     g->n_layers = (int)i + 1;
     st = add_layer(&b, (int)i, resolver, resolver_ctx, err);
   }
+  if (st == MDL_OK) st = check_label_classes(g, err);
   if (st == MDL_OK) {
     analyse_backward(g);
     if (n->force_backward) force_backward(g);

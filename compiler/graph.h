@@ -57,12 +57,17 @@ typedef struct mdl_graph {
   /* Blobs no layer consumes (Caffe's net outputs), in creation order. */
   int n_outputs;
   int *output_blob;
+  /* Per blob: how many classes its labels may take, when a data layer's
+   * source says (clean { num_classes }), through Splits; 0: unknown. */
+  int *blob_classes;
 } mdl_graph;
 
 /* Builds the graph of net for state (phase, level, stages), as Caffe's
  * upgrade + Net::Init do: net-level inputs and V1 `layers` upgraded, layers
  * filtered by include/exclude, Split layers inserted, blobs wired and shaped,
- * loss weights and backward needs computed. state NULL: net->state, or TEST
+ * loss weights and backward needs computed. Where a data set's classes
+ * are known, a SoftmaxWithLoss, Accuracy or HingeLoss predicting fewer
+ * classes is an error (labels would fall out of range). state NULL: net->state, or TEST
  * at level 0 with no stages. filename (may be NULL) prefixes errors.
  * resolver may be NULL: data layers reading a source are then errors. On
  * success *out is owned by the caller (mdl_graph_free); on failure *out is

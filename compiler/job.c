@@ -365,29 +365,127 @@ static void clear_repeated(ProtobufCMessage *msg, const ProtobufCFieldDescriptor
   *n = 0;
 }
 
-/* --set replaces a repeated field's values rather than appending to them:
- * `--set test_iter=5` must not add a second test net. Follows the dotted
- * path through singular sub-messages; stops where there is nothing set. */
-static void clear_repeated_path(ProtobufCMessage *msg, const char *key, size_t keylen) {
-  const char *p = key, *end = key + keylen;
-  while (msg && p < end) {
+/* The value as the text format wants it: string fields take what was
+ * written (quoted here, so `--set snapshot_prefix=/tmp/x/lenet` and
+ * `--set type=Adam` work), enum fields their bare name; values already
+ * quoted or given as a [list] pass unchanged. Caller frees. */
+static char *field_value(const ProtobufCFieldDescriptor *fd, const char *value) {
+  bool quoted = value[0] == '"' || value[0] == '\'' || value[0] == '[';
+  if ((fd->type == PROTOBUF_C_TYPE_STRING || fd->type == PROTOBUF_C_TYPE_BYTES) && !quoted) {
+    size_t n = strlen(value);
+    char *q = mdl_xmalloc(2 * n + 3), *o = q;
+    *o++ = '"';
+    for (const char *p = value; *p; p++) {
+      if (*p == '"' || *p == '\\') *o++ = '\\';
+      *o++ = *p;
+    }
+    *o++ = '"';
+    *o = 0;
+    return q;
+  }
+  if (fd->type == PROTOBUF_C_TYPE_ENUM && (value[0] == '"' || value[0] == '\'')) {
+    size_t n = strlen(value);
+    if (n >= 2 && value[n - 1] == value[0]) {
+      char *q = mdl_xstrdup(value + 1);
+      q[n - 2] = 0;
+      return q;
+    }
+  }
+  return mdl_xstrdup(value);
+}
+
+/* "a.b.c" with value v as the fragment "a { b { c: v } }". */
+static char *nested_fragment(const char *path, size_t len, const char *v) {
+  size_t cap = len * 2 + strlen(v) + 64;
+  char *frag = mdl_xmalloc(cap);
+  size_t n = 0, depth = 0;
+  const char *p = path, *end = path + len;
+  while (p < end) {
     const char *q = memchr(p, '.', (size_t)(end - p));
     if (!q) q = end;
-    char name[128];
-    if ((size_t)(q - p) >= sizeof name) return;
-    memcpy(name, p, (size_t)(q - p));
-    name[q - p] = '\0';
-    const ProtobufCFieldDescriptor *fd =
-        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, name);
-    if (!fd) return;
-    if (q == end) {
-      if (fd->label == PROTOBUF_C_LABEL_REPEATED) clear_repeated(msg, fd);
-      return;
-    }
-    if (fd->type != PROTOBUF_C_TYPE_MESSAGE || fd->label == PROTOBUF_C_LABEL_REPEATED) return;
-    msg = *(ProtobufCMessage **)((char *)msg + fd->offset);
+    n += (size_t)snprintf(frag + n, cap - n, "%.*s%s", (int)(q - p), p, q == end ? ": " : " { ");
+    if (q != end) depth++;
     p = q + 1;
   }
+  n += (size_t)snprintf(frag + n, cap - n, "%s", v);
+  while (depth--) n += (size_t)snprintf(frag + n, cap - n, " }");
+  return frag;
+}
+
+/* Applies path=value to *msg. A repeated message field on the way applies
+ * the rest to each element it has (`accept.at_least=0.9` changes the
+ * criterion the job has instead of adding an empty one); a repeated scalar
+ * at the end is replaced, not appended to. */
+static mdl_status set_path(ProtobufCMessage **msg, const char *path, size_t len, const char *value,
+                           const char *origin, mdl_error *err) {
+  const char *dot = memchr(path, '.', len);
+  size_t first = dot ? (size_t)(dot - path) : len;
+  char name[128];
+  if (first >= sizeof name)
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: field name too long", origin);
+  memcpy(name, path, first);
+  name[first] = 0;
+  const ProtobufCFieldDescriptor *fd =
+      protobuf_c_message_descriptor_get_field_by_name((*msg)->descriptor, name);
+  if (!fd)
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: %s has no field \"%s\"", origin,
+                      (*msg)->descriptor->name, name);
+  if (!dot) {
+    char *v = field_value(fd, value);
+    char *frag = nested_fragment(path, len, v);
+    free(v);
+    /* parse first, so that a bad value leaves the job as it was */
+    ProtobufCMessage *check = NULL;
+    mdl_status st = mdl_text_parse(frag, strlen(frag), origin, (*msg)->descriptor, &check, err);
+    mdl_pb_free(check);
+    if (st == MDL_OK) {
+      if (fd->label == PROTOBUF_C_LABEL_REPEATED) clear_repeated(*msg, fd);
+      st = merge_text(msg, frag, origin, err);
+    }
+    free(frag);
+    return st;
+  }
+  if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: \"%s\" is not a message, it has no fields", origin,
+                      name);
+  const char *rest = dot + 1;
+  size_t rest_len = len - first - 1;
+  if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+    size_t n = *(size_t *)((char *)*msg + fd->quantifier_offset);
+    ProtobufCMessage **arr = *(ProtobufCMessage ***)((char *)*msg + fd->offset);
+    for (size_t i = 0; i < n; i++) {
+      mdl_status st = set_path(&arr[i], rest, rest_len, value, origin, err);
+      if (st != MDL_OK) return st;
+    }
+    if (n) return MDL_OK;
+  } else {
+    ProtobufCMessage **sub = (ProtobufCMessage **)((char *)*msg + fd->offset);
+    if (*sub) return set_path(sub, rest, rest_len, value, origin, err);
+  }
+  /* nothing there yet: create it, with the value at its place */
+  const ProtobufCMessageDescriptor *d = fd->descriptor;
+  const char *p = rest, *end = rest + rest_len;
+  const ProtobufCFieldDescriptor *leaf = NULL;
+  while (d && p < end) { /* find the leaf's type, for quoting */
+    const char *q = memchr(p, '.', (size_t)(end - p));
+    if (!q) q = end;
+    char nm[128];
+    snprintf(nm, sizeof nm, "%.*s", (int)(q - p), p);
+    leaf = protobuf_c_message_descriptor_get_field_by_name(d, nm);
+    if (!leaf)
+      return mdl_errorf(err, MDL_ERR_INVALID, "%s: %s has no field \"%s\"", origin, d->name, nm);
+    d = leaf->type == PROTOBUF_C_TYPE_MESSAGE ? leaf->descriptor : NULL;
+    p = q + 1;
+  }
+  char *v = leaf ? field_value(leaf, value) : mdl_xstrdup(value);
+  char *frag = nested_fragment(path, len, v);
+  free(v);
+  ProtobufCMessage *check = NULL;
+  mdl_status st = mdl_text_parse(frag, strlen(frag), origin, (*msg)->descriptor, &check, err);
+  mdl_pb_free(check);
+  if (st == MDL_OK) st = merge_text(msg, frag, origin, err);
+  free(frag);
+  return st;
 }
 
 mdl_status mdl_job_set(mdl_job *job, const char *assignment, mdl_error *err) {
@@ -398,6 +496,20 @@ mdl_status mdl_job_set(mdl_job *job, const char *assignment, mdl_error *err) {
   const char *value = eq + 1;
   const char *dot = memchr(assignment, '.', keylen);
   size_t firstlen = dot ? (size_t)(dot - assignment) : keylen;
+  char origin[160];
+  snprintf(origin, sizeof origin, "--set %.*s", (int)keylen, assignment);
+
+  /* The nets and the solver file were loaded with the job: changing the
+   * field that named them would change nothing, silently. */
+  static const char *const loaded[] = {"net",      "net_param",       "train_net",
+                                       "test_net", "train_net_param", "test_net_param",
+                                       "solver",   "solver_param"};
+  for (size_t i = 0; i < sizeof loaded / sizeof *loaded; i++)
+    if (firstlen == strlen(loaded[i]) && !strncmp(assignment, loaded[i], firstlen))
+      return mdl_errorf(err, MDL_ERR_INVALID,
+                        "%s: the nets and the solver are read when the file is loaded; change "
+                        "\"%s\" in the file (or name another file) instead",
+                        origin, loaded[i]);
 
   ProtobufCMessage **target = NULL;
   if (has_field(&caffe__solver_parameter__descriptor, assignment, firstlen))
@@ -407,33 +519,10 @@ mdl_status mdl_job_set(mdl_job *job, const char *assignment, mdl_error *err) {
   else
     return mdl_errorf(err, MDL_ERR_INVALID, "--set %.*s: no such solver or job field", (int)keylen,
                       assignment);
-
-  /* "a.b.c=v" becomes "a { b { c: v } }" */
-  size_t cap = keylen * 2 + strlen(value) + 64;
-  char *frag = mdl_xmalloc(cap);
-  size_t n = 0, depth = 0;
-  const char *p = assignment, *end = eq;
-  while (p < end) {
-    const char *q = memchr(p, '.', (size_t)(end - p));
-    if (!q) q = end;
-    n += (size_t)snprintf(frag + n, cap - n, "%.*s%s", (int)(q - p), p, q == end ? ": " : " { ");
-    if (q != end) depth++;
-    p = q + 1;
-  }
-  n += (size_t)snprintf(frag + n, cap - n, "%s", value);
-  while (depth--) n += (size_t)snprintf(frag + n, cap - n, " }");
-  char origin[160];
-  snprintf(origin, sizeof origin, "--set %.*s", (int)keylen, assignment);
-  /* Parse first, so that a bad value leaves the job as it was. */
-  ProtobufCMessage *check = NULL;
-  mdl_status st = mdl_text_parse(frag, strlen(frag), origin, (*target)->descriptor, &check, err);
-  mdl_pb_free(check);
-  if (st == MDL_OK) {
-    clear_repeated_path(*target, assignment, keylen);
-    st = merge_text(target, frag, origin, err);
-  }
-  free(frag);
-  return st;
+  /* On failure part way (one element of several), earlier elements keep the
+   * new value; the value is checked by the first, so that does not happen
+   * for a bad value. */
+  return set_path(target, assignment, keylen, value, origin, err);
 }
 
 void mdl_job_free(mdl_job *job) {

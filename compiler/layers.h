@@ -22,6 +22,7 @@ typedef struct mdl_shape_args {
   mdl_shape param[MDL_MAX_LAYER_PARAMS]; /* out */
   mdl_source_resolver resolver;          /* for data layers; may be NULL */
   void *resolver_ctx;
+  int label_classes; /* out, data layers: classes of the label top (0: unknown) */
 } mdl_shape_args;
 
 typedef struct mdl_layer_def {

@@ -133,6 +133,7 @@ static mdl_status resolve(mdl_shape_args *a, const char *source, mdl_shape *rec,
       return mdl_lfail(a, err, "source \"%s\" gives records of shape %s", source,
                        mdl_lstr(&info.record));
   *rec = info.record;
+  a->label_classes = info.num_classes;
   return MDL_OK;
 }
 

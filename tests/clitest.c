@@ -28,6 +28,12 @@ static void append(buf *b, const char *s, size_t n) {
 }
 
 mdl_run_result mdl_run_memdl(const char *const *argv, int timeout_s) {
+  return mdl_run_memdl_signals(argv, timeout_s, NULL);
+}
+
+mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
+                                     const mdl_signal_step *steps) {
+  int next_step = 0;
   int out[2], err[2];
   mdl_run_result r = {0};
   if (pipe(out) || pipe(err)) abort();
@@ -69,6 +75,11 @@ mdl_run_result mdl_run_memdl(const char *const *argv, int timeout_s) {
         open_fds--;
       } else {
         append(i ? &be : &bo, chunk, (size_t)got);
+        while (i && steps && steps[next_step].after && strstr(be.p, steps[next_step].after)) {
+          for (int k = 0; k < (steps[next_step].times ? steps[next_step].times : 1); k++)
+            kill(pid, steps[next_step].sig);
+          next_step++;
+        }
       }
     }
   }

@@ -16,6 +16,18 @@ typedef struct mdl_run_result {
  * waiting at most timeout_s seconds (then kills it: exit_code -9). */
 mdl_run_result mdl_run_memdl(const char *const *argv, int timeout_s);
 
+/* A signal to send once stderr contains `after` (times: how many in a row,
+ * 0 meaning 1). A list ends with after == NULL. */
+typedef struct mdl_signal_step {
+  const char *after;
+  int sig;
+  int times;
+} mdl_signal_step;
+
+/* mdl_run_memdl, sending steps' signals in order as their text appears. */
+mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
+                                     const mdl_signal_step *steps);
+
 void mdl_run_result_free(mdl_run_result *r);
 
 /* The last non-empty line of s, copied into buf. */

@@ -73,6 +73,24 @@ Test(job, job_resolves_paths_against_its_folder_and_overrides_net) {
   mdl_job_free(job);
 }
 
+/* A dotted path through a repeated message changes the elements there are
+ * (the job's one criterion), rather than appending an empty one. */
+Test(job, set_changes_the_existing_accept_criterion) {
+  tu_dir_write("net.prototxt", NET);
+  tu_dir_write("solver.prototxt", SOLVER);
+  const char *path = tu_dir_write("job.prototxt",
+                                  "solver: \"solver.prototxt\"\nnet: \"net.prototxt\"\n"
+                                  "accept { metric: \"accuracy\" at_least: 0.5 }\n");
+  mdl_job *job = NULL;
+  mdl_error err = {0};
+  cr_assert_eq(mdl_job_load(path, MDL_KIND_AUTO, &job, &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_job_set(job, "accept.at_least=0.9", &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(job->job->n_accept, 1);
+  cr_assert_str_eq(job->job->accept[0]->metric, "accuracy");
+  cr_assert_float_eq(job->job->accept[0]->at_least, 0.9, 1e-6);
+  mdl_job_free(job);
+}
+
 Test(job, set_overrides_solver_then_job_fields) {
   tu_dir_write("net.prototxt", NET);
   const char *solver = tu_dir_write("solver.prototxt", SOLVER);
@@ -101,6 +119,21 @@ Test(job, set_overrides_solver_then_job_fields) {
   cr_assert_eq(mdl_job_set(job, "max_iter=abc", &err), MDL_ERR_INVALID);
   cr_assert(strstr(err.msg, "--set max_iter"), "the error names the option: %s", err.msg);
   cr_assert_eq(job->solver->max_iter, 2000, "a failed --set changes nothing");
+  /* strings and enums as written, no text-format quoting needed */
+  cr_assert_eq(mdl_job_set(job, "snapshot_prefix=/tmp/x/lenet", &err), MDL_OK, "%s", err.msg);
+  cr_assert_str_eq(job->solver->snapshot_prefix, "/tmp/x/lenet");
+  cr_assert_eq(mdl_job_set(job, "lr_policy=step", &err), MDL_OK, "%s", err.msg);
+  cr_assert_str_eq(job->solver->lr_policy, "step");
+  cr_assert_eq(mdl_job_set(job, "type=Adam", &err), MDL_OK, "%s", err.msg);
+  cr_assert_str_eq(job->solver->type, "Adam");
+  cr_assert_eq(mdl_job_set(job, "solver_mode=GPU", &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(mdl_job_set(job, "solver_mode=\"CPU\"", &err), MDL_OK, "%s", err.msg);
+  cr_assert_eq(job->solver->solver_mode, CAFFE__SOLVER_PARAMETER__SOLVER_MODE__CPU);
+  /* the printed seed's range goes back in */
+  cr_assert_eq(mdl_job_set(job, "random_seed=9223372036854775807", &err), MDL_OK, "%s", err.msg);
+  /* a field naming a file already loaded is refused, not silently ignored */
+  cr_assert_eq(mdl_job_set(job, "net=other.prototxt", &err), MDL_ERR_INVALID);
+  cr_assert(strstr(err.msg, "read when the file is loaded"), "%s", err.msg);
   mdl_job_free(job);
 }
 

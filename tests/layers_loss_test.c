@@ -193,6 +193,72 @@ Test(accuracy, top_k_ignore_per_class) {
   gc_layer_free(&f);
 }
 
+/* A diverged net: SoftmaxWithLoss must give a non-finite loss (Caffe's
+ * max(p, FLT_MIN) keeps NaN), never -log(FLT_MIN) = 87.3365. */
+Test(softmax_loss, nan_scores_give_a_nan_loss) {
+  mdl_shape x = gc_shape(2, (int64_t[]){2, 3}), lab = gc_shape(1, (int64_t[]){2});
+  float xv[] = {NAN, NAN, NAN, 1, 2, 3}, lv[] = {0, 2};
+  float loss = forward_loss("type: 'SoftmaxWithLoss'", x, lab, xv, lv, 1);
+  cr_assert(isnan(loss), "loss %g", loss);
+  float inf[] = {INFINITY, 0, 0, 1, 2, 3};
+  loss = forward_loss("type: 'SoftmaxWithLoss'", x, lab, inf, lv, 1);
+  cr_assert(!isfinite(loss), "loss %g", loss);
+}
+
+/* Accuracy never counts a non-finite score as correct. */
+Test(accuracy, nonfinite_scores_never_hit) {
+  mdl_shape x = gc_shape(2, (int64_t[]){4, 3}), lab = gc_shape(1, (int64_t[]){4});
+  float xv[] = {
+      NAN,  NAN,      NAN,  /* label 0: all NaN */
+      0.1f, INFINITY, 0.2f, /* label 1: +inf true score */
+      0.1f, NAN,      0.2f, /* label 2: a NaN rival */
+      0.1f, 0.7f,     0.2f, /* label 1: a real hit */
+  };
+  float lv[] = {0, 1, 2, 1};
+  cr_assert_float_eq(forward_loss("type: 'Accuracy'", x, lab, xv, lv, 1), 0.25f, 1e-6);
+  cr_assert_float_eq(
+      forward_loss("type: 'Accuracy' accuracy_param { top_k: 3 }", x, lab, xv, lv, 1), 0.25f, 1e-6);
+}
+
+/* A label outside 0..C-1 (and not ignore_label) is a fault of the layer,
+ * naming the label and the batch item; ignore_label is not. */
+static void check_label_fault(const char *text, float bad, bool want_fault, const char *want) {
+  mdl_shape x = gc_shape(2, (int64_t[]){3, 2}), lab = gc_shape(1, (int64_t[]){3});
+  mdl_shape s[2] = {x, lab};
+  gc_layer f;
+  mdl_error err;
+  cr_assert_eq(gc_layer_make(&f, text, CAFFE__PHASE__TRAIN, 2, s, false, NULL, 1, &err), MDL_OK,
+               "%s", err.msg);
+  float xv[] = {1, 2, 3, 4, 5, 6}, lv[] = {0, 1, bad};
+  memcpy(f.bottom[0].data, xv, sizeof xv);
+  memcpy(f.bottom[1].data, lv, sizeof lv);
+  gc_forward(&f);
+  cr_assert_eq(f.l->fault.set, want_fault, "%s label %g: %s", text, bad, f.l->fault.msg);
+  if (want_fault) {
+    cr_assert_eq(f.l->fault.item, 2);
+    cr_assert(strstr(f.l->fault.msg, want), "%s", f.l->fault.msg);
+  }
+  /* a good batch clears it */
+  lv[2] = 1;
+  memcpy(f.bottom[1].data, lv, sizeof lv);
+  gc_forward(&f);
+  cr_assert(!f.l->fault.set);
+  gc_layer_free(&f);
+}
+
+Test(loss_labels, out_of_range_is_a_fault) {
+  const char *types[] = {"type: 'SoftmaxWithLoss'", "type: 'Accuracy'", "type: 'HingeLoss'"};
+  for (size_t i = 0; i < 3; i++) {
+    check_label_fault(types[i], 2, true, "label 2 is out of range");
+    check_label_fault(types[i], -1, true, "label -1 is out of range");
+    check_label_fault(types[i], NAN, true, "label nan is out of range");
+    check_label_fault(types[i], 1, false, "");
+  }
+  check_label_fault("type: 'SoftmaxWithLoss' loss_param { ignore_label: 7 }", 7, false, "");
+  check_label_fault("type: 'Accuracy' accuracy_param { ignore_label: -1 }", -1, false, "");
+  check_label_fault("type: 'SoftmaxWithLoss' loss_param { ignore_label: 7 }", 5, true, "label 5");
+}
+
 Test(euclidean, grad_and_value) {
   mdl_shape s[2] = {gc_shape(2, (int64_t[]){3, 4}), gc_shape(2, (int64_t[]){3, 4})};
   gc_opts o = loss_opts(3, false, 0); /* divides by num = 3 */

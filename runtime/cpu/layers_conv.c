@@ -682,10 +682,19 @@ static void embed_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *c
   for (int64_t i = 0; i < ep->count; i++) {
     float *y = top[0]->data + i * ep->N;
     int64_t k = embed_index(ep, bottom[0]->data[i]);
-    if (k < 0)
+    if (k < 0) {
+      /* bad data (Caffe stops): reported by the net after this forward */
+      int64_t per_item = l->bottom_shape[0].n && l->bottom_shape[0].d[0] > 0
+                             ? ep->count / l->bottom_shape[0].d[0]
+                             : 1;
+      mdl_layer_fault_set(l, i / (per_item ? per_item : 1),
+                          "index %g is not a whole number in 0..%lld (input_dim %lld)",
+                          (double)bottom[0]->data[i], (long long)(ep->input_dim - 1),
+                          (long long)ep->input_dim);
       memset(y, 0, (size_t)ep->N * sizeof(float));
-    else
+    } else {
       memcpy(y, l->param[0].data + k * ep->N, (size_t)ep->N * sizeof(float));
+    }
     if (ep->bias)
       for (int64_t n = 0; n < ep->N; n++) y[n] += l->param[1].data[n];
   }

@@ -88,14 +88,28 @@ static void swl_free(mdl_layer *l) {
   free(p);
 }
 
-/* The label at (o, i) as a class index, or -1 when ignored or out of range
- * (out-of-range labels are the data pipeline's to reject; here they count as
- * ignored rather than reading out of bounds). */
+/* The label at k as a class index, or -1 when ignored or out of range.
+ * Out-of-range labels are bad data: Caffe stops on them. label_check
+ * records the first as the layer's fault (the net stops the run after this
+ * forward) and counts it as ignored, so nothing reads out of bounds;
+ * label_at (backward) only maps. `item` is the position along the batch
+ * axis, for the message. */
 static int64_t label_at(const float *lab, int64_t k, int64_t C, bool ignore, int ignore_label) {
-  int64_t v = (int64_t)lab[k];
-  if (ignore && v == ignore_label) return -1;
-  if (v < 0 || v >= C) return -1;
-  return v;
+  float f = lab[k];
+  if (ignore && f == (float)ignore_label) return -1;
+  if (!(f >= 0 && f < (float)C)) return -1; /* NaN too */
+  return (int64_t)f;
+}
+
+static int64_t label_check(mdl_layer *l, const float *lab, int64_t k, int64_t item, int64_t C,
+                           bool ignore, int ignore_label) {
+  int64_t c = label_at(lab, k, C, ignore, ignore_label);
+  if (c < 0 && !(ignore && lab[k] == (float)ignore_label))
+    mdl_layer_fault_set(l, item,
+                        "label %g is out of range: the bottom \"%s\" has %lld classes (0..%lld)%s",
+                        (double)lab[k], l->lp->n_bottom ? l->lp->bottom[0] : "?", (long long)C,
+                        (long long)(C - 1), ignore ? "" : " and no ignore_label is set");
+  return c;
 }
 
 static void swl_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
@@ -106,10 +120,12 @@ static void swl_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
   int64_t valid = 0;
   for (int64_t o = 0; o < p->outer; o++)
     for (int64_t i = 0; i < p->inner; i++) {
-      int64_t c = label_at(lab, o * p->inner + i, p->C, p->ignore, p->ignore_label);
+      int64_t c = label_check(l, lab, o * p->inner + i, o, p->C, p->ignore, p->ignore_label);
       if (c < 0) continue;
       float pr = p->prob[(o * p->C + c) * p->inner + i];
-      loss -= log(pr > FLT_MIN ? pr : FLT_MIN);
+      /* Caffe's max(pr, FLT_MIN): a NaN probability stays NaN (a diverged
+       * net must show a non-finite loss, not -log(FLT_MIN) = 87.3365) */
+      loss -= log(pr < FLT_MIN ? FLT_MIN : pr);
       valid++;
     }
   p->norm = mdl_cpu_loss_normalizer(p->mode, p->outer, p->inner, p->ignore ? valid : -1);
@@ -184,15 +200,20 @@ static void acc_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
   int64_t hits = 0, count = 0;
   for (int64_t o = 0; o < p->outer; o++)
     for (int64_t i = 0; i < p->inner; i++) {
-      int64_t c = label_at(lab, o * p->inner + i, p->C, p->ignore, p->ignore_label);
+      int64_t c = label_check(l, lab, o * p->inner + i, o, p->C, p->ignore, p->ignore_label);
       if (c < 0) continue;
       count++;
       p->per_class_count[c]++;
       const float truth = x[(o * p->C + c) * p->inner + i];
-      /* the true class counts itself as "better or equal" (Caffe) */
-      int64_t better = -1;
-      for (int64_t k = 0; k < p->C && better < p->k; k++)
-        better += x[(o * p->C + k) * p->inner + i] >= truth;
+      /* the true class counts itself as "better or equal" (Caffe). A
+       * non-finite true score, or a NaN anywhere (which compares false with
+       * everything), is never a hit: a diverged net must not score. */
+      int64_t better = isfinite(truth) ? -1 : p->k;
+      for (int64_t k = 0; k < p->C && better < p->k; k++) {
+        float v = x[(o * p->C + k) * p->inner + i];
+        better += v >= truth;
+        if (isnan(v)) better = p->k;
+      }
       if (better < p->k) {
         hits++;
         if (per_class) per_class[c] += 1.f;
@@ -430,7 +451,7 @@ static void hinge_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *c
   hinge_priv *p = l->priv;
   double loss = 0;
   for (int64_t n = 0; n < p->num; n++) {
-    int64_t c = label_at(bottom[1]->data, n, p->dim, false, 0);
+    int64_t c = label_check(l, bottom[1]->data, n, n, p->dim, false, 0);
     for (int64_t j = 0; j < p->dim; j++) {
       float s = bottom[0]->data[n * p->dim + j];
       float m = 1.f + (j == c ? -s : s);

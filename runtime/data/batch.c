@@ -10,8 +10,8 @@
 #include <immintrin.h>
 #endif
 
-#include "runtime/data/dataset_impl.h"
 #include "common/rng.h"
+#include "runtime/data/dataset_impl.h"
 
 struct mdl_batcher {
   mdl_batch_opts o;
@@ -24,6 +24,8 @@ struct mdl_batcher {
   int64_t n;
   const uint8_t **rec; /* each record's first byte */
   float *label;
+  mdl_partition **parts; /* the caller's, to name a record in errors */
+  int n_parts;
   uint32_t *order;
   uint64_t order_epoch; /* epoch `order` holds; UINT64_MAX: none yet */
   uint64_t next;        /* index of the next batch */
@@ -196,6 +198,9 @@ mdl_status mdl_batcher_new(mdl_partition *const *parts, int n_parts, const mdl_t
       b->rec[j] = (const uint8_t *)parts[i]->data + (size_t)r * b->rec_bytes;
       b->label[j] = (float)parts[i]->label[r];
     }
+  b->parts = mdl_xmalloc((size_t)n_parts * sizeof *b->parts);
+  memcpy(b->parts, parts, (size_t)n_parts * sizeof *b->parts);
+  b->n_parts = n_parts;
   b->order_epoch = UINT64_MAX;
   *out = b;
   return MDL_OK;
@@ -238,6 +243,19 @@ mdl_status mdl_batcher_next(mdl_batcher *b, float *data, float *labels, mdl_erro
   return MDL_OK;
 }
 
+int64_t mdl_batcher_record(mdl_batcher *b, uint64_t k, int i) {
+  if (i < 0 || i >= b->o.batch_size) return -1;
+  uint64_t pos = k * (uint64_t)b->o.batch_size + (uint64_t)i;
+  uint64_t epoch = pos / (uint64_t)b->n;
+  if (epoch != b->order_epoch) make_order(b, epoch);
+  int64_t r = b->order[pos % (uint64_t)b->n];
+  for (int p = 0; p < b->n_parts; p++) {
+    if (r < b->parts[p]->n) return b->parts[p]->record ? b->parts[p]->record[r] : r;
+    r -= b->parts[p]->n;
+  }
+  return -1;
+}
+
 void mdl_batcher_seek(mdl_batcher *b, uint64_t k) {
   b->next = k;
 }
@@ -256,5 +274,6 @@ void mdl_batcher_free(mdl_batcher *b) {
   free(b->rec);
   free(b->label);
   free(b->order);
+  free(b->parts);
   free(b);
 }

@@ -546,3 +546,60 @@ char *mdl_data_describe(const Memdl__DataSet *ds) {
   if (mirror) sb_printf(&b, "%smirror", sep);
   return b.s;
 }
+
+/* ---- overlap of two data sets drawn from one source ---- */
+
+static bool same_message(const ProtobufCMessage *a, const ProtobufCMessage *b) {
+  if (!a || !b) return a == b;
+  size_t na = protobuf_c_message_get_packed_size(a), nb = protobuf_c_message_get_packed_size(b);
+  if (na != nb) return false;
+  uint8_t *x = mdl_xmalloc(na + 1), *y = mdl_xmalloc(nb + 1);
+  protobuf_c_message_pack(a, x);
+  protobuf_c_message_pack(b, y);
+  bool same = memcmp(x, y, na) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
+/* A split of a that b's rest excludes (or the reverse): keep draw < f in
+ * one, draw >= g in the other, same seed, f <= g. */
+static bool split_excludes(const Memdl__DataSet *a, const Memdl__DataSet *b) {
+  for (size_t i = 0; i < a->n_stage; i++) {
+    const Memdl__SplitStage *x =
+        a->stage[i]->kind_case == MEMDL__STAGE__KIND_SPLIT ? a->stage[i]->split : NULL;
+    if (!x || x->rest) continue;
+    for (size_t j = 0; j < b->n_stage; j++) {
+      const Memdl__SplitStage *y =
+          b->stage[j]->kind_case == MEMDL__STAGE__KIND_SPLIT ? b->stage[j]->split : NULL;
+      if (y && y->rest && y->seed == x->seed && x->fraction <= y->fraction) return true;
+    }
+  }
+  return false;
+}
+
+static void describe_splits(const Memdl__DataSet *d, char *buf, size_t n) {
+  size_t used = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < d->n_stage && used < n; i++) {
+    if (d->stage[i]->kind_case != MEMDL__STAGE__KIND_SPLIT) continue;
+    const Memdl__SplitStage *x = d->stage[i]->split;
+    used += (size_t)snprintf(buf + used, n - used, "%ssplit { fraction: %g%s seed: %llu }",
+                             used ? ", " : "", x->fraction, x->rest ? " rest: true" : "",
+                             (unsigned long long)x->seed);
+  }
+  if (!used) snprintf(buf, n, "every record");
+}
+
+bool mdl_data_overlap(const Memdl__DataSet *a, const Memdl__DataSet *b, char *why, size_t n) {
+  if (!a->source || !b->source || !same_message(&a->source->base, &b->source->base)) return false;
+  if (split_excludes(a, b) || split_excludes(b, a)) return false;
+  char sa[256], sb[256];
+  describe_splits(a, sa, sizeof sa);
+  describe_splits(b, sb, sizeof sb);
+  snprintf(why, n,
+           "data sets \"%s\" (%s) and \"%s\" (%s) read the same source and can share records; "
+           "give one split { fraction: F } and the other the same split with rest: true",
+           a->name ? a->name : "?", sa, b->name ? b->name : "?", sb);
+  return true;
+}

@@ -147,6 +147,13 @@ void mdl_dataset_free(mdl_dataset *d);
 mdl_status mdl_data_resolve(Memdl__DataSet *const *sets, size_t n_sets, const Memdl__DataSet *ds,
                             Memdl__DataSet **out, mdl_error *err);
 
+/* Whether two resolved data sets (mdl_data_resolve) can hold the same
+ * records: the same source, and no split stage in one that the other's
+ * `rest: true` split (same seed, a fraction at least as large) excludes.
+ * Two `split { fraction: 0.8 }` and `split { fraction: 0.2 }` sets overlap;
+ * a split and its `rest` do not. On true, why (n bytes) says how. */
+bool mdl_data_overlap(const Memdl__DataSet *a, const Memdl__DataSet *b, char *why, size_t n);
+
 /* The pipeline plan in one line for `memdl compile` and `memdl data`, e.g.
  * "idx -> [split, clean] (1 fused pass, cached) -> batch: affine (scale),
  * random crop 24, mirror, shuffle". Caller frees the string. */
@@ -178,6 +185,11 @@ mdl_status mdl_batcher_new(mdl_partition *const *parts, int n_parts, const mdl_t
  * mdl_transform_out_shape), labels N floats. Wraps around epochs,
  * reshuffling. The output of batch k depends only on (parts, xf, opts, k). */
 mdl_status mdl_batcher_next(mdl_batcher *b, float *data, float *labels, mdl_error *err);
+
+/* The source record (its index in the data set's source, as
+ * mdl_partition.record) at position i of batch k, or -1 when i is outside
+ * the batch. For error messages; may recompute the epoch's order. */
+int64_t mdl_batcher_record(mdl_batcher *b, uint64_t k, int i);
 
 /* Makes batch k the next one (resuming a run). */
 void mdl_batcher_seek(mdl_batcher *b, uint64_t k);

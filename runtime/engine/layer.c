@@ -3,6 +3,7 @@
  * the backend's reductions. The type-specific halves are a backend's. */
 #include "runtime/engine/layer.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,7 @@ mdl_status mdl_layer_init_params(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
 }
 
 void mdl_layer_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
+  l->fault.set = false;
   l->impl->forward(l, bottom, top);
 }
 
@@ -194,6 +196,16 @@ bool mdl_layer_in_place(const mdl_layer *l) {
   const Caffe__LayerParameter *lp = l->lp;
   return lp->n_top > 0 && lp->n_bottom > 0 && lp->top[0] && lp->bottom[0] &&
          !strcmp(lp->top[0], lp->bottom[0]);
+}
+
+void mdl_layer_fault_set(mdl_layer *l, int64_t item, const char *fmt, ...) {
+  if (l->fault.set) return;
+  l->fault.set = true;
+  l->fault.item = item;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(l->fault.msg, sizeof l->fault.msg, fmt, ap);
+  va_end(ap);
 }
 
 bool mdl_layer_has_backward(const mdl_layer *l) {

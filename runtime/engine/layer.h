@@ -36,7 +36,14 @@
  *     get a gradient; the solver must use lr_mult 0 for them (as Caffe's
  *     BatchNormLayer forces).
  *   - Nothing here asserts on user input: setup reports bad parameters as
- *     MDL_ERR_INVALID naming the layer. forward/backward cannot fail. */
+ *     MDL_ERR_INVALID naming the layer. forward/backward return nothing;
+ *     a kernel that meets bad DATA (a label out of range) records it with
+ *     mdl_layer_fault and still writes its tops; the net checks every
+ *     layer's fault after forward (mdl_net_fault) and the caller stops.
+ *     A flag rather than a status from every kernel: only a handful of
+ *     kernels read data that can be wrong, and a GPU kernel cannot return
+ *     a status synchronously either: it would set a device flag the host
+ *     reads after the pass, which is the same contract. */
 #ifndef MDL_RUNTIME_LAYER_H
 #define MDL_RUNTIME_LAYER_H
 
@@ -80,6 +87,13 @@ typedef struct mdl_exec_ctx {
 
 typedef struct mdl_layer mdl_layer;
 
+/* Bad data a kernel met during the last forward: the first one only. */
+typedef struct mdl_layer_fault {
+  bool set;
+  int64_t item;  /* index along the batch axis of the offending value */
+  char msg[200]; /* e.g. "label 2 is out of range 0..1 (num_output 2)" */
+} mdl_layer_fault;
+
 /* One layer type's implementation on one backend. */
 typedef struct mdl_layer_impl {
   const char *type; /* Caffe's type name, e.g. "Convolution" */
@@ -118,6 +132,7 @@ struct mdl_layer {
   int n_param;
   mdl_tensor param[MDL_MAX_LAYER_PARAMS]; /* shapes set at new; views after bind */
   void *priv;                             /* type-specific state */
+  mdl_layer_fault fault;                  /* cleared by mdl_layer_forward, set by kernels */
 };
 
 /* Creates the layer lp->type on backend be for the given phase
@@ -157,6 +172,10 @@ void mdl_layer_backward(mdl_layer *l, mdl_tensor *const *top, const bool *propag
  * kernel that must keep its input for backward allocates that copy at
  * setup when this holds, never while running. */
 bool mdl_layer_in_place(const mdl_layer *l);
+/* Records bad data found by a kernel (only the first per forward is kept).
+ * item is the position along the batch axis. */
+void mdl_layer_fault_set(mdl_layer *l, int64_t item, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* True when the type has a backward pass. */
 bool mdl_layer_has_backward(const mdl_layer *l);

@@ -3,6 +3,7 @@
 #include "runtime/engine/net.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -618,6 +619,81 @@ size_t mdl_net_naive_bytes(const mdl_net *net) {
   return net->naive_bytes;
 }
 
+/* ---- faults and non-finite values ---- */
+
+mdl_status mdl_net_check_fault(const mdl_net *net, mdl_error *err) {
+  for (int i = 0; i < net->n_layers; i++) {
+    const mdl_layer *l = net->L[i].l;
+    if (!l || !l->fault.set) continue;
+    return mdl_errorf(err, MDL_ERR_INVALID, "layer \"%s\" (%s), batch item %lld: %s",
+                      layer_name(net->L[i].gl), mdl_net_layer_type(net, i),
+                      (long long)l->fault.item, l->fault.msg);
+  }
+  return MDL_OK;
+}
+
+int64_t mdl_net_fault_item(const mdl_net *net) {
+  for (int i = 0; i < net->n_layers; i++)
+    if (net->L[i].l && net->L[i].l->fault.set) return net->L[i].l->fault.item;
+  return -1;
+}
+
+static const char *nonfinite_str(float v) {
+  return isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf";
+}
+
+/* Index of the first non-finite value among n backend floats, or -1. Reads
+ * through to_host in chunks, so it works on any backend. */
+static int64_t first_nonfinite(const mdl_backend *be, const float *p, int64_t n) {
+  enum { CHUNK = 16384 };
+  float buf[CHUNK];
+  for (int64_t off = 0; off < n; off += CHUNK) {
+    int64_t m = n - off < CHUNK ? n - off : CHUNK;
+    mdl_backend_to_host(be, buf, p + off, m);
+    for (int64_t i = 0; i < m; i++)
+      if (!isfinite(buf[i])) return off + i;
+  }
+  return -1;
+}
+
+bool mdl_net_find_nonfinite_param(const mdl_net *net, char *where, size_t n) {
+  for (int i = 0; i < net->n_layers; i++) {
+    const mdl_layer *l = net->L[i].l;
+    if (!l) continue;
+    for (int j = 0; j < l->n_param; j++) {
+      if (!l->param[j].data) continue;
+      int64_t k = first_nonfinite(net->opt.backend, l->param[j].data, l->param[j].count);
+      if (k < 0) continue;
+      float v;
+      mdl_backend_to_host(net->opt.backend, &v, l->param[j].data + k, 1);
+      snprintf(where, n, "layer \"%s\" learnable blob %d, value %lld of %lld is %s",
+               layer_name(net->L[i].gl), j, (long long)k, (long long)l->param[j].count,
+               nonfinite_str(v));
+      return true;
+    }
+  }
+  return false;
+}
+
+bool mdl_net_find_nonfinite_blob(const mdl_net *net, char *where, size_t n) {
+  for (int i = 0; i < net->n_layers; i++) {
+    const net_layer *L = &net->L[i];
+    for (int k = 0; k < L->gl->n_top; k++) {
+      const mdl_tensor *t = L->top[k];
+      if (!t->data) continue;
+      int64_t at = first_nonfinite(net->opt.backend, t->data, t->count);
+      if (at < 0) continue;
+      float v;
+      mdl_backend_to_host(net->opt.backend, &v, t->data + at, 1);
+      snprintf(where, n, "top \"%s\" of layer \"%s\" (%s), value %lld of %lld is %s",
+               net->g->blob_name[L->gl->top[k]], layer_name(L->gl), mdl_net_layer_type(net, i),
+               (long long)at, (long long)t->count, nonfinite_str(v));
+      return true;
+    }
+  }
+  return false;
+}
+
 mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_feed_fn feed,
                               void *ctx, double *loss, mdl_error *err) {
   if (iter_size < 1) iter_size = 1;
@@ -628,14 +704,31 @@ mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_fee
     mdl_status st = feed(ctx, k, err);
     if (st != MDL_OK) return st;
     mdl_net_set_iteration(net, k);
-    sum += mdl_net_forward(net);
+    float l = mdl_net_forward(net);
+    st = mdl_net_check_fault(net, err);
+    if (st != MDL_OK) {
+      mdl_error_prefix(err, "iteration %d: ", iter);
+      return st;
+    }
+    sum += l;
+    if (!isfinite(l)) break; /* diagnosed below, with the activations of this pass */
     mdl_net_backward(net);
   }
   *loss = sum / iter_size;
-  if (!isfinite(*loss))
+  if (!isfinite(*loss)) {
+    /* Name where it starts: weights first (an update made them
+     * non-finite), else the first layer whose output is. */
+    char where[400] = "";
+    if (!mdl_net_find_nonfinite_param(net, where, sizeof where))
+      mdl_net_find_nonfinite_blob(net, where, sizeof where);
     return mdl_errorf(err, MDL_ERR_INTERNAL,
-                      "the training loss is %g at iteration %d: training diverged (try a smaller "
+                      "training diverged at iteration %d: the loss is %s%s%s (try a smaller "
                       "base_lr or clip_gradients)",
-                      *loss, iter);
+                      iter,
+                      isnan(*loss) ? "NaN"
+                      : *loss > 0  ? "+inf"
+                                   : "-inf",
+                      where[0] ? "; first non-finite value: " : "", where);
+  }
   return MDL_OK;
 }

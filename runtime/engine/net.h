@@ -64,9 +64,25 @@ typedef mdl_status (*mdl_net_feed_fn)(void *ctx, uint64_t k, mdl_error *err);
  * distributed workers both compute it: clears the gradient buffer, then runs
  * iter_size forward/backward passes on batches k = iter * iter_size + i
  * (feed fills the inputs), accumulating. *loss is their mean. A failed feed
- * is returned as is; a non-finite loss is MDL_ERR_INTERNAL naming iter. */
+ * is returned as is; bad data a layer met (mdl_net_check_fault) is
+ * MDL_ERR_INVALID naming iter and the layer; a non-finite loss is
+ * MDL_ERR_INTERNAL naming iter and the first non-finite weight or top. */
 mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_feed_fn feed,
                               void *ctx, double *loss, mdl_error *err);
+
+/* After a forward: MDL_ERR_INVALID naming the first layer whose kernel met
+ * bad data (a label or index out of range, see mdl_layer_fault), its batch
+ * item and what was wrong; MDL_OK when none did. */
+mdl_status mdl_net_check_fault(const mdl_net *net, mdl_error *err);
+/* The batch item of that fault, or -1 when there is none. */
+int64_t mdl_net_fault_item(const mdl_net *net);
+
+/* Looks for NaN or infinity in the learnable blobs (layer order), or in the
+ * tops of the last forward (layer order); on a hit writes where, e.g.
+ * `layer "conv1" learnable blob 0, value 12 of 500 is nan`, into where (n
+ * bytes) and returns true. */
+bool mdl_net_find_nonfinite_param(const mdl_net *net, char *where, size_t n);
+bool mdl_net_find_nonfinite_blob(const mdl_net *net, char *where, size_t n);
 
 /* Single-layer steps for timing (memdl time). forward_layer returns that
  * layer's weighted loss. backward_layer does nothing for layers that do not

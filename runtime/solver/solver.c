@@ -4,9 +4,13 @@
 #include "runtime/solver/solver.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "common/suggest.h"
 
 struct mdl_solver {
   const mdl_backend *be; /* where the history lives and updates run */
@@ -35,44 +39,84 @@ static bool type_is_set(const Caffe__SolverParameter *sp) {
   return sp->type && sp->type != caffe__solver_parameter__type__default_value;
 }
 
-mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_config *c,
-                                 mdl_error *err) {
+/* Every problem goes to the collector; the first is the error returned. */
+typedef struct config_errors {
+  mdl_error *err;
+  int n;
+  void (*report)(void *ctx, const char *msg);
+  void *ctx;
+} config_errors;
+
+static void config_fail(config_errors *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void config_fail(config_errors *e, const char *fmt, ...) {
+  char msg[MDL_ERROR_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (e->n++ == 0) mdl_errorf(e->err, MDL_ERR_INVALID, "%s", msg);
+  if (e->report) e->report(e->ctx, msg);
+}
+
+#define FAIL(...) config_fail(&col, __VA_ARGS__)
+
+static mdl_status config_get(const Caffe__SolverParameter *sp, mdl_solver_config *c,
+                             config_errors col) {
   memset(c, 0, sizeof *c);
   int kind = -1;
   if (sp->has_solver_type) {
     if ((unsigned)sp->solver_type > 5)
-      return mdl_errorf(err, MDL_ERR_INVALID, "solver_type: unknown value %d", sp->solver_type);
-    kind = sp->solver_type;
-    if (type_is_set(sp) && strcasecmp(sp->type, kind_names[kind]) != 0)
-      return mdl_errorf(err, MDL_ERR_INVALID,
-                        "solver: both solver_type (%s) and type (\"%s\") are set and disagree; "
-                        "keep only `type`",
-                        kind_names[kind], sp->type);
+      FAIL("solver_type: unknown value %d", sp->solver_type);
+    else
+      kind = sp->solver_type;
+    if (kind >= 0 && type_is_set(sp) && strcasecmp(sp->type, kind_names[kind]) != 0)
+      FAIL(
+          "solver: both solver_type (%s) and type (\"%s\") are set and disagree; "
+          "keep only `type`",
+          kind_names[kind], sp->type);
   } else {
     const char *t = sp->type ? sp->type : "SGD";
     for (int i = 0; i < 6; i++)
       if (strcasecmp(t, kind_names[i]) == 0) kind = i;
-    if (kind < 0)
-      return mdl_errorf(err, MDL_ERR_INVALID,
-                        "solver type \"%s\" is unknown; known: SGD, Nesterov, AdaGrad, RMSProp, "
-                        "AdaDelta, Adam",
-                        t);
+    if (kind < 0) {
+      const char *near = mdl_suggest_nearest(t, kind_names, 6);
+      if (near)
+        FAIL(
+            "solver type \"%s\" is unknown; did you mean \"%s\"? (known: SGD, Nesterov, "
+            "AdaGrad, RMSProp, AdaDelta, Adam)",
+            t, near);
+      else
+        FAIL(
+            "solver type \"%s\" is unknown; known: SGD, Nesterov, AdaGrad, RMSProp, "
+            "AdaDelta, Adam",
+            t);
+    }
   }
   c->kind = (mdl_solver_kind)kind;
 
   const char *pol = sp->lr_policy;
   if (!pol || !*pol)
-    return mdl_errorf(err, MDL_ERR_INVALID,
-                      "solver: lr_policy is not set; one of fixed, step, exp, inv, multistep, "
-                      "poly, sigmoid");
+    FAIL(
+        "solver: lr_policy is not set; one of fixed, step, exp, inv, multistep, "
+        "poly, sigmoid");
   int p = -1;
-  for (int i = 0; i < 7; i++)
+  for (int i = 0; pol && i < 7; i++)
     if (strcmp(pol, policy_names[i]) == 0) p = i;
-  if (p < 0)
-    return mdl_errorf(err, MDL_ERR_INVALID,
-                      "solver: lr_policy \"%s\" is unknown; known: fixed, step, exp, inv, "
-                      "multistep, poly, sigmoid",
-                      pol);
+  if (p < 0 && pol && *pol) {
+    const char *near = mdl_suggest_nearest(pol, policy_names, 7);
+    if (near)
+      FAIL(
+          "solver: lr_policy \"%s\" is unknown; did you mean \"%s\"? (known: fixed, step, exp, "
+          "inv, multistep, poly, sigmoid)",
+          pol, near);
+    else
+      FAIL(
+          "solver: lr_policy \"%s\" is unknown; known: fixed, step, exp, inv, "
+          "multistep, poly, sigmoid",
+          pol);
+  }
   c->policy = (mdl_lr_policy)p;
   c->base_lr = sp->base_lr;
   c->gamma = sp->gamma;
@@ -93,40 +137,64 @@ mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_co
   else if (strcmp(reg, "L1") == 0)
     c->l1 = true;
   else
-    return mdl_errorf(err, MDL_ERR_INVALID,
-                      "solver: regularization_type \"%s\" is unknown; known: L2, L1", reg);
+    FAIL("solver: regularization_type \"%s\" is unknown; known: L2, L1", reg);
 
-  if (c->iter_size < 1)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: iter_size must be >= 1, got %d", c->iter_size);
+  /* counts Caffe would loop on silently (max_iter -5 "trains" 0..-5) */
+  const struct {
+    const char *name;
+    int64_t v;
+  } counts[] = {{"max_iter", sp->max_iter},
+                {"display", sp->display},
+                {"snapshot", sp->snapshot},
+                {"test_interval", sp->test_interval},
+                {"average_loss", sp->average_loss}};
+  for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+    if (counts[i].v < 0)
+      FAIL("solver: %s must be >= 0, got %lld", counts[i].name, (long long)counts[i].v);
+  for (size_t i = 0; i < sp->n_test_iter; i++)
+    if (sp->test_iter[i] < 0) FAIL("solver: test_iter must be >= 0, got %d", sp->test_iter[i]);
+  if (!(c->base_lr >= 0) || !isfinite(c->base_lr))
+    FAIL("solver: base_lr must be finite and >= 0, got %g", c->base_lr);
+  if (c->iter_size < 1) FAIL("solver: iter_size must be >= 1, got %d", c->iter_size);
   if ((c->policy == MDL_LR_STEP || c->policy == MDL_LR_SIGMOID) && c->stepsize <= 0)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: lr_policy \"%s\" needs stepsize > 0", pol);
+    FAIL("solver: lr_policy \"%s\" needs stepsize > 0", pol ? pol : "");
   if (c->policy != MDL_LR_FIXED && c->policy != MDL_LR_POLY && c->gamma < 0)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: lr_policy \"%s\" needs gamma >= 0, got %g",
-                      pol, c->gamma);
+    FAIL("solver: lr_policy \"%s\" needs gamma >= 0, got %g", pol ? pol : "", c->gamma);
   if (c->policy == MDL_LR_POLY && c->max_iter <= 0)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: lr_policy \"poly\" needs max_iter > 0");
-  if (sp->n_stepvalue > 64)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: at most 64 stepvalue entries, got %zu",
-                      sp->n_stepvalue);
+    FAIL("solver: lr_policy \"poly\" needs max_iter > 0");
+  if (sp->n_stepvalue > 64) FAIL("solver: at most 64 stepvalue entries, got %zu", sp->n_stepvalue);
   c->n_stepvalue = (int)sp->n_stepvalue;
   for (int i = 0; i < c->n_stepvalue; i++) {
     c->stepvalue[i] = sp->stepvalue[i];
     if (i > 0 && c->stepvalue[i] <= c->stepvalue[i - 1])
-      return mdl_errorf(err, MDL_ERR_INVALID,
-                        "solver: stepvalue must increase (entry %d is %d after %d)", i,
-                        c->stepvalue[i], c->stepvalue[i - 1]);
+      FAIL("solver: stepvalue must increase (entry %d is %d after %d)", i, c->stepvalue[i],
+           c->stepvalue[i - 1]);
   }
   /* Caffe's checks: these solvers have no momentum term. */
   if ((c->kind == MDL_SOLVER_ADAGRAD || c->kind == MDL_SOLVER_RMSPROP) && c->momentum != 0)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: momentum cannot be used with %s (got %g)",
-                      kind_names[c->kind], c->momentum);
+    FAIL("solver: momentum cannot be used with %s (got %g)", kind_names[c->kind], c->momentum);
   if (c->kind == MDL_SOLVER_RMSPROP && (c->rms_decay < 0 || c->rms_decay >= 1))
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: rms_decay must be in [0, 1), got %g",
-                      c->rms_decay);
+    FAIL("solver: rms_decay must be in [0, 1), got %g", c->rms_decay);
   if (c->momentum < 0 || c->momentum > 1)
-    return mdl_errorf(err, MDL_ERR_INVALID, "solver: momentum must be in [0, 1], got %g",
-                      c->momentum);
-  return MDL_OK;
+    FAIL("solver: momentum must be in [0, 1], got %g", c->momentum);
+  return col.n ? MDL_ERR_INVALID : MDL_OK;
+}
+#undef FAIL
+
+mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_config *c,
+                                 mdl_error *err) {
+  mdl_error scratch;
+  config_errors col = {.err = err ? err : &scratch};
+  return config_get(sp, c, col);
+}
+
+int mdl_solver_config_check(const Caffe__SolverParameter *sp,
+                            void (*report)(void *ctx, const char *msg), void *ctx) {
+  mdl_error scratch;
+  mdl_solver_config c;
+  config_errors col = {.err = &scratch, .report = report, .ctx = ctx};
+  config_get(sp, &c, col);
+  return col.n;
 }
 
 mdl_status mdl_solver_new(const mdl_backend *be, const Caffe__SolverParameter *sp,

@@ -61,6 +61,11 @@ typedef struct mdl_solver mdl_solver;
 mdl_status mdl_solver_config_get(const Caffe__SolverParameter *sp, mdl_solver_config *cfg,
                                  mdl_error *err);
 
+/* The same checks, reporting every problem (not only the first) to report;
+ * returns how many there were. For `memdl check`. */
+int mdl_solver_config_check(const Caffe__SolverParameter *sp,
+                            void (*report)(void *ctx, const char *msg), void *ctx);
+
 /* A solver over n_blobs ranges of buffers `total` floats long, on backend
  * be (borrowed; it holds the history and runs the updates). blobs is
  * copied. History starts at zero, iter and current_step at 0. On success

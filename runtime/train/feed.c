@@ -28,6 +28,7 @@ void mdl_feeder_release(mdl_feeder *f) {
   free(f->label_scratch);
   free(f->staging);
   free(f->staging_label);
+  free(f->set_name);
   memset(f, 0, sizeof *f);
 }
 

@@ -29,6 +29,7 @@ typedef struct mdl_feeder {
   float *staging;           /* host batch for backends whose memory is not host's (owned) */
   float *staging_label;     /* the same for labels */
   int64_t batch;            /* records per batch: data's axis 0 */
+  char *set_name;           /* the data set behind it, for messages (owned; may be NULL) */
   mdl_feed_cursor *cursor;  /* borrowed; NULL: synthetic values */
 } mdl_feeder;
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 struct mdl_metrics {
   FILE *f;
@@ -111,14 +112,16 @@ mdl_status mdl_mkdirs(const char *dir, mdl_error *err) {
   return MDL_OK;
 }
 
-mdl_status mdl_metrics_open(const char *dir, bool append, mdl_metrics **out, mdl_error *err) {
+mdl_status mdl_metrics_open(const char *dir, bool *existed, mdl_metrics **out, mdl_error *err) {
   *out = NULL;
   mdl_status st = mdl_mkdirs(dir, err);
   if (st != MDL_OK) return st;
   size_t n = strlen(dir) + 32;
   char *path = mdl_xmalloc(n);
   snprintf(path, n, "%s/metrics.jsonl", dir);
-  FILE *f = fopen(path, append ? "a" : "w");
+  struct stat sb;
+  if (existed) *existed = stat(path, &sb) == 0 && sb.st_size > 0;
+  FILE *f = fopen(path, "a");
   if (!f) {
     st = mdl_errorf(err, MDL_ERR_INTERNAL, "cannot write %s: %s", path, strerror(errno));
     free(path);
@@ -133,7 +136,12 @@ mdl_status mdl_metrics_open(const char *dir, bool append, mdl_metrics **out, mdl
 
 void mdl_metrics_write(mdl_metrics *m, mdl_json *j) {
   if (!m) return;
-  fputs(j->buf, m->f);
+  /* every record carries its wall-clock time (Unix seconds), first */
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  fprintf(m->f, "{\"time\": %.3f%s", (double)ts.tv_sec + ts.tv_nsec / 1e9,
+          j->buf[1] == '}' ? "" : ", ");
+  fputs(j->buf + 1, m->f);
   fputc('\n', m->f);
   fflush(m->f);
 }

@@ -31,11 +31,15 @@ void mdl_json_free(mdl_json *j);
 
 typedef struct mdl_metrics mdl_metrics;
 
-/* Opens dir/metrics.jsonl (creating dir and its parents), truncating it
- * unless append. On success *out is the caller's (mdl_metrics_close). */
-mdl_status mdl_metrics_open(const char *dir, bool append, mdl_metrics **out, mdl_error *err);
+/* Opens dir/metrics.jsonl (creating dir and its parents) for appending: a
+ * new run's records follow a previous run's, never replace them (each run
+ * starts with a "start" record). *existed (may be NULL) says whether the
+ * file already held records. On success *out is the caller's
+ * (mdl_metrics_close). */
+mdl_status mdl_metrics_open(const char *dir, bool *existed, mdl_metrics **out, mdl_error *err);
 
-/* Writes the finished object j as one line and flushes. NULL m: no-op. */
+/* Writes the finished object j as one line, with "time" (wall clock, Unix
+ * seconds) as its first key, and flushes. NULL m: no-op. */
 void mdl_metrics_write(mdl_metrics *m, mdl_json *j);
 
 const char *mdl_metrics_path(const mdl_metrics *m);

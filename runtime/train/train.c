@@ -2,6 +2,7 @@
  * snapshots, metrics and acceptance. See train.h. */
 #include "runtime/train/train.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ typedef struct netrun {
   mdl_feeder *feed;        /* one per pipeline data layer */
   mdl_feed_cursor *cursor; /* each feeder's own batcher (NULL: synthetic) */
   int n_feed;
+  bool told_wrap; /* said once that a test pass counts records twice */
 } netrun;
 
 typedef struct cached_set {
@@ -127,6 +129,7 @@ static mdl_status setup_feeders(mdl_train *t, netrun *r, mdl_error *err) {
     Memdl__DataSet *set;
     mdl_status st = layer_set(t, gl->param, &set, &ld, err);
     if (st != MDL_OK) return st;
+    f->set_name = mdl_xstrdup(set->name ? set->name : mdl_net_layer_name(net, li));
     mdl_dataset *ds = NULL;
     st = get_dataset(t, set, &ds, err);
     if (st == MDL_OK) {
@@ -160,6 +163,32 @@ static mdl_status feed(netrun *r, uint64_t k, mdl_error *err) {
 
 static mdl_status feed_train(void *r, uint64_t k, mdl_error *err) {
   return feed(r, k, err);
+}
+
+/* After a layer's fault (mdl_net_check_fault): adds which source record
+ * sat at the faulty batch item, from the net's labelled data layer. */
+static void name_fault_record(netrun *r, mdl_error *err) {
+  int64_t item = mdl_net_fault_item(r->net);
+  if (item < 0 || !err) return;
+  for (int i = 0; i < r->n_feed; i++) {
+    const mdl_feeder *f = &r->feed[i];
+    const mdl_feed_cursor *c = f->cursor;
+    if (!c || !c->b || !f->label || c->next == 0) continue;
+    int64_t rec = mdl_batcher_record(c->b, c->next - 1, (int)item);
+    if (rec < 0) continue;
+    size_t used = strlen(err->msg);
+    snprintf(err->msg + used, sizeof err->msg - used,
+             " (record %lld of data set \"%s\", counting from 0)", (long long)rec, f->set_name);
+    return;
+  }
+}
+
+/* NaN or infinity in the weights: MDL_ERR_INVALID naming the blob, with
+ * `what` saying where they come from. */
+static mdl_status check_weights(mdl_net *net, const char *what, mdl_error *err) {
+  char where[400];
+  if (!net || !mdl_net_find_nonfinite_param(net, where, sizeof where)) return MDL_OK;
+  return mdl_errorf(err, MDL_ERR_INVALID, "%s: non-finite weights: %s", what, where);
 }
 
 static void free_netrun(netrun *r) {
@@ -267,7 +296,8 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
   if (t->sp->random_seed >= 0)
     t->seed = (uint64_t)t->sp->random_seed;
   else
-    t->seed = mdl_mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32));
+    /* below 2^63, so the seed printed can be given back as random_seed */
+    t->seed = mdl_mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)) >> 1;
   setup_output(t);
 
   mdl_status st = MDL_OK;
@@ -387,6 +417,11 @@ mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err
     st = mdl_caffemodel_copy(t->tests[i].net, np, path, &loaded, err);
     total_loaded += loaded;
   }
+  /* Weights that are already NaN would "pass" a test (a NaN loss, no
+   * hits) or make training start diverged: refuse them. */
+  if (st == MDL_OK) st = check_weights(t->train.net, path, err);
+  for (int i = 0; st == MDL_OK && i < t->n_tests; i++)
+    st = check_weights(t->tests[i].net, path, err);
   if (st == MDL_OK) {
     mdl_net *net = any_net(t);
     for (int i = 0; net && i < mdl_net_n_layers(net); i++) {
@@ -420,6 +455,7 @@ mdl_status mdl_train_restore(mdl_train *t, const char *path, mdl_error *err) {
   }
   int loaded;
   st = mdl_caffemodel_load(t->train.net, model, &loaded, err);
+  if (st == MDL_OK) st = check_weights(t->train.net, model, err);
   if (st != MDL_OK) mdl_error_prefix(err, "resuming from %s: ", path);
   free(model);
   if (st != MDL_OK) return st;
@@ -467,17 +503,53 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
     lt->weight[lt->n] = mdl_net_output_weight(net, o);
     lt->n++;
   }
+  /* Caffe wraps around a test set smaller than test_iter x batch without a
+   * word, counting records twice: say so, once per net. */
+  int64_t batch = mdl_net_batch_size(net), samples = (int64_t)iterations * batch;
+  for (int i = 0; i < r->n_feed && !r->told_wrap; i++) {
+    const mdl_feeder *f = &r->feed[i];
+    int64_t n = f->cursor && f->cursor->b ? mdl_batcher_records(f->cursor->b) : 0;
+    if (!n || samples <= n) continue;
+    fprintf(t->log,
+            "note: TEST net #%d: %d iterations x batch %lld = %lld samples, but data set \"%s\" "
+            "has %lld records: %lld are counted twice (set test_iter to %lld to count each "
+            "once)\n",
+            index, iterations, (long long)batch, (long long)samples, f->set_name, (long long)n,
+            (long long)(samples - n), (long long)(n / batch ? n / batch : 1));
+    r->told_wrap = true;
+  }
   mdl_net_set_iteration(net, 0);
   mdl_status st = MDL_OK;
   for (int it = 0; it < iterations && st == MDL_OK; it++) {
     st = feed(r, (uint64_t)it, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
-    for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob_first(net, blob[k]);
+    st = mdl_net_check_fault(net, err);
+    if (st != MDL_OK) {
+      name_fault_record(r, err);
+      mdl_error_prefix(err, "TEST net #%d, batch %d: ", index, it);
+      break;
+    }
+    for (int k = 0; k < lt->n && st == MDL_OK; k++) {
+      float v = mdl_net_blob_first(net, blob[k]);
+      if (!isfinite(v)) {
+        char where[400] = "";
+        if (!mdl_net_find_nonfinite_param(net, where, sizeof where))
+          mdl_net_find_nonfinite_blob(net, where, sizeof where);
+        st = mdl_errorf(err, MDL_ERR_INTERNAL,
+                        "TEST net #%d, batch %d: output \"%s\" is %s; first non-finite value: %s",
+                        index, it, lt->name[k],
+                        isnan(v) ? "NaN"
+                        : v > 0  ? "+inf"
+                                 : "-inf",
+                        where);
+      }
+      lt->value[k] += v;
+    }
   }
   free(blob);
   for (int k = 0; k < lt->n; k++) lt->value[k] /= iterations;
-  lt->samples = (int64_t)iterations * mdl_net_batch_size(net);
+  lt->samples = samples;
   if (res) *res = *lt;
   return st;
 }
@@ -492,6 +564,14 @@ static void snapshot(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_su
                      mdl_error *err, mdl_status *st) {
   double t0 = mdl_now();
   int iter = mdl_solver_iter(t->solver);
+  /* never save (or resume from) weights that diverged */
+  char what[64];
+  snprintf(what, sizeof what, "training diverged by iteration %d", iter);
+  *st = check_weights(t->train.net, what, err);
+  if (*st != MDL_OK) {
+    err->code = *st = MDL_ERR_INTERNAL;
+    return;
+  }
   char *model = mdl_snapshot_name(t->snapshot_prefix, iter, ".caffemodel");
   char *state = mdl_snapshot_name(t->snapshot_prefix, iter, ".solverstate");
   char *dir = mdl_xstrdup(model);
@@ -569,6 +649,49 @@ static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tr
   return MDL_OK;
 }
 
+/* FNV-1a of the packed plan: the same nets, solver and data, the same
+ * fingerprint, so runs in one metrics file can be told apart. */
+static uint64_t plan_fingerprint(const mdl_train *t) {
+  Memdl__Plan *plan = mdl_plan_new(t->job, t->compiled);
+  size_t n = protobuf_c_message_get_packed_size(&plan->base);
+  uint8_t *buf = mdl_xmalloc(n + 1);
+  protobuf_c_message_pack(&plan->base, buf);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
+  free(buf);
+  mdl_pb_free(plan);
+  return h;
+}
+
+static void write_start(mdl_train *t, mdl_metrics *m, int start, int stop) {
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "start");
+  mdl_json_str(&j, "version", t->opts.version ? t->opts.version : "");
+  mdl_json_str(&j, "job", t->job->path);
+  char fp[32];
+  snprintf(fp, sizeof fp, "%016llx", (unsigned long long)plan_fingerprint(t));
+  mdl_json_str(&j, "plan", fp);
+  char seed[32];
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed); /* as a string: > 2^53 */
+  mdl_json_str(&j, "seed", seed);
+  mdl_json_int(&j, "threads", mdl_threadpool_size(t->pool));
+  mdl_json_int(&j, "workers", 1);
+  mdl_json_int(&j, "iter", start);
+  mdl_json_int(&j, "max_iter", stop);
+  mdl_json_bool(&j, "resumed", t->resumed);
+  char over[2048];
+  size_t used = 0;
+  over[0] = 0;
+  for (int i = 0; i < t->opts.n_overrides && used < sizeof over; i++)
+    used += (size_t)snprintf(over + used, sizeof over - used, "%s%s", i ? " " : "",
+                             t->opts.overrides[i]);
+  mdl_json_str(&j, "overrides", over);
+  mdl_json_end(&j);
+  mdl_metrics_write(m, &j);
+  mdl_json_free(&j);
+}
+
 static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
   const Memdl__Job *j = t->job->job;
   sum->accepted =
@@ -590,8 +713,13 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   double batch = (double)mdl_net_batch_size(net);
 
   mdl_metrics *m = NULL;
-  mdl_status st = mdl_metrics_open(t->out_dir, t->resumed, &m, err);
+  bool existed = false;
+  mdl_status st = mdl_metrics_open(t->out_dir, &existed, &m, err);
   if (st != MDL_OK) return st;
+  if (existed && !t->resumed)
+    fprintf(t->log, "metrics: appending to %s (it holds an earlier run's records)\n",
+            mdl_metrics_path(m));
+  write_start(t, m, start, stop);
   mdl_progress p;
   mdl_progress_init(&p, t->log, start, stop, batch * iter_size);
   size_t planned, naive;
@@ -621,7 +749,10 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     bool display = sp->display && iter % sp->display == 0;
     double loss = 0;
     st = mdl_net_accumulate(net, iter, iter_size, feed_train, &t->train, &loss, err);
-    if (st != MDL_OK) break;
+    if (st != MDL_OK) {
+      if (st == MDL_ERR_INVALID) name_fault_record(&t->train, err);
+      break;
+    }
     /* Caffe's UpdateSmoothedLoss */
     if (n_losses < avg) {
       losses[n_losses++] = (float)loss;
@@ -657,15 +788,55 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
      * next one measures whole iterations, not this one's update alone */
     if (display && iter > start) mdl_progress_mark(&p, iter + 1);
     mdl_progress_live(&p, mdl_solver_iter(s), (float)smoothed, lr);
+    bool snapped = false;
     if (t->snapshot_every && mdl_solver_iter(s) % t->snapshot_every == 0) {
       double t0 = mdl_now();
       snapshot(t, m, &p, sum, err, &st);
       t_excluded += mdl_now() - t0;
+      snapped = true;
+    }
+    bool stop_now = t->opts.stop && *t->opts.stop;
+    if (st == MDL_OK && (stop_now || (t->opts.snapshot && *t->opts.snapshot))) {
+      if (t->opts.snapshot) *t->opts.snapshot = 0;
+      if (!snapped) {
+        double t0 = mdl_now();
+        snapshot(t, m, &p, sum, err, &st);
+        t_excluded += mdl_now() - t0;
+      }
+    }
+    if (st == MDL_OK && stop_now) {
+      sum->stopped = true;
+      break;
     }
   }
   free(losses);
   int iter = mdl_solver_iter(s);
   double seconds = mdl_now() - t_begin;
+  if (st == MDL_OK && sum->stopped) {
+    sum->iter = iter;
+    sum->seconds = seconds;
+    mdl_progress_line(&p,
+                      "stopped at iteration %d of %d on request, after a snapshot; "
+                      "`memdl run %s --resume%s%s` continues it",
+                      iter, stop, t->job->path, t->opts.out_dir ? " --output " : "",
+                      t->opts.out_dir ? t->opts.out_dir : "");
+    mdl_json j = {0};
+    mdl_json_begin(&j);
+    mdl_json_str(&j, "event", "stopped");
+    mdl_json_int(&j, "iter", iter);
+    mdl_json_num(&j, "seconds", seconds);
+    mdl_json_str(&j, "snapshot", sum->last_snapshot);
+    mdl_json_end(&j);
+    mdl_metrics_write(m, &j);
+    mdl_json_free(&j);
+    mdl_metrics_close(m);
+    return MDL_OK;
+  }
+  if (st == MDL_OK) { /* the last update's result has not been through a forward yet */
+    char what[64];
+    snprintf(what, sizeof what, "training diverged by iteration %d", iter);
+    if (check_weights(net, what, err) != MDL_OK) st = err->code = MDL_ERR_INTERNAL;
+  }
   if (st == MDL_OK && sp->snapshot_after_train && iter > start &&
       (!t->snapshot_every || iter % t->snapshot_every != 0))
     snapshot(t, m, &p, sum, err, &st);
@@ -707,6 +878,36 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     }
   }
   mdl_metrics_close(m);
+  return st;
+}
+
+mdl_status mdl_train_newest_snapshot(const mdl_train *t, char **path, mdl_error *err) {
+  *path = NULL;
+  char *dir = mdl_path_dir(t->snapshot_prefix);
+  const char *base = strrchr(t->snapshot_prefix, '/');
+  base = base ? base + 1 : t->snapshot_prefix;
+  size_t bl = strlen(base);
+  DIR *d = opendir(dir);
+  long best = -1;
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      const char *n = e->d_name;
+      if (strncmp(n, base, bl) != 0 || strncmp(n + bl, "_iter_", 6) != 0) continue;
+      char *end;
+      long it = strtol(n + bl + 6, &end, 10);
+      if (end == n + bl + 6 || strcmp(end, ".solverstate") != 0) continue;
+      if (it > best) best = it;
+    }
+    closedir(d);
+  }
+  mdl_status st = MDL_OK;
+  if (best < 0)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "--resume: no %s_iter_N.solverstate in %s to resume from",
+                    base, dir);
+  else
+    *path = mdl_snapshot_name(t->snapshot_prefix, (int)best, ".solverstate");
+  free(dir);
   return st;
 }
 

@@ -8,6 +8,7 @@
 #ifndef MDL_RUNTIME_TRAIN_H
 #define MDL_RUNTIME_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +27,15 @@ typedef struct mdl_train_opts {
   bool synthetic;      /* no data sets: data layers get random values (memdl time) */
   const char *out_dir; /* NULL: the job's output dir */
   FILE *log;           /* progress and messages; NULL: stderr */
+  /* Set asynchronously (signal handlers) and read between iterations:
+   * stop: finish this iteration, snapshot, write the closing record and
+   * return (summary.stopped); snapshot: snapshot after this iteration and
+   * go on (cleared when done). NULL: never. */
+  volatile sig_atomic_t *stop, *snapshot;
+  /* For the metrics' start record: the --set overrides and the version. */
+  const char *const *overrides;
+  int n_overrides;
+  const char *version;
 } mdl_train_opts;
 
 /* Compiles the job, loads its data sets and builds the nets (fillers from
@@ -54,12 +64,15 @@ typedef struct mdl_train_summary {
   bool accepted;        /* every acceptance criterion held (true when none) */
   char accept_msg[512]; /* what failed and by how much */
   char last_snapshot[512];
+  bool stopped; /* opts.stop ended the run early (after a snapshot) */
 } mdl_train_summary;
 
 /* Runs Caffe's training loop from the current iteration to max_iter (or
  * only `iters` more iterations when iters > 0, for tests). MDL_ERR_ACCEPT
  * when training finished but an acceptance criterion failed (summary says
- * by how much); other errors for I/O failures. */
+ * by how much); other errors for I/O failures. A stop request (opts.stop)
+ * ends it early with MDL_OK and summary->stopped, after a snapshot and a
+ * closing "stopped" metrics record; no final test, no acceptance. */
 mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *summary, mdl_error *err);
 
 typedef struct mdl_test_result {
@@ -69,6 +82,11 @@ typedef struct mdl_test_result {
   double *weight;  /* loss weight of each output (0: not a loss) */
   int64_t samples; /* iterations x batch */
 } mdl_test_result;
+
+/* The newest <snapshot_prefix>_iter_N.solverstate (largest N), for
+ * `--resume` without a file. *path is the caller's; MDL_ERR_INVALID naming
+ * the folder and prefix when there is none. */
+mdl_status mdl_train_newest_snapshot(const mdl_train *t, char **path, mdl_error *err);
 
 /* One pass of test net `index` over `iterations` batches (0: the solver's
  * test_iter, else 50 as `caffe test`), data from the start of its set. */

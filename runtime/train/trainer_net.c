@@ -477,6 +477,11 @@ static mdl_status net_test(void *ctx, int test_net, int batches, const float *w,
     if (r->src_layer >= 0) st = feed(r, k, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
+    st = mdl_net_check_fault(net, err);
+    if (st != MDL_OK) {
+      mdl_error_prefix(err, "TEST net #%d, batch %llu: ", test_net, (unsigned long long)k);
+      break;
+    }
     for (int o = 0; o < mdl_net_n_outputs(net); o++) {
       int b = mdl_net_output_blob(net, o);
       const mdl_tensor *x = mdl_net_blob(net, b);
