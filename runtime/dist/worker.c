@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,6 +33,9 @@ struct mdl_worker {
   Memdl__Plan *plan;
   mdl_trainer *trainer;
   size_t n_params;
+  /* n_params * sizeof(float), read outside the serial section when a
+   * streamed request declares its size */
+  _Atomic size_t weights_bytes;
   float *w_in, *w_out;  /* rpc buffers, reused across rounds */
   mdl_rpc_pin *out_pin; /* w_out is sent without a copy */
   uint8_t *state;       /* the last State reply's bytes */
@@ -75,6 +79,7 @@ static void teardown(mdl_worker *w) {
   mdl_rpc_buffer_free(w->w_out, w->n_params * sizeof(float));
   w->w_in = w->w_out = NULL;
   w->n_params = 0;
+  w->weights_bytes = 0;
   free(w->state);
   w->state = NULL;
   if (w->shm) munmap(w->shm, w->shm_len);
@@ -177,6 +182,11 @@ static void *weights_dest(void *ctx, size_t len, mdl_error *err) {
   return w->w_in;
 }
 
+static size_t weights_size(void *ctx) {
+  mdl_worker *w = ctx;
+  return w->weights_bytes;
+}
+
 static mdl_status check_lineages(Memdl__PartitionLineage **l, size_t n, mdl_error *err) {
   if (n > MDL_WORKER_MAX_PARTITIONS)
     return mdl_errorf(err, MDL_ERR_INVALID, "%zu partitions: more than %d", n,
@@ -255,6 +265,7 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   w->plan = plan;
   w->trainer = t;
   w->n_params = n;
+  w->weights_bytes = n * sizeof(float);
   w->w_in = a;
   w->w_out = b;
   w->session = r->session;
@@ -450,13 +461,14 @@ static mdl_status on_shutdown(void *ctx, mdl_rpc_call_ctx *call, const ProtobufC
   return MDL_OK;
 }
 
+/* Setup is exclusive: one plan (up to 1 GiB) in memory at a time. */
 static const mdl_rpc_method METHODS[] = {
     {MDL_WORKER_SETUP, &memdl__setup_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
-     on_setup},
+     on_setup, NULL, true},
     {MDL_WORKER_ROUND, &memdl__round_request__descriptor, 5, weights_dest,
-     MDL_WORKER_MAX_SMALL_BYTES, on_round},
+     MDL_WORKER_MAX_SMALL_BYTES, on_round, weights_size},
     {MDL_WORKER_TEST, &memdl__test_request__descriptor, 5, weights_dest, MDL_WORKER_MAX_SMALL_BYTES,
-     on_test},
+     on_test, weights_size},
     {MDL_WORKER_REASSIGN, &memdl__reassign_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
      on_reassign},
     {MDL_WORKER_STATE, &memdl__state_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
@@ -517,6 +529,9 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
       .sec = o->sec,
       .max_message_bytes = 0,
       .min_ping_interval_ms = o->min_ping_interval_ms,
+      .stream_timeout_ms = o->stream_timeout_ms,
+      .keepalive_ms = o->keepalive_ms,
+      .keepalive_timeout_ms = o->keepalive_timeout_ms,
       .idle_timeout_ms = o->driver_timeout_ms > 0 ? o->driver_timeout_ms : 600000,
       .log = w->log};
   st = mdl_rpc_server_new(o->listen, &so, &w->srv, err);

@@ -413,3 +413,76 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
   }
   return st;
 }
+
+/* --- test only ------------------------------------------------------------ */
+
+mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, const uint8_t *head,
+                                       size_t head_len, int hold_ms, double *seconds) {
+  double t0 = mdl_rpc_now();
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_slice m = grpc_slice_from_copied_string(method);
+  grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+                                             gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  grpc_slice_unref(m);
+  grpc_metadata md[2];
+  memset(md, 0, sizeof md);
+  size_t n_md = 0;
+  md[n_md].key = grpc_slice_from_static_string(STREAM_KEY);
+  md[n_md++].value = grpc_slice_from_static_string("1 1048576");
+  if (ch->token) {
+    md[n_md].key = grpc_slice_from_static_string(TOKEN_KEY);
+    md[n_md++].value = grpc_slice_from_copied_buffer(ch->token, ch->token_len);
+  }
+  grpc_slice hs = grpc_slice_from_copied_buffer((const char *)head, head_len);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&hs, 1);
+  grpc_slice_unref(hs);
+  grpc_metadata_array initial, trailing;
+  grpc_metadata_array_init(&initial);
+  grpc_metadata_array_init(&trailing);
+  grpc_status_code status = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = n_md;
+  ops[0].data.send_initial_metadata.metadata = md;
+  ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = bb;
+  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[2].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[3].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[3].data.recv_status_on_client.status = &status;
+  ops[3].data.recv_status_on_client.status_details = &details;
+  int pending = 0;
+  if (grpc_call_start_batch(call, ops, 2, (void *)1, NULL) == GRPC_CALL_OK) pending++;
+  if (grpc_call_start_batch(call, ops + 2, 2, (void *)2, NULL) == GRPC_CALL_OK) pending++;
+  bool over = false, cancelled = false;
+  while (pending > 0) {
+    gpr_timespec until = cancelled ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                                   : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                  gpr_time_from_millis(50, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_next(cq, until, NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+      pending--;
+      if (ev.tag == (void *)2) over = true;
+    } else if (!cancelled && (mdl_rpc_now() - t0) * 1000.0 > hold_ms) {
+      grpc_call_cancel(call, NULL);
+      cancelled = true;
+    }
+  }
+  if (seconds) *seconds = mdl_rpc_now() - t0;
+  grpc_byte_buffer_destroy(bb);
+  for (size_t i = 0; i < n_md; i++) grpc_slice_unref(md[i].value);
+  grpc_metadata_array_destroy(&initial);
+  grpc_metadata_array_destroy(&trailing);
+  grpc_slice_unref(details);
+  grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return over && !cancelled ? (mdl_rpc_code)status : MDL_RPC_CANCELLED;
+}
