@@ -705,3 +705,18 @@ Test(source_errors, truncated_jpeg_is_an_error) {
   expect_msg(err.msg, "Premature end of JPEG file");
   mdl_image_free(&img);
 }
+
+Test(source_errors, a_truncated_idx_names_the_record_it_ends_in) {
+  make_idx(false, 400, 16, 16, 2, "i", "l");
+  char *p = tu_path(tu_dir, "i");
+  size_t n;
+  uint8_t *b = tu_read(p, &n);
+  tu_write(p, b, 16 + 300 * 256 + 10); /* header, 300 records, part of the next */
+  Memdl__DataSet *ds = idx_set("i", "l", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, p);
+  expect_msg(m, "file ends in record 300 ");
+  mdl_pb_free(ds);
+  free(b);
+  free(p);
+}

@@ -670,6 +670,17 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   return st;
 }
 
+void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len) {
+  int alive = 0;
+  for (int i = 0; i < res->n_workers; i++) alive += res->workers && res->workers[i].alive;
+  if (!res->workers) alive = res->n_workers;
+  char started[48] = "";
+  if (alive != res->n_workers)
+    snprintf(started, sizeof started, " (of %d started)", res->n_workers);
+  snprintf(buf, len, "done: %d iterations in %d rounds on %d worker%s%s, %.0f s", res->iter,
+           res->rounds, alive, alive == 1 ? "" : "s", started, res->seconds);
+}
+
 void mdl_driver_result_free(mdl_driver_result *res) {
   if (!res) return;
   free(res->weights);

@@ -136,6 +136,11 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
 
 void mdl_driver_result_free(mdl_driver_result *res);
 
+/* The closing line of a run into buf ("done: I iterations in R rounds on W
+ * workers, S s", W being those still alive, with how many started when
+ * some were lost). */
+void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len);
+
 /* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float
  * with the weights computed in double: the same bits on every run. Workers
  * with 0 samples are skipped. n may be large: split across threads in fixed

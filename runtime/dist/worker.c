@@ -5,8 +5,10 @@
 #define _GNU_SOURCE
 #include "runtime/dist/worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,6 +46,7 @@ struct mdl_worker {
   size_t shm_len;
   float *shm_in, *shm_out;
   int shm_dirfd; /* the launcher's private folder (-1: shared memory refused) */
+  pid_t ppid;    /* our parent at start (the driver, for launched workers) */
 
   /* reply storage, valid until the next reply */
   Memdl__SetupReply setup_reply;
@@ -182,9 +185,20 @@ static void *weights_dest(void *ctx, size_t len, mdl_error *err) {
   return w->w_in;
 }
 
-static size_t weights_size(void *ctx) {
+/* weights_dest's size check, without the buffer (outside the serial
+ * section, for a streamed request's declared size). */
+static bool weights_check(void *ctx, size_t len, mdl_error *err) {
   mdl_worker *w = ctx;
-  return w->weights_bytes;
+  size_t want = w->weights_bytes;
+  if (!want) {
+    mdl_errorf(err, MDL_ERR_INVALID, "weights before Setup");
+    return false;
+  }
+  if (len != want) {
+    mdl_errorf(err, MDL_ERR_INVALID, "weights of %zu bytes; the model has %zu bytes", len, want);
+    return false;
+  }
+  return true;
 }
 
 static mdl_status check_lineages(Memdl__PartitionLineage **l, size_t n, mdl_error *err) {
@@ -466,9 +480,9 @@ static const mdl_rpc_method METHODS[] = {
     {MDL_WORKER_SETUP, &memdl__setup_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
      on_setup, NULL, true},
     {MDL_WORKER_ROUND, &memdl__round_request__descriptor, 5, weights_dest,
-     MDL_WORKER_MAX_SMALL_BYTES, on_round, weights_size},
+     MDL_WORKER_MAX_SMALL_BYTES, on_round, weights_check},
     {MDL_WORKER_TEST, &memdl__test_request__descriptor, 5, weights_dest, MDL_WORKER_MAX_SMALL_BYTES,
-     on_test, weights_size},
+     on_test, weights_check},
     {MDL_WORKER_REASSIGN, &memdl__reassign_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
      on_reassign},
     {MDL_WORKER_STATE, &memdl__state_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
@@ -519,6 +533,7 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
   w->o.listen = mdl_xstrdup(o->listen);
   w->o.shm_dir = o->shm_dir ? mdl_xstrdup(o->shm_dir) : NULL;
   w->shm_dirfd = dirfd;
+  w->ppid = getppid();
   w->log = log;
   w->out_pin = mdl_rpc_pin_new();
   if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
@@ -559,10 +574,42 @@ void mdl_worker_stop(mdl_worker *w) {
   if (w) mdl_rpc_server_stop(w->srv);
 }
 
+/* A local worker outliving its driver (SIGKILLed: the launcher's
+ * PDEATHSIG sends us SIGTERM) removes the driver's private folder, weights
+ * included, instead of leaving it until the next local run sweeps it. The
+ * driver's pid is in the folder's driver.pid; only a dead one's folder goes,
+ * through the descriptor opened at start, without following links. */
+static void remove_dead_drivers_dir(mdl_worker *w) {
+  if (w->shm_dirfd < 0) return;
+  int fd = openat(w->shm_dirfd, "driver.pid", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[32] = {0};
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  /* gone: no such process, or our parent that died (not yet reaped) */
+  bool gone = pid > 0 && ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) ||
+                          (pid == (long)w->ppid && getppid() != w->ppid));
+  if (!gone) return;
+  int dfd = dup(w->shm_dirfd);
+  DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+  if (!d) {
+    if (dfd >= 0) close(dfd);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(w->shm_dirfd, e->d_name, 0);
+  closedir(d);
+  if (rmdir(w->o.shm_dir) == 0 || errno == ENOENT)
+    wlog(w, "the driver (pid %ld) is gone: removed its folder %s", pid, w->o.shm_dir);
+}
+
 void mdl_worker_free(mdl_worker *w) {
   if (!w) return;
   mdl_rpc_server_free(w->srv); /* joins handlers before their state goes */
   teardown(w);
+  remove_dead_drivers_dir(w);
   mdl_rpc_pin_free(w->out_pin);
   free(w->outs);
   free(w->out_ptrs);

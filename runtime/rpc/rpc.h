@@ -175,10 +175,11 @@ typedef struct mdl_rpc_method {
   mdl_rpc_bulk_fn req_bulk_dest; /* called with the server's ctx */
   size_t req_max_bytes;          /* bound on the request without its bulk */
   mdl_rpc_handler handler;
-  /* The bulk size req_bulk_dest would accept now (0: none), asked outside
-   * the serial section when a streamed request declares its size, so a
-   * wrong size is refused before it is received. NULL: not checked early. */
-  size_t (*req_bulk_size)(void *ctx);
+  /* Whether req_bulk_dest would accept len bytes now (false: err says why),
+   * asked outside the serial section when a streamed request declares its
+   * size, so a wrong size is refused before it is received. NULL: only
+   * req_bulk_dest judges, once the stream has arrived. */
+  bool (*req_bulk_check)(void *ctx, size_t len, mdl_error *err);
   /* One call of this method at a time: another is refused
    * (RESOURCE_EXHAUSTED) before its message is received. */
   bool exclusive;

@@ -330,18 +330,7 @@ static bool srv_step(mdl_rpc_call_ctx *c, grpc_op *ops, size_t n, bool recv) {
 static void *stage_dest(void *ctx, size_t len, mdl_error *err) {
   mdl_rpc_call_ctx *c = ctx;
   mdl_rpc_server *s = c->s;
-  if (c->m->req_bulk_size) {
-    size_t want = c->m->req_bulk_size(s->o.ctx);
-    if (len != want) {
-      if (want)
-        mdl_errorf(err, MDL_ERR_INVALID, "field %u of %zu bytes declared; %zu expected",
-                   c->m->req_bulk_field, len, want);
-      else
-        mdl_errorf(err, MDL_ERR_INVALID, "field %u of %zu bytes declared; none expected now",
-                   c->m->req_bulk_field, len);
-      return NULL;
-    }
-  }
+  if (c->m->req_bulk_check && !c->m->req_bulk_check(s->o.ctx, len, err)) return NULL;
   if (len > s->stage_len) {
     mdl_rpc_buffer_free(s->stage, s->stage_len);
     s->stage_len = 0;
