@@ -569,6 +569,8 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
       break;
     }
     if (d->o.max_rounds > 0 && d->rounds_here >= d->o.max_rounds) break;
+    st = mdl_driver_retake_workers(d, err);
+    if (st != MDL_OK) break;
     int tau = d->tau;
     if (d->iter + tau > d->max_iter) tau = d->max_iter - d->iter;
     /* rounds end where the solver tests and snapshots, as iterations count */

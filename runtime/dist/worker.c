@@ -232,9 +232,13 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     mdl_pb_free(plan);
     return mdl_errorf(err, MDL_ERR_INVALID, "Setup: the plan has no solver");
   }
-  if (w->session)
-    wlog(w, "new run %016llx replaces %016llx", (unsigned long long)r->session,
-         (unsigned long long)w->session);
+  uint64_t replaced = w->session;
+  if (replaced && replaced != r->session)
+    wlog(w, "taken over by another driver (%s): run %016llx replaces run %016llx, which ends here",
+         mdl_rpc_call_peer(call), (unsigned long long)r->session, (unsigned long long)replaced);
+  else if (replaced)
+    wlog(w, "set up again for run %016llx by %s", (unsigned long long)r->session,
+         mdl_rpc_call_peer(call));
   teardown(w);
 
   const char *device = r->device && r->device[0] ? r->device : w->o.device;
@@ -299,6 +303,8 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   rep->test_samples = mdl_trainer_samples(t, CAFFE__PHASE__TEST);
   rep->device = w->device;
   rep->host = w->host;
+  rep->has_replaced_session = replaced != 0;
+  rep->replaced_session = replaced;
   reply->msg = &rep->base;
   return MDL_OK;
 }

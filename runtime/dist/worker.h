@@ -40,7 +40,7 @@ typedef struct mdl_worker_opts {
    * 0: 30000); the worker's own pings (0: 10000 and 10000). See rpc.h. */
   int stream_timeout_ms;
   int keepalive_ms, keepalive_timeout_ms;
-  FILE *log;                /* NULL: stderr */
+  FILE *log; /* NULL: stderr */
   /* Set by the local launcher only: its private folder (ours, mode 0700),
    * the one place a Setup's shm_path may name a file in. NULL: shared
    * memory is refused. Needs a "unix:/path" listen address. */

@@ -267,6 +267,10 @@ mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *o
 void mdl_rpc_channel_free(mdl_rpc_channel *ch);
 const char *mdl_rpc_channel_target(const mdl_rpc_channel *ch);
 
+/* Whether the channel is connected now; if not, asks it to try (a later
+ * call may then say yes). Does not wait. */
+bool mdl_rpc_channel_connected(mdl_rpc_channel *ch);
+
 /* One unary call of a batch. Inputs are borrowed until mdl_rpc_call_all
  * returns; outputs are filled by it. */
 typedef struct mdl_rpc_call {

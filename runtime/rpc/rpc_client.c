@@ -98,6 +98,10 @@ const char *mdl_rpc_channel_target(const mdl_rpc_channel *c) {
   return c->target;
 }
 
+bool mdl_rpc_channel_connected(mdl_rpc_channel *c) {
+  return grpc_channel_check_connectivity_state(c->ch, 1) == GRPC_CHANNEL_READY;
+}
+
 enum { CLI_ALL, CLI_SEND, CLI_RECV, CLI_STATUS };
 
 typedef struct cli_call cli_call;
