@@ -339,9 +339,11 @@ static void fail_if_refused(mdl_rpc_call *c, cli_call *k) {
     return;
   char cause[400];
   if (!connect_error(c->ch, cause, sizeof cause)) return;
-  static const char *const tls_words[] = {"SSL",        "ssl",           "andshake",
-                                          "ertificate", "Socket closed", "Connection reset",
-                                          "tsi",        "TLS",           NULL};
+  /* words of gRPC's handshake errors; "Connection refused" (not up yet) is
+   * not among them */
+  static const char *const tls_words[] = {
+      "SSL",       "ssl",           "andshake",         "ertificate",
+      "Peer name", "Socket closed", "Connection reset", NULL};
   bool tls = false;
   for (const char *const *w = tls_words; *w && !tls; w++) tls = strstr(cause, *w) != NULL;
   if (!tls) return;
