@@ -637,3 +637,52 @@ Test(hostile, a_silent_peers_stream_is_ended_by_keepalive) {
   fclose(log);
   mdl_rpc_shutdown();
 }
+
+/* --- TLS failures reach the driver's log at once ---------------------------- */
+
+Test(hostile, a_refused_tls_handshake_fails_the_drivers_setup_at_once_with_its_cause) {
+  if (system("openssl version >/dev/null 2>&1") != 0) cr_skip_test("openssl is not installed");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "cd %s && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout ca.key -out ca.pem -days 1 -subj /CN=memdl-test-ca 2>/dev/null && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout other.key -out other.pem -days 1 -subj /CN=memdl-other-ca 2>/dev/null && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout srv.key -out srv.csr -subj /CN=memdl-worker 2>/dev/null && "
+           "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && "
+           "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+           "-out srv.pem -days 1 -extfile ext 2>/dev/null",
+           tu_dir);
+  cr_assert_eq(system(cmd), 0, "openssl failed");
+  const char *tf = tu_dir_write("token", TOKEN);
+  chmod(tf, 0600);
+  mdl_rpc_init();
+  thr_worker t;
+  start_worker(&t, (mdl_worker_opts){.listen = "127.0.0.1:0",
+                                     .sec = {.token = TOKEN,
+                                             .token_len = strlen(TOKEN),
+                                             .tls_cert = tu_dir_path("srv.pem"),
+                                             .tls_key = tu_dir_path("srv.key")}});
+  dt_lin_spec s = {
+      .d = 4, .parts = 1, .batch = 2, .max_iter = 10, .tau = 5, .records = 16, .lr = 0.1f};
+  Memdl__Plan *p = dt_linear_plan(&s, "linear", 11, 0);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = dt_opts(t.addr, "linear", log);
+  o.token_file = tf;
+  o.tls_ca = tu_dir_path("other.pem"); /* not the CA that signed the worker */
+  mdl_driver_result r;
+  mdl_error err;
+  double t0 = mdl_rpc_now();
+  cr_assert_neq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK);
+  double took = mdl_rpc_now() - t0;
+  char *text = log_text(log);
+  cr_assert(took < 5.0, "the driver gave up after %.1f s (setup timeout 20 s):\n%s", took, text);
+  cr_assert(strstr(text, "TLS handshake") && strstr(text, "certificate verify failed"), "%s", text);
+  free(text);
+  fclose(log);
+  mdl_pb_free(p);
+  stop_worker(&t);
+  mdl_rpc_shutdown();
+}
