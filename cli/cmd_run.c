@@ -107,8 +107,9 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
   mdl_driver_result res = {0};
   mdl_status st = mdl_driver_run(job, o, &res, err);
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
-  fprintf(stderr, "done: %d iterations in %d rounds on %d workers, %.0f s", res.iter, res.rounds,
-          res.n_workers, res.seconds);
+  char line[160];
+  mdl_driver_result_summary(&res, line, sizeof line);
+  fputs(line, stderr);
   for (int i = 0; i < res.n_test; i++)
     fprintf(stderr, "%s %s %.4f", i ? "," : "; test:", res.test[i].name,
             res.test[i].n == 1 ? res.test[i].sum[0] : 0.0);

@@ -705,3 +705,48 @@ Test(source_errors, truncated_jpeg_is_an_error) {
   expect_msg(err.msg, "Premature end of JPEG file");
   mdl_image_free(&img);
 }
+
+Test(source_errors, a_truncated_idx_names_the_record_it_ends_in) {
+  make_idx(false, 400, 16, 16, 2, "i", "l");
+  char *p = tu_path(tu_dir, "i");
+  size_t n;
+  uint8_t *b = tu_read(p, &n);
+  tu_write(p, b, 16 + 300 * 256 + 10); /* header, 300 records, part of the next */
+  Memdl__DataSet *ds = idx_set("i", "l", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, p);
+  expect_msg(m, "file ends in record 300 ");
+  mdl_pb_free(ds);
+  free(b);
+  free(p);
+}
+
+/* Page-level corruption makes liblmdb assert (abort) inside its own code:
+ * the build must end with an error naming the database, in this process. */
+Test(source_errors, a_corrupt_lmdb_is_an_error_not_an_abort) {
+  enum { N = 400, C = 1, H = 8, W = 8 };
+  uint8_t *vals[N];
+  size_t lens[N];
+  uint8_t px[C * H * W] = {0};
+  for (int r = 0; r < N; r++) tu_datum_raw(C, H, W, px, r % 4, &vals[r], &lens[r]);
+  char *db = tu_path(tu_dir, "bad_lmdb");
+  tu_write_lmdb(db, N, vals, lens);
+  free_values(N, vals);
+  char *file = tu_path(db, "data.mdb");
+  size_t n;
+  uint8_t *b = tu_read(file, &n);
+  cr_assert_gt(n, 6 * 4096);
+  /* the last page, a leaf, says it is a branch: mdb_cursor_next asserts */
+  size_t last = n / 4096 - 1;
+  cr_assert_eq(b[last * 4096 + 10], 0x02, "the last page is not a leaf");
+  b[last * 4096 + 10] = 0x01;
+  tu_write(file, b, n);
+  Memdl__DataSet *ds = lmdb_set("bad_lmdb", NULL);
+  const char *m = tu_build_fails(ds, tu_dir, MDL_ERR_INVALID);
+  expect_msg(m, "bad_lmdb/data.mdb: corrupt LMDB: liblmdb aborted reading it");
+  expect_msg(m, "IS_LEAF");
+  mdl_pb_free(ds);
+  free(b);
+  free(file);
+  free(db);
+}

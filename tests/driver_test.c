@@ -744,3 +744,96 @@ Test(driver, workers_in_network_namespaces_over_tcp) {
   mdl_pb_free(p);
   fclose(log);
 }
+
+/* A remote worker killed and started again at its address is taken back at
+ * a later round; one still set up by another driver says so in both logs. */
+typedef struct restarter {
+  thr_worker *w;
+  const char *token;
+  int port;
+  bool done;
+} restarter;
+
+static void restart_at_round_2(void *ctx, const mdl_driver_progress *p) {
+  restarter *r = ctx;
+  if (p->round != 2 || r->done) return;
+  r->done = true;
+  mdl_worker_stop(r->w->w);
+  join_thr_worker(r->w);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", r->port);
+  mdl_worker_opts wo = {.listen = listen,
+                        .trainers = &DT_TRAINERS,
+                        .sec = {.token = r->token, .token_len = strlen(r->token)},
+                        .log = stderr};
+  mdl_error err;
+  cr_assert_eq(mdl_worker_new(&wo, &r->w->w, &err), MDL_OK, "%s", err.msg);
+  pthread_create(&r->w->th, NULL, worker_thread, r->w);
+}
+
+Test(driver, a_restarted_remote_worker_is_taken_back) {
+  const char *token = "a-shared-token-of-32-characters!";
+  const char *tf = tu_dir_write("token", token);
+  chmod(tf, 0600);
+  mdl_rpc_init();
+  thr_worker w[2];
+  start_thr_worker(&w[0], token, 0);
+  start_thr_worker(&w[1], token, 0);
+  char list[160];
+  snprintf(list, sizeof list, "%s,%s", w[0].addr, w[1].addr);
+  dt_lin_spec s = {
+      .d = 4, .parts = 2, .batch = 4, .max_iter = 400, .tau = 2, .records = 64, .lr = 0.05f};
+  Memdl__Plan *p = linear_plan(&s);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts(list, log);
+  o.token_file = tf;
+  mdl_driver_result r;
+  mdl_error err;
+  /* worker 0 is still set up for another driver's run (session 42) */
+  mdl_rpc_channel_opts co = {.sec = {.token = token, .token_len = strlen(token)}};
+  mdl_rpc_channel *ch;
+  cr_assert_eq(mdl_rpc_channel_new(w[0].addr, &co, &ch, &err), MDL_OK, "%s", err.msg);
+  size_t plen = protobuf_c_message_get_packed_size(&p->base);
+  uint8_t *pbytes = malloc(plen);
+  protobuf_c_message_pack(&p->base, pbytes);
+  Memdl__PartitionLineage **l;
+  size_t nl;
+  cr_assert_eq(
+      mdl_trainer_lineages(&DT_TRAINERS, "linear", p, ".", 1, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+      MDL_OK);
+  Memdl__SetupRequest su = MEMDL__SETUP_REQUEST__INIT;
+  su.has_plan = su.has_session = su.has_num_workers = su.has_worker_index = 1;
+  su.plan.data = pbytes;
+  su.plan.len = plen;
+  su.session = 42;
+  su.num_workers = 1;
+  su.trainer = "linear";
+  su.n_train_partition = nl;
+  su.train_partition = l;
+  char detail[512];
+  cr_assert_eq(
+      wcall(ch, MDL_WORKER_SETUP, &su.base, &memdl__setup_reply__descriptor, NULL, 0, detail),
+      MDL_RPC_OK, "%s", detail);
+  mdl_trainer_lineages_free(l, nl);
+  free(pbytes);
+  mdl_rpc_channel_free(ch);
+  restarter rs = {.w = &w[1], .token = token, .port = atoi(strrchr(w[1].addr, ':') + 1)};
+  o.on_round = restart_at_round_2;
+  o.on_round_ctx = &rs;
+  cr_assert_eq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK, "%s", err.msg);
+  fflush(log);
+  rewind(log);
+  char text[65536];
+  size_t n = fread(text, 1, sizeof text - 1, log);
+  text[n] = 0;
+  cr_assert(strstr(text, "of another driver: taken over"), "%s", text);
+  cr_assert(strstr(text, "worker 1 (") && strstr(text, "is back"), "%s", text);
+  cr_assert_eq(r.faults, 1, "%s", text);
+  cr_assert(r.workers[1].alive, "%s", text);
+  cr_assert_gt(r.workers[1].rounds, 3, "%s", text);
+  for (int i = 0; i < 2; i++) join_thr_worker(&w[i]);
+  mdl_driver_result_free(&r);
+  mdl_pb_free(p);
+  fclose(log);
+  mdl_rpc_shutdown();
+}

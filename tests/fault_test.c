@@ -296,6 +296,9 @@ Test(fault, without_replacements_the_survivors_take_the_partitions) {
   cr_assert_eq(r.workers[0].rounds, 12);
   cr_assert(log_contains("took 1 train and 1 test partitions (rebuilt from lineage)"));
   cr_assert_lt(final_loss(&r), 0.01);
+  char line[160];
+  mdl_driver_result_summary(&r, line, sizeof line);
+  cr_assert(strstr(line, "on 2 workers (of 3 started)"), "%s", line);
   mdl_driver_result_free(&r);
   mdl_pb_free(p);
 }
@@ -371,4 +374,38 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
   mdl_driver_result_free(&clean);
   mdl_pb_free(p);
   mdl_pb_free(p2);
+}
+
+/* A SIGKILLed driver's workers notice (their parent's death signal) and
+ * remove its private folder with the weights at once, not at the next run. */
+Test(fault, a_killed_drivers_folder_is_removed_by_its_workers) {
+  Memdl__Plan *p = linear_plan(&SPEC);
+  pid_t child = fork();
+  cr_assert_geq(child, 0);
+  if (child == 0) {
+    mdl_driver_opts o = opts("local:2");
+    int at = 2;
+    o.on_round = die_at;
+    o.on_round_ctx = &at;
+    mdl_driver_result r;
+    mdl_error err;
+    mdl_driver_run_plan(p, tu_dir, &o, &r, &err);
+    _exit(3); /* not reached */
+  }
+  int ws;
+  waitpid(child, &ws, 0);
+  cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "the driver was not killed");
+  char look[160];
+  snprintf(look, sizeof look,
+           "grep -lx %d /dev/shm/memdl-*/driver.pid /tmp/memdl-*/driver.pid >/dev/null 2>&1",
+           (int)child);
+  bool there = true;
+  double t0 = mdl_rpc_now();
+  while (there && mdl_rpc_now() - t0 < 5.0) {
+    there = system(look) == 0;
+    if (there) usleep(100000);
+  }
+  cr_assert_not(there, "the killed driver's folder is still there after 5 s");
+  cr_assert_lt(mdl_rpc_now() - t0, 3.0);
+  mdl_pb_free(p);
 }

@@ -9,11 +9,13 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/pb.h"
@@ -451,5 +453,236 @@ Test(hostile, refused_calls_do_not_reset_the_workers_idle_timer) {
   mdl_worker_free(t.w);
   setup_free(&m);
   mdl_rpc_channel_free(ch);
+  mdl_rpc_shutdown();
+}
+
+/* --- ways to hang: stalled streams ---------------------------------------- */
+
+/* A Round head for session 42 (caller frees). */
+static uint8_t *round_head(size_t *len) {
+  Memdl__RoundRequest r = MEMDL__ROUND_REQUEST__INIT;
+  r.has_session = r.has_tau = 1;
+  r.session = 42;
+  r.tau = 1;
+  mdl_rpc_out o = {.msg = &r.base};
+  uint8_t *p;
+  mdl_error err;
+  cr_assert_eq(mdl_rpc_encode_flat(&o, &p, len, &err), MDL_OK);
+  return p;
+}
+
+typedef struct staller {
+  const char *addr, *method;
+  const uint8_t *head;
+  size_t head_len;
+  int hold_ms;
+  mdl_rpc_code code;
+  double seconds;
+} staller;
+
+static void *stall(void *arg) {
+  staller *st = arg;
+  mdl_rpc_channel *ch = channel(st->addr, TOKEN);
+  st->code =
+      mdl_rpc_test_stall_stream(ch, st->method, st->head, st->head_len, st->hold_ms, &st->seconds);
+  mdl_rpc_channel_free(ch);
+  return NULL;
+}
+
+static thr_worker *token_worker(thr_worker *t, int driver_timeout_ms, int stream_timeout_ms,
+                                FILE *log) {
+  start_worker(t, (mdl_worker_opts){.listen = "127.0.0.1:0",
+                                    .sec = {.token = TOKEN, .token_len = strlen(TOKEN)},
+                                    .driver_timeout_ms = driver_timeout_ms,
+                                    .stream_timeout_ms = stream_timeout_ms,
+                                    .keepalive_ms = 500,
+                                    .keepalive_timeout_ms = 500,
+                                    .log = log});
+  return t;
+}
+
+Test(hostile, a_stream_whose_chunks_never_come_neither_blocks_others_nor_lasts) {
+  mdl_rpc_init();
+  thr_worker t;
+  token_worker(&t, 60000, 1500, NULL);
+  mdl_rpc_channel *ch = channel(t.addr, TOKEN);
+  setup_msg m;
+  setup_init(&m);
+  char detail[512];
+  cr_assert_eq(call1(ch, MDL_WORKER_SETUP, &m.req.base, &memdl__setup_reply__descriptor, detail),
+               MDL_RPC_OK, "%s", detail);
+  size_t hl;
+  uint8_t *head = round_head(&hl);
+  staller st = {
+      .addr = t.addr, .method = MDL_WORKER_ROUND, .head = head, .head_len = hl, .hold_ms = 8000};
+  pthread_t th;
+  pthread_create(&th, NULL, stall, &st);
+  usleep(400000);
+  /* the driver's next call goes through while the stream waits */
+  Memdl__StateRequest sr = MEMDL__STATE_REQUEST__INIT;
+  sr.has_session = 1;
+  sr.session = 42;
+  double t0 = mdl_rpc_now();
+  cr_assert_eq(call1(ch, MDL_WORKER_STATE, &sr.base, &memdl__state_reply__descriptor, detail),
+               MDL_RPC_OK, "%s", detail);
+  double took = mdl_rpc_now() - t0;
+  pthread_join(th, NULL);
+  cr_assert(took < 1.0, "a stalled stream held the worker for %.1f s", took);
+  cr_assert_neq(st.code, MDL_RPC_CANCELLED, "the worker never ended the stalled stream");
+  cr_assert(st.seconds < 4.0, "the stalled stream lasted %.1f s", st.seconds);
+  stop_worker(&t);
+  free(head);
+  setup_free(&m);
+  mdl_rpc_channel_free(ch);
+  mdl_rpc_shutdown();
+}
+
+Test(hostile, one_setup_at_a_time) {
+  mdl_rpc_init();
+  thr_worker t;
+  token_worker(&t, 60000, 3000, NULL);
+  setup_msg m;
+  setup_init(&m);
+  uint8_t *bytes;
+  size_t len;
+  mdl_error err;
+  mdl_rpc_out o = {.msg = &m.req.base};
+  cr_assert_eq(mdl_rpc_encode_flat(&o, &bytes, &len, &err), MDL_OK);
+  staller st = {
+      .addr = t.addr, .method = MDL_WORKER_SETUP, .head = bytes, .head_len = len, .hold_ms = 5000};
+  pthread_t th;
+  pthread_create(&th, NULL, stall, &st);
+  usleep(400000);
+  mdl_rpc_channel *ch = channel(t.addr, TOKEN);
+  char detail[512];
+  cr_assert_eq(call1(ch, MDL_WORKER_SETUP, &m.req.base, &memdl__setup_reply__descriptor, detail),
+               MDL_RPC_RESOURCE_EXHAUSTED, "%s", detail);
+  cr_assert(strstr(detail, "in progress"), "%s", detail);
+  pthread_join(th, NULL);
+  /* the slot is free again once the first one ended */
+  cr_assert_eq(call1(ch, MDL_WORKER_SETUP, &m.req.base, &memdl__setup_reply__descriptor, detail),
+               MDL_RPC_OK, "%s", detail);
+  stop_worker(&t);
+  free(bytes);
+  setup_free(&m);
+  mdl_rpc_channel_free(ch);
+  mdl_rpc_shutdown();
+}
+
+Test(hostile, a_worker_exits_on_its_driver_timeout_whatever_its_calls_wait_for) {
+  mdl_rpc_init();
+  thr_worker t;
+  token_worker(&t, 1000, 60000, NULL); /* never set up; a stream stalls */
+  size_t hl;
+  uint8_t *head = round_head(&hl);
+  staller st = {
+      .addr = t.addr, .method = MDL_WORKER_ROUND, .head = head, .head_len = hl, .hold_ms = 10000};
+  pthread_t th;
+  pthread_create(&th, NULL, stall, &st);
+  double t0 = mdl_rpc_now();
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 6;
+  int rc = pthread_timedjoin_np(t.th, NULL, &until);
+  double waited = mdl_rpc_now() - t0;
+  cr_assert_eq(rc, 0, "the worker did not exit on its 1 s driver timeout");
+  cr_assert_str_eq(t.reason, "driver gone");
+  cr_assert(waited < 4.0, "exited after %.1f s", waited);
+  pthread_join(th, NULL);
+  mdl_worker_free(t.w);
+  free(head);
+  mdl_rpc_shutdown();
+}
+
+/* The peer of a stalled stream stops answering (SIGSTOP): the worker's own
+ * pings notice and end the call long before the stream timeout. */
+Test(hostile, a_silent_peers_stream_is_ended_by_keepalive) {
+  int pipefd[2];
+  cr_assert_eq(pipe(pipefd), 0);
+  pid_t pid = fork(); /* before gRPC starts in this process */
+  if (pid == 0) {
+    char addr[160] = {0};
+    if (read(pipefd[0], addr, sizeof addr - 1) <= 0) _exit(1);
+    mdl_rpc_init();
+    size_t hl;
+    uint8_t *head = round_head(&hl);
+    staller st = {
+        .addr = addr, .method = MDL_WORKER_ROUND, .head = head, .head_len = hl, .hold_ms = 30000};
+    stall(&st);
+    _exit(0);
+  }
+  mdl_rpc_init();
+  FILE *log = tmpfile();
+  thr_worker t;
+  token_worker(&t, 60000, 60000, log);
+  cr_assert(write(pipefd[1], t.addr, strlen(t.addr)) > 0);
+  usleep(1500000); /* the child connects and its stream reaches the worker */
+  kill(pid, SIGSTOP);
+  double t0 = mdl_rpc_now();
+  char *text = NULL;
+  bool ended = false;
+  while (!ended && mdl_rpc_now() - t0 < 8.0) {
+    usleep(100000);
+    free(text);
+    text = log_text(log);
+    ended = strstr(text, "Round") && strstr(text, "cancel");
+  }
+  double took = mdl_rpc_now() - t0;
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  cr_assert(ended, "the stalled stream of a stopped peer was never ended:\n%s", text);
+  cr_assert(took < 5.0, "ended after %.1f s", took);
+  free(text);
+  stop_worker(&t);
+  fclose(log);
+  mdl_rpc_shutdown();
+}
+
+/* --- TLS failures reach the driver's log at once ---------------------------- */
+
+Test(hostile, a_refused_tls_handshake_fails_the_drivers_setup_at_once_with_its_cause) {
+  if (system("openssl version >/dev/null 2>&1") != 0) cr_skip_test("openssl is not installed");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "cd %s && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout ca.key -out ca.pem -days 1 -subj /CN=memdl-test-ca 2>/dev/null && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout other.key -out other.pem -days 1 -subj /CN=memdl-other-ca 2>/dev/null && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout srv.key -out srv.csr -subj /CN=memdl-worker 2>/dev/null && "
+           "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && "
+           "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+           "-out srv.pem -days 1 -extfile ext 2>/dev/null",
+           tu_dir);
+  cr_assert_eq(system(cmd), 0, "openssl failed");
+  const char *tf = tu_dir_write("token", TOKEN);
+  chmod(tf, 0600);
+  mdl_rpc_init();
+  thr_worker t;
+  start_worker(&t, (mdl_worker_opts){.listen = "127.0.0.1:0",
+                                     .sec = {.token = TOKEN,
+                                             .token_len = strlen(TOKEN),
+                                             .tls_cert = tu_dir_path("srv.pem"),
+                                             .tls_key = tu_dir_path("srv.key")}});
+  dt_lin_spec s = {
+      .d = 4, .parts = 1, .batch = 2, .max_iter = 10, .tau = 5, .records = 16, .lr = 0.1f};
+  Memdl__Plan *p = dt_linear_plan(&s, "linear", 11, 0);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = dt_opts(t.addr, "linear", log);
+  o.token_file = tf;
+  o.tls_ca = tu_dir_path("other.pem"); /* not the CA that signed the worker */
+  mdl_driver_result r;
+  mdl_error err;
+  double t0 = mdl_rpc_now();
+  cr_assert_neq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK);
+  double took = mdl_rpc_now() - t0;
+  char *text = log_text(log);
+  cr_assert(took < 5.0, "the driver gave up after %.1f s (setup timeout 20 s):\n%s", took, text);
+  cr_assert(strstr(text, "TLS handshake") && strstr(text, "certificate verify failed"), "%s", text);
+  free(text);
+  fclose(log);
+  mdl_pb_free(p);
+  stop_worker(&t);
   mdl_rpc_shutdown();
 }

@@ -29,12 +29,18 @@ typedef struct fx {
   Memdl__RoundReply reply;
 } fx;
 
-static void *echo_dest(void *ctx, size_t len, mdl_error *err) {
+static bool echo_check(void *ctx, size_t len, mdl_error *err) {
   fx *f = ctx;
   if ((f->expect && len != f->expect) || len > CAP) {
     mdl_errorf(err, MDL_ERR_INVALID, "weights of %zu bytes, expected %zu", len, f->expect);
-    return NULL;
+    return false;
   }
+  return true;
+}
+
+static void *echo_dest(void *ctx, size_t len, mdl_error *err) {
+  fx *f = ctx;
+  if (!echo_check(f, len, err)) return NULL;
   mdl_rpc_pin_wait(f->pin); /* the last zero-copy reply may still be leaving */
   return f->buf;
 }
@@ -67,8 +73,8 @@ static mdl_status on_echo_pin(void *ctx, mdl_rpc_call_ctx *call, const ProtobufC
 }
 
 static const mdl_rpc_method METHODS[] = {
-    {ECHO, &memdl__round_request__descriptor, 5, echo_dest, 1024, on_echo},
-    {ECHO_PIN, &memdl__round_request__descriptor, 5, echo_dest, 1024, on_echo_pin},
+    {ECHO, &memdl__round_request__descriptor, 5, echo_dest, 1024, on_echo, echo_check},
+    {ECHO_PIN, &memdl__round_request__descriptor, 5, echo_dest, 1024, on_echo_pin, echo_check},
     {NOBULK, &memdl__round_request__descriptor, 0, NULL, 1024, on_echo},
 };
 

@@ -619,12 +619,18 @@ Test(rpc, k_calls_run_at_once_on_one_queue) {
   }
 }
 
-Test(rpc, idle_server_returns_after_its_timeout_once_used) {
+Test(rpc, idle_server_returns_after_its_timeout_with_or_without_calls) {
   fx f;
   mdl_error err;
+  /* never called: it returns all the same (a worker nobody drives exits) */
   cr_assert_eq(fx_start_opts(&f, "127.0.0.1:0", NULL, 0, 300, &err), MDL_OK);
-  usleep(500000); /* not armed before the first call */
-  cr_assert_not(f.idle);
+  double t_start = mdl_rpc_now();
+  pthread_join(f.th, NULL);
+  f.running = false;
+  cr_assert(f.idle);
+  cr_assert(mdl_rpc_now() - t_start < 2.0);
+  fx_stop(&f);
+  cr_assert_eq(fx_start_opts(&f, "127.0.0.1:0", NULL, 0, 300, &err), MDL_OK);
   mdl_rpc_channel *ch = chan(f.addr, NULL);
   sink out = {calloc(1, 64), 64};
   mdl_rpc_call c = call1(ch, SLEEP, 0, 0, 5000, &out);
@@ -700,4 +706,59 @@ Test(rpc_process, keepalive_notices_a_stopped_peer_before_the_deadline, .timeout
   free(out.buf);
   mdl_rpc_shutdown();
   tu_rm_rf(dir);
+}
+
+/* Each TLS failure ends a waiting call at once, saying why, instead of
+ * after its deadline as DEADLINE_EXCEEDED. */
+Test(rpc, tls_failures_are_reported_at_once_with_their_cause) {
+  if (!have_openssl()) cr_skip_test("openssl is not installed");
+  char *dir = tu_tmpdir();
+  make_certs(dir);
+  char *ca = tu_path(dir, "ca.pem"), *other = tu_path(dir, "other.pem");
+  char *cert = tu_path(dir, "srv.pem"), *key = tu_path(dir, "srv.key");
+  mdl_rpc_security ssec = {.tls_cert = cert, .tls_key = key};
+  fx f, fc;
+  mdl_error err;
+  cr_assert_eq(fx_start_opts(&f, "127.0.0.1:0", &ssec, 0, 0, &err), MDL_OK, "%s", err.msg);
+  mdl_rpc_security rsec = {
+      .tls_cert = cert, .tls_key = key, .tls_ca = ca, .require_client_cert = true};
+  cr_assert_eq(fx_start_opts(&fc, "127.0.0.1:0", &rsec, 0, 0, &err), MDL_OK, "%s", err.msg);
+  sink out = {calloc(1, 4096), 4096};
+  struct {
+    const char *what;
+    const char *addr;
+    mdl_rpc_security sec;
+    const char *name;
+  } cases[] = {
+      {"another CA", f.addr, {.tls_ca = other}, NULL},
+      {"plain text to TLS", f.addr, {0}, NULL},
+      {"hostname mismatch", f.addr, {.tls_ca = ca}, "not-the-worker.example"},
+      {"no client certificate", fc.addr, {.tls_ca = ca}, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    mdl_rpc_channel_opts o = {
+        .keepalive_ms = 500, .sec = cases[i].sec, .tls_server_name = cases[i].name};
+    mdl_rpc_channel *ch;
+    cr_assert_eq(mdl_rpc_channel_new(cases[i].addr, &o, &ch, &err), MDL_OK, "%s", err.msg);
+    double t0 = mdl_rpc_now();
+    mdl_rpc_call c = call1(ch, ECHO, 2, 16, 10000, &out);
+    double took = mdl_rpc_now() - t0;
+    fprintf(stderr, "%s: %s after %.2f s: %s\n", cases[i].what, mdl_rpc_code_name(c.code), took,
+            c.detail);
+    cr_assert_eq(c.code, MDL_RPC_UNAVAILABLE, "%s: %s %s", cases[i].what, mdl_rpc_code_name(c.code),
+                 c.detail);
+    cr_assert(took < 4.0, "%s: reported after %.1f s", cases[i].what, took);
+    cr_assert(strstr(c.detail, "TLS"), "%s: %s", cases[i].what, c.detail);
+    mdl_rpc_calls_clear(&c, 1);
+    mdl_rpc_channel_free(ch);
+  }
+  fx_stop(&f);
+  fx_stop(&fc);
+  free(out.buf);
+  tu_rm_rf(dir);
+  free(ca);
+  free(other);
+  free(cert);
+  free(key);
+  free(dir);
 }

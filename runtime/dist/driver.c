@@ -569,6 +569,8 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
       break;
     }
     if (d->o.max_rounds > 0 && d->rounds_here >= d->o.max_rounds) break;
+    st = mdl_driver_retake_workers(d, err);
+    if (st != MDL_OK) break;
     int tau = d->tau;
     if (d->iter + tau > d->max_iter) tau = d->max_iter - d->iter;
     /* rounds end where the solver tests and snapshots, as iterations count */
@@ -668,6 +670,17 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
     mdl_driver_result_free(res);
   }
   return st;
+}
+
+void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len) {
+  int alive = 0;
+  for (int i = 0; i < res->n_workers; i++) alive += res->workers && res->workers[i].alive;
+  if (!res->workers) alive = res->n_workers;
+  char started[48] = "";
+  if (alive != res->n_workers)
+    snprintf(started, sizeof started, " (of %d started)", res->n_workers);
+  snprintf(buf, len, "done: %d iterations in %d rounds on %d worker%s%s, %.0f s", res->iter,
+           res->rounds, alive, alive == 1 ? "" : "s", started, res->seconds);
 }
 
 void mdl_driver_result_free(mdl_driver_result *res) {

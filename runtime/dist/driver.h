@@ -62,17 +62,17 @@ typedef struct mdl_driver_opts {
   /* Where model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel at
    * the solver's snapshot interval and at the end. NULL: <base_dir>/out. */
   const char *out_dir;
-  int snapshot_rounds;  /* rounds between snapshots; 0: the job's; -1: never */
-  const char *trainer;  /* backend: NULL is "net" */
+  int snapshot_rounds;               /* rounds between snapshots; 0: the job's; -1: never */
+  const char *trainer;               /* backend: NULL is "net" */
   const mdl_trainer_table *trainers; /* where it is looked up; NULL: the product's */
-  uint64_t seed;        /* 0: the solver's random_seed when >= 0, else 1 */
-  int tau;              /* 0: the job's sync.tau, else the tuner's/10 */
-  int round_timeout_ms; /* 0: the job's cluster.round_timeout_ms */
-  int setup_timeout_ms; /* 0: 60000 (workers rebuilding partitions) */
-  int keepalive_ms;     /* 0: 2000; a stopped worker is noticed in ~2x this */
-  int max_rounds;       /* stop after this many rounds of this process (0: no limit) */
-  bool no_replace;      /* local mode: do not start replacement workers */
-  bool no_shm;          /* local mode: weights in messages, not through shared memory */
+  uint64_t seed;                     /* 0: the solver's random_seed when >= 0, else 1 */
+  int tau;                           /* 0: the job's sync.tau, else the tuner's/10 */
+  int round_timeout_ms;              /* 0: the job's cluster.round_timeout_ms */
+  int setup_timeout_ms;              /* 0: 60000 (workers rebuilding partitions) */
+  int keepalive_ms;                  /* 0: 2000; a stopped worker is noticed in ~2x this */
+  int max_rounds;                    /* stop after this many rounds of this process (0: no limit) */
+  bool no_replace;                   /* local mode: do not start replacement workers */
+  bool no_shm; /* local mode: weights in messages, not through shared memory */
   /* local workers: the program to start (see launcher.h) */
   const char *worker_exe;
   const char *const *worker_argv;
@@ -135,6 +135,11 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
                                const mdl_driver_opts *opts, mdl_driver_result *res, mdl_error *err);
 
 void mdl_driver_result_free(mdl_driver_result *res);
+
+/* The closing line of a run into buf ("done: I iterations in R rounds on W
+ * workers, S s", W being those still alive, with how many started when
+ * some were lost). */
+void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len);
 
 /* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float
  * with the weights computed in double: the same bits on every run. Workers

@@ -29,6 +29,12 @@ typedef struct slot {
   uint64_t samples;
   double compute_s, rtt_s;
   mdl_driver_worker_stats total;
+  /* remote mode: a dead worker's partitions, taken back when it answers
+   * again (its channel connected; after a failed try, not before retry_at) */
+  bool lost;
+  Memdl__PartitionLineage **lost_train, **lost_test;
+  size_t n_lost_train, n_lost_test;
+  double retry_at, retry_gap;
 } slot;
 
 typedef struct driver {
@@ -128,6 +134,10 @@ mdl_status mdl_driver_setup_workers(driver *d, const Memdl__DriverSnapshot *snap
 /* Removes a worker: its partitions go to the survivors; in local mode a
  * replacement starts and takes them back. */
 mdl_status mdl_driver_kill_slot(driver *d, slot *dead, const char *why, mdl_error *err);
+
+/* Remote mode, before a round: dead workers that answer at their address
+ * again (restarted) are set up and take their partitions back. */
+mdl_status mdl_driver_retake_workers(driver *d, mdl_error *err);
 
 /* Asks every live worker to exit (best effort, 5 s). */
 void mdl_driver_shutdown_workers(driver *d);

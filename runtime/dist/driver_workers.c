@@ -80,6 +80,11 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
       break;
     }
     s->alive = true;
+    if (r->replaced_session && r->replaced_session != d->session)
+      dlog(d,
+           "worker %d (%s) was still serving run %016llx of another driver: taken over (that "
+           "run can no longer use it)",
+           s->index, s->addr, (unsigned long long)r->replaced_session);
     snprintf(s->total.address, sizeof s->total.address, "%s", s->addr);
     dlog(d, "worker %d at %s (%s on %s): %zu train / %zu test partitions, %llu / %llu samples",
          s->index, s->addr, r->device ? r->device : "?", r->host ? r->host : "?", s->n_train,
@@ -171,21 +176,11 @@ static mdl_status move_partitions(driver *d, slot *from, mdl_error *err) {
   return st;
 }
 
-/* Local mode: a new process for a dead slot, which takes its partitions
+/* A dead slot's worker, running again (a local replacement, or a remote
+ * worker back at its address), is set up and takes the slot's partitions
  * back from the survivors. Failure leaves the slot dead (not an error). */
-static mdl_status replace_slot(driver *d, slot *s, Memdl__PartitionLineage **train, size_t n_train,
-                               Memdl__PartitionLineage **test, size_t n_test, mdl_error *err) {
-  mdl_error e2;
-  mdl_error_clear(&e2);
-  if (mdl_local_workers_restart(d->lw, s->index, &e2) != MDL_OK) {
-    dlog(d, "worker %d: cannot start a replacement: %s", s->index, e2.msg);
-    return MDL_OK;
-  }
-  snprintf(s->addr, sizeof s->addr, "%s", mdl_local_workers_address(d->lw, s->index));
-  if (open_channel(d, s, &e2) != MDL_OK) {
-    dlog(d, "%s", e2.msg);
-    return MDL_OK;
-  }
+static mdl_status take_back(driver *d, slot *s, Memdl__PartitionLineage **train, size_t n_train,
+                            Memdl__PartitionLineage **test, size_t n_test, mdl_error *err) {
   /* take the partitions back from whoever holds them now */
   Memdl__ReassignRequest *req = mdl_xcalloc((size_t)d->k, sizeof *req);
   Memdl__PartitionRef *refs = mdl_xcalloc(n_train + n_test + 1, sizeof *refs);
@@ -235,8 +230,12 @@ static mdl_status replace_slot(driver *d, slot *s, Memdl__PartitionLineage **tra
   mdl_status st = setup_slots(d, one, 1, NULL, &ok, err);
   if (st == MDL_OK && ok == 1) {
     d->res->replacements++;
-    dlog(d, "worker %d replaced: pid %d at %s, taking back its %zu train / %zu test partitions",
-         s->index, (int)mdl_local_workers_pid(d->lw, s->index), s->addr, n_train, n_test);
+    if (d->lw)
+      dlog(d, "worker %d replaced: pid %d at %s, taking back its %zu train / %zu test partitions",
+           s->index, (int)mdl_local_workers_pid(d->lw, s->index), s->addr, n_train, n_test);
+    else
+      dlog(d, "worker %d (%s) is back: taking back its %zu train / %zu test partitions", s->index,
+           s->addr, n_train, n_test);
     int m = 0;
     slot **owners = mdl_xcalloc((size_t)d->k, sizeof *owners);
     mdl_rpc_call *calls = mdl_xcalloc((size_t)d->k, sizeof *calls);
@@ -286,8 +285,55 @@ static mdl_status replace_slot(driver *d, slot *s, Memdl__PartitionLineage **tra
   return st;
 }
 
+/* Local mode: a new process for a dead slot, which takes its partitions
+ * back. Failure leaves the slot dead (not an error). */
+static mdl_status replace_slot(driver *d, slot *s, Memdl__PartitionLineage **train, size_t n_train,
+                               Memdl__PartitionLineage **test, size_t n_test, mdl_error *err) {
+  mdl_error e2;
+  mdl_error_clear(&e2);
+  if (mdl_local_workers_restart(d->lw, s->index, &e2) != MDL_OK) {
+    dlog(d, "worker %d: cannot start a replacement: %s", s->index, e2.msg);
+    return MDL_OK;
+  }
+  snprintf(s->addr, sizeof s->addr, "%s", mdl_local_workers_address(d->lw, s->index));
+  if (open_channel(d, s, &e2) != MDL_OK) {
+    dlog(d, "%s", e2.msg);
+    return MDL_OK;
+  }
+  return take_back(d, s, train, n_train, test, n_test, err);
+}
+
+static void forget_lost(slot *s) {
+  free(s->lost_train);
+  free(s->lost_test);
+  s->lost_train = s->lost_test = NULL;
+  s->n_lost_train = s->n_lost_test = 0;
+}
+
+mdl_status mdl_driver_retake_workers(driver *d, mdl_error *err) {
+  if (d->lw || d->o.no_replace) return MDL_OK;
+  double now = mdl_rpc_now();
+  mdl_status st = MDL_OK;
+  for (int i = 0; st == MDL_OK && i < d->k; i++) {
+    slot *s = &d->s[i];
+    if (s->alive || !s->lost || now < s->retry_at) continue;
+    if (!mdl_rpc_channel_connected(s->ch)) continue; /* cheap: asked every round */
+    /* connected but failing (hung, or refusing): try again ever later */
+    s->retry_gap = s->retry_gap > 0 ? (s->retry_gap < 60 ? s->retry_gap * 2 : 60) : 2;
+    s->retry_at = now + s->retry_gap;
+    st = take_back(d, s, s->lost_train, s->n_lost_train, s->lost_test, s->n_lost_test, err);
+    if (s->alive) {
+      s->lost = false;
+      forget_lost(s);
+    }
+  }
+  return st;
+}
+
 /* Removes a worker: its partitions go to the survivors; in local mode a
- * replacement starts and takes them back. */
+ * replacement starts and takes them back, in remote mode the worker takes
+ * them back once it answers at its address again (a restart), at the start
+ * of a later round (mdl_driver_retake_workers). */
 mdl_status mdl_driver_kill_slot(driver *d, slot *dead, const char *why, mdl_error *err) {
   if (!dead->alive) return MDL_OK;
   dead->alive = false;
@@ -306,7 +352,17 @@ mdl_status mdl_driver_kill_slot(driver *d, slot *dead, const char *why, mdl_erro
   if (alive_count(d) > 0) st = move_partitions(d, dead, err);
   if (st == MDL_OK && d->lw && !d->o.no_replace)
     st = replace_slot(d, dead, train, n_train, test, n_test, err);
-  else if (st == MDL_OK && alive_count(d) == 0 && !dead->alive) {
+  if (st == MDL_OK && !d->lw && !d->o.no_replace && alive_count(d) > 0) {
+    forget_lost(dead);
+    dead->lost = true;
+    dead->retry_at = 0;
+    dead->retry_gap = 0;
+    dead->lost_train = train;
+    dead->n_lost_train = n_train;
+    dead->lost_test = test;
+    dead->n_lost_test = n_test;
+    train = test = NULL;
+  } else if (st == MDL_OK && alive_count(d) == 0 && !dead->alive) {
     /* nobody took them: keep them with the dead slot for the error message */
     st = mdl_errorf(err, MDL_ERR_INTERNAL, "every worker failed (last: worker %d, %s: %s)",
                     dead->index, dead->addr, why);
@@ -453,6 +509,7 @@ void mdl_driver_free_state(driver *d) {
     if (!d->shm) mdl_rpc_buffer_free(d->s[i].recv, d->n_params * sizeof(float));
     free(d->s[i].train);
     free(d->s[i].test);
+    forget_lost(&d->s[i]);
   }
   free(d->s);
   mdl_local_workers_free(d->lw);

@@ -101,7 +101,8 @@ static mdl_status spawn(mdl_local_workers *lw, int i, mdl_error *err) {
   if (pid == 0) {
     /* the child: only async-signal-safe calls until exec */
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* SIGTERM: the worker stops, and removes this folder if we are gone */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);
     sigset_t none;
     sigemptyset(&none);

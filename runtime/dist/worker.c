@@ -5,9 +5,12 @@
 #define _GNU_SOURCE
 #include "runtime/dist/worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,6 +35,9 @@ struct mdl_worker {
   Memdl__Plan *plan;
   mdl_trainer *trainer;
   size_t n_params;
+  /* n_params * sizeof(float), read outside the serial section when a
+   * streamed request declares its size */
+  _Atomic size_t weights_bytes;
   float *w_in, *w_out;  /* rpc buffers, reused across rounds */
   mdl_rpc_pin *out_pin; /* w_out is sent without a copy */
   uint8_t *state;       /* the last State reply's bytes */
@@ -40,6 +46,7 @@ struct mdl_worker {
   size_t shm_len;
   float *shm_in, *shm_out;
   int shm_dirfd; /* the launcher's private folder (-1: shared memory refused) */
+  pid_t ppid;    /* our parent at start (the driver, for launched workers) */
 
   /* reply storage, valid until the next reply */
   Memdl__SetupReply setup_reply;
@@ -75,6 +82,7 @@ static void teardown(mdl_worker *w) {
   mdl_rpc_buffer_free(w->w_out, w->n_params * sizeof(float));
   w->w_in = w->w_out = NULL;
   w->n_params = 0;
+  w->weights_bytes = 0;
   free(w->state);
   w->state = NULL;
   if (w->shm) munmap(w->shm, w->shm_len);
@@ -177,6 +185,22 @@ static void *weights_dest(void *ctx, size_t len, mdl_error *err) {
   return w->w_in;
 }
 
+/* weights_dest's size check, without the buffer (outside the serial
+ * section, for a streamed request's declared size). */
+static bool weights_check(void *ctx, size_t len, mdl_error *err) {
+  mdl_worker *w = ctx;
+  size_t want = w->weights_bytes;
+  if (!want) {
+    mdl_errorf(err, MDL_ERR_INVALID, "weights before Setup");
+    return false;
+  }
+  if (len != want) {
+    mdl_errorf(err, MDL_ERR_INVALID, "weights of %zu bytes; the model has %zu bytes", len, want);
+    return false;
+  }
+  return true;
+}
+
 static mdl_status check_lineages(Memdl__PartitionLineage **l, size_t n, mdl_error *err) {
   if (n > MDL_WORKER_MAX_PARTITIONS)
     return mdl_errorf(err, MDL_ERR_INVALID, "%zu partitions: more than %d", n,
@@ -208,9 +232,13 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     mdl_pb_free(plan);
     return mdl_errorf(err, MDL_ERR_INVALID, "Setup: the plan has no solver");
   }
-  if (w->session)
-    wlog(w, "new run %016llx replaces %016llx", (unsigned long long)r->session,
-         (unsigned long long)w->session);
+  uint64_t replaced = w->session;
+  if (replaced && replaced != r->session)
+    wlog(w, "taken over by another driver (%s): run %016llx replaces run %016llx, which ends here",
+         mdl_rpc_call_peer(call), (unsigned long long)r->session, (unsigned long long)replaced);
+  else if (replaced)
+    wlog(w, "set up again for run %016llx by %s", (unsigned long long)r->session,
+         mdl_rpc_call_peer(call));
   teardown(w);
 
   const char *device = r->device && r->device[0] ? r->device : w->o.device;
@@ -255,6 +283,7 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   w->plan = plan;
   w->trainer = t;
   w->n_params = n;
+  w->weights_bytes = n * sizeof(float);
   w->w_in = a;
   w->w_out = b;
   w->session = r->session;
@@ -274,6 +303,8 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   rep->test_samples = mdl_trainer_samples(t, CAFFE__PHASE__TEST);
   rep->device = w->device;
   rep->host = w->host;
+  rep->has_replaced_session = replaced != 0;
+  rep->replaced_session = replaced;
   reply->msg = &rep->base;
   return MDL_OK;
 }
@@ -450,13 +481,14 @@ static mdl_status on_shutdown(void *ctx, mdl_rpc_call_ctx *call, const ProtobufC
   return MDL_OK;
 }
 
+/* Setup is exclusive: one plan (up to 1 GiB) in memory at a time. */
 static const mdl_rpc_method METHODS[] = {
     {MDL_WORKER_SETUP, &memdl__setup_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
-     on_setup},
+     on_setup, NULL, true},
     {MDL_WORKER_ROUND, &memdl__round_request__descriptor, 5, weights_dest,
-     MDL_WORKER_MAX_SMALL_BYTES, on_round},
+     MDL_WORKER_MAX_SMALL_BYTES, on_round, weights_check},
     {MDL_WORKER_TEST, &memdl__test_request__descriptor, 5, weights_dest, MDL_WORKER_MAX_SMALL_BYTES,
-     on_test},
+     on_test, weights_check},
     {MDL_WORKER_REASSIGN, &memdl__reassign_request__descriptor, 0, NULL, MDL_WORKER_MAX_SETUP_BYTES,
      on_reassign},
     {MDL_WORKER_STATE, &memdl__state_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
@@ -507,6 +539,7 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
   w->o.listen = mdl_xstrdup(o->listen);
   w->o.shm_dir = o->shm_dir ? mdl_xstrdup(o->shm_dir) : NULL;
   w->shm_dirfd = dirfd;
+  w->ppid = getppid();
   w->log = log;
   w->out_pin = mdl_rpc_pin_new();
   if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
@@ -517,6 +550,9 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
       .sec = o->sec,
       .max_message_bytes = 0,
       .min_ping_interval_ms = o->min_ping_interval_ms,
+      .stream_timeout_ms = o->stream_timeout_ms,
+      .keepalive_ms = o->keepalive_ms,
+      .keepalive_timeout_ms = o->keepalive_timeout_ms,
       .idle_timeout_ms = o->driver_timeout_ms > 0 ? o->driver_timeout_ms : 600000,
       .log = w->log};
   st = mdl_rpc_server_new(o->listen, &so, &w->srv, err);
@@ -544,10 +580,42 @@ void mdl_worker_stop(mdl_worker *w) {
   if (w) mdl_rpc_server_stop(w->srv);
 }
 
+/* A local worker outliving its driver (SIGKILLed: the launcher's
+ * PDEATHSIG sends us SIGTERM) removes the driver's private folder, weights
+ * included, instead of leaving it until the next local run sweeps it. The
+ * driver's pid is in the folder's driver.pid; only a dead one's folder goes,
+ * through the descriptor opened at start, without following links. */
+static void remove_dead_drivers_dir(mdl_worker *w) {
+  if (w->shm_dirfd < 0) return;
+  int fd = openat(w->shm_dirfd, "driver.pid", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[32] = {0};
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  /* gone: no such process, or our parent that died (not yet reaped) */
+  bool gone = pid > 0 && ((kill((pid_t)pid, 0) != 0 && errno == ESRCH) ||
+                          (pid == (long)w->ppid && getppid() != w->ppid));
+  if (!gone) return;
+  int dfd = dup(w->shm_dirfd);
+  DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+  if (!d) {
+    if (dfd >= 0) close(dfd);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(w->shm_dirfd, e->d_name, 0);
+  closedir(d);
+  if (rmdir(w->o.shm_dir) == 0 || errno == ENOENT)
+    wlog(w, "the driver (pid %ld) is gone: removed its folder %s", pid, w->o.shm_dir);
+}
+
 void mdl_worker_free(mdl_worker *w) {
   if (!w) return;
   mdl_rpc_server_free(w->srv); /* joins handlers before their state goes */
   teardown(w);
+  remove_dead_drivers_dir(w);
   mdl_rpc_pin_free(w->out_pin);
   free(w->outs);
   free(w->out_ptrs);

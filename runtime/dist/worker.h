@@ -31,11 +31,16 @@ typedef struct mdl_worker_opts {
   const char *device; /* "cpu" (default), "cuda", "cuda:N" */
   int threads;        /* 0: one per core */
   mdl_rpc_security sec;
-  /* Once set up by a driver, exit cleanly after this long without a call
-   * from it (ms; 0: 600000). */
+  /* Exit cleanly after this long without a call from a driver (ms; 0:
+   * 600000), counted from the start, whatever calls are pending: a call
+   * waiting for its peer does not count, a round at work does. */
   int driver_timeout_ms;
   int min_ping_interval_ms; /* smallest keepalive interval accepted (0: 100) */
-  FILE *log;                /* NULL: stderr */
+  /* A request message (or chunk) overdue this long cancels its call (ms;
+   * 0: 30000); the worker's own pings (0: 10000 and 10000). See rpc.h. */
+  int stream_timeout_ms;
+  int keepalive_ms, keepalive_timeout_ms;
+  FILE *log; /* NULL: stderr */
   /* Set by the local launcher only: its private folder (ours, mode 0700),
    * the one place a Setup's shm_path may name a file in. NULL: shared
    * memory is refused. Needs a "unix:/path" listen address. */

@@ -175,6 +175,14 @@ typedef struct mdl_rpc_method {
   mdl_rpc_bulk_fn req_bulk_dest; /* called with the server's ctx */
   size_t req_max_bytes;          /* bound on the request without its bulk */
   mdl_rpc_handler handler;
+  /* Whether req_bulk_dest would accept len bytes now (false: err says why),
+   * asked outside the serial section when a streamed request declares its
+   * size, so a wrong size is refused before it is received. NULL: only
+   * req_bulk_dest judges, once the stream has arrived. */
+  bool (*req_bulk_check)(void *ctx, size_t len, mdl_error *err);
+  /* One call of this method at a time: another is refused
+   * (RESOURCE_EXHAUSTED) before its message is received. */
+  bool exclusive;
 } mdl_rpc_method;
 
 typedef struct mdl_rpc_server_opts {
@@ -185,10 +193,21 @@ typedef struct mdl_rpc_server_opts {
   size_t max_message_bytes; /* 0: 2 GiB - 1 */
   /* Smallest client ping interval tolerated (ms); <= the clients' keepalive. */
   int min_ping_interval_ms;
-  /* Once a call has succeeded, mdl_rpc_server_run returns after this long
-   * without any call that passed the token check (0: never): a worker whose
-   * driver is gone exits, whoever else keeps knocking. */
+  /* mdl_rpc_server_run returns after this long (from the start, or the
+   * last call that passed the token check, or the last moment a handler was
+   * at work; 0: never), whatever its calls are waiting for: a worker whose
+   * driver is gone exits, whoever else keeps knocking or stalls a call. */
   int idle_timeout_ms;
+  /* A call whose next request message (the request, or a chunk of a
+   * streamed one) takes longer than this is cancelled (0: 30000). Streamed
+   * requests are received outside the handlers' serial section, one at a
+   * time, so a stalled one delays other streamed requests by at most this
+   * and rounds not at all. */
+  int stream_timeout_ms;
+  /* The server's own pings on every connection (0: 10000 and 10000): a peer
+   * that vanished without closing its connection has its calls cancelled. */
+  int keepalive_ms;
+  int keepalive_timeout_ms;
   FILE *log; /* refusals and warnings; NULL: stderr */
 } mdl_rpc_server_opts;
 
@@ -248,6 +267,10 @@ mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *o
 void mdl_rpc_channel_free(mdl_rpc_channel *ch);
 const char *mdl_rpc_channel_target(const mdl_rpc_channel *ch);
 
+/* Whether the channel is connected now; if not, asks it to try (a later
+ * call may then say yes). Does not wait. */
+bool mdl_rpc_channel_connected(mdl_rpc_channel *ch);
+
 /* One unary call of a batch. Inputs are borrowed until mdl_rpc_call_all
  * returns; outputs are filled by it. */
 typedef struct mdl_rpc_call {
@@ -277,6 +300,15 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
 
 /* Frees the replies of n calls and clears them. */
 void mdl_rpc_calls_clear(mdl_rpc_call *calls, int n);
+
+/* Test only (tests/hostile_test.c plays a stalling peer with it): starts a
+ * streamed call of method on ch (with the channel's token), sends the head
+ * message and then nothing, not even the half-close, for up to hold_ms; a
+ * call still open then is cancelled. Returns the status the server ended
+ * the call with (MDL_RPC_CANCELLED when it did not); *seconds (may be
+ * NULL) is how long the call lasted. */
+mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, const uint8_t *head,
+                                       size_t head_len, int hold_ms, double *seconds);
 
 /* Monotonic seconds (for timing rounds). */
 double mdl_rpc_now(void);

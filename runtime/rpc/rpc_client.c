@@ -20,6 +20,7 @@ struct mdl_rpc_channel {
   char *target;
   char *token;
   size_t token_len;
+  bool tls;
 };
 
 mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *opts,
@@ -73,6 +74,7 @@ mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *o
   c->ch = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);
   c->target = mdl_xstrdup(target);
+  c->tls = sec->tls_ca || sec->tls_cert;
   if (sec->token) {
     c->token = mdl_xmalloc(sec->token_len + 1);
     memcpy(c->token, sec->token, sec->token_len);
@@ -94,6 +96,10 @@ void mdl_rpc_channel_free(mdl_rpc_channel *c) {
 
 const char *mdl_rpc_channel_target(const mdl_rpc_channel *c) {
   return c->target;
+}
+
+bool mdl_rpc_channel_connected(mdl_rpc_channel *c) {
+  return grpc_channel_check_connectivity_state(c->ch, 1) == GRPC_CHANNEL_READY;
 }
 
 enum { CLI_ALL, CLI_SEND, CLI_RECV, CLI_STATUS };
@@ -280,6 +286,77 @@ static bool cli_stream_start(mdl_rpc_call *c, cli_call *k) {
   return true;
 }
 
+/* Why a channel in TRANSIENT_FAILURE cannot connect: a call that does not
+ * wait for readiness fails at once with the last connection error (gRPC
+ * 1.51 puts it in the status details). False with no cause when the probe
+ * got through or failed otherwise. */
+static bool connect_error(mdl_rpc_channel *ch, char *cause, size_t len) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                             grpc_slice_from_static_string("/memdl.Probe/Connect"),
+                                             NULL, deadline_in(2000), NULL);
+  grpc_metadata_array trailing;
+  grpc_metadata_array_init(&trailing);
+  grpc_status_code status = GRPC_STATUS_OK;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[2].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[2].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[2].data.recv_status_on_client.status = &status;
+  ops[2].data.recv_status_on_client.status_details = &details;
+  bool failed = false;
+  if (call && grpc_call_start_batch(call, ops, 3, (void *)1, NULL) == GRPC_CALL_OK) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_OP_COMPLETE && status == GRPC_STATUS_UNAVAILABLE) {
+      char *d = grpc_slice_to_c_string(details);
+      snprintf(cause, len, "%s", d);
+      gpr_free(d);
+      failed = true;
+    }
+  }
+  grpc_slice_unref(details);
+  grpc_metadata_array_destroy(&trailing);
+  if (call) grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return failed;
+}
+
+/* A call waiting for its channel to connect fails at once when the
+ * connection is refused by the peer's TLS (wrong CA, no or wrong client
+ * certificate, another name, plain text against TLS): waiting cannot help,
+ * and the cause is only known here. A peer not listening yet (connection
+ * refused) is waited for, as before. */
+static void fail_if_refused(mdl_rpc_call *c, cli_call *k) {
+  if (!strncmp(c->ch->target, "unix", 4) ||
+      grpc_channel_check_connectivity_state(c->ch->ch, 0) != GRPC_CHANNEL_TRANSIENT_FAILURE)
+    return;
+  char cause[400];
+  if (!connect_error(c->ch, cause, sizeof cause)) return;
+  /* words of gRPC's handshake errors; "Connection refused" (not up yet) is
+   * not among them */
+  static const char *const tls_words[] = {
+      "SSL",       "ssl",           "andshake",         "ertificate",
+      "Peer name", "Socket closed", "Connection reset", NULL};
+  bool tls = false;
+  for (const char *const *w = tls_words; *w && !tls; w++) tls = strstr(cause, *w) != NULL;
+  if (!tls) return;
+  char msg[480];
+  if (c->ch->tls)
+    snprintf(msg, sizeof msg, "TLS handshake with %.60s failed: %.380s", c->ch->target, cause);
+  else
+    snprintf(msg, sizeof msg,
+             "%.60s closed the connection at once (a worker expecting TLS?): %.360s", c->ch->target,
+             cause);
+  grpc_call_cancel_with_status(k->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+}
+
 mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
                             const volatile sig_atomic_t *abort_flag, mdl_error *err) {
   if (n <= 0) return MDL_OK;
@@ -369,6 +446,7 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
     pending++;
   }
   bool aborted = false;
+  double last_check = mdl_rpc_now();
   while (pending > 0) {
     grpc_event ev = grpc_completion_queue_next(cq, deadline_in(POLL_MS), NULL);
     if (ev.type == GRPC_OP_COMPLETE) {
@@ -381,6 +459,12 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
         pending--;
         finish_call(&calls[i], k, t0);
       }
+    }
+    if (mdl_rpc_now() - last_check > 0.25) {
+      last_check = mdl_rpc_now();
+      for (int i = 0; i < n; i++)
+        if (cc[i].started && !cc[i].done && calls[i].wait_for_ready)
+          fail_if_refused(&calls[i], &cc[i]);
     }
     if (!aborted && abort_flag && *abort_flag) {
       aborted = true;
@@ -412,4 +496,77 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
     st = mdl_errorf(err, MDL_ERR_INTERNAL, "interrupted");
   }
   return st;
+}
+
+/* --- test only ------------------------------------------------------------ */
+
+mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, const uint8_t *head,
+                                       size_t head_len, int hold_ms, double *seconds) {
+  double t0 = mdl_rpc_now();
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_slice m = grpc_slice_from_copied_string(method);
+  grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+                                             gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  grpc_slice_unref(m);
+  grpc_metadata md[2];
+  memset(md, 0, sizeof md);
+  size_t n_md = 0;
+  md[n_md].key = grpc_slice_from_static_string(STREAM_KEY);
+  md[n_md++].value = grpc_slice_from_static_string("1 1048576");
+  if (ch->token) {
+    md[n_md].key = grpc_slice_from_static_string(TOKEN_KEY);
+    md[n_md++].value = grpc_slice_from_copied_buffer(ch->token, ch->token_len);
+  }
+  grpc_slice hs = grpc_slice_from_copied_buffer((const char *)head, head_len);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&hs, 1);
+  grpc_slice_unref(hs);
+  grpc_metadata_array initial, trailing;
+  grpc_metadata_array_init(&initial);
+  grpc_metadata_array_init(&trailing);
+  grpc_status_code status = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = n_md;
+  ops[0].data.send_initial_metadata.metadata = md;
+  ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = bb;
+  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[2].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[3].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[3].data.recv_status_on_client.status = &status;
+  ops[3].data.recv_status_on_client.status_details = &details;
+  int pending = 0;
+  if (grpc_call_start_batch(call, ops, 2, (void *)1, NULL) == GRPC_CALL_OK) pending++;
+  if (grpc_call_start_batch(call, ops + 2, 2, (void *)2, NULL) == GRPC_CALL_OK) pending++;
+  bool over = false, cancelled = false;
+  while (pending > 0) {
+    gpr_timespec until = cancelled ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                                   : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                  gpr_time_from_millis(50, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_next(cq, until, NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+      pending--;
+      if (ev.tag == (void *)2) over = true;
+    } else if (!cancelled && (mdl_rpc_now() - t0) * 1000.0 > hold_ms) {
+      grpc_call_cancel(call, NULL);
+      cancelled = true;
+    }
+  }
+  if (seconds) *seconds = mdl_rpc_now() - t0;
+  grpc_byte_buffer_destroy(bb);
+  for (size_t i = 0; i < n_md; i++) grpc_slice_unref(md[i].value);
+  grpc_metadata_array_destroy(&initial);
+  grpc_metadata_array_destroy(&trailing);
+  grpc_slice_unref(details);
+  grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return over && !cancelled ? (mdl_rpc_code)status : MDL_RPC_CANCELLED;
 }

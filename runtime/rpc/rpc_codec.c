@@ -205,16 +205,6 @@ static void pin_unref(void *arg) {
 
 /* --- encoding ------------------------------------------------------------ */
 
-static size_t put_varint(uint8_t *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
 /* The message without its bulk, followed by the bulk field's tag and length:
  * concatenated protobuf encodings merge, so this plus the bulk bytes is the
  * whole message. */
@@ -224,8 +214,8 @@ static uint8_t *encode_head(const mdl_rpc_out *m, size_t *len) {
   if (m->msg) protobuf_c_message_pack(m->msg, buf);
   size_t n = body;
   if (m->bulk_field) {
-    n += put_varint(buf + n, ((uint64_t)m->bulk_field << 3) | 2);
-    n += put_varint(buf + n, m->bulk_len);
+    n += mdl_rpc_put_varint(buf + n, ((uint64_t)m->bulk_field << 3) | 2);
+    n += mdl_rpc_put_varint(buf + n, m->bulk_len);
   }
   *len = n;
   return buf;
@@ -280,11 +270,11 @@ grpc_byte_buffer *mdl_rpc_encode_bb(const mdl_rpc_out *m) {
 static size_t chunk_head(uint8_t *p, uint64_t offset, uint64_t total, size_t len) {
   size_t n = 0;
   p[n++] = (1 << 3) | 0;
-  n += put_varint(p + n, offset);
+  n += mdl_rpc_put_varint(p + n, offset);
   p[n++] = (2 << 3) | 0;
-  n += put_varint(p + n, total);
+  n += mdl_rpc_put_varint(p + n, total);
   p[n++] = (3 << 3) | 2;
-  n += put_varint(p + n, len);
+  n += mdl_rpc_put_varint(p + n, len);
   return n;
 }
 
@@ -343,194 +333,7 @@ grpc_byte_buffer **mdl_rpc_encode_chunks(const mdl_rpc_out *m, size_t chunk, int
   return v;
 }
 
-/* --- decoding ------------------------------------------------------------ */
-
-/* A message as a list of byte ranges (gRPC's slices, or one flat buffer). */
-typedef struct segs {
-  const uint8_t **p;
-  size_t *n;
-  int count;
-  int i;       /* current segment */
-  size_t off;  /* offset in it */
-  size_t left; /* bytes left in the whole message */
-} segs;
-
-static bool seg_byte(segs *s, uint8_t *b) {
-  while (s->i < s->count && s->off >= s->n[s->i]) {
-    s->i++;
-    s->off = 0;
-  }
-  if (s->i >= s->count) return false;
-  *b = s->p[s->i][s->off++];
-  s->left--;
-  return true;
-}
-
-static void seg_copy(segs *s, uint8_t *dst, size_t n) {
-  while (n > 0) {
-    while (s->off >= s->n[s->i]) {
-      s->i++;
-      s->off = 0;
-    }
-    size_t k = s->n[s->i] - s->off;
-    if (k > n) k = n;
-    if (dst) {
-      memcpy(dst, s->p[s->i] + s->off, k);
-      dst += k;
-    }
-    s->off += k;
-    s->left -= k;
-    n -= k;
-  }
-}
-
-static bool seg_varint(segs *s, uint64_t *v) {
-  uint64_t r = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    uint8_t b;
-    if (!seg_byte(s, &b)) return false;
-    r |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = r;
-      return true;
-    }
-  }
-  return false;
-}
-
-typedef struct bytebuf {
-  uint8_t *p;
-  size_t n, cap;
-} bytebuf;
-
-static void bb_reserve(bytebuf *b, size_t more) {
-  if (b->n + more <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->n + more) cap *= 2;
-  b->p = mdl_xrealloc(b->p, cap);
-  b->cap = cap;
-}
-
-static mdl_status decode_segs(segs *s, const mdl_rpc_in_spec *spec, ProtobufCMessage **msg,
-                              size_t *bulk_len, mdl_error *err) {
-  *msg = NULL;
-  if (bulk_len) *bulk_len = 0;
-  const char *what = spec->desc->name;
-  size_t max = spec->max_bytes ? spec->max_bytes : DEFAULT_MAX_MESSAGE;
-  bytebuf rest = {0};
-  bool seen_bulk = false;
-  mdl_status st = MDL_OK;
-  if (!spec->bulk_field && s->left > max) {
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: %zu bytes exceed the limit of %zu", what, s->left,
-                      max);
-  }
-  while (s->left > 0) {
-    uint64_t tag, len;
-    if (!seg_varint(s, &tag)) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field tag", what);
-      goto out;
-    }
-    uint64_t field = tag >> 3;
-    unsigned wt = (unsigned)(tag & 7);
-    if (field == 0 || field > 536870911u) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: invalid field number", what);
-      goto out;
-    }
-    if (spec->bulk_field && field == spec->bulk_field) {
-      if (wt != 2) {
-        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: field %u must be length-delimited", what,
-                        spec->bulk_field);
-        goto out;
-      }
-      if (!seg_varint(s, &len) || len > s->left) {
-        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field %u", what, spec->bulk_field);
-        goto out;
-      }
-      if (seen_bulk) {
-        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: field %u appears twice", what, spec->bulk_field);
-        goto out;
-      }
-      seen_bulk = true;
-      void *dst = NULL;
-      if (len > 0) {
-        if (!spec->bulk_dest) {
-          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: unexpected field %u", what, spec->bulk_field);
-          goto out;
-        }
-        mdl_error e2;
-        mdl_error_clear(&e2);
-        dst = spec->bulk_dest(spec->bulk_ctx, (size_t)len, &e2);
-        if (!dst) {
-          st = mdl_errorf(err, e2.code != MDL_OK ? e2.code : MDL_ERR_INVALID, "%s: %s", what,
-                          e2.msg[0] ? e2.msg : "bulk field rejected");
-          goto out;
-        }
-        seg_copy(s, dst, (size_t)len);
-      }
-      if (bulk_len) *bulk_len = (size_t)len;
-      continue;
-    }
-    uint8_t hdr[20];
-    size_t h = put_varint(hdr, tag);
-    uint64_t payload;
-    switch (wt) {
-      case 0: { /* varint: copy it re-encoded */
-        uint64_t v;
-        if (!seg_varint(s, &v)) {
-          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated varint", what);
-          goto out;
-        }
-        h += put_varint(hdr + h, v);
-        payload = 0;
-        break;
-      }
-      case 1:
-        payload = 8;
-        break;
-      case 5:
-        payload = 4;
-        break;
-      case 2:
-        if (!seg_varint(s, &len)) {
-          st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated length", what);
-          goto out;
-        }
-        h += put_varint(hdr + h, len);
-        payload = len;
-        break;
-      default:
-        st = mdl_errorf(err, MDL_ERR_INVALID, "%s: unsupported wire type %u", what, wt);
-        goto out;
-    }
-    if (payload > s->left) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: truncated field %llu", what,
-                      (unsigned long long)field);
-      goto out;
-    }
-    if (rest.n + h + payload > max) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: more than the limit of %zu bytes", what, max);
-      goto out;
-    }
-    bb_reserve(&rest, h + (size_t)payload);
-    memcpy(rest.p + rest.n, hdr, h);
-    rest.n += h;
-    seg_copy(s, rest.p + rest.n, (size_t)payload);
-    rest.n += (size_t)payload;
-  }
-  *msg = protobuf_c_message_unpack(spec->desc, NULL, rest.n, rest.p ? rest.p : (uint8_t *)"");
-  if (!*msg) st = mdl_errorf(err, MDL_ERR_INVALID, "%s: malformed message", what);
-out:
-  free(rest.p);
-  return st;
-}
-
-mdl_status mdl_rpc_decode_flat(const uint8_t *data, size_t len, const mdl_rpc_in_spec *spec,
-                               ProtobufCMessage **msg, size_t *bulk_len, mdl_error *err) {
-  const uint8_t *p[1] = {data};
-  size_t n[1] = {len};
-  segs s = {.p = p, .n = n, .count = 1, .left = len};
-  return decode_segs(&s, spec, msg, bulk_len, err);
-}
+/* --- decoding (over rpc_wire.c) ------------------------------------------ */
 
 /* A received message's slices (refs, released by bb_view_free). */
 typedef struct bb_view {
@@ -579,108 +382,18 @@ mdl_status mdl_rpc_decode_bb(grpc_byte_buffer *bb, const mdl_rpc_in_spec *spec,
   bb_view v;
   if (!bb_view_init(&v, bb))
     return mdl_errorf(err, MDL_ERR_INVALID, "%s: unreadable message", spec->desc->name);
-  segs s = {.p = v.p, .n = v.n, .count = v.count, .left = v.total};
-  mdl_status st = decode_segs(&s, spec, msg, bulk_len, err);
+  mdl_rpc_segs s = {.p = v.p, .n = v.n, .count = v.count, .left = v.total};
+  mdl_status st = mdl_rpc_decode_segs(&s, spec, msg, bulk_len, err);
   bb_view_free(&v);
   return st;
 }
 
 mdl_status mdl_rpc_chunk_take(mdl_rpc_bulk_rx *b, grpc_byte_buffer *bb, mdl_error *err) {
-  const mdl_rpc_in_spec *spec = b->spec;
-  const char *what = spec->desc->name;
-  if (!spec->bulk_field)
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: chunks for a message without a bulk field", what);
-  if (b->head_bulk)
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: chunks after field %u arrived whole", what,
-                      spec->bulk_field);
   bb_view v;
-  if (!bb_view_init(&v, bb)) return mdl_errorf(err, MDL_ERR_INVALID, "%s: unreadable chunk", what);
-  segs s = {.p = v.p, .n = v.n, .count = v.count, .left = v.total};
-  mdl_status st = MDL_OK;
-  /* offset, total, data: in any order, a repeated field's last value
-   * winning and an absent one 0, as protobuf decodes them; nothing else */
-  uint64_t f[3] = {0, 0, 0};
-  segs data = s;
-  while (s.left > 0) {
-    uint64_t tag = 0, field;
-    bool ok = seg_varint(&s, &tag);
-    field = tag >> 3;
-    ok = ok && field >= 1 && field <= 3 && (tag & 7) == (field == 3 ? 2u : 0u);
-    if (!ok || !seg_varint(&s, &f[field - 1])) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: malformed (fields 1, 2, 3 expected)",
-                      what, b->chunks);
-      goto out;
-    }
-    if (field != 3) continue;
-    if (f[2] > s.left) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: %llu data bytes announced, %zu present",
-                      what, b->chunks, (unsigned long long)f[2], s.left);
-      goto out;
-    }
-    data = s;
-    seg_copy(&s, NULL, (size_t)f[2]);
-  }
-  uint64_t off = f[0], total = f[1], len = f[2];
-  if (len == 0) {
-    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: empty", what, b->chunks);
-    goto out;
-  }
-  if (b->chunks == 0) {
-    if (b->limit && total > b->limit) {
-      st =
-          mdl_errorf(err, MDL_ERR_NOMEM, "%s: chunked field of %llu bytes exceeds the limit of %zu",
-                     what, (unsigned long long)total, b->limit);
-      goto out;
-    }
-    if (total == 0 || total > SIZE_MAX) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunked field of %llu bytes", what,
-                      (unsigned long long)total);
-      goto out;
-    }
-    if (!spec->bulk_dest) {
-      st = mdl_errorf(err, MDL_ERR_INVALID, "%s: unexpected field %u", what, spec->bulk_field);
-      goto out;
-    }
-    mdl_error e2;
-    mdl_error_clear(&e2);
-    b->dst = spec->bulk_dest(spec->bulk_ctx, (size_t)total, &e2);
-    if (!b->dst) {
-      st = mdl_errorf(err, e2.code != MDL_OK ? e2.code : MDL_ERR_INVALID, "%s: %s", what,
-                      e2.msg[0] ? e2.msg : "bulk field rejected");
-      goto out;
-    }
-    b->total = total;
-  } else if (total != b->total) {
-    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: total %llu, earlier chunks said %llu",
-                    what, b->chunks, (unsigned long long)total, (unsigned long long)b->total);
-    goto out;
-  }
-  if (off != b->got) {
-    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: offset %llu, expected %llu (%s)", what,
-                    b->chunks, (unsigned long long)off, (unsigned long long)b->got,
-                    off < b->got ? "overlap" : "gap");
-    goto out;
-  }
-  if (len > b->total - off) {
-    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: chunk %d: bytes %llu..%llu past the total %llu",
-                    what, b->chunks, (unsigned long long)off, (unsigned long long)(off + len),
-                    (unsigned long long)b->total);
-    goto out;
-  }
-  seg_copy(&data, b->dst + off, (size_t)len);
-  b->got += len;
-  b->chunks++;
-out:
+  if (!bb_view_init(&v, bb))
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: unreadable chunk", b->spec->desc->name);
+  mdl_rpc_segs s = {.p = v.p, .n = v.n, .count = v.count, .left = v.total};
+  mdl_status st = mdl_rpc_chunk_take_segs(b, &s, err);
   bb_view_free(&v);
   return st;
-}
-
-mdl_status mdl_rpc_chunks_end(const mdl_rpc_bulk_rx *b, size_t *bulk_len, mdl_error *err) {
-  if (b->chunks == 0) return MDL_OK;
-  if (b->got != b->total)
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s: chunks ended at %llu of %llu bytes",
-                      b->spec->desc->name, (unsigned long long)b->got,
-                      (unsigned long long)b->total);
-  if (bulk_len) *bulk_len = (size_t)b->total;
-  return MDL_OK;
 }

@@ -1,7 +1,8 @@
-/* Private to runtime/rpc: what its four pieces share (rpc_security.c: token
- * and transport checks; rpc_codec.c: pins, message and chunk encoding and
- * decoding, the streaming rule, init; rpc_server.c; rpc_client.c). Nothing
- * outside runtime/rpc includes it; rpc.h is the public header. */
+/* Private to runtime/rpc: what its pieces share (rpc_security.c: token and
+ * transport checks; rpc_codec.c: pins, message and chunk encoding, decoding
+ * over gRPC's buffers (rpc_wire.c holds the decoders themselves), the
+ * streaming rule, init; rpc_server.c; rpc_client.c). Nothing outside
+ * runtime/rpc includes it; rpc.h is the public header. */
 #ifndef MDL_RUNTIME_RPC_INTERNAL_H
 #define MDL_RUNTIME_RPC_INTERNAL_H
 
@@ -9,10 +10,10 @@
 #include <grpc/support/time.h>
 
 #include "runtime/rpc/rpc.h"
+#include "runtime/rpc/rpc_wire.h"
 
 #define TOKEN_KEY "memdl-token"
 #define STREAM_KEY "memdl-stream"
-#define DEFAULT_MAX_MESSAGE ((size_t)INT32_MAX)
 #define POLL_MS 100
 /* Bounds on the chunk size (MDL_RPC_CHUNK, a client's "memdl-stream"). */
 #define CHUNK_MIN ((size_t)1 << 10)
@@ -56,25 +57,9 @@ grpc_byte_buffer **mdl_rpc_encode_chunks(const mdl_rpc_out *m, size_t chunk, int
 mdl_status mdl_rpc_decode_bb(grpc_byte_buffer *bb, const mdl_rpc_in_spec *spec,
                              ProtobufCMessage **msg, size_t *bulk_len, mdl_error *err);
 
-/* A bulk field arriving as chunks: each one is checked against what came
- * before (same total, offset exactly where the last ended, inside the
- * total) and copied from gRPC's slices straight into spec's destination,
- * asked for once, with the total, at the first chunk. */
-typedef struct mdl_rpc_bulk_rx {
-  const mdl_rpc_in_spec *spec;
-  size_t limit; /* the total may not exceed it (the transport's message limit) */
-  uint8_t *dst;
-  uint64_t total, got;
-  int chunks;
-  bool head_bulk; /* the message itself carried the field: no chunks may follow */
-} mdl_rpc_bulk_rx;
-
 /* Takes one chunk message into b's destination, checking it against what
  * came before. */
 mdl_status mdl_rpc_chunk_take(mdl_rpc_bulk_rx *b, grpc_byte_buffer *bb, mdl_error *err);
-
-/* After the last message: a chunked field must be complete. */
-mdl_status mdl_rpc_chunks_end(const mdl_rpc_bulk_rx *b, size_t *bulk_len, mdl_error *err);
 
 /* --- channel arguments (server and client) -------------------------------- */
 

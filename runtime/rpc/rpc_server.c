@@ -50,6 +50,12 @@ struct mdl_rpc_call_ctx {
   pthread_mutex_t step_mu;
   pthread_cond_t step_cv;
   bool step_done, step_ok, md_sent;
+  /* when this call began waiting for its next request message (head or
+   * chunk; 0: not waiting): the poller cancels it after stream_timeout_ms
+   * (under step_mu) */
+  double recv_since;
+  bool computing; /* the handler proper runs (not a receive): the driver is alive */
+  bool exclusive; /* holds the server's one slot for exclusive methods */
   grpc_byte_buffer *step_msg;
   mdl_rpc_code code;
   const mdl_rpc_method *m;
@@ -69,10 +75,17 @@ struct mdl_rpc_server {
   volatile sig_atomic_t stop_flag;
   atomic_int handler_stop;
   bool shut;
-  pthread_mutex_t serial;  /* handlers (and the encoding of their replies) one at a time */
+  pthread_mutex_t serial; /* handlers (and the encoding of their replies) one at a time */
+  /* Streamed requests are received outside `serial` (a stalled peer must not
+   * hold up rounds) into one staging buffer, one stream at a time, then
+   * copied to the method's destination inside it. */
+  pthread_mutex_t rx;
+  uint8_t *stage;
+  size_t stage_len;
+  bool exclusive_busy; /* an exclusive method's call is between arrival and release */
+  int stream_timeout_ms;
   mdl_rpc_call_ctx *calls; /* every call struct alive, requested or active */
   int active;              /* calls between arrival and release */
-  bool armed;              /* a call succeeded: the idle timeout counts */
   double last_activity;
   srv_tag t_shutdown;
   bool shutdown_done;
@@ -142,12 +155,17 @@ mdl_status mdl_rpc_server_new(const char *addr, const mdl_rpc_server_opts *opts,
   }
   s->o.sec.token = NULL; /* the copy above is the one used */
   pthread_mutex_init(&s->serial, NULL);
+  pthread_mutex_init(&s->rx, NULL);
+  s->stream_timeout_ms = opts->stream_timeout_ms > 0 ? opts->stream_timeout_ms : 30000;
+  s->last_activity = mdl_rpc_now();
   atomic_init(&s->handler_stop, 0);
   s->t_shutdown.kind = TAG_SHUTDOWN;
   s->t_shutdown.owner = s;
 
   mdl_rpc_init();
   int min_ping = opts->min_ping_interval_ms > 0 ? opts->min_ping_interval_ms : 100;
+  int ka = opts->keepalive_ms > 0 ? opts->keepalive_ms : 10000;
+  int kt = opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : 10000;
   argv_builder b = {.n = 0};
   arg_int(&b, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
   arg_int(&b, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
@@ -156,6 +174,12 @@ mdl_status mdl_rpc_server_new(const char *addr, const mdl_rpc_server_opts *opts,
   arg_int(&b, GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   arg_int(&b, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   arg_int(&b, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  /* Our own pings: a peer that vanished (partition, then death) is noticed
+   * and its calls cancelled, instead of an ESTABLISHED connection whose
+   * stream waits forever. */
+  arg_int(&b, GRPC_ARG_KEEPALIVE_TIME_MS, ka);
+  arg_int(&b, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kt);
+  arg_int(&b, GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, ka);
   grpc_channel_args args = {.num_args = (size_t)b.n, .args = b.a};
   s->srv = grpc_server_create(&args, NULL);
   s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -226,7 +250,7 @@ static void call_release(mdl_rpc_call_ctx *c) {
   if (c->call) {
     s->active--;
     if (c->authed) s->last_activity = mdl_rpc_now();
-    if (c->code == MDL_RPC_OK && c->m) s->armed = true;
+    if (c->exclusive) s->exclusive_busy = false;
     if (c->stop_server && c->code == MDL_RPC_OK) s->stop_flag = 1;
     grpc_call_unref(c->call);
   }
@@ -286,20 +310,42 @@ static void send_final(mdl_rpc_call_ctx *c, mdl_rpc_code code, const char *detai
 /* On the handler thread of a streamed call: runs ops as one batch and waits
  * for the poller to see it complete. False when the call is broken
  * (cancelled, peer gone, or the batch could not start). */
-static bool srv_step(mdl_rpc_call_ctx *c, grpc_op *ops, size_t n) {
+static bool srv_step(mdl_rpc_call_ctx *c, grpc_op *ops, size_t n, bool recv) {
   pthread_mutex_lock(&c->step_mu);
   c->step_done = false;
+  if (recv) c->recv_since = mdl_rpc_now();
   pthread_mutex_unlock(&c->step_mu);
   if (grpc_call_start_batch(c->call, ops, n, &c->t_step, NULL) != GRPC_CALL_OK) return false;
   pthread_mutex_lock(&c->step_mu);
   while (!c->step_done) pthread_cond_wait(&c->step_cv, &c->step_mu);
   bool ok = c->step_ok;
+  c->recv_since = 0;
   pthread_mutex_unlock(&c->step_mu);
   return ok;
 }
 
-/* The chunks of a streamed request, received one after another into the
- * method's bulk destination (serial section held). */
+/* A streamed request's bulk goes to the server's staging buffer first (the
+ * method's destination belongs to the serial section): its declared size
+ * is checked against what the method expects before anything is kept. */
+static void *stage_dest(void *ctx, size_t len, mdl_error *err) {
+  mdl_rpc_call_ctx *c = ctx;
+  mdl_rpc_server *s = c->s;
+  if (c->m->req_bulk_check && !c->m->req_bulk_check(s->o.ctx, len, err)) return NULL;
+  if (len > s->stage_len) {
+    mdl_rpc_buffer_free(s->stage, s->stage_len);
+    s->stage_len = 0;
+    s->stage = mdl_rpc_buffer_alloc(len);
+    if (!s->stage) {
+      mdl_errorf(err, MDL_ERR_NOMEM, "%zu bytes do not fit", len);
+      return NULL;
+    }
+    s->stage_len = len;
+  }
+  return s->stage;
+}
+
+/* The chunks of a streamed request, received one after another into spec's
+ * destination (the staging buffer; the serial section is not held). */
 static mdl_status srv_recv_chunks(mdl_rpc_call_ctx *c, const mdl_rpc_in_spec *spec,
                                   size_t *bulk_len, mdl_error *err) {
   mdl_rpc_bulk_rx rx = {.spec = spec,
@@ -310,10 +356,16 @@ static mdl_status srv_recv_chunks(mdl_rpc_call_ctx *c, const mdl_rpc_in_spec *sp
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->step_msg;
-    if (!srv_step(c, &op, 1))
-      return mdl_errorf(err, MDL_ERR_INVALID, "%s: the stream broke after %d chunks",
-                        spec->desc->name, rx.chunks);
-    if (!c->step_msg) break; /* the client half-closed */
+    if (!srv_step(c, &op, 1, true))
+      return mdl_errorf(err, MDL_ERR_INVALID, "%s: the stream %s after %d chunks", spec->desc->name,
+                        c->cancelled ? "was cancelled (peer gone, or no message in time)" : "broke",
+                        rx.chunks);
+    if (!c->step_msg) { /* the client half-closed, or the call was cancelled */
+      if (c->cancelled)
+        return mdl_errorf(err, MDL_ERR_INVALID, "%s: the stream was cancelled after %d chunks",
+                          spec->desc->name, rx.chunks);
+      break;
+    }
     mdl_status st = mdl_rpc_chunk_take(&rx, c->step_msg, err);
     grpc_byte_buffer_destroy(c->step_msg);
     c->step_msg = NULL;
@@ -332,7 +384,7 @@ static bool srv_send_stream(mdl_rpc_call_ctx *c, grpc_byte_buffer *head, grpc_by
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = head;
-  bool ok = srv_step(c, ops, 2);
+  bool ok = srv_step(c, ops, 2, false);
   c->md_sent = true;
   grpc_byte_buffer_destroy(head);
   for (int i = 0; i < n; i++) {
@@ -340,12 +392,58 @@ static bool srv_send_stream(mdl_rpc_call_ctx *c, grpc_byte_buffer *head, grpc_by
       memset(ops, 0, sizeof ops);
       ops[0].op = GRPC_OP_SEND_MESSAGE;
       ops[0].data.send_message.send_message = chunks[i];
-      ok = srv_step(c, ops, 1);
+      ok = srv_step(c, ops, 1, false);
     }
     grpc_byte_buffer_destroy(chunks[i]);
   }
   free(chunks);
   return ok;
+}
+
+static void set_computing(mdl_rpc_call_ctx *c, bool on) {
+  pthread_mutex_lock(&c->step_mu);
+  c->computing = on;
+  pthread_mutex_unlock(&c->step_mu);
+}
+
+/* A streamed request: head and chunks into the staging buffer without the
+ * serial section (rx held), then, inside it, the bulk copied to the
+ * method's destination. Returns inside the serial section on success,
+ * outside on failure. */
+static mdl_status recv_streamed(mdl_rpc_call_ctx *c, ProtobufCMessage **req, size_t *bulk_len,
+                                mdl_error *err) {
+  mdl_rpc_server *s = c->s;
+  const mdl_rpc_method *m = c->m;
+  pthread_mutex_lock(&s->rx);
+  mdl_rpc_in_spec stage = {.desc = m->req_desc,
+                           .bulk_field = m->req_bulk_field,
+                           .bulk_dest = m->req_bulk_dest ? stage_dest : NULL,
+                           .bulk_ctx = c,
+                           .max_bytes = m->req_max_bytes};
+  mdl_status st = mdl_rpc_decode_bb(c->req, &stage, req, bulk_len, err);
+  grpc_byte_buffer_destroy(c->req);
+  c->req = NULL;
+  if (st == MDL_OK) st = srv_recv_chunks(c, &stage, bulk_len, err);
+  if (st != MDL_OK) {
+    pthread_mutex_unlock(&s->rx);
+    return st;
+  }
+  pthread_mutex_lock(&s->serial);
+  if (*bulk_len > 0) {
+    mdl_error e2;
+    mdl_error_clear(&e2);
+    void *dst = m->req_bulk_dest(s->o.ctx, *bulk_len, &e2);
+    if (!dst) {
+      st = mdl_errorf(err, e2.code != MDL_OK ? e2.code : MDL_ERR_INVALID, "%s: %s",
+                      m->req_desc->name, e2.msg[0] ? e2.msg : "bulk field rejected");
+      pthread_mutex_unlock(&s->serial);
+      pthread_mutex_unlock(&s->rx);
+      return st;
+    }
+    memcpy(dst, s->stage, *bulk_len);
+  }
+  pthread_mutex_unlock(&s->rx);
+  return MDL_OK;
 }
 
 static void *handler_main(void *arg) {
@@ -354,20 +452,24 @@ static void *handler_main(void *arg) {
   const mdl_rpc_method *m = c->m;
   mdl_error err;
   mdl_error_clear(&err);
-  pthread_mutex_lock(&s->serial);
   ProtobufCMessage *req = NULL;
   size_t bulk_len = 0;
-  mdl_rpc_in_spec spec = {.desc = m->req_desc,
-                          .bulk_field = m->req_bulk_field,
-                          .bulk_dest = m->req_bulk_dest,
-                          .bulk_ctx = s->o.ctx,
-                          .max_bytes = m->req_max_bytes};
-  mdl_status st = mdl_rpc_decode_bb(c->req, &spec, &req, &bulk_len, &err);
-  grpc_byte_buffer_destroy(c->req);
-  c->req = NULL;
-  if (st == MDL_OK && c->stream) st = srv_recv_chunks(c, &spec, &bulk_len, &err);
+  mdl_status st;
+  if (c->stream) {
+    st = recv_streamed(c, &req, &bulk_len, &err);
+  } else { /* all there already: decoded straight into the destination */
+    pthread_mutex_lock(&s->serial);
+    mdl_rpc_in_spec spec = {.desc = m->req_desc,
+                            .bulk_field = m->req_bulk_field,
+                            .bulk_dest = m->req_bulk_dest,
+                            .bulk_ctx = s->o.ctx,
+                            .max_bytes = m->req_max_bytes};
+    st = mdl_rpc_decode_bb(c->req, &spec, &req, &bulk_len, &err);
+    grpc_byte_buffer_destroy(c->req);
+    c->req = NULL;
+    if (st != MDL_OK) pthread_mutex_unlock(&s->serial);
+  }
   if (st != MDL_OK) {
-    pthread_mutex_unlock(&s->serial);
     if (req) protobuf_c_message_free_unpacked(req, NULL);
     srv_log(s, "rejected %s from %s: %s", m->name, c->peer, err.msg);
     /* as gRPC refuses a unary message over the limit */
@@ -375,6 +477,7 @@ static void *handler_main(void *arg) {
                err.msg, NULL);
     return NULL;
   }
+  set_computing(c, true);
   mdl_rpc_out reply = {0};
   st = m->handler(s->o.ctx, c, req, bulk_len, &reply, &err);
   protobuf_c_message_free_unpacked(req, NULL);
@@ -390,6 +493,7 @@ static void *handler_main(void *arg) {
     bb = mdl_rpc_encode_bb(&reply);
   }
   pthread_mutex_unlock(&s->serial);
+  set_computing(c, false);
   if (st != MDL_OK) {
     if (!c->cancelled) srv_log(s, "%s from %s failed: %s", m->name, c->peer, err.msg);
     send_final(c, mdl_rpc_code_for(st), err.msg, NULL);
@@ -475,14 +579,30 @@ static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
     send_final(c, MDL_RPC_UNIMPLEMENTED, msg, NULL);
     return;
   }
+  if (c->m->exclusive) {
+    /* before its message is received: a second one would be held in memory */
+    if (s->exclusive_busy) {
+      srv_log(s, "refused %s from %s: another is in progress", c->m->name, c->peer);
+      send_final(c, MDL_RPC_RESOURCE_EXHAUSTED, "refused: another call of this kind is in progress",
+                 NULL);
+      return;
+    }
+    s->exclusive_busy = c->exclusive = true;
+  }
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &c->req;
+  pthread_mutex_lock(&c->step_mu);
+  c->recv_since = mdl_rpc_now();
+  pthread_mutex_unlock(&c->step_mu);
   if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK)
     send_final(c, MDL_RPC_INTERNAL, "cannot receive the request", NULL);
 }
 
 static void on_recv(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
+  pthread_mutex_lock(&c->step_mu);
+  c->recv_since = 0;
+  pthread_mutex_unlock(&c->step_mu);
   if (!ok || !c->req) {
     send_final(c, MDL_RPC_INVALID_ARGUMENT, "no request message", NULL);
     return;
@@ -547,6 +667,26 @@ static void server_shutdown(mdl_rpc_server *s) {
   s->cq = NULL;
 }
 
+/* Once per poll: cancels calls whose next request message is overdue, and
+ * counts handlers at work as the driver's activity. */
+static void watch_calls(mdl_rpc_server *s) {
+  double now = mdl_rpc_now();
+  for (mdl_rpc_call_ctx *c = s->calls; c; c = c->next) {
+    pthread_mutex_lock(&c->step_mu);
+    bool late = c->recv_since > 0 && (now - c->recv_since) * 1000.0 > s->stream_timeout_ms;
+    if (late) c->recv_since = 0;
+    if (c->computing) s->last_activity = now;
+    pthread_mutex_unlock(&c->step_mu);
+    if (late) {
+      srv_log(s, "cancelled %s from %s: no request message for %d ms", c->m ? c->m->name : "a call",
+              c->peer ? c->peer : "?", s->stream_timeout_ms);
+      c->cancelled = 1;
+      grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                   "no request message in time", NULL);
+    }
+  }
+}
+
 mdl_status mdl_rpc_server_run(mdl_rpc_server *s, bool *idle, mdl_error *err) {
   if (idle) *idle = false;
   if (s->shut) return mdl_errorf(err, MDL_ERR_INTERNAL, "rpc: server already shut down");
@@ -554,7 +694,10 @@ mdl_status mdl_rpc_server_run(mdl_rpc_server *s, bool *idle, mdl_error *err) {
     grpc_event ev = grpc_completion_queue_next(s->cq, deadline_in(POLL_MS), NULL);
     if (ev.type == GRPC_OP_COMPLETE) dispatch(s, ev.tag, ev.success);
     if (atomic_load(&s->handler_stop) && s->active == 0) break;
-    if (s->o.idle_timeout_ms > 0 && s->armed && s->active == 0 &&
+    watch_calls(s);
+    /* whatever state the calls are in: a handler at work counts as activity
+     * (watch_calls), a call waiting for its peer does not */
+    if (s->o.idle_timeout_ms > 0 &&
         (mdl_rpc_now() - s->last_activity) * 1000.0 > s->o.idle_timeout_ms) {
       if (idle) *idle = true;
       break;
@@ -572,6 +715,8 @@ void mdl_rpc_server_free(mdl_rpc_server *s) {
   if (!s) return;
   if (s->srv) server_shutdown(s);
   pthread_mutex_destroy(&s->serial);
+  pthread_mutex_destroy(&s->rx);
+  mdl_rpc_buffer_free(s->stage, s->stage_len);
   free(s->token);
   free(s);
   mdl_rpc_shutdown();

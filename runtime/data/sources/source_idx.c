@@ -28,13 +28,22 @@ static void idx_close(idx_file *x) {
   memset(x, 0, sizeof *x);
 }
 
-/* Reads exactly n bytes; short reads are errors naming the file. */
-static mdl_status idx_read(idx_file *x, void *buf, size_t n, const char *what, mdl_error *err) {
+/* Reads exactly n bytes; short reads are errors naming the file and what
+ * was being read: `what`, or, when unit is not 0, the `what` number first +
+ * (bytes read) / unit, the one the file ends in. */
+static mdl_status idx_read(idx_file *x, void *buf, size_t n, const char *what, int64_t first,
+                           size_t unit, mdl_error *err) {
   size_t got = 0;
   while (got < n) {
     unsigned chunk = n - got > (1u << 30) ? 1u << 30 : (unsigned)(n - got);
     int k = gzread(x->f, (char *)buf + got, chunk);
     if (k <= 0) {
+      char item[96];
+      if (unit)
+        snprintf(item, sizeof item, "%s %lld", what, (long long)(first + (int64_t)(got / unit)));
+      else
+        snprintf(item, sizeof item, "%s", what);
+      what = item;
       int zerr = Z_OK;
       const char *zmsg = gzerror(x->f, &zerr);
       if (x->gz && (k < 0 || zerr != Z_OK))
@@ -76,7 +85,7 @@ static mdl_status idx_open(const char *base_dir, const char *name, const char *r
   }
   gzbuffer(x->f, 1 << 17);
   unsigned char m[4];
-  mdl_status st = idx_read(x, m, 4, "the header", err);
+  mdl_status st = idx_read(x, m, 4, "the header", 0, 0, err);
   if (!st && (m[0] != 0 || m[1] != 0))
     st = mdl_errorf(err, MDL_ERR_INVALID,
                     "%s: not an IDX file (magic %02x %02x %02x %02x; IDX starts 00 00 type dims)",
@@ -109,7 +118,7 @@ static mdl_status idx_open(const char *base_dir, const char *name, const char *r
   if (!st) {
     x->ndim = m[3];
     unsigned char d[16];
-    st = idx_read(x, d, 4 * (size_t)x->ndim, "the header", err);
+    st = idx_read(x, d, 4 * (size_t)x->ndim, "the header", 0, 0, err);
     x->rec_elems = 1;
     double values = 1; /* the record size as the header says, unbounded */
     for (int i = 0; !st && i < x->ndim; i++) {
@@ -210,7 +219,7 @@ static mdl_status read_labels(const mdl_src_ctx *c, int64_t *count, int32_t **la
       break;
     }
     l = nl;
-    st = idx_read(&x, raw, (size_t)k * x.esize, "the labels", err);
+    st = idx_read(&x, raw, (size_t)k * x.esize, "label", i0, x.esize, err);
     for (int64_t j = 0; !st && j < k; j++) {
       double v = idx_value(&x, raw + (size_t)j * x.esize);
       if (v != (double)(int32_t)v) {
@@ -300,9 +309,7 @@ static mdl_status idx_scan(const mdl_src_ctx *c, const mdl_data_info *info, mdl_
   }
   for (int64_t r0 = 0; r0 < x.count && !st; r0 += per_chunk) {
     int64_t k = x.count - r0 < per_chunk ? x.count - r0 : per_chunk;
-    char what[64];
-    snprintf(what, sizeof what, "record %lld", (long long)r0);
-    st = idx_read(&x, buf, (size_t)k * rec_bytes, what, err);
+    st = idx_read(&x, buf, (size_t)k * rec_bytes, "record", r0, rec_bytes, err);
     for (int64_t j = 0; !st && j < k; j++) {
       int64_t r = r0 + j;
       if (!mdl_sink_want(sink, r)) continue;

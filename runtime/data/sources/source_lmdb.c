@@ -2,12 +2,18 @@
  * convert_mnist_data write them (a directory holding data.mdb, or the file
  * itself). Opened read-only without a lock file; records are taken in key
  * order, and only the partition's records are decoded. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "runtime/data/dataset_impl.h"
 #include "runtime/data/sources/datum.h"
@@ -36,6 +42,97 @@ static bool file_exists(const char *dir, const char *name) {
   return ok;
 }
 
+/* liblmdb asserts (abort) or faults on page-level corruption, inside its
+ * own code. Before this process walks a database, a child walks every key
+ * the same way; a child killed by a signal means the file is corrupt, and
+ * that becomes an error naming it (with liblmdb's own message, which the
+ * child writes to a pipe). Checked once per file (path, size, mtime) per
+ * process. Returns MDL_OK when the walk ended normally, whatever it found
+ * (errors that liblmdb returns are reported by the caller's own walk). */
+static pthread_mutex_t g_checked_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct checked {
+  char path[512];
+  off_t size;
+  struct timespec mtime;
+} g_checked[16];
+static int g_n_checked, g_next_checked;
+
+static bool already_checked(const char *path, const struct stat *sb, bool add) {
+  bool found = false;
+  pthread_mutex_lock(&g_checked_mu);
+  for (int i = 0; i < g_n_checked && !found; i++)
+    found = !strcmp(g_checked[i].path, path) && g_checked[i].size == sb->st_size &&
+            g_checked[i].mtime.tv_sec == sb->st_mtim.tv_sec &&
+            g_checked[i].mtime.tv_nsec == sb->st_mtim.tv_nsec;
+  if (!found && add && strlen(path) < sizeof g_checked[0].path) {
+    struct checked *c = &g_checked[g_next_checked];
+    g_next_checked = (g_next_checked + 1) % 16;
+    if (g_n_checked < 16) g_n_checked++;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    c->size = sb->st_size;
+    c->mtime = sb->st_mtim;
+  }
+  pthread_mutex_unlock(&g_checked_mu);
+  return found;
+}
+
+static mdl_status lmdb_check_in_child(const char *path, unsigned flags, mdl_error *err) {
+  char data[600];
+  snprintf(data, sizeof data, "%s%s", path, (flags & MDB_NOSUBDIR) ? "" : "/data.mdb");
+  struct stat sb;
+  if (stat(data, &sb) != 0 || already_checked(data, &sb, false)) return MDL_OK;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return MDL_OK; /* cannot check: the walk goes on unchecked */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return MDL_OK;
+  }
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_env_create(&env);
+    if (!rc) rc = mdb_env_open(env, path, flags, 0644);
+    if (!rc) rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (!rc) rc = mdb_dbi_open(txn, NULL, 0, &dbi);
+    if (!rc) rc = mdb_cursor_open(txn, dbi, &cur);
+    if (!rc)
+      for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+           rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      }
+    _exit(0);
+  }
+  close(fds[1]);
+  char msg[300];
+  size_t got = 0;
+  ssize_t r;
+  while (got < sizeof msg - 1 && (r = read(fds[0], msg + got, sizeof msg - 1 - got)) != 0) {
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    got += (size_t)r;
+  }
+  close(fds[0]);
+  msg[got] = 0;
+  while (got > 0 && (msg[got - 1] == '\n' || msg[got - 1] == ' ')) msg[--got] = 0;
+  int ws;
+  while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(ws))
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: corrupt LMDB: liblmdb %s reading it%s%s", data,
+                      WTERMSIG(ws) == SIGABRT ? "aborted" : "crashed (a bad page)", got ? ": " : "",
+                      msg);
+  already_checked(data, &sb, true);
+  return MDL_OK;
+}
+
 static mdl_status lmdb_open(const mdl_src_ctx *c, lmdb_db *d, mdl_error *err) {
   memset(d, 0, sizeof *d);
   const char *name = c->src->lmdb->path;
@@ -60,6 +157,8 @@ static mdl_status lmdb_open(const mdl_src_ctx *c, lmdb_db *d, mdl_error *err) {
   } else {
     flags |= MDB_NOSUBDIR;
   }
+  st = lmdb_check_in_child(d->path, flags, err);
+  if (st) goto fail;
   int rc = mdb_env_create(&d->env);
   if (!rc) rc = mdb_env_open(d->env, d->path, flags, 0644);
   if (rc) {
