@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/train/device.h"
+
 void mdl_cli_args_init(mdl_cli_args *a, const char *cmd, const char *usage, int argc) {
   memset(a, 0, sizeof *a);
   a->cmd = cmd;
@@ -45,6 +47,16 @@ mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int
   }
   if (!strcmp(arg, "--threads") && has_next) {
     if (!mdl_cli_int(a->cmd, arg, argv[++*i], 1, 4096, &a->threads)) {
+      *code = 2;
+      return MDL_ARG_EXIT;
+    }
+    return MDL_ARG_TAKEN;
+  }
+  if (!strcmp(arg, "--device") && has_next) {
+    a->device = argv[++*i];
+    if (!mdl_device_valid(a->device)) {
+      fprintf(stderr, "memdl %s: --device takes cpu, cuda, cuda:N or auto, not \"%s\"\n", a->cmd,
+              a->device);
       *code = 2;
       return MDL_ARG_EXIT;
     }

@@ -13,6 +13,7 @@
 static const char USAGE[] =
     "usage: memdl run JOB [--weights FILE.caffemodel] [--resume [FILE]]\n"
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
+    "                     [--device auto|cpu|cuda|cuda:N]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
     "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
     "\n"
@@ -31,6 +32,11 @@ static const char USAGE[] =
     "                   OUTPUT/driver.snapshot)\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
     "  --threads T      CPU threads (default: the job's, else one per core)\n"
+    "  --device D       auto (default: a usable GPU that runs every layer, else\n"
+    "                   the CPU, saying why), cpu, cuda or cuda:N (exit 2 when\n"
+    "                   that GPU is not usable or lacks a layer); without it a\n"
+    "                   Caffe solver's solver_mode/device_id decide\n"
+    "                   (with --workers local:K: each local worker's device)\n"
     "  --output DIR     where metrics.jsonl and snapshots go (default: a job's\n"
     "                   output.dir; for a Caffe solver, metrics go to ./out and\n"
     "                   snapshots where its snapshot_prefix says)\n"
@@ -118,6 +124,7 @@ int mdl_cmd_run(int argc, char **argv) {
                     path);
   dopts.out_dir = out;
   dopts.threads = threads;
+  if (args.device) dopts.device = args.device;
   dopts.resume = resume_flag;
   dopts.snapshot_path = resume;
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
@@ -133,7 +140,7 @@ int mdl_cmd_run(int argc, char **argv) {
   if (st == MDL_OK && resume_flag && !resume)
     st = mdl_errorf(&err, MDL_ERR_INVALID,
                     "--resume needs the .solverstate to continue from on a single worker");
-  mdl_train_opts o = {.threads = threads, .out_dir = out};
+  mdl_train_opts o = {.threads = threads, .out_dir = out, .device = args.device};
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && weights) st = mdl_train_load_weights(t, weights, &err);
   if (st == MDL_OK && resume) st = mdl_train_restore(t, resume, &err);

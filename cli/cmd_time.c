@@ -13,7 +13,8 @@
 #include "runtime/train/train.h"
 
 static const char USAGE[] =
-    "usage: memdl time NET|JOB [--iterations N] [--threads T] [--set FIELD=VALUE]...\n"
+    "usage: memdl time NET|JOB [--iterations N] [--threads T] [--device D]\n"
+    "                          [--set FIELD=VALUE]...\n"
     "\n"
     "Times N training iterations (default 50, after 2 untimed warm-up ones) of\n"
     "the TRAIN net on synthetic data of the right shapes: per-layer forward and\n"
@@ -21,6 +22,10 @@ static const char USAGE[] =
     "stdout line is JSON:\n"
     "  {\"forward_ms\": 4.1, \"backward_ms\": 6.3, \"update_ms\": 0.4,\n"
     "   \"iteration_ms\": 10.8, \"batch\": 64, \"images_per_s\": 5925, ...}\n"
+    "  --device D       auto (default: a usable GPU that runs every layer, else\n"
+    "                   the CPU, saying why), cpu, cuda or cuda:N (exit 2 when\n"
+    "                   that GPU is not usable or lacks a layer); without it a\n"
+    "                   Caffe solver's solver_mode/device_id decide\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid input\n";
 
 int mdl_cmd_time(int argc, char **argv) {
@@ -45,7 +50,8 @@ int mdl_cmd_time(int argc, char **argv) {
   mdl_train *t = NULL;
   mdl_status st = mdl_cli_load_job(&args, &job, &err);
   int threads = args.threads;
-  mdl_train_opts o = {.threads = threads, .no_test = true, .synthetic = true};
+  mdl_train_opts o = {
+      .threads = threads, .no_test = true, .synthetic = true, .device = args.device};
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st != MDL_OK) {
     fprintf(stderr, "memdl time: %s\n", err.msg);

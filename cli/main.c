@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "runtime/train/device.h"
 
 #ifndef MDL_VERSION
 #define MDL_VERSION "0.1.0"
@@ -30,7 +31,8 @@ static void usage(FILE *out) {
           "usage: memdl COMMAND [ARGS...]\n"
           "\n"
           "Trains Caffe-style networks on data held in memory, on one CPU worker or\n"
-          "several that average their weights (this build has no GPU backend).\n"
+          "several that average their weights, on CPUs or CUDA GPUs (`memdl --version`\n"
+          "says which backends this binary can reach).\n"
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
@@ -52,7 +54,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(name, "--version") || !strcmp(name, "version")) {
-    printf("memdl %s\n", MDL_VERSION);
+    char backends[2048];
+    mdl_device_describe(backends, sizeof backends);
+    printf("memdl %s\nbackends: %s\n", MDL_VERSION, backends);
     return 0;
   }
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)

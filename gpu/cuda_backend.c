@@ -21,8 +21,9 @@ static bool record(mdl_gpu *g, const char *lib, int code, const char *what, cons
     snprintf(g->failure, sizeof g->failure, "%s:%d: %s failed: %s error %d (%s)", file, line, call,
              lib, code, what),
         g->failed = MDL_ERR_INTERNAL;
-  if (!g) fprintf(stderr, "memdl: %s:%d: %s failed: %s error %d (%s)\n", file, line, call, lib,
-                  code, what);
+  if (!g)
+    fprintf(stderr, "memdl: %s:%d: %s failed: %s error %d (%s)\n", file, line, call, lib, code,
+            what);
   return false;
 }
 
@@ -40,14 +41,22 @@ bool mdl_gpu_cudnn_ok(mdl_gpu *g, cudnnStatus_t code, const char *call, const ch
 
 static const char *cublas_str(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "alloc failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "arch mismatch";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
-    default: return "see cublas_api.h";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "alloc failed";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "arch mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "not supported";
+    default:
+      return "see cublas_api.h";
   }
 }
 
@@ -104,16 +113,16 @@ static void gpu_zero(void *ctx, float *p, int64_t n) {
 static void gpu_to_device(void *ctx, float *dst, const float *src, int64_t n) {
   mdl_gpu *g = ctx;
   if (n <= 0) return;
-  MDL_CUDA_TRY(g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice,
-                                  g->stream));
+  MDL_CUDA_TRY(
+      g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->stream));
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
 }
 
 static void gpu_to_host(void *ctx, float *dst, const float *src, int64_t n) {
   mdl_gpu *g = ctx;
   if (n <= 0) return;
-  MDL_CUDA_TRY(g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost,
-                                  g->stream));
+  MDL_CUDA_TRY(
+      g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
 }
 
@@ -185,9 +194,9 @@ static void gpu_update(void *ctx, const mdl_update *u, float *data, float *diff,
                        .l1 = u->l1};
     if (u->rule == MDL_UPDATE_ADAM) k.lr *= u->adam_correction;
     bool two = u->rule == MDL_UPDATE_ADADELTA || u->rule == MDL_UPDATE_ADAM;
-    MDL_CUDA_TRY(g, mdl_gk_update_blob(g->stream, &k, (int64_t)b->count, data + b->offset,
-                                       diff + b->offset, hist[0] + b->offset,
-                                       two ? hist[1] + b->offset : NULL, scale));
+    MDL_CUDA_TRY(
+        g, mdl_gk_update_blob(g->stream, &k, (int64_t)b->count, data + b->offset, diff + b->offset,
+                              hist[0] + b->offset, two ? hist[1] + b->offset : NULL, scale));
   }
 }
 
@@ -287,7 +296,8 @@ EXPORT mdl_status mdl_cuda_plugin_open(int device, const mdl_backend **out, char
     snprintf(g->desc, sizeof g->desc, "%s (%s, sm_%d%d, %.0f GiB, cuDNN %zu; %s)", g->name,
              prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / 1073741824.0,
              cudnnGetVersion(),
-             g->exact ? "FP32 math: MDL_CUDA_EXACT" : "TF32 convolutions allowed; MDL_CUDA_EXACT=1 for FP32");
+             g->exact ? "FP32 math: MDL_CUDA_EXACT"
+                      : "TF32 convolutions allowed; MDL_CUDA_EXACT=1 for FP32");
     g->iface = (mdl_backend_i){
         .name = g->name,
         .host_visible = false,

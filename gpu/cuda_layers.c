@@ -46,8 +46,8 @@ static int shape_axis(const mdl_shape *s, int axis) {
 
 static void copy_d2d(mdl_layer *l, float *dst, const float *src, int64_t n) {
   if (dst != src && n > 0)
-    MDL_CUDA_TRY(G(l), cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, S(l)));
+    MDL_CUDA_TRY(
+        G(l), cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, S(l)));
 }
 
 /* An NCHW float descriptor (cuDNN takes int dimensions). */
@@ -153,42 +153,43 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
       (cp->bias && (l->n_param < 2 || l->param[1].count != M)))
     return LAYER_ERR(l, err, "weight/bias blob sizes disagree with the convolution geometry");
   cudnnMathType_t math = g->exact ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
-  bool ok =
-      tensor_desc(g, &cp->x, b->d[0], C, b->d[2], b->d[3]) &&
-      tensor_desc(g, &cp->y, t->d[0], M, t->d[2], t->d[3]) &&
-      MDL_CUDNN_TRY(g, cudnnCreateFilterDescriptor(&cp->w)) &&
-      MDL_CUDNN_TRY(g, cudnnSetFilter4dDescriptor(cp->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                  (int)M, (int)(C / group), kh, kw)) &&
-      MDL_CUDNN_TRY(g, cudnnCreateConvolutionDescriptor(&cp->conv)) &&
-      MDL_CUDNN_TRY(g, cudnnSetConvolution2dDescriptor(cp->conv, ph, pw, sh, sw, dh, dw,
-                                                       CUDNN_CROSS_CORRELATION,
-                                                       CUDNN_DATA_FLOAT)) &&
-      MDL_CUDNN_TRY(g, cudnnSetConvolutionGroupCount(cp->conv, group)) &&
-      MDL_CUDNN_TRY(g, cudnnSetConvolutionMathType(cp->conv, math));
+  bool ok = tensor_desc(g, &cp->x, b->d[0], C, b->d[2], b->d[3]) &&
+            tensor_desc(g, &cp->y, t->d[0], M, t->d[2], t->d[3]) &&
+            MDL_CUDNN_TRY(g, cudnnCreateFilterDescriptor(&cp->w)) &&
+            MDL_CUDNN_TRY(g, cudnnSetFilter4dDescriptor(cp->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                                        (int)M, (int)(C / group), kh, kw)) &&
+            MDL_CUDNN_TRY(g, cudnnCreateConvolutionDescriptor(&cp->conv)) &&
+            MDL_CUDNN_TRY(
+                g, cudnnSetConvolution2dDescriptor(cp->conv, ph, pw, sh, sw, dh, dw,
+                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)) &&
+            MDL_CUDNN_TRY(g, cudnnSetConvolutionGroupCount(cp->conv, group)) &&
+            MDL_CUDNN_TRY(g, cudnnSetConvolutionMathType(cp->conv, math));
   if (!ok) return mdl_gpu_take_error(g, err);
   int on, oc, oh, ow;
-  if (!MDL_CUDNN_TRY(g, cudnnGetConvolution2dForwardOutputDim(cp->conv, cp->x, cp->w, &on, &oc,
-                                                              &oh, &ow)))
+  if (!MDL_CUDNN_TRY(
+          g, cudnnGetConvolution2dForwardOutputDim(cp->conv, cp->x, cp->w, &on, &oc, &oh, &ow)))
     return mdl_gpu_take_error(g, err);
   if (on != t->d[0] || oc != M || oh != t->d[2] || ow != t->d[3])
-    return LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc,
-                     oh, ow);
+    return LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc, oh,
+                     ow);
   /* Algorithms: the heuristics' best whose workspace fits the limit. */
   const size_t limit = conv_ws_limit();
   size_t need = 0;
   {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int n = 0;
-    if (!MDL_CUDNN_TRY(g, cudnnGetConvolutionForwardAlgorithm_v7(
-                              g->dnn, cp->x, cp->w, cp->conv, cp->y,
-                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf)))
+    if (!MDL_CUDNN_TRY(
+            g, cudnnGetConvolutionForwardAlgorithm_v7(g->dnn, cp->x, cp->w, cp->conv, cp->y,
+                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf)))
       return mdl_gpu_take_error(g, err);
     int pick = -1;
     for (int i = 0; i < n && pick < 0; i++)
       if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= limit &&
-          (!g->exact || perf[i].mathType == CUDNN_FMA_MATH || perf[i].mathType == CUDNN_DEFAULT_MATH))
+          (!g->exact || perf[i].mathType == CUDNN_FMA_MATH ||
+           perf[i].mathType == CUDNN_DEFAULT_MATH))
         pick = i;
-    if (pick < 0) return LAYER_ERR(l, err, "cuDNN offers no forward algorithm within %zu bytes", limit);
+    if (pick < 0)
+      return LAYER_ERR(l, err, "cuDNN offers no forward algorithm within %zu bytes", limit);
     cp->fwd = perf[pick].algo;
     if (perf[pick].memory > need) need = perf[pick].memory;
   }
@@ -234,7 +235,8 @@ static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *co
                                            l->param[0].data, cp->conv, cp->fwd, l->ctx.ws->data,
                                            cp->ws_bytes, &ZERO, cp->y, top[0]->data));
   if (cp->bias)
-    MDL_CUDA_TRY(g, mdl_gk_add_bias(g->stream, top[0]->data, l->param[1].data, cp->N, cp->M, cp->P));
+    MDL_CUDA_TRY(g,
+                 mdl_gk_add_bias(g->stream, top[0]->data, l->param[1].data, cp->N, cp->M, cp->P));
 }
 
 static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -242,18 +244,18 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   conv_priv *cp = l->priv;
   mdl_gpu *g = G(l);
   if (cp->bias && l->param[1].diff)
-    MDL_CUDA_TRY(g, mdl_gk_bias_grad(g->stream, top[0]->diff, l->param[1].diff, cp->N, cp->M,
-                                     cp->P));
+    MDL_CUDA_TRY(g,
+                 mdl_gk_bias_grad(g->stream, top[0]->diff, l->param[1].diff, cp->N, cp->M, cp->P));
   if (l->param[0].diff) /* accumulated (beta 1), as the layer contract asks */
-    MDL_CUDNN_TRY(g, cudnnConvolutionBackwardFilter(g->dnn, &ONE, cp->x, bottom[0]->data, cp->y,
-                                                    top[0]->diff, cp->conv, cp->bwd_filter,
-                                                    l->ctx.ws->data, cp->ws_bytes, &ONE, cp->w,
-                                                    l->param[0].diff));
+    MDL_CUDNN_TRY(
+        g, cudnnConvolutionBackwardFilter(g->dnn, &ONE, cp->x, bottom[0]->data, cp->y, top[0]->diff,
+                                          cp->conv, cp->bwd_filter, l->ctx.ws->data, cp->ws_bytes,
+                                          &ONE, cp->w, l->param[0].diff));
   if (pd[0])
-    MDL_CUDNN_TRY(g, cudnnConvolutionBackwardData(g->dnn, &ONE, cp->w, l->param[0].data, cp->y,
-                                                  top[0]->diff, cp->conv, cp->bwd_data,
-                                                  l->ctx.ws->data, cp->ws_bytes, &ZERO, cp->x,
-                                                  bottom[0]->diff));
+    MDL_CUDNN_TRY(
+        g, cudnnConvolutionBackwardData(g->dnn, &ONE, cp->w, l->param[0].data, cp->y, top[0]->diff,
+                                        cp->conv, cp->bwd_data, l->ctx.ws->data, cp->ws_bytes,
+                                        &ZERO, cp->x, bottom[0]->diff));
 }
 
 static const mdl_layer_impl gpu_conv = {"Convolution", conv_setup,    conv_init,
@@ -318,23 +320,23 @@ static void ip_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
       MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, ip->N, ip->K, ip->M, &ONE,
                                     dy, ip->N, x, ip->K, &ONE, l->param[0].diff, ip->N));
     else /* dW (N x K) += dY^T X */
-      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, ip->K, ip->N, ip->M, &ONE,
-                                    x, ip->K, dy, ip->N, &ONE, l->param[0].diff, ip->K));
+      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, ip->K, ip->N, ip->M, &ONE, x,
+                                    ip->K, dy, ip->N, &ONE, l->param[0].diff, ip->K));
   }
   if (ip->bias && l->param[1].diff)
     MDL_CUDA_TRY(g, mdl_gk_bias_grad(g->stream, dy, l->param[1].diff, ip->M, ip->N, 1));
   if (pd[0]) {
     if (ip->transpose) /* dX = dY W^T, W K x N */
-      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, ip->K, ip->M, ip->N, &ONE,
-                                    w, ip->N, dy, ip->N, &ZERO, bottom[0]->diff, ip->K));
+      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, ip->K, ip->M, ip->N, &ONE, w,
+                                    ip->N, dy, ip->N, &ZERO, bottom[0]->diff, ip->K));
     else /* dX = dY W, W N x K */
-      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, ip->K, ip->M, ip->N, &ONE,
-                                    w, ip->K, dy, ip->N, &ZERO, bottom[0]->diff, ip->K));
+      MDL_CUBLAS_TRY(g, cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, ip->K, ip->M, ip->N, &ONE, w,
+                                    ip->K, dy, ip->N, &ZERO, bottom[0]->diff, ip->K));
   }
 }
 
-static const mdl_layer_impl gpu_ip = {"InnerProduct", ip_setup, ip_init, ip_forward, ip_backward,
-                                      NULL};
+static const mdl_layer_impl gpu_ip = {"InnerProduct", ip_setup,    ip_init,
+                                      ip_forward,     ip_backward, NULL};
 
 /* ---- Pooling: our kernels (Caffe's ceil rounding and AVE divisor) -------- */
 
@@ -408,8 +410,8 @@ static float relu_slope(const mdl_layer *l) {
   return l->lp->relu_param ? l->lp->relu_param->negative_slope : 0.f;
 }
 static void relu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  MDL_CUDA_TRY(G(l), mdl_gk_relu_fwd(S(l), bottom[0]->data, top[0]->data, top[0]->count,
-                                     relu_slope(l)));
+  MDL_CUDA_TRY(G(l),
+               mdl_gk_relu_fwd(S(l), bottom[0]->data, top[0]->data, top[0]->count, relu_slope(l)));
 }
 /* In place, x is the output: its sign is the input's for slope >= 0 (Caffe). */
 static void relu_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -505,10 +507,10 @@ static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
   if (p->local_size % 2 != 1) return LAYER_ERR(l, err, "LRN local_size must be odd");
   lrn_priv *lp = mdl_xcalloc(1, sizeof *lp);
   l->priv = lp;
-  bool ok = MDL_CUDNN_TRY(g, cudnnCreateLRNDescriptor(&lp->desc)) &&
-            MDL_CUDNN_TRY(g, cudnnSetLRNDescriptor(lp->desc, p->local_size, p->alpha, p->beta,
-                                                   p->k)) &&
-            tensor_desc(g, &lp->t, b->d[0], b->d[1], b->d[2], b->d[3]);
+  bool ok =
+      MDL_CUDNN_TRY(g, cudnnCreateLRNDescriptor(&lp->desc)) &&
+      MDL_CUDNN_TRY(g, cudnnSetLRNDescriptor(lp->desc, p->local_size, p->alpha, p->beta, p->k)) &&
+      tensor_desc(g, &lp->t, b->d[0], b->d[1], b->d[2], b->d[3]);
   return ok ? MDL_OK : mdl_gpu_take_error(g, err);
 }
 
@@ -522,9 +524,8 @@ static void lrn_free(mdl_layer *l) {
 static void lrn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   lrn_priv *lp = l->priv;
   mdl_gpu *g = G(l);
-  MDL_CUDNN_TRY(g, cudnnLRNCrossChannelForward(g->dnn, lp->desc, CUDNN_LRN_CROSS_CHANNEL_DIM1,
-                                               &ONE, lp->t, bottom[0]->data, &ZERO, lp->t,
-                                               top[0]->data));
+  MDL_CUDNN_TRY(g, cudnnLRNCrossChannelForward(g->dnn, lp->desc, CUDNN_LRN_CROSS_CHANNEL_DIM1, &ONE,
+                                               lp->t, bottom[0]->data, &ZERO, lp->t, top[0]->data));
 }
 
 static void lrn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -532,14 +533,13 @@ static void lrn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   lrn_priv *lp = l->priv;
   mdl_gpu *g = G(l);
   if (pd[0])
-    MDL_CUDNN_TRY(g, cudnnLRNCrossChannelBackward(
-                         g->dnn, lp->desc, CUDNN_LRN_CROSS_CHANNEL_DIM1, &ONE, lp->t, top[0]->data,
-                         lp->t, top[0]->diff, lp->t, bottom[0]->data, &ZERO, lp->t,
-                         bottom[0]->diff));
+    MDL_CUDNN_TRY(
+        g, cudnnLRNCrossChannelBackward(g->dnn, lp->desc, CUDNN_LRN_CROSS_CHANNEL_DIM1, &ONE, lp->t,
+                                        top[0]->data, lp->t, top[0]->diff, lp->t, bottom[0]->data,
+                                        &ZERO, lp->t, bottom[0]->diff));
 }
 
-static const mdl_layer_impl gpu_lrn = {"LRN",       lrn_setup,    NULL,
-                                       lrn_forward, lrn_backward, lrn_free};
+static const mdl_layer_impl gpu_lrn = {"LRN", lrn_setup, NULL, lrn_forward, lrn_backward, lrn_free};
 
 /* ---- Softmax (cuDNN, over one axis as outer x C x inner x 1) -------------- */
 
@@ -637,9 +637,9 @@ static mdl_status swl_setup(mdl_layer *l, mdl_error *err) {
 static void swl_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   softmax_priv *p = l->priv;
   softmax_run(l, bottom[0]->data, p->prob);
-  MDL_CUDA_TRY(G(l), mdl_gk_softmax_loss_fwd(S(l), p->prob, bottom[1]->data, p->outer, p->C,
-                                             p->inner, p->mode, p->ignore, p->ignore_label,
-                                             top[0]->data, p->norm));
+  MDL_CUDA_TRY(G(l),
+               mdl_gk_softmax_loss_fwd(S(l), p->prob, bottom[1]->data, p->outer, p->C, p->inner,
+                                       p->mode, p->ignore, p->ignore_label, top[0]->data, p->norm));
   if (l->n_top > 1) copy_d2d(l, top[1]->data, p->prob, p->outer * p->C * p->inner);
 }
 
@@ -721,10 +721,10 @@ static void same_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   if (pd[0]) copy_d2d(l, bottom[0]->diff, top[0]->diff, bottom[0]->count);
 }
-static const mdl_layer_impl gpu_flatten = {"Flatten", NULL, NULL, same_forward, same_backward,
-                                           NULL};
-static const mdl_layer_impl gpu_reshape = {"Reshape", NULL, NULL, same_forward, same_backward,
-                                           NULL};
+static const mdl_layer_impl gpu_flatten = {"Flatten",    NULL,          NULL,
+                                           same_forward, same_backward, NULL};
+static const mdl_layer_impl gpu_reshape = {"Reshape",    NULL,          NULL,
+                                           same_forward, same_backward, NULL};
 
 static void silence_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   (void)l, (void)bottom, (void)top;
@@ -736,7 +736,7 @@ static void silence_backward(mdl_layer *l, mdl_tensor *const *top, const bool *p
     if (pd[i] && bottom[i]->diff)
       MDL_CUDA_TRY(G(l), mdl_gk_fill(S(l), bottom[i]->diff, bottom[i]->count, 0.f));
 }
-static const mdl_layer_impl gpu_silence = {"Silence", NULL, NULL, silence_forward,
+static const mdl_layer_impl gpu_silence = {"Silence",        NULL, NULL, silence_forward,
                                            silence_backward, NULL};
 
 /* ---- Eltwise: PROD, SUM (coeff), MAX (argmax mask) ------------------------- */
@@ -769,8 +769,8 @@ static mdl_status eltwise_setup(mdl_layer *l, mdl_error *err) {
   ep->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
   for (int i = 0; i < l->n_bottom; i++) ep->coeff[i] = p->n_coeff ? p->coeff[i] : 1.f;
   if (ep->op == CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__MAX) {
-    ep->mask = mdl_gpu_alloc_bytes(G(l), (size_t)ep->count * sizeof(int32_t), "the eltwise mask",
-                                   err);
+    ep->mask =
+        mdl_gpu_alloc_bytes(G(l), (size_t)ep->count * sizeof(int32_t), "the eltwise mask", err);
     if (!ep->mask) return MDL_ERR_NOMEM;
   }
   return MDL_OK;
@@ -876,15 +876,15 @@ static void concat_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd
   cat_move(l, bottom, pd, top[0], false, true);
 }
 
-static const mdl_layer_impl gpu_concat = {"Concat", concat_setup, NULL, concat_forward,
-                                          concat_backward, NULL};
+static const mdl_layer_impl gpu_concat = {"Concat",       concat_setup,    NULL,
+                                          concat_forward, concat_backward, NULL};
 
 /* ---- the table and what it does not run ------------------------------------ */
 
 const mdl_layer_impl *const mdl_gpu_impls[] = {
-    &gpu_input,  &gpu_conv,    &gpu_pool,    &gpu_ip,      &gpu_relu,    &gpu_sigmoid,
-    &gpu_tanh,   &gpu_dropout, &gpu_lrn,     &gpu_softmax, &gpu_swl,     &gpu_accuracy,
-    &gpu_split,  &gpu_flatten, &gpu_reshape, &gpu_silence, &gpu_eltwise, &gpu_concat,
+    &gpu_input, &gpu_conv,    &gpu_pool,    &gpu_ip,      &gpu_relu,    &gpu_sigmoid,
+    &gpu_tanh,  &gpu_dropout, &gpu_lrn,     &gpu_softmax, &gpu_swl,     &gpu_accuracy,
+    &gpu_split, &gpu_flatten, &gpu_reshape, &gpu_silence, &gpu_eltwise, &gpu_concat,
 };
 const size_t mdl_gpu_n_impls = sizeof mdl_gpu_impls / sizeof mdl_gpu_impls[0];
 

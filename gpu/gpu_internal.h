@@ -37,8 +37,7 @@ typedef struct mdl_gpu {
 /* Records the first failure (later ones are dropped: the first is the cause)
  * and returns false when code is not success. */
 bool mdl_gpu_cuda_ok(mdl_gpu *g, cudaError_t code, const char *call, const char *file, int line);
-bool mdl_gpu_cudnn_ok(mdl_gpu *g, cudnnStatus_t code, const char *call, const char *file,
-                      int line);
+bool mdl_gpu_cudnn_ok(mdl_gpu *g, cudnnStatus_t code, const char *call, const char *file, int line);
 bool mdl_gpu_cublas_ok(mdl_gpu *g, cublasStatus_t code, const char *call, const char *file,
                        int line);
 
@@ -68,8 +67,7 @@ mdl_status mdl_gpu_fill_params(mdl_layer *l, const Caffe__FillerParameter *const
                                mdl_rng *rng, mdl_error *err);
 
 /* Whether this backend runs lp, why not otherwise (cuda_layers.c). */
-bool mdl_gpu_supports_layer(void *ctx, const Caffe__LayerParameter *lp, char *why,
-                            size_t why_size);
+bool mdl_gpu_supports_layer(void *ctx, const Caffe__LayerParameter *lp, char *why, size_t why_size);
 
 extern const mdl_layer_impl *const mdl_gpu_impls[];
 extern const size_t mdl_gpu_n_impls;

@@ -90,7 +90,7 @@ typedef struct mdl_gk_update {
 /* One blob: w, d, h1, h2 (h2 for AdaDelta and Adam) of n floats. A scale
  * read from *dscale (device; NULL: 1) multiplies d first (clipping). */
 cudaError_t mdl_gk_update_blob(cudaStream_t s, const mdl_gk_update *u, int64_t n, float *w,
-                          const float *d, float *h1, float *h2, const float *dscale);
+                               const float *d, float *h1, float *h2, const float *dscale);
 /* *acc (device double) += sum d[i]^2 (fixed order) */
 cudaError_t mdl_gk_sumsq_acc(cudaStream_t s, const float *d, int64_t n, double *acc);
 /* *scale = sqrt(*acc) > clip ? clip / sqrt(*acc) : 1 */
