@@ -231,7 +231,7 @@ static mdl_status run_case(const gcase *c, const Caffe__LayerParameter *lp, cons
   mdl_layer *l = NULL;
   mdl_status st = mdl_layer_new(be, lp, CAFFE__PHASE__TRAIN, c->n_bottom, bs, &ctx, &l, &err);
   if (st) {
-    snprintf(why, why_size, "%s", err.msg);
+    snprintf(why, why_size, "%.500s", err.msg);
     return st;
   }
   int64_t np = mdl_layer_param_count(l);
@@ -281,9 +281,9 @@ static mdl_status run_case(const gcase *c, const Caffe__LayerParameter *lp, cons
     }
     if (np) keep(o, be, pdata, np);
     st = mdl_backend_sync(be, &err);
-    if (st) snprintf(why, why_size, "%s", err.msg);
+    if (st) snprintf(why, why_size, "%.500s", err.msg);
   } else {
-    snprintf(why, why_size, "%s", err.msg);
+    snprintf(why, why_size, "%.500s", err.msg);
   }
   for (int i = 0; i < c->n_bottom; i++) {
     mdl_backend_free(be, bt[i].data);
@@ -323,16 +323,16 @@ int mdl_gpu_check_layers(const mdl_backend *a, const mdl_backend *b, mdl_gpu_cas
     mdl_error err;
     if (mdl_text_parse(text, strlen(text), c->name, &caffe__net_parameter__descriptor,
                        (ProtobufCMessage **)&np, &err) != MDL_OK) {
-      snprintf(r->why, sizeof r->why, "%s", err.msg);
+      snprintf(r->why, sizeof r->why, "%.500s", err.msg);
       failed++;
       continue;
     }
     outputs oa = {0}, ob = {0};
     char why[512] = "";
     mdl_status sa = run_case(c, np->layer[0], a, &oa, why, sizeof why);
-    if (sa) snprintf(r->why, sizeof r->why, "%s: %s", mdl_backend_name(a), why);
+    if (sa) snprintf(r->why, sizeof r->why, "%s: %.480s", mdl_backend_name(a), why);
     mdl_status sb = sa ? sa : run_case(c, np->layer[0], b, &ob, why, sizeof why);
-    if (!sa && sb) snprintf(r->why, sizeof r->why, "%s: %s", mdl_backend_name(b), why);
+    if (!sa && sb) snprintf(r->why, sizeof r->why, "%s: %.480s", mdl_backend_name(b), why);
     if (!sa && !sb && oa.n != ob.n) snprintf(r->why, sizeof r->why, "different output counts");
     for (int t = 0; !r->why[0] && t < oa.n; t++)
       for (int64_t i = 0; i < oa.count[t]; i++) {

@@ -11,6 +11,7 @@
 
 #include "compiler/textformat.h"
 #include "runtime/train/device.h"
+#include "tests/clitest.h"
 #include "tests/gpu_check.h"
 
 /* The GPU backend, or NULL with why filled. */
@@ -125,4 +126,52 @@ Test(gpu, every_gpu_layer_matches_the_cpu, .timeout = 120) {
               r[i].bad_values, r[i].why);
   cr_assert_eq(failed, 0);
   free(r);
+}
+
+/* ---- the command line ------------------------------------------------------ */
+
+Test(gpu_cli, version_lists_the_backends) {
+  const char *argv[] = {"--version", NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 60);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, "backends: cpu"), "%s", r.out);
+  cr_assert(strstr(r.out, mdl_device_gpu_built() ? "cuda (plugin " : "(no cuda: "), "%s", r.out);
+  mdl_run_result_free(&r);
+}
+
+Test(gpu_cli, device_cuda_without_a_gpu_exits_2_saying_why) {
+  char why[2048];
+  if (usable_gpu(why, sizeof why)) cr_skip_test("a GPU is usable here");
+  const char *argv[] = {
+      "time", "tests/nets/lenet.prototxt", "--iterations", "1", "--device", "cuda", NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 120);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "device cuda: no usable GPU: "), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+Test(gpu_cli, device_auto_without_a_gpu_runs_on_the_cpu_saying_why) {
+  char why[2048];
+  if (usable_gpu(why, sizeof why)) cr_skip_test("a GPU is usable here");
+  const char *argv[] = {"time",
+                        "tests/nets/lenet.prototxt",
+                        "--iterations",
+                        "1",
+                        "--device",
+                        "auto",
+                        "--threads",
+                        "1",
+                        NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 120);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.err, "device auto: cpu (no usable GPU: "), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
+Test(gpu_cli, a_bad_device_name_is_refused) {
+  const char *argv[] = {"time", "tests/nets/lenet.prototxt", "--device", "gpu0", NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 60);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "--device takes cpu, cuda, cuda:N or auto"), "%s", r.err);
+  mdl_run_result_free(&r);
 }
