@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "common/clock.h"
 #include "compiler/job.h"
+#include "runtime/engine/net.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/progress.h"
 #include "runtime/train/train.h"
@@ -65,23 +66,30 @@ int mdl_cmd_time(int argc, char **argv) {
   int nl = mdl_net_n_layers(net);
   double *fwd = calloc((size_t)nl, sizeof(double)), *bwd = calloc((size_t)nl, sizeof(double));
   double upd = 0, total = 0;
+  /* A device queues work: each timed span ends when the device is done
+   * (a no-op on the CPU). */
+  const mdl_backend *be = mdl_net_backend(net);
   for (int it = -2; it < iterations && st == MDL_OK; it++) {
     st = mdl_train_feed_train(t, (uint64_t)(it + 2), &err);
+    if (st == MDL_OK) st = mdl_backend_sync(be, &err);
     double t_it = mdl_now();
     mdl_net_clear_param_diffs(net);
     mdl_net_set_iteration(net, (uint64_t)(it + 2));
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; i < nl && st == MDL_OK; i++) {
       double t0 = mdl_now();
       mdl_net_forward_layer(net, i);
+      st = mdl_backend_sync(be, &err);
       if (it >= 0) fwd[i] += mdl_now() - t0;
     }
-    for (int i = nl - 1; i >= 0; i--) {
+    for (int i = nl - 1; i >= 0 && st == MDL_OK; i--) {
       double t0 = mdl_now();
       mdl_net_backward_layer(net, i);
+      st = mdl_backend_sync(be, &err);
       if (it >= 0) bwd[i] += mdl_now() - t0;
     }
     double t0 = mdl_now();
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    if (st == MDL_OK) st = mdl_backend_sync(be, &err);
     if (it >= 0) {
       upd += mdl_now() - t0;
       total += mdl_now() - t_it;

@@ -685,6 +685,8 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       mdl_json_free(&j);
     }
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* a device reports a failed kernel or library call only here */
+    if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
     /* the rate window restarts once this iteration is wholly done, so the
      * next one measures whole iterations, not this one's update alone */
     if (display && iter > start) mdl_progress_mark(&p, iter + 1);

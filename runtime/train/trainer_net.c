@@ -451,6 +451,8 @@ static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in,
     st = mdl_net_accumulate(net, iter, iter_size, feed_train, t, &loss, err);
     if (st != MDL_OK) break;
     mdl_solver_update(t->solver, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* a device reports a failed kernel or library call only here */
+    if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
     t->stats.loss_sum += loss;
     t->stats.samples += (uint64_t)(t->train.feed.batch * iter_size);
     t->stats.iterations++;
