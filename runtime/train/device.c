@@ -33,6 +33,19 @@ static struct {
 } plug;
 
 static void *try_open(const char *path, char *errs, size_t errs_size) {
+  /* a build without CUDA leaves a one-line text file in the plugin's place */
+  FILE *f = fopen(path, "rb");
+  if (f) {
+    char head[512] = "";
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    head[n] = 0;
+    if (!strncmp(head, "memdl: ", 7)) {
+      head[strcspn(head, "\n")] = 0;
+      snprintf(errs, errs_size, "%s", head + 7);
+      return NULL;
+    }
+  }
   void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     size_t used = strlen(errs);

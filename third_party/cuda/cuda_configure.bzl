@@ -47,12 +47,17 @@ def _local_cuda_impl(ctx):
         _stub(ctx, "MDL_CUDA=%s" % env.get("MDL_CUDA"))
         return
 
-    # the toolkit: CUDA_PATH, CUDA_HOME, nvcc on PATH, /usr/local/cuda
-    roots = [env.get("CUDA_PATH", ""), env.get("CUDA_HOME", "")]
-    nvcc_on_path = ctx.which("nvcc")
-    if nvcc_on_path and not env.get("CUDA_PATH") and not env.get("CUDA_HOME"):
-        roots.append(str(nvcc_on_path.dirname.dirname))
-    if not env.get("CUDA_PATH") and not env.get("CUDA_HOME"):
+    # the toolkit: CUDA_PATH, else CUDA_HOME (either one alone decides), else
+    # nvcc on PATH, else /usr/local/cuda
+    roots = []
+    if env.get("CUDA_PATH"):
+        roots = [env["CUDA_PATH"]]
+    elif env.get("CUDA_HOME"):
+        roots = [env["CUDA_HOME"]]
+    else:
+        nvcc_on_path = ctx.which("nvcc")
+        if nvcc_on_path:
+            roots.append(str(nvcc_on_path.dirname.dirname))
         roots.append("/usr/local/cuda")
     root = None
     tried = []
