@@ -77,10 +77,19 @@ mdl_status mdl_gpu_take_error(mdl_gpu *g, mdl_error *err) {
 
 /* ---- memory --------------------------------------------------------------- */
 
+/* The current device is per host thread: calls that may come from another
+ * thread than the one that opened the device (a worker's RPC threads) make
+ * it current first. Kernels and library calls run on the thread that runs
+ * the net. */
+static bool use(mdl_gpu *g) {
+  return MDL_CUDA_TRY(g, cudaSetDevice(g->device));
+}
+
 static float *gpu_alloc(void *ctx, int64_t n) {
   mdl_gpu *g = ctx;
   void *p = NULL;
   size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+  if (!use(g)) return NULL;
   /* a failed cudaMalloc is the caller's to report (NOMEM naming the
    * buffer), not a sticky device failure */
   if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -97,7 +106,7 @@ static float *gpu_alloc(void *ctx, int64_t n) {
 
 static void gpu_free(void *ctx, float *p) {
   mdl_gpu *g = ctx;
-  if (!p) return;
+  if (!p || !use(g)) return;
   /* the stream may still use it */
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
   MDL_CUDA_TRY(g, cudaFree(p));
@@ -112,7 +121,7 @@ static void gpu_zero(void *ctx, float *p, int64_t n) {
  * directions finish before returning. */
 static void gpu_to_device(void *ctx, float *dst, const float *src, int64_t n) {
   mdl_gpu *g = ctx;
-  if (n <= 0) return;
+  if (n <= 0 || !use(g)) return;
   MDL_CUDA_TRY(
       g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, g->stream));
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
@@ -120,7 +129,7 @@ static void gpu_to_device(void *ctx, float *dst, const float *src, int64_t n) {
 
 static void gpu_to_host(void *ctx, float *dst, const float *src, int64_t n) {
   mdl_gpu *g = ctx;
-  if (n <= 0) return;
+  if (n <= 0 || !use(g)) return;
   MDL_CUDA_TRY(
       g, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, g->stream));
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
@@ -128,6 +137,7 @@ static void gpu_to_host(void *ctx, float *dst, const float *src, int64_t n) {
 
 static mdl_status gpu_sync(void *ctx, mdl_error *err) {
   mdl_gpu *g = ctx;
+  use(g);
   MDL_CUDA_TRY(g, cudaStreamSynchronize(g->stream));
   return mdl_gpu_take_error(g, err);
 }
