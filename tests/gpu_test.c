@@ -175,3 +175,17 @@ Test(gpu_cli, a_bad_device_name_is_refused) {
   cr_assert(strstr(r.err, "--device takes cpu, cuda, cuda:N or auto"), "%s", r.err);
   mdl_run_result_free(&r);
 }
+
+Test(gpu_cli, compile_says_where_the_nets_would_run) {
+  char why[2048];
+  bool gpu = usable_gpu(why, sizeof why) != NULL;
+  const char *argv[] = {"compile", "tests/nets/lenet.prototxt", "--device", "auto", NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 60);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strstr(r.out, gpu ? "device auto: cuda:0 (" : "device auto: cpu ("), "%s", r.out);
+  mdl_run_result_free(&r);
+  const char *argv2[] = {"compile", "tests/nets/lenet.prototxt", "--device", "cuda", NULL};
+  r = mdl_run_memdl(argv2, 60);
+  cr_assert_eq(r.exit_code, gpu ? 0 : 2, "%s", r.err);
+  mdl_run_result_free(&r);
+}
