@@ -189,3 +189,13 @@ Test(gpu_cli, compile_says_where_the_nets_would_run) {
   cr_assert_eq(r.exit_code, gpu ? 0 : 2, "%s", r.err);
   mdl_run_result_free(&r);
 }
+
+Test(gpu_cli, a_worker_asked_for_a_gpu_it_lacks_exits_2) {
+  char why[2048];
+  if (usable_gpu(why, sizeof why)) cr_skip_test("a GPU is usable here");
+  const char *argv[] = {"worker", "--listen", "127.0.0.1:0", "--device", "cuda:1", NULL};
+  mdl_run_result r = mdl_run_memdl(argv, 60);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "device cuda:1: no usable GPU: "), "%s", r.err);
+  mdl_run_result_free(&r);
+}

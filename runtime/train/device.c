@@ -118,8 +118,22 @@ const char *mdl_device_gpu_plugin(void) {
   return plug.why;
 }
 
+/* Whether the NVIDIA driver's library is there: without it no GPU is
+ * usable, and the plugin (with cuDNN and cuBLAS, hundreds of MiB to map)
+ * is not worth loading. */
+static bool driver_present(char *why, size_t why_size) {
+  void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    snprintf(why, why_size, "no NVIDIA driver (%.300s)", e ? e : "libcuda.so.1 not found");
+    return false;
+  }
+  return true; /* kept: the CUDA runtime loads it again */
+}
+
 /* The number of usable GPUs, 0 with why filled. */
 static int gpu_count(char *why, size_t why_size) {
+  if (!driver_present(why, why_size)) return 0;
   if (!mdl_device_gpu_built()) {
     snprintf(why, why_size, "%s", plug.why);
     return 0;
