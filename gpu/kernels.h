@@ -81,6 +81,32 @@ cudaError_t mdl_gk_accuracy(cudaStream_t s, const float *x, const float *label, 
                             int64_t C, int64_t inner, int64_t k, int has_ignore, int ignore_label,
                             float *top);
 
+/* ---- BatchNorm and Scale (kernels_norm.cu) ---- */
+/* s1[c] = sum of a, s2[c] = sum of a*b (b may be NULL: s2 untouched, may
+ * be NULL), over outer and inner, in double, fixed order */
+cudaError_t mdl_gk_channel_sums(cudaStream_t s, const float *a, const float *b, int64_t outer,
+                                int64_t C, int64_t inner, double *s1, double *s2);
+/* train: mean/istd from the sums over m values, running blobs updated as
+ * Caffe (pmean, pvar unnormalised, *pfactor = *pfactor * maf + 1); else
+ * mean/istd from the running blobs and their factor */
+cudaError_t mdl_gk_bn_stats(cudaStream_t s, const double *s1, const double *s2, int64_t C, double m,
+                            float eps, float maf, float *pmean, float *pvar, float *pfactor,
+                            float *mean, float *istd, int train);
+/* y = xnorm = (x - mean[c]) * istd[c] */
+cudaError_t mdl_gk_bn_apply(cudaStream_t s, const float *x, float *y, float *xnorm,
+                            const float *mean, const float *istd, int64_t outer, int64_t C,
+                            int64_t inner);
+/* global: dx = dy * istd; else dx = (dy - s1/m - xnorm * s2/m) * istd with
+ * s1 = sum dy, s2 = sum dy * xnorm per channel */
+cudaError_t mdl_gk_bn_bwd(cudaStream_t s, const float *dy, const float *xnorm, const double *s1,
+                          const double *s2, const float *istd, double m, int global, float *dx,
+                          int64_t outer, int64_t C, int64_t inner);
+/* y = x * sc[d] + bias[d] (sc NULL: 1; bias NULL: 0), x outer x D x inner */
+cudaError_t mdl_gk_scale(cudaStream_t s, const float *x, const float *sc, const float *bias,
+                         float *y, int64_t outer, int64_t D, int64_t inner);
+/* g[d] += (float)d[d] */
+cudaError_t mdl_gk_add_double(cudaStream_t s, float *g, const double *d, int64_t n);
+
 /* ---- solver (kernels_solver.cu) ---- */
 typedef struct mdl_gk_update {
   int rule; /* mdl_update_rule */

@@ -75,9 +75,9 @@ Test(gpu, auto_says_which_device_and_why) {
   }
 }
 
-static const char NET_WITH_BN[] =
+static const char NET_WITH_ELU[] =
     "layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: 2 dim: 3 } } }\n"
-    "layer { name: 'bn' type: 'BatchNorm' bottom: 'x' top: 'y' }\n"
+    "layer { name: 'act' type: 'ELU' bottom: 'x' top: 'y' }\n"
     "layer { name: 'ip' type: 'InnerProduct' bottom: 'y' top: 'z' "
     "inner_product_param { num_output: 2 } }\n";
 
@@ -86,16 +86,16 @@ Test(gpu, a_layer_the_gpu_lacks_keeps_auto_on_the_cpu_and_fails_cuda) {
   if (!usable_gpu(why, sizeof why)) cr_skip_test("no usable GPU: %s", why);
   Caffe__NetParameter *np;
   mdl_error err;
-  cr_assert_eq(mdl_text_parse(NET_WITH_BN, strlen(NET_WITH_BN), "net",
+  cr_assert_eq(mdl_text_parse(NET_WITH_ELU, strlen(NET_WITH_ELU), "net",
                               &caffe__net_parameter__descriptor, (ProtobufCMessage **)&np, &err),
                MDL_OK, "%s", err.msg);
   const Caffe__NetParameter *nets[] = {np};
   const mdl_backend *be;
   cr_assert_eq(mdl_device_resolve("auto", nets, 1, &be, note, sizeof note, &err), MDL_OK);
   cr_assert_eq(be, mdl_device_cpu());
-  cr_assert(strstr(note, "\"bn\" (no BatchNorm implementation)"), "%s", note);
+  cr_assert(strstr(note, "\"act\" (no ELU implementation)"), "%s", note);
   cr_assert_eq(mdl_device_resolve("cuda", nets, 1, &be, note, sizeof note, &err), MDL_ERR_INVALID);
-  cr_assert(strstr(err.msg, "\"bn\""), "%s", err.msg);
+  cr_assert(strstr(err.msg, "\"act\""), "%s", err.msg);
   caffe__net_parameter__free_unpacked(np, NULL);
 }
 
