@@ -80,8 +80,8 @@ typedef struct conv_priv {
   cudnnConvolutionBwdDataAlgo_t bwd_data;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_bytes;
-  int64_t N, M, P; /* batch, output channels, output plane */
-  bool bias;
+  int64_t N, M, P; /* batch, top channels, top plane (the bias's shape) */
+  bool bias, deconv;
 } conv_priv;
 
 static mdl_status conv_hw(mdl_layer *l, const char *what, size_t n, const uint32_t *v, bool has_h,
@@ -142,20 +142,24 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
   if (kh <= 0 || kw <= 0 || sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0)
     return LAYER_ERR(l, err, "kernel, stride and dilation must be positive");
   int group = p->group ? (int)p->group : 1;
-  int64_t C = b->d[1], M = t->d[1];
+  /* cuDNN's x is the image side, y the column side: a Deconvolution is a
+   * Convolution from its top to its bottom run backwards */
+  cp->deconv = strcmp(l->impl->type, "Deconvolution") == 0;
+  const mdl_shape *im = cp->deconv ? t : b, *col = cp->deconv ? b : t;
+  int64_t C = im->d[1], M = col->d[1];
   if (C % group || M % group)
-    return LAYER_ERR(l, err, "channels %lld and num_output %lld must be multiples of group %d",
-                     (long long)C, (long long)M, group);
+    return LAYER_ERR(l, err, "channels %lld and %lld must be multiples of group %d", (long long)C,
+                     (long long)M, group);
   cp->N = b->d[0];
-  cp->M = M;
+  cp->M = t->d[1];
   cp->P = t->d[2] * t->d[3];
   cp->bias = p->bias_term;
   if (l->n_param < 1 || l->param[0].count != M * (C / group) * kh * kw ||
-      (cp->bias && (l->n_param < 2 || l->param[1].count != M)))
+      (cp->bias && (l->n_param < 2 || l->param[1].count != cp->M)))
     return LAYER_ERR(l, err, "weight/bias blob sizes disagree with the convolution geometry");
   cudnnMathType_t math = g->exact ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
-  bool ok = tensor_desc(g, &cp->x, b->d[0], C, b->d[2], b->d[3]) &&
-            tensor_desc(g, &cp->y, t->d[0], M, t->d[2], t->d[3]) &&
+  bool ok = tensor_desc(g, &cp->x, im->d[0], C, im->d[2], im->d[3]) &&
+            tensor_desc(g, &cp->y, col->d[0], M, col->d[2], col->d[3]) &&
             MDL_CUDNN_TRY(g, cudnnCreateFilterDescriptor(&cp->w)) &&
             MDL_CUDNN_TRY(g, cudnnSetFilter4dDescriptor(cp->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
                                                         (int)M, (int)(C / group), kh, kw)) &&
@@ -170,7 +174,7 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
   if (!MDL_CUDNN_TRY(
           g, cudnnGetConvolution2dForwardOutputDim(cp->conv, cp->x, cp->w, &on, &oc, &oh, &ow)))
     return mdl_gpu_take_error(g, err);
-  if (on != t->d[0] || oc != M || oh != t->d[2] || ow != t->d[3])
+  if (on != col->d[0] || oc != M || oh != col->d[2] || ow != col->d[3])
     return LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc, oh,
                      ow);
   /* Algorithms: the heuristics' best whose workspace fits the limit. */
@@ -194,7 +198,8 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
     cp->fwd = perf[pick].algo;
     if (perf[pick].memory > need) need = perf[pick].memory;
   }
-  if (l->phase == CAFFE__PHASE__TRAIN) {
+  /* a Deconvolution's forward is the backward-data pass */
+  if (l->phase == CAFFE__PHASE__TRAIN || cp->deconv) {
     cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t pf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int nd = 0, nf = 0;
@@ -229,12 +234,30 @@ static mdl_status conv_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   return mdl_gpu_fill_params(l, f, rng, err);
 }
 
+/* im = conv(col) forward: col from im; backward-data: im from col. */
+static void conv_fwd(mdl_layer *l, const float *im, float *col) {
+  conv_priv *cp = l->priv;
+  mdl_gpu *g = G(l);
+  MDL_CUDNN_TRY(g,
+                cudnnConvolutionForward(g->dnn, &ONE, cp->x, im, cp->w, l->param[0].data, cp->conv,
+                                        cp->fwd, l->ctx.ws->data, cp->ws_bytes, &ZERO, cp->y, col));
+}
+
+static void conv_bwd_data(mdl_layer *l, const float *col, float *im) {
+  conv_priv *cp = l->priv;
+  mdl_gpu *g = G(l);
+  MDL_CUDNN_TRY(g, cudnnConvolutionBackwardData(g->dnn, &ONE, cp->w, l->param[0].data, cp->y, col,
+                                                cp->conv, cp->bwd_data, l->ctx.ws->data,
+                                                cp->ws_bytes, &ZERO, cp->x, im));
+}
+
 static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   conv_priv *cp = l->priv;
   mdl_gpu *g = G(l);
-  MDL_CUDNN_TRY(g, cudnnConvolutionForward(g->dnn, &ONE, cp->x, bottom[0]->data, cp->w,
-                                           l->param[0].data, cp->conv, cp->fwd, l->ctx.ws->data,
-                                           cp->ws_bytes, &ZERO, cp->y, top[0]->data));
+  if (cp->deconv)
+    conv_bwd_data(l, bottom[0]->data, top[0]->data);
+  else
+    conv_fwd(l, bottom[0]->data, top[0]->data);
   if (cp->bias)
     MDL_CUDA_TRY(g,
                  mdl_gk_add_bias(g->stream, top[0]->data, l->param[1].data, cp->N, cp->M, cp->P));
@@ -247,18 +270,25 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   if (cp->bias && l->param[1].diff)
     MDL_CUDA_TRY(g,
                  mdl_gk_bias_grad(g->stream, top[0]->diff, l->param[1].diff, cp->N, cp->M, cp->P));
-  if (l->param[0].diff) /* accumulated (beta 1), as the layer contract asks */
-    MDL_CUDNN_TRY(
-        g, cudnnConvolutionBackwardFilter(g->dnn, &ONE, cp->x, bottom[0]->data, cp->y, top[0]->diff,
-                                          cp->conv, cp->bwd_filter, l->ctx.ws->data, cp->ws_bytes,
-                                          &ONE, cp->w, l->param[0].diff));
-  if (pd[0])
-    MDL_CUDNN_TRY(
-        g, cudnnConvolutionBackwardData(g->dnn, &ONE, cp->w, l->param[0].data, cp->y, top[0]->diff,
-                                        cp->conv, cp->bwd_data, l->ctx.ws->data, cp->ws_bytes,
-                                        &ZERO, cp->x, bottom[0]->diff));
+  /* filter gradient from the image side and the column side's gradient
+   * (conv: bottom data, top diff; deconv: top diff, bottom data),
+   * accumulated (beta 1) as the layer contract asks */
+  const float *im = cp->deconv ? top[0]->diff : bottom[0]->data;
+  const float *dcol = cp->deconv ? bottom[0]->data : top[0]->diff;
+  if (l->param[0].diff)
+    MDL_CUDNN_TRY(g, cudnnConvolutionBackwardFilter(g->dnn, &ONE, cp->x, im, cp->y, dcol, cp->conv,
+                                                    cp->bwd_filter, l->ctx.ws->data, cp->ws_bytes,
+                                                    &ONE, cp->w, l->param[0].diff));
+  if (pd[0]) {
+    if (cp->deconv)
+      conv_fwd(l, top[0]->diff, bottom[0]->diff);
+    else
+      conv_bwd_data(l, top[0]->diff, bottom[0]->diff);
+  }
 }
 
+static const mdl_layer_impl gpu_deconv = {"Deconvolution", conv_setup,    conv_init,
+                                          conv_forward,    conv_backward, conv_free};
 static const mdl_layer_impl gpu_conv = {"Convolution", conv_setup,    conv_init,
                                         conv_forward,  conv_backward, conv_free};
 
@@ -1078,10 +1108,10 @@ static const mdl_layer_impl gpu_scale = {"Scale",       scale_setup,    scale_in
 /* ---- the table and what it does not run ------------------------------------ */
 
 const mdl_layer_impl *const mdl_gpu_impls[] = {
-    &gpu_input,   &gpu_conv,     &gpu_pool,    &gpu_ip,      &gpu_relu,
-    &gpu_sigmoid, &gpu_tanh,     &gpu_dropout, &gpu_lrn,     &gpu_softmax,
-    &gpu_swl,     &gpu_accuracy, &gpu_split,   &gpu_flatten, &gpu_reshape,
-    &gpu_silence, &gpu_eltwise,  &gpu_concat,  &gpu_bn,      &gpu_scale,
+    &gpu_input, &gpu_conv,    &gpu_pool,    &gpu_ip,      &gpu_relu,    &gpu_sigmoid,
+    &gpu_tanh,  &gpu_dropout, &gpu_lrn,     &gpu_softmax, &gpu_swl,     &gpu_accuracy,
+    &gpu_split, &gpu_flatten, &gpu_reshape, &gpu_silence, &gpu_eltwise, &gpu_concat,
+    &gpu_bn,    &gpu_scale,   &gpu_deconv,
 };
 const size_t mdl_gpu_n_impls = sizeof mdl_gpu_impls / sizeof mdl_gpu_impls[0];
 
@@ -1109,7 +1139,7 @@ bool mdl_gpu_supports_layer(void *ctx, const Caffe__LayerParameter *lp, char *wh
   else if (is(lp, "LRN") && lp->n_top && lp->n_bottom && lp->top[0] && lp->bottom[0] &&
            strcmp(lp->top[0], lp->bottom[0]) == 0)
     no = "LRN in place (backward needs its input)";
-  else if (is(lp, "Convolution") && lp->n_bottom != 1)
+  else if ((is(lp, "Convolution") || is(lp, "Deconvolution")) && lp->n_bottom != 1)
     no = "Convolution with several bottoms";
   else if (is(lp, "Scale") && lp->n_bottom > 1)
     no = "Scale with a second bottom";
