@@ -28,9 +28,15 @@ cp tests/nets/lenet.prototxt tests/nets/cifar10_quick.prototxt tests/nets/resnet
 cp tests/gpu/*.prototxt jobs/fashion_mnist/lenet_train_test.prototxt \
   jobs/fashion_mnist/lenet_solver.prototxt "$stage"/jobs/
 cp /usr/share/datasets/fashion-mnist/t10k-*-ubyte.gz "$stage"/jobs/data/
-# ResNet-50 at batch 32 for the throughput table
-sed 's/dim: 1 dim: 3 dim: 224 dim: 224/dim: 32 dim: 3 dim: 224 dim: 224/' tests/nets/resnet50.prototxt \
-  >"$stage"/tests/nets/resnet50_b32.prototxt
+# ResNet-50 at batch 32 with a loss (as the PyTorch side trains it) for the
+# throughput table
+sed -e 's/dim: 1 dim: 3 dim: 224 dim: 224/dim: 32 dim: 3 dim: 224 dim: 224/' \
+  -e 's/^layer { name: "prob" type: "Softmax".*$/layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 32 } } }\nlayer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc1000" bottom: "label" top: "loss" }/' \
+  tests/nets/resnet50.prototxt >"$stage"/tests/nets/resnet50_b32.prototxt
+grep -q SoftmaxWithLoss "$stage"/tests/nets/resnet50_b32.prototxt || {
+  echo "prepare: tests/nets/resnet50.prototxt changed; its loss was not added" >&2
+  exit 1
+}
 cp tests/gpu/run_check.sh tests/gpu/torch_bench.py tests/gpu/compare_losses.py "$stage"/
 
 # shared libraries: all but glibc's (the GPU machine's own) and CUDA's (its
