@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/suggest.h"
+#include "runtime/train/device.h"
 
 void mdl_cli_args_init(mdl_cli_args *a, const char *cmd, const char *usage, int argc) {
   memset(a, 0, sizeof *a);
@@ -161,12 +162,23 @@ mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int
     }
     return MDL_ARG_TAKEN;
   }
+  if (!strcmp(arg, "--device") && has_next) {
+    a->device = argv[++*i];
+    if (!mdl_device_valid(a->device)) {
+      fprintf(stderr, "memdl %s: --device takes cpu, cuda, cuda:N or auto, not \"%s\"\n", a->cmd,
+              a->device);
+      *code = 2;
+      return MDL_ARG_EXIT;
+    }
+    return MDL_ARG_TAKEN;
+  }
   if (arg[0] == '-' && arg[1]) {
-    const char **all = mdl_xcalloc(a->n_opts + 4, sizeof *all);
+    const char **all = mdl_xcalloc(a->n_opts + 5, sizeof *all);
     size_t n = 0;
     for (size_t k = 0; k < a->n_opts; k++) all[n++] = a->opts[k];
     all[n++] = "--set";
     all[n++] = "--threads";
+    all[n++] = "--device";
     all[n++] = "--help";
     *code = mdl_cli_unknown_option(a->cmd, a->usage, arg, all, n);
     free(all);

@@ -1,5 +1,5 @@
 /* What the job-running commands (run, test, time) parse alike: the one
- * FILE, --set FIELD=VALUE..., --threads T, --help; and loading the job with
+ * FILE, --set FIELD=VALUE..., --threads T, --device D, --help; and loading the job with
  * the overrides applied. Each command handles its own flags first. */
 #ifndef MDL_CLI_ARGS_H
 #define MDL_CLI_ARGS_H
@@ -19,6 +19,7 @@ typedef struct mdl_cli_args {
    * --set, --threads, --help are added). NULL: none. */
   const char *const *opts;
   size_t n_opts;
+  const char *device; /* --device: cpu, cuda, cuda:N, auto; NULL: the job's or solver's */
 } mdl_cli_args;
 
 typedef enum mdl_cli_arg_result {
@@ -31,7 +32,7 @@ typedef enum mdl_cli_arg_result {
 void mdl_cli_args_init(mdl_cli_args *a, const char *cmd, const char *usage, int argc);
 void mdl_cli_args_free(mdl_cli_args *a);
 
-/* Looks at argv[*i]: --help, --set, --threads, or the positional FILE (one
+/* Looks at argv[*i]: --help, --set, --threads, --device, or the positional FILE (one
  * only); anything else starting with '-' is an unknown option. */
 mdl_cli_arg_result mdl_cli_args_take(mdl_cli_args *a, int argc, char **argv, int *i, int *code);
 

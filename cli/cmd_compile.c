@@ -12,11 +12,12 @@
 #include "compiler/tuner.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/dataset_resolver.h"
+#include "runtime/train/device.h"
 
 static const char USAGE[] =
     "usage: memdl compile FILE [--shapes] [--phase train|test] [--stage S]... [--plan] "
     "[--explain]\n"
-    "                          [--as net|solver|job] [--set FIELD=VALUE]...\n"
+    "                          [--as net|solver|job] [--set FIELD=VALUE]... [--device D]\n"
     "\n"
     "Checks FILE (a job, a Caffe solver or a Caffe net), resolves each phase's\n"
     "net (include/exclude rules, stages, V1 layers, splits) and infers shapes.\n"
@@ -27,6 +28,8 @@ static const char USAGE[] =
     "  --explain       print the cost model and the tau the tuner would choose\n"
     "  --as KIND       read FILE as a net, solver or job instead of detecting it\n"
     "  --set F=V       override a solver or job field (repeatable)\n"
+    "  --device D      say where the nets would run: auto, cpu, cuda or cuda:N\n"
+    "                  (exit 2 when that GPU is not usable or lacks a layer)\n"
     "exit status: 0 ok, 2 invalid input\n";
 
 static void print_summary(const mdl_job *job, const mdl_compiled *c) {
@@ -133,7 +136,7 @@ int mdl_cmd_compile(int argc, char **argv) {
   const char *file = NULL;
   mdl_file_kind kind = MDL_KIND_AUTO;
   int shapes = 0, plan = 0, explain = 0, phase = -1;
-  const char *sets[64], *stages[64];
+  const char *sets[64], *stages[64], *device = NULL;
   int n_sets = 0, n_stages = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -159,6 +162,13 @@ int mdl_cmd_compile(int argc, char **argv) {
     } else if (!strcmp(a, "--as") && i + 1 < argc) {
       if (mdl_kind_parse(argv[++i], &kind)) {
         fprintf(stderr, "memdl compile: --as takes net, solver or job\n");
+        return 2;
+      }
+    } else if (!strcmp(a, "--device") && i + 1 < argc) {
+      device = argv[++i];
+      if (!mdl_device_valid(device)) {
+        fprintf(stderr, "memdl compile: --device takes cpu, cuda, cuda:N or auto, not \"%s\"\n",
+                device);
         return 2;
       }
     } else if (!strcmp(a, "--stage") && i + 1 < argc) {
@@ -211,7 +221,16 @@ int mdl_cmd_compile(int argc, char **argv) {
       mdl_pb_free(p);
     }
     if (explain) print_explain(job, c);
-    if (!shapes && !plan && !explain) {
+    if (device) {
+      const Caffe__NetParameter **nets = calloc((size_t)c->n_nets + 1, sizeof *nets);
+      for (int i = 0; i < c->n_nets; i++) nets[i] = c->nets[i].graph->net;
+      const mdl_backend *be;
+      char note[4096];
+      st = mdl_device_resolve(device, nets, c->n_nets, &be, note, sizeof note, &err);
+      free(nets);
+      if (st == MDL_OK) printf("%s\n", note[0] ? note : "device cpu");
+    }
+    if (st == MDL_OK && !shapes && !plan && !explain) {
       print_summary(job, c);
       st = print_pipeline(job, &err);
     }

@@ -16,6 +16,7 @@
 static const char USAGE[] =
     "usage: memdl run JOB [--weights FILE.caffemodel] [--resume [FILE]]\n"
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
+    "                     [--device auto|cpu|cuda|cuda:N]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
     "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
     "                     [--sigint-effect stop|snapshot|none] [--sighup-effect E]\n"
@@ -36,6 +37,11 @@ static const char USAGE[] =
     "                   OUTPUT/driver.snapshot)\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
     "  --threads T      CPU threads (default: the job's, else one per core)\n"
+    "  --device D       auto (default: a usable GPU that runs every layer, else\n"
+    "                   the CPU, saying why), cpu, cuda or cuda:N (exit 2 when\n"
+    "                   that GPU is not usable or lacks a layer); without it a\n"
+    "                   Caffe solver's solver_mode/device_id decide\n"
+    "                   (with --workers local:K: each local worker's device)\n"
     "  --output DIR     where metrics.jsonl and snapshots go (default: a job's\n"
     "                   output.dir; for a Caffe solver, metrics go to ./out and\n"
     "                   snapshots where its snapshot_prefix says)\n"
@@ -187,6 +193,7 @@ int mdl_cmd_run(int argc, char **argv) {
                     path);
   dopts.out_dir = out;
   dopts.threads = threads;
+  if (args.device) dopts.device = args.device;
   dopts.resume = resume_flag;
   dopts.snapshot_path = resume;
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
@@ -205,7 +212,8 @@ int mdl_cmd_run(int argc, char **argv) {
                       .snapshot = &g_snapshot,
                       .overrides = args.sets,
                       .n_overrides = args.n_sets,
-                      .version = MDL_VERSION};
+                      .version = MDL_VERSION,
+                      .device = args.device};
   install_handlers();
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && weights) st = mdl_train_load_weights(t, weights, &err);

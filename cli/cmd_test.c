@@ -12,13 +12,17 @@
 
 static const char USAGE[] =
     "usage: memdl test JOB|SOLVER|NET --weights FILE.caffemodel [--iterations N]\n"
-    "                  [--set FIELD=VALUE]... [--threads T]\n"
+    "                  [--set FIELD=VALUE]... [--threads T] [--device D]\n"
     "\n"
     "Runs the TEST phase (the first test net) for N batches (default: the\n"
     "solver's test_iter, else 50) on the weights in FILE. Each scalar output\n"
     "goes to stderr; the last stdout line is JSON with every scalar output by\n"
     "top name plus the number of samples, e.g.\n"
     "  {\"accuracy\": 0.8874, \"loss\": 0.3121, \"samples\": 10000}\n"
+    "  --device D       auto (default: a usable GPU that runs every layer, else\n"
+    "                   the CPU, saying why), cpu, cuda or cuda:N (exit 2 when\n"
+    "                   that GPU is not usable or lacks a layer); without it a\n"
+    "                   Caffe solver's solver_mode/device_id decide\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid input\n";
 
 int mdl_cmd_test(int argc, char **argv) {
@@ -54,7 +58,7 @@ int mdl_cmd_test(int argc, char **argv) {
   mdl_job *job = NULL;
   mdl_train *t = NULL;
   mdl_status st = mdl_cli_load_job(&args, &job, &err);
-  mdl_train_opts o = {.threads = threads, .no_train = true};
+  mdl_train_opts o = {.threads = threads, .no_train = true, .device = args.device};
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st == MDL_OK && mdl_train_n_test_nets(t) == 0)
     st = mdl_errorf(&err, MDL_ERR_INVALID, "%s has no TEST net", path);

@@ -8,12 +8,14 @@
 #include "cli/commands.h"
 #include "common/clock.h"
 #include "compiler/job.h"
+#include "runtime/engine/net.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/progress.h"
 #include "runtime/train/train.h"
 
 static const char USAGE[] =
-    "usage: memdl time NET|JOB [--iterations N] [--threads T] [--set FIELD=VALUE]...\n"
+    "usage: memdl time NET|JOB [--iterations N] [--threads T] [--device D]\n"
+    "                          [--set FIELD=VALUE]...\n"
     "\n"
     "Times N training iterations (default 50, after 2 untimed warm-up ones) of\n"
     "the TRAIN net on synthetic data of the right shapes: per-layer forward and\n"
@@ -21,6 +23,10 @@ static const char USAGE[] =
     "stdout line is JSON:\n"
     "  {\"forward_ms\": 4.1, \"backward_ms\": 6.3, \"update_ms\": 0.4,\n"
     "   \"iteration_ms\": 10.8, \"batch\": 64, \"images_per_s\": 5925, ...}\n"
+    "  --device D       auto (default: a usable GPU that runs every layer, else\n"
+    "                   the CPU, saying why), cpu, cuda or cuda:N (exit 2 when\n"
+    "                   that GPU is not usable or lacks a layer); without it a\n"
+    "                   Caffe solver's solver_mode/device_id decide\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid input\n";
 
 static bool net_has_loss(const Caffe__NetParameter *n) {
@@ -73,7 +79,8 @@ int mdl_cmd_time(int argc, char **argv) {
   mdl_train *t = NULL;
   mdl_status st = mdl_cli_load_job(&args, &job, &err);
   int threads = args.threads;
-  mdl_train_opts o = {.threads = threads, .no_test = true, .synthetic = true};
+  mdl_train_opts o = {
+      .threads = threads, .no_test = true, .synthetic = true, .device = args.device};
   if (st == MDL_OK) force_backward_without_loss(job);
   if (st == MDL_OK) st = mdl_train_new(job, &o, &t, &err);
   if (st != MDL_OK) {
@@ -88,23 +95,30 @@ int mdl_cmd_time(int argc, char **argv) {
   int nl = mdl_net_n_layers(net);
   double *fwd = calloc((size_t)nl, sizeof(double)), *bwd = calloc((size_t)nl, sizeof(double));
   double upd = 0, total = 0;
+  /* A device queues work: each timed span ends when the device is done
+   * (a no-op on the CPU). */
+  const mdl_backend *be = mdl_net_backend(net);
   for (int it = -2; it < iterations && st == MDL_OK; it++) {
     st = mdl_train_feed_train(t, (uint64_t)(it + 2), &err);
+    if (st == MDL_OK) st = mdl_backend_sync(be, &err);
     double t_it = mdl_now();
     mdl_net_clear_param_diffs(net);
     mdl_net_set_iteration(net, (uint64_t)(it + 2));
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; i < nl && st == MDL_OK; i++) {
       double t0 = mdl_now();
       mdl_net_forward_layer(net, i);
+      st = mdl_backend_sync(be, &err);
       if (it >= 0) fwd[i] += mdl_now() - t0;
     }
-    for (int i = nl - 1; i >= 0; i--) {
+    for (int i = nl - 1; i >= 0 && st == MDL_OK; i--) {
       double t0 = mdl_now();
       mdl_net_backward_layer(net, i);
+      st = mdl_backend_sync(be, &err);
       if (it >= 0) bwd[i] += mdl_now() - t0;
     }
     double t0 = mdl_now();
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    if (st == MDL_OK) st = mdl_backend_sync(be, &err);
     if (it >= 0) {
       upd += mdl_now() - t0;
       total += mdl_now() - t_it;

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "common/suggest.h"
 #include "common/version.h"
+#include "runtime/train/device.h"
 
 typedef struct command {
   const char *name;
@@ -30,7 +31,8 @@ static void usage(FILE *out) {
           "usage: memdl COMMAND [ARGS...]\n"
           "\n"
           "Trains Caffe-style networks on data held in memory, on one CPU worker or\n"
-          "several that average their weights (this build has no GPU backend).\n"
+          "several that average their weights, on CPUs or CUDA GPUs (`memdl --version`\n"
+          "says which backends this binary can reach).\n"
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
@@ -52,7 +54,9 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(name, "--version") || !strcmp(name, "version")) {
-    printf("memdl %s\n", MDL_VERSION);
+    char backends[2048];
+    mdl_device_describe(backends, sizeof backends);
+    printf("memdl %s\nbackends: %s\n", MDL_VERSION, backends);
     return 0;
   }
   int n;

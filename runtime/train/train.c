@@ -238,6 +238,43 @@ static void setup_output(mdl_train *t) {
   if (j->output && j->output->snapshot) t->snapshot_every = (int)j->output->snapshot;
 }
 
+/* The device: --device, else Caffe's solver_mode and device_id, else auto;
+ * the nets this run builds must run whole on it (device.h). The choice is
+ * said in the log unless the CPU was asked for. */
+static mdl_status choose_device(mdl_train *t, mdl_error *err) {
+  const char *spec = t->opts.device;
+  char from_solver[32];
+  bool solver_gpu = false;
+  if (!spec && t->sp->has_solver_mode) {
+    solver_gpu = t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+    snprintf(from_solver, sizeof from_solver, "cuda:%d",
+             t->sp->device_id >= 0 && t->sp->device_id <= 999 ? (int)t->sp->device_id : 0);
+    spec = solver_gpu ? from_solver : "cpu";
+  }
+  if (!spec) spec = "auto";
+  const Caffe__NetParameter **nets = mdl_xcalloc((size_t)t->compiled->n_nets + 1, sizeof *nets);
+  int n = 0;
+  for (int i = 0; i < t->compiled->n_nets; i++) {
+    const mdl_phase_net *pn = &t->compiled->nets[i];
+    if (pn->phase == CAFFE__PHASE__TRAIN ? t->opts.no_train : t->opts.no_test) continue;
+    nets[n++] = pn->graph->net;
+  }
+  char note[4096];
+  mdl_status st =
+      mdl_device_resolve(solver_gpu ? "auto" : spec, nets, n, &t->be, note, sizeof note, err);
+  /* solver_mode: GPU asks for device_id; auto's checks decide whether the
+   * GPU can take the nets, then the id picks which */
+  if (st == MDL_OK && solver_gpu && t->be != mdl_device_cpu())
+    st = mdl_device_resolve(spec, nets, n, &t->be, note, sizeof note, err);
+  free(nets);
+  if (st != MDL_OK) return st;
+  if (solver_gpu && t->be == mdl_device_cpu())
+    fprintf(t->log, "solver_mode: GPU, but %s\n", note[0] ? note : "no GPU; running on the CPU");
+  else if (note[0])
+    fprintf(t->log, "%s\n", note);
+  return MDL_OK;
+}
+
 static mdl_status build_net(mdl_train *t, const mdl_graph *g, const mdl_net *share, netrun *r,
                             mdl_error *err) {
   mdl_net_options no = {.backend = t->be,
@@ -306,16 +343,11 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
     st = mdl_solver_config_get(t->sp, &cfg, err);
     if (st != MDL_OK) mdl_error_prefix(err, "%s: ", job->path);
   }
-  bool want_gpu =
-      t->sp->has_solver_mode && t->sp->solver_mode == CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
-  if (st == MDL_OK && want_gpu && !mdl_device_gpu_built())
-    fprintf(t->log, "solver_mode: GPU, but this memdl has no GPU backend; running on the CPU\n");
-  if (st == MDL_OK) st = mdl_device_backend(want_gpu ? "auto" : "cpu", &t->be, err);
-
   int threads = t->opts.threads > 0 ? t->opts.threads : (int)job->job->threads;
   if (st == MDL_OK) st = mdl_threadpool_new(threads, &t->pool, err);
   mdl_data_catalog cat = {job->job->data, job->job->n_data, job->base_dir};
   if (st == MDL_OK) st = mdl_compile_job(job, mdl_data_source_info, &cat, &t->compiled, err);
+  if (st == MDL_OK) st = choose_device(t, err);
 
   const mdl_net *share = NULL;
   for (int i = 0; st == MDL_OK && i < t->compiled->n_nets; i++) {
@@ -784,6 +816,8 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       mdl_json_free(&j);
     }
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* a device reports a failed kernel or library call only here */
+    if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
     /* the rate window restarts once this iteration is wholly done, so the
      * next one measures whole iterations, not this one's update alone */
     if (display && iter > start) mdl_progress_mark(&p, iter + 1);

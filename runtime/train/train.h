@@ -36,6 +36,10 @@ typedef struct mdl_train_opts {
   const char *const *overrides;
   int n_overrides;
   const char *version;
+  /* cpu, cuda, cuda:N or auto (runtime/train/device.h); NULL: the solver's
+   * solver_mode and device_id (GPU: that GPU when usable, else the CPU,
+   * said in the log; CPU: the CPU), auto when it names none. */
+  const char *device;
 } mdl_train_opts;
 
 /* Compiles the job, loads its data sets and builds the nets (fillers from

@@ -12,6 +12,7 @@
  * data layer per phase (Data, ImageData, MemoryData, HDF5Data): its data
  * set is what gets partitioned. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -230,8 +231,16 @@ static mdl_status net_create(const Memdl__Plan *plan, const mdl_trainer_opts *o,
                              mdl_error *err) {
   *out = NULL;
   const mdl_backend *be;
-  mdl_status st = mdl_device_backend(o->device, &be, err);
+  /* the nets run whole on one device: auto falls back to the CPU when the
+   * GPU lacks a layer, cuda refuses naming them */
+  const Caffe__NetParameter **nets = mdl_xcalloc(plan->n_net + 1, sizeof *nets);
+  for (size_t i = 0; i < plan->n_net; i++) nets[i] = plan->net[i]->net;
+  char note[4096];
+  mdl_status st =
+      mdl_device_resolve(o->device, nets, (int)plan->n_net, &be, note, sizeof note, err);
+  free(nets);
   if (st != MDL_OK) return st;
+  if (note[0]) fprintf(stderr, "%s\n", note);
   if (!plan->solver) return mdl_errorf(err, MDL_ERR_INVALID, "the plan has no solver");
   const Memdl__PhaseNet *tn = plan_net(plan, CAFFE__PHASE__TRAIN, 0);
   if (!tn) return mdl_errorf(err, MDL_ERR_INVALID, "the plan has no TRAIN net");
@@ -442,6 +451,8 @@ static mdl_status net_run(void *ctx, int tau, int iter_start, const float *w_in,
     st = mdl_net_accumulate(net, iter, iter_size, feed_train, t, &loss, err);
     if (st != MDL_OK) break;
     mdl_solver_update(t->solver, mdl_net_params(net), mdl_net_param_diffs(net));
+    /* a device reports a failed kernel or library call only here */
+    if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
     t->stats.loss_sum += loss;
     t->stats.samples += (uint64_t)(t->train.feed.batch * iter_size);
     t->stats.iterations++;
