@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/ci_args.h"
 #include "cli/commands.h"
 #include "compiler/job.h"
 #include "runtime/dist/driver.h"
@@ -39,9 +40,11 @@ static const char USAGE[] =
     "  --token-file F   shared token sent to remote workers (default: the job's)\n"
     "  --tls-ca/--tls-cert/--tls-key F   TLS for remote workers (PEM files)\n"
     "  --insecure       allow plain TCP to non-loopback workers\n"
+    "\n" MDL_CLI_CI_USAGE
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
-    "3 trained but acceptance not met\n";
+    "3 trained but acceptance (or a CI gate) not met, 4 a data check failed,\n"
+    "5 stopped at --max-seconds\n";
 
 /* The driver prints rounds as they go; this is the closing summary. */
 static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, mdl_error *err) {
@@ -67,7 +70,8 @@ int mdl_cmd_run(int argc, char **argv) {
   const char *weights = NULL, *resume = NULL, *out = NULL;
   bool resume_flag = false;
   mdl_driver_opts dopts = {.use_cluster_env = true};
-  int code = -1; /* -1: go on; else the exit code */
+  mdl_cli_ci ci = {0}; /* CI mode: cli/ci_args.c */
+  int code = -1;       /* -1: go on; else the exit code */
   for (int i = 1; i < argc && code < 0; i++) {
     const char *a = argv[i];
     bool has_next = i + 1 < argc;
@@ -90,6 +94,8 @@ int mdl_cmd_run(int argc, char **argv) {
       dopts.tls_key = argv[++i];
     } else if (!strcmp(a, "--insecure")) {
       dopts.insecure = true;
+    } else if (mdl_cli_ci_take(&ci, argc, argv, &i, &code)) {
+      /* a CI flag (cli/ci_args.c) */
     } else {
       mdl_cli_args_take(&args, argc, argv, &i, &code);
     }
@@ -120,6 +126,13 @@ int mdl_cmd_run(int argc, char **argv) {
   dopts.threads = threads;
   dopts.resume = resume_flag;
   dopts.snapshot_path = resume;
+  if (st == MDL_OK && mdl_cli_ci_wanted(&ci, job)) { /* CI mode: cli/ci_args.c */
+    int rc =
+        mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, mdl_driver_wanted(job, &dopts), out);
+    mdl_job_free(job);
+    mdl_cli_args_free(&args);
+    return rc;
+  }
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
     if (weights)
       st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");

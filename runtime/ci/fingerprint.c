@@ -400,7 +400,11 @@ mdl_status mdl_fingerprint_compute(const mdl_job *job, const mdl_fp_inputs *in, 
   jc->solver_param = NULL;
   mdl_pb_free(jc->output);
   jc->output = NULL;
-  if (jc->ci) clear_str(&jc->ci->registry);
+  if (jc->ci) {
+    /* an unset string with a default points at the shared default */
+    if (jc->ci->registry != memdl__ci__registry__default_value) free(jc->ci->registry);
+    jc->ci->registry = NULL;
+  }
   part_of_message(fp, "job", &jc->base);
   flatten(&jc->base, "job.", fp);
   mdl_pb_free(jc);

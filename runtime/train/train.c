@@ -609,6 +609,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   double smoothed = 0;
   double t_begin = mdl_now(), t_excluded = 0;
   bool test_at_end = false;
+  double test_cost = 0; /* ci budget: the last TEST pass's seconds */
   while (st == MDL_OK && mdl_solver_iter(s) < stop) {
     int iter = mdl_solver_iter(s);
     if (sp->test_interval && iter % sp->test_interval == 0 &&
@@ -616,6 +617,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       double t0 = mdl_now();
       st = test_all(t, m, &p, sum, err);
       t_excluded += mdl_now() - t0;
+      test_cost = mdl_now() - t0;
       if (st != MDL_OK) break;
     }
     bool display = sp->display && iter % sp->display == 0;
@@ -662,14 +664,27 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       snapshot(t, m, &p, sum, err, &st);
       t_excluded += mdl_now() - t0;
     }
+    /* ---- ci budget: stop after a whole iteration, keeping time for TEST */
+    if (t->opts.max_seconds > 0 && mdl_solver_iter(s) < stop &&
+        mdl_now() - t_begin + test_cost >= t->opts.max_seconds) {
+      sum->budget_stopped = true;
+      mdl_progress_line(&p, "budget of %g s spent at iteration %d: stopping", t->opts.max_seconds,
+                        mdl_solver_iter(s));
+      break;
+    }
+    /* ---- end ci budget */
   }
   free(losses);
   int iter = mdl_solver_iter(s);
   double seconds = mdl_now() - t_begin;
-  if (st == MDL_OK && sp->snapshot_after_train && iter > start &&
+  if (st == MDL_OK && (sp->snapshot_after_train || sum->budget_stopped) && iter > start &&
       (!t->snapshot_every || iter % t->snapshot_every != 0))
     snapshot(t, m, &p, sum, err, &st);
   test_at_end = t->n_tests > 0;
+  /* ci budget: TEST only when its measured time is still left */
+  if (sum->budget_stopped)
+    test_at_end = test_at_end && test_cost > 0 && mdl_now() - t_begin <= t->opts.max_seconds;
+  sum->budget_tested = sum->budget_stopped && test_at_end;
   if (st == MDL_OK && test_at_end) st = test_all(t, m, &p, sum, err);
   if (st == MDL_OK) {
     sum->iter = iter;
@@ -696,6 +711,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     for (int k = 0; k < sum->n_outputs; k++)
       mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
     mdl_json_bool(&j, "accepted", sum->accepted);
+    if (sum->budget_stopped) mdl_json_str(&j, "stopped", "budget"); /* ci budget */
     mdl_json_end(&j);
     mdl_metrics_write(m, &j);
     mdl_json_free(&j);
@@ -732,6 +748,13 @@ uint64_t mdl_train_seed(const mdl_train *t) {
 }
 const char *mdl_train_out_dir(const mdl_train *t) {
   return t->out_dir;
+}
+
+int mdl_train_n_datasets(const mdl_train *t) {
+  return t->n_sets;
+}
+const struct mdl_dataset *mdl_train_dataset(const mdl_train *t, int i) {
+  return i >= 0 && i < t->n_sets ? t->sets[i].ds : NULL;
 }
 
 void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive) {

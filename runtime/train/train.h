@@ -26,6 +26,10 @@ typedef struct mdl_train_opts {
   bool synthetic;      /* no data sets: data layers get random values (memdl time) */
   const char *out_dir; /* NULL: the job's output dir */
   FILE *log;           /* progress and messages; NULL: stderr */
+  /* ci budget: after this many seconds of the loop, finish the iteration,
+   * snapshot, and test only when the last TEST pass's time is left (0: no
+   * limit). */
+  double max_seconds;
 } mdl_train_opts;
 
 /* Compiles the job, loads its data sets and builds the nets (fillers from
@@ -54,6 +58,8 @@ typedef struct mdl_train_summary {
   bool accepted;        /* every acceptance criterion held (true when none) */
   char accept_msg[512]; /* what failed and by how much */
   char last_snapshot[512];
+  bool budget_stopped; /* ci budget: max_seconds ran out before max_iter */
+  bool budget_tested;  /* ... and the final TEST pass still ran */
 } mdl_train_summary;
 
 /* Runs Caffe's training loop from the current iteration to max_iter (or
@@ -89,5 +95,11 @@ const char *mdl_train_out_dir(const mdl_train *t);
 /* Bytes of activation memory planned, and what keeping every blob apart
  * would take. */
 void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive);
+
+/* The data sets loaded for the nets (for data checks before training),
+ * owned by the trainer; i from 0 to mdl_train_n_datasets - 1. */
+struct mdl_dataset;
+int mdl_train_n_datasets(const mdl_train *t);
+const struct mdl_dataset *mdl_train_dataset(const mdl_train *t, int i);
 
 #endif
