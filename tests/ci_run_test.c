@@ -323,3 +323,117 @@ Test(ci_run, budget_stops_cleanly_with_exit_5) {
   cr_assert(!exists(tu_dir_path("registry"), "BLESSED"), "a budget-stopped run was blessed");
   mdl_run_result_free(&r);
 }
+
+Test(ci_run, force_and_warm_start) {
+  write_idx(tu_dir_path("train-i"), tu_dir_path("train-l"), 1000, 10, -1);
+  write_idx(tu_dir_path("test-i"), tu_dir_path("test-l"), 200, 10, -1);
+  const char *job = write_job(small_data(), "accept { metric: \"accuracy\" at_least: 0 }", "");
+  const char *out = tu_dir_path("out");
+  const char *reg = tu_dir_path("reg");
+  const char *a[] = {"run",         job,          "--set", "max_iter=5", "--set",
+                     "test_iter=2", "--threads",  "1",     "--output",   out,
+                     "--bless",     "--registry", reg,     NULL};
+  mdl_run_result r = mdl_run_memdl(a, 120);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  char *first = slurp(reg, "BLESSED");
+
+  /* a gate no model meets: --bless alone leaves BLESSED, --force blesses
+   * and records why; the gates' verdict stands (exit 3) */
+  job = write_job(small_data(), "accept { metric: \"accuracy\" at_least: 0.99 }", "");
+  r = mdl_run_memdl(a, 120);
+  cr_assert_eq(r.exit_code, 3, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  char *now = slurp(reg, "BLESSED");
+  cr_assert_str_eq(now, first);
+  free(now);
+  const char *f[] = {"run",
+                     job,
+                     "--set",
+                     "max_iter=5",
+                     "--set",
+                     "test_iter=2",
+                     "--threads",
+                     "1",
+                     "--output",
+                     out,
+                     "--bless",
+                     "--force",
+                     "accepting a known regression",
+                     "--registry",
+                     reg,
+                     NULL};
+  r = mdl_run_memdl(f, 120);
+  cr_assert_eq(r.exit_code, 3, "%s\n%s", r.out, r.err);
+  cr_assert(
+      strstr(r.out, "blessed with --force despite failed gates: accepting a known regression"),
+      "%s", r.out);
+  mdl_run_result_free(&r);
+  now = slurp(reg, "BLESSED");
+  cr_assert_str_neq(now, first, "--force did not bless");
+  char *hist = slurp(reg, "history.jsonl");
+  cr_assert(strstr(hist, "accepting a known regression"), "%s", hist);
+  free(hist);
+
+  /* --warm-start: the blessed model is the starting point, and part of the
+   * fingerprint */
+  const char *w[] = {"run",          job,          "--set", "max_iter=5", "--set",
+                     "test_iter=2",  "--threads",  "1",     "--output",   out,
+                     "--warm-start", "--registry", reg,     NULL};
+  r = mdl_run_memdl(w, 120);
+  cr_assert_eq(r.exit_code, 3, "%s\n%s", r.out, r.err);
+  char want[2048];
+  snprintf(want, sizeof want, "weights: %s/runs/%.64s/model.caffemodel", reg, now);
+  cr_assert(strstr(r.err, want), "want %s in %s", want, r.err);
+  cr_assert(strstr(r.err, "weights is new"), "%s", r.err);
+  mdl_run_result_free(&r);
+  free(now);
+  free(first);
+}
+
+/* A budget stop leaves a snapshot that --resume continues to the same bits
+ * as a run never stopped. */
+Test(ci_run, budget_snapshot_resumes_to_the_same_bits) {
+  write_idx(tu_dir_path("train-i"), tu_dir_path("train-l"), 1000, 10, -1);
+  write_idx(tu_dir_path("test-i"), tu_dir_path("test-l"), 200, 10, -1);
+  const char *job = write_job(small_data(), "", "");
+  const char *out = tu_dir_path("out");
+  const char *a[] = {
+      "run",        job,         "--set", "max_iter=400", "--set", "test_interval=0", "--set",
+      "snapshot=0", "--threads", "1",     "--output",     out,     "--max-seconds",   "1",
+      NULL};
+  mdl_run_result r = mdl_run_memdl(a, 120);
+  cr_assert_eq(r.exit_code, 5, "%s\n%s", r.out, r.err);
+  int iter = 0;
+  const char *p = strstr(r.out, "stopped at iteration ");
+  cr_assert(p && sscanf(p, "stopped at iteration %d", &iter) == 1 && iter > 0, "%s", r.out);
+  mdl_run_result_free(&r);
+  char state[2048];
+  snprintf(state, sizeof state, "%s/lenet_iter_%d.solverstate", out, iter);
+  const char *b[] = {
+      "run",        job,         "--set", "max_iter=400", "--set", "test_interval=0", "--set",
+      "snapshot=0", "--threads", "1",     "--output",     out,     "--resume",        state,
+      NULL};
+  r = mdl_run_memdl(b, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  const char *out2 = tu_dir_path("out2");
+  const char *c[] = {"run",       job,
+                     "--set",     "max_iter=400",
+                     "--set",     "test_interval=0",
+                     "--set",     "snapshot=0",
+                     "--threads", "1",
+                     "--output",  out2,
+                     NULL};
+  r = mdl_run_memdl(c, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  size_t n1, n2;
+  char p1[2048], p2[2048];
+  snprintf(p1, sizeof p1, "%s/lenet_iter_400.caffemodel", out);
+  snprintf(p2, sizeof p2, "%s/lenet_iter_400.caffemodel", out2);
+  char *m1 = tu_read(p1, &n1), *m2 = tu_read(p2, &n2);
+  cr_assert(n1 == n2 && !memcmp(m1, m2, n1), "resumed from iteration %d, not the same bits", iter);
+  free(m1);
+  free(m2);
+}
