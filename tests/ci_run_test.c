@@ -271,6 +271,13 @@ Test(ci_run, data_check_fails_before_training) {
   cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
   cr_assert(strstr(r.out, "PASS fashion_mnist_train min_records 500: 1000 records"), "%s", r.out);
   mdl_run_result_free(&r);
+  /* per-class accuracy of the final TEST pass is kept: 200 test records,
+   * 20 of each class */
+  char *run = slurp(out, "run.json");
+  cr_assert(strstr(run, "\"per_class_samples\": [20, 20, 20, 20, 20, 20, 20, 20, 20, 20]"), "%s",
+            run);
+  cr_assert(strstr(run, "\"per_class_accuracy\": [0"), "%s", run);
+  free(run);
 
   /* class 3 removed: its share moves by 10 points */
   write_idx(tu_dir_path("train-i"), tu_dir_path("train-l"), 1000, 10, 3);

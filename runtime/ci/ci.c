@@ -16,6 +16,8 @@
 #include "runtime/ci/result.h"
 #include "runtime/ci/strbuf.h"
 #include "runtime/data/dataset.h"
+#include "runtime/engine/backend.h"
+#include "runtime/engine/layer.h"
 #include "runtime/solver/caffemodel.h"
 #include "runtime/train/accept.h"
 #include "runtime/train/metrics.h"
@@ -491,7 +493,78 @@ static mdl_status up_to_date(const char *reg, const char *fp, const char *summar
   return status_of_exit(code);
 }
 
+/* ---- per-class accuracy ---- */
+
+typedef struct per_class {
+  int pred, label; /* blobs: the Accuracy layer's bottoms */
+  int classes;
+  int64_t *hit, *seen;
+  float *buf;
+  int64_t buf_n;
+} per_class;
+
+static void per_class_batch(void *ctx, const mdl_net *net) {
+  per_class *pc = ctx;
+  const mdl_tensor *pred = mdl_net_blob(net, pc->pred), *label = mdl_net_blob(net, pc->label);
+  int64_t n = label->count, c = pc->classes;
+  if (n <= 0 || pred->count != n * c) return;
+  if (pc->buf_n < n * (c + 1)) {
+    pc->buf = mdl_xrealloc(pc->buf, (size_t)(n * (c + 1)) * sizeof(float));
+    pc->buf_n = n * (c + 1);
+  }
+  const mdl_backend *be = mdl_net_backend(net);
+  mdl_backend_to_host(be, pc->buf, pred->data, n * c);
+  mdl_backend_to_host(be, pc->buf + n * c, label->data, n);
+  for (int64_t i = 0; i < n; i++) {
+    int l = (int)pc->buf[n * c + i];
+    if (l < 0 || l >= c) continue; /* ignore_label and the like */
+    const float *p = pc->buf + i * c;
+    int best = 0;
+    for (int k = 1; k < c; k++)
+      if (p[k] > p[best]) best = k;
+    pc->seen[l]++;
+    pc->hit[l] += best == l;
+  }
+}
+
+/* One more TEST pass of test net 0 over the trained weights, counting hits
+ * per class at its first Accuracy layer (top-1). Nothing when it has none. */
+static mdl_status class_accuracy(mdl_train *t, mdl_ci_result *r, mdl_error *err) {
+  mdl_net *net = mdl_train_test_net(t, 0);
+  per_class pc = {.pred = -1};
+  for (int i = 0; net && i < mdl_net_n_layers(net) && pc.pred < 0; i++) {
+    mdl_layer *l = mdl_net_layer(net, i);
+    if (!l || strcmp(mdl_net_layer_type(net, i), "Accuracy") || l->lp->n_bottom < 2) continue;
+    int p = mdl_net_blob_index(net, l->lp->bottom[0]);
+    int lb = mdl_net_blob_index(net, l->lp->bottom[1]);
+    if (p < 0 || lb < 0 || mdl_net_blob(net, lb)->count <= 0) continue;
+    int64_t c = mdl_net_blob(net, p)->count / mdl_net_blob(net, lb)->count;
+    if (c < 2 || c > 100000) continue;
+    pc.pred = p;
+    pc.label = lb;
+    pc.classes = (int)c;
+  }
+  if (pc.pred < 0) return MDL_OK;
+  pc.hit = mdl_xcalloc((size_t)pc.classes, sizeof(int64_t));
+  pc.seen = mdl_xcalloc((size_t)pc.classes, sizeof(int64_t));
+  mdl_status st = mdl_train_test_each(t, 0, 0, per_class_batch, &pc, NULL, err);
+  if (st == MDL_OK) {
+    r->n_classes = pc.classes;
+    r->class_accuracy = mdl_xcalloc((size_t)pc.classes, sizeof(double));
+    r->class_samples = pc.seen;
+    for (int k = 0; k < pc.classes; k++)
+      r->class_accuracy[k] = pc.seen[k] ? (double)pc.hit[k] / (double)pc.seen[k] : NAN;
+  } else {
+    free(pc.seen);
+  }
+  free(pc.hit);
+  free(pc.buf);
+  return st;
+}
+
 static void free_result(mdl_ci_result *r) {
+  free(r->class_accuracy);
+  free(r->class_samples);
   mdl_fingerprint_free(&r->fp);
   free(r->changes);
   free_profiles(r->profiles, r->n_profiles);
@@ -668,6 +741,7 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
       st = mdl_caffemodel_save(mdl_train_train_net(t), r.model, err);
       if (st == MDL_OK) st = mdl_sha256_file(r.model, r.model_sha, err);
     }
+    if (st == MDL_OK && r.tested) st = class_accuracy(t, &r, err);
     if (st == MDL_OK && r.has_blessed && r.tested && wants_baseline(job))
       st = evaluate_baseline(t, reg, &r, log, err);
     if (st == MDL_OK) {

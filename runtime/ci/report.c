@@ -113,7 +113,15 @@ char *mdl_ci_run_json(const mdl_ci_result *r) {
       mdl_strbuf_jnum(&b, v);
     }
   }
-  mdl_strbuf_printf(&b, "},\n  \"gates\": [");
+  mdl_strbuf_printf(&b, "},\n  \"per_class_accuracy\": [");
+  for (int k = 0; k < r->n_classes; k++) {
+    mdl_strbuf_printf(&b, "%s", k ? ", " : "");
+    mdl_strbuf_jnum(&b, r->class_accuracy[k]);
+  }
+  mdl_strbuf_printf(&b, "],\n  \"per_class_samples\": [");
+  for (int k = 0; k < r->n_classes; k++)
+    mdl_strbuf_printf(&b, "%s%lld", k ? ", " : "", (long long)r->class_samples[k]);
+  mdl_strbuf_printf(&b, "],\n  \"gates\": [");
   for (int i = 0; i < r->n_gates; i++) {
     const mdl_ci_gate *g = &r->gates[i];
     mdl_strbuf_printf(&b, "%s\n    {\"name\": ", i ? "," : "");
@@ -336,6 +344,16 @@ char *mdl_ci_report_md(const mdl_ci_result *r, const char *metrics_jsonl) {
         mdl_strbuf_printf(&b, "%.4f | %+.4f |\n", r->baseline_value[k],
                           r->metric_value[k] - r->baseline_value[k]);
     }
+  }
+  if (r->n_classes) {
+    mdl_strbuf_printf(
+        &b,
+        "\n## Per-class accuracy (TEST, top-1)\n\n| class | accuracy | samples |\n|---|---|---|\n");
+    for (int k = 0; k < r->n_classes && k < 1000; k++)
+      mdl_strbuf_printf(&b, "| %d | %.4f | %lld |\n", k, r->class_accuracy[k],
+                        (long long)r->class_samples[k]);
+    if (r->n_classes > 1000)
+      mdl_strbuf_printf(&b, "| … | %d classes in all, see run.json | |\n", r->n_classes);
   }
   if (r->trained)
     mdl_strbuf_printf(&b, "\nTrained %d of %d iterations in %.1f s%s.\n", r->iter, r->max_iter,

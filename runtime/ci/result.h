@@ -47,6 +47,11 @@ typedef struct mdl_ci_result {
   char **metric_name;
   double *metric_value;
   double *baseline_value; /* the blessed model on this run's TEST data; NaN: none */
+  /* Top-1 accuracy of each class over the final TEST pass of test net 0,
+   * from its Accuracy layer's bottoms (0 classes: no Accuracy layer). */
+  int n_classes;
+  double *class_accuracy; /* n_classes */
+  int64_t *class_samples; /* n_classes: TEST samples of each class */
   mdl_ci_gate *gates;
   int n_gates;
   int iter, max_iter;

@@ -442,6 +442,12 @@ static char *keep_name(mdl_train *t, const char *s) {
 
 mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
                           mdl_error *err) {
+  return mdl_train_test_each(t, index, iterations, NULL, NULL, res, err);
+}
+
+mdl_status mdl_train_test_each(mdl_train *t, int index, int iterations,
+                               void (*each)(void *ctx, const mdl_net *net), void *ctx,
+                               mdl_test_result *res, mdl_error *err) {
   if (index < 0 || index >= t->n_tests)
     return mdl_errorf(err, MDL_ERR_INVALID, "no TEST net #%d", index);
   netrun *r = &t->tests[index];
@@ -473,6 +479,7 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
     st = feed(r, (uint64_t)it, err);
     if (st != MDL_OK) break;
     mdl_net_forward(net);
+    if (each) each(ctx, net);
     for (int k = 0; k < lt->n; k++) lt->value[k] += mdl_net_blob_first(net, blob[k]);
   }
   free(blob);

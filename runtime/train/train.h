@@ -81,6 +81,13 @@ typedef struct mdl_test_result {
 mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
                           mdl_error *err);
 
+/* mdl_train_test calling each(ctx, net) after every batch's forward pass,
+ * for callers that read more than the scalar outputs (per-class accuracy
+ * in runtime/ci). */
+mdl_status mdl_train_test_each(mdl_train *t, int index, int iterations,
+                               void (*each)(void *ctx, const mdl_net *net), void *ctx,
+                               mdl_test_result *res, mdl_error *err);
+
 /* Fills every data layer's tops of the TRAIN net with batch `k` (real data
  * or synthetic). */
 mdl_status mdl_train_feed_train(mdl_train *t, uint64_t k, mdl_error *err);
