@@ -92,17 +92,20 @@ static void points(mdl_strbuf *b, const panel *p, const mdl_ci_series *s, const 
                         px(p, s->iter[i]), py(p, s->value[i]), color);
 }
 
+/* A horizontal mark across the panel, labelled at the right above it, or
+ * (left) at the left below it, so an accept bound and a baseline close
+ * together stay readable. */
 static void hline(mdl_strbuf *b, const panel *p, double y, const char *color, const char *dash,
-                  const char *label) {
+                  const char *label, bool left) {
   if (!isfinite(y)) return;
   double yy = py(p, y);
   mdl_strbuf_printf(b,
                     "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" "
                     "stroke-width=\"1.5\" stroke-dasharray=\"%s\"/>\n",
                     LEFT, yy, W - RIGHT, yy, color, dash);
-  mdl_strbuf_printf(b,
-                    "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" text-anchor=\"end\">",
-                    W - RIGHT - 4, yy - 4, color);
+  mdl_strbuf_printf(b, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" text-anchor=\"%s\">",
+                    left ? LEFT + 4 : W - RIGHT - 4, left ? yy + 12 : yy - 4, color,
+                    left ? "start" : "end");
   mdl_strbuf_xml(b, label);
   mdl_strbuf_printf(b, "</text>\n");
 }
@@ -209,15 +212,15 @@ char *mdl_ci_svg(const mdl_ci_result *r, const char *jsonl, Memdl__Acceptance *c
     char label[96];
     if (p && ac->has_at_least) {
       snprintf(label, sizeof label, "accept: at least %g", (double)ac->at_least);
-      hline(&b, p, ac->at_least, "#d62728", "6,4", label);
+      hline(&b, p, ac->at_least, "#d62728", "6,4", label, false);
     }
     if (p && ac->has_at_most) {
       snprintf(label, sizeof label, "accept: at most %g", (double)ac->at_most);
-      hline(&b, p, ac->at_most, "#d62728", "6,4", label);
+      hline(&b, p, ac->at_most, "#d62728", "6,4", label, false);
     }
   }
-  hline(&b, &pl, lbase, "#555", "2,3", "blessed model");
-  hline(&b, &pa, abase, "#555", "2,3", "blessed model");
+  hline(&b, &pl, lbase, "#555", "2,3", "blessed model", true);
+  hline(&b, &pa, abase, "#555", "2,3", "blessed model", true);
   if (r->budget_stopped)
     for (int k = 0; k < 2; k++) {
       double x = px(ps[k], r->iter);
