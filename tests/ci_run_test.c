@@ -482,4 +482,9 @@ Test(ci_run, example_ci_script_as_written) {
   cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 3, "exit %d: %s", WEXITSTATUS(rc), log);
   cr_assert(strstr(log, "up to date"), "%s", log);
   free(log);
+  /* the skipped run still gives the workflow its outputs */
+  o = tu_read(outputs, &len);
+  cr_assert_eq(count(o, "verdict=failed\n"), 2, "%s", o);
+  cr_assert_eq(count(o, "exit_code=3\n"), 2, "%s", o);
+  free(o);
 }

@@ -451,6 +451,7 @@ static mdl_status store_run(const char *reg, const mdl_ci_result *r, mdl_error *
   char *prof = format_profiles(r);
   char *sum = summary_text(r);
   char *json = mdl_ci_run_json(r);
+  char *md = mdl_ci_report_md(r, NULL);
   const char *fph = r->fp.hex;
   mdl_status st = MDL_OK;
   if (st == MDL_OK && r->model[0])
@@ -458,12 +459,14 @@ static mdl_status store_run(const char *reg, const mdl_ci_result *r, mdl_error *
   if (st == MDL_OK) st = mdl_registry_put(reg, fph, "fingerprint.txt", fp, strlen(fp), err);
   if (st == MDL_OK) st = mdl_registry_put(reg, fph, "profile.txt", prof, strlen(prof), err);
   if (st == MDL_OK) st = mdl_registry_put(reg, fph, "run.json", json, strlen(json), err);
+  if (st == MDL_OK) st = mdl_registry_put(reg, fph, "report.md", md, strlen(md), err);
   /* last: its presence is what --if-changed looks for */
   if (st == MDL_OK) st = mdl_registry_put(reg, fph, "summary.txt", sum, strlen(sum), err);
   free(fp);
   free(prof);
   free(sum);
   free(json);
+  free(md);
   return st;
 }
 
@@ -478,6 +481,10 @@ static mdl_status up_to_date(const char *reg, const char *fp, const char *summar
           code, reg, fp);
   const char *rest = strchr(summary, '\n');
   fputs(rest ? rest + 1 : "", out);
+  char verdict[64] = "";
+  const char *v = strstr(summary, "\nverdict ");
+  if (v) sscanf(v + 9, "%63[^\n]", verdict);
+  bool now_blessed = o->bless && code == 0;
   if (o->bless && code == 0 && !(has_blessed && !strcmp(blessed, fp))) {
     mdl_status st = mdl_registry_bless(reg, fp, err);
     if (st != MDL_OK) return st;
@@ -490,6 +497,21 @@ static mdl_status up_to_date(const char *reg, const char *fp, const char *summar
     if (has_blessed) memcpy(r.blessed, blessed, 65);
     history(reg, "bless", &r, stderr);
   }
+  /* under GitHub Actions: the stored report and the outputs, as a run would */
+  char *md = NULL, *model = mdl_registry_run_path(reg, fp, "model.caffemodel");
+  mdl_error e;
+  if (mdl_registry_get(reg, fp, "report.md", &md, &e) != MDL_OK) md = NULL;
+  mdl_strbuf b = {0};
+  mdl_strbuf_printf(&b,
+                    "> **memdl:** up to date: fingerprint `%.12s` already ran; its results:\n\n%s",
+                    fp, md ? md : "");
+  mdl_status st =
+      mdl_ci_github_files(b.s, verdict, code, fp, model,
+                          now_blessed || (has_blessed && !strcmp(blessed, fp)), out, err);
+  free(mdl_strbuf_take(&b));
+  free(md);
+  free(model);
+  if (st != MDL_OK) return st;
   return status_of_exit(code);
 }
 

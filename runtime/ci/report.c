@@ -469,12 +469,14 @@ static int field_line(const char *text, const char *word, int k) {
   return 0;
 }
 
-mdl_status mdl_ci_github(const mdl_ci_result *r, const char *report_md, FILE *out, mdl_error *err) {
+mdl_status mdl_ci_github_files(const char *report_md, const char *verdict, int exit_code,
+                               const char *fingerprint, const char *model, bool blessed, FILE *out,
+                               mdl_error *err) {
   const char *gha = getenv("GITHUB_ACTIONS");
   if (!gha || !*gha) return MDL_OK;
   mdl_status st = MDL_OK;
   const char *summary = getenv("GITHUB_STEP_SUMMARY");
-  if (summary && *summary) {
+  if (summary && *summary && report_md) {
     struct stat sb;
     size_t have = stat(summary, &sb) == 0 ? (size_t)sb.st_size : 0;
     size_t n = strlen(report_md);
@@ -500,11 +502,18 @@ mdl_status mdl_ci_github(const mdl_ci_result *r, const char *report_md, FILE *ou
   if (st == MDL_OK && outputs && *outputs) {
     mdl_strbuf b = {0};
     mdl_strbuf_printf(&b, "verdict=%s\nexit_code=%d\nfingerprint=%s\nmodel=%s\nblessed=%s\n",
-                      r->verdict, r->exit_code, r->fp.hex, r->model,
-                      r->blessed_now ? "true" : "false");
+                      verdict, exit_code, fingerprint, model, blessed ? "true" : "false");
     st = append_file(outputs, b.s, b.len, err);
     free(mdl_strbuf_take(&b));
   }
+  return st;
+}
+
+mdl_status mdl_ci_github(const mdl_ci_result *r, const char *report_md, FILE *out, mdl_error *err) {
+  const char *gha = getenv("GITHUB_ACTIONS");
+  if (!gha || !*gha) return MDL_OK;
+  mdl_status st = mdl_ci_github_files(report_md, r->verdict, r->exit_code, r->fp.hex, r->model,
+                                      r->blessed_now, out, err);
   /* annotations: GitHub shows at most 10 of a kind per step */
   char *job_text = NULL;
   size_t len;

@@ -6,6 +6,7 @@
 #ifndef MDL_RUNTIME_CI_REPORT_H
 #define MDL_RUNTIME_CI_REPORT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "common/error.h"
@@ -36,5 +37,11 @@ mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, cons
  * to $GITHUB_OUTPUT, and prints up to 10 ::error lines to out pointing at
  * the job file's accept lines (saying how many more were left out). */
 mdl_status mdl_ci_github(const mdl_ci_result *r, const char *report_md, FILE *out, mdl_error *err);
+
+/* The GitHub files alone (no annotations), for a run skipped as up to date:
+ * report_md (may be NULL) to the step summary, the rest to the outputs. */
+mdl_status mdl_ci_github_files(const char *report_md, const char *verdict, int exit_code,
+                               const char *fingerprint, const char *model, bool blessed, FILE *out,
+                               mdl_error *err);
 
 #endif
