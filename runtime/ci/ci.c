@@ -18,16 +18,18 @@
 #include "runtime/data/dataset.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/layer.h"
+#include "runtime/engine/threadpool.h"
 #include "runtime/solver/caffemodel.h"
 #include "runtime/train/accept.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/train.h"
 
+/* As mdl_threadpool_new picks them (its 256 cap aside). */
 int mdl_ci_threads(const mdl_job *job, int threads) {
   if (threads > 0) return threads;
   if (job->job->threads) return (int)job->job->threads;
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
+  const char *env = getenv("MDL_NUM_THREADS");
+  return env && atoi(env) > 0 ? atoi(env) : mdl_cpu_count();
 }
 
 static mdl_status status_of_exit(int code) {
