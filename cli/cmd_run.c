@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/args.h"
+#include "cli/ci_args.h"
 #include "cli/commands.h"
 #include "common/version.h"
 #include "compiler/job.h"
@@ -55,9 +56,11 @@ static const char USAGE[] =
     "                   exit 130 or 143; a second signal stops at once)\n"
     "  --sighup-effect stop|snapshot|none   on SIGHUP (default snapshot: snapshot\n"
     "                   after the iteration and carry on); one worker only\n"
+    "\n" MDL_CLI_CI_USAGE
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
-    "3 trained but acceptance not met, 130/143 stopped by SIGINT/SIGTERM (resumable)\n";
+    "3 trained but acceptance (or a CI gate) not met, 4 a data check failed,\n"
+    "5 stopped at --max-seconds, 130/143 stopped by SIGINT/SIGTERM (resumable)\n";
 
 /* Caffe's -sigint_effect / -sighup_effect. */
 typedef enum signal_effect { EFFECT_STOP, EFFECT_SNAPSHOT, EFFECT_NONE } signal_effect;
@@ -138,7 +141,8 @@ int mdl_cmd_run(int argc, char **argv) {
   const char *weights = NULL, *resume = NULL, *out = NULL;
   bool resume_flag = false;
   mdl_driver_opts dopts = {.use_cluster_env = true};
-  int code = -1; /* -1: go on; else the exit code */
+  mdl_cli_ci ci = {0}; /* CI mode: cli/ci_args.c */
+  int code = -1;       /* -1: go on; else the exit code */
   for (int i = 1; i < argc && code < 0; i++) {
     const char *a = argv[i];
     bool has_next = i + 1 < argc;
@@ -165,6 +169,8 @@ int mdl_cmd_run(int argc, char **argv) {
       if (!parse_effect(a, argv[++i], &g_int_effect)) code = 2;
     } else if (!strcmp(a, "--sighup-effect") && has_next) {
       if (!parse_effect(a, argv[++i], &g_hup_effect)) code = 2;
+    } else if (mdl_cli_ci_take(&ci, argc, argv, &i, &code)) {
+      /* a CI flag (cli/ci_args.c) */
     } else {
       mdl_cli_args_take(&args, argc, argv, &i, &code);
     }
@@ -196,6 +202,13 @@ int mdl_cmd_run(int argc, char **argv) {
   if (args.device) dopts.device = args.device;
   dopts.resume = resume_flag;
   dopts.snapshot_path = resume;
+  if (st == MDL_OK && mdl_cli_ci_wanted(&ci, job)) { /* CI mode: cli/ci_args.c */
+    int rc =
+        mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, mdl_driver_wanted(job, &dopts), out);
+    mdl_job_free(job);
+    mdl_cli_args_free(&args);
+    return rc;
+  }
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
     if (weights)
       st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");

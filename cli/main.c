@@ -20,6 +20,8 @@ static const command COMMANDS[] = {
     {"check", mdl_cmd_check, "parse nets, solvers and jobs; report every error"},
     {"compile", mdl_cmd_compile, "check a job and print its plan (--shapes: blob shapes)"},
     {"data", mdl_cmd_data, "load a job's data set and describe it"},
+    {"fingerprint", mdl_cmd_fingerprint,
+     "a job's run fingerprint and what changed since the blessed run"},
     {"run", mdl_cmd_run, "train a job or a Caffe solver, on one worker or several"},
     {"test", mdl_cmd_test, "evaluate weights on the TEST phase"},
     {"time", mdl_cmd_time, "time each layer's forward and backward pass"},
@@ -36,11 +38,12 @@ static void usage(FILE *out) {
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
-    fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
   fprintf(out,
           "\n"
           "`memdl COMMAND --help` describes one command.\n"
-          "exit status: 0 ok, 1 runtime failure, 2 invalid input or usage, 3 acceptance not met\n");
+          "exit status: 0 ok, 1 runtime failure, 2 invalid input or usage, 3 acceptance not met,\n"
+          "4 a data check failed (CI mode), 5 stopped at --max-seconds\n");
 }
 
 int main(int argc, char **argv) {

@@ -41,6 +41,10 @@ int mdl_exit_code(mdl_status st) {
       return 2;
     case MDL_ERR_ACCEPT:
       return 3;
+    case MDL_ERR_DATA_CHECK:
+      return 4;
+    case MDL_ERR_BUDGET:
+      return 5;
     default: /* INTERNAL, NOMEM: the run failed */
       return 1;
   }

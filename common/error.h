@@ -12,6 +12,8 @@ typedef enum mdl_status {
   MDL_ERR_INVALID = 2,  /* bad input: file, flag, shape, message */
   MDL_ERR_ACCEPT = 3,   /* training finished but missed the job's acceptance */
   MDL_ERR_NOMEM = 4,    /* a tensor, data set or buffer did not fit */
+  MDL_ERR_DATA_CHECK = 5, /* a job's data_check failed before training: exit 4 */
+  MDL_ERR_BUDGET = 6,     /* stopped at --max-seconds, model saved: exit 5 */
 } mdl_status;
 
 #define MDL_ERROR_MSG_MAX 2048
@@ -32,7 +34,8 @@ mdl_status mdl_errorf(mdl_error *err, mdl_status code, const char *fmt, ...)
  * Leaves code unchanged. err may be NULL. */
 void mdl_error_prefix(mdl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The process exit code for a status: the documented 0-3 (NOMEM is 1). */
+/* The process exit code for a status: the documented 0-5 (NOMEM is 1,
+ * DATA_CHECK 4, BUDGET 5). */
 int mdl_exit_code(mdl_status st);
 
 /* Clears err to MDL_OK and an empty message. */

@@ -55,6 +55,15 @@ runtime/rpc/|runtime/train/|the transport carries bytes, not nets
 runtime/rpc/|runtime/dist/|the transport is below distribution
 runtime/dist/|runtime/cpu/|distribution reaches devices through training
 runtime/dist/|gpu/|distribution reaches devices through training
+runtime/ci/|runtime/cpu/|CI mode trains through runtime/train/
+runtime/ci/|gpu/|CI mode trains through runtime/train/
+runtime/ci/|runtime/rpc/|CI mode trains on one worker, through runtime/train/
+runtime/ci/|runtime/dist/|CI mode trains on one worker, through runtime/train/
+runtime/engine/|runtime/ci/|the engine is below CI retraining
+runtime/data/|runtime/ci/|data sets are below CI retraining
+runtime/solver/|runtime/ci/|solvers are below CI retraining
+runtime/train/|runtime/ci/|training is below CI retraining
+runtime/dist/|runtime/ci/|distribution is below CI retraining
 cli/|runtime/cpu/|commands name devices through runtime/train/device.h
 cli/|gpu/|commands name devices through runtime/train/device.h
 '

@@ -69,8 +69,8 @@ add "ContrastiveLoss backward x1.1" $CPU/layers_loss.c "contrastive_backward(" "
 add "restore (mdl_train_restore) a no-op" runtime/train/train.c "mdl_status mdl_train_restore(" \
   's/(mdl_status mdl_train_restore\(mdl_train \*t, const char \*path, mdl_error \*err\) \{\n)/$1  if (t) return MDL_OK;\n/' \
   "//tests:train_test@train/resume*"
-add "restore drops the solver history" runtime/solver/caffemodel.c "mdl_blob_proto_values(ss->history[m]" \
-  's/(\n\s*)(mdl_blob_proto_values\(ss->history\[m\], h,)/$1if (0) $2/' "//tests:train_test@train/resume*"
+add "restore drops the solver history" runtime/solver/caffemodel.c "mdl_blob_proto_values(ss->history[k * nb + i]" \
+  's/(\n\s*)(mdl_blob_proto_values\(ss->history\[k \* nb \+ i\],)/$1if (0) $2/' "//tests:train_test@train/resume*"
 add "averaging weights off by one sample" runtime/dist "void mdl_driver_average(" \
   's/c\[m\] = \(float\)\(\(double\)samples\[i\] \/ total\);/c[m] = (float)((double)(samples[i] + (m == 0)) \/ (total + 1));/' \
   "//tests:driver_test //tests:driver_net_test@driver_net/k_workers*"

@@ -13,6 +13,7 @@ PACKAGES=(
   zlib1g-dev liblmdb-dev libjpeg-dev libpng-dev libhdf5-dev  # data sources
   dataset-fashion-mnist      # the example job's data
   openssl iproute2           # TLS test certificates, network-namespace tests
+  libxml2-utils librsvg2-bin # CI reports: xmllint checks junit.xml, rsvg-convert draws curves.svg
 )
 
 missing=()

@@ -510,6 +510,12 @@ static char *keep_name(mdl_train *t, const char *s) {
 
 mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
                           mdl_error *err) {
+  return mdl_train_test_each(t, index, iterations, NULL, NULL, res, err);
+}
+
+mdl_status mdl_train_test_each(mdl_train *t, int index, int iterations,
+                               void (*each)(void *ctx, const mdl_net *net), void *ctx,
+                               mdl_test_result *res, mdl_error *err) {
   if (index < 0 || index >= t->n_tests)
     return mdl_errorf(err, MDL_ERR_INVALID, "no TEST net #%d", index);
   netrun *r = &t->tests[index];
@@ -562,6 +568,7 @@ mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_resu
       mdl_error_prefix(err, "TEST net #%d, batch %d: ", index, it);
       break;
     }
+    if (each) each(ctx, net);
     for (int k = 0; k < lt->n && st == MDL_OK; k++) {
       float v = mdl_net_blob_first(net, blob[k]);
       if (!isfinite(v)) {
@@ -769,6 +776,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   double smoothed = 0;
   double t_begin = mdl_now(), t_excluded = 0;
   bool test_at_end = false;
+  double test_cost = 0; /* ci budget: the last TEST pass's seconds */
   while (st == MDL_OK && mdl_solver_iter(s) < stop) {
     int iter = mdl_solver_iter(s);
     if (sp->test_interval && iter % sp->test_interval == 0 &&
@@ -776,6 +784,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       double t0 = mdl_now();
       st = test_all(t, m, &p, sum, err);
       t_excluded += mdl_now() - t0;
+      test_cost = mdl_now() - t0;
       if (st != MDL_OK) break;
     }
     bool display = sp->display && iter % sp->display == 0;
@@ -842,6 +851,15 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       sum->stopped = true;
       break;
     }
+    /* ---- ci budget: stop after a whole iteration, keeping time for TEST */
+    if (t->opts.max_seconds > 0 && mdl_solver_iter(s) < stop &&
+        mdl_now() - t_begin + test_cost >= t->opts.max_seconds) {
+      sum->budget_stopped = true;
+      mdl_progress_line(&p, "budget of %g s spent at iteration %d: stopping", t->opts.max_seconds,
+                        mdl_solver_iter(s));
+      break;
+    }
+    /* ---- end ci budget */
   }
   free(losses);
   int iter = mdl_solver_iter(s);
@@ -871,10 +889,14 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     snprintf(what, sizeof what, "training diverged by iteration %d", iter);
     if (check_weights(net, what, err) != MDL_OK) st = err->code = MDL_ERR_INTERNAL;
   }
-  if (st == MDL_OK && sp->snapshot_after_train && iter > start &&
+  if (st == MDL_OK && (sp->snapshot_after_train || sum->budget_stopped) && iter > start &&
       (!t->snapshot_every || iter % t->snapshot_every != 0))
     snapshot(t, m, &p, sum, err, &st);
   test_at_end = t->n_tests > 0;
+  /* ci budget: TEST only when its measured time is still left */
+  if (sum->budget_stopped)
+    test_at_end = test_at_end && test_cost > 0 && mdl_now() - t_begin <= t->opts.max_seconds;
+  sum->budget_tested = sum->budget_stopped && test_at_end;
   if (st == MDL_OK && test_at_end) st = test_all(t, m, &p, sum, err);
   if (st == MDL_OK) {
     sum->iter = iter;
@@ -901,6 +923,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     for (int k = 0; k < sum->n_outputs; k++)
       mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
     mdl_json_bool(&j, "accepted", sum->accepted);
+    if (sum->budget_stopped) mdl_json_str(&j, "stopped", "budget"); /* ci budget */
     mdl_json_end(&j);
     mdl_metrics_write(m, &j);
     mdl_json_free(&j);
@@ -967,6 +990,13 @@ uint64_t mdl_train_seed(const mdl_train *t) {
 }
 const char *mdl_train_out_dir(const mdl_train *t) {
   return t->out_dir;
+}
+
+int mdl_train_n_datasets(const mdl_train *t) {
+  return t->n_sets;
+}
+const struct mdl_dataset *mdl_train_dataset(const mdl_train *t, int i) {
+  return i >= 0 && i < t->n_sets ? t->sets[i].ds : NULL;
 }
 
 void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive) {

@@ -40,6 +40,10 @@ typedef struct mdl_train_opts {
    * solver_mode and device_id (GPU: that GPU when usable, else the CPU,
    * said in the log; CPU: the CPU), auto when it names none. */
   const char *device;
+  /* ci budget: after this many seconds of the loop, finish the iteration,
+   * snapshot, and test only when the last TEST pass's time is left (0: no
+   * limit). */
+  double max_seconds;
 } mdl_train_opts;
 
 /* Compiles the job, loads its data sets and builds the nets (fillers from
@@ -68,7 +72,9 @@ typedef struct mdl_train_summary {
   bool accepted;        /* every acceptance criterion held (true when none) */
   char accept_msg[512]; /* what failed and by how much */
   char last_snapshot[512];
-  bool stopped; /* opts.stop ended the run early (after a snapshot) */
+  bool stopped;        /* opts.stop ended the run early (after a snapshot) */
+  bool budget_stopped; /* ci budget: max_seconds ran out before max_iter */
+  bool budget_tested;  /* ... and the final TEST pass still ran */
 } mdl_train_summary;
 
 /* Runs Caffe's training loop from the current iteration to max_iter (or
@@ -97,6 +103,13 @@ mdl_status mdl_train_newest_snapshot(const mdl_train *t, char **path, mdl_error 
 mdl_status mdl_train_test(mdl_train *t, int index, int iterations, mdl_test_result *res,
                           mdl_error *err);
 
+/* mdl_train_test calling each(ctx, net) after every batch's forward pass,
+ * for callers that read more than the scalar outputs (per-class accuracy
+ * in runtime/ci). */
+mdl_status mdl_train_test_each(mdl_train *t, int index, int iterations,
+                               void (*each)(void *ctx, const mdl_net *net), void *ctx,
+                               mdl_test_result *res, mdl_error *err);
+
 /* Fills every data layer's tops of the TRAIN net with batch `k` (real data
  * or synthetic). */
 mdl_status mdl_train_feed_train(mdl_train *t, uint64_t k, mdl_error *err);
@@ -111,5 +124,11 @@ const char *mdl_train_out_dir(const mdl_train *t);
 /* Bytes of activation memory planned, and what keeping every blob apart
  * would take. */
 void mdl_train_memory(const mdl_train *t, size_t *planned, size_t *naive);
+
+/* The data sets loaded for the nets (for data checks before training),
+ * owned by the trainer; i from 0 to mdl_train_n_datasets - 1. */
+struct mdl_dataset;
+int mdl_train_n_datasets(const mdl_train *t);
+const struct mdl_dataset *mdl_train_dataset(const mdl_train *t, int i);
 
 #endif
