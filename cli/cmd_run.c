@@ -1,5 +1,6 @@
 /* memdl run: trains a job (or a Caffe solver file) on one local worker, or
  * hands it to the driver when the job or the flags ask for several. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,9 @@ typedef enum signal_effect { EFFECT_STOP, EFFECT_SNAPSHOT, EFFECT_NONE } signal_
 static volatile sig_atomic_t g_stop, g_snapshot, g_stop_signal;
 static signal_effect g_int_effect = EFFECT_STOP, g_hup_effect = EFFECT_SNAPSHOT;
 
+/* What a signal does. Runs on the signal thread below (or, for a signal the
+ * kernel hands to a library's own idle thread, as a handler there); only
+ * sets flags and writes, both async-signal-safe. */
 static void on_signal(int sig) {
   signal_effect e = sig == SIGHUP ? g_hup_effect : g_int_effect;
   if (e == EFFECT_NONE) return;
@@ -75,8 +79,12 @@ static void on_signal(int sig) {
     g_snapshot = 1;
     return;
   }
-  if (g_stop) { /* the second one: stop at once */
+  if (g_stop) { /* the second one: stop at once, killed by that signal */
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
     signal(sig, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
     raise(sig);
     return;
   }
@@ -87,6 +95,15 @@ static void on_signal(int sig) {
       "once)\n";
   ssize_t w = write(2, msg, sizeof msg - 1); /* async-signal-safe, unlike stdio */
   (void)w;
+}
+
+static void *signal_thread(void *arg) {
+  const sigset_t *set = arg;
+  for (;;) {
+    int sig;
+    if (sigwait(set, &sig) == 0) on_signal(sig);
+  }
+  return NULL;
 }
 
 static bool parse_effect(const char *flag, const char *v, signal_effect *out) {
@@ -100,15 +117,29 @@ static bool parse_effect(const char *flag, const char *v, signal_effect *out) {
   return false;
 }
 
+/* SIGINT, SIGTERM and SIGHUP are blocked in this thread, and so in every
+ * compute thread started after it, and taken by one thread that waits for
+ * them. A handler run on a compute thread interrupts oneDNN's JIT kernels,
+ * and its signal frame corrupted the heap in about one stop in five (their
+ * code keeps data below the stack pointer). The handler stays installed for
+ * threads a library started before main (OpenBLAS's idle server thread). */
 static void install_handlers(void) {
+  static sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sa.sa_flags = SA_RESTART; /* the handler only sets flags: reads carry on */
-  sigemptyset(&sa.sa_mask);
+  sa.sa_mask = set;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  pthread_t th;
+  if (pthread_create(&th, NULL, signal_thread, &set) == 0) pthread_detach(th);
 }
 
 /* The driver prints rounds as they go; this is the closing summary. */
