@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "rpc.pb-c.h"
 #include "runtime/dist/driver.h"
 #include "runtime/rpc/rpc.h"
@@ -260,7 +261,7 @@ int main(int argc, char **argv) {
             c[w].reply_spec.bulk_dest = sink_dest;
             c[w].reply_spec.bulk_ctx = &sk[w];
           }
-          double t0 = mdl_rpc_now();
+          double t0 = mdl_now();
           if (mdl_rpc_call_all(c, k, 120000, NULL, &err) != MDL_OK) return 1;
           mdl_rpc_pin_wait(pin);
           for (int w = 0; w < k; w++)
@@ -268,11 +269,11 @@ int main(int argc, char **argv) {
               fprintf(stderr, "worker %d: %s %s\n", w, mdl_rpc_code_name(c[w].code), c[w].detail);
               return 1;
             }
-          double a0 = mdl_rpc_now();
+          double a0 = mdl_now();
           uint64_t samples[16];
           for (int w = 0; w < k; w++) samples[w] = 1;
           mdl_driver_average(wts, (const float *const *)recv, samples, k, bytes / 4);
-          double t1 = mdl_rpc_now();
+          double t1 = mdl_now();
           mdl_rpc_calls_clear(c, k);
           if (r >= 0) {
             t[r] = t1 - t0;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
 #include "compiler/job.h"
 #include "runtime/data/dataset.h"
@@ -66,7 +67,7 @@ static double run(const char *workers, int tau, const char *const *sets, mdl_dri
   mdl_driver_opts o = opts(workers, tau, stderr);
   mdl_driver_result r;
   mdl_error err;
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   /* short runs miss the job's accuracy bar: MDL_ERR_ACCEPT, result filled */
   mdl_status st = mdl_driver_run(job, &o, &r, &err);
   cr_assert(st == MDL_OK || st == MDL_ERR_ACCEPT, "%s", err.msg);
@@ -74,7 +75,7 @@ static double run(const char *workers, int tau, const char *const *sets, mdl_dri
   cr_assert_neq(r.weights_file[0], 0, "no model file written");
   double acc = accuracy(&r);
   fprintf(stderr, "%s tau %d: accuracy %.4f after %d iterations in %.1f s\n", workers, tau, acc,
-          r.iter, mdl_rpc_now() - t0);
+          r.iter, mdl_now() - t0);
   mdl_job_free(job);
   if (out)
     *out = r;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
@@ -409,8 +410,8 @@ static void *knock(void *arg) {
   mdl_error err;
   if (mdl_rpc_channel_new(k->addr, &co, &ch, &err) != MDL_OK) return NULL;
   Memdl__StateRequest req = MEMDL__STATE_REQUEST__INIT;
-  double t0 = mdl_rpc_now();
-  while (!k->stop && mdl_rpc_now() - t0 < 5.0) {
+  double t0 = mdl_now();
+  while (!k->stop && mdl_now() - t0 < 5.0) {
     mdl_rpc_call c;
     memset(&c, 0, sizeof c);
     c.ch = ch;
@@ -439,12 +440,12 @@ Test(hostile, refused_calls_do_not_reset_the_workers_idle_timer) {
   char detail[512];
   cr_assert_eq(call1(ch, MDL_WORKER_SETUP, &m.req.base, &memdl__setup_reply__descriptor, detail),
                MDL_RPC_OK, "%s", detail);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   knocker k = {.addr = t.addr};
   pthread_t th;
   pthread_create(&th, NULL, knock, &k);
   pthread_join(t.th, NULL); /* the worker's own loop ends by itself */
-  double waited = mdl_rpc_now() - t0;
+  double waited = mdl_now() - t0;
   k.stop = 1;
   pthread_join(th, NULL);
   cr_assert_str_eq(t.reason, "driver gone");
@@ -522,10 +523,10 @@ Test(hostile, a_stream_whose_chunks_never_come_neither_blocks_others_nor_lasts) 
   Memdl__StateRequest sr = MEMDL__STATE_REQUEST__INIT;
   sr.has_session = 1;
   sr.session = 42;
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   cr_assert_eq(call1(ch, MDL_WORKER_STATE, &sr.base, &memdl__state_reply__descriptor, detail),
                MDL_RPC_OK, "%s", detail);
-  double took = mdl_rpc_now() - t0;
+  double took = mdl_now() - t0;
   pthread_join(th, NULL);
   cr_assert(took < 1.0, "a stalled stream held the worker for %.1f s", took);
   cr_assert_neq(st.code, MDL_RPC_CANCELLED, "the worker never ended the stalled stream");
@@ -585,12 +586,12 @@ Test(hostile, a_worker_exits_on_its_driver_timeout_whatever_its_calls_wait_for) 
       .addr = t.addr, .method = MDL_WORKER_ROUND, .head = head, .head_len = hl, .hold_ms = 10000};
   pthread_t th;
   pthread_create(&th, NULL, stall, &st);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 6;
   int rc = pthread_timedjoin_np(t.th, NULL, &until);
-  double waited = mdl_rpc_now() - t0;
+  double waited = mdl_now() - t0;
   cr_assert_eq(rc, 0, "the worker did not exit on its 1 s driver timeout");
   cr_assert_str_eq(t.reason, "driver gone");
   cr_assert(waited < 4.0, "exited after %.1f s", waited);
@@ -624,16 +625,16 @@ Test(hostile, a_silent_peers_stream_is_ended_by_keepalive) {
   cr_assert(write(pipefd[1], t.addr, strlen(t.addr)) > 0);
   usleep(1500000); /* the child connects and its stream reaches the worker */
   kill(pid, SIGSTOP);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   char *text = NULL;
   bool ended = false;
-  while (!ended && mdl_rpc_now() - t0 < 8.0) {
+  while (!ended && mdl_now() - t0 < 8.0) {
     usleep(100000);
     free(text);
     text = log_text(log);
     ended = strstr(text, "Round") && strstr(text, "cancel");
   }
-  double took = mdl_rpc_now() - t0;
+  double took = mdl_now() - t0;
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
   cr_assert(ended, "the stalled stream of a stopped peer was never ended:\n%s", text);
@@ -680,9 +681,9 @@ Test(hostile, a_refused_tls_handshake_fails_the_drivers_setup_at_once_with_its_c
   o.tls_ca = tu_dir_path("other.pem"); /* not the CA that signed the worker */
   mdl_driver_result r;
   mdl_error err;
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   cr_assert_neq(mdl_driver_run_plan(p, tu_dir, &o, &r, &err), MDL_OK);
-  double took = mdl_rpc_now() - t0;
+  double took = mdl_now() - t0;
   char *text = log_text(log);
   cr_assert(took < 5.0, "the driver gave up after %.1f s (setup timeout 20 s):\n%s", took, text);
   cr_assert(strstr(text, "TLS handshake") && strstr(text, "certificate verify failed"), "%s", text);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "rpc.pb-c.h"
 #include "runtime/rpc/rpc.h"
 #include "tests/testutil.h"
@@ -257,9 +258,9 @@ Test(rpc, deadline_ends_the_call_and_the_handler_sees_the_cancellation) {
   mdl_rpc_call c = call1(ch, SLEEP, 0, 0, 5000, &out);
   cr_assert_eq(c.code, MDL_RPC_OK);
   mdl_rpc_calls_clear(&c, 1);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   c = call1(ch, SLEEP, 5000, 0, 200, &out);
-  double dt = mdl_rpc_now() - t0;
+  double dt = mdl_now() - t0;
   cr_assert_eq(c.code, MDL_RPC_DEADLINE_EXCEEDED, "%s", mdl_rpc_code_name(c.code));
   cr_assert(dt >= 0.19 && dt < 1.0, "took %.3f s", dt);
   for (int i = 0; i < 100 && !atomic_load(&f.saw_cancel); i++) usleep(10000);
@@ -604,9 +605,9 @@ Test(rpc, k_calls_run_at_once_on_one_queue) {
     c[i].wait_for_ready = true;
   }
   mdl_error err;
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   cr_assert_eq(mdl_rpc_call_all(c, K, 5000, NULL, &err), MDL_OK);
-  double dt = mdl_rpc_now() - t0;
+  double dt = mdl_now() - t0;
   for (int i = 0; i < K; i++) {
     cr_assert_eq(c[i].code, MDL_RPC_OK, "%s", c[i].detail);
     cr_assert(c[i].seconds >= 0.29);
@@ -624,11 +625,11 @@ Test(rpc, idle_server_returns_after_its_timeout_with_or_without_calls) {
   mdl_error err;
   /* never called: it returns all the same (a worker nobody drives exits) */
   cr_assert_eq(fx_start_opts(&f, "127.0.0.1:0", NULL, 0, 300, &err), MDL_OK);
-  double t_start = mdl_rpc_now();
+  double t_start = mdl_now();
   pthread_join(f.th, NULL);
   f.running = false;
   cr_assert(f.idle);
-  cr_assert(mdl_rpc_now() - t_start < 2.0);
+  cr_assert(mdl_now() - t_start < 2.0);
   fx_stop(&f);
   cr_assert_eq(fx_start_opts(&f, "127.0.0.1:0", NULL, 0, 300, &err), MDL_OK);
   mdl_rpc_channel *ch = chan(f.addr, NULL);
@@ -636,11 +637,11 @@ Test(rpc, idle_server_returns_after_its_timeout_with_or_without_calls) {
   mdl_rpc_call c = call1(ch, SLEEP, 0, 0, 5000, &out);
   cr_assert_eq(c.code, MDL_RPC_OK);
   mdl_rpc_calls_clear(&c, 1);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   pthread_join(f.th, NULL);
   f.running = false;
   cr_assert(f.idle);
-  cr_assert(mdl_rpc_now() - t0 < 2.0);
+  cr_assert(mdl_now() - t0 < 2.0);
   mdl_rpc_channel_free(ch);
   free(out.buf);
   fx_stop(&f);
@@ -694,9 +695,9 @@ Test(rpc_process, keepalive_notices_a_stopped_peer_before_the_deadline, .timeout
   stopper s = {child, 300};
   pthread_t th;
   pthread_create(&th, NULL, stop_later, &s);
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   c = call1(ch, SLEEP, 20000, 0, 15000, &out);
-  double dt = mdl_rpc_now() - t0;
+  double dt = mdl_now() - t0;
   pthread_join(th, NULL);
   kill(child, SIGKILL);
   waitpid(child, NULL, 0);
@@ -740,9 +741,9 @@ Test(rpc, tls_failures_are_reported_at_once_with_their_cause) {
         .keepalive_ms = 500, .sec = cases[i].sec, .tls_server_name = cases[i].name};
     mdl_rpc_channel *ch;
     cr_assert_eq(mdl_rpc_channel_new(cases[i].addr, &o, &ch, &err), MDL_OK, "%s", err.msg);
-    double t0 = mdl_rpc_now();
+    double t0 = mdl_now();
     mdl_rpc_call c = call1(ch, ECHO, 2, 16, 10000, &out);
-    double took = mdl_rpc_now() - t0;
+    double took = mdl_now() - t0;
     fprintf(stderr, "%s: %s after %.2f s: %s\n", cases[i].what, mdl_rpc_code_name(c.code), took,
             c.detail);
     cr_assert_eq(c.code, MDL_RPC_UNAVAILABLE, "%s: %s %s", cases[i].what, mdl_rpc_code_name(c.code),

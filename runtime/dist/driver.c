@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/pb.h"
 #include "runtime/dist/driver_impl.h"
 #include "runtime/train/accept.h"
@@ -171,9 +172,9 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       calls[i].reply_spec.bulk_dest = recv_dest;
       calls[i].reply_spec.bulk_ctx = &rc[i];
     }
-    double t0 = mdl_rpc_now();
+    double t0 = mdl_now();
     mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, err);
-    double wall = mdl_rpc_now() - t0;
+    double wall = mdl_now() - t0;
     mdl_rpc_pin_wait(d->w_pin); /* gRPC may still hold slices of d->w */
     slot **done = mdl_xcalloc((size_t)n, sizeof *done);
     const float **ws = mdl_xcalloc((size_t)n, sizeof *ws);
@@ -225,9 +226,9 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     for (int i = 0; st == MDL_OK && i < n_failed; i++)
       st = mdl_driver_kill_slot(d, failed[i], why[i], err);
     if (st == MDL_OK && m > 0) {
-      double a0 = mdl_rpc_now();
+      double a0 = mdl_now();
       mdl_driver_average(d->w, ws, samples, m, d->n_params);
-      double avg_s = mdl_rpc_now() - a0;
+      double avg_s = mdl_now() - a0;
       d->iter += tau;
       d->round++;
       d->rounds_here++;
@@ -604,7 +605,7 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
 static mdl_status collect_result(driver *d, mdl_driver_result *res, double t_start, mdl_status st,
                                  mdl_error *err) {
   if (st == MDL_OK) st = check_accept(d, res, err);
-  res->seconds = mdl_rpc_now() - t_start;
+  res->seconds = mdl_now() - t_start;
   res->iter = d->iter;
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
   dlog(d,
@@ -653,7 +654,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   if (st == MDL_OK) st = mdl_driver_resume(d, &snap, err);
   if (st == MDL_OK) st = mdl_driver_start_workers(d, &wl, err);
   mdl_driver_worker_list_free(&wl);
-  double t_start = mdl_rpc_now();
+  double t_start = mdl_now();
   if (st == MDL_OK) st = mdl_driver_setup_workers(d, snap, err);
   mdl_pb_free(snap);
   snap = NULL;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/fileio.h"
 #include "common/pb.h"
 #include "runtime/dist/driver_impl.h"
@@ -18,7 +19,7 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 /* --- snapshots --------------------------------------------------------------- */
 
 mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
   for (int i = 0; i < d->k; i++)
@@ -77,7 +78,7 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
       free(buf);
       if (st == MDL_OK)
         dlog(d, "snapshot at iteration %d (round %d): %s, %.1f MB in %.3f s", d->iter, d->round,
-             d->snapshot_path, len / 1e6, mdl_rpc_now() - t0);
+             d->snapshot_path, len / 1e6, mdl_now() - t0);
     }
   }
   mdl_rpc_calls_clear(calls, n);

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "runtime/dist/driver_impl.h"
 
 /* --- RPC plumbing ------------------------------------------------------------ */
@@ -312,7 +313,7 @@ static void forget_lost(slot *s) {
 
 mdl_status mdl_driver_retake_workers(driver *d, mdl_error *err) {
   if (d->lw || d->o.no_replace) return MDL_OK;
-  double now = mdl_rpc_now();
+  double now = mdl_now();
   mdl_status st = MDL_OK;
   for (int i = 0; st == MDL_OK && i < d->k; i++) {
     slot *s = &d->s[i];

@@ -310,9 +310,6 @@ void mdl_rpc_calls_clear(mdl_rpc_call *calls, int n);
 mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, const uint8_t *head,
                                        size_t head_len, int hold_ms, double *seconds);
 
-/* Monotonic seconds (for timing rounds). */
-double mdl_rpc_now(void);
-
 /* A buffer for weights that travel often: page-aligned, transparent huge
  * pages requested (page faults are slow on VMs), zero-filled, reused across
  * rounds. NULL when it does not fit. Free with the same size. */

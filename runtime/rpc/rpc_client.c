@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "runtime/rpc/rpc_internal.h"
 
@@ -144,7 +145,7 @@ void mdl_rpc_calls_clear(mdl_rpc_call *calls, int n) {
 }
 
 static void finish_call(mdl_rpc_call *c, cli_call *cc, double t0) {
-  c->seconds = mdl_rpc_now() - t0;
+  c->seconds = mdl_now() - t0;
   c->code = (mdl_rpc_code)cc->status;
   char *d = grpc_slice_to_c_string(cc->details);
   snprintf(c->detail, sizeof c->detail, "%s", d);
@@ -360,7 +361,7 @@ static void fail_if_refused(mdl_rpc_call *c, cli_call *k) {
 mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
                             const volatile sig_atomic_t *abort_flag, mdl_error *err) {
   if (n <= 0) return MDL_OK;
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
   gpr_timespec deadline = deadline_in(deadline_ms);
   cli_call *cc = mdl_xcalloc((size_t)n, sizeof *cc);
@@ -446,7 +447,7 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
     pending++;
   }
   bool aborted = false;
-  double last_check = mdl_rpc_now();
+  double last_check = mdl_now();
   while (pending > 0) {
     grpc_event ev = grpc_completion_queue_next(cq, deadline_in(POLL_MS), NULL);
     if (ev.type == GRPC_OP_COMPLETE) {
@@ -460,8 +461,8 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
         finish_call(&calls[i], k, t0);
       }
     }
-    if (mdl_rpc_now() - last_check > 0.25) {
-      last_check = mdl_rpc_now();
+    if (mdl_now() - last_check > 0.25) {
+      last_check = mdl_now();
       for (int i = 0; i < n; i++)
         if (cc[i].started && !cc[i].done && calls[i].wait_for_ready)
           fail_if_refused(&calls[i], &cc[i]);
@@ -502,7 +503,7 @@ mdl_status mdl_rpc_call_all(mdl_rpc_call *calls, int n, int deadline_ms,
 
 mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, const uint8_t *head,
                                        size_t head_len, int hold_ms, double *seconds) {
-  double t0 = mdl_rpc_now();
+  double t0 = mdl_now();
   grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
   grpc_slice m = grpc_slice_from_copied_string(method);
   grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
@@ -551,12 +552,12 @@ mdl_rpc_code mdl_rpc_test_stall_stream(mdl_rpc_channel *ch, const char *method, 
     if (ev.type == GRPC_OP_COMPLETE) {
       pending--;
       if (ev.tag == (void *)2) over = true;
-    } else if (!cancelled && (mdl_rpc_now() - t0) * 1000.0 > hold_ms) {
+    } else if (!cancelled && (mdl_now() - t0) * 1000.0 > hold_ms) {
       grpc_call_cancel(call, NULL);
       cancelled = true;
     }
   }
-  if (seconds) *seconds = mdl_rpc_now() - t0;
+  if (seconds) *seconds = mdl_now() - t0;
   grpc_byte_buffer_destroy(bb);
   for (size_t i = 0; i < n_md; i++) grpc_slice_unref(md[i].value);
   grpc_metadata_array_destroy(&initial);

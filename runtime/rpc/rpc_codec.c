@@ -18,12 +18,6 @@
 
 /* --- small helpers ------------------------------------------------------- */
 
-double mdl_rpc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void *mdl_rpc_buffer_alloc(size_t bytes) {
   if (bytes == 0) bytes = 1;
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "runtime/rpc/rpc_internal.h"
 
@@ -157,7 +158,7 @@ mdl_status mdl_rpc_server_new(const char *addr, const mdl_rpc_server_opts *opts,
   pthread_mutex_init(&s->serial, NULL);
   pthread_mutex_init(&s->rx, NULL);
   s->stream_timeout_ms = opts->stream_timeout_ms > 0 ? opts->stream_timeout_ms : 30000;
-  s->last_activity = mdl_rpc_now();
+  s->last_activity = mdl_now();
   atomic_init(&s->handler_stop, 0);
   s->t_shutdown.kind = TAG_SHUTDOWN;
   s->t_shutdown.owner = s;
@@ -249,7 +250,7 @@ static void call_release(mdl_rpc_call_ctx *c) {
   if (c->has_thread) pthread_join(c->thread, NULL);
   if (c->call) {
     s->active--;
-    if (c->authed) s->last_activity = mdl_rpc_now();
+    if (c->authed) s->last_activity = mdl_now();
     if (c->exclusive) s->exclusive_busy = false;
     if (c->stop_server && c->code == MDL_RPC_OK) s->stop_flag = 1;
     grpc_call_unref(c->call);
@@ -313,7 +314,7 @@ static void send_final(mdl_rpc_call_ctx *c, mdl_rpc_code code, const char *detai
 static bool srv_step(mdl_rpc_call_ctx *c, grpc_op *ops, size_t n, bool recv) {
   pthread_mutex_lock(&c->step_mu);
   c->step_done = false;
-  if (recv) c->recv_since = mdl_rpc_now();
+  if (recv) c->recv_since = mdl_now();
   pthread_mutex_unlock(&c->step_mu);
   if (grpc_call_start_batch(c->call, ops, n, &c->t_step, NULL) != GRPC_CALL_OK) return false;
   pthread_mutex_lock(&c->step_mu);
@@ -561,7 +562,7 @@ static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
     }
   }
   c->authed = true;
-  s->last_activity = mdl_rpc_now();
+  s->last_activity = mdl_now();
   for (size_t i = 0; i < c->md.count; i++)
     if (!grpc_slice_str_cmp(c->md.metadata[i].key, STREAM_KEY) &&
         !parse_stream_md(c, &c->md.metadata[i].value)) {
@@ -593,7 +594,7 @@ static void on_request(mdl_rpc_server *s, mdl_rpc_call_ctx *c, bool ok) {
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &c->req;
   pthread_mutex_lock(&c->step_mu);
-  c->recv_since = mdl_rpc_now();
+  c->recv_since = mdl_now();
   pthread_mutex_unlock(&c->step_mu);
   if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK)
     send_final(c, MDL_RPC_INTERNAL, "cannot receive the request", NULL);
@@ -670,7 +671,7 @@ static void server_shutdown(mdl_rpc_server *s) {
 /* Once per poll: cancels calls whose next request message is overdue, and
  * counts handlers at work as the driver's activity. */
 static void watch_calls(mdl_rpc_server *s) {
-  double now = mdl_rpc_now();
+  double now = mdl_now();
   for (mdl_rpc_call_ctx *c = s->calls; c; c = c->next) {
     pthread_mutex_lock(&c->step_mu);
     bool late = c->recv_since > 0 && (now - c->recv_since) * 1000.0 > s->stream_timeout_ms;
@@ -698,7 +699,7 @@ mdl_status mdl_rpc_server_run(mdl_rpc_server *s, bool *idle, mdl_error *err) {
     /* whatever state the calls are in: a handler at work counts as activity
      * (watch_calls), a call waiting for its peer does not */
     if (s->o.idle_timeout_ms > 0 &&
-        (mdl_rpc_now() - s->last_activity) * 1000.0 > s->o.idle_timeout_ms) {
+        (mdl_now() - s->last_activity) * 1000.0 > s->o.idle_timeout_ms) {
       if (idle) *idle = true;
       break;
     }
