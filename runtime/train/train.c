@@ -739,6 +739,124 @@ static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
   return sum->accepted;
 }
 
+/* ---- the steps of mdl_train_run ---- */
+
+static void print_banner(mdl_train *t, int start, int stop, double batch, int iter_size) {
+  size_t planned, naive;
+  mdl_train_memory(t, &planned, &naive);
+  fprintf(t->log,
+          "training %s: %s solver, iterations %d..%d, batch %.0f x iter_size %d, %d threads, "
+          "seed %llu, activations %.1f MiB (%.1f MiB without buffer reuse); metrics in %s, "
+          "snapshots %s_iter_N\n",
+          t->job->path, mdl_solver_kind_name(mdl_solver_cfg(t->solver)->kind), start, stop, batch,
+          iter_size, mdl_threadpool_size(t->pool), (unsigned long long)t->seed,
+          (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir, t->snapshot_prefix);
+}
+
+/* The display line and its metrics record (every `display` iterations). */
+static void display_train(mdl_progress *p, mdl_metrics *m, int iter, int start, int stop,
+                          double smoothed, float lr) {
+  double ips, eta;
+  mdl_progress_rate(p, iter, &ips, &eta);
+  char e[32];
+  if (iter > start)
+    mdl_progress_line(p, "iter %d/%d  loss %.4f  lr %.6g  %.0f img/s  ETA %s", iter, stop, smoothed,
+                      lr, ips, mdl_fmt_duration(eta, e, sizeof e));
+  else
+    mdl_progress_line(p, "iter %d/%d  loss %.4f  lr %.6g", iter, stop, smoothed, lr);
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "train");
+  mdl_json_int(&j, "iter", iter);
+  mdl_json_num(&j, "loss", smoothed);
+  mdl_json_num(&j, "lr", lr);
+  if (iter > start) mdl_json_num(&j, "images_per_s", ips);
+  mdl_json_end(&j);
+  mdl_metrics_write(m, &j);
+  mdl_json_free(&j);
+}
+
+/* After an update: the snapshot at the solver's interval, and one when a
+ * signal asked (SIGHUP, or before stopping). Returns whether a stop was
+ * asked; *excluded grows by the time spent writing. */
+static bool snapshot_step(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_summary *sum,
+                          double *excluded, mdl_error *err, mdl_status *st) {
+  bool snapped = false;
+  if (t->snapshot_every && mdl_solver_iter(t->solver) % t->snapshot_every == 0) {
+    double t0 = mdl_now();
+    snapshot(t, m, p, sum, err, st);
+    *excluded += mdl_now() - t0;
+    snapped = true;
+  }
+  bool stop_now = t->opts.stop && *t->opts.stop;
+  if (*st == MDL_OK && (stop_now || (t->opts.snapshot && *t->opts.snapshot))) {
+    if (t->opts.snapshot) *t->opts.snapshot = 0;
+    if (!snapped) {
+      double t0 = mdl_now();
+      snapshot(t, m, p, sum, err, st);
+      *excluded += mdl_now() - t0;
+    }
+  }
+  return stop_now;
+}
+
+/* A run stopped on request (after its snapshot): the closing line and record. */
+static void close_stopped(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_summary *sum,
+                          int iter, int stop, double seconds) {
+  sum->iter = iter;
+  sum->seconds = seconds;
+  mdl_progress_line(p,
+                    "stopped at iteration %d of %d on request, after a snapshot; "
+                    "`memdl run %s --resume%s%s` continues it",
+                    iter, stop, t->job->path, t->opts.out_dir ? " --output " : "",
+                    t->opts.out_dir ? t->opts.out_dir : "");
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "stopped");
+  mdl_json_int(&j, "iter", iter);
+  mdl_json_num(&j, "seconds", seconds);
+  mdl_json_str(&j, "snapshot", sum->last_snapshot);
+  mdl_json_end(&j);
+  mdl_metrics_write(m, &j);
+  mdl_json_free(&j);
+}
+
+/* A finished run: acceptance, the "done" line and record. MDL_ERR_ACCEPT
+ * when the job's criteria are not met. */
+static mdl_status close_done(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_summary *sum,
+                             int iterations, mdl_error *err) {
+  check_accept(t, sum);
+  char d[32];
+  char line[1024];
+  size_t used = 0;
+  line[0] = 0;
+  for (int k = 0; k < sum->n_outputs && used < sizeof line; k++)
+    used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %.4f", k ? ", " : "",
+                             sum->output_name[k], sum->output_value[k]);
+  mdl_progress_line(p, "done: %d iterations in %s (%.0f img/s)%s%s", iterations,
+                    mdl_fmt_duration(sum->seconds, d, sizeof d), sum->images_per_s,
+                    used ? "; test: " : "", line);
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "done");
+  mdl_json_int(&j, "iter", sum->iter);
+  mdl_json_num(&j, "seconds", sum->seconds);
+  mdl_json_num(&j, "images_per_s", sum->images_per_s);
+  for (int k = 0; k < sum->n_outputs; k++)
+    mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
+  mdl_json_bool(&j, "accepted", sum->accepted);
+  if (sum->budget_stopped) mdl_json_str(&j, "stopped", "budget"); /* ci budget */
+  mdl_json_end(&j);
+  mdl_metrics_write(m, &j);
+  mdl_json_free(&j);
+  if (!sum->accepted) {
+    mdl_progress_line(p, "acceptance not met: %s", sum->accept_msg);
+    return mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", sum->accept_msg);
+  }
+  if (t->job->job->n_accept) mdl_progress_line(p, "acceptance met");
+  return MDL_OK;
+}
+
 mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_error *err) {
   memset(sum, 0, sizeof *sum);
   if (!t->solver) return mdl_errorf(err, MDL_ERR_INVALID, "no TRAIN net to train");
@@ -761,15 +879,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   write_start(t, m, start, stop);
   mdl_progress p;
   mdl_progress_init(&p, t->log, start, stop, batch * iter_size);
-  size_t planned, naive;
-  mdl_train_memory(t, &planned, &naive);
-  fprintf(t->log,
-          "training %s: %s solver, iterations %d..%d, batch %.0f x iter_size %d, %d threads, "
-          "seed %llu, activations %.1f MiB (%.1f MiB without buffer reuse); metrics in %s, "
-          "snapshots %s_iter_N\n",
-          t->job->path, mdl_solver_kind_name(mdl_solver_cfg(s)->kind), start, stop, batch,
-          iter_size, mdl_threadpool_size(t->pool), (unsigned long long)t->seed,
-          (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir, t->snapshot_prefix);
+  print_banner(t, start, stop, batch, iter_size);
 
   float *losses = mdl_xcalloc((size_t)avg, sizeof(float));
   int n_losses = 0;
@@ -804,26 +914,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       losses[idx] = (float)loss;
     }
     float lr = mdl_solver_rate(s);
-    if (display) {
-      double ips, eta;
-      mdl_progress_rate(&p, iter, &ips, &eta);
-      char e[32];
-      if (iter > start)
-        mdl_progress_line(&p, "iter %d/%d  loss %.4f  lr %.6g  %.0f img/s  ETA %s", iter, stop,
-                          smoothed, lr, ips, mdl_fmt_duration(eta, e, sizeof e));
-      else
-        mdl_progress_line(&p, "iter %d/%d  loss %.4f  lr %.6g", iter, stop, smoothed, lr);
-      mdl_json j = {0};
-      mdl_json_begin(&j);
-      mdl_json_str(&j, "event", "train");
-      mdl_json_int(&j, "iter", iter);
-      mdl_json_num(&j, "loss", smoothed);
-      mdl_json_num(&j, "lr", lr);
-      if (iter > start) mdl_json_num(&j, "images_per_s", ips);
-      mdl_json_end(&j);
-      mdl_metrics_write(m, &j);
-      mdl_json_free(&j);
-    }
+    if (display) display_train(&p, m, iter, start, stop, smoothed, lr);
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
     /* a device reports a failed kernel or library call only here */
     if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
@@ -831,22 +922,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
      * next one measures whole iterations, not this one's update alone */
     if (display && iter > start) mdl_progress_mark(&p, iter + 1);
     mdl_progress_live(&p, mdl_solver_iter(s), (float)smoothed, lr);
-    bool snapped = false;
-    if (t->snapshot_every && mdl_solver_iter(s) % t->snapshot_every == 0) {
-      double t0 = mdl_now();
-      snapshot(t, m, &p, sum, err, &st);
-      t_excluded += mdl_now() - t0;
-      snapped = true;
-    }
-    bool stop_now = t->opts.stop && *t->opts.stop;
-    if (st == MDL_OK && (stop_now || (t->opts.snapshot && *t->opts.snapshot))) {
-      if (t->opts.snapshot) *t->opts.snapshot = 0;
-      if (!snapped) {
-        double t0 = mdl_now();
-        snapshot(t, m, &p, sum, err, &st);
-        t_excluded += mdl_now() - t0;
-      }
-    }
+    bool stop_now = snapshot_step(t, m, &p, sum, &t_excluded, err, &st);
     if (st == MDL_OK && stop_now) {
       sum->stopped = true;
       break;
@@ -865,22 +941,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
   int iter = mdl_solver_iter(s);
   double seconds = mdl_now() - t_begin;
   if (st == MDL_OK && sum->stopped) {
-    sum->iter = iter;
-    sum->seconds = seconds;
-    mdl_progress_line(&p,
-                      "stopped at iteration %d of %d on request, after a snapshot; "
-                      "`memdl run %s --resume%s%s` continues it",
-                      iter, stop, t->job->path, t->opts.out_dir ? " --output " : "",
-                      t->opts.out_dir ? t->opts.out_dir : "");
-    mdl_json j = {0};
-    mdl_json_begin(&j);
-    mdl_json_str(&j, "event", "stopped");
-    mdl_json_int(&j, "iter", iter);
-    mdl_json_num(&j, "seconds", seconds);
-    mdl_json_str(&j, "snapshot", sum->last_snapshot);
-    mdl_json_end(&j);
-    mdl_metrics_write(m, &j);
-    mdl_json_free(&j);
+    close_stopped(t, m, &p, sum, iter, stop, seconds);
     mdl_metrics_close(m);
     return MDL_OK;
   }
@@ -903,36 +964,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
     sum->seconds = seconds;
     double train_s = seconds - t_excluded;
     sum->images_per_s = train_s > 0 ? (iter - start) * batch * iter_size / train_s : 0;
-    check_accept(t, sum);
-    char d[32];
-    char line[1024];
-    size_t used = 0;
-    line[0] = 0;
-    for (int k = 0; k < sum->n_outputs && used < sizeof line; k++)
-      used += (size_t)snprintf(line + used, sizeof line - used, "%s%s %.4f", k ? ", " : "",
-                               sum->output_name[k], sum->output_value[k]);
-    mdl_progress_line(&p, "done: %d iterations in %s (%.0f img/s)%s%s", iter - start,
-                      mdl_fmt_duration(seconds, d, sizeof d), sum->images_per_s,
-                      used ? "; test: " : "", line);
-    mdl_json j = {0};
-    mdl_json_begin(&j);
-    mdl_json_str(&j, "event", "done");
-    mdl_json_int(&j, "iter", iter);
-    mdl_json_num(&j, "seconds", seconds);
-    mdl_json_num(&j, "images_per_s", sum->images_per_s);
-    for (int k = 0; k < sum->n_outputs; k++)
-      mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
-    mdl_json_bool(&j, "accepted", sum->accepted);
-    if (sum->budget_stopped) mdl_json_str(&j, "stopped", "budget"); /* ci budget */
-    mdl_json_end(&j);
-    mdl_metrics_write(m, &j);
-    mdl_json_free(&j);
-    if (!sum->accepted) {
-      mdl_progress_line(&p, "acceptance not met: %s", sum->accept_msg);
-      st = mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", sum->accept_msg);
-    } else if (t->job->job->n_accept) {
-      mdl_progress_line(&p, "acceptance met");
-    }
+    st = close_done(t, m, &p, sum, iter - start, err);
   }
   mdl_metrics_close(m);
   return st;
