@@ -68,58 +68,67 @@ static bool layer_transform(const Caffe__LayerParameter *l, const legacy_xf *lg,
   return l->transform_param || lg->any;
 }
 
-mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet *const *sets,
-                              size_t n_sets, mdl_layer_data *out, mdl_error *err) {
-  memset(out, 0, sizeof *out);
-  const char *name = layer->name ? layer->name : "(unnamed)";
-  const char *type = layer->type ? layer->type : "";
-  const char *src = NULL;
-  legacy_xf lg = {0};
-  Memdl__Source source = MEMDL__SOURCE__INIT;
-  Memdl__LmdbSource lmdb = MEMDL__LMDB_SOURCE__INIT;
-  Memdl__ImageListSource il = MEMDL__IMAGE_LIST_SOURCE__INIT;
-  Memdl__MemorySource mem = MEMDL__MEMORY_SOURCE__INIT;
-  Memdl__Hdf5Source h5 = MEMDL__HDF5_SOURCE__INIT;
+/* What a Caffe data layer reads: its source as a memdl Source, its batch
+ * size and shuffle (into out), and its legacy transform fields. The
+ * protobuf parts live in ls, which the caller keeps while it uses source. */
+typedef struct layer_source {
+  const char *src; /* the layer's source string (NULL for MemoryData) */
+  legacy_xf lg;
+  Memdl__Source source;
+  Memdl__LmdbSource lmdb;
+  Memdl__ImageListSource il;
+  Memdl__MemorySource mem;
+  Memdl__Hdf5Source h5;
   uint32_t shape[3];
+} layer_source;
+
+static mdl_status read_layer_source(const Caffe__LayerParameter *layer, const char *name,
+                                    const char *type, layer_source *ls, mdl_layer_data *out,
+                                    mdl_error *err) {
+  *ls = (layer_source){.source = MEMDL__SOURCE__INIT,
+                       .lmdb = MEMDL__LMDB_SOURCE__INIT,
+                       .il = MEMDL__IMAGE_LIST_SOURCE__INIT,
+                       .mem = MEMDL__MEMORY_SOURCE__INIT,
+                       .h5 = MEMDL__HDF5_SOURCE__INIT};
   if (!strcmp(type, "Data")) {
     const Caffe__DataParameter *p = layer->data_param;
     if (!p || !p->source)
       return mdl_errorf(err, MDL_ERR_INVALID, "layer \"%s\" (Data): data_param.source is missing",
                         name);
-    src = p->source;
+    ls->src = p->source;
     out->batch_size = p->batch_size;
-    lg = (legacy_xf){p->has_scale || p->mean_file || p->crop_size || p->mirror,
-                     p->scale,
-                     p->has_scale,
-                     p->mean_file,
-                     p->crop_size,
-                     p->mirror};
-    lmdb.path = p->source;
-    source.kind_case = MEMDL__SOURCE__KIND_LMDB;
-    source.lmdb = &lmdb;
+    ls->lg = (legacy_xf){p->has_scale || p->mean_file || p->crop_size || p->mirror,
+                         p->scale,
+                         p->has_scale,
+                         p->mean_file,
+                         p->crop_size,
+                         p->mirror};
+    ls->lmdb.path = p->source;
+    ls->source.kind_case = MEMDL__SOURCE__KIND_LMDB;
+    ls->source.lmdb = &ls->lmdb;
   } else if (!strcmp(type, "ImageData")) {
     const Caffe__ImageDataParameter *p = layer->image_data_param;
     if (!p || !p->source)
       return mdl_errorf(err, MDL_ERR_INVALID,
                         "layer \"%s\" (ImageData): image_data_param.source is missing", name);
-    src = p->source;
+    ls->src = p->source;
     out->batch_size = p->batch_size;
     out->shuffle = p->shuffle;
-    lg = (legacy_xf){p->has_scale || p->mean_file || p->crop_size || p->mirror,
-                     p->scale,
-                     p->has_scale,
-                     p->mean_file,
-                     p->crop_size,
-                     p->mirror};
-    il.list = p->source;
-    il.root = p->root_folder;
-    il.has_is_color = 1;
-    il.is_color = p->is_color;
-    il.has_new_height = il.has_new_width = 1;
-    il.new_height = p->new_height;
-    il.new_width = p->new_width;
-    source.kind_case = MEMDL__SOURCE__KIND_IMAGE_LIST;
-    source.image_list = &il;
+    ls->lg = (legacy_xf){p->has_scale || p->mean_file || p->crop_size || p->mirror,
+                         p->scale,
+                         p->has_scale,
+                         p->mean_file,
+                         p->crop_size,
+                         p->mirror};
+    ls->il.list = p->source;
+    ls->il.root = p->root_folder;
+    ls->il.has_is_color = 1;
+    ls->il.is_color = p->is_color;
+    ls->il.has_new_height = ls->il.has_new_width = 1;
+    ls->il.new_height = p->new_height;
+    ls->il.new_width = p->new_width;
+    ls->source.kind_case = MEMDL__SOURCE__KIND_IMAGE_LIST;
+    ls->source.image_list = &ls->il;
   } else if (!strcmp(type, "MemoryData")) {
     const Caffe__MemoryDataParameter *p = layer->memory_data_param;
     if (!p || !p->channels || !p->height || !p->width)
@@ -128,13 +137,13 @@ mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet
                         "width",
                         name);
     out->batch_size = p->batch_size;
-    shape[0] = p->channels;
-    shape[1] = p->height;
-    shape[2] = p->width;
-    mem.n_shape = 3;
-    mem.shape = shape;
-    source.kind_case = MEMDL__SOURCE__KIND_MEMORY;
-    source.memory = &mem;
+    ls->shape[0] = p->channels;
+    ls->shape[1] = p->height;
+    ls->shape[2] = p->width;
+    ls->mem.n_shape = 3;
+    ls->mem.shape = ls->shape;
+    ls->source.kind_case = MEMDL__SOURCE__KIND_MEMORY;
+    ls->source.memory = &ls->mem;
   } else if (!strcmp(type, "HDF5Data")) {
     const Caffe__HDF5DataParameter *p = layer->hdf5_data_param;
     if (!p || !p->source)
@@ -147,14 +156,14 @@ mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet
                         "layer \"%s\" (HDF5Data): has %zu tops; memdl reads exactly two (the "
                         "records and their labels, e.g. top: \"data\" top: \"label\")",
                         name, layer->n_top);
-    src = p->source;
+    ls->src = p->source;
     out->batch_size = p->batch_size;
     out->shuffle = p->shuffle;
-    h5.source = p->source;
-    h5.data = layer->top[0];
-    h5.label = layer->top[1];
-    source.kind_case = MEMDL__SOURCE__KIND_HDF5;
-    source.hdf5 = &h5;
+    ls->h5.source = p->source;
+    ls->h5.data = layer->top[0];
+    ls->h5.label = layer->top[1];
+    ls->source.kind_case = MEMDL__SOURCE__KIND_HDF5;
+    ls->source.hdf5 = &ls->h5;
   } else {
     return mdl_errorf(err, MDL_ERR_INVALID,
                       "layer \"%s\" of type %s is not a pipeline data layer (Data, ImageData, "
@@ -162,8 +171,20 @@ mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet
                       name, type[0] ? type : "(none)");
   }
 
+  return MDL_OK;
+}
+
+mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet *const *sets,
+                              size_t n_sets, mdl_layer_data *out, mdl_error *err) {
+  memset(out, 0, sizeof *out);
+  const char *name = layer->name ? layer->name : "(unnamed)";
+  const char *type = layer->type ? layer->type : "";
+  layer_source ls;
+  mdl_status rs = read_layer_source(layer, name, type, &ls, out, err);
+  if (rs != MDL_OK) return rs;
+  const char *src = ls.src;
   Caffe__TransformationParameter xf;
-  bool has_xf = layer_transform(layer, &lg, &xf);
+  bool has_xf = layer_transform(layer, &ls.lg, &xf);
   Memdl__Stage xf_stage = MEMDL__STAGE__INIT;
   xf_stage.kind_case = MEMDL__STAGE__KIND_TRANSFORM;
   xf_stage.transform = &xf;
@@ -191,7 +212,7 @@ mdl_status mdl_data_for_layer(const Caffe__LayerParameter *layer, Memdl__DataSet
   }
   Memdl__DataSet ds = MEMDL__DATA_SET__INIT;
   ds.name = (char *)name;
-  ds.source = &source;
+  ds.source = &ls.source;
   Memdl__Stage *stages[1] = {&xf_stage};
   if (has_xf) {
     ds.n_stage = 1;
