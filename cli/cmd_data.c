@@ -241,63 +241,80 @@ static int fail(const mdl_error *err) {
   return err->code ? mdl_exit_code(err->code) : 1;
 }
 
-int mdl_cmd_data(int argc, char **argv) {
-  const char *file = NULL, *name = NULL;
-  int64_t head = 0;
-  uint32_t partitions = 0;
-  int64_t budget_mb = -1;
-  mdl_file_kind kind = MDL_KIND_AUTO;
+/* memdl data's options. */
+typedef struct data_args {
+  const char *file, *name;
+  int64_t head;
+  uint32_t partitions;
+  int64_t budget_mb; /* -1: the job's */
+  mdl_file_kind kind;
+} data_args;
+
+/* Parses argv into *a: -1 to go on, else the exit code (usage printed). */
+static int parse_data_args(int argc, char **argv, data_args *a) {
+  *a = (data_args){.budget_mb = -1, .kind = MDL_KIND_AUTO};
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
+    const char *arg = argv[i];
     char *end = NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
       fputs(USAGE, stdout);
       return 0;
-    } else if (!strcmp(a, "--name") && i + 1 < argc) {
-      name = argv[++i];
-    } else if (!strcmp(a, "--head") && i + 1 < argc) {
-      head = strtoll(argv[++i], &end, 10);
-      if (!*argv[i] || *end || head < 0) {
+    } else if (!strcmp(arg, "--name") && i + 1 < argc) {
+      a->name = argv[++i];
+    } else if (!strcmp(arg, "--head") && i + 1 < argc) {
+      a->head = strtoll(argv[++i], &end, 10);
+      if (!*argv[i] || *end || a->head < 0) {
         fprintf(stderr, "memdl data: --head takes a count, not \"%s\"\n", argv[i]);
         return 2;
       }
-    } else if (!strcmp(a, "--partitions") && i + 1 < argc) {
+    } else if (!strcmp(arg, "--partitions") && i + 1 < argc) {
       long long p = strtoll(argv[++i], &end, 10);
       if (!*argv[i] || *end || p < 1 || p > 1 << 20) {
         fprintf(stderr, "memdl data: --partitions takes a count from 1, not \"%s\"\n", argv[i]);
         return 2;
       }
-      partitions = (uint32_t)p;
-    } else if (!strcmp(a, "--memory-budget") && i + 1 < argc) {
-      budget_mb = strtoll(argv[++i], &end, 10);
-      if (!*argv[i] || *end || budget_mb < 0) {
+      a->partitions = (uint32_t)p;
+    } else if (!strcmp(arg, "--memory-budget") && i + 1 < argc) {
+      a->budget_mb = strtoll(argv[++i], &end, 10);
+      if (!*argv[i] || *end || a->budget_mb < 0) {
         fprintf(stderr, "memdl data: --memory-budget takes MiB, not \"%s\"\n", argv[i]);
         return 2;
       }
-    } else if (!strcmp(a, "--as") && i + 1 < argc) {
+    } else if (!strcmp(arg, "--as") && i + 1 < argc) {
       const char *k = argv[++i];
-      kind = !strcmp(k, "net")      ? MDL_KIND_NET
-             : !strcmp(k, "solver") ? MDL_KIND_SOLVER
-             : !strcmp(k, "job")    ? MDL_KIND_JOB
-                                    : (mdl_file_kind)-1;
-      if ((int)kind < 0) {
+      a->kind = !strcmp(k, "net")      ? MDL_KIND_NET
+                : !strcmp(k, "solver") ? MDL_KIND_SOLVER
+                : !strcmp(k, "job")    ? MDL_KIND_JOB
+                                       : (mdl_file_kind)-1;
+      if ((int)a->kind < 0) {
         fprintf(stderr, "memdl data: --as takes net, solver or job, not \"%s\"\n", k);
         return 2;
       }
-    } else if (a[0] == '-' && a[1]) {
+    } else if (arg[0] == '-' && arg[1]) {
       static const char *const opts[] = {"--name",          "--head", "--partitions",
                                          "--memory-budget", "--as",   "--help"};
-      return mdl_cli_unknown_option("data", USAGE, a, opts, sizeof opts / sizeof *opts);
-    } else if (file) {
-      return mdl_cli_usage_error("data", USAGE, "one file at a time (got %s and %s)", file, a);
+      return mdl_cli_unknown_option("data", USAGE, arg, opts, sizeof opts / sizeof *opts);
+    } else if (a->file) {
+      return mdl_cli_usage_error("data", USAGE, "one file at a time (got %s and %s)", a->file, arg);
     } else {
-      file = a;
+      a->file = arg;
     }
   }
-  if (!file) {
+  if (!a->file) {
     fputs(USAGE, stderr);
     return 2;
   }
+  return -1;
+}
+
+int mdl_cmd_data(int argc, char **argv) {
+  data_args da;
+  int code = parse_data_args(argc, argv, &da);
+  if (code >= 0) return code;
+  const char *file = da.file, *name = da.name;
+  int64_t head = da.head, budget_mb = da.budget_mb;
+  uint32_t partitions = da.partitions;
+  mdl_file_kind kind = da.kind;
 
   mdl_error err = {0};
   Memdl__Job *jobmsg = NULL; /* a job file parsed on its own (no nets needed) */
