@@ -8,10 +8,10 @@
 /* Values double as the process exit codes the CLI documents. */
 typedef enum mdl_status {
   MDL_OK = 0,
-  MDL_ERR_INTERNAL = 1, /* a bug or a runtime failure (I/O, RPC, device) */
-  MDL_ERR_INVALID = 2,  /* bad input: file, flag, shape, message */
-  MDL_ERR_ACCEPT = 3,   /* training finished but missed the job's acceptance */
-  MDL_ERR_NOMEM = 4,    /* a tensor, data set or buffer did not fit */
+  MDL_ERR_INTERNAL = 1,   /* a bug or a runtime failure (I/O, RPC, device) */
+  MDL_ERR_INVALID = 2,    /* bad input: file, flag, shape, message */
+  MDL_ERR_ACCEPT = 3,     /* training finished but missed the job's acceptance */
+  MDL_ERR_NOMEM = 4,      /* a tensor, data set or buffer did not fit */
   MDL_ERR_DATA_CHECK = 5, /* a job's data_check failed before training: exit 4 */
   MDL_ERR_BUDGET = 6,     /* stopped at --max-seconds, model saved: exit 5 */
 } mdl_status;

@@ -15,8 +15,9 @@ int blocks_for(int64_t n) {
   return b > 65535 * 4 ? 65535 * 4 : (int)b;
 }
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+#define GRID_STRIDE(i, n)                                                   \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
+       i += (int64_t)blockDim.x * gridDim.x)
 
 __global__ void fill_k(float *x, int64_t n, float v) {
   GRID_STRIDE(i, n) x[i] = v;

@@ -15,10 +15,17 @@ constexpr int kThreads = 512;
 __device__ double normalizer(int mode, int64_t outer, int64_t inner, int64_t valid) {
   double n;
   switch (mode) {
-    case 0: n = (double)outer * (double)inner; break;
-    case 1: n = valid < 0 ? (double)outer * (double)inner : (double)valid; break;
-    case 2: n = (double)outer; break;
-    default: n = 1;
+    case 0:
+      n = (double)outer * (double)inner;
+      break;
+    case 1:
+      n = valid < 0 ? (double)outer * (double)inner : (double)valid;
+      break;
+    case 2:
+      n = (double)outer;
+      break;
+    default:
+      n = 1;
   }
   return n < 1 ? 1 : n;
 }
@@ -122,9 +129,8 @@ cudaError_t mdl_gk_softmax_loss_bwd(cudaStream_t s, const float *prob, const flo
   int64_t n = outer * C * inner;
   if (n <= 0) return cudaSuccess;
   int64_t b = (n + 255) / 256;
-  swl_bwd_k<<<(unsigned)(b > 262140 ? 262140 : b), 256, 0, s>>>(prob, label, outer, C, inner,
-                                                               has_ignore, ignore_label, top_diff,
-                                                               norm, dx);
+  swl_bwd_k<<<(unsigned)(b > 262140 ? 262140 : b), 256, 0, s>>>(
+      prob, label, outer, C, inner, has_ignore, ignore_label, top_diff, norm, dx);
   return cudaGetLastError();
 }
 

@@ -8,8 +8,8 @@
 
 namespace {
 
-__global__ void update_k(mdl_gk_update u, int64_t n, float *w, const float *d, float *h1,
-                         float *h2, const float *dscale) {
+__global__ void update_k(mdl_gk_update u, int64_t n, float *w, const float *d, float *h1, float *h2,
+                         const float *dscale) {
   const float sc = dscale ? *dscale : 1.f;
   for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n;
        j += (int64_t)blockDim.x * gridDim.x) {
@@ -72,7 +72,7 @@ __global__ void clip_scale_k(const double *acc, float clip, float *scale) {
 extern "C" {
 
 cudaError_t mdl_gk_update_blob(cudaStream_t s, const mdl_gk_update *u, int64_t n, float *w,
-                          const float *d, float *h1, float *h2, const float *dscale) {
+                               const float *d, float *h1, float *h2, const float *dscale) {
   if (n <= 0) return cudaSuccess;
   int64_t b = (n + 255) / 256;
   update_k<<<(unsigned)(b > 262140 ? 262140 : b), 256, 0, s>>>(*u, n, w, d, h1, h2, dscale);

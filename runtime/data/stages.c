@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/data/dataset_impl.h"
 #include "common/rng.h"
+#include "runtime/data/dataset_impl.h"
 
 /* Salts keep split and sample draws apart when their seeds are equal. */
 #define SALT_SPLIT 0x53504c4954ull  /* "SPLIT" */

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/data/dataset_impl.h"
 #include "common/rng.h"
+#include "runtime/data/dataset_impl.h"
 
 static mdl_status syn_probe(const mdl_src_ctx *c, mdl_data_info *info, mdl_error *err) {
   const Memdl__SyntheticSource *s = c->src->synthetic;
