@@ -2,6 +2,7 @@
  * written and loaded (and where partitions start on resume), model files.
  * Not the rounds or the workers. */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include "common/fileio.h"
 #include "common/pb.h"
 #include "runtime/dist/driver_impl.h"
+#include "runtime/solver/caffemodel.h"
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -18,8 +20,23 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 
 /* --- snapshots --------------------------------------------------------------- */
 
+/* path's folder, created with its parents (an --output that does not
+ * exist yet). */
+static mdl_status make_parent(const char *path, mdl_error *err) {
+  char *dir = mdl_path_dir(path);
+  mdl_status st = dir && dir[0] ? mdl_mkdirs(dir, err) : MDL_OK;
+  free(dir);
+  return st;
+}
+
 mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
+  bool written;
+  return mdl_driver_state_write(d, d->snapshot_path, &written, err);
+}
+
+mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err) {
   double t0 = mdl_now();
+  *written = false;
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
   for (int i = 0; i < d->k; i++)
@@ -74,11 +91,13 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
       st = mdl_errorf(err, MDL_ERR_NOMEM, "snapshot of %zu bytes", len);
     } else {
       protobuf_c_message_pack(&snap.base, buf);
-      st = mdl_file_write_atomic(d->snapshot_path, buf, len, err);
+      st = make_parent(path, err);
+      if (st == MDL_OK) st = mdl_file_write_atomic(path, buf, len, err);
       free(buf);
+      *written = st == MDL_OK;
       if (st == MDL_OK)
         dlog(d, "snapshot at iteration %d (round %d): %s, %.1f MB in %.3f s", d->iter, d->round,
-             d->snapshot_path, len / 1e6, mdl_now() - t0);
+             path, len / 1e6, mdl_now() - t0);
     }
   }
   mdl_rpc_calls_clear(calls, n);
@@ -89,24 +108,29 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
   return st;
 }
 
-/* Reads the snapshot; *snap NULL when there is none. */
-static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err) {
+/* Reads the snapshot at path; *snap NULL when there is none. */
+static mdl_status load_snapshot(driver *d, const char *path, Memdl__DriverSnapshot **snap,
+                                mdl_error *err) {
   *snap = NULL;
-  if (access(d->snapshot_path, F_OK) != 0) return MDL_OK;
+  if (access(path, F_OK) != 0) return MDL_OK;
   char *buf = NULL;
   size_t len = 0;
-  mdl_status st = mdl_file_read(d->snapshot_path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &buf, &len, err);
   if (st != MDL_OK) return st;
   Memdl__DriverSnapshot *s = (Memdl__DriverSnapshot *)protobuf_c_message_unpack(
       &memdl__driver_snapshot__descriptor, NULL, len, (const uint8_t *)buf);
   free(buf);
-  if (!s) return mdl_errorf(err, MDL_ERR_INVALID, "%s: not a driver snapshot", d->snapshot_path);
+  if (!s)
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "%s: not a distributed run's snapshot (a single-worker .solverstate "
+                      "resumes without --workers)",
+                      path);
   if (s->version != SNAPSHOT_VERSION || s->plan_hash != d->plan_hash) {
     mdl_pb_free(s);
     return mdl_errorf(err, MDL_ERR_INVALID,
                       "%s was written for another job (or another version of it); move it away "
                       "to start over",
-                      d->snapshot_path);
+                      path);
   }
   if (s->num_workers != (uint32_t)d->k || s->seed != d->seed) {
     uint32_t k = s->num_workers;
@@ -115,15 +139,14 @@ static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_err
     return mdl_errorf(err, MDL_ERR_INVALID,
                       "%s was written by a run on %u workers with seed %llu; this run has %d "
                       "workers and seed %llu",
-                      d->snapshot_path, k, (unsigned long long)seed, d->k,
-                      (unsigned long long)d->seed);
+                      path, k, (unsigned long long)seed, d->k, (unsigned long long)d->seed);
   }
   /* unsigned in the file: compared unsigned, so 2^31 and above cannot
    * become a negative iteration */
   if (s->weights.len != d->n_params * sizeof(float) || s->n_worker != (size_t)d->k ||
       s->iter > (uint32_t)d->max_iter || s->round > s->iter) {
     mdl_pb_free(s);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s does not match the model", d->snapshot_path);
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s does not match the model", path);
   }
   *snap = s;
   return MDL_OK;
@@ -135,18 +158,30 @@ mdl_status mdl_driver_save_model(driver *d, mdl_error *err) {
   if (!d->model || !mdl_trainer_can_save(d->model)) return MDL_OK;
   char path[1200];
   snprintf(path, sizeof path, "%s_iter_%d.caffemodel", d->prefix, d->iter);
-  char dir[1200];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) {
-    *slash = 0;
-    mkdir(dir, 0755);
-  }
-  mdl_status st = mdl_trainer_save(d->model, d->w, path, err);
+  /* mdl_caffemodel_save writes atomically itself */
+  mdl_status st = make_parent(path, err);
+  if (st == MDL_OK) st = mdl_trainer_save(d->model, d->w, path, err);
   if (st != MDL_OK) return st;
   snprintf(d->res->weights_file, sizeof d->res->weights_file, "%s", path);
   dlog(d, "weights at iteration %d: %s", d->iter, path);
   return MDL_OK;
+}
+
+mdl_status mdl_driver_snapshot_point(driver *d, mdl_error *err) {
+  if (d->snap_iter == d->iter) return MDL_OK; /* already written at this iteration */
+  double t0 = mdl_now();
+  mdl_status st = mdl_driver_save_model(d, err);
+  char state[1200];
+  snprintf(state, sizeof state, "%s_iter_%d.solverstate", d->prefix, d->iter);
+  bool written = false;
+  if (st == MDL_OK) st = mdl_driver_state_write(d, state, &written, err);
+  if (st == MDL_OK) {
+    d->snap_iter = d->iter;
+    if (written) snprintf(d->res->state_file, sizeof d->res->state_file, "%s", state);
+    mdl_driver_report_snapshot(d, d->res->weights_file, written ? state : "");
+  }
+  mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  return st;
 }
 
 /* --- where partitions start ----------------------------------------------------- */
@@ -182,10 +217,41 @@ static void restore_partitions(driver *d, const Memdl__DriverSnapshot *snap) {
   }
 }
 
+/* --resume without a file: the newest (by the iteration inside) of the
+ * snapshot_rounds file and the <prefix>_iter_N.solverstate of largest N. */
+static mdl_status load_newest(driver *d, Memdl__DriverSnapshot **snap, char *used, size_t cap,
+                              mdl_error *err) {
+  mdl_status st = load_snapshot(d, d->snapshot_path, snap, err);
+  if (st != MDL_OK) return st;
+  snprintf(used, cap, "%s", d->snapshot_path);
+  int n = mdl_snapshot_newest(d->prefix);
+  if (n < 0) return MDL_OK;
+  char *path = mdl_snapshot_name(d->prefix, n, ".solverstate");
+  Memdl__DriverSnapshot *other = NULL;
+  st = load_snapshot(d, path, &other, err);
+  if (st == MDL_OK && other && (!*snap || other->iter > (*snap)->iter)) {
+    mdl_pb_free(*snap);
+    *snap = other;
+    other = NULL;
+    snprintf(used, cap, "%s", path);
+  }
+  mdl_pb_free(other);
+  free(path);
+  return st;
+}
+
 mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err) {
   *snap = NULL;
   mdl_status st = MDL_OK;
-  if (d->o.resume) st = load_snapshot(d, snap, err);
+  char used[1200];
+  snprintf(used, sizeof used, "%s", d->o.resume_file ? d->o.resume_file : d->snapshot_path);
+  if (d->o.resume_file) {
+    st = load_snapshot(d, d->o.resume_file, snap, err);
+    if (st == MDL_OK && !*snap)
+      st = mdl_errorf(err, MDL_ERR_INVALID, "--resume %s: no such file", d->o.resume_file);
+  } else if (d->o.resume) {
+    st = load_newest(d, snap, used, sizeof used, err);
+  }
   if (st != MDL_OK) return st;
   if (*snap) {
     memcpy(d->w, (*snap)->weights.data, (*snap)->weights.len);
@@ -193,10 +259,12 @@ mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error 
     d->round = (int)(*snap)->round;
     d->res->resumed = true;
     restore_partitions(d, *snap);
-    dlog(d, "resuming from %s: iteration %d, round %d", d->snapshot_path, d->iter, d->round);
+    dlog(d, "resuming from %s at iteration %d, round %d", used, d->iter, d->round);
     return MDL_OK;
   }
-  if (d->o.resume) dlog(d, "no snapshot at %s: starting at iteration 0", d->snapshot_path);
+  if (d->o.resume)
+    dlog(d, "no snapshot at %s or %s_iter_N.solverstate: starting at iteration 0", d->snapshot_path,
+         d->prefix);
   for (size_t p = 0; p < d->n_all_train; p++)
     lineage_push(&d->s[p % (size_t)d->k].train, &d->s[p % (size_t)d->k].n_train, d->all_train[p]);
   for (size_t p = 0; p < d->n_all_test; p++)
