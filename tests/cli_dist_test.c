@@ -100,6 +100,28 @@ Test(cli_dist, writes_the_single_worker_outputs_and_round_records) {
   const char *done = strstr(m, "\"event\": \"done\", \"iter\": 60, ");
   cr_assert(done && strstr(done, "\"accepted\": false, \"wait_share\": "), "%s", m);
   free(m);
+
+  /* a resume refused because the job changed names the field */
+  char from[1100];
+  snprintf(from, sizeof from, "%s/lenet_iter_30.solverstate", out);
+  r = mdl_run_memdl(DIST_ARGS(out, "--set", "max_iter=60", "--set", "test_interval=30", "--set",
+                              "base_lr=0.5", "--resume", from),
+                    300);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "written for a job whose solver.base_lr differs"), "%s", r.err);
+  mdl_run_result_free(&r);
+  /* fields that cannot change the weights do not block it: display, the
+   * snapshot interval, the output folder, the cluster block */
+  char moved[1100];
+  snprintf(moved, sizeof moved, "%s/elsewhere", tu_dir_path("o"));
+  r = mdl_run_memdl(DIST_ARGS(moved, "--set", "max_iter=60", "--set", "display=10", "--set",
+                              "snapshot=15", "--set", "test_interval=30", "--resume", from),
+                    300);
+  cr_assert_eq(r.exit_code, 3, "%s", r.err);
+  cr_assert(strstr(r.err, "lenet_iter_30.solverstate at iteration 30"), "%s", r.err);
+  mdl_run_result_free(&r);
+  cr_assert(same_file(out, moved, "lenet_iter_60.caffemodel"),
+            "a resume from iteration 30 ended with other weights");
 }
 
 Test(cli_dist, sigterm_then_resume_gives_the_uninterrupted_bits) {

@@ -49,6 +49,8 @@ typedef struct driver {
   const mdl_trainer_table *trainers; /* NULL: the product's */
   uint8_t *plan_bytes;
   size_t plan_len;
+  uint8_t *key_bytes; /* the plan as the resume check sees it (driver_snapshot.c) */
+  size_t key_len;
   uint64_t plan_hash, session, seed;
   int k;
   slot *s;

@@ -83,6 +83,9 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
     snap.iter = (uint32_t)d->iter;
     snap.weights.data = (uint8_t *)d->w;
     snap.weights.len = d->n_params * sizeof(float);
+    snap.has_plan = 1;
+    snap.plan.data = d->key_bytes;
+    snap.plan.len = d->key_len;
     snap.n_worker = (size_t)d->k;
     snap.worker = wp;
     size_t len = protobuf_c_message_get_packed_size(&snap.base);
@@ -108,6 +111,74 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
   return st;
 }
 
+/* --- the resume check ------------------------------------------------------ */
+
+/* The plan without what cannot change a run's weights: names, output paths,
+ * display and snapshot settings, max_iter (unless the rate is "poly"), the cluster block
+ * (addresses, security, timeouts; the worker count is checked on its own), acceptance. A resume
+ * with only these changed continues bit for bit (a snapshot interval that
+ * is not a multiple of tau does move where rounds end: the run still
+ * continues, as a run with the new interval would). */
+static Memdl__Plan *resume_key(const Memdl__Plan *plan) {
+  Memdl__Plan *k = mdl_pb_dup(plan);
+  free(k->job_name);
+  k->job_name = NULL;
+  mdl_pb_free(k->cluster);
+  k->cluster = NULL;
+  for (size_t i = 0; i < k->n_accept; i++) mdl_pb_free(k->accept[i]);
+  k->n_accept = 0;
+  Caffe__SolverParameter *sp = k->solver;
+  if (sp) {
+    sp->has_display = sp->has_snapshot = sp->has_snapshot_after_train = 0;
+    sp->has_snapshot_diff = sp->has_snapshot_format = sp->has_debug_info = 0;
+    sp->has_solver_mode = sp->has_device_id = 0;
+    sp->display = sp->snapshot = sp->device_id = 0;
+    sp->snapshot_after_train = 1;
+    sp->snapshot_diff = sp->debug_info = 0;
+    sp->solver_mode = CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+    sp->snapshot_format = CAFFE__SOLVER_PARAMETER__SNAPSHOT_FORMAT__BINARYPROTO;
+    if (sp->snapshot_prefix != protobuf_c_empty_string) free(sp->snapshot_prefix);
+    sp->snapshot_prefix = NULL;
+    /* extending a run (Caffe's habit): max_iter moves only the "poly" rate */
+    if (!sp->lr_policy || strcmp(sp->lr_policy, "poly") != 0) {
+      sp->has_max_iter = 0;
+      sp->max_iter = 0;
+    }
+  }
+  return k;
+}
+
+void mdl_driver_hash_plan(driver *d) {
+  d->plan_len = protobuf_c_message_get_packed_size(&d->plan->base);
+  d->plan_bytes = mdl_xmalloc(d->plan_len + 1);
+  protobuf_c_message_pack(&d->plan->base, d->plan_bytes);
+  Memdl__Plan *key = resume_key(d->plan);
+  d->key_len = protobuf_c_message_get_packed_size(&key->base);
+  d->key_bytes = mdl_xmalloc(d->key_len + 1);
+  protobuf_c_message_pack(&key->base, d->key_bytes);
+  mdl_pb_free(key);
+  d->plan_hash = fnv1a(d->key_bytes, d->key_len) ^
+                 fnv1a((const uint8_t *)d->trainer_name, strlen(d->trainer_name));
+}
+
+/* Why a snapshot's plan is not this run's: the first field that differs
+ * ("solver.base_lr"), or a general word for snapshots without their plan. */
+static void plan_change(const driver *d, const Memdl__DriverSnapshot *s, char *why, size_t cap) {
+  snprintf(why, cap, "another job (or another version of it)");
+  if (!s->has_plan) return;
+  Memdl__Plan *old = (Memdl__Plan *)protobuf_c_message_unpack(&memdl__plan__descriptor, NULL,
+                                                              s->plan.len, s->plan.data);
+  Memdl__Plan *cur = (Memdl__Plan *)protobuf_c_message_unpack(&memdl__plan__descriptor, NULL,
+                                                              d->key_len, d->key_bytes);
+  char path[400];
+  if (old && cur && mdl_pb_diff(&old->base, &cur->base, path, sizeof path))
+    snprintf(why, cap, "a job whose %s differs", path);
+  else if (old && cur)
+    snprintf(why, cap, "another trainer than %s", d->trainer_name);
+  mdl_pb_free(old);
+  mdl_pb_free(cur);
+}
+
 /* Reads the snapshot at path; *snap NULL when there is none. */
 static mdl_status load_snapshot(driver *d, const char *path, Memdl__DriverSnapshot **snap,
                                 mdl_error *err) {
@@ -126,11 +197,13 @@ static mdl_status load_snapshot(driver *d, const char *path, Memdl__DriverSnapsh
                       "resumes without --workers)",
                       path);
   if (s->version != SNAPSHOT_VERSION || s->plan_hash != d->plan_hash) {
+    char why[600];
+    plan_change(d, s, why, sizeof why);
     mdl_pb_free(s);
     return mdl_errorf(err, MDL_ERR_INVALID,
-                      "%s was written for another job (or another version of it); move it away "
-                      "to start over",
-                      path);
+                      "%s was written for %s; resume with the job as it was, or move the "
+                      "snapshot away to start over",
+                      path, why);
   }
   if (s->num_workers != (uint32_t)d->k || s->seed != d->seed) {
     uint32_t k = s->num_workers;
@@ -185,14 +258,6 @@ mdl_status mdl_driver_snapshot_point(driver *d, mdl_error *err) {
 }
 
 /* --- where partitions start ----------------------------------------------------- */
-
-void mdl_driver_hash_plan(driver *d) {
-  d->plan_len = protobuf_c_message_get_packed_size(&d->plan->base);
-  d->plan_bytes = mdl_xmalloc(d->plan_len + 1);
-  protobuf_c_message_pack(&d->plan->base, d->plan_bytes);
-  d->plan_hash = fnv1a(d->plan_bytes, d->plan_len) ^
-                 fnv1a((const uint8_t *)d->trainer_name, strlen(d->trainer_name));
-}
 
 /* Gives each slot the partitions it held at the snapshot, matched by
  * (data, index). */
