@@ -188,6 +188,16 @@ Test(cli_dist, a_diverged_run_stops_naming_iteration_and_blob) {
   mdl_run_result_free(&r);
 }
 
+Test(cli_dist, resume_with_nothing_to_continue_is_an_error) {
+  /* as a single-worker --resume; before any worker starts */
+  mdl_run_result r = mdl_run_memdl(DIST_ARGS(tu_dir_path("empty"), "--resume"), 60);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  cr_assert(strstr(r.err, "--resume: no ") && strstr(r.err, "lenet_iter_N.solverstate or "), "%s",
+            r.err);
+  cr_assert(!strstr(r.err, "listening"), "%s", r.err);
+  mdl_run_result_free(&r);
+}
+
 /* A /proc file (its size reads as 0, so read to the end); "" when gone. */
 static size_t read_proc(const char *path, char *buf, size_t cap) {
   FILE *f = fopen(path, "r");

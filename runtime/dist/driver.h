@@ -58,7 +58,10 @@ typedef struct mdl_driver_opts {
   const char *tls_ca, *tls_cert, *tls_key; /* override the job's cluster.tls */
   bool insecure;                           /* allow plain TCP to non-loopback workers */
   /* resume: continue from resume_file, or (NULL) from the newest of
-   * snapshot_path and <prefix>_iter_N.solverstate when there is one */
+   * snapshot_path and <prefix>_iter_N.solverstate (MDL_ERR_INVALID when
+   * there is none, as a single-worker --resume). Resume points are round
+   * boundaries; a resumed run cuts the same rounds as the uninterrupted
+   * one while tau, test_interval and the snapshot interval are kept. */
   bool resume;
   const char *resume_file;
   const char *snapshot_path; /* every snapshot_rounds; NULL: <job output dir>/driver.snapshot */

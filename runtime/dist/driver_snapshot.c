@@ -327,9 +327,10 @@ mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error 
     dlog(d, "resuming from %s at iteration %d, round %d", used, d->iter, d->round);
     return MDL_OK;
   }
-  if (d->o.resume)
-    dlog(d, "no snapshot at %s or %s_iter_N.solverstate: starting at iteration 0", d->snapshot_path,
-         d->prefix);
+  if (d->o.resume) /* as a single-worker --resume: nothing to continue is an error */
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "--resume: no %s_iter_N.solverstate or %s to resume from", d->prefix,
+                      d->snapshot_path);
   for (size_t p = 0; p < d->n_all_train; p++)
     lineage_push(&d->s[p % (size_t)d->k].train, &d->s[p % (size_t)d->k].n_train, d->all_train[p]);
   for (size_t p = 0; p < d->n_all_test; p++)
