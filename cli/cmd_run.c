@@ -120,8 +120,8 @@ static void install_handlers(void) {
 
 /* The driver prints rounds as they go; this is the closing summary.
  * *stopped: a signal ended the run after its snapshot. */
-static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, bool *stopped,
-                                  mdl_error *err) {
+static mdl_status drive(const mdl_job *job, const mdl_driver_opts *o, bool *stopped,
+                        mdl_error *err) {
   mdl_driver_result res = {0};
   mdl_status st = mdl_driver_run(job, o, &res, err);
   *stopped = res.stopped;
@@ -142,6 +142,27 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
   if (!res.accepted) fprintf(stderr, "acceptance not met: %s\n", res.accept_msg);
   mdl_driver_result_free(&res);
   return st;
+}
+
+/* A run handed to the driver; returns the exit code. Signals as a single
+ * worker's: the driver finishes the round, snapshots and shuts its workers
+ * down. */
+static int run_distributed(const mdl_job *job, mdl_driver_opts *dopts, const char *weights) {
+  mdl_error err;
+  mdl_error_clear(&err);
+  bool stopped = false;
+  mdl_status st;
+  if (weights) {
+    st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
+  } else {
+    install_handlers();
+    dopts->stop = &g_stop;
+    dopts->snapshot = &g_snapshot;
+    st = drive(job, dopts, &stopped, &err);
+  }
+  if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
+  if (st == MDL_OK && stopped) return 128 + g_stop_signal;
+  return mdl_exit_code(st);
 }
 
 int mdl_cmd_run(int argc, char **argv) {
@@ -228,21 +249,10 @@ int mdl_cmd_run(int argc, char **argv) {
     return rc;
   }
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
-    bool stopped = false;
-    if (weights) {
-      st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
-    } else {
-      /* the driver finishes the round, snapshots and shuts its workers down */
-      install_handlers();
-      dopts.stop = &g_stop;
-      dopts.snapshot = &g_snapshot;
-      st = run_distributed(job, &dopts, &stopped, &err);
-    }
-    if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
+    int rc = run_distributed(job, &dopts, weights);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
-    if (st == MDL_OK && stopped) return 128 + g_stop_signal;
-    return mdl_exit_code(st);
+    return rc;
   }
   mdl_train_opts o = {.threads = threads,
                       .out_dir = out,

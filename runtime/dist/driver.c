@@ -37,7 +37,7 @@ static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
 
 /* --- rounds ------------------------------------------------------------------- */
 
-static void print_round(driver *d, int tau, double wall, double avg_s, slot **done, int n,
+static void print_round(driver *d, int tau, double wall, double avg_s, slot *const *done, int n,
                         double loss) {
   if (d->o.quiet) return;
   /* one line per `display` iterations, as Caffe's loop prints (every round
@@ -140,6 +140,45 @@ static bool test_report_ok(const driver *d, const Memdl__TestReply *r, uint32_t 
   return outputs_ok(d, CAFFE__PHASE__TEST, r->output, r->n_output, r->batches, why, cap);
 }
 
+/* The m replies of a round that came back: their average (checked for
+ * NaN and infinity with the single-worker run's checker: never go on from,
+ * or save, weights that diverged), the round's accounting and reports. */
+static mdl_status close_round(driver *d, int tau, double wall, slot *const *done,
+                              const float *const *ws, const uint64_t *samples, int m, double loss,
+                              uint64_t iters, mdl_error *err) {
+  double a0 = mdl_now();
+  mdl_driver_average(d->w, ws, samples, m, d->n_params);
+  double avg_s = mdl_now() - a0;
+  char where[400];
+  if (d->model && mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
+    return mdl_errorf(err, MDL_ERR_DIVERGED,
+                      "training diverged by iteration %d: the averaged weights of round %d are "
+                      "not finite: %s (try a smaller base_lr or clip_gradients)",
+                      d->iter + tau, d->round + 1, where);
+  d->iter += tau;
+  d->round++;
+  d->rounds_here++;
+  d->res->rounds++;
+  d->res->average_s += avg_s;
+  for (int i = 0; i < m; i++) {
+    const slot *s = done[i];
+    d->res->compute_s += s->compute_s / m;
+    d->res->comm_s += (s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0) / m;
+    d->res->wait_s += (wall - s->rtt_s) / m;
+  }
+  double mean_loss = iters ? loss / (double)iters : 0;
+  print_round(d, tau, wall, avg_s, done, m, mean_loss);
+  mdl_driver_report_round(d, tau, done, m, wall, mean_loss);
+  if (d->o.on_round) {
+    int pids[d->k];
+    for (int i = 0; i < d->k; i++)
+      pids[i] = d->lw && d->s[i].alive ? (int)mdl_local_workers_pid(d->lw, i) : 0;
+    mdl_driver_progress p = {d->round, d->iter, d->k, d->lw ? pids : NULL, mean_loss};
+    d->o.on_round(d->o.on_round_ctx, &p);
+  }
+  return MDL_OK;
+}
+
 static mdl_status run_round(driver *d, int tau, mdl_error *err) {
   for (int attempt = 0; attempt <= d->k; attempt++) {
     slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
@@ -231,43 +270,8 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     free(rc);
     for (int i = 0; st == MDL_OK && i < n_failed; i++)
       st = mdl_driver_kill_slot(d, failed[i], why[i], err);
-    double avg_s = 0;
-    if (st == MDL_OK && m > 0) {
-      double a0 = mdl_now();
-      mdl_driver_average(d->w, ws, samples, m, d->n_params);
-      avg_s = mdl_now() - a0;
-      /* the single-worker run's check: never go on from (or save) weights
-       * that diverged */
-      char where[400];
-      if (d->model && mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
-        st = mdl_errorf(err, MDL_ERR_DIVERGED,
-                        "training diverged by iteration %d: the averaged weights of round %d "
-                        "are not finite: %s (try a smaller base_lr or clip_gradients)",
-                        d->iter + tau, d->round + 1, where);
-    }
-    if (st == MDL_OK && m > 0) {
-      d->iter += tau;
-      d->round++;
-      d->rounds_here++;
-      d->res->rounds++;
-      d->res->average_s += avg_s;
-      for (int i = 0; i < m; i++) {
-        slot *s = done[i];
-        d->res->compute_s += s->compute_s / m;
-        d->res->comm_s += (s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0) / m;
-        d->res->wait_s += (wall - s->rtt_s) / m;
-      }
-      print_round(d, tau, wall, avg_s, done, m, iters ? loss / (double)iters : 0);
-      mdl_driver_report_round(d, tau, done, m, wall, iters ? loss / (double)iters : 0);
-      if (d->o.on_round) {
-        int pids[d->k];
-        for (int i = 0; i < d->k; i++)
-          pids[i] = d->lw && d->s[i].alive ? (int)mdl_local_workers_pid(d->lw, i) : 0;
-        mdl_driver_progress p = {d->round, d->iter, d->k, d->lw ? pids : NULL,
-                                 iters ? loss / (double)iters : 0};
-        d->o.on_round(d->o.on_round_ctx, &p);
-      }
-    }
+    if (st == MDL_OK && m > 0)
+      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters, err);
     free(done);
     free(ws);
     free(samples);
