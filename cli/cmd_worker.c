@@ -40,15 +40,18 @@ static const char USAGE[] =
     "  --driver-timeout-ms MS  exit when the driver has been silent this long\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid usage\n";
 
-/* The worker the signal thread stops: set once it exists (a signal before
- * that is taken and dropped; the worker then starts and serves). */
+/* The worker the signal thread stops, set once it exists; a signal before
+ * that is remembered in g_stop_asked and acted on then (a driver that died
+ * while we started must not leave us serving nobody). */
 static mdl_worker *volatile g_worker;
+static volatile sig_atomic_t g_stop_asked;
 
-/* On the signal thread of cli/signals.h: only sets the server's stop flag. */
+/* On the signal thread of cli/signals.h: only sets flags. */
 static void on_signal(int sig, void *ctx) {
   (void)sig;
-  mdl_worker *volatile *w = ctx;
-  mdl_worker_stop(*w);
+  (void)ctx;
+  g_stop_asked = 1;
+  mdl_worker_stop(g_worker);
 }
 
 static bool parse_int(const char *s, long lo, long hi, int *out) {
@@ -136,7 +139,7 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
   /* before gRPC's and the trainer's threads start, so none of them is
    * interrupted by a handler */
   static const int sigs[] = {SIGINT, SIGTERM};
-  mdl_cli_signals_start(sigs, 2, on_signal, (void *)&g_worker);
+  mdl_cli_signals_start(sigs, 2, on_signal, NULL);
   mdl_worker *w;
   mdl_status st = mdl_worker_new(&o, &w, &err);
   if (st != MDL_OK) {
@@ -145,6 +148,7 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
     return st == MDL_ERR_INVALID ? 2 : 1;
   }
   g_worker = w;
+  if (g_stop_asked) mdl_worker_stop(w); /* a signal came while it started */
   int port = mdl_worker_port(w);
   if (port)
     fprintf(stderr, "memdl worker: listening on %s (port %d)\n", o.listen, port);
