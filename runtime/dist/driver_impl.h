@@ -1,6 +1,6 @@
-/* Private to the driver (driver.c, driver_workers.c, driver_snapshot.c):
- * the run's state and the steps the files share. Not for use outside
- * runtime/dist; driver.h is the public header. */
+/* Private to the driver (driver.c, driver_workers.c, driver_snapshot.c,
+ * driver_report.c): the run's state and the steps the files share. Not for
+ * use outside runtime/dist; driver.h is the public header. */
 #ifndef MDL_RUNTIME_DRIVER_IMPL_H
 #define MDL_RUNTIME_DRIVER_IMPL_H
 
