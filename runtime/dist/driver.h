@@ -7,8 +7,9 @@
  * meaning. Survives workers that die, hang or disconnect (their partitions
  * move to the others; local workers are replaced), snapshots atomically and
  * resumes, stops cleanly on request, and reports as a single-worker run
- * does (metrics.jsonl, progress lines; driver_report.c). Owns scheduling, averaging and fault
- * handling; not the transport (rpc.h), the processes (launcher.h) or the maths (trainer.h).
+ * does (metrics.jsonl, progress lines; driver_report.c). Owns scheduling,
+ * averaging and fault handling; not the transport (rpc.h), the processes
+ * (launcher.h) or the maths (trainer.h).
  *
  * Optimiser history (momentum, AdaGrad/RMSProp/Adam moments) stays on each
  * worker and is never averaged or sent: every round a worker starts from
