@@ -419,7 +419,9 @@ static mdl_status run_tests(driver *d, mdl_error *err) {
   if (nets == 0 && d->n_all_test > 0) nets = 1;
   mdl_status st = MDL_OK;
   for (int i = 0; i < nets && st == MDL_OK; i++) st = run_test(d, i, err);
-  mdl_progress_exclude(&d->prog, mdl_now() - t0); /* images/s counts training only */
+  /* images/s counts training only */
+  mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  d->aside_s += mdl_now() - t0;
   return st;
 }
 

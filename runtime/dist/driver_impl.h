@@ -86,6 +86,7 @@ typedef struct driver {
   bool have_scfg;
   int start_iter; /* where this process's rounds began (after resume) */
   int snap_iter;  /* iteration of the last snapshot point written (-1: none) */
+  double aside_s; /* seconds of TEST passes and snapshots: not training */
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -137,9 +137,10 @@ void mdl_driver_report_close(driver *d, mdl_status st) {
     double busy = res->compute_s + res->comm_s + res->wait_s;
     int iter_size = d->plan->solver->iter_size > 0 ? d->plan->solver->iter_size : 1;
     double images = (double)(d->iter - d->start_iter) * (double)d->train_batch * d->k * iter_size;
+    double train_s = seconds - d->aside_s; /* as single-worker: tests and snapshots apart */
     mdl_report_done rd = {.iter = d->iter,
                           .seconds = seconds,
-                          .images_per_s = seconds > 0 ? images / seconds : 0,
+                          .images_per_s = train_s > 0 ? images / train_s : 0,
                           .names = names,
                           .values = values,
                           .n = m,

@@ -254,6 +254,7 @@ mdl_status mdl_driver_snapshot_point(driver *d, mdl_error *err) {
     mdl_driver_report_snapshot(d, d->res->weights_file, written ? state : "");
   }
   mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  d->aside_s += mdl_now() - t0;
   return st;
 }
 
