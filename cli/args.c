@@ -78,15 +78,31 @@ static const caffe_flag CAFFE_FLAGS[] = {
     {"-weights", "--weights", true},
     {"-snapshot", "--resume", true},
     {"-iterations", "--iterations", true},
-    {"-gpu", "", true},
+    {"-gpu", "--device", true}, /* the value becomes cuda:N (gpu_device) */
     {"-sigint_effect", "--sigint-effect", true},
     {"-sighup_effect", "--sighup-effect", true},
     {"-stage", "--stage", true},
     {"-level", "", true},
 };
 
+/* Caffe's -gpu value as a --device: N -> cuda:N, all -> cuda (memdl runs
+ * one GPU per process; several are --workers local:K), "0,1" -> cuda:0;
+ * anything else is left for --device to refuse. Written into text (at
+ * least 16 bytes) unless returned as is. */
+static char *gpu_device(char *v, char *text) {
+  if (!strcmp(v, "all")) return strcpy(text, "cuda");
+  size_t digits = strspn(v, "0123456789");
+  if (digits == 0 || digits > 9 || (v[digits] && v[digits] != ',')) return v;
+  snprintf(text, 16, "cuda:%.*s", (int)digits, v);
+  return text;
+}
+
 char **mdl_cli_normalize(int argc, char **argv, int *out_argc) {
-  char **out = mdl_xcalloc((size_t)argc * 2 + 1, sizeof *out);
+  /* one block: the new argv, then room for the texts made here (freed
+   * with the array) */
+  size_t n_ptr = (size_t)argc * 2 + 1;
+  char **out = mdl_xcalloc(1, n_ptr * sizeof *out + (size_t)argc * 16 + 1);
+  char *text = (char *)(out + n_ptr);
   int n = 0;
   for (int i = 0; i < argc; i++) {
     char *a = argv[i];
@@ -117,9 +133,19 @@ char **mdl_cli_normalize(int argc, char **argv, int *out_argc) {
                 cf->caffe, value ? value : "");
         if (value) out[n++] = value;
       } else if (!*cf->memdl) {
-        fprintf(stderr, "memdl: note: %s is Caffe's flag; %s\n", cf->caffe,
-                !strcmp(cf->caffe, "-gpu") ? "this memdl has no GPU backend and runs on the CPU"
-                                           : "memdl ignores it");
+        fprintf(stderr, "memdl: note: %s is Caffe's flag; memdl ignores it\n", cf->caffe);
+      } else if (!strcmp(cf->caffe, "-gpu") && value) {
+        char *dev = gpu_device(value, text);
+        if (dev == text) text += 16;
+        fprintf(
+            stderr,
+            "memdl: note: -gpu is Caffe's flag; memdl's is --device cuda:N (here --device %s%s)\n",
+            dev,
+            strchr(value, ',') || !strcmp(value, "all")
+                ? "; one GPU per process, --workers local:K for several"
+                : "");
+        out[n++] = (char *)cf->memdl;
+        out[n++] = dev;
       } else {
         fprintf(stderr, "memdl: note: %s is Caffe's flag; memdl's is %s\n", cf->caffe, cf->memdl);
         out[n++] = (char *)cf->memdl;

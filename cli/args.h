@@ -54,11 +54,11 @@ int mdl_cli_unknown_option(const char *cmd, const char *usage, const char *arg,
 /* Rewrites a command line the way users type it into the one the commands
  * parse: "--opt=value" becomes "--opt" "value", and Caffe's flags become
  * memdl's with a note on stderr (-weights, -snapshot -> --resume,
- * -iterations, -model and -solver -> the FILE, -gpu -> dropped on a CPU
- * build, -sigint_effect/-sighup_effect). argv[0] is the command name
- * (Caffe's `train` becomes `run`). Returns a new argv (the strings are
- * argv's, "--opt=value" cut in two in place, or static); the caller frees
- * the array. */
+ * -iterations, -model and -solver -> the FILE, -gpu N -> --device cuda:N,
+ * -sigint_effect/-sighup_effect). argv[0] is the command name (Caffe's
+ * `train` becomes `run`). Returns a new argv (the strings are argv's,
+ * "--opt=value" cut in two in place, static, or inside the array's own
+ * block); the caller frees the array. */
 char **mdl_cli_normalize(int argc, char **argv, int *out_argc);
 
 /* After the loop: false (and the usage on stderr) when no FILE was given. */

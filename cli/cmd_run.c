@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/ci_args.h"
 #include "cli/commands.h"
+#include "cli/signals.h"
 #include "common/version.h"
 #include "compiler/job.h"
 #include "runtime/dist/driver.h"
@@ -33,10 +34,10 @@ static const char USAGE[] =
     "\n"
     "  --weights FILE   start from these weights (fine-tuning; layers missing\n"
     "                   from FILE keep their fillers)\n"
-    "  --resume [FILE]  continue a run bit for bit: one worker from FILE.solverstate\n"
-    "                   (default: the newest <snapshot_prefix>_iter_N.solverstate);\n"
-    "                   several from the driver's snapshot (FILE, default\n"
-    "                   OUTPUT/driver.snapshot)\n"
+    "  --resume [FILE]  continue a run bit for bit from FILE.solverstate (default:\n"
+    "                   the newest <snapshot_prefix>_iter_N.solverstate; with\n"
+    "                   --workers, or OUTPUT/driver.snapshot when that is newer);\n"
+    "                   a distributed run's snapshots need the same worker count\n"
     "  --set F=V        override a solver or job field, e.g. --set max_iter=2000\n"
     "  --threads T      CPU threads (default: the job's, else one per core)\n"
     "  --device D       auto (default: a usable GPU that runs every layer, else\n"
@@ -56,7 +57,8 @@ static const char USAGE[] =
     "                   the iteration, snapshot, write the closing metrics record,\n"
     "                   exit 130 or 143; a second signal stops at once)\n"
     "  --sighup-effect stop|snapshot|none   on SIGHUP (default snapshot: snapshot\n"
-    "                   after the iteration and carry on); one worker only\n"
+    "                   after the iteration and carry on); with --workers both act\n"
+    "                   after the current round\n"
     "\n" MDL_CLI_CI_USAGE
     "\n"
     "exit status: 0 trained and acceptance met, 1 runtime failure, 2 invalid input,\n"
@@ -69,10 +71,11 @@ typedef enum signal_effect { EFFECT_STOP, EFFECT_SNAPSHOT, EFFECT_NONE } signal_
 static volatile sig_atomic_t g_stop, g_snapshot, g_stop_signal;
 static signal_effect g_int_effect = EFFECT_STOP, g_hup_effect = EFFECT_SNAPSHOT;
 
-/* What a signal does. Runs on the signal thread below (or, for a signal the
- * kernel hands to a library's own idle thread, as a handler there); only
- * sets flags and writes, both async-signal-safe. */
-static void on_signal(int sig) {
+/* What a signal does. Runs on the signal thread of cli/signals.h (or, for a
+ * signal the kernel hands to a library's own idle thread, as a handler
+ * there); only sets flags and writes, both async-signal-safe. */
+static void on_signal(int sig, void *ctx) {
+  (void)ctx;
   signal_effect e = sig == SIGHUP ? g_hup_effect : g_int_effect;
   if (e == EFFECT_NONE) return;
   if (e == EFFECT_SNAPSHOT) {
@@ -91,19 +94,10 @@ static void on_signal(int sig) {
   g_stop_signal = sig;
   g_stop = 1;
   static const char msg[] =
-      "\nmemdl run: stopping after this iteration, with a snapshot (a second signal stops at "
-      "once)\n";
+      "\nmemdl run: stopping after this iteration (with --workers: this round), with a "
+      "snapshot (a second signal stops at once)\n";
   ssize_t w = write(2, msg, sizeof msg - 1); /* async-signal-safe, unlike stdio */
   (void)w;
-}
-
-static void *signal_thread(void *arg) {
-  const sigset_t *set = arg;
-  for (;;) {
-    int sig;
-    if (sigwait(set, &sig) == 0) on_signal(sig);
-  }
-  return NULL;
 }
 
 static bool parse_effect(const char *flag, const char *v, signal_effect *out) {
@@ -117,37 +111,26 @@ static bool parse_effect(const char *flag, const char *v, signal_effect *out) {
   return false;
 }
 
-/* SIGINT, SIGTERM and SIGHUP are blocked in this thread, and so in every
- * compute thread started after it, and taken by one thread that waits for
- * them. A handler run on a compute thread interrupts oneDNN's JIT kernels,
- * and its signal frame corrupted the heap in about one stop in five (their
- * code keeps data below the stack pointer). The handler stays installed for
- * threads a library started before main (OpenBLAS's idle server thread). */
+/* SIGINT, SIGTERM and SIGHUP go to one thread that waits for them
+ * (cli/signals.h), before any compute or worker thread starts. */
 static void install_handlers(void) {
-  static sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESTART; /* the handler only sets flags: reads carry on */
-  sa.sa_mask = set;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  pthread_t th;
-  if (pthread_create(&th, NULL, signal_thread, &set) == 0) pthread_detach(th);
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  mdl_cli_signals_start(sigs, 3, on_signal, NULL);
 }
 
-/* The driver prints rounds as they go; this is the closing summary. */
-static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, mdl_error *err) {
+/* The driver prints rounds as they go; this is the closing summary.
+ * *stopped: a signal ended the run after its snapshot. */
+static mdl_status drive(const mdl_job *job, const mdl_driver_opts *o, bool *stopped,
+                        mdl_error *err) {
   mdl_driver_result res = {0};
   mdl_status st = mdl_driver_run(job, o, &res, err);
+  *stopped = res.stopped;
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
-  char line[160];
+  if (res.stopped) { /* the driver said where and how to continue */
+    mdl_driver_result_free(&res);
+    return st;
+  }
+  char line[256];
   mdl_driver_result_summary(&res, line, sizeof line);
   fputs(line, stderr);
   for (int i = 0; i < res.n_test; i++)
@@ -159,6 +142,27 @@ static mdl_status run_distributed(const mdl_job *job, const mdl_driver_opts *o, 
   if (!res.accepted) fprintf(stderr, "acceptance not met: %s\n", res.accept_msg);
   mdl_driver_result_free(&res);
   return st;
+}
+
+/* A run handed to the driver; returns the exit code. Signals as a single
+ * worker's: the driver finishes the round, snapshots and shuts its workers
+ * down. */
+static int run_distributed(const mdl_job *job, mdl_driver_opts *dopts, const char *weights) {
+  mdl_error err;
+  mdl_error_clear(&err);
+  bool stopped = false;
+  mdl_status st;
+  if (weights) {
+    st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
+  } else {
+    install_handlers();
+    dopts->stop = &g_stop;
+    dopts->snapshot = &g_snapshot;
+    st = drive(job, dopts, &stopped, &err);
+  }
+  if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
+  if (st == MDL_OK && stopped) return 128 + g_stop_signal;
+  return mdl_exit_code(st);
 }
 
 int mdl_cmd_run(int argc, char **argv) {
@@ -232,7 +236,11 @@ int mdl_cmd_run(int argc, char **argv) {
   dopts.threads = threads;
   if (args.device) dopts.device = args.device;
   dopts.resume = resume_flag;
-  dopts.snapshot_path = resume;
+  dopts.resume_file = resume;
+  dopts.job_path = path;
+  dopts.version = MDL_VERSION;
+  dopts.overrides = args.sets;
+  dopts.n_overrides = args.n_sets;
   if (st == MDL_OK && mdl_cli_ci_wanted(&ci, job)) { /* CI mode: cli/ci_args.c */
     int rc =
         mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, mdl_driver_wanted(job, &dopts), out);
@@ -241,14 +249,10 @@ int mdl_cmd_run(int argc, char **argv) {
     return rc;
   }
   if (st == MDL_OK && mdl_driver_wanted(job, &dopts)) {
-    if (weights)
-      st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
-    else
-      st = run_distributed(job, &dopts, &err);
-    if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
+    int rc = run_distributed(job, &dopts, weights);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
-    return mdl_exit_code(st);
+    return rc;
   }
   mdl_train_opts o = {.threads = threads,
                       .out_dir = out,

@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "cli/cmd_worker.h"
 #include "cli/commands.h"
+#include "cli/signals.h"
 #include "runtime/dist/worker.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/train/device.h"
@@ -38,10 +40,17 @@ static const char USAGE[] =
     "  --driver-timeout-ms MS  exit when the driver has been silent this long\n"
     "exit status: 0 ok, 1 runtime failure, 2 invalid usage\n";
 
+/* The worker the signal thread stops, set once it exists; a signal before
+ * that is remembered in g_stop_asked and acted on then (a driver that died
+ * while we started must not leave us serving nobody). */
 static mdl_worker *volatile g_worker;
+static volatile sig_atomic_t g_stop_asked;
 
-static void on_signal(int sig) {
+/* On the signal thread of cli/signals.h: only sets flags. */
+static void on_signal(int sig, void *ctx) {
   (void)sig;
+  (void)ctx;
+  g_stop_asked = 1;
   mdl_worker_stop(g_worker);
 }
 
@@ -124,6 +133,13 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
   }
   o.sec.token = token;
   signal(SIGPIPE, SIG_IGN);
+  /* `ps` shows "memdl worker" (the launcher sets argv[0]; this is the
+   * thread name top and pkill see) */
+  prctl(PR_SET_NAME, "memdl worker", 0, 0, 0);
+  /* before gRPC's and the trainer's threads start, so none of them is
+   * interrupted by a handler */
+  static const int sigs[] = {SIGINT, SIGTERM};
+  mdl_cli_signals_start(sigs, 2, on_signal, NULL);
   mdl_worker *w;
   mdl_status st = mdl_worker_new(&o, &w, &err);
   if (st != MDL_OK) {
@@ -132,12 +148,7 @@ int mdl_cmd_worker_with(int argc, char **argv, const mdl_trainer_table *trainers
     return st == MDL_ERR_INVALID ? 2 : 1;
   }
   g_worker = w;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  if (g_stop_asked) mdl_worker_stop(w); /* a signal came while it started */
   int port = mdl_worker_port(w);
   if (port)
     fprintf(stderr, "memdl worker: listening on %s (port %d)\n", o.listen, port);

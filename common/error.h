@@ -14,6 +14,10 @@ typedef enum mdl_status {
   MDL_ERR_NOMEM = 4,      /* a tensor, data set or buffer did not fit */
   MDL_ERR_DATA_CHECK = 5, /* a job's data_check failed before training: exit 4 */
   MDL_ERR_BUDGET = 6,     /* stopped at --max-seconds, model saved: exit 5 */
+  /* the loss or the weights became NaN or infinite: the job's settings, not
+   * the machine, so a distributed run stops instead of replacing the worker
+   * (exit 1, as INTERNAL) */
+  MDL_ERR_DIVERGED = 7,
 } mdl_status;
 
 #define MDL_ERROR_MSG_MAX 2048
@@ -34,8 +38,8 @@ mdl_status mdl_errorf(mdl_error *err, mdl_status code, const char *fmt, ...)
  * Leaves code unchanged. err may be NULL. */
 void mdl_error_prefix(mdl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The process exit code for a status: the documented 0-5 (NOMEM is 1,
- * DATA_CHECK 4, BUDGET 5). */
+/* The process exit code for a status: the documented 0-5 (NOMEM and
+ * DIVERGED are 1, DATA_CHECK 4, BUDGET 5). */
 int mdl_exit_code(mdl_status st);
 
 /* Clears err to MDL_OK and an empty message. */

@@ -1,8 +1,11 @@
-/* Small protobuf-c helpers every module wants: deep copy and free. */
+/* Small protobuf-c helpers every module wants: deep copy, free, and the
+ * first field in which two messages differ. */
 #ifndef MDL_COMMON_PB_H
 #define MDL_COMMON_PB_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 /* A deep copy of m (via the wire format), owned by the caller and freed
  * with mdl_pb_free. NULL in, NULL out. Aborts only on memory exhaustion. */
@@ -10,5 +13,11 @@ void *mdl_pb_dup(const void *m);
 
 /* protobuf_c_message_free_unpacked, NULL-safe. */
 void mdl_pb_free(void *m);
+
+/* Whether a and b (of the same type) differ; when they do, where the first
+ * difference is (fields in declaration order, depth first), as a path such
+ * as "solver.base_lr" or "net[0].net.layer[2].convolution_param.num_output",
+ * written into path (cap bytes). */
+bool mdl_pb_diff(const ProtobufCMessage *a, const ProtobufCMessage *b, char *path, size_t cap);
 
 #endif

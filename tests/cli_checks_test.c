@@ -248,11 +248,27 @@ Test(cli_checks, options_typos_equals_and_caffe_flags) {
   cr_assert(!strstr(r.out, "TRAIN "), "%s", r.out);
   mdl_run_result_free(&r);
 
-  r = RUN("time", "-model", FASHION, "-iterations", "1", "-gpu", "0", "--threads=1");
+  r = RUN("time", "-model", FASHION, "-iterations", "1", "--threads=1");
   cr_assert_eq(r.exit_code, 0, "%s", r.err);
   cr_assert(strstr(r.err, "-iterations is Caffe's flag; memdl's is --iterations"), "%s", r.err);
-  cr_assert(strstr(r.err, "-gpu is Caffe's flag"), "%s", r.err);
   cr_assert(strstr(r.out, "\"iteration_ms\""), "%s", r.out);
+  mdl_run_result_free(&r);
+
+  /* Caffe's -gpu N is --device cuda:N (the CUDA plugin's), said so: it runs
+   * there, or stops saying why that GPU is not usable; never silently on
+   * the CPU */
+  r = RUN("time", "-model", FASHION, "-iterations", "1", "-gpu", "0", "--threads=1");
+  cr_assert(
+      strstr(r.err, "-gpu is Caffe's flag; memdl's is --device cuda:N (here --device cuda:0)"),
+      "%s", r.err);
+  cr_assert(!strstr(r.err, "no GPU backend"), "%s", r.err);
+  if (r.exit_code == 0)
+    cr_assert(strstr(r.out, "\"iteration_ms\""), "%s", r.out);
+  else
+    cr_assert(r.exit_code == 2 && strstr(r.err, "device cuda:0: "), "%d %s", r.exit_code, r.err);
+  mdl_run_result_free(&r);
+  r = RUN("time", "-model", FASHION, "-iterations", "1", "-gpu", "0,1", "--threads=1");
+  cr_assert(strstr(r.err, "(here --device cuda:0; one GPU per process"), "%s", r.err);
   mdl_run_result_free(&r);
 
   r = RUN("tset");

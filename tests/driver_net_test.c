@@ -7,7 +7,8 @@
  * single worker's accuracy within 1 point at the same number of samples
  * seen; runs repeat to the bit. The full-length comparison (10000
  * iterations, 1 vs 2 vs 3 workers, within 1 point; several minutes on 2 cores)
- * runs when MDL_LONG=1. This binary is also the worker (main() is in
+ * runs when MDL_LONG=1. The driver's check of averaged weights names the
+ * layer and blob of a NaN. This binary is also the worker (main() is in
  * driver_test_util.c). */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -20,11 +21,14 @@
 #include "common/clock.h"
 #include "common/pb.h"
 #include "compiler/job.h"
+#include "compiler/plan.h"
 #include "runtime/data/dataset.h"
+#include "runtime/data/dataset_resolver.h"
 #include "runtime/dist/driver.h"
 #include "runtime/engine/net.h"
 #include "runtime/rpc/rpc.h"
 #include "runtime/train/train.h"
+#include "runtime/train/trainer.h"
 #include "tests/driver_test_util.h"
 #include "tests/testutil.h"
 
@@ -302,4 +306,35 @@ Test(driver_net, full_run_two_and_three_workers_within_one_point_of_one) {
   double a3 = run("local:3", 10, three, NULL);
   cr_assert(fabs(a2 - a1) <= 0.01, "2 workers %.4f vs 1 worker %.4f", a2, a1);
   cr_assert(fabs(a3 - a1) <= 0.01, "3 workers %.4f vs 1 worker %.4f", a3, a1);
+}
+
+/* The driver checks averaged weights with the single-worker run's checker:
+ * a NaN or infinity is named by layer and blob, finite weights pass. */
+Test(driver_net, non_finite_weights_are_named_by_layer_and_blob) {
+  mdl_job *job = load_job((const char *const[]){"max_iter=10", NULL});
+  mdl_data_catalog cat = {job->job->data, job->job->n_data, job->base_dir};
+  mdl_compiled *c = NULL;
+  mdl_error err;
+  cr_assert_eq(mdl_compile_job(job, mdl_data_source_info, &cat, &c, &err), MDL_OK, "%s", err.msg);
+  Memdl__Plan *plan = mdl_plan_new(job, c);
+  mdl_trainer_opts to = {
+      .device = "cpu", .seed = 1, .worker_index = -1, .num_workers = 1, .base_dir = job->base_dir};
+  mdl_trainer *t;
+  cr_assert_eq(mdl_trainer_new(NULL, "net", plan, &to, &t, &err), MDL_OK, "%s", err.msg);
+  size_t n = mdl_trainer_param_count(t);
+  float *w = malloc(n * sizeof *w);
+  cr_assert_eq(mdl_trainer_init_weights(t, w, &err), MDL_OK, "%s", err.msg);
+  char where[400] = "";
+  cr_assert(!mdl_trainer_find_nonfinite(t, w, where, sizeof where), "finite: %s", where);
+  w[n - 1] = INFINITY; /* the last blob: ip2's bias */
+  cr_assert(mdl_trainer_find_nonfinite(t, w, where, sizeof where));
+  cr_assert(strstr(where, "layer \"ip2\" learnable blob 1, value 9 of 10 is +inf"), "%s", where);
+  w[0] = NAN;
+  cr_assert(mdl_trainer_find_nonfinite(t, w, where, sizeof where));
+  cr_assert(strstr(where, "layer \"conv1\" learnable blob 0, value 0 of 500 is NaN"), "%s", where);
+  free(w);
+  mdl_trainer_free(t);
+  mdl_pb_free(plan);
+  mdl_compiled_free(c);
+  mdl_job_free(job);
 }

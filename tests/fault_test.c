@@ -370,7 +370,8 @@ Test(fault, a_killed_driver_resumes_to_the_same_bits) {
   o.resume = true;
   mdl_driver_result r3;
   cr_assert_eq(mdl_driver_run_plan(p2, tu_dir, &o, &r3, &err), MDL_ERR_INVALID);
-  cr_assert(strstr(err.msg, "another job"), "%s", err.msg);
+  /* naming what changed (the linear trainer's rate is the solver's base_lr) */
+  cr_assert(strstr(err.msg, "a job whose solver.base_lr differs"), "%s", err.msg);
   mdl_driver_result_free(&resumed);
   mdl_driver_result_free(&clean);
   mdl_pb_free(p);

@@ -37,7 +37,7 @@ static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
 
 /* --- rounds ------------------------------------------------------------------- */
 
-static void print_round(driver *d, int tau, double wall, double avg_s, slot **done, int n,
+static void print_round(driver *d, int tau, double wall, double avg_s, slot *const *done, int n,
                         double loss) {
   if (d->o.quiet) return;
   /* one line per `display` iterations, as Caffe's loop prints (every round
@@ -140,6 +140,45 @@ static bool test_report_ok(const driver *d, const Memdl__TestReply *r, uint32_t 
   return outputs_ok(d, CAFFE__PHASE__TEST, r->output, r->n_output, r->batches, why, cap);
 }
 
+/* The m replies of a round that came back: their average (checked for
+ * NaN and infinity with the single-worker run's checker: never go on from,
+ * or save, weights that diverged), the round's accounting and reports. */
+static mdl_status close_round(driver *d, int tau, double wall, slot *const *done,
+                              const float *const *ws, const uint64_t *samples, int m, double loss,
+                              uint64_t iters, mdl_error *err) {
+  double a0 = mdl_now();
+  mdl_driver_average(d->w, ws, samples, m, d->n_params);
+  double avg_s = mdl_now() - a0;
+  char where[400];
+  if (d->model && mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
+    return mdl_errorf(err, MDL_ERR_DIVERGED,
+                      "training diverged by iteration %d: the averaged weights of round %d are "
+                      "not finite: %s (try a smaller base_lr or clip_gradients)",
+                      d->iter + tau, d->round + 1, where);
+  d->iter += tau;
+  d->round++;
+  d->rounds_here++;
+  d->res->rounds++;
+  d->res->average_s += avg_s;
+  for (int i = 0; i < m; i++) {
+    const slot *s = done[i];
+    d->res->compute_s += s->compute_s / m;
+    d->res->comm_s += (s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0) / m;
+    d->res->wait_s += (wall - s->rtt_s) / m;
+  }
+  double mean_loss = iters ? loss / (double)iters : 0;
+  print_round(d, tau, wall, avg_s, done, m, mean_loss);
+  mdl_driver_report_round(d, tau, done, m, wall, mean_loss);
+  if (d->o.on_round) {
+    int pids[d->k];
+    for (int i = 0; i < d->k; i++)
+      pids[i] = d->lw && d->s[i].alive ? (int)mdl_local_workers_pid(d->lw, i) : 0;
+    mdl_driver_progress p = {d->round, d->iter, d->k, d->lw ? pids : NULL, mean_loss};
+    d->o.on_round(d->o.on_round_ctx, &p);
+  }
+  return MDL_OK;
+}
+
 static mdl_status run_round(driver *d, int tau, mdl_error *err) {
   for (int attempt = 0; attempt <= d->k; attempt++) {
     slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
@@ -220,36 +259,19 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       samples[m] = r->samples;
       m++;
     }
+    /* a worker whose training diverged is not at fault: any would be, and
+     * replacing it would only diverge again */
+    for (int i = 0; st == MDL_OK && i < n; i++)
+      if (calls[i].code == MDL_RPC_FAILED_PRECONDITION)
+        st = mdl_errorf(err, MDL_ERR_DIVERGED, "worker %d, round %d: %s", act[i]->index,
+                        d->round + 1, calls[i].detail);
     mdl_rpc_calls_clear(calls, n);
     free(calls);
     free(rc);
     for (int i = 0; st == MDL_OK && i < n_failed; i++)
       st = mdl_driver_kill_slot(d, failed[i], why[i], err);
-    if (st == MDL_OK && m > 0) {
-      double a0 = mdl_now();
-      mdl_driver_average(d->w, ws, samples, m, d->n_params);
-      double avg_s = mdl_now() - a0;
-      d->iter += tau;
-      d->round++;
-      d->rounds_here++;
-      d->res->rounds++;
-      d->res->average_s += avg_s;
-      for (int i = 0; i < m; i++) {
-        slot *s = done[i];
-        d->res->compute_s += s->compute_s / m;
-        d->res->comm_s += (s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0) / m;
-        d->res->wait_s += (wall - s->rtt_s) / m;
-      }
-      print_round(d, tau, wall, avg_s, done, m, iters ? loss / (double)iters : 0);
-      if (d->o.on_round) {
-        int pids[d->k];
-        for (int i = 0; i < d->k; i++)
-          pids[i] = d->lw && d->s[i].alive ? (int)mdl_local_workers_pid(d->lw, i) : 0;
-        mdl_driver_progress p = {d->round, d->iter, d->k, d->lw ? pids : NULL,
-                                 iters ? loss / (double)iters : 0};
-        d->o.on_round(d->o.on_round_ctx, &p);
-      }
-    }
+    if (st == MDL_OK && m > 0)
+      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters, err);
     free(done);
     free(ws);
     free(samples);
@@ -372,6 +394,7 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
           (unsigned long long)total_batches, (unsigned long long)samples,
           n_failed ? ", partial: a worker failed" : "");
   fflush(d->log);
+  mdl_driver_report_test(d, net, out, n_out, samples);
   if (net == 0) {
     for (int k = 0; k < d->res->n_test; k++) {
       free(d->res->test[k].name);
@@ -391,13 +414,15 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
 }
 
 static mdl_status run_tests(driver *d, mdl_error *err) {
+  double t0 = mdl_now();
   int nets = (int)d->plan->solver->n_test_iter;
   if (nets == 0 && d->n_all_test > 0) nets = 1;
-  for (int i = 0; i < nets; i++) {
-    mdl_status st = run_test(d, i, err);
-    if (st != MDL_OK) return st;
-  }
-  return MDL_OK;
+  mdl_status st = MDL_OK;
+  for (int i = 0; i < nets && st == MDL_OK; i++) st = run_test(d, i, err);
+  /* images/s counts training only */
+  mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  d->aside_s += mdl_now() - t0;
+  return st;
 }
 
 /* The job's acceptance criteria against the last TEST pass of test net 0. */
@@ -453,8 +478,12 @@ static mdl_status resolve_options(driver *d, const Memdl__Plan *plan, const char
                         : cl && cl->round_timeout_ms ? (int)cl->round_timeout_ms
                                                      : 60000;
   d->setup_timeout_ms = opts->setup_timeout_ms > 0 ? opts->setup_timeout_ms : 60000;
-  d->snapshot_iters = plan->solver->snapshot > 0 ? plan->solver->snapshot : 0;
-  {
+  d->snapshot_iters = opts->snapshot_every > 0     ? opts->snapshot_every
+                      : plan->solver->snapshot > 0 ? plan->solver->snapshot
+                                                   : 0;
+  if (opts->snapshot_prefix) {
+    snprintf(d->prefix, sizeof d->prefix, "%s", opts->snapshot_prefix);
+  } else {
     char *od = opts->out_dir ? mdl_xstrdup(opts->out_dir) : resolve_path(d->base_dir, "out");
     const char *pre = plan->solver->snapshot_prefix && plan->solver->snapshot_prefix[0]
                           ? plan->solver->snapshot_prefix
@@ -540,7 +569,7 @@ typedef struct signals {
 } signals;
 
 static void signals_install(const mdl_driver_opts *opts, signals *sg) {
-  sg->own = !opts->abort;
+  sg->own = !opts->abort && !opts->stop;
   if (!sg->own) return;
   g_abort = 0;
   struct sigaction sa;
@@ -557,8 +586,24 @@ static void signals_restore(const signals *sg) {
   sigaction(SIGTERM, &sg->old_term, NULL);
 }
 
+/* After a round: the solver's snapshot point when one falls here, and one
+ * a signal asked for (SIGHUP, or before stopping). Returns whether a stop
+ * was asked. */
+static bool snapshot_step(driver *d, mdl_error *err, mdl_status *st) {
+  if (d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0)
+    *st = mdl_driver_snapshot_point(d, err);
+  bool stop = d->o.stop && *d->o.stop;
+  if (*st == MDL_OK && (stop || (d->o.snapshot && *d->o.snapshot))) {
+    if (d->o.snapshot) *d->o.snapshot = 0;
+    *st = mdl_driver_snapshot_point(d, err); /* once per iteration */
+  }
+  return stop;
+}
+
 /* The rounds up to max_iter (or max_rounds), with the solver's tests and
- * model files where they fall, then a final TEST pass and model file. */
+ * snapshot points where they fall, then a final TEST pass and snapshot
+ * point. A stop request ends it after the round in progress (and its
+ * snapshot): res->stopped. */
 static mdl_status run_rounds(driver *d, mdl_error *err) {
   const Memdl__Plan *plan = d->plan;
   mdl_status st = MDL_OK;
@@ -567,6 +612,11 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
   while (st == MDL_OK && d->iter < d->max_iter) {
     if (*d->abort) {
       st = mdl_errorf(err, MDL_ERR_INTERNAL, "interrupted at iteration %d", d->iter);
+      break;
+    }
+    /* a stop asked during setup or a TEST pass: snapshot where we are */
+    if (d->o.stop && *d->o.stop) {
+      if (snapshot_step(d, err, &st) && st == MDL_OK) d->res->stopped = true;
       break;
     }
     if (d->o.max_rounds > 0 && d->rounds_here >= d->o.max_rounds) break;
@@ -582,21 +632,26 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
         if (next - d->iter < tau) tau = next - d->iter;
       }
     st = run_round(d, tau, err);
-    if (st == MDL_OK && d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0)
-      st = mdl_driver_save_model(d, err);
+    bool stop = st == MDL_OK && snapshot_step(d, err, &st);
+    if (st == MDL_OK && stop) {
+      d->res->stopped = true;
+      break;
+    }
     if (st == MDL_OK && d->test_interval > 0 && d->iter % d->test_interval == 0)
       st = run_tests(d, err);
     if (st == MDL_OK && d->snapshot_rounds > 0 && d->round % d->snapshot_rounds == 0)
       st = mdl_driver_snapshot_write(d, err);
   }
-  /* a final TEST pass whenever the last interval did not end on one, as
-   * single-worker runs do: acceptance is judged on it */
-  if (st == MDL_OK && d->iter >= d->max_iter &&
-      (d->test_interval <= 0 || d->iter % d->test_interval != 0))
+  if (st != MDL_OK || d->res->stopped || d->iter < d->max_iter) return st;
+  /* the final snapshot point (Caffe's snapshot_after_train, default on; the
+   * model file in any case: it is the run's result), then a final TEST
+   * pass whenever the last interval did not end on one, as single-worker
+   * runs do: acceptance is judged on it */
+  bool after = !plan->solver->has_snapshot_after_train || plan->solver->snapshot_after_train;
+  if (after) st = mdl_driver_snapshot_point(d, err);
+  if (!after && d->snap_iter != d->iter) st = mdl_driver_save_model(d, err);
+  if (st == MDL_OK && (d->test_interval <= 0 || d->iter % d->test_interval != 0))
     st = run_tests(d, err);
-  if (st == MDL_OK && d->iter >= d->max_iter &&
-      !(d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0))
-    st = mdl_driver_save_model(d, err);
   return st;
 }
 
@@ -604,15 +659,15 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
  * figures) after the rounds ended with st. */
 static mdl_status collect_result(driver *d, mdl_driver_result *res, double t_start, mdl_status st,
                                  mdl_error *err) {
-  if (st == MDL_OK) st = check_accept(d, res, err);
+  if (st == MDL_OK && !res->stopped) st = check_accept(d, res, err);
   res->seconds = mdl_now() - t_start;
   res->iter = d->iter;
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
   dlog(d,
-       "done: iteration %d, %d rounds in %.2f s (compute %.2f, communication %.2f, waiting "
+       "%s: iteration %d, %d rounds in %.2f s (compute %.2f, communication %.2f, waiting "
        "%.2f, averaging %.2f), %d faults, %d replacements",
-       d->iter, res->rounds, res->seconds, res->compute_s, res->comm_s, res->wait_s, res->average_s,
-       res->faults, res->replacements);
+       res->stopped ? "stopped" : "done", d->iter, res->rounds, res->seconds, res->compute_s,
+       res->comm_s, res->wait_s, res->average_s, res->faults, res->replacements);
   res->weights = malloc(d->n_params * sizeof(float) + 1);
   if (!res->weights) {
     st = mdl_errorf(err, MDL_ERR_NOMEM, "final weights");
@@ -659,8 +714,10 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   mdl_pb_free(snap);
   snap = NULL;
 
+  if (st == MDL_OK) st = mdl_driver_report_open(d, err);
   if (st == MDL_OK) st = run_rounds(d, err);
   st = collect_result(d, res, t_start, st, err);
+  if (d->prog.f) mdl_driver_report_close(d, st);
   if (d->s && d->k) mdl_driver_shutdown_workers(d);
   mdl_driver_free_state(d);
   signals_restore(&sg);
@@ -680,8 +737,10 @@ void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t l
   char started[48] = "";
   if (alive != res->n_workers)
     snprintf(started, sizeof started, " (of %d started)", res->n_workers);
-  snprintf(buf, len, "done: %d iterations in %d rounds on %d worker%s%s, %.0f s", res->iter,
-           res->rounds, alive, alive == 1 ? "" : "s", started, res->seconds);
+  double busy = res->compute_s + res->comm_s + res->wait_s;
+  snprintf(buf, len, "done: %d iterations in %d rounds on %d worker%s%s, %.0f s, waiting %.0f%%",
+           res->iter, res->rounds, alive, alive == 1 ? "" : "s", started, res->seconds,
+           busy > 0 ? 100 * res->wait_s / busy : 0.0);
 }
 
 void mdl_driver_result_free(mdl_driver_result *res) {

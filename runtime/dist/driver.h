@@ -6,8 +6,10 @@
  * multi-GPU convention), so max_iter, test_interval and snapshots keep their
  * meaning. Survives workers that die, hang or disconnect (their partitions
  * move to the others; local workers are replaced), snapshots atomically and
- * resumes. Owns scheduling, averaging and fault handling; not the transport
- * (rpc.h), the processes (launcher.h) or the maths (trainer.h).
+ * resumes, stops cleanly on request, and reports as a single-worker run
+ * does (metrics.jsonl, progress lines; driver_report.c). Owns scheduling,
+ * averaging and fault handling; not the transport (rpc.h), the processes
+ * (launcher.h) or the maths (trainer.h).
  *
  * Optimiser history (momentum, AdaGrad/RMSProp/Adam moments) stays on each
  * worker and is never averaged or sent: every round a worker starts from
@@ -57,11 +59,25 @@ typedef struct mdl_driver_opts {
   const char *token_file;                  /* overrides the job's cluster.token_file */
   const char *tls_ca, *tls_cert, *tls_key; /* override the job's cluster.tls */
   bool insecure;                           /* allow plain TCP to non-loopback workers */
-  bool resume;                             /* continue from the snapshot when there is one */
-  const char *snapshot_path;               /* NULL: <job output dir>/driver.snapshot */
-  /* Where model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel at
-   * the solver's snapshot interval and at the end. NULL: <base_dir>/out. */
+  /* resume: continue from resume_file, or (NULL) from the newest of
+   * snapshot_path and <prefix>_iter_N.solverstate (MDL_ERR_INVALID when
+   * there is none, as a single-worker --resume). Resume points are round
+   * boundaries; a resumed run cuts the same rounds as the uninterrupted
+   * one while tau, test_interval and the snapshot interval are kept. */
+  bool resume;
+  const char *resume_file;
+  const char *snapshot_path; /* every snapshot_rounds; NULL: <job output dir>/driver.snapshot */
+  /* Where metrics.jsonl and model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel
+   * and .solverstate (the driver's state) at the solver's snapshot interval,
+   * on a signal's request and at the end. NULL: <base_dir>/out. */
   const char *out_dir;
+  const char *snapshot_prefix; /* the full prefix as single-worker runs name it; NULL: as above */
+  int snapshot_every;          /* iterations between snapshot points; 0: the solver's */
+  /* For metrics.jsonl's start record (as mdl_train_opts); job_path NULL:
+   * no metrics.jsonl (tests that drive plans) */
+  const char *job_path, *version;
+  const char *const *overrides;
+  int n_overrides;
   int snapshot_rounds;               /* rounds between snapshots; 0: the job's; -1: never */
   const char *trainer;               /* backend: NULL is "net" */
   const mdl_trainer_table *trainers; /* where it is looked up; NULL: the product's */
@@ -82,9 +98,15 @@ typedef struct mdl_driver_opts {
   int threads;                         /* per local worker; 0: the cores divided among them */
   FILE *log;                           /* progress and events; NULL: stderr */
   bool quiet;                          /* no per-round lines */
-  /* Set to nonzero to stop (e.g. from a signal handler); NULL: the driver
-   * installs SIGINT/SIGTERM handlers of its own for the run. */
+  /* Set to nonzero to stop at once, mid-round (e.g. from a signal handler);
+   * NULL: the driver installs SIGINT/SIGTERM handlers of its own for the
+   * run unless stop is given. */
   volatile sig_atomic_t *abort;
+  /* Read between rounds, set asynchronously (memdl run's signal thread), as
+   * mdl_train_opts: stop: finish the round, snapshot, write the closing
+   * record, shut the workers down and return MDL_OK with res->stopped;
+   * snapshot: snapshot after the round and go on (cleared when done). */
+  volatile sig_atomic_t *stop, *snapshot;
   void (*on_round)(void *ctx, const mdl_driver_progress *p);
   void *on_round_ctx;
 } mdl_driver_opts;
@@ -111,6 +133,8 @@ typedef struct mdl_driver_result {
   mdl_driver_worker_stats *workers;
   bool resumed;
   char weights_file[1200]; /* the last model file written ("" when none) */
+  char state_file[1200];   /* the last <prefix>_iter_N.solverstate written ("" when none) */
+  bool stopped;            /* opts.stop ended the run early, after a snapshot */
   bool accepted;           /* the job's acceptance criteria held (true when none) */
   char accept_msg[512];    /* which did not, and the values */
 } mdl_driver_result;
@@ -137,8 +161,9 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
 void mdl_driver_result_free(mdl_driver_result *res);
 
 /* The closing line of a run into buf ("done: I iterations in R rounds on W
- * workers, S s", W being those still alive, with how many started when
- * some were lost). */
+ * workers, S s, waiting P%", W being those still alive, with how many
+ * started when some were lost; P the share of the workers' round time spent
+ * waiting for the slowest). */
 void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len);
 
 /* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float

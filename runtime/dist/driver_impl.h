@@ -1,6 +1,6 @@
-/* Private to the driver (driver.c, driver_workers.c, driver_snapshot.c):
- * the run's state and the steps the files share. Not for use outside
- * runtime/dist; driver.h is the public header. */
+/* Private to the driver (driver.c, driver_workers.c, driver_snapshot.c,
+ * driver_report.c): the run's state and the steps the files share. Not for
+ * use outside runtime/dist; driver.h is the public header. */
 #ifndef MDL_RUNTIME_DRIVER_IMPL_H
 #define MDL_RUNTIME_DRIVER_IMPL_H
 
@@ -14,6 +14,9 @@
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/worker.h"
 #include "runtime/rpc/rpc.h"
+#include "runtime/solver/solver.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/progress.h"
 
 #define SNAPSHOT_VERSION 1
 
@@ -46,6 +49,8 @@ typedef struct driver {
   const mdl_trainer_table *trainers; /* NULL: the product's */
   uint8_t *plan_bytes;
   size_t plan_len;
+  uint8_t *key_bytes; /* the plan as the resume check sees it (driver_snapshot.c) */
+  size_t key_len;
   uint64_t plan_hash, session, seed;
   int k;
   slot *s;
@@ -74,6 +79,14 @@ typedef struct driver {
   char snapshot_path[1024];
   volatile sig_atomic_t *abort;
   mdl_driver_result *res;
+  /* what the run reports (driver_report.c), as a single-worker run does */
+  mdl_metrics *metrics; /* NULL: no metrics.jsonl */
+  mdl_progress prog;
+  mdl_solver_config scfg; /* for the learning rate of progress lines */
+  bool have_scfg;
+  int start_iter; /* where this process's rounds began (after resume) */
+  int snap_iter;  /* iteration of the last snapshot point written (-1: none) */
+  double aside_s; /* seconds of TEST passes and snapshots: not training */
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -163,5 +176,39 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err);
 
 /* Writes <prefix>_iter_<iter>.caffemodel when the trainer can. */
 mdl_status mdl_driver_save_model(driver *d, mdl_error *err);
+
+/* A snapshot point (the solver's interval, a signal's request, the end):
+ * <prefix>_iter_<iter>.caffemodel and .solverstate (the driver's state,
+ * which `--resume` continues from), each written atomically, reported as
+ * single-worker runs do. Once per iteration. */
+mdl_status mdl_driver_snapshot_point(driver *d, mdl_error *err);
+
+/* Writes the driver's state to path atomically (creating its folder);
+ * *written says whether it was (a worker that cannot give its state skips
+ * it). mdl_driver_snapshot_write is this to d->snapshot_path. */
+mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err);
+
+/* --- driver_report.c ------------------------------------------------------- */
+
+/* Opens metrics.jsonl in the output folder (when opts.job_path is set),
+ * writes the start record and starts the progress clock. */
+mdl_status mdl_driver_report_open(driver *d, mdl_error *err);
+
+/* After a round: its "round" record (each worker's samples and seconds)
+ * and, at display points, the single-worker progress line and "train"
+ * record. */
+void mdl_driver_report_round(driver *d, int tau, slot *const *done, int n, double wall,
+                             double loss);
+
+/* A TEST pass's record (scalar outputs of net). */
+void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, int n,
+                            uint64_t samples);
+
+/* A snapshot point's line and record. */
+void mdl_driver_report_snapshot(driver *d, const char *model, const char *state);
+
+/* The closing record ("stopped", or "done" with the waiting share) and the
+ * stopped line; closes the metrics file. */
+void mdl_driver_report_close(driver *d, mdl_status st);
 
 #endif

@@ -4,7 +4,6 @@
  * does not depend on the compiler. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/fileio.h"
 #include "common/pb.h"
@@ -15,6 +14,8 @@
 #include "runtime/dist/driver.h"
 #include "runtime/dist/worker.h"
 #include "runtime/rpc/rpc.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/train.h"
 
 static bool names_workers(const mdl_job *job, const mdl_driver_opts *opts) {
   const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;
@@ -153,13 +154,15 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
   Memdl__Plan *plan = NULL;
   if (st == MDL_OK) plan = mdl_plan_new(job, c);
   if (st == MDL_OK && o.tau <= 0 && !(plan->sync && plan->sync->tau)) tune_tau(job, c, &o);
-  char snap[1024];
-  const char *dir = job->job->output && job->job->output->dir ? job->job->output->dir : "out";
-  char *full = mdl_path_join(job->base_dir, dir);
-  if (st == MDL_OK && !o.out_dir) {
-    mkdir(full, 0755);
-    o.out_dir = full;
-  }
+  /* the files go where a single-worker run of this job puts them */
+  char snap[1100];
+  char *out_dir = NULL, *prefix = NULL;
+  int every = 0;
+  mdl_train_output_paths(job, job->solver, o.out_dir, &out_dir, &prefix, &every);
+  o.out_dir = out_dir;
+  o.snapshot_prefix = prefix;
+  o.snapshot_every = every;
+  if (st == MDL_OK) st = mdl_mkdirs(out_dir, err);
   if (st == MDL_OK && !o.snapshot_path) {
     snprintf(snap, sizeof snap, "%s/driver.snapshot", o.out_dir);
     o.snapshot_path = snap;
@@ -168,6 +171,7 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
   mdl_pb_free(plan);
   mdl_compiled_free(c);
   free(workers);
-  free(full);
+  free(out_dir);
+  free(prefix);
   return st;
 }

@@ -2,6 +2,7 @@
  * written and loaded (and where partitions start on resume), model files.
  * Not the rounds or the workers. */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include "common/fileio.h"
 #include "common/pb.h"
 #include "runtime/dist/driver_impl.h"
+#include "runtime/solver/caffemodel.h"
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -18,8 +20,23 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 
 /* --- snapshots --------------------------------------------------------------- */
 
+/* path's folder, created with its parents (an --output that does not
+ * exist yet). */
+static mdl_status make_parent(const char *path, mdl_error *err) {
+  char *dir = mdl_path_dir(path);
+  mdl_status st = dir && dir[0] ? mdl_mkdirs(dir, err) : MDL_OK;
+  free(dir);
+  return st;
+}
+
 mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
+  bool written;
+  return mdl_driver_state_write(d, d->snapshot_path, &written, err);
+}
+
+mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err) {
   double t0 = mdl_now();
+  *written = false;
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
   for (int i = 0; i < d->k; i++)
@@ -66,6 +83,9 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
     snap.iter = (uint32_t)d->iter;
     snap.weights.data = (uint8_t *)d->w;
     snap.weights.len = d->n_params * sizeof(float);
+    snap.has_plan = 1;
+    snap.plan.data = d->key_bytes;
+    snap.plan.len = d->key_len;
     snap.n_worker = (size_t)d->k;
     snap.worker = wp;
     size_t len = protobuf_c_message_get_packed_size(&snap.base);
@@ -74,11 +94,13 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
       st = mdl_errorf(err, MDL_ERR_NOMEM, "snapshot of %zu bytes", len);
     } else {
       protobuf_c_message_pack(&snap.base, buf);
-      st = mdl_file_write_atomic(d->snapshot_path, buf, len, err);
+      st = make_parent(path, err);
+      if (st == MDL_OK) st = mdl_file_write_atomic(path, buf, len, err);
       free(buf);
+      *written = st == MDL_OK;
       if (st == MDL_OK)
         dlog(d, "snapshot at iteration %d (round %d): %s, %.1f MB in %.3f s", d->iter, d->round,
-             d->snapshot_path, len / 1e6, mdl_now() - t0);
+             path, len / 1e6, mdl_now() - t0);
     }
   }
   mdl_rpc_calls_clear(calls, n);
@@ -89,24 +111,99 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
   return st;
 }
 
-/* Reads the snapshot; *snap NULL when there is none. */
-static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err) {
+/* --- the resume check ------------------------------------------------------ */
+
+/* The plan without what cannot change a run's weights: names, output paths,
+ * display and snapshot settings, max_iter (unless the rate is "poly"), the cluster block
+ * (addresses, security, timeouts; the worker count is checked on its own), acceptance. A resume
+ * with only these changed continues bit for bit (a snapshot interval that
+ * is not a multiple of tau does move where rounds end: the run still
+ * continues, as a run with the new interval would). */
+static Memdl__Plan *resume_key(const Memdl__Plan *plan) {
+  Memdl__Plan *k = mdl_pb_dup(plan);
+  free(k->job_name);
+  k->job_name = NULL;
+  mdl_pb_free(k->cluster);
+  k->cluster = NULL;
+  for (size_t i = 0; i < k->n_accept; i++) mdl_pb_free(k->accept[i]);
+  k->n_accept = 0;
+  Caffe__SolverParameter *sp = k->solver;
+  if (sp) {
+    sp->has_display = sp->has_snapshot = sp->has_snapshot_after_train = 0;
+    sp->has_snapshot_diff = sp->has_snapshot_format = sp->has_debug_info = 0;
+    sp->has_solver_mode = sp->has_device_id = 0;
+    sp->display = sp->snapshot = sp->device_id = 0;
+    sp->snapshot_after_train = 1;
+    sp->snapshot_diff = sp->debug_info = 0;
+    sp->solver_mode = CAFFE__SOLVER_PARAMETER__SOLVER_MODE__GPU;
+    sp->snapshot_format = CAFFE__SOLVER_PARAMETER__SNAPSHOT_FORMAT__BINARYPROTO;
+    if (sp->snapshot_prefix != protobuf_c_empty_string) free(sp->snapshot_prefix);
+    sp->snapshot_prefix = NULL;
+    /* extending a run (Caffe's habit): max_iter moves only the "poly" rate */
+    if (!sp->lr_policy || strcmp(sp->lr_policy, "poly") != 0) {
+      sp->has_max_iter = 0;
+      sp->max_iter = 0;
+    }
+  }
+  return k;
+}
+
+void mdl_driver_hash_plan(driver *d) {
+  d->plan_len = protobuf_c_message_get_packed_size(&d->plan->base);
+  d->plan_bytes = mdl_xmalloc(d->plan_len + 1);
+  protobuf_c_message_pack(&d->plan->base, d->plan_bytes);
+  Memdl__Plan *key = resume_key(d->plan);
+  d->key_len = protobuf_c_message_get_packed_size(&key->base);
+  d->key_bytes = mdl_xmalloc(d->key_len + 1);
+  protobuf_c_message_pack(&key->base, d->key_bytes);
+  mdl_pb_free(key);
+  d->plan_hash = fnv1a(d->key_bytes, d->key_len) ^
+                 fnv1a((const uint8_t *)d->trainer_name, strlen(d->trainer_name));
+}
+
+/* Why a snapshot's plan is not this run's: the first field that differs
+ * ("solver.base_lr"), or a general word for snapshots without their plan. */
+static void plan_change(const driver *d, const Memdl__DriverSnapshot *s, char *why, size_t cap) {
+  snprintf(why, cap, "another job (or another version of it)");
+  if (!s->has_plan) return;
+  Memdl__Plan *old = (Memdl__Plan *)protobuf_c_message_unpack(&memdl__plan__descriptor, NULL,
+                                                              s->plan.len, s->plan.data);
+  Memdl__Plan *cur = (Memdl__Plan *)protobuf_c_message_unpack(&memdl__plan__descriptor, NULL,
+                                                              d->key_len, d->key_bytes);
+  char path[400];
+  if (old && cur && mdl_pb_diff(&old->base, &cur->base, path, sizeof path))
+    snprintf(why, cap, "a job whose %s differs", path);
+  else if (old && cur)
+    snprintf(why, cap, "another trainer than %s", d->trainer_name);
+  mdl_pb_free(old);
+  mdl_pb_free(cur);
+}
+
+/* Reads the snapshot at path; *snap NULL when there is none. */
+static mdl_status load_snapshot(driver *d, const char *path, Memdl__DriverSnapshot **snap,
+                                mdl_error *err) {
   *snap = NULL;
-  if (access(d->snapshot_path, F_OK) != 0) return MDL_OK;
+  if (access(path, F_OK) != 0) return MDL_OK;
   char *buf = NULL;
   size_t len = 0;
-  mdl_status st = mdl_file_read(d->snapshot_path, &buf, &len, err);
+  mdl_status st = mdl_file_read(path, &buf, &len, err);
   if (st != MDL_OK) return st;
   Memdl__DriverSnapshot *s = (Memdl__DriverSnapshot *)protobuf_c_message_unpack(
       &memdl__driver_snapshot__descriptor, NULL, len, (const uint8_t *)buf);
   free(buf);
-  if (!s) return mdl_errorf(err, MDL_ERR_INVALID, "%s: not a driver snapshot", d->snapshot_path);
+  if (!s)
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "%s: not a distributed run's snapshot (a single-worker .solverstate "
+                      "resumes without --workers)",
+                      path);
   if (s->version != SNAPSHOT_VERSION || s->plan_hash != d->plan_hash) {
+    char why[600];
+    plan_change(d, s, why, sizeof why);
     mdl_pb_free(s);
     return mdl_errorf(err, MDL_ERR_INVALID,
-                      "%s was written for another job (or another version of it); move it away "
-                      "to start over",
-                      d->snapshot_path);
+                      "%s was written for %s; resume with the job as it was, or move the "
+                      "snapshot away to start over",
+                      path, why);
   }
   if (s->num_workers != (uint32_t)d->k || s->seed != d->seed) {
     uint32_t k = s->num_workers;
@@ -115,15 +212,14 @@ static mdl_status load_snapshot(driver *d, Memdl__DriverSnapshot **snap, mdl_err
     return mdl_errorf(err, MDL_ERR_INVALID,
                       "%s was written by a run on %u workers with seed %llu; this run has %d "
                       "workers and seed %llu",
-                      d->snapshot_path, k, (unsigned long long)seed, d->k,
-                      (unsigned long long)d->seed);
+                      path, k, (unsigned long long)seed, d->k, (unsigned long long)d->seed);
   }
   /* unsigned in the file: compared unsigned, so 2^31 and above cannot
    * become a negative iteration */
   if (s->weights.len != d->n_params * sizeof(float) || s->n_worker != (size_t)d->k ||
       s->iter > (uint32_t)d->max_iter || s->round > s->iter) {
     mdl_pb_free(s);
-    return mdl_errorf(err, MDL_ERR_INVALID, "%s does not match the model", d->snapshot_path);
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s does not match the model", path);
   }
   *snap = s;
   return MDL_OK;
@@ -135,29 +231,34 @@ mdl_status mdl_driver_save_model(driver *d, mdl_error *err) {
   if (!d->model || !mdl_trainer_can_save(d->model)) return MDL_OK;
   char path[1200];
   snprintf(path, sizeof path, "%s_iter_%d.caffemodel", d->prefix, d->iter);
-  char dir[1200];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) {
-    *slash = 0;
-    mkdir(dir, 0755);
-  }
-  mdl_status st = mdl_trainer_save(d->model, d->w, path, err);
+  /* mdl_caffemodel_save writes atomically itself */
+  mdl_status st = make_parent(path, err);
+  if (st == MDL_OK) st = mdl_trainer_save(d->model, d->w, path, err);
   if (st != MDL_OK) return st;
   snprintf(d->res->weights_file, sizeof d->res->weights_file, "%s", path);
   dlog(d, "weights at iteration %d: %s", d->iter, path);
   return MDL_OK;
 }
 
-/* --- where partitions start ----------------------------------------------------- */
-
-void mdl_driver_hash_plan(driver *d) {
-  d->plan_len = protobuf_c_message_get_packed_size(&d->plan->base);
-  d->plan_bytes = mdl_xmalloc(d->plan_len + 1);
-  protobuf_c_message_pack(&d->plan->base, d->plan_bytes);
-  d->plan_hash = fnv1a(d->plan_bytes, d->plan_len) ^
-                 fnv1a((const uint8_t *)d->trainer_name, strlen(d->trainer_name));
+mdl_status mdl_driver_snapshot_point(driver *d, mdl_error *err) {
+  if (d->snap_iter == d->iter) return MDL_OK; /* already written at this iteration */
+  double t0 = mdl_now();
+  mdl_status st = mdl_driver_save_model(d, err);
+  char state[1200];
+  snprintf(state, sizeof state, "%s_iter_%d.solverstate", d->prefix, d->iter);
+  bool written = false;
+  if (st == MDL_OK) st = mdl_driver_state_write(d, state, &written, err);
+  if (st == MDL_OK) {
+    d->snap_iter = d->iter;
+    if (written) snprintf(d->res->state_file, sizeof d->res->state_file, "%s", state);
+    mdl_driver_report_snapshot(d, d->res->weights_file, written ? state : "");
+  }
+  mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  d->aside_s += mdl_now() - t0;
+  return st;
 }
+
+/* --- where partitions start ----------------------------------------------------- */
 
 /* Gives each slot the partitions it held at the snapshot, matched by
  * (data, index). */
@@ -182,10 +283,41 @@ static void restore_partitions(driver *d, const Memdl__DriverSnapshot *snap) {
   }
 }
 
+/* --resume without a file: the newest (by the iteration inside) of the
+ * snapshot_rounds file and the <prefix>_iter_N.solverstate of largest N. */
+static mdl_status load_newest(driver *d, Memdl__DriverSnapshot **snap, char *used, size_t cap,
+                              mdl_error *err) {
+  mdl_status st = load_snapshot(d, d->snapshot_path, snap, err);
+  if (st != MDL_OK) return st;
+  snprintf(used, cap, "%s", d->snapshot_path);
+  int n = mdl_snapshot_newest(d->prefix);
+  if (n < 0) return MDL_OK;
+  char *path = mdl_snapshot_name(d->prefix, n, ".solverstate");
+  Memdl__DriverSnapshot *other = NULL;
+  st = load_snapshot(d, path, &other, err);
+  if (st == MDL_OK && other && (!*snap || other->iter > (*snap)->iter)) {
+    mdl_pb_free(*snap);
+    *snap = other;
+    other = NULL;
+    snprintf(used, cap, "%s", path);
+  }
+  mdl_pb_free(other);
+  free(path);
+  return st;
+}
+
 mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err) {
   *snap = NULL;
   mdl_status st = MDL_OK;
-  if (d->o.resume) st = load_snapshot(d, snap, err);
+  char used[1200];
+  snprintf(used, sizeof used, "%s", d->o.resume_file ? d->o.resume_file : d->snapshot_path);
+  if (d->o.resume_file) {
+    st = load_snapshot(d, d->o.resume_file, snap, err);
+    if (st == MDL_OK && !*snap)
+      st = mdl_errorf(err, MDL_ERR_INVALID, "--resume %s: no such file", d->o.resume_file);
+  } else if (d->o.resume) {
+    st = load_newest(d, snap, used, sizeof used, err);
+  }
   if (st != MDL_OK) return st;
   if (*snap) {
     memcpy(d->w, (*snap)->weights.data, (*snap)->weights.len);
@@ -193,10 +325,13 @@ mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error 
     d->round = (int)(*snap)->round;
     d->res->resumed = true;
     restore_partitions(d, *snap);
-    dlog(d, "resuming from %s: iteration %d, round %d", d->snapshot_path, d->iter, d->round);
+    dlog(d, "resuming from %s at iteration %d, round %d", used, d->iter, d->round);
     return MDL_OK;
   }
-  if (d->o.resume) dlog(d, "no snapshot at %s: starting at iteration 0", d->snapshot_path);
+  if (d->o.resume) /* as a single-worker --resume: nothing to continue is an error */
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "--resume: no %s_iter_N.solverstate or %s to resume from", d->prefix,
+                      d->snapshot_path);
   for (size_t p = 0; p < d->n_all_train; p++)
     lineage_push(&d->s[p % (size_t)d->k].train, &d->s[p % (size_t)d->k].n_train, d->all_train[p]);
   for (size_t p = 0; p < d->n_all_test; p++)

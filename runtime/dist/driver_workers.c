@@ -526,6 +526,7 @@ void mdl_driver_free_state(driver *d) {
   mdl_trainer_lineages_free(d->all_train, d->n_all_train);
   mdl_trainer_lineages_free(d->all_test, d->n_all_test);
   free(d->plan_bytes);
+  free(d->key_bytes);
   free(d->token);
 }
 

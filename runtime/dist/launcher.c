@@ -70,7 +70,9 @@ static mdl_status spawn(mdl_local_workers *lw, int i, mdl_error *err) {
   char threads[32], timeout[32];
   const char *argv[40];
   int n = 0;
-  argv[n++] = lw->exe;
+  /* the memdl binary itself (/proc/self/exe) shows as `memdl worker ...`
+   * in ps, not as /proc/self/exe; another program keeps its own name */
+  argv[n++] = lw->o.exe ? lw->exe : "memdl";
   for (int j = 0; j < lw->o.n_prefix && n < 20; j++) argv[n++] = lw->prefix[j];
   argv[n++] = "--listen";
   argv[n++] = w->addr;

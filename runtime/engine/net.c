@@ -721,7 +721,7 @@ mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_fee
     char where[400] = "";
     if (!mdl_net_find_nonfinite_param(net, where, sizeof where))
       mdl_net_find_nonfinite_blob(net, where, sizeof where);
-    return mdl_errorf(err, MDL_ERR_INTERNAL,
+    return mdl_errorf(err, MDL_ERR_DIVERGED,
                       "training diverged at iteration %d: the loss is %s%s%s (try a smaller "
                       "base_lr or clip_gradients)",
                       iter,

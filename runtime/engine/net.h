@@ -66,7 +66,7 @@ typedef mdl_status (*mdl_net_feed_fn)(void *ctx, uint64_t k, mdl_error *err);
  * (feed fills the inputs), accumulating. *loss is their mean. A failed feed
  * is returned as is; bad data a layer met (mdl_net_check_fault) is
  * MDL_ERR_INVALID naming iter and the layer; a non-finite loss is
- * MDL_ERR_INTERNAL naming iter and the first non-finite weight or top. */
+ * MDL_ERR_DIVERGED naming iter and the first non-finite weight or top. */
 mdl_status mdl_net_accumulate(mdl_net *net, int iter, int iter_size, mdl_net_feed_fn feed,
                               void *ctx, double *loss, mdl_error *err);
 

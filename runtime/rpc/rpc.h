@@ -41,7 +41,8 @@ typedef enum mdl_rpc_code {
 const char *mdl_rpc_code_name(mdl_rpc_code c);
 
 /* The status a handler's failure travels as (INVALID -> INVALID_ARGUMENT,
- * NOMEM -> RESOURCE_EXHAUSTED, else INTERNAL). */
+ * NOMEM -> RESOURCE_EXHAUSTED, DIVERGED -> FAILED_PRECONDITION, else
+ * INTERNAL). */
 mdl_rpc_code mdl_rpc_code_for(mdl_status st);
 
 /* Reference-counted grpc_init/grpc_shutdown. Call from the thread (or the

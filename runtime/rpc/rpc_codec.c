@@ -72,6 +72,8 @@ mdl_rpc_code mdl_rpc_code_for(mdl_status st) {
       return MDL_RPC_INVALID_ARGUMENT;
     case MDL_ERR_NOMEM:
       return MDL_RPC_RESOURCE_EXHAUSTED;
+    case MDL_ERR_DIVERGED: /* any worker would fail so: the driver stops the run */
+      return MDL_RPC_FAILED_PRECONDITION;
     default:
       return MDL_RPC_INTERNAL;
   }

@@ -1,8 +1,10 @@
 /* .caffemodel and .solverstate reading and writing; see caffemodel.h. */
 #include "runtime/solver/caffemodel.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +285,32 @@ char *mdl_snapshot_name(const char *prefix, int iter, const char *ext) {
   char *s = mdl_xmalloc(n);
   snprintf(s, n, "%s_iter_%d%s", prefix, iter, ext);
   return s;
+}
+
+int mdl_snapshot_newest(const char *prefix) {
+  const char *slash = strrchr(prefix, '/');
+  const char *base = slash ? slash + 1 : prefix;
+  size_t bl = strlen(base);
+  char dir[4096];
+  if (slash)
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - prefix) > 0 ? (int)(slash - prefix) : 1,
+             prefix);
+  else
+    snprintf(dir, sizeof dir, ".");
+  DIR *d = opendir(dir);
+  long best = -1;
+  if (!d) return -1;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const char *n = e->d_name;
+    if (strncmp(n, base, bl) != 0 || strncmp(n + bl, "_iter_", 6) != 0) continue;
+    char *end;
+    long it = strtol(n + bl + 6, &end, 10);
+    if (end == n + bl + 6 || strcmp(end, ".solverstate") != 0 || it > INT_MAX) continue;
+    if (it > best) best = it;
+  }
+  closedir(d);
+  return (int)best;
 }
 
 /* ---- .solverstate ---- */

@@ -60,6 +60,10 @@ mdl_status mdl_caffemodel_save(const mdl_net *net, const char *path, mdl_error *
  * ext e.g. ".caffemodel". Caller frees. */
 char *mdl_snapshot_name(const char *prefix, int iter, const char *ext);
 
+/* The largest N of the <prefix>_iter_N.solverstate files in prefix's
+ * folder (what `--resume` without a file continues), or -1 when none. */
+int mdl_snapshot_newest(const char *prefix);
+
 /* Writes s's iter, current_step and history (Caffe's order: the first set
  * for every blob, then the second) plus learned_net to path atomically. The
  * RNG seed of the run is stored as field 1000 (fixed64), which Caffe skips

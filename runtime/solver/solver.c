@@ -234,11 +234,9 @@ void mdl_solver_free(mdl_solver *s) {
   free(s);
 }
 
-/* Caffe's GetLearningRate; returns the multistep position it would use. */
-static float rate_at(const mdl_solver *s, int *step_out) {
-  const mdl_solver_config *c = &s->cfg;
-  int iter = s->iter;
-  int step = s->current_step;
+/* Caffe's GetLearningRate at iter from multistep position `step`; returns
+ * the position it would use. */
+static float rate_of(const mdl_solver_config *c, int iter, int step, int *step_out) {
   float rate = c->base_lr;
   switch (c->policy) {
     case MDL_LR_FIXED:
@@ -268,8 +266,18 @@ static float rate_at(const mdl_solver *s, int *step_out) {
   return rate;
 }
 
+static float rate_at(const mdl_solver *s, int *step_out) {
+  return rate_of(&s->cfg, s->iter, s->current_step, step_out);
+}
+
 float mdl_solver_rate(const mdl_solver *s) {
   return rate_at(s, NULL);
+}
+
+float mdl_solver_rate_at(const mdl_solver_config *c, int iter) {
+  int step = 0; /* the multistep position a run reaching iter has */
+  while (step < c->n_stepvalue && c->stepvalue[step] < iter) step++;
+  return rate_of(c, iter, step, NULL);
 }
 
 void mdl_solver_update(mdl_solver *s, float *data, float *diff) {

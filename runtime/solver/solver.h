@@ -80,6 +80,10 @@ void mdl_solver_free(mdl_solver *s);
  * GetLearningRate at the current iteration). No side effects. */
 float mdl_solver_rate(const mdl_solver *s);
 
+/* The same for iteration iter of a run with config c, without a solver
+ * (the distributed driver's progress lines: its workers hold the solvers). */
+float mdl_solver_rate_at(const mdl_solver_config *c, int iter);
+
 /* One update, as Caffe's ApplyUpdate followed by Net::Update: clips the
  * gradient's global L2 norm, divides by iter_size, adds weight decay, turns
  * the gradient into a step with the solver's rule and history, subtracts it

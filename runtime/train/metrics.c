@@ -59,6 +59,11 @@ void mdl_json_int(mdl_json *j, const char *k, int64_t v) {
   put(j, "%lld", (long long)v);
 }
 
+void mdl_json_raw(mdl_json *j, const char *k, const char *json) {
+  key(j, k);
+  put(j, "%s", json);
+}
+
 void mdl_json_bool(mdl_json *j, const char *k, bool v) {
   key(j, k);
   put(j, "%s", v ? "true" : "false");

@@ -25,6 +25,8 @@ void mdl_json_num(mdl_json *j, const char *key, double v);
 void mdl_json_int(mdl_json *j, const char *key, int64_t v);
 void mdl_json_str(mdl_json *j, const char *key, const char *v);
 void mdl_json_bool(mdl_json *j, const char *key, bool v);
+/* A value already written as JSON (an array of objects), inserted as is. */
+void mdl_json_raw(mdl_json *j, const char *key, const char *json);
 /* Closes the object; returns the text (owned by j until mdl_json_free). */
 const char *mdl_json_end(mdl_json *j);
 void mdl_json_free(mdl_json *j);

@@ -2,7 +2,6 @@
  * snapshots, metrics and acceptance. See train.h. */
 #include "runtime/train/train.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,7 @@
 #include "runtime/train/feed.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/progress.h"
+#include "runtime/train/report.h"
 
 typedef struct netrun {
   mdl_net *net;
@@ -213,29 +213,35 @@ static char *stem(const char *path) {
   return s;
 }
 
-static void setup_output(mdl_train *t) {
-  const Memdl__Job *j = t->job->job;
-  if (t->opts.out_dir)
-    t->out_dir = mdl_xstrdup(t->opts.out_dir);
+void mdl_train_output_paths(const mdl_job *job, const Caffe__SolverParameter *sp,
+                            const char *out_opt, char **out_dir, char **prefix,
+                            int *snapshot_every) {
+  const Memdl__Job *j = job->job;
+  if (out_opt)
+    *out_dir = mdl_xstrdup(out_opt);
   else
-    t->out_dir =
-        mdl_path_join(t->job->base_dir, j->output && j->output->dir ? j->output->dir : "out");
-  const char *prefix = t->sp->snapshot_prefix;
-  if (prefix && *prefix) {
-    if (t->job->kind == MDL_KIND_JOB || t->opts.out_dir) {
-      const char *b = strrchr(prefix, '/');
-      b = b && b[1] ? b + 1 : prefix;
-      t->snapshot_prefix = mdl_path_join(t->out_dir, b);
+    *out_dir = mdl_path_join(job->base_dir, j->output && j->output->dir ? j->output->dir : "out");
+  const char *pre = sp->snapshot_prefix;
+  if (pre && *pre) {
+    if (job->kind == MDL_KIND_JOB || out_opt) {
+      const char *b = strrchr(pre, '/');
+      b = b && b[1] ? b + 1 : pre;
+      *prefix = mdl_path_join(*out_dir, b);
     } else {
-      t->snapshot_prefix = mdl_xstrdup(prefix);
+      *prefix = mdl_xstrdup(pre);
     }
   } else {
-    char *s = stem(j->name && *j->name ? j->name : t->job->path);
-    t->snapshot_prefix = mdl_path_join(t->out_dir, s);
+    char *s = stem(j->name && *j->name ? j->name : job->path);
+    *prefix = mdl_path_join(*out_dir, s);
     free(s);
   }
-  t->snapshot_every = t->sp->snapshot;
-  if (j->output && j->output->snapshot) t->snapshot_every = (int)j->output->snapshot;
+  *snapshot_every = sp->snapshot;
+  if (j->output && j->output->snapshot) *snapshot_every = (int)j->output->snapshot;
+}
+
+static void setup_output(mdl_train *t) {
+  mdl_train_output_paths(t->job, t->sp, t->opts.out_dir, &t->out_dir, &t->snapshot_prefix,
+                         &t->snapshot_every);
 }
 
 /* The device: --device, else Caffe's solver_mode and device_id, else auto;
@@ -623,17 +629,8 @@ static void snapshot(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_train_su
   if (*st == MDL_OK) *st = mdl_caffemodel_save(t->train.net, model, err);
   if (*st == MDL_OK) *st = mdl_solverstate_save(t->solver, model, t->seed, state, err);
   if (*st == MDL_OK) {
-    mdl_progress_line(p, "snapshot %s, %s", model, state);
+    mdl_report_snapshot(p, m, iter, model, state);
     snprintf(sum->last_snapshot, sizeof sum->last_snapshot, "%s", state);
-    mdl_json j = {0};
-    mdl_json_begin(&j);
-    mdl_json_str(&j, "event", "snapshot");
-    mdl_json_int(&j, "iter", iter);
-    mdl_json_str(&j, "caffemodel", model);
-    mdl_json_str(&j, "solverstate", state);
-    mdl_json_end(&j);
-    mdl_metrics_write(m, &j);
-    mdl_json_free(&j);
   }
   free(model);
   free(state);
@@ -658,16 +655,7 @@ static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tr
     if (t->n_tests > 1) snprintf(which, sizeof which, " #%d", i);
     mdl_progress_line(p, "test%s iter %d: %s (%lld samples, %.1f s)", which, iter, line,
                       (long long)r.samples, mdl_now() - t1);
-    mdl_json j = {0};
-    mdl_json_begin(&j);
-    mdl_json_str(&j, "event", "test");
-    mdl_json_int(&j, "iter", iter);
-    mdl_json_int(&j, "net", i);
-    for (int k = 0; k < r.n; k++) mdl_json_num(&j, r.name[k], r.value[k]);
-    mdl_json_int(&j, "samples", r.samples);
-    mdl_json_end(&j);
-    mdl_metrics_write(m, &j);
-    mdl_json_free(&j);
+    mdl_report_test_record(m, iter, i, (const char *const *)r.name, r.value, r.n, r.samples);
     if (i == 0 && sum) {
       /* test net 0's outputs, for the summary and acceptance; copied, since
        * the next test pass reuses the result storage */
@@ -703,32 +691,18 @@ static uint64_t plan_fingerprint(const mdl_train *t) {
 }
 
 static void write_start(mdl_train *t, mdl_metrics *m, int start, int stop) {
-  mdl_json j = {0};
-  mdl_json_begin(&j);
-  mdl_json_str(&j, "event", "start");
-  mdl_json_str(&j, "version", t->opts.version ? t->opts.version : "");
-  mdl_json_str(&j, "job", t->job->path);
-  char fp[32];
-  snprintf(fp, sizeof fp, "%016llx", (unsigned long long)plan_fingerprint(t));
-  mdl_json_str(&j, "plan", fp);
-  char seed[32];
-  snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed); /* as a string: > 2^53 */
-  mdl_json_str(&j, "seed", seed);
-  mdl_json_int(&j, "threads", mdl_threadpool_size(t->pool));
-  mdl_json_int(&j, "workers", 1);
-  mdl_json_int(&j, "iter", start);
-  mdl_json_int(&j, "max_iter", stop);
-  mdl_json_bool(&j, "resumed", t->resumed);
-  char over[2048];
-  size_t used = 0;
-  over[0] = 0;
-  for (int i = 0; i < t->opts.n_overrides && used < sizeof over; i++)
-    used += (size_t)snprintf(over + used, sizeof over - used, "%s%s", i ? " " : "",
-                             t->opts.overrides[i]);
-  mdl_json_str(&j, "overrides", over);
-  mdl_json_end(&j);
-  mdl_metrics_write(m, &j);
-  mdl_json_free(&j);
+  mdl_report_start rs = {.version = t->opts.version,
+                         .job = t->job->path,
+                         .plan_fingerprint = plan_fingerprint(t),
+                         .seed = t->seed,
+                         .threads = mdl_threadpool_size(t->pool),
+                         .workers = 1,
+                         .iter = start,
+                         .max_iter = stop,
+                         .resumed = t->resumed,
+                         .overrides = t->opts.overrides,
+                         .n_overrides = t->opts.n_overrides};
+  mdl_report_start_record(m, &rs);
 }
 
 static bool check_accept(mdl_train *t, mdl_train_summary *sum) {
@@ -751,29 +725,6 @@ static void print_banner(mdl_train *t, int start, int stop, double batch, int it
           t->job->path, mdl_solver_kind_name(mdl_solver_cfg(t->solver)->kind), start, stop, batch,
           iter_size, mdl_threadpool_size(t->pool), (unsigned long long)t->seed,
           (double)planned / (1 << 20), (double)naive / (1 << 20), t->out_dir, t->snapshot_prefix);
-}
-
-/* The display line and its metrics record (every `display` iterations). */
-static void display_train(mdl_progress *p, mdl_metrics *m, int iter, int start, int stop,
-                          double smoothed, float lr) {
-  double ips, eta;
-  mdl_progress_rate(p, iter, &ips, &eta);
-  char e[32];
-  if (iter > start)
-    mdl_progress_line(p, "iter %d/%d  loss %.4f  lr %.6g  %.0f img/s  ETA %s", iter, stop, smoothed,
-                      lr, ips, mdl_fmt_duration(eta, e, sizeof e));
-  else
-    mdl_progress_line(p, "iter %d/%d  loss %.4f  lr %.6g", iter, stop, smoothed, lr);
-  mdl_json j = {0};
-  mdl_json_begin(&j);
-  mdl_json_str(&j, "event", "train");
-  mdl_json_int(&j, "iter", iter);
-  mdl_json_num(&j, "loss", smoothed);
-  mdl_json_num(&j, "lr", lr);
-  if (iter > start) mdl_json_num(&j, "images_per_s", ips);
-  mdl_json_end(&j);
-  mdl_metrics_write(m, &j);
-  mdl_json_free(&j);
 }
 
 /* After an update: the snapshot at the solver's interval, and one when a
@@ -805,20 +756,8 @@ static void close_stopped(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tra
                           int iter, int stop, double seconds) {
   sum->iter = iter;
   sum->seconds = seconds;
-  mdl_progress_line(p,
-                    "stopped at iteration %d of %d on request, after a snapshot; "
-                    "`memdl run %s --resume%s%s` continues it",
-                    iter, stop, t->job->path, t->opts.out_dir ? " --output " : "",
-                    t->opts.out_dir ? t->opts.out_dir : "");
-  mdl_json j = {0};
-  mdl_json_begin(&j);
-  mdl_json_str(&j, "event", "stopped");
-  mdl_json_int(&j, "iter", iter);
-  mdl_json_num(&j, "seconds", seconds);
-  mdl_json_str(&j, "snapshot", sum->last_snapshot);
-  mdl_json_end(&j);
-  mdl_metrics_write(m, &j);
-  mdl_json_free(&j);
+  mdl_report_stopped(p, m, iter, stop, seconds, sum->last_snapshot, t->job->path, t->opts.out_dir,
+                     NULL);
 }
 
 /* A finished run: acceptance, the "done" line and record. MDL_ERR_ACCEPT
@@ -836,19 +775,16 @@ static mdl_status close_done(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_
   mdl_progress_line(p, "done: %d iterations in %s (%.0f img/s)%s%s", iterations,
                     mdl_fmt_duration(sum->seconds, d, sizeof d), sum->images_per_s,
                     used ? "; test: " : "", line);
-  mdl_json j = {0};
-  mdl_json_begin(&j);
-  mdl_json_str(&j, "event", "done");
-  mdl_json_int(&j, "iter", sum->iter);
-  mdl_json_num(&j, "seconds", sum->seconds);
-  mdl_json_num(&j, "images_per_s", sum->images_per_s);
-  for (int k = 0; k < sum->n_outputs; k++)
-    mdl_json_num(&j, sum->output_name[k], sum->output_value[k]);
-  mdl_json_bool(&j, "accepted", sum->accepted);
-  if (sum->budget_stopped) mdl_json_str(&j, "stopped", "budget"); /* ci budget */
-  mdl_json_end(&j);
-  mdl_metrics_write(m, &j);
-  mdl_json_free(&j);
+  mdl_report_done rd = {.iter = sum->iter,
+                        .seconds = sum->seconds,
+                        .images_per_s = sum->images_per_s,
+                        .names = (const char *const *)sum->output_name,
+                        .values = sum->output_value,
+                        .n = sum->n_outputs,
+                        .accepted = sum->accepted,
+                        .stopped = sum->budget_stopped ? "budget" : NULL, /* ci budget */
+                        .wait_share = -1};
+  mdl_report_done_record(m, &rd);
   if (!sum->accepted) {
     mdl_progress_line(p, "acceptance not met: %s", sum->accept_msg);
     return mdl_errorf(err, MDL_ERR_ACCEPT, "acceptance not met: %s", sum->accept_msg);
@@ -914,7 +850,7 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
       losses[idx] = (float)loss;
     }
     float lr = mdl_solver_rate(s);
-    if (display) display_train(&p, m, iter, start, stop, smoothed, lr);
+    if (display) mdl_report_train(&p, m, iter, start, smoothed, lr);
     mdl_solver_update(s, mdl_net_params(net), mdl_net_param_diffs(net));
     /* a device reports a failed kernel or library call only here */
     if ((st = mdl_backend_sync(t->be, err)) != MDL_OK) break;
@@ -972,30 +908,16 @@ mdl_status mdl_train_run(mdl_train *t, int iters, mdl_train_summary *sum, mdl_er
 
 mdl_status mdl_train_newest_snapshot(const mdl_train *t, char **path, mdl_error *err) {
   *path = NULL;
+  int best = mdl_snapshot_newest(t->snapshot_prefix);
+  if (best >= 0) {
+    *path = mdl_snapshot_name(t->snapshot_prefix, best, ".solverstate");
+    return MDL_OK;
+  }
   char *dir = mdl_path_dir(t->snapshot_prefix);
   const char *base = strrchr(t->snapshot_prefix, '/');
   base = base ? base + 1 : t->snapshot_prefix;
-  size_t bl = strlen(base);
-  DIR *d = opendir(dir);
-  long best = -1;
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      const char *n = e->d_name;
-      if (strncmp(n, base, bl) != 0 || strncmp(n + bl, "_iter_", 6) != 0) continue;
-      char *end;
-      long it = strtol(n + bl + 6, &end, 10);
-      if (end == n + bl + 6 || strcmp(end, ".solverstate") != 0) continue;
-      if (it > best) best = it;
-    }
-    closedir(d);
-  }
-  mdl_status st = MDL_OK;
-  if (best < 0)
-    st = mdl_errorf(err, MDL_ERR_INVALID, "--resume: no %s_iter_N.solverstate in %s to resume from",
-                    base, dir);
-  else
-    *path = mdl_snapshot_name(t->snapshot_prefix, (int)best, ".solverstate");
+  mdl_status st = mdl_errorf(err, MDL_ERR_INVALID,
+                             "--resume: no %s_iter_N.solverstate in %s to resume from", base, dir);
   free(dir);
   return st;
 }

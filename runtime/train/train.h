@@ -55,6 +55,16 @@ mdl_status mdl_train_new(const mdl_job *job, const mdl_train_opts *opts, mdl_tra
 
 void mdl_train_free(mdl_train *t);
 
+/* Where a run of job writes (single-worker and distributed alike):
+ * *out_dir (metrics.jsonl; out_opt, else the job's output.dir), *prefix
+ * (<prefix>_iter_N.caffemodel/.solverstate: in *out_dir for a job file or
+ * with out_opt, else where a Caffe solver's snapshot_prefix says) and the
+ * iterations between snapshots (output.snapshot, else sp's). *out_dir and
+ * *prefix are the caller's (free). */
+void mdl_train_output_paths(const mdl_job *job, const Caffe__SolverParameter *sp,
+                            const char *out_opt, char **out_dir, char **prefix,
+                            int *snapshot_every);
+
 /* Initialises weights from a .caffemodel by layer name (fine-tuning). */
 mdl_status mdl_train_load_weights(mdl_train *t, const char *path, mdl_error *err);
 

@@ -2,6 +2,7 @@
  * trainer.h). Backends live in trainer_<name>.c. */
 #include "runtime/train/trainer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,18 @@ uint64_t mdl_trainer_batch_samples(const mdl_trainer *t, Caffe__Phase phase) {
 bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const char *name,
                               double *lo, double *hi) {
   return t->iface->output_range && t->iface->output_range(t->ctx, phase, name, lo, hi);
+}
+
+bool mdl_trainer_find_nonfinite(const mdl_trainer *t, const float *w, char *where, size_t n) {
+  size_t count = mdl_trainer_param_count(t), k = 0;
+  while (k < count && isfinite(w[k])) k++; /* the common case: one fast pass, no copy */
+  if (k == count) return false;
+  if (t->iface->find_nonfinite && t->iface->find_nonfinite(t->ctx, w, where, n)) return true;
+  snprintf(where, n, "parameter %zu of %zu is %s", k, count,
+           isnan(w[k]) ? "nan"
+           : w[k] > 0  ? "+inf"
+                       : "-inf");
+  return true;
 }
 
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err) {

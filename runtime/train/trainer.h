@@ -77,6 +77,10 @@ typedef struct mdl_trainer_i {
    * phase lies in [*lo, *hi] for every iteration or batch (an accuracy's
    * [0, 1]), so sums over n of them lie in [n lo, n hi]. */
   bool (*output_range)(void *ctx, Caffe__Phase phase, const char *name, double *lo, double *hi);
+  /* Optional (NULL: the flat index is named). Where the first NaN or
+   * infinity of weights w lies, in the backend's terms (a layer and blob),
+   * written into where; false when w is finite. */
+  bool (*find_nonfinite)(void *ctx, const float *w, char *where, size_t n);
 } mdl_trainer_i;
 
 typedef struct mdl_trainer {
@@ -141,6 +145,12 @@ mdl_status mdl_trainer_set_state(mdl_trainer *t, const uint8_t *buf, size_t len,
 uint64_t mdl_trainer_batch_samples(const mdl_trainer *t, Caffe__Phase phase);
 bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const char *name,
                               double *lo, double *hi);
+
+/* Whether weights w (param_count floats) hold a NaN or infinity: false when
+ * they are all finite, else true with where naming the first (the layer and
+ * blob when the backend can say, else its index). The driver's check of the
+ * averaged weights, with the single-worker run's wording. */
+bool mdl_trainer_find_nonfinite(const mdl_trainer *t, const float *w, char *where, size_t n);
 
 /* Writes w as a model file (.caffemodel for "net"). MDL_OK without writing
  * anything for backends that have no file format. */

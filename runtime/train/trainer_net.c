@@ -540,6 +540,13 @@ static mdl_status net_set_state(void *ctx, const uint8_t *buf, size_t len, mdl_e
   return MDL_OK;
 }
 
+/* The single-worker run's checker, on the driver's copy of the net. */
+static bool net_find_nonfinite(void *ctx, const float *w, char *where, size_t n) {
+  netr *t = ctx;
+  mdl_net_params_put(t->train.net, w);
+  return mdl_net_find_nonfinite_param(t->train.net, where, n);
+}
+
 static mdl_status net_save(void *ctx, const float *w, const char *path, mdl_error *err) {
   netr *t = ctx;
   mdl_net_params_put(t->train.net, w);
@@ -597,4 +604,5 @@ const mdl_trainer_i mdl_trainer_net = {
     .save = net_save,
     .batch_samples = net_batch_samples,
     .output_range = net_output_range,
+    .find_nonfinite = net_find_nonfinite,
 };
