@@ -4,6 +4,7 @@
 #ifndef MDL_CLI_CI_ARGS_H
 #define MDL_CLI_CI_ARGS_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "cli/args.h"
@@ -15,6 +16,8 @@ typedef struct mdl_cli_ci {
   const char *force_reason;
   const char *registry;
   int max_seconds;
+  /* cmd_run.c's signal flags (see mdl_ci_opts); NULL: none */
+  volatile sig_atomic_t *stop, *snapshot, *stop_signal;
 } mdl_cli_ci;
 
 /* The usage lines of the CI flags, for `memdl run --help`. */
@@ -40,8 +43,11 @@ bool mdl_cli_ci_take(mdl_cli_ci *c, int argc, char **argv, int *i, int *code);
 /* CI mode: a CI flag was given, or the job has a `ci` block. */
 bool mdl_cli_ci_wanted(const mdl_cli_ci *c, const mdl_job *job);
 
-/* Runs job in CI mode on one worker; returns the exit code (0-5). */
+/* Runs job in CI mode on one worker; returns the exit code (0-5, or
+ * 128 + signal when SIGINT/SIGTERM stopped it). resume: --resume was given,
+ * with resume_path or (NULL) the newest snapshot. */
 int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *job,
-                   const char *weights, bool resume, bool distributed, const char *out_dir);
+                   const char *weights, bool resume, const char *resume_path, bool distributed,
+                   const char *out_dir);
 
 #endif

@@ -14,6 +14,8 @@ typedef enum mdl_status {
   MDL_ERR_NOMEM = 4,      /* a tensor, data set or buffer did not fit */
   MDL_ERR_DATA_CHECK = 5, /* a job's data_check failed before training: exit 4 */
   MDL_ERR_BUDGET = 6,     /* stopped at --max-seconds, model saved: exit 5 */
+  MDL_ERR_STOPPED = 7,    /* stopped by a signal after a snapshot: the caller, which
+                           * knows the signal, exits 128 + signal */
 } mdl_status;
 
 #define MDL_ERROR_MSG_MAX 2048

@@ -22,6 +22,8 @@ static const char *kind_name(mdl_ci_gate_kind k) {
       return "data";
     case MDL_CI_GATE_BUDGET:
       return "budget";
+    case MDL_CI_GATE_SIGNAL:
+      return "signal";
   }
   return "gate";
 }
@@ -99,8 +101,11 @@ char *mdl_ci_run_json(const mdl_ci_result *r) {
   mdl_strbuf_jnum(&b, r->seconds);
   mdl_strbuf_printf(&b, ", \"max_seconds\": ");
   mdl_strbuf_jnum(&b, r->max_seconds);
-  mdl_strbuf_printf(&b, ", \"budget_stopped\": %s, \"tested\": %s,\n  \"metrics\": {",
-                    r->budget_stopped ? "true" : "false", r->tested ? "true" : "false");
+  mdl_strbuf_printf(&b,
+                    ", \"budget_stopped\": %s, \"stop_signal\": %d, \"tested\": %s,\n  "
+                    "\"metrics\": {",
+                    r->budget_stopped ? "true" : "false", r->stop_signal,
+                    r->tested ? "true" : "false");
   for (int pass = 0; pass < 3; pass++) {
     if (pass) mdl_strbuf_printf(&b, "},\n  \"%s\": {", pass == 1 ? "baseline" : "deltas");
     for (int k = 0; k < r->n_metrics; k++) {
@@ -357,7 +362,10 @@ char *mdl_ci_report_md(const mdl_ci_result *r, const char *metrics_jsonl) {
   }
   if (r->trained)
     mdl_strbuf_printf(&b, "\nTrained %d of %d iterations in %.1f s%s.\n", r->iter, r->max_iter,
-                      r->seconds, r->budget_stopped ? " (stopped by the time budget)" : "");
+                      r->seconds,
+                      r->budget_stopped ? " (stopped by the time budget)"
+                      : r->stop_signal  ? " (stopped by a signal, after a snapshot)"
+                                        : "");
   mdl_strbuf_printf(&b,
                     "\n## Data profile\n\n| data set | records | dropped by clean | class shares "
                     "(%%) |\n|---|---|---|---|\n");
