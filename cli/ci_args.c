@@ -16,6 +16,8 @@ bool mdl_cli_ci_take(mdl_cli_ci *c, int argc, char **argv, int *i, int *code) {
     c->bless = true;
   } else if (!strcmp(a, "--warm-start")) {
     c->warm_start = true;
+  } else if (!strcmp(a, "--curves-png")) {
+    c->curves_png = true;
   } else if (!strcmp(a, "--ci")) {
   } else if (!strcmp(a, "--force") && has_next) {
     c->force_reason = argv[++*i];
@@ -53,6 +55,7 @@ int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *jo
                    .bless = c->bless,
                    .force_reason = c->force_reason,
                    .warm_start = c->warm_start,
+                   .curves_png = c->curves_png,
                    .resume = resume,
                    .resume_path = resume_path,
                    .max_seconds = c->max_seconds,

@@ -12,7 +12,7 @@
 
 typedef struct mdl_cli_ci {
   bool any; /* a CI flag was given */
-  bool if_changed, bless, warm_start;
+  bool if_changed, bless, warm_start, curves_png;
   const char *force_reason;
   const char *registry;
   int max_seconds;
@@ -34,6 +34,7 @@ typedef struct mdl_cli_ci {
   "                   reports), exit 5 with the model saved and not blessed\n"         \
   "  --registry DIR   the registry (default: the job's ci.registry, else\n"            \
   "                   registry/ beside the job)\n"                                     \
+  "  --curves-png     also draw curves.png (memdl rasterises it itself)\n"             \
   "  --ci             CI mode with none of the above\n"
 
 /* When argv[*i] is a CI flag: takes it and its value and returns true

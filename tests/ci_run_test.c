@@ -485,11 +485,20 @@ Test(ci_run, sigterm_writes_reports_and_resumes_to_the_same_bits) {
   free(junit);
   cr_assert(!exists(tu_dir_path("reg"), "BLESSED"), "an interrupted run was blessed");
 
-  const char *b[] = {"run", job, SIG_SETS, "--output", out, "--resume", NULL};
+  const char *b[] = {"run", job, SIG_SETS, "--output", out, "--resume", "--curves-png", NULL};
   r = mdl_run_memdl(b, 300);
   cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
   cr_assert(strstr(r.err, "resuming from "), "%s", r.err);
   mdl_run_result_free(&r);
+  char *svg = slurp(out, "curves.svg");
+  cr_assert(strstr(svg, ">stopped (signal)</text>") && strstr(svg, ">resumed</text>"), "%s", svg);
+  free(svg);
+  long ink, green;
+  char png[2048];
+  snprintf(png, sizeof png, "%s/curves.png", out);
+  png_pixels(png, &ink, &green); /* memdl's own PNG */
+  cr_assert(ink > 5000 && green > 20, "curves.png: %ld drawn, %ld green (the final TEST dot)", ink,
+            green);
   const char *c[] = {"run", job, SIG_SETS, "--output", out2, NULL};
   r = mdl_run_memdl(c, 300);
   cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);

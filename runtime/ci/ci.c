@@ -833,7 +833,8 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
     st = store_run(reg, &r, err);
   if (st == MDL_OK && !r.blessed_now) history(reg, "run", &r, log);
   if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
-  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, out_dir, err);
+  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
+  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, png, out_dir, err);
   if (st == MDL_OK) {
     char *md = NULL;
     char *mpath = mdl_path_join(out_dir, "report.md");
@@ -846,8 +847,8 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
   if (st == MDL_OK) {
     char *sum = summary_text(&r);
     fprintf(out, "%s", sum);
-    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg)\n",
-            out_dir);
+    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
+            out_dir, png ? ", curves.png" : "");
     free(sum);
     st = status_of_exit(r.exit_code);
   }

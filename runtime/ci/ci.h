@@ -20,6 +20,7 @@ typedef struct mdl_ci_opts {
   bool bless;               /* record the model as BLESSED when every gate passes */
   const char *force_reason; /* with bless: bless despite failed gates, recording this */
   bool warm_start;          /* start from the blessed model */
+  bool curves_png;          /* also curves.png (or the job's ci.curves_png) */
   bool resume;              /* --resume: continue a stopped run from a snapshot */
   const char *resume_path;  /* its .solverstate; NULL: the newest of the job's prefix */
   double max_seconds;       /* 0: the job's ci.max_seconds */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/fileio.h"
+#include "runtime/ci/png.h"
 #include "runtime/ci/strbuf.h"
 #include "runtime/ci/svg.h"
 
@@ -411,8 +412,8 @@ static mdl_status put(const char *dir, const char *name, char *text, mdl_error *
   return st;
 }
 
-mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, const char *dir,
-                                mdl_error *err) {
+mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, bool png,
+                                const char *dir, mdl_error *err) {
   char *jsonl = NULL;
   size_t len;
   mdl_error e;
@@ -426,6 +427,11 @@ mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, cons
   if (st == MDL_OK)
     st = put(dir, "curves.svg",
              mdl_ci_svg(r, jsonl ? jsonl : "", job->job->accept, (int)job->job->n_accept), err);
+  if (st == MDL_OK && png) {
+    char *path = mdl_path_join(dir, "curves.png");
+    st = mdl_ci_png(r, jsonl ? jsonl : "", job->job->accept, (int)job->job->n_accept, path, err);
+    free(path);
+  }
   free(jsonl);
   return st;
 }
