@@ -16,6 +16,8 @@ bool mdl_cli_ci_take(mdl_cli_ci *c, int argc, char **argv, int *i, int *code) {
     c->bless = true;
   } else if (!strcmp(a, "--warm-start")) {
     c->warm_start = true;
+  } else if (!strcmp(a, "--curves-png")) {
+    c->curves_png = true;
   } else if (!strcmp(a, "--ci")) {
   } else if (!strcmp(a, "--force") && has_next) {
     c->force_reason = argv[++*i];
@@ -35,10 +37,11 @@ bool mdl_cli_ci_wanted(const mdl_cli_ci *c, const mdl_job *job) {
 }
 
 int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *job,
-                   const char *weights, bool resume, bool distributed, const char *out_dir) {
+                   const char *weights, bool resume, const char *resume_path, bool distributed,
+                   const char *out_dir) {
   const char *why = NULL;
-  if (resume)
-    why = "CI mode does not --resume; run without the CI flags to continue a run";
+  if (resume && (weights || c->warm_start))
+    why = "--resume continues a run from its snapshot: drop --weights and --warm-start";
   else if (distributed)
     why = "CI mode trains on one worker for now; drop --workers or the cluster block";
   else if (c->force_reason && !c->bless)
@@ -52,17 +55,24 @@ int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *jo
                    .bless = c->bless,
                    .force_reason = c->force_reason,
                    .warm_start = c->warm_start,
+                   .curves_png = c->curves_png,
+                   .resume = resume,
+                   .resume_path = resume_path,
                    .max_seconds = c->max_seconds,
                    .threads = a->threads,
                    .out_dir = out_dir,
                    .registry = c->registry,
                    .version = MDL_VERSION,
                    .sets = a->sets,
-                   .n_sets = a->n_sets};
+                   .n_sets = a->n_sets,
+                   .stop = c->stop,
+                   .snapshot = c->snapshot,
+                   .stop_signal = c->stop_signal};
   mdl_error err;
   mdl_error_clear(&err);
   mdl_status st = mdl_ci_run(job, &o, &err);
   /* gate, data check and budget verdicts were printed with the results */
+  if (st == MDL_ERR_STOPPED) return 128 + (c->stop_signal ? *c->stop_signal : SIGTERM);
   if (st != MDL_OK && st != MDL_ERR_ACCEPT && st != MDL_ERR_DATA_CHECK && st != MDL_ERR_BUDGET)
     fprintf(stderr, "memdl run: %s\n", err.msg);
   return mdl_exit_code(st);

@@ -4,6 +4,7 @@
 #ifndef MDL_CLI_CI_ARGS_H
 #define MDL_CLI_CI_ARGS_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "cli/args.h"
@@ -11,10 +12,12 @@
 
 typedef struct mdl_cli_ci {
   bool any; /* a CI flag was given */
-  bool if_changed, bless, warm_start;
+  bool if_changed, bless, warm_start, curves_png;
   const char *force_reason;
   const char *registry;
   int max_seconds;
+  /* cmd_run.c's signal flags (see mdl_ci_opts); NULL: none */
+  volatile sig_atomic_t *stop, *snapshot, *stop_signal;
 } mdl_cli_ci;
 
 /* The usage lines of the CI flags, for `memdl run --help`. */
@@ -31,6 +34,7 @@ typedef struct mdl_cli_ci {
   "                   reports), exit 5 with the model saved and not blessed\n"         \
   "  --registry DIR   the registry (default: the job's ci.registry, else\n"            \
   "                   registry/ beside the job)\n"                                     \
+  "  --curves-png     also draw curves.png (memdl rasterises it itself)\n"             \
   "  --ci             CI mode with none of the above\n"
 
 /* When argv[*i] is a CI flag: takes it and its value and returns true
@@ -40,8 +44,11 @@ bool mdl_cli_ci_take(mdl_cli_ci *c, int argc, char **argv, int *i, int *code);
 /* CI mode: a CI flag was given, or the job has a `ci` block. */
 bool mdl_cli_ci_wanted(const mdl_cli_ci *c, const mdl_job *job);
 
-/* Runs job in CI mode on one worker; returns the exit code (0-5). */
+/* Runs job in CI mode on one worker; returns the exit code (0-5, or
+ * 128 + signal when SIGINT/SIGTERM stopped it). resume: --resume was given,
+ * with resume_path or (NULL) the newest snapshot. */
 int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *job,
-                   const char *weights, bool resume, bool distributed, const char *out_dir);
+                   const char *weights, bool resume, const char *resume_path, bool distributed,
+                   const char *out_dir);
 
 #endif

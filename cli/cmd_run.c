@@ -242,8 +242,12 @@ int mdl_cmd_run(int argc, char **argv) {
   dopts.overrides = args.sets;
   dopts.n_overrides = args.n_sets;
   if (st == MDL_OK && mdl_cli_ci_wanted(&ci, job)) { /* CI mode: cli/ci_args.c */
-    int rc =
-        mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, mdl_driver_wanted(job, &dopts), out);
+    ci.stop = &g_stop;
+    ci.snapshot = &g_snapshot;
+    ci.stop_signal = &g_stop_signal;
+    install_handlers();
+    int rc = mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, resume,
+                            mdl_driver_wanted(job, &dopts), out);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
     return rc;

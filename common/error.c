@@ -1,6 +1,7 @@
 /* Error records and the aborting allocators for small bookkeeping. */
 #include "common/error.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +46,9 @@ int mdl_exit_code(mdl_status st) {
       return 4;
     case MDL_ERR_BUDGET:
       return 5;
-    default: /* INTERNAL, NOMEM: the run failed */
+    case MDL_ERR_STOPPED:
+      return 128 + SIGTERM; /* callers that know the signal exit with it */
+    default:                /* INTERNAL, NOMEM: the run failed */
       return 1;
   }
 }

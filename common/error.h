@@ -18,6 +18,8 @@ typedef enum mdl_status {
    * the machine, so a distributed run stops instead of replacing the worker
    * (exit 1, as INTERNAL) */
   MDL_ERR_DIVERGED = 7,
+  MDL_ERR_STOPPED = 8, /* stopped by a signal after a snapshot: the caller, which
+                        * knows the signal, exits 128 + signal */
 } mdl_status;
 
 #define MDL_ERROR_MSG_MAX 2048

@@ -4,10 +4,12 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
+#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/ci/png.h"
 #include "runtime/ci/report.h"
 #include "runtime/ci/svg.h"
 #include "tests/testutil.h"
@@ -117,7 +119,8 @@ Test(ci_report, escaping_and_marks) {
       "{\"event\": \"train\", \"iter\": 50, \"loss\": 0.9}\n"
       "{\"event\": \"test\", \"iter\": 50, \"net\": 0, \"accuracy\": 0.7, \"loss\": 0.8}\n"
       "{\"event\": \"test\", \"iter\": 50, \"net\": 1, \"accuracy\": 0.1, \"loss\": 9}\n"
-      "{\"event\": \"test\", \"iter\": 70, \"net\": 0, \"accuracy\": 0.81, \"loss\": 0.52}\n";
+      "{\"event\": \"test\", \"iter\": 70, \"net\": 0, \"accuracy\": 0.81, \"loss\": 0.52}\n"
+      "{\"event\": \"done\", \"iter\": 70, \"stopped\": \"budget\"}\n";
   mdl_ci_series s = mdl_ci_series_read(jsonl, "test", "accuracy");
   cr_assert_eq(s.n, 2, "test net 0 only");
   cr_assert_float_eq(s.value[1], 0.81, 1e-9);
@@ -142,4 +145,50 @@ Test(ci_report, escaping_and_marks) {
   cr_assert(strstr(md, "iter      70 | ######################################## | 0.8100"), "%s",
             md);
   free(md);
+}
+
+/* The chart shows the last fresh run and the runs that resumed it, with
+ * stop and resume marks, in the SVG and in memdl's own PNG alike. */
+Test(ci_report, curves_follow_resumes_and_png_draws_them) {
+  mdl_ci_gate gates[1];
+  mdl_ci_result r = made_up(1, gates);
+  const char *jsonl =
+      "{\"event\": \"start\", \"iter\": 0, \"resumed\": false}\n"
+      "{\"event\": \"test\", \"iter\": 10, \"net\": 0, \"accuracy\": 0.2}\n"
+      "{\"event\": \"start\", \"iter\": 0, \"resumed\": false}\n"
+      "{\"event\": \"train\", \"iter\": 0, \"loss\": 2.3}\n"
+      "{\"event\": \"test\", \"iter\": 20, \"net\": 0, \"accuracy\": 0.5}\n"
+      "{\"event\": \"stopped\", \"iter\": 30}\n"
+      "{\"event\": \"start\", \"iter\": 30, \"resumed\": true}\n"
+      "{\"event\": \"train\", \"iter\": 50, \"loss\": 0.9}\n"
+      "{\"event\": \"test\", \"iter\": 70, \"net\": 0, \"accuracy\": 0.81}\n";
+  mdl_ci_series s = mdl_ci_series_read(jsonl, "test", "accuracy");
+  cr_assert_eq(s.n, 2, "the earlier fresh run is not drawn: %d points", s.n);
+  cr_assert_float_eq(s.value[0], 0.5, 1e-9);
+  mdl_ci_series_free(&s);
+  char *svg = mdl_ci_svg(&r, jsonl, NULL, 0);
+  cr_assert(strstr(svg, ">stopped (signal)</text>") && strstr(svg, ">resumed</text>"), "%s", svg);
+  free(svg);
+  const char *png = tu_dir_path("curves.png");
+  mdl_error err;
+  cr_assert_eq(mdl_ci_png(&r, jsonl, NULL, 0, png, &err), MDL_OK, "%s", err.msg);
+  png_image img;
+  memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  cr_assert(png_image_begin_read_from_file(&img, png), "%s", img.message);
+  cr_assert(img.width == MDL_CI_CHART_W && img.height == MDL_CI_CHART_H);
+  img.format = PNG_FORMAT_RGB;
+  unsigned char *px = malloc(PNG_IMAGE_SIZE(img));
+  cr_assert(png_image_finish_read(&img, NULL, px, 0, NULL), "%s", img.message);
+  long green = 0, purple = 0, dark = 0;
+  for (size_t i = 0; i < (size_t)img.width * img.height; i++) {
+    unsigned char R = px[3 * i], G = px[3 * i + 1], B = px[3 * i + 2];
+    green += R == 0x2c && G == 0xa0 && B == 0x2c;  /* the accuracy curve */
+    purple += R == 0x94 && G == 0x67 && B == 0xbd; /* stop and resume marks */
+    dark += R == 0 && G == 0 && B == 0;            /* text */
+  }
+  free(px);
+  cr_assert(green > 100, "no accuracy curve: %ld pixels", green);
+  cr_assert(purple > 200, "no stop/resume marks: %ld pixels", purple);
+  cr_assert(dark > 500, "no text: %ld pixels", dark);
 }

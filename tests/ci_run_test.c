@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <png.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,6 +443,71 @@ Test(ci_run, budget_snapshot_resumes_to_the_same_bits) {
   char p1[2048], p2[2048];
   snprintf(p1, sizeof p1, "%s/lenet_iter_400.caffemodel", out);
   snprintf(p2, sizeof p2, "%s/lenet_iter_400.caffemodel", out2);
+  char *m1 = tu_read(p1, &n1), *m2 = tu_read(p2, &n2);
+  cr_assert(n1 == n2 && !memcmp(m1, m2, n1), "resumed from iteration %d, not the same bits", iter);
+  free(m1);
+  free(m2);
+}
+
+/* SIGTERM to a CI run (as CI does at its time limit): the iteration
+ * finishes, a snapshot is taken, every report is written with the verdict
+ * "interrupted", exit 143, nothing is blessed or stored for --if-changed;
+ * `--ci --resume` then reaches the bits of a run never stopped. */
+Test(ci_run, sigterm_writes_reports_and_resumes_to_the_same_bits) {
+  write_idx(tu_dir_path("train-i"), tu_dir_path("train-l"), 1000, 10, -1);
+  write_idx(tu_dir_path("test-i"), tu_dir_path("test-l"), 200, 10, -1);
+  const char *job = write_job(small_data(), "accept { metric: \"accuracy\" at_least: 0 }",
+                              "ci { registry: \"reg\" }");
+  const char *out = tu_dir_path("out"), *out2 = tu_dir_path("out2");
+#define SIG_SETS                                                                        \
+  "--set", "max_iter=300", "--set", "test_iter=2", "--set", "test_interval=0", "--set", \
+      "snapshot=0", "--set", "display=20", "--threads", "1"
+  const char *a[] = {"run", job, SIG_SETS, "--output", out, "--bless", NULL};
+  mdl_signal_step steps[] = {{"iter 100/", SIGTERM, 1}, {NULL, 0, 0}};
+  mdl_run_result r = mdl_run_memdl_signals(a, 120, steps);
+  cr_assert_eq(r.exit_code, 128 + SIGTERM, "%s\n%s", r.out, r.err);
+  cr_assert(strstr(r.out, "not blessed: interrupted"), "%s", r.out);
+  int iter = 0;
+  const char *p = strstr(r.out, "stopped by SIGTERM at iteration ");
+  cr_assert(p && sscanf(p, "stopped by SIGTERM at iteration %d", &iter) == 1, "%s", r.out);
+  cr_assert(iter > 100 && iter < 300, "stopped at %d: %s", iter, r.out);
+  mdl_run_result_free(&r);
+  char snap[64];
+  snprintf(snap, sizeof snap, "lenet_iter_%d.solverstate", iter);
+  cr_assert(exists(out, snap), "no snapshot %s at the stopping iteration", snap);
+  check_reports(out);
+  char *run = slurp(out, "run.json");
+  cr_assert(strstr(run, "\"verdict\": \"interrupted\"") && strstr(run, "\"exit_code\": 143"), "%s",
+            run);
+  free(run);
+  char *junit = slurp(out, "junit.xml");
+  cr_assert(strstr(junit, "not interrupted") && strstr(junit, "<failure "), "%s", junit);
+  free(junit);
+  cr_assert(!exists(tu_dir_path("reg"), "BLESSED"), "an interrupted run was blessed");
+
+  const char *b[] = {"run", job, SIG_SETS, "--output", out, "--resume", "--curves-png", NULL};
+  r = mdl_run_memdl(b, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  cr_assert(strstr(r.err, "resuming from "), "%s", r.err);
+  mdl_run_result_free(&r);
+  char *svg = slurp(out, "curves.svg");
+  cr_assert(strstr(svg, ">stopped (signal)</text>") && strstr(svg, ">resumed</text>"), "%s", svg);
+  free(svg);
+  long ink, green;
+  char png[2048];
+  snprintf(png, sizeof png, "%s/curves.png", out);
+  png_pixels(png, &ink, &green); /* memdl's own PNG */
+  cr_assert(ink > 5000 && green > 20, "curves.png: %ld drawn, %ld green (the final TEST dot)", ink,
+            green);
+  const char *c[] = {"run", job, SIG_SETS, "--output", out2, NULL};
+  r = mdl_run_memdl(c, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+#undef SIG_SETS
+  size_t n1, n2;
+  char p1[2048], p2[2048];
+  snprintf(p1, sizeof p1, "%s/model.caffemodel", out);
+  snprintf(p2, sizeof p2, "%s/model.caffemodel", out2);
   char *m1 = tu_read(p1, &n1), *m2 = tu_read(p2, &n2);
   cr_assert(n1 == n2 && !memcmp(m1, m2, n1), "resumed from iteration %d, not the same bits", iter);
   free(m1);

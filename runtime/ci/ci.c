@@ -3,6 +3,7 @@
 #include "runtime/ci/ci.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -45,7 +46,7 @@ static mdl_status status_of_exit(int code) {
     case 5:
       return MDL_ERR_BUDGET;
     default:
-      return MDL_ERR_INTERNAL;
+      return code > 128 ? MDL_ERR_STOPPED : MDL_ERR_INTERNAL;
   }
 }
 
@@ -632,6 +633,24 @@ static mdl_status evaluate_baseline(mdl_train *t, const char *reg, mdl_ci_result
   return MDL_OK;
 }
 
+/* --resume in CI mode: a stopped run (budget or signal) continues from
+ * its snapshot; the fingerprint is the run's, since the bits are. */
+static mdl_status resume(mdl_train *t, const mdl_ci_opts *o, FILE *log, mdl_error *err) {
+  char *newest = NULL;
+  const char *path = o->resume_path;
+  mdl_status st = MDL_OK;
+  if (!path) {
+    st = mdl_train_newest_snapshot(t, &newest, err);
+    path = newest;
+  }
+  if (st == MDL_OK) {
+    fprintf(log, "resuming from %s\n", path);
+    st = mdl_train_restore(t, path, err);
+  }
+  free(newest);
+  return st;
+}
+
 static void verdict(mdl_ci_result *r) {
   bool data_ok = true, gates_ok = true;
   for (int i = 0; i < r->n_gates; i++) {
@@ -644,6 +663,9 @@ static void verdict(mdl_ci_result *r) {
   if (!data_ok) {
     r->exit_code = 4;
     r->verdict = "data check failed";
+  } else if (r->stop_signal) {
+    r->exit_code = 128 + r->stop_signal;
+    r->verdict = "interrupted";
   } else if (r->budget_stopped) {
     r->exit_code = 5;
     r->verdict = "budget exceeded";
@@ -724,7 +746,11 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
                   : job->job->ci && job->job->ci->max_seconds ? job->job->ci->max_seconds
                                                               : 0;
   r.max_iter = job->solver->max_iter;
-  mdl_train_opts to = {.threads = o->threads, .out_dir = o->out_dir, .max_seconds = r.max_seconds};
+  mdl_train_opts to = {.threads = o->threads,
+                       .out_dir = o->out_dir,
+                       .max_seconds = r.max_seconds,
+                       .stop = o->stop,
+                       .snapshot = o->snapshot};
   mdl_train *t = NULL;
   st = mdl_train_new(job, &to, &t, err);
   const char *out_dir = t ? mdl_train_out_dir(t) : NULL;
@@ -749,6 +775,7 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
   }
   if (st == MDL_OK && data_ok) {
     if (weights) st = mdl_train_load_weights(t, weights, err);
+    if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
     mdl_train_summary sum;
     if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
     if (st == MDL_OK || st == MDL_ERR_ACCEPT) {
@@ -757,7 +784,11 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
       r.iter = sum.iter;
       r.seconds = sum.seconds;
       r.budget_stopped = sum.budget_stopped;
-      r.tested = mdl_train_n_test_nets(t) > 0 && (!sum.budget_stopped || sum.budget_tested);
+      /* a signal stop skips the final TEST: CI sends SIGKILL soon after */
+      if (sum.stopped)
+        r.stop_signal = o->stop_signal && *o->stop_signal ? *o->stop_signal : SIGTERM;
+      r.tested = mdl_train_n_test_nets(t) > 0 && !sum.stopped &&
+                 (!sum.budget_stopped || sum.budget_tested);
       take_metrics(&r, &sum);
       char *model = mdl_path_join(out_dir, "model.caffemodel");
       snprintf(r.model, sizeof r.model, "%s", model);
@@ -780,17 +811,30 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
                  "stopped at iteration %d of %d after %.1f s; model saved, not blessed%s", r.iter,
                  r.max_iter, r.seconds, r.tested ? "" : "; no time left for the final TEST");
       }
+      if (r.stop_signal) {
+        mdl_ci_gate *g = new_gate(&r, MDL_CI_GATE_SIGNAL);
+        snprintf(g->name, sizeof g->name, "not interrupted");
+        g->passed = false;
+        g->value = r.iter;
+        g->bound = r.max_iter;
+        snprintf(g->msg, sizeof g->msg,
+                 "stopped by %s at iteration %d of %d after a snapshot; model saved, not "
+                 "blessed; `--resume` continues it",
+                 r.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.iter, r.max_iter);
+      }
     }
   }
   if (st == MDL_OK) {
     verdict(&r);
     st = bless(reg, o, &r, log, err);
   }
-  /* a budget stop is not a result to skip to next time */
-  if (st == MDL_OK && !r.blessed_now && r.exit_code != 5) st = store_run(reg, &r, err);
+  /* a budget or signal stop is not a result to skip to next time */
+  if (st == MDL_OK && !r.blessed_now && r.exit_code != 5 && !r.stop_signal)
+    st = store_run(reg, &r, err);
   if (st == MDL_OK && !r.blessed_now) history(reg, "run", &r, log);
   if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
-  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, out_dir, err);
+  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
+  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, png, out_dir, err);
   if (st == MDL_OK) {
     char *md = NULL;
     char *mpath = mdl_path_join(out_dir, "report.md");
@@ -803,8 +847,8 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
   if (st == MDL_OK) {
     char *sum = summary_text(&r);
     fprintf(out, "%s", sum);
-    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg)\n",
-            out_dir);
+    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
+            out_dir, png ? ", curves.png" : "");
     free(sum);
     st = status_of_exit(r.exit_code);
   }

@@ -7,6 +7,7 @@
 #ifndef MDL_RUNTIME_CI_H
 #define MDL_RUNTIME_CI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -19,6 +20,9 @@ typedef struct mdl_ci_opts {
   bool bless;               /* record the model as BLESSED when every gate passes */
   const char *force_reason; /* with bless: bless despite failed gates, recording this */
   bool warm_start;          /* start from the blessed model */
+  bool curves_png;          /* also curves.png (or the job's ci.curves_png) */
+  bool resume;              /* --resume: continue a stopped run from a snapshot */
+  const char *resume_path;  /* its .solverstate; NULL: the newest of the job's prefix */
   double max_seconds;       /* 0: the job's ci.max_seconds */
   int threads;              /* 0: the job's, else one per core */
   const char *out_dir;      /* NULL: the job's output dir */
@@ -26,14 +30,21 @@ typedef struct mdl_ci_opts {
   const char *version;      /* memdl's version, part of the fingerprint */
   const char *const *sets;  /* the --set values, for the record */
   int n_sets;
+  /* the run's signal flags (cli/cmd_run.c), as mdl_train_opts takes them:
+   * a stop finishes the iteration, snapshots and still writes every report;
+   * stop_signal is the signal that asked (SIGINT, SIGTERM), for the exit
+   * code 128 + signal. NULL: none. */
+  volatile sig_atomic_t *stop, *snapshot, *stop_signal;
   FILE *out; /* "up to date" and the closing verdict; NULL: stdout */
   FILE *log; /* progress; NULL: stderr */
 } mdl_ci_opts;
 
 /* Runs job (borrowed) in CI mode. Returns MDL_OK (every gate passed),
  * MDL_ERR_ACCEPT (a gate failed), MDL_ERR_DATA_CHECK (before training),
- * MDL_ERR_BUDGET (stopped at the budget, model saved, not blessed), the
- * stored run's status when --if-changed finds one, or an error in err. */
+ * MDL_ERR_BUDGET (stopped at the budget, model saved, not blessed),
+ * MDL_ERR_STOPPED (stopped by a signal after a snapshot, every report
+ * written; the exit code is 128 + *o->stop_signal), the stored run's status
+ * when --if-changed finds one, or an error in err. */
 mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err);
 
 /* The effective thread count a run of job would use (for fingerprints). */

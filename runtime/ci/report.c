@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/fileio.h"
+#include "runtime/ci/png.h"
 #include "runtime/ci/strbuf.h"
 #include "runtime/ci/svg.h"
 
@@ -22,6 +23,8 @@ static const char *kind_name(mdl_ci_gate_kind k) {
       return "data";
     case MDL_CI_GATE_BUDGET:
       return "budget";
+    case MDL_CI_GATE_SIGNAL:
+      return "signal";
   }
   return "gate";
 }
@@ -99,8 +102,11 @@ char *mdl_ci_run_json(const mdl_ci_result *r) {
   mdl_strbuf_jnum(&b, r->seconds);
   mdl_strbuf_printf(&b, ", \"max_seconds\": ");
   mdl_strbuf_jnum(&b, r->max_seconds);
-  mdl_strbuf_printf(&b, ", \"budget_stopped\": %s, \"tested\": %s,\n  \"metrics\": {",
-                    r->budget_stopped ? "true" : "false", r->tested ? "true" : "false");
+  mdl_strbuf_printf(&b,
+                    ", \"budget_stopped\": %s, \"stop_signal\": %d, \"tested\": %s,\n  "
+                    "\"metrics\": {",
+                    r->budget_stopped ? "true" : "false", r->stop_signal,
+                    r->tested ? "true" : "false");
   for (int pass = 0; pass < 3; pass++) {
     if (pass) mdl_strbuf_printf(&b, "},\n  \"%s\": {", pass == 1 ? "baseline" : "deltas");
     for (int k = 0; k < r->n_metrics; k++) {
@@ -357,7 +363,10 @@ char *mdl_ci_report_md(const mdl_ci_result *r, const char *metrics_jsonl) {
   }
   if (r->trained)
     mdl_strbuf_printf(&b, "\nTrained %d of %d iterations in %.1f s%s.\n", r->iter, r->max_iter,
-                      r->seconds, r->budget_stopped ? " (stopped by the time budget)" : "");
+                      r->seconds,
+                      r->budget_stopped ? " (stopped by the time budget)"
+                      : r->stop_signal  ? " (stopped by a signal, after a snapshot)"
+                                        : "");
   mdl_strbuf_printf(&b,
                     "\n## Data profile\n\n| data set | records | dropped by clean | class shares "
                     "(%%) |\n|---|---|---|---|\n");
@@ -403,8 +412,8 @@ static mdl_status put(const char *dir, const char *name, char *text, mdl_error *
   return st;
 }
 
-mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, const char *dir,
-                                mdl_error *err) {
+mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, bool png,
+                                const char *dir, mdl_error *err) {
   char *jsonl = NULL;
   size_t len;
   mdl_error e;
@@ -418,6 +427,11 @@ mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, cons
   if (st == MDL_OK)
     st = put(dir, "curves.svg",
              mdl_ci_svg(r, jsonl ? jsonl : "", job->job->accept, (int)job->job->n_accept), err);
+  if (st == MDL_OK && png) {
+    char *path = mdl_path_join(dir, "curves.png");
+    st = mdl_ci_png(r, jsonl ? jsonl : "", job->job->accept, (int)job->job->n_accept, path, err);
+    free(path);
+  }
   free(jsonl);
   return st;
 }

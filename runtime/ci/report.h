@@ -29,8 +29,8 @@ char *mdl_ci_openmetrics(const mdl_ci_result *r);
 /* Writes run.json, junit.xml, metrics.txt, report.md and curves.svg into
  * dir (reading dir/metrics.jsonl for the curves). Stops at the first
  * failed write. */
-mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, const char *dir,
-                                mdl_error *err);
+mdl_status mdl_ci_write_reports(const mdl_ci_result *r, const mdl_job *job, bool png,
+                                const char *dir, mdl_error *err);
 
 /* With GITHUB_ACTIONS set: appends report_md to $GITHUB_STEP_SUMMARY (cut
  * to fit its 1 MiB cap, saying so), writes verdict, model and fingerprint

@@ -15,6 +15,7 @@ typedef enum mdl_ci_gate_kind {
   MDL_CI_GATE_BASELINE, /* accept max_drop / max_relative_drop */
   MDL_CI_GATE_DATA,     /* a data_check */
   MDL_CI_GATE_BUDGET,   /* the run finished within --max-seconds */
+  MDL_CI_GATE_SIGNAL,   /* the run was not stopped by SIGINT/SIGTERM */
 } mdl_ci_gate_kind;
 
 typedef struct mdl_ci_gate {
@@ -58,6 +59,7 @@ typedef struct mdl_ci_result {
   double seconds, max_seconds;
   bool trained;        /* false: stopped before training (data check) */
   bool budget_stopped; /* --max-seconds ran out */
+  int stop_signal;     /* SIGINT or SIGTERM stopped it (after a snapshot); 0: none */
   bool tested;         /* a final TEST pass ran */
   char model[1024];    /* the model file in the output folder ("" when none) */
   char model_sha[65];
@@ -67,7 +69,8 @@ typedef struct mdl_ci_result {
   const char *const *sets; /* --set values */
   int n_sets;
   int exit_code;
-  const char *verdict; /* "passed", "failed", "data check failed", "budget exceeded" */
+  const char *verdict; /* "passed", "failed", "data check failed", "budget exceeded",
+                        * "interrupted" */
 } mdl_ci_result;
 
 #endif
