@@ -56,9 +56,10 @@ typedef struct mdl_driver_opts {
   bool use_cluster_env;                    /* srun/mpirun: rank 0 drives, the others serve */
   const char *token_file;                  /* overrides the job's cluster.token_file */
   const char *tls_ca, *tls_cert, *tls_key; /* override the job's cluster.tls */
-  bool insecure;                           /* allow plain TCP to non-loopback workers */
-  bool resume;                             /* continue from the snapshot when there is one */
-  const char *snapshot_path;               /* NULL: <job output dir>/driver.snapshot */
+  const char *tls_dir;       /* `memdl certs` folder; overrides the job's cluster.tls.dir */
+  bool insecure;             /* allow plain TCP to non-loopback workers */
+  bool resume;               /* continue from the snapshot when there is one */
+  const char *snapshot_path; /* NULL: <job output dir>/driver.snapshot */
   /* Where model files go: <out_dir>/<snapshot_prefix>_iter_<N>.caffemodel at
    * the solver's snapshot interval and at the end. NULL: <base_dir>/out. */
   const char *out_dir;
@@ -113,6 +114,9 @@ typedef struct mdl_driver_result {
   char weights_file[1200]; /* the last model file written ("" when none) */
   bool accepted;           /* the job's acceptance criteria held (true when none) */
   char accept_msg[512];    /* which did not, and the values */
+  /* This process was a Slurm/MPI rank other than 0: it served rank 0, which
+   * holds the results; everything above is empty. */
+  bool served;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,
