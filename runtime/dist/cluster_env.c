@@ -516,12 +516,13 @@ mdl_status mdl_cluster_env_check(const mdl_cluster_env *e, const mdl_launch_sec 
   bool auth = s->token_file || (tls && s->require_client_cert);
   if (n_other > 0 && !tls && !s->insecure)
     return mdl_errorf(err, MDL_ERR_INVALID,
-                      "launch: ranks %s on %s would send weights in clear over the network: give "
-                      "--tls-dir DIR (made by `memdl certs DIR --hosts NODES`) or pass --insecure",
+                      "launch: rank(s) %s on %s would send weights in clear over the network: "
+                      "give --tls-dir DIR (made by `memdl certs DIR --hosts NODES`) or pass "
+                      "--insecure",
                       other, nodes);
   if (n_other > 0 && !auth && !s->insecure)
     return mdl_errorf(err, MDL_ERR_INVALID,
-                      "launch: ranks %s on %s would take calls from anyone who reaches their "
+                      "launch: rank(s) %s on %s would take calls from anyone who reaches their "
                       "port: give a token (--token-file, or a token file in --tls-dir) or pass "
                       "--insecure",
                       other, nodes);
