@@ -531,12 +531,16 @@ mdl_status mdl_cluster_env_check(const mdl_cluster_env *e, const mdl_launch_sec 
   size_t len = (size_t)snprintf(report, cap, "memdl: launch (%s, %d ranks): rank 0 drives on %s",
                                 e->kind == MDL_LAUNCH_SLURM ? "Slurm" : "MPI", e->size,
                                 e->host ? e->host : "?");
+  bool many = e->n_same_node > 1;
   if (e->n_same_node > 0 && len < cap)
-    len += (size_t)snprintf(report + len, cap - len, "; ranks %s serve on Unix sockets in %s%s",
-                            same, e->sock_dir, tls ? " with TLS" : " (no network)");
+    len += (size_t)snprintf(report + len, cap - len, "; %s %s %s on Unix sockets in %s%s",
+                            many ? "ranks" : "rank", same, many ? "serve" : "serves", e->sock_dir,
+                            tls ? " with TLS" : " (no network)");
+  many = n_other > 1;
   if (n_other > 0 && len < cap)
-    len += (size_t)snprintf(report + len, cap - len, "; ranks %s on %s serve TCP %s, %s", other,
-                            nodes, tls ? "with TLS" : "in clear (--insecure)",
+    len += (size_t)snprintf(report + len, cap - len, "; %s %s on %s %s TCP %s, %s",
+                            many ? "ranks" : "rank", other, nodes, many ? "serve" : "serves",
+                            tls ? "with TLS" : "in clear (--insecure)",
                             s->token_file ? "with a token"
                             : auth        ? "requiring client certificates"
                                           : "WITHOUT a token (--insecure)");
