@@ -2,10 +2,11 @@
 # A private single-node Slurm cluster for one command: starts munged,
 # slurmctld and slurmd (as root, in the foreground as this script's
 # children, config, keys, state and logs in a temp folder, ports of their
-# own), waits for the node, runs `srun ARGS...` in it and stops them all,
-# also when this script is stopped (trap) or killed (a watchdog).
-#   tests/launch_slurm.sh -n 3 -O ./memdl run JOB
-# Exit: srun's; 77 and a "SKIP: reason" line when it cannot run here.
+# own), waits for the node, runs COMMAND (srun or sbatch --wait, with
+# SLURM_CONF pointing at it) and stops them all, also when this script is
+# stopped (trap) or killed (a watchdog).
+#   tests/launch_slurm.sh srun -n 3 -O ./memdl run JOB
+# Exit: COMMAND's; 77 and a "SKIP: reason" line when it cannot run here.
 set -u
 
 skip() {
@@ -100,7 +101,7 @@ if [ -z "$up" ]; then
   tail -n 20 "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log "$T"/*.out >&2 2>/dev/null
   exit 1
 fi
-srun "$@" &
+"$@" &
 spid=$!
 pids="$spid $pids"
 wait "$spid"

@@ -48,6 +48,7 @@ Test(launch_slurm, srun_three_ranks_train_with_rank_0_alone_reporting) {
   const char *argv[64];
   int n = 0;
   argv[n++] = "tests/launch_slurm.sh";
+  argv[n++] = "srun";
   argv[n++] = "-n";
   argv[n++] = "3";
   argv[n++] = "-O"; /* three tasks on however few cores */
@@ -65,6 +66,54 @@ Test(launch_slurm, srun_three_ranks_train_with_rank_0_alone_reporting) {
   cr_assert(
       strstr(r.err, "srun: error: ") == NULL || strstr(r.err, "task 0: Exited with exit code 3"),
       "%s", r.err);
+  mdl_run_result_free(&r);
+  char which[4096];
+  cr_assert_eq(leftover_daemons(which, sizeof which), 0, "left running:\n%s", which);
+}
+
+/* The README's batch script, on this one node: two tasks instead of two
+ * nodes of two, TLS and the token from `memdl certs`. */
+Test(launch_slurm, the_sbatch_example_trains_over_tls) {
+  const char *certs = tu_dir_path("certs");
+  const char *mk[] = {"certs", certs, NULL};
+  mdl_run_result c = mdl_run_memdl(mk, 30);
+  cr_assert_eq(c.exit_code, 0, "%s", c.err);
+  mdl_run_result_free(&c);
+  char cwd[1024], path[4096];
+  cr_assert_not_null(getcwd(cwd, sizeof cwd));
+  snprintf(path, sizeof path, "%s:%s", cwd, getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+  setenv("PATH", path, 1); /* the script runs `memdl` */
+  setenv("MEMDL_CERTS", certs, 1);
+  setenv("MEMDL_OUT", tu_dir_path("out"), 1);
+  setenv("MEMDL_ARGS",
+         "--set max_iter=20 --set sync.tau=10 --set snapshot=0 --set test_interval=1000", 1);
+  const char *log = tu_dir_path("sbatch.log");
+  char out_flag[1200];
+  snprintf(out_flag, sizeof out_flag, "--output=%s", log);
+  const char *argv[] = {"tests/launch_slurm.sh",
+                        "sbatch",
+                        "--wait",
+                        "--nodes=1",
+                        "--ntasks-per-node=2",
+                        "--cpus-per-task=1",
+                        out_flag,
+                        "jobs/fashion_mnist/slurm.sbatch",
+                        NULL};
+  mdl_run_result r = mdl_run_program(argv, 240);
+  if (r.exit_code == 77) {
+    char why[512];
+    mdl_last_line(r.out, why, sizeof why);
+    mdl_run_result_free(&r);
+    cr_skip_test("%s", why);
+  }
+  size_t len;
+  char *text = access(log, R_OK) == 0 ? tu_read(log, &len) : strdup("(no log)");
+  cr_assert_eq(r.exit_code, 3, "sbatch --wait: exit %d (3: the job's own)\n%s\n%s", r.exit_code,
+               r.err, text);
+  mdl_run_result fake = {.exit_code = 3, .out = "", .err = text};
+  launch_check_trained(&fake, 2, "rank 1 serves on Unix sockets in ", tu_dir_path("out"));
+  cr_assert(strstr(text, " with TLS"), "%s", text);
+  free(text);
   mdl_run_result_free(&r);
   char which[4096];
   cr_assert_eq(leftover_daemons(which, sizeof which), 0, "left running:\n%s", which);
