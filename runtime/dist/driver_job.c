@@ -95,6 +95,18 @@ static void launch_sec(const mdl_job *job, const mdl_driver_opts *opts, const ch
   mdl_launch_sec_from_dir(s, host, serving);
 }
 
+/* The driver's side of s: the CA, the token, and its own certificate only
+ * where the flags named one or the workers require client certificates
+ * (as the driver decides for a job's files). */
+static void launch_sec_to_driver(const mdl_launch_sec *s, const mdl_driver_opts *opts,
+                                 mdl_driver_opts *o) {
+  bool client_cert = s->require_client_cert || opts->tls_cert;
+  o->token_file = s->token_file;
+  o->tls_ca = s->ca;
+  o->tls_cert = client_cert ? s->cert : NULL;
+  o->tls_key = client_cert ? s->key : NULL;
+}
+
 /* A Slurm/MPI rank other than 0: serve the driver until it shuts us down,
  * on a Unix socket in the launch's private folder when on rank 0's node. */
 static mdl_status serve_rank(const mdl_driver_opts *opts, const mdl_cluster_env *env,
@@ -161,10 +173,7 @@ static mdl_status run_launch(const mdl_job *job, const mdl_driver_opts *opts,
     strcat(*workers, env->workers[i]);
   }
   o->workers = *workers;
-  o->token_file = s->token_file;
-  o->tls_ca = s->ca;
-  o->tls_cert = s->require_client_cert ? s->cert : NULL;
-  o->tls_key = s->require_client_cert ? s->key : NULL;
+  launch_sec_to_driver(s, opts, o);
   return MDL_OK;
 }
 
@@ -196,10 +205,7 @@ mdl_status mdl_driver_run(const mdl_job *job, const mdl_driver_opts *opts, mdl_d
                    (job->job->cluster && job->job->cluster->tls && job->job->cluster->tls->dir))) {
     /* remote workers named by --workers or the job: the same folder */
     launch_sec(job, opts, NULL, false, &sec);
-    o.token_file = sec.token_file;
-    o.tls_ca = sec.ca;
-    o.tls_cert = sec.require_client_cert ? sec.cert : NULL;
-    o.tls_key = sec.require_client_cert ? sec.key : NULL;
+    launch_sec_to_driver(&sec, opts, &o);
   }
 
   mdl_data_catalog cat = {job->job->data, job->job->n_data, job->base_dir};
