@@ -23,15 +23,43 @@ done
 exec 9>/tmp/memdl-slurm-test.lock
 flock -w 300 9 || skip "another private Slurm cluster held /tmp/memdl-slurm-test.lock for 5 min"
 
+# Under the lock every other cluster folder is a dead run's (its script
+# and watchdog killed together, as a test runner may): stop what its pid
+# files name, and remove it.
+for old in /tmp/memdl-slurm.*; do
+  [ -d "$old" ] || continue
+  for f in "$old"/slurmd.pid "$old"/slurmctld.pid "$old"/munged.pid; do
+    p=$(cat "$f" 2>/dev/null)
+    # only if that pid is still the daemon of that folder (pids get reused)
+    [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$old/" && kill -9 "$p"
+  done
+  rm -rf "$old"
+done
+
 T=$(mktemp -d /tmp/memdl-slurm.XXXXXX)
 pids=""
 # Jobs first (their steps run under slurmstepd, which slurmd detached),
-# while slurmctld still answers, then the daemons.
+# while slurmctld still answers; then the daemons, waited for; then
+# anything still carrying this cluster's SLURM_CONF (a step or task the
+# cancel missed), never this shell or the watchdog.
 stop_all() {
-  [ -n "$pids" ] && timeout 10 scancel --quiet --full --signal=KILL --user="$(id -un)" 2>/dev/null
-  [ -n "$pids" ] && sleep 1
+  [ -n "$pids" ] || return 0
+  timeout 10 scancel --quiet --full --signal=KILL --user="$(id -un)" 2>/dev/null
+  for _ in $(seq 20); do
+    [ -z "$(timeout 5 squeue -h 2>/dev/null)" ] && break
+    sleep 0.5
+  done
   # shellcheck disable=SC2086
-  [ -n "$pids" ] && kill $pids 2>/dev/null
+  kill $pids 2>/dev/null
+  for _ in $(seq 50); do
+    # shellcheck disable=SC2086
+    kill -0 $pids 2>/dev/null || break
+    sleep 0.1
+  done
+  local me=$$ self=$BASHPID p
+  for p in $(grep -lzx "SLURM_CONF=$T/slurm.conf" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+    [ "$p" != "$me" ] && [ "$p" != "$self" ] && kill -9 "$p" 2>/dev/null
+  done
 }
 cleanup() {
   trap - EXIT INT TERM HUP
@@ -76,18 +104,21 @@ PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP OverSubscribe
 EOF
 export SLURM_CONF=$T/slurm.conf
 
-munged -F --force --socket="$T/munge.sock" --key-file="$T/munge.key" --pid-file="$T/munged.pid" \
+# Each daemon in a session of its own: a signal to this script's process
+# group (a test runner's timeout) must leave them to cleanup or the
+# watchdog, which cancel the jobs through slurmctld before stopping it.
+setsid munged -F --force --socket="$T/munge.sock" --key-file="$T/munge.key" --pid-file="$T/munged.pid" \
   --log-file="$T/munged.log" --seed-file="$T/munge.seed" >/dev/null 2>&1 &
 pids="$!"
 for _ in $(seq 50); do [ -S "$T/munge.sock" ] && break; sleep 0.1; done
-slurmctld -D -i -f "$T/slurm.conf" >"$T/slurmctld.out" 2>&1 &
+setsid slurmctld -D -i -f "$T/slurm.conf" >"$T/slurmctld.out" 2>&1 &
 pids="$pids $!"
-slurmd -D -f "$T/slurm.conf" >"$T/slurmd.out" 2>&1 &
+setsid slurmd -D -f "$T/slurm.conf" >"$T/slurmd.out" 2>&1 &
 pids="$pids $!"
 # SIGKILL runs no trap: the watchdog stops the jobs and the daemons when
 # this shell is gone
 export T pids
-setsid bash -c "$(declare -f stop_all); while kill -0 $$ 2>/dev/null; do sleep 1; done; stop_all; rm -rf '$T'" \
+setsid bash -c "$(declare -f stop_all); while kill -0 $$ 2>/dev/null; do sleep 1; done; [ -d '$T' ] && { stop_all; rm -rf '$T'; }" \
   </dev/null >/dev/null 2>&1 &
 
 up=""
@@ -101,6 +132,7 @@ if [ -z "$up" ]; then
   tail -n 20 "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log "$T"/*.out >&2 2>/dev/null
   exit 1
 fi
+echo "launch_slurm.sh: node $H is up" >&2
 "$@" &
 spid=$!
 pids="$spid $pids"

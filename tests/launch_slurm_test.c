@@ -5,9 +5,14 @@
  * and munge). */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/clitest.h"
@@ -17,7 +22,8 @@
 TestSuite(launch_slurm, .init = tu_dir_setup, .fini = tu_dir_teardown, .timeout = 300);
 
 /* Processes whose command line names one of the script's temp folders
- * (its daemons all do): none may outlive it. */
+ * (its daemons all do), Slurm's step daemons, or the killed test's task
+ * (sleep 9871): none may outlive the script. */
 static int leftover_daemons(char *which, size_t cap) {
   int n = 0;
   which[0] = 0;
@@ -34,7 +40,9 @@ static int leftover_daemons(char *which, size_t cap) {
     for (size_t i = 0; i < got; i++)
       if (!cmd[i]) cmd[i] = ' ';
     cmd[got] = 0;
-    if (strstr(cmd, "/tmp/memdl-slurm.") && !strstr(cmd, "while kill -0")) {
+    bool ours = strstr(cmd, "/tmp/memdl-slurm.") || strstr(cmd, "slurmstepd: [") ||
+                !strcmp(cmd, "sleep 9871 ") || strstr(cmd, "/sleep 9871 ");
+    if (ours && !strstr(cmd, "while kill -0")) {
       n++;
       size_t l = strlen(which);
       snprintf(which + l, cap - l, "%s: %s\n", e->d_name, cmd);
@@ -117,4 +125,57 @@ Test(launch_slurm, the_sbatch_example_trains_over_tls) {
   mdl_run_result_free(&r);
   char which[4096];
   cr_assert_eq(leftover_daemons(which, sizeof which), 0, "left running:\n%s", which);
+}
+
+/* Waits up to timeout_s for no leftover process; fails the test naming
+ * them. */
+static void expect_nothing_left(int timeout_s) {
+  char which[4096];
+  for (time_t end = time(NULL) + timeout_s; time(NULL) < end; sleep(1))
+    if (leftover_daemons(which, sizeof which) == 0) return;
+  cr_assert_eq(leftover_daemons(which, sizeof which), 0, "left running:\n%s", which);
+}
+
+/* What a test runner's timeout does: SIGKILL to the script's whole process
+ * group while a job runs. The daemons live in sessions of their own and
+ * the watchdog cancels the job and stops them. */
+Test(launch_slurm, a_killed_run_leaves_no_daemon_behind) {
+  const char *log = tu_dir_path("killed.log");
+  tu_write(log, "", 0); /* read below before the script writes */
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl("tests/launch_slurm.sh", "tests/launch_slurm.sh", "srun", "-n", "1", "sleep", "9871",
+          (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  bool up = false;
+  int status = 0;
+  for (time_t end = time(NULL) + 120; !up && time(NULL) < end; usleep(200000)) {
+    if (waitpid(pid, &status, WNOHANG) == pid) break;
+    size_t len;
+    char *text = tu_read(log, &len);
+    up = strstr(text, "is up") != NULL;
+    free(text);
+  }
+  if (!up) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    size_t len;
+    char *text = tu_read(log, &len);
+    char why[512];
+    mdl_last_line(text, why, sizeof why);
+    free(text);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) cr_skip_test("%s", why);
+    cr_assert_fail("the private cluster did not come up: %s", why);
+  }
+  sleep(2); /* the step starts */
+  kill(-pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  expect_nothing_left(40);
 }
