@@ -58,7 +58,7 @@ stop_all() {
   done
   local me=$$ self=$BASHPID p
   for p in $(grep -lzx "SLURM_CONF=$T/slurm.conf" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
-    [ "$p" != "$me" ] && [ "$p" != "$self" ] && kill -9 "$p" 2>/dev/null
+    [ "$p" != "$me" ] && [ "$p" != "$self" ] && [ "$p" != "${wpid:-}" ] && kill -9 "$p" 2>/dev/null
   done
 }
 cleanup() {
@@ -120,6 +120,7 @@ pids="$pids $!"
 export T pids
 setsid bash -c "$(declare -f stop_all); while kill -0 $$ 2>/dev/null; do sleep 1; done; [ -d '$T' ] && { stop_all; rm -rf '$T'; }" \
   </dev/null >/dev/null 2>&1 &
+wpid=$!
 
 up=""
 for _ in $(seq 60); do
