@@ -21,13 +21,16 @@ static const char USAGE[] =
     "                     [--set FIELD=VALUE]... [--threads T] [--output DIR]\n"
     "                     [--device auto|cpu|cuda|cuda:N]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
-    "                     [--tls-ca F] [--tls-cert F] [--tls-key F] [--insecure]\n"
+    "                     [--tls-dir DIR] [--tls-ca F] [--tls-cert F] [--tls-key F]\n"
+    "                     [--insecure]\n"
     "                     [--sigint-effect stop|snapshot|none] [--sighup-effect E]\n"
     "\n"
     "Trains JOB (a memdl job file or a Caffe solver file): on this machine, or on\n"
     "K workers that average their weights every tau iterations when --workers or\n"
     "the job's cluster block asks for more than one (under srun or mpirun, rank 0\n"
-    "drives and the other ranks serve).\n"
+    "drives and reports, the other ranks serve and say nothing of the results;\n"
+    "ranks on rank 0's node use Unix sockets, the others TCP on MEMDL_PORT\n"
+    "(default 7070) plus their local rank).\n"
     "Progress goes to stderr (a live line on a terminal, a line every `display`\n"
     "iterations otherwise); metrics go to DIR/metrics.jsonl as JSON lines;\n"
     "snapshots are written as <prefix>_iter_N.caffemodel / .solverstate.\n"
@@ -51,6 +54,8 @@ static const char USAGE[] =
     "  --workers SPEC   local:K worker processes, or remote HOST:PORT,... workers\n"
     "                   (each started with `memdl worker --listen HOST:PORT`)\n"
     "  --token-file F   shared token sent to remote workers (default: the job's)\n"
+    "  --tls-dir DIR    TLS and the token from a folder made by `memdl certs DIR`\n"
+    "                   (ca.pem, <host>.pem/.key, token), seen by every node\n"
     "  --tls-ca/--tls-cert/--tls-key F   TLS for remote workers (PEM files)\n"
     "  --insecure       allow plain TCP to non-loopback workers\n"
     "  --sigint-effect stop|snapshot|none   on SIGINT or SIGTERM (default stop: finish\n"
@@ -126,7 +131,8 @@ static mdl_status drive(const mdl_job *job, const mdl_driver_opts *o, bool *stop
   mdl_status st = mdl_driver_run(job, o, &res, err);
   *stopped = res.stopped;
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) return st;
-  if (res.stopped) { /* the driver said where and how to continue */
+  if (res.stopped || res.served) { /* stopped: the driver said where and how to continue;
+                                    * served: a Slurm/MPI rank other than 0, rank 0 reports */
     mdl_driver_result_free(&res);
     return st;
   }
@@ -169,8 +175,8 @@ int mdl_cmd_run(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "run", USAGE, argc);
   static const char *const OPTS[] = {
-      "--weights",  "--resume",  "--output",   "--workers",       "--token-file",   "--tls-ca",
-      "--tls-cert", "--tls-key", "--insecure", "--sigint-effect", "--sighup-effect"};
+      "--weights",  "--resume",  "--output",  "--workers",  "--token-file",    "--tls-ca",
+      "--tls-cert", "--tls-key", "--tls-dir", "--insecure", "--sigint-effect", "--sighup-effect"};
   args.opts = OPTS;
   args.n_opts = sizeof OPTS / sizeof *OPTS;
   const char *weights = NULL, *resume = NULL, *out = NULL;
@@ -198,6 +204,8 @@ int mdl_cmd_run(int argc, char **argv) {
       dopts.tls_cert = argv[++i];
     } else if (!strcmp(a, "--tls-key") && has_next) {
       dopts.tls_key = argv[++i];
+    } else if (!strcmp(a, "--tls-dir") && has_next) {
+      dopts.tls_dir = argv[++i];
     } else if (!strcmp(a, "--insecure")) {
       dopts.insecure = true;
     } else if (!strcmp(a, "--sigint-effect") && has_next) {

@@ -5,6 +5,7 @@
 #ifndef MDL_CLI_COMMANDS_H
 #define MDL_CLI_COMMANDS_H
 
+int mdl_cmd_certs(int argc, char **argv);
 int mdl_cmd_check(int argc, char **argv);
 int mdl_cmd_compile(int argc, char **argv);
 int mdl_cmd_data(int argc, char **argv);

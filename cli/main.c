@@ -17,6 +17,7 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
+    {"certs", mdl_cmd_certs, "make a cluster's TLS folder: a CA, node certificates, a token"},
     {"check", mdl_cmd_check, "parse nets, solvers and jobs; report every error"},
     {"compile", mdl_cmd_compile, "check a job and print its plan (--shapes: blob shapes)"},
     {"data", mdl_cmd_data, "load a job's data set and describe it"},

@@ -77,6 +77,7 @@ runtime/train/device.c|gpu/
 # <vendor header prefix> | the only folder that may include it
 VENDORS='
 grpc/|runtime/rpc/
+openssl/|runtime/rpc/
 dnnl|runtime/cpu/
 cblas|runtime/cpu/
 openblas|runtime/cpu/

@@ -14,6 +14,8 @@ PACKAGES=(
   dataset-fashion-mnist      # the example job's data
   openssl iproute2           # TLS test certificates, network-namespace tests
   libxml2-utils librsvg2-bin # CI reports: xmllint checks junit.xml, rsvg-convert draws curves.svg
+  openmpi-bin libopenmpi-dev # launch_mpi_test: a real mpirun (and bench_allreduce)
+  slurmctld slurmd slurm-client munge  # launch_slurm_test: a private one-node Slurm (slurm-wlm's parts)
 )
 
 missing=()

@@ -1,9 +1,10 @@
-/* fork/exec of ./memdl with both output streams drained through poll, so
- * a chatty child never blocks on a full pipe. */
+/* fork/exec of ./memdl (or another program) with both output streams
+ * drained through poll, so a chatty child never blocks on a full pipe. */
 #include "tests/clitest.h"
 
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,12 @@ static void append(buf *b, const char *s, size_t n) {
   b->p[b->n] = '\0';
 }
 
-mdl_run_result mdl_run_memdl(const char *const *argv, int timeout_s) {
-  return mdl_run_memdl_signals(argv, timeout_s, NULL);
-}
-
-mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
-                                     const mdl_signal_step *steps) {
+/* memdl: argv without the program, run as ./memdl and killed alone on
+ * timeout; else argv[0] is looked up in PATH and runs in a process group of
+ * its own: on timeout it gets SIGTERM (a launcher then stops what it
+ * started) and 15 s later the group gets SIGKILL. */
+static mdl_run_result run_child(const char *const *argv, bool memdl, int timeout_s,
+                                const mdl_signal_step *steps) {
   int next_step = 0;
   int out[2], err[2];
   mdl_run_result r = {0};
@@ -43,6 +44,12 @@ mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
     dup2(out[1], 1);
     dup2(err[1], 2);
     close(out[0]), close(err[0]), close(out[1]), close(err[1]);
+    if (!memdl) {
+      setpgid(0, 0);
+      execvp(argv[0], (char *const *)argv);
+      perror(argv[0]);
+      _exit(127);
+    }
     int n = 0;
     while (argv[n]) n++;
     char **args = calloc((size_t)n + 2, sizeof *args);
@@ -52,6 +59,7 @@ mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
     perror("exec ./memdl");
     _exit(127);
   }
+  if (!memdl) setpgid(pid, pid); /* both sides, so a kill cannot come first */
   close(out[1]), close(err[1]);
   buf bo = {0}, be = {0};
   append(&bo, "", 0), append(&be, "", 0);
@@ -61,8 +69,12 @@ mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
   while (open_fds > 0) {
     int left = (int)(deadline - time(NULL));
     if (left <= 0 && !killed) {
-      kill(pid, SIGKILL);
+      kill(pid, memdl ? SIGKILL : SIGTERM);
       killed = 1;
+      deadline += 15;
+    } else if (left <= 0 && killed == 1 && !memdl) {
+      kill(-pid, SIGKILL);
+      killed = 2;
     }
     if (poll(fds, 2, left > 0 ? left * 1000 : 1000) < 0) break;
     for (int i = 0; i < 2; i++) {
@@ -89,6 +101,19 @@ mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
   r.out = bo.p;
   r.err = be.p;
   return r;
+}
+
+mdl_run_result mdl_run_memdl(const char *const *argv, int timeout_s) {
+  return run_child(argv, true, timeout_s, NULL);
+}
+
+mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
+                                     const mdl_signal_step *steps) {
+  return run_child(argv, true, timeout_s, steps);
+}
+
+mdl_run_result mdl_run_program(const char *const *argv, int timeout_s) {
+  return run_child(argv, false, timeout_s, NULL);
 }
 
 void mdl_run_result_free(mdl_run_result *r) {

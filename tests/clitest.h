@@ -28,6 +28,11 @@ typedef struct mdl_signal_step {
 mdl_run_result mdl_run_memdl_signals(const char *const *argv, int timeout_s,
                                      const mdl_signal_step *steps);
 
+/* Runs argv[0] (looked up in PATH: mpirun, a script) with argv, in a
+ * process group of its own; on timeout SIGTERM to it, and SIGKILL to its
+ * group 15 s later (exit_code then -15 or -9). */
+mdl_run_result mdl_run_program(const char *const *argv, int timeout_s);
+
 void mdl_run_result_free(mdl_run_result *r);
 
 /* The last non-empty line of s, copied into buf. */

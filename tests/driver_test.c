@@ -24,7 +24,6 @@
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
-#include "runtime/dist/cluster_env.h"
 #include "runtime/dist/driver.h"
 #include "runtime/dist/launcher.h"
 #include "runtime/dist/worker.h"
@@ -500,126 +499,6 @@ Test(driver, ctrl_c_stops_the_run_and_its_workers) {
   cr_assert(pid_gone(pids[0]) && pid_gone(pids[1]), "workers survived Ctrl-C");
   mdl_pb_free(p);
   fclose(log);
-}
-
-/* --- Slurm and MPI ------------------------------------------------------- */
-
-typedef struct fake_env {
-  const char *kv[32][2];
-} fake_env;
-
-static const char *fake_get(void *ctx, const char *name) {
-  fake_env *e = ctx;
-  for (int i = 0; i < 32 && e->kv[i][0]; i++)
-    if (!strcmp(e->kv[i][0], name)) return e->kv[i][1];
-  return NULL;
-}
-
-Test(driver, slurm_host_lists_expand) {
-  char **h;
-  int n;
-  mdl_error err;
-  cr_assert_eq(mdl_slurm_hostlist("n[01-03,07],gpu5,x[1-2]-ib", &h, &n, &err), MDL_OK, "%s",
-               err.msg);
-  const char *want[] = {"n01", "n02", "n03", "n07", "gpu5", "x1-ib", "x2-ib"};
-  cr_assert_eq(n, 7);
-  for (int i = 0; i < n; i++) {
-    cr_assert_str_eq(h[i], want[i]);
-    free(h[i]);
-  }
-  free(h);
-  cr_assert_eq(mdl_slurm_hostlist("a[1-2]b[3-4]", &h, &n, &err), MDL_OK);
-  cr_assert_eq(n, 4);
-  cr_assert_str_eq(h[3], "a2b4");
-  for (int i = 0; i < n; i++) free(h[i]);
-  free(h);
-  cr_assert_eq(mdl_slurm_hostlist("n[1-", &h, &n, &err), MDL_ERR_INVALID);
-  cr_assert_eq(mdl_slurm_hostlist("n[3-1]", &h, &n, &err), MDL_ERR_INVALID);
-  int *c;
-  cr_assert_eq(mdl_slurm_tasks_per_node("2(x3),1", 4, &c, &err), MDL_OK);
-  cr_assert(c[0] == 2 && c[1] == 2 && c[2] == 2 && c[3] == 1);
-  free(c);
-  cr_assert_eq(mdl_slurm_tasks_per_node("2(x3)", 4, &c, &err), MDL_ERR_INVALID);
-  cr_assert_eq(mdl_slurm_tasks_per_node("2(y3)", 3, &c, &err), MDL_ERR_INVALID);
-}
-
-Test(driver, slurm_rank_zero_drives_and_the_others_serve) {
-  fake_env e = {{{"SLURM_PROCID", "0"},
-                 {"SLURM_NTASKS", "4"},
-                 {"SLURM_LOCALID", "0"},
-                 {"SLURM_STEP_NODELIST", "node[1-2]"},
-                 {"SLURM_STEP_TASKS_PER_NODE", "2(x2)"}}};
-  mdl_cluster_env ce;
-  mdl_error err;
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_eq(ce.kind, MDL_LAUNCH_SLURM);
-  cr_assert_eq(ce.rank, 0);
-  cr_assert_null(ce.listen);
-  cr_assert_eq(ce.n_workers, 3);
-  cr_assert_str_eq(ce.workers[0], "node1:7071");
-  cr_assert_str_eq(ce.workers[1], "node2:7070");
-  cr_assert_str_eq(ce.workers[2], "node2:7071");
-  mdl_cluster_env_free(&ce);
-  e.kv[0][1] = "3";
-  e.kv[2][1] = "1";
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_eq(ce.rank, 3);
-  cr_assert_str_eq(ce.listen, "0.0.0.0:7071");
-  mdl_cluster_env_free(&ce);
-  /* a cyclic distribution puts rank 3 elsewhere: refused, not guessed */
-  e.kv[2][1] = "0";
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_ERR_INVALID);
-  cr_assert(strstr(err.msg, "block distribution"), "%s", err.msg);
-  /* MEMDL_PORT moves the base port; a single task is no cluster */
-  fake_env one = {{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}};
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &one, 7070, &ce, &err), MDL_OK);
-  cr_assert_eq(ce.kind, MDL_LAUNCH_NONE);
-  fake_env none = {{{NULL, NULL}}};
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &none, 7070, &ce, &err), MDL_OK);
-  cr_assert_eq(ce.kind, MDL_LAUNCH_NONE);
-  fake_env port = {{{"SLURM_PROCID", "1"},
-                    {"SLURM_NTASKS", "2"},
-                    {"SLURM_STEP_NODELIST", "a,b"},
-                    {"MEMDL_PORT", "9000"}}};
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &port, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_str_eq(ce.workers[0], "b:9000");
-  cr_assert_str_eq(ce.listen, "0.0.0.0:9000");
-  mdl_cluster_env_free(&ce);
-  fake_env bad = {{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "2"}}};
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &bad, 7070, &ce, &err), MDL_ERR_INVALID);
-}
-
-Test(driver, mpi_ranks_on_one_host_or_named_hosts) {
-  fake_env e = {{{"OMPI_COMM_WORLD_RANK", "2"},
-                 {"OMPI_COMM_WORLD_SIZE", "3"},
-                 {"OMPI_COMM_WORLD_LOCAL_RANK", "2"},
-                 {"OMPI_COMM_WORLD_LOCAL_SIZE", "3"},
-                 /* MPI wins over the Slurm allocation mpirun runs inside */
-                 {"SLURM_PROCID", "0"},
-                 {"SLURM_NTASKS", "1"}}};
-  mdl_cluster_env ce;
-  mdl_error err;
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_eq(ce.kind, MDL_LAUNCH_MPI);
-  cr_assert_str_eq(ce.listen, "0.0.0.0:7072");
-  cr_assert_str_eq(ce.workers[0], "127.0.0.1:7071");
-  cr_assert_str_eq(ce.workers[1], "127.0.0.1:7072");
-  mdl_cluster_env_free(&ce);
-  e.kv[3][1] = "1"; /* spans hosts: they must be named */
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_ERR_INVALID);
-  cr_assert(strstr(err.msg, "MEMDL_HOSTS"), "%s", err.msg);
-  e.kv[2][1] = "0";
-  e.kv[6][0] = "MEMDL_HOSTS";
-  e.kv[6][1] = "h[1-3]";
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &e, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_str_eq(ce.workers[0], "h2:7070");
-  cr_assert_str_eq(ce.workers[1], "h3:7070");
-  mdl_cluster_env_free(&ce);
-  fake_env pmi = {{{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MPI_LOCALNRANKS", "2"}}};
-  cr_assert_eq(mdl_cluster_env_detect(fake_get, &pmi, 7070, &ce, &err), MDL_OK, "%s", err.msg);
-  cr_assert_eq(ce.kind, MDL_LAUNCH_MPI);
-  cr_assert_str_eq(ce.workers[0], "127.0.0.1:7071");
-  mdl_cluster_env_free(&ce);
 }
 
 /* --- hosts: network namespaces ------------------------------------------- */

@@ -58,7 +58,8 @@ typedef struct mdl_driver_opts {
   bool use_cluster_env;                    /* srun/mpirun: rank 0 drives, the others serve */
   const char *token_file;                  /* overrides the job's cluster.token_file */
   const char *tls_ca, *tls_cert, *tls_key; /* override the job's cluster.tls */
-  bool insecure;                           /* allow plain TCP to non-loopback workers */
+  const char *tls_dir; /* `memdl certs` folder; overrides the job's cluster.tls.dir */
+  bool insecure;       /* allow plain TCP to non-loopback workers */
   /* resume: continue from resume_file, or (NULL) from the newest of
    * snapshot_path and <prefix>_iter_N.solverstate (MDL_ERR_INVALID when
    * there is none, as a single-worker --resume). Resume points are round
@@ -137,6 +138,9 @@ typedef struct mdl_driver_result {
   bool stopped;            /* opts.stop ended the run early, after a snapshot */
   bool accepted;           /* the job's acceptance criteria held (true when none) */
   char accept_msg[512];    /* which did not, and the values */
+  /* This process was a Slurm/MPI rank other than 0: it served rank 0, which
+   * holds the results; everything above is empty. */
+  bool served;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,

@@ -66,6 +66,16 @@ typedef struct mdl_rpc_security {
   bool insecure; /* plain TCP to or on a non-loopback address is allowed (with a warning) */
 } mdl_rpc_security;
 
+/* `memdl certs`: in dir (created mode 0700 when absent) a CA (ca.pem,
+ * ca.key; an existing pair is reused, so hosts can be added later), for
+ * each host <host>.pem and <host>.key signed by it (serving and client use;
+ * names: the host, localhost, 127.0.0.1, ::1; replaced when present), and
+ * a random token file "token" (kept when present). Keys and the token are
+ * mode 0600. Says what it made on log. On failure err says which file or
+ * step; files already written stay. */
+mdl_status mdl_rpc_certs_make(const char *dir, const char *const *hosts, int n_hosts, int days,
+                              FILE *log, mdl_error *err);
+
 /* Reads a token file: its contents without trailing whitespace, at least 16
  * bytes, not readable by group or others. *out is the caller's (free). */
 mdl_status mdl_rpc_token_read(const char *path, char **out, size_t *len, mdl_error *err);
