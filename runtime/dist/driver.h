@@ -37,6 +37,7 @@
 
 #include "common/error.h"
 #include "plan.pb-c.h"
+#include "runtime/dist/average.h" /* mdl_driver_average */
 #include "runtime/train/trainer.h"
 
 struct mdl_job; /* compiler/job.h */
@@ -140,12 +141,5 @@ void mdl_driver_result_free(mdl_driver_result *res);
  * workers, S s", W being those still alive, with how many started when
  * some were lost). */
 void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len);
-
-/* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float
- * with the weights computed in double: the same bits on every run. Workers
- * with 0 samples are skipped. n may be large: split across threads in fixed
- * chunks (still deterministic). */
-void mdl_driver_average(float *out, const float *const *w, const uint64_t *samples, int k,
-                        size_t n);
 
 #endif
