@@ -235,6 +235,15 @@ static const char *peer_name(void *ctx, int member) {
 
 static const mdl_xchg_transport_i GRPC_PEERS = {peer_send, peer_alive, peer_name};
 
+/* The cost model's choice; MDL_EXCHANGE_SCHEDULE=direct|ring overrides it
+ * (for measuring, as bench/bench_allreduce.sh does). */
+static mdl_xchg_schedule schedule_for(int k, size_t n) {
+  const char *e = getenv("MDL_EXCHANGE_SCHEDULE");
+  if (e && !strcmp(e, "direct")) return MDL_XCHG_DIRECT;
+  if (e && !strcmp(e, "ring")) return MDL_XCHG_RING;
+  return mdl_exchange_choose(k, (double)n * sizeof(float), PEER_ALPHA_S, PEER_BETA_S_PER_BYTE);
+}
+
 mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, const float *trained,
                                 uint64_t samples, const volatile int *cancel, const float **out,
                                 mdl_error *err) {
@@ -254,8 +263,7 @@ mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, c
                        .out = p->avg,
                        .timeout_ms = r->exchange_timeout_ms ? (int)r->exchange_timeout_ms : 60000,
                        .cancel = cancel,
-                       .schedule = mdl_exchange_choose(k, (double)p->n * sizeof(float),
-                                                       PEER_ALPHA_S, PEER_BETA_S_PER_BYTE),
+                       .schedule = schedule_for(k, p->n),
                        .piece_floats = r->piece_floats};
   mdl_xchg_transport t = {&GRPC_PEERS, p};
   p->avg_epoch = 0; /* overwritten below, whatever the outcome */
