@@ -430,12 +430,14 @@ static double tcp_mode(const tcp_run *t, bool print) {
   }
   if (print && med >= 0) {
     mdl_xchg_model m = mdl_exchange_model(t->k, (double)t->bytes, t->alpha, t->beta);
-    double model = !strcmp(t->mode, "star")   ? m.star_s
-                   : !strcmp(t->mode, "ring") ? m.ring_s
-                   : !strcmp(t->mode, "peer") && mdl_exchange_choose(t->k, (double)t->bytes, 100e-6,
-                                                                     1e-9) == MDL_XCHG_RING
-                       ? m.ring_s
-                       : m.direct_s;
+    /* a peer round also returns one copy to the driver: alpha + B beta */
+    double back = t->alpha + (double)t->bytes * t->beta;
+    double model = !strcmp(t->mode, "star")     ? m.star_s
+                   : !strcmp(t->mode, "ring")   ? m.ring_s + back
+                   : !strcmp(t->mode, "direct") ? m.direct_s + back
+                   : mdl_exchange_choose(t->k, (double)t->bytes, 100e-6, 1e-9) == MDL_XCHG_RING
+                       ? m.ring_s + back
+                       : m.direct_s + back;
     printf("%s %zu %d %d %.3f %.3f %.3f %.3f %.3f\n", t->mode, t->bytes, t->k, t->rounds, med * 1e3,
            times[0] * 1e3, 2.0 * t->k * (double)t->bytes / med / 1e9, 0.0, model * 1e3);
     fflush(stdout);
