@@ -19,6 +19,9 @@
  *           average among themselves (runtime/dist/peer_net.h, the exchange
  *           schedule the cost model picks, or the one named) and member 0
  *           returns the average, as a peer round does.
+ * With --addrs the TCP modes use workers already serving there (each
+ * `bench_allreduce --serve-peer ADDR BYTES`, plain TCP with the bench's
+ * token: bench/bench_allreduce_netns.sh starts them in network namespaces).
  * Before the TCP modes it measures alpha (half a tiny echo's round trip)
  * and beta (from a 60 MB echo to one worker) and prints, per line, the
  * alpha-beta model's prediction for that mode (exchange.h).
@@ -41,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -199,10 +203,16 @@ static mdl_status on_peer_setup(void *ctx, mdl_rpc_call_ctx *call, const Protobu
   return st;
 }
 
+/* RoundRequest.round names the schedule (bench only): 0 the cost model's,
+ * 1 direct, 2 ring; this process does nothing else meanwhile. */
 static mdl_status on_peer_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
                                 size_t bulk_len, mdl_rpc_out *out, mdl_error *err) {
   peer_srv *p = ctx;
   const Memdl__RoundRequest *r = (const Memdl__RoundRequest *)m;
+  if (r->round == 0)
+    unsetenv("MDL_EXCHANGE_SCHEDULE");
+  else
+    setenv("MDL_EXCHANGE_SCHEDULE", r->round == 1 ? "direct" : "ring", 1);
   mdl_status st = mdl_peer_net_check(p->pn, r, err);
   mdl_rpc_pin_wait(p->pin); /* the last reply may still be leaving the average */
   const float *avg = NULL;
@@ -228,19 +238,47 @@ static mdl_status on_peer_piece(void *ctx, mdl_rpc_call_ctx *call, const Protobu
   return mdl_peer_net_deliver(p->pn, (const Memdl__PeerPiece *)m, err);
 }
 
+/* star mode on the same worker: the weights echoed from p->w */
+static void *peer_echo_dest(void *ctx, size_t len, mdl_error *err) {
+  peer_srv *p = ctx;
+  if (len > p->cap) {
+    mdl_errorf(err, MDL_ERR_INVALID, "%zu bytes, at most %zu", len, p->cap);
+    return NULL;
+  }
+  mdl_rpc_pin_wait(p->pin);
+  return p->w;
+}
+
+static mdl_status on_peer_echo(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                               size_t bulk_len, mdl_rpc_out *out, mdl_error *err) {
+  peer_srv *p = ctx;
+  memdl__round_reply__init(&p->reply);
+  p->reply.has_samples = 1;
+  p->reply.samples = 1;
+  out->msg = &p->reply.base;
+  out->bulk_field = 1;
+  out->bulk = p->w;
+  out->bulk_len = bulk_len;
+  out->pin = p->pin;
+  return MDL_OK;
+}
+
+/* A worker for the TCP modes (all of them), on addr; in its own network
+ * namespace when bench/bench_allreduce_netns.sh starts it. */
 static int serve_peer(const char *addr, size_t cap) {
   static const mdl_rpc_method methods[] = {
+      {ECHO, &memdl__round_request__descriptor, 5, peer_echo_dest, 1 << 20, on_peer_echo},
       {PEER_SETUP, &memdl__setup_request__descriptor, 0, NULL, 1 << 20, on_peer_setup},
       {PEER_ROUND, &memdl__round_request__descriptor, 0, NULL, 1 << 20, on_peer_round},
       {MDL_WORKER_PEER, &memdl__peer_piece__descriptor, 0, NULL, MDL_PEER_MAX_BYTES, on_peer_piece,
        NULL, false, true}};
-  mdl_rpc_security sec = {.token = TOKEN, .token_len = sizeof TOKEN - 1};
+  mdl_rpc_security sec = {.token = TOKEN, .token_len = sizeof TOKEN - 1, .insecure = true};
   peer_srv p = {.cap = cap, .pin = mdl_rpc_pin_new()};
   p.pn = mdl_peer_net_new(&sec, stderr);
   p.w = mdl_rpc_buffer_alloc(cap);
   if (!p.w) return 1;
   memset(p.w, 0, cap);
-  mdl_rpc_server_opts o = {.methods = methods, .n_methods = 3, .ctx = &p, .sec = sec};
+  mdl_rpc_server_opts o = {.methods = methods, .n_methods = 4, .ctx = &p, .sec = sec};
   mdl_rpc_server *s;
   mdl_error err;
   if (mdl_rpc_server_new(addr, &o, &s, &err) != MDL_OK) {
@@ -276,27 +314,26 @@ typedef struct tcp_run {
   int rounds;
   double alpha, beta; /* for the model column (0: none) */
   const char *exe;
+  char *const *addrs; /* workers already serving (--addrs); NULL: start them here */
 } tcp_run;
 
 /* K workers of the mode's kind on free loopback ports, with channels. */
 static int tcp_spawn(const tcp_run *t, pid_t *pid, char (*addr)[64], mdl_rpc_channel **ch) {
-  bool peer = strcmp(t->mode, "star") != 0;
-  if (!strcmp(t->mode, "direct") || !strcmp(t->mode, "ring"))
-    setenv("MDL_EXCHANGE_SCHEDULE", t->mode, 1);
-  else
-    unsetenv("MDL_EXCHANGE_SCHEDULE");
-  mdl_rpc_channel_opts co = {.sec = {.token = TOKEN, .token_len = sizeof TOKEN - 1}};
+  mdl_rpc_channel_opts co = {
+      .sec = {.token = TOKEN, .token_len = sizeof TOKEN - 1, .insecure = true}};
   for (int w = 0; w < t->k; w++) {
-    snprintf(addr[w], sizeof addr[w], "127.0.0.1:%d", free_port());
-    pid[w] = fork();
-    if (pid[w] == 0) {
-      char cap[32];
-      snprintf(cap, sizeof cap, "%zu", t->stride);
-      if (peer)
+    pid[w] = 0;
+    if (t->addrs) {
+      snprintf(addr[w], sizeof addr[w], "%s", t->addrs[w]);
+    } else {
+      snprintf(addr[w], sizeof addr[w], "127.0.0.1:%d", free_port());
+      pid[w] = fork();
+      if (pid[w] == 0) {
+        char cap[32];
+        snprintf(cap, sizeof cap, "%zu", t->stride);
         execl("/proc/self/exe", t->exe, "--serve-peer", addr[w], cap, (char *)NULL);
-      else
-        execl("/proc/self/exe", t->exe, "--serve", addr[w], cap, "-", "0", "1", (char *)NULL);
-      _exit(127);
+        _exit(127);
+      }
     }
     mdl_error err;
     if (mdl_rpc_channel_new(addr[w], &co, &ch[w], &err) != MDL_OK) {
@@ -350,6 +387,8 @@ static double tcp_round(const tcp_run *t, mdl_rpc_channel **ch, float *wts, floa
   req.has_tau = req.has_iter_start = 1;
   req.tau = 1;
   req.iter_start = (uint32_t)(t->bytes / 4);
+  req.has_round = 1;
+  req.round = !strcmp(t->mode, "direct") ? 1 : !strcmp(t->mode, "ring") ? 2 : 0;
   if (peer) {
     req.has_peer_epoch = 1;
     req.peer_epoch = epoch;
@@ -415,11 +454,13 @@ static double tcp_mode(const tcp_run *t, bool print) {
     memset(recv[w], 0, t->stride);
   }
   double *times = calloc((size_t)t->rounds, sizeof *times);
-  if (tcp_spawn(t, pid, addr, ch) == 0 &&
-      (strcmp(t->mode, "star") == 0 || peer_setup(t, addr, ch) == 0)) {
+  if (tcp_spawn(t, pid, addr, ch) == 0 && peer_setup(t, addr, ch) == 0) {
     int r;
     for (r = -2; r < t->rounds; r++) {
-      double dt = tcp_round(t, ch, wts, recv, pin, (uint64_t)(r + 3));
+      /* epochs only grow, across modes too: workers from --addrs persist */
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      double dt = tcp_round(t, ch, wts, recv, pin, (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec);
       if (dt < 0) break;
       if (r >= 0) times[r] = dt;
     }
@@ -444,8 +485,10 @@ static double tcp_mode(const tcp_run *t, bool print) {
   }
   for (int w = 0; w < t->k; w++) {
     mdl_rpc_channel_free(ch[w]);
-    kill(pid[w], SIGKILL);
-    waitpid(pid[w], NULL, 0);
+    if (pid[w] > 0) {
+      kill(pid[w], SIGKILL);
+      waitpid(pid[w], NULL, 0);
+    }
     mdl_rpc_buffer_free(recv[w], t->stride);
   }
   free(times);
@@ -456,9 +499,10 @@ static double tcp_mode(const tcp_run *t, bool print) {
 
 /* alpha: half a 4-byte echo's round trip; beta: a 60 MB echo's rest per
  * byte each way, both to one TCP worker. */
-static void calibrate(const char *exe, double *alpha, double *beta) {
+static void calibrate(const char *exe, char *const *addrs, double *alpha, double *beta) {
   size_t big = 60000000;
-  tcp_run t = {.mode = "star", .k = 1, .bytes = 4, .stride = big, .rounds = 50, .exe = exe};
+  tcp_run t = {
+      .mode = "star", .k = 1, .bytes = 4, .stride = big, .rounds = 50, .exe = exe, .addrs = addrs};
   double small = tcp_mode(&t, false);
   t.bytes = big;
   t.rounds = 5;
@@ -466,7 +510,7 @@ static void calibrate(const char *exe, double *alpha, double *beta) {
   *alpha = small > 0 ? small / 2 : 0;
   *beta = large > small ? (large - small) / (2.0 * (double)big) : 0;
   printf(
-      "# alpha-beta model (exchange.h), measured on TCP loopback: alpha %.1f us, beta %.3f "
+      "# alpha-beta model (exchange.h), measured to the first worker: alpha %.1f us, beta %.3f "
       "ns/byte (%.2f GB/s)\n",
       *alpha * 1e6, *beta * 1e9, *beta > 0 ? 1e-9 / *beta : 0);
 }
@@ -482,6 +526,8 @@ int main(int argc, char **argv) {
   bool modes[2] = {true, true}; /* grpc, shm */
   /* the TCP modes, off unless --mode names them */
   static const char *const TCP_MODES[] = {"star", "peer", "direct", "ring"};
+  char *addrs[16];
+  int n_addrs = 0;
   bool tcp[4] = {false, false, false, false};
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--mb"))
@@ -490,6 +536,10 @@ int main(int argc, char **argv) {
       parse_list(argv[i + 1], ks, &n_k, 8);
     else if (!strcmp(argv[i], "--rounds"))
       rounds = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--addrs")) /* TCP modes: workers already serving */
+      for (char *save = NULL, *a = strtok_r(argv[i + 1], ",", &save); a && n_addrs < 16;
+           a = strtok_r(NULL, ",", &save))
+        addrs[n_addrs++] = a;
     else if (!strcmp(argv[i], "--mode")) {
       modes[0] = strstr(argv[i + 1], "grpc") != NULL;
       modes[1] = strstr(argv[i + 1], "shm") != NULL;
@@ -497,7 +547,7 @@ int main(int argc, char **argv) {
     } else {
       fprintf(stderr,
               "usage: %s [--mb 1.7,60,240] [--workers 2,4] [--rounds N] "
-              "[--mode grpc,shm,star,peer,direct,ring]\n",
+              "[--mode grpc,shm,star,peer,direct,ring] [--addrs host:port,...]\n",
               argv[0]);
       return 2;
     }
@@ -514,7 +564,7 @@ int main(int argc, char **argv) {
   if (tcp[0] || tcp[1] || tcp[2] || tcp[3]) {
     mdl_rpc_init();
     double alpha, beta;
-    calibrate(argv[0], &alpha, &beta);
+    calibrate(argv[0], n_addrs ? addrs : NULL, &alpha, &beta);
     for (int ki = 0; ki < n_k; ki++)
       for (int si = 0; si < n_mb; si++)
         for (int m = 0; m < 4; m++) {
@@ -529,8 +579,9 @@ int main(int argc, char **argv) {
                                                     : 5,
                        .alpha = alpha,
                        .beta = beta,
-                       .exe = argv[0]};
-          if (t.k < 1 || t.k > 16) return 2;
+                       .exe = argv[0],
+                       .addrs = n_addrs ? addrs : NULL};
+          if (t.k < 1 || t.k > 16 || (n_addrs && t.k > n_addrs)) return 2;
           if (tcp_mode(&t, true) < 0) return 1;
         }
     mdl_rpc_shutdown();
