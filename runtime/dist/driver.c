@@ -241,6 +241,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       st = mdl_driver_kill_slot(d, failed[i], why[i], err);
     /* peer averaging: all members or nothing (their average mixes them all) */
     if (d->peer && (n_failed || n_blamed)) m = 0;
+    if (d->peer && n_blamed && !n_failed) mdl_driver_peer_unreachable(d);
     if (d->peer && m > 0) mdl_driver_peer_commit(d);
     if (st == MDL_OK && m > 0) {
       double a0 = mdl_now();

@@ -77,7 +77,7 @@ typedef struct driver {
   /* peer-to-peer averaging (driver_peer.c): the workers average among
    * themselves; kept_epoch (0: none) is the last committed exchange, whose
    * n_kept members (peer_members) still hold d->w */
-  bool peer;
+  bool peer, peer_forced; /* forced: cluster { averaging: PEER }, no fallback */
   char **peer_addrs;
   uint32_t *peer_members;
   int n_kept;
@@ -174,6 +174,12 @@ bool mdl_driver_peer_blames_another(const char *detail);
 
 /* Every member of the attempt succeeded: they hold its average. */
 void mdl_driver_peer_commit(driver *d);
+
+/* Members failed because of one another while every one of them answered
+ * the driver: they cannot reach each other (the driver is their only
+ * common route). Unless the job asked for PEER, the run averages through
+ * the driver from now on (d->peer cleared, said in the log). */
+void mdl_driver_peer_unreachable(driver *d);
 
 /* --- driver_snapshot.c ----------------------------------------------------- */
 

@@ -14,6 +14,7 @@
 void mdl_driver_peer_init(driver *d) {
   const Memdl__Cluster *cl = d->plan->cluster;
   bool star = cl && cl->averaging == MEMDL__CLUSTER__AVERAGING__STAR;
+  d->peer_forced = cl && cl->averaging == MEMDL__CLUSTER__AVERAGING__PEER;
   /* local workers share memory with the driver: the star costs no network */
   d->peer = !d->lw && d->k > 1 && !star;
   if (!d->peer) return;
@@ -63,4 +64,14 @@ bool mdl_driver_peer_blames_another(const char *detail) {
 
 void mdl_driver_peer_commit(driver *d) {
   d->kept_epoch = d->peer_epoch;
+}
+
+void mdl_driver_peer_unreachable(driver *d) {
+  if (d->peer_forced) return; /* the round is retried; the job said PEER */
+  d->peer = false;
+  d->kept_epoch = 0;
+  dlog(d,
+       "round %d: the workers cannot average among themselves although each answers the driver "
+       "(no route between them?): averaging through the driver from now on",
+       d->round + 1);
 }
