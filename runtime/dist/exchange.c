@@ -365,7 +365,7 @@ static mdl_status wait_phase(run_ctx *c, mdl_xchg_kind kind, mdl_error *err) {
     size_t got = kind == MDL_XCHG_REDUCE ? x->red_got : x->gat_got;
     size_t want = kind == MDL_XCHG_REDUCE ? x->red_want : x->gat_want;
     if (got >= want) return MDL_OK;
-    const char *what = kind == MDL_XCHG_REDUCE ? "its contribution" : "its averaged chunk";
+    const char *what = kind == MDL_XCHG_REDUCE ? "contribution" : "averaged chunk";
     int j = first_missing(x, kind);
     if (x->aborted_by >= 0) {
       char by[400];
@@ -393,7 +393,7 @@ static mdl_status wait_phase(run_ctx *c, mdl_xchg_kind kind, mdl_error *err) {
       bool ok = c->t->iface->alive(c->t->ctx, j);
       pthread_mutex_lock(&x->mu);
       if (!ok)
-        return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s is unreachable, waiting for %s",
+        return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s is unreachable, waiting for its %s",
                           MDL_EXCHANGE_PEER_FAILED, member_name(c, j, nm, sizeof nm), what);
       next_probe = now + 0.05;
     }
