@@ -1,11 +1,11 @@
 /* The driver's average of the workers' weights (mdl_driver_average, see
- * driver.h): deterministic, split across a few threads. */
+ * average.h): deterministic, split across a few threads. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdbool.h>
 #include <unistd.h>
 
-#include "runtime/dist/driver.h"
+#include "runtime/dist/average.h"
 
 typedef struct avg_job {
   float *out;

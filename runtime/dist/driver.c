@@ -143,11 +143,16 @@ static bool test_report_ok(const driver *d, const Memdl__TestReply *r, uint32_t 
 /* The m replies of a round that came back: their average (checked for
  * NaN and infinity with the single-worker run's checker: never go on from,
  * or save, weights that diverged), the round's accounting and reports. */
+/* A round's end: the average (peer_avg: the members' own, else the star's
+ * over ws), the divergence check, the books, the round line and record. */
 static mdl_status close_round(driver *d, int tau, double wall, slot *const *done,
                               const float *const *ws, const uint64_t *samples, int m, double loss,
-                              uint64_t iters, mdl_error *err) {
+                              uint64_t iters, const float *peer_avg, mdl_error *err) {
   double a0 = mdl_now();
-  mdl_driver_average(d->w, ws, samples, m, d->n_params);
+  if (peer_avg)
+    memcpy(d->w, peer_avg, d->n_params * sizeof(float));
+  else
+    mdl_driver_average(d->w, ws, samples, m, d->n_params);
   double avg_s = mdl_now() - a0;
   char where[400];
   if (d->model && mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
@@ -196,17 +201,24 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     req.iter_start = (uint32_t)d->iter;
     req.tau = (uint32_t)tau;
     req.has_weights_in_shm = req.weights_in_shm = d->shm;
+    /* peer averaging: act[0] returns the average (req0); weights travel
+     * only when the members do not all hold the last one */
+    Memdl__RoundRequest req0;
+    bool send_w = d->peer ? mdl_driver_peer_round(d, act, n, &req, &req0) : true;
     mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
     recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
     for (int i = 0; i < n; i++) {
-      call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, &req.base, &memdl__round_reply__descriptor);
+      call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, d->peer && i == 0 ? &req0.base : &req.base,
+                &memdl__round_reply__descriptor);
       calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
       calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
       if (d->shm) continue;               /* weights stay in shared memory */
-      calls[i].req.bulk_field = 5;        /* RoundRequest.weights */
-      calls[i].req.bulk = d->w;
-      calls[i].req.bulk_len = d->n_params * sizeof(float);
-      calls[i].req.pin = d->w_pin;
+      if (send_w) {
+        calls[i].req.bulk_field = 5; /* RoundRequest.weights */
+        calls[i].req.bulk = d->w;
+        calls[i].req.bulk_len = d->n_params * sizeof(float);
+        calls[i].req.pin = d->w_pin;
+      }
       rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
       calls[i].reply_spec.bulk_dest = recv_dest;
       calls[i].reply_spec.bulk_ctx = &rc[i];
@@ -223,12 +235,13 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     uint64_t iters = 0;
     slot **failed = mdl_xcalloc((size_t)n, sizeof *failed);
     char(*why)[600] = mdl_xcalloc((size_t)n, sizeof *why);
-    int n_failed = 0;
+    int n_failed = 0, n_blamed = 0; /* blamed: failed because of another member */
     for (int i = 0; st == MDL_OK && i < n; i++) {
       slot *s = act[i];
       const Memdl__RoundReply *r = (const Memdl__RoundReply *)calls[i].reply;
       bool weights_ok = d->shm ? r && r->weights_in_shm && calls[i].bulk_len == 0
                                : calls[i].bulk_len == d->n_params * sizeof(float);
+      if (d->peer && i > 0) weights_ok = calls[i].bulk_len == 0;
       if (calls[i].code == MDL_RPC_OK &&
           (!weights_ok || r->samples == 0 || r->iterations != (uint32_t)tau)) {
         calls[i].code = MDL_RPC_DATA_LOSS;
@@ -238,6 +251,12 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       if (calls[i].code == MDL_RPC_OK &&
           !round_report_ok(d, r, tau, calls[i].detail, sizeof calls[i].detail))
         calls[i].code = MDL_RPC_DATA_LOSS;
+      if (calls[i].code != MDL_RPC_OK && d->peer &&
+          mdl_driver_peer_blames_another(calls[i].detail)) {
+        dlog(d, "worker %d (%s): round %d: %s", s->index, s->addr, d->round + 1, calls[i].detail);
+        n_blamed++;
+        continue;
+      }
       if (calls[i].code != MDL_RPC_OK) {
         snprintf(why[n_failed], sizeof why[n_failed], "round %d: %s %s", d->round + 1,
                  mdl_rpc_code_name(calls[i].code), calls[i].detail);
@@ -270,8 +289,13 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     free(rc);
     for (int i = 0; st == MDL_OK && i < n_failed; i++)
       st = mdl_driver_kill_slot(d, failed[i], why[i], err);
-    if (st == MDL_OK && m > 0)
-      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters, err);
+    /* peer averaging: all members or nothing (their average mixes them all) */
+    if (d->peer && (n_failed || n_blamed)) m = 0;
+    if (d->peer && n_blamed && !n_failed) mdl_driver_peer_unreachable(d);
+    if (d->peer && m > 0) mdl_driver_peer_commit(d);
+    if (st == MDL_OK && m > 0) /* with peers, act[0]'s reply holds the members' average */
+      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters,
+                       d->peer ? act[0]->recv : NULL, err);
     free(done);
     free(ws);
     free(samples);
@@ -708,6 +732,7 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   Memdl__DriverSnapshot *snap = NULL;
   if (st == MDL_OK) st = mdl_driver_resume(d, &snap, err);
   if (st == MDL_OK) st = mdl_driver_start_workers(d, &wl, err);
+  if (st == MDL_OK) mdl_driver_peer_init(d);
   mdl_driver_worker_list_free(&wl);
   double t_start = mdl_now();
   if (st == MDL_OK) st = mdl_driver_setup_workers(d, snap, err);

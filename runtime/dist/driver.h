@@ -39,6 +39,7 @@
 
 #include "common/error.h"
 #include "plan.pb-c.h"
+#include "runtime/dist/average.h" /* mdl_driver_average */
 #include "runtime/train/trainer.h"
 
 struct mdl_job; /* compiler/job.h */
@@ -169,12 +170,5 @@ void mdl_driver_result_free(mdl_driver_result *res);
  * started when some were lost; P the share of the workers' round time spent
  * waiting for the slowest). */
 void mdl_driver_result_summary(const mdl_driver_result *res, char *buf, size_t len);
-
-/* out[j] = sum_k (samples[k] / total) * w[k][j], k in order 0..K-1, in float
- * with the weights computed in double: the same bits on every run. Workers
- * with 0 samples are skipped. n may be large: split across threads in fixed
- * chunks (still deterministic). */
-void mdl_driver_average(float *out, const float *const *w, const uint64_t *samples, int k,
-                        size_t n);
 
 #endif

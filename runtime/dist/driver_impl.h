@@ -87,6 +87,14 @@ typedef struct driver {
   int start_iter; /* where this process's rounds began (after resume) */
   int snap_iter;  /* iteration of the last snapshot point written (-1: none) */
   double aside_s; /* seconds of TEST passes and snapshots: not training */
+  /* peer-to-peer averaging (driver_peer.c): the workers average among
+   * themselves; kept_epoch (0: none) is the last committed exchange, whose
+   * n_kept members (peer_members) still hold d->w */
+  bool peer, peer_forced; /* forced: cluster { averaging: PEER }, no fallback */
+  char **peer_addrs;
+  uint32_t *peer_members;
+  int n_kept;
+  uint64_t peer_epoch, kept_epoch;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -158,6 +166,33 @@ void mdl_driver_shutdown_workers(driver *d);
 /* Frees what d holds (channels, local workers, shared memory, weights);
  * not d itself. */
 void mdl_driver_free_state(driver *d);
+
+/* --- driver_peer.c (issue 13) ---------------------------------------------- */
+
+/* After the workers started: whether they average peer-to-peer (remote
+ * workers unless the job says STAR); sets d->peer and the peer list. */
+void mdl_driver_peer_init(driver *d);
+void mdl_driver_peer_free(driver *d);
+
+/* Fills a round attempt's peer fields into req (for every member) and
+ * req0 (a copy for act[0], which returns the average). Returns whether the
+ * weights must travel in the requests (the members do not all hold the
+ * last average). */
+bool mdl_driver_peer_round(driver *d, slot **act, int n, Memdl__RoundRequest *req,
+                           Memdl__RoundRequest *req0);
+
+/* Whether a failed Round's detail blames another member (the worker itself
+ * is fine). */
+bool mdl_driver_peer_blames_another(const char *detail);
+
+/* Every member of the attempt succeeded: they hold its average. */
+void mdl_driver_peer_commit(driver *d);
+
+/* Members failed because of one another while every one of them answered
+ * the driver: they cannot reach each other (the driver is their only
+ * common route). Unless the job asked for PEER, the run averages through
+ * the driver from now on (d->peer cleared, said in the log). */
+void mdl_driver_peer_unreachable(driver *d);
 
 /* --- driver_snapshot.c ----------------------------------------------------- */
 

@@ -57,6 +57,10 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
       req[i].has_shm_stride = 1;
       req[i].shm_stride = d->shm_stride;
     }
+    if (d->peer) { /* peer averaging: every worker's address */
+      req[i].n_peer = (size_t)d->k;
+      req[i].peer = d->peer_addrs;
+    }
     if (states && states[i] && states[i]->has_state && states[i]->state.len) {
       req[i].has_state = 1;
       req[i].state = states[i]->state;
@@ -505,6 +509,7 @@ static mdl_status driver_setup_security(driver *d, mdl_error *err) {
 }
 
 void mdl_driver_free_state(driver *d) {
+  mdl_driver_peer_free(d);
   for (int i = 0; i < d->k; i++) {
     mdl_rpc_channel_free(d->s[i].ch);
     if (!d->shm) mdl_rpc_buffer_free(d->s[i].recv, d->n_params * sizeof(float));

@@ -21,6 +21,7 @@
 #include "common/pb.h"
 #include "plan.pb-c.h"
 #include "rpc.pb-c.h"
+#include "runtime/dist/peer_net.h"
 #include "runtime/train/trainer.h"
 
 struct mdl_worker {
@@ -45,8 +46,9 @@ struct mdl_worker {
   uint8_t *shm;
   size_t shm_len;
   float *shm_in, *shm_out;
-  int shm_dirfd; /* the launcher's private folder (-1: shared memory refused) */
-  pid_t ppid;    /* our parent at start (the driver, for launched workers) */
+  int shm_dirfd;       /* the launcher's private folder (-1: shared memory refused) */
+  pid_t ppid;          /* our parent at start (the driver, for launched workers) */
+  mdl_peer_net *peers; /* peer-to-peer averaging (issue 13); lives as long as w */
 
   /* reply storage, valid until the next reply */
   Memdl__SetupReply setup_reply;
@@ -89,6 +91,7 @@ static void teardown(mdl_worker *w) {
   w->shm = NULL;
   w->shm_in = w->shm_out = NULL;
   w->session = 0;
+  mdl_peer_net_setup(w->peers, 0, 0, NULL, 0, 0, NULL); /* no peers: cannot fail */
 }
 
 /* Opens the driver's weights file for a Setup that arrived on call: only
@@ -270,6 +273,12 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   }
   if (st == MDL_OK && r->shm_path && r->shm_path[0])
     st = map_shm(w, call, r->shm_path, r->shm_stride, r->num_workers, r->worker_index, n, err);
+  if (st == MDL_OK && r->n_peer && r->n_peer != r->num_workers)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "%zu peer addresses for %u workers", r->n_peer,
+                    r->num_workers);
+  if (st == MDL_OK)
+    st = mdl_peer_net_setup(w->peers, r->session, (int)r->worker_index, r->peer, (int)r->n_peer, n,
+                            err);
   if (st != MDL_OK) {
     if (w->shm) munmap(w->shm, w->shm_len);
     w->shm = NULL;
@@ -352,12 +361,25 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   bool shm = r->weights_in_shm;
   if (shm && (!w->shm || bulk_len))
     return mdl_errorf(err, MDL_ERR_INVALID, "Round: weights_in_shm without shared weights");
-  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
-  /* the previous reply may still be on its way out of w_out */
+  /* peer averaging (issue 13): maybe from our own last average, not the message's */
+  bool peer = mdl_peer_net_wanted(r);
+  if (peer && (shm || (r->kept_epoch && bulk_len)))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: peer averaging with weights from elsewhere");
+  if (peer && (st = mdl_peer_net_check(w->peers, r, err)) != MDL_OK) return st;
+  const float *kept = peer ? mdl_peer_net_kept(w->peers, r) : NULL;
+  if (!shm && !kept && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  /* the previous reply may still be on its way out of w_out (or the average) */
   if (!shm) mdl_rpc_pin_wait(w->out_pin);
   mdl_trainer_stats s;
-  st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start, shm ? w->shm_in : w->w_in,
+  st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start,
+                       shm    ? w->shm_in
+                       : kept ? kept
+                              : w->w_in,
                        shm ? w->shm_out : w->w_out, mdl_rpc_call_cancel_flag(call), &s, err);
+  const float *avg = NULL;
+  if (st == MDL_OK && peer)
+    st = mdl_peer_net_average(w->peers, r, w->w_out, s.samples, mdl_rpc_call_cancel_flag(call),
+                              &avg, err);
   if (st != MDL_OK) {
     if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
     return st;
@@ -375,8 +397,9 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     rep->has_weights_in_shm = rep->weights_in_shm = 1;
     return MDL_OK;
   }
-  reply->bulk_field = 1; /* RoundReply.weights */
-  reply->bulk = w->w_out;
+  if (peer && !r->return_weights) return MDL_OK; /* the driver asked another member */
+  reply->bulk_field = 1;                         /* RoundReply.weights */
+  reply->bulk = peer ? avg : w->w_out;
   reply->bulk_len = w->n_params * sizeof(float);
   reply->pin = w->out_pin;
   return MDL_OK;
@@ -465,6 +488,14 @@ static mdl_status on_state(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   return MDL_OK;
 }
 
+/* A peer's piece of an averaging: runs outside the serial section (the
+ * round that waits for it holds that), touching only the peer net. */
+static mdl_status on_peer(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
+                          size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
+  mdl_worker *w = ctx;
+  return mdl_peer_net_deliver(w->peers, (const Memdl__PeerPiece *)m, err);
+}
+
 static mdl_status on_shutdown(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
                               size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
   mdl_worker *w = ctx;
@@ -495,6 +526,8 @@ static const mdl_rpc_method METHODS[] = {
      on_state},
     {MDL_WORKER_SHUTDOWN, &memdl__shutdown_request__descriptor, 0, NULL, MDL_WORKER_MAX_SMALL_BYTES,
      on_shutdown},
+    {MDL_WORKER_PEER, &memdl__peer_piece__descriptor, 0, NULL, MDL_PEER_MAX_BYTES, on_peer, NULL,
+     false, true},
 };
 
 /* The launcher's private folder, kept open: shared-memory files are opened
@@ -542,6 +575,7 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
   w->ppid = getppid();
   w->log = log;
   w->out_pin = mdl_rpc_pin_new();
+  w->peers = mdl_peer_net_new(&o->sec, log);
   if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
   mdl_rpc_server_opts so = {
       .methods = METHODS,
@@ -615,6 +649,7 @@ void mdl_worker_free(mdl_worker *w) {
   if (!w) return;
   mdl_rpc_server_free(w->srv); /* joins handlers before their state goes */
   teardown(w);
+  mdl_peer_net_free(w->peers);
   remove_dead_drivers_dir(w);
   mdl_rpc_pin_free(w->out_pin);
   free(w->outs);

@@ -194,6 +194,11 @@ typedef struct mdl_rpc_method {
   /* One call of this method at a time: another is refused
    * (RESOURCE_EXHAUSTED) before its message is received. */
   bool exclusive;
+  /* The handler (and req_bulk_dest) runs outside the serial section, at the
+   * same time as any other handler, so it must guard what it touches
+   * itself: for peers' messages that arrive while a long handler (a round)
+   * holds the section and waits for them. Streamed requests are refused. */
+  bool concurrent;
 } mdl_rpc_method;
 
 typedef struct mdl_rpc_server_opts {

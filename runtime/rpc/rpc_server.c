@@ -456,10 +456,13 @@ static void *handler_main(void *arg) {
   ProtobufCMessage *req = NULL;
   size_t bulk_len = 0;
   mdl_status st;
-  if (c->stream) {
+  bool serial = !m->concurrent;
+  if (c->stream && !serial) { /* the staging buffer belongs to the serial section */
+    st = mdl_errorf(&err, MDL_ERR_INVALID, "%s is never streamed", m->name);
+  } else if (c->stream) {
     st = recv_streamed(c, &req, &bulk_len, &err);
   } else { /* all there already: decoded straight into the destination */
-    pthread_mutex_lock(&s->serial);
+    if (serial) pthread_mutex_lock(&s->serial);
     mdl_rpc_in_spec spec = {.desc = m->req_desc,
                             .bulk_field = m->req_bulk_field,
                             .bulk_dest = m->req_bulk_dest,
@@ -468,7 +471,7 @@ static void *handler_main(void *arg) {
     st = mdl_rpc_decode_bb(c->req, &spec, &req, &bulk_len, &err);
     grpc_byte_buffer_destroy(c->req);
     c->req = NULL;
-    if (st != MDL_OK) pthread_mutex_unlock(&s->serial);
+    if (st != MDL_OK && serial) pthread_mutex_unlock(&s->serial);
   }
   if (st != MDL_OK) {
     if (req) protobuf_c_message_free_unpacked(req, NULL);
@@ -493,7 +496,7 @@ static void *handler_main(void *arg) {
   } else if (st == MDL_OK) {
     bb = mdl_rpc_encode_bb(&reply);
   }
-  pthread_mutex_unlock(&s->serial);
+  if (serial) pthread_mutex_unlock(&s->serial);
   set_computing(c, false);
   if (st != MDL_OK) {
     if (!c->cancelled) srv_log(s, "%s from %s failed: %s", m->name, c->peer, err.msg);

@@ -1,0 +1,306 @@
+/* The gRPC transport of peer-to-peer averaging (see peer_net.h). Setup and
+ * rounds run in the worker's serial section; deliveries come from Peer
+ * handlers on their own threads at any time, so what they read (session,
+ * size) sits under `mu`, and the exchange guards its inbox itself. */
+#define _GNU_SOURCE
+#include "runtime/dist/peer_net.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "runtime/dist/exchange.h"
+
+/* The cost model's figures (notes/grpc-c-core.md, loopback): a small gRPC
+ * call ~100 us; ~1 GB/s of weights. */
+#define PEER_ALPHA_S 100e-6
+#define PEER_BETA_S_PER_BYTE (1.0 / 1e9)
+/* A peer whose channel stays disconnected this long is taken for dead. */
+#define PEER_DEAD_S 0.5
+
+struct mdl_peer_net {
+  mdl_rpc_security sec;
+  FILE *log;
+  pthread_mutex_t mu;
+  uint64_t session; /* under mu */
+  size_t n;         /* under mu */
+  int self, n_peers;
+  char **addr;
+  mdl_rpc_channel **ch;
+  double *down_since; /* when a peer's channel was first seen down (0: up) */
+  mdl_exchange *x;
+  float *avg; /* the last exchange's result */
+  uint64_t avg_epoch;
+  mdl_rpc_pin *pin;
+  /* the round being exchanged: member position -> worker index */
+  const uint32_t *member;
+};
+
+static char *dup_or_null(const char *s) {
+  return s ? mdl_xstrdup(s) : NULL;
+}
+
+mdl_peer_net *mdl_peer_net_new(const mdl_rpc_security *sec, FILE *log) {
+  mdl_peer_net *p = mdl_xcalloc(1, sizeof *p);
+  p->sec = *sec;
+  if (sec->token) {
+    char *t = mdl_xmalloc(sec->token_len + 1);
+    memcpy(t, sec->token, sec->token_len);
+    t[sec->token_len] = 0;
+    p->sec.token = t;
+  }
+  p->sec.tls_ca = dup_or_null(sec->tls_ca);
+  p->sec.tls_cert = dup_or_null(sec->tls_cert);
+  p->sec.tls_key = dup_or_null(sec->tls_key);
+  p->log = log ? log : stderr;
+  pthread_mutex_init(&p->mu, NULL);
+  /* the bound is a sanity limit; deliveries are checked against the run's n */
+  p->x = mdl_exchange_new((size_t)1 << 34);
+  p->pin = mdl_rpc_pin_new();
+  return p;
+}
+
+static void close_peers(mdl_peer_net *p) {
+  for (int i = 0; i < p->n_peers; i++) {
+    mdl_rpc_channel_free(p->ch[i]);
+    free(p->addr[i]);
+  }
+  free(p->ch);
+  free(p->addr);
+  free(p->down_since);
+  p->ch = NULL;
+  p->addr = NULL;
+  p->down_since = NULL;
+  p->n_peers = 0;
+  mdl_rpc_pin_wait(p->pin);
+  mdl_rpc_buffer_free(p->avg, p->n * sizeof(float));
+  p->avg = NULL;
+  p->avg_epoch = 0;
+}
+
+void mdl_peer_net_free(mdl_peer_net *p) {
+  if (!p) return;
+  close_peers(p);
+  mdl_exchange_free(p->x);
+  mdl_rpc_pin_free(p->pin);
+  free((char *)p->sec.token);
+  free((char *)p->sec.tls_ca);
+  free((char *)p->sec.tls_cert);
+  free((char *)p->sec.tls_key);
+  pthread_mutex_destroy(&p->mu);
+  free(p);
+}
+
+mdl_status mdl_peer_net_setup(mdl_peer_net *p, uint64_t session, int self, char *const *peers,
+                              int n_peers, size_t n, mdl_error *err) {
+  pthread_mutex_lock(&p->mu);
+  close_peers(p);
+  p->session = 0;
+  p->n = 0;
+  pthread_mutex_unlock(&p->mu);
+  if (n_peers == 0) return MDL_OK;
+  if (self < 0 || self >= n_peers)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Setup: %d peer addresses for worker %d", n_peers,
+                      self);
+  float *avg = mdl_rpc_buffer_alloc(n * sizeof(float));
+  if (!avg) return mdl_errorf(err, MDL_ERR_NOMEM, "Setup: peer average of %zu floats", n);
+  p->ch = mdl_xcalloc((size_t)n_peers, sizeof *p->ch);
+  p->addr = mdl_xcalloc((size_t)n_peers, sizeof *p->addr);
+  p->down_since = mdl_xcalloc((size_t)n_peers, sizeof *p->down_since);
+  p->n_peers = n_peers;
+  p->avg = avg;
+  p->n = n;
+  mdl_rpc_channel_opts co = {.sec = p->sec};
+  for (int i = 0; i < n_peers; i++) {
+    p->addr[i] = mdl_xstrdup(peers[i] ? peers[i] : "");
+    if (i == self) continue;
+    mdl_status st = mdl_rpc_channel_new(p->addr[i], &co, &p->ch[i], err);
+    if (st != MDL_OK) {
+      mdl_error_prefix(err, "Setup: peer %d (%s): ", i, p->addr[i]);
+      close_peers(p);
+      return st;
+    }
+  }
+  pthread_mutex_lock(&p->mu);
+  p->session = session;
+  p->self = self;
+  pthread_mutex_unlock(&p->mu);
+  return MDL_OK;
+}
+
+bool mdl_peer_net_wanted(const Memdl__RoundRequest *r) {
+  return r->n_member > 0;
+}
+
+mdl_status mdl_peer_net_check(const mdl_peer_net *p, const Memdl__RoundRequest *r, mdl_error *err) {
+  if (p->n_peers == 0)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: peer averaging without peer addresses");
+  if (r->n_member > (size_t)p->n_peers || !r->peer_epoch)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: %zu members of %d workers, epoch %llu",
+                      r->n_member, p->n_peers, (unsigned long long)r->peer_epoch);
+  if (r->piece_floats > MDL_PEER_MAX_PIECE_FLOATS)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: pieces of %llu floats, at most %llu",
+                      (unsigned long long)r->piece_floats,
+                      (unsigned long long)MDL_PEER_MAX_PIECE_FLOATS);
+  bool self_in = false;
+  for (size_t i = 0; i < r->n_member; i++) {
+    if (r->member[i] >= (uint32_t)p->n_peers)
+      return mdl_errorf(err, MDL_ERR_INVALID, "Round: member %u of %d workers", r->member[i],
+                        p->n_peers);
+    for (size_t j = 0; j < i; j++)
+      if (r->member[j] == r->member[i])
+        return mdl_errorf(err, MDL_ERR_INVALID, "Round: member %u twice", r->member[i]);
+    if ((int)r->member[i] == p->self) self_in = true;
+  }
+  if (!self_in)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: worker %d is not among the members", p->self);
+  if (r->kept_epoch && r->kept_epoch != p->avg_epoch)
+    return mdl_errorf(err, MDL_ERR_INVALID,
+                      "Round: start from the average of epoch %llu; this worker holds %llu",
+                      (unsigned long long)r->kept_epoch, (unsigned long long)p->avg_epoch);
+  return MDL_OK;
+}
+
+const float *mdl_peer_net_kept(const mdl_peer_net *p, const Memdl__RoundRequest *r) {
+  return r->kept_epoch && r->kept_epoch == p->avg_epoch ? p->avg : NULL;
+}
+
+/* --- the transport ------------------------------------------------------------ */
+
+static mdl_status peer_send(void *ctx, const mdl_xchg_msg *msgs, int n, int timeout_ms, int *failed,
+                            mdl_error *err) {
+  mdl_peer_net *p = ctx;
+  *failed = -1;
+  Memdl__PeerPiece *req = mdl_xcalloc((size_t)n, sizeof *req);
+  mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
+  for (int i = 0; i < n; i++) {
+    const mdl_xchg_msg *m = &msgs[i];
+    memdl__peer_piece__init(&req[i]);
+    req[i].has_session = req[i].has_epoch = req[i].has_k = req[i].has_from = req[i].has_to = 1;
+    req[i].has_kind = req[i].has_n = req[i].has_piece = req[i].has_chunk = 1;
+    req[i].has_offset = req[i].has_samples = 1;
+    req[i].session = p->session;
+    req[i].epoch = m->epoch;
+    req[i].k = m->k;
+    req[i].from = m->from;
+    req[i].to = m->to;
+    req[i].kind = m->kind;
+    req[i].n = m->n;
+    req[i].piece = m->piece;
+    req[i].chunk = m->chunk;
+    req[i].offset = m->offset;
+    req[i].samples = m->samples;
+    calls[i].ch = p->ch[p->member[m->to]];
+    calls[i].method = MDL_WORKER_PEER;
+    calls[i].req.msg = &req[i].base;
+    calls[i].req.bulk_field = 12; /* PeerPiece.data */
+    calls[i].req.bulk = m->data;
+    calls[i].req.bulk_len = m->len * sizeof(float);
+    calls[i].req.pin = m->len ? p->pin : NULL;
+    calls[i].reply_spec.desc = &memdl__peer_reply__descriptor;
+    calls[i].reply_spec.max_bytes = 4096;
+    calls[i].stream = -1; /* Peer handlers run outside the serial section: never streamed */
+  }
+  mdl_status st = mdl_rpc_call_all(calls, n, timeout_ms, NULL, err);
+  for (int i = 0; st == MDL_OK && i < n; i++)
+    if (calls[i].code != MDL_RPC_OK) {
+      *failed = (int)msgs[i].to;
+      st = mdl_errorf(err, MDL_ERR_INTERNAL, "Peer call to %s: %s %s",
+                      p->addr[p->member[msgs[i].to]], mdl_rpc_code_name(calls[i].code),
+                      calls[i].detail);
+    }
+  mdl_rpc_calls_clear(calls, n);
+  free(calls);
+  free(req);
+  return st;
+}
+
+static bool peer_alive(void *ctx, int member) {
+  mdl_peer_net *p = ctx;
+  int w = (int)p->member[member];
+  if (mdl_rpc_channel_connected(p->ch[w])) {
+    p->down_since[w] = 0;
+    return true;
+  }
+  double now = mdl_now();
+  if (p->down_since[w] == 0) p->down_since[w] = now;
+  return now - p->down_since[w] < PEER_DEAD_S;
+}
+
+static const char *peer_name(void *ctx, int member) {
+  mdl_peer_net *p = ctx;
+  return p->addr[p->member[member]];
+}
+
+static const mdl_xchg_transport_i GRPC_PEERS = {peer_send, peer_alive, peer_name};
+
+/* The cost model's choice; MDL_EXCHANGE_SCHEDULE=direct|ring overrides it
+ * (for measuring, as bench/bench_allreduce.sh does). */
+static mdl_xchg_schedule schedule_for(int k, size_t n) {
+  const char *e = getenv("MDL_EXCHANGE_SCHEDULE");
+  if (e && !strcmp(e, "direct")) return MDL_XCHG_DIRECT;
+  if (e && !strcmp(e, "ring")) return MDL_XCHG_RING;
+  return mdl_exchange_choose(k, (double)n * sizeof(float), PEER_ALPHA_S, PEER_BETA_S_PER_BYTE);
+}
+
+mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, const float *trained,
+                                uint64_t samples, const volatile int *cancel, const float **out,
+                                mdl_error *err) {
+  int rank = 0;
+  for (size_t i = 0; i < r->n_member; i++)
+    if ((int)r->member[i] == p->self) rank = (int)i;
+  for (size_t i = 0; i < r->n_member; i++)
+    if ((int)r->member[i] != p->self) p->down_since[r->member[i]] = 0;
+  p->member = r->member;
+  int k = (int)r->n_member;
+  mdl_xchg_round xr = {.epoch = r->peer_epoch,
+                       .rank = rank,
+                       .k = k,
+                       .n = p->n,
+                       .samples = samples,
+                       .w = trained,
+                       .out = p->avg,
+                       .timeout_ms = r->exchange_timeout_ms ? (int)r->exchange_timeout_ms : 60000,
+                       .cancel = cancel,
+                       .schedule = schedule_for(k, p->n),
+                       .piece_floats = r->piece_floats};
+  mdl_xchg_transport t = {&GRPC_PEERS, p};
+  p->avg_epoch = 0; /* overwritten below, whatever the outcome */
+  mdl_status st = mdl_exchange_run(p->x, &xr, &t, err);
+  /* gRPC may still hold slices of what was sent (our weights, our chunk) */
+  mdl_rpc_pin_wait(p->pin);
+  p->member = NULL;
+  if (st != MDL_OK) return st;
+  p->avg_epoch = r->peer_epoch;
+  *out = p->avg;
+  return MDL_OK;
+}
+
+mdl_status mdl_peer_net_deliver(mdl_peer_net *p, const Memdl__PeerPiece *m, mdl_error *err) {
+  pthread_mutex_lock(&p->mu);
+  uint64_t session = p->session;
+  size_t n = p->n;
+  pthread_mutex_unlock(&p->mu);
+  if (!session || m->session != session)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Peer: session %016llx is not this worker's run",
+                      (unsigned long long)m->session);
+  if (m->n != n)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Peer: %llu floats; this model has %zu",
+                      (unsigned long long)m->n, n);
+  if (m->data.len % sizeof(float))
+    return mdl_errorf(err, MDL_ERR_INVALID, "Peer: %zu bytes of data", m->data.len);
+  mdl_xchg_msg x = {.epoch = m->epoch,
+                    .k = m->k,
+                    .from = m->from,
+                    .to = m->to,
+                    .kind = m->kind,
+                    .n = m->n,
+                    .piece = m->piece,
+                    .chunk = m->chunk,
+                    .offset = m->offset,
+                    .samples = m->samples,
+                    .data = (const float *)m->data.data,
+                    .len = m->data.len / sizeof(float)};
+  return mdl_exchange_deliver(p->x, &x, err);
+}

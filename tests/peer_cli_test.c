@@ -1,0 +1,189 @@
+/* Peer-to-peer averaging end to end through the built binary (issue 13):
+ * `memdl worker --listen 127.0.0.1:0` processes and a driver given their
+ * addresses give the same model file, byte for byte, averaging among
+ * themselves as through the driver's star (cluster { averaging: STAR }),
+ * and a worker killed mid-run fails the round for its peers, which the
+ * driver redoes without it. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/clitest.h"
+#include "tests/testutil.h"
+
+static const char JOB[] = "jobs/fashion_mnist/job.prototxt";
+
+TestSuite(peer_cli, .init = tu_dir_setup, .fini = tu_dir_teardown, .timeout = 240);
+
+typedef struct worker {
+  pid_t pid;
+  char log[700];
+  char addr[64];
+} worker;
+
+/* Starts `memdl worker` on a free loopback port with the token file and
+ * waits for the port it prints. */
+static void start_worker(worker *w, const char *token_file, int i) {
+  snprintf(w->log, sizeof w->log, "%s/worker%d.log", tu_dir, i);
+  tu_write(w->log, "", 0); /* there before the child writes into it */
+  w->pid = fork();
+  cr_assert_neq(w->pid, -1);
+  if (w->pid == 0) {
+    unsetenv("BXFI_MAP"); /* Criterion's sandbox would take the child over */
+    FILE *f = freopen(w->log, "w", stderr);
+    if (!f) _exit(127);
+    execl("./memdl", "memdl", "worker", "--listen", "127.0.0.1:0", "--token-file", token_file,
+          "--threads", "1", "--driver-timeout-ms", "120000", (char *)NULL);
+    _exit(127);
+  }
+  for (int tries = 0; tries < 600; tries++) {
+    size_t len;
+    char *text = tu_read(w->log, &len);
+    const char *p = strstr(text, "(port ");
+    if (p) {
+      snprintf(w->addr, sizeof w->addr, "127.0.0.1:%d", atoi(p + 6));
+      free(text);
+      return;
+    }
+    free(text);
+    usleep(20000);
+  }
+  cr_assert_fail("worker %d printed no port (%s)", i, w->log);
+}
+
+static const char *start_workers(worker *w, int k, const char *token_file, char *list, size_t cap) {
+  list[0] = 0;
+  for (int i = 0; i < k; i++) {
+    start_worker(&w[i], token_file, i);
+    snprintf(list + strlen(list), cap - strlen(list), "%s%s", i ? "," : "", w[i].addr);
+  }
+  return list;
+}
+
+static void reap(worker *w, int k) {
+  for (int i = 0; i < k; i++) {
+    int status;
+    waitpid(w[i].pid, &status, 0);
+  }
+}
+
+static const char *token_file(void) {
+  const char *tf = tu_dir_write("token", "a-shared-token-of-32-characters!");
+  chmod(tf, 0600);
+  return tf;
+}
+
+/* One driver run over k fresh workers; the model file's bytes. */
+static char *run_k(int k, const char *out, const char *averaging, const char *max_iter,
+                   size_t *len) {
+  worker w[4];
+  char list[300];
+  const char *tf = token_file();
+  start_workers(w, k, tf, list, sizeof list);
+  char avg[64];
+  snprintf(avg, sizeof avg, "cluster.averaging=%s", averaging);
+  char iters[64];
+  snprintf(iters, sizeof iters, "max_iter=%s", max_iter);
+  const char *run[] = {
+      "run",   JOB,     "--workers",  list,    "--token-file",    tf,      "--set",
+      iters,   "--set", "sync.tau=5", "--set", "test_interval=0", "--set", "snapshot=0",
+      "--set", avg,     "--threads",  "1",     "--output",        out,     NULL};
+  mdl_run_result r = mdl_run_memdl(run, 200);
+  cr_assert_eq(r.exit_code, 3, "trains, then misses the acceptance: %s", r.err);
+  bool peer = strstr(r.err, "averaging peer-to-peer") != NULL;
+  cr_assert_eq(peer, strcmp(averaging, "STAR") != 0, "averaging %s: %s", averaging, r.err);
+  mdl_run_result_free(&r);
+  reap(w, k);
+  char path[800];
+  snprintf(path, sizeof path, "%s/lenet_iter_%s.caffemodel", out, max_iter);
+  return tu_read(path, len);
+}
+
+static void same_model_peer_and_star(int k) {
+  size_t lp, ls;
+  char *p = run_k(k, tu_dir_path("peer"), "AUTO", "20", &lp);
+  char *s = run_k(k, tu_dir_path("star"), "STAR", "20", &ls);
+  /* byte equality: the same SHA-256 */
+  cr_assert_eq(lp, ls);
+  cr_assert(lp > 1000000, "a LeNet model file is 1.7 MB, not %zu bytes", lp);
+  cr_assert(!memcmp(p, s, lp), "%d workers: the peer average differs from the star's", k);
+  free(p);
+  free(s);
+}
+
+Test(peer_cli, two_remote_workers_average_peer_to_peer_to_the_stars_bits) {
+  same_model_peer_and_star(2);
+}
+
+Test(peer_cli, three_remote_workers_average_peer_to_peer_to_the_stars_bits) {
+  same_model_peer_and_star(3);
+}
+
+typedef struct killer {
+  worker *victim;
+  useconds_t after_us;
+} killer;
+
+static void *kill_later(void *arg) {
+  killer *k = arg;
+  /* once it is set up (its log says so), then a while into the rounds */
+  for (int tries = 0; tries < 3000; tries++) {
+    size_t len;
+    char *text = tu_read(k->victim->log, &len);
+    bool up = strstr(text, "worker 2 of 3") != NULL;
+    free(text);
+    if (up) break;
+    usleep(20000);
+  }
+  usleep(k->after_us);
+  kill(k->victim->pid, SIGKILL);
+  return NULL;
+}
+
+Test(peer_cli, a_worker_killed_mid_run_fails_the_round_which_is_redone_without_it) {
+  worker w[3];
+  char list[300];
+  const char *tf = token_file();
+  start_workers(w, 3, tf, list, sizeof list);
+  killer k = {&w[2], 1500000};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, kill_later, &k), 0);
+  const char *run[] = {"run",
+                       JOB,
+                       "--workers",
+                       list,
+                       "--token-file",
+                       tf,
+                       "--set",
+                       "max_iter=200",
+                       "--set",
+                       "sync.tau=2",
+                       "--set",
+                       "test_interval=0",
+                       "--set",
+                       "snapshot=0",
+                       "--threads",
+                       "1",
+                       "--output",
+                       tu_dir_path("fault"),
+                       NULL};
+  mdl_run_result r = mdl_run_memdl(run, 220);
+  pthread_join(th, NULL);
+  reap(w, 3);
+  cr_assert_eq(r.exit_code, 3, "finishes on the survivors: %s", r.err);
+  cr_assert(strstr(r.err, "averaging peer-to-peer"), "%s", r.err);
+  /* a survivor's round failed naming the dead peer, which alone was removed */
+  cr_assert(strstr(r.err, "peer exchange failed") && strstr(r.err, w[2].addr), "%s", r.err);
+  cr_assert(strstr(r.err, "worker 2 (") && strstr(r.err, "removed"), "%s", r.err);
+  cr_assert(strstr(r.err, " 1 faults"), "%s", r.err);
+  cr_assert(strstr(r.err, "on 2 workers (3 started)") || strstr(r.err, "on 2 workers"), "%s",
+            r.err);
+  mdl_run_result_free(&r);
+}
