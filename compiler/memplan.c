@@ -123,12 +123,14 @@ static size_t place(item *it, int n) {
 }
 
 /* Peak over steps of the summed sizes of the live buffers (floats). */
-static size_t peak(const mdl_mem_plan *p, const int *lo, const int *hi, const size_t *off) {
+static size_t peak(const mdl_mem_plan *p, const int *lo, const int *hi, const size_t *off,
+                   const int *alias) {
   size_t best = 0;
   for (int s = -1; s < p->n_steps; s++) {
     size_t sum = 0;
     for (int b = 0; b < p->n_blobs; b++)
-      if (off[b] != MDL_MEM_NONE && lo[b] <= s && s <= hi[b]) sum += p->size[b];
+      if (off[b] != MDL_MEM_NONE && (!alias || alias[b] == b) && lo[b] <= s && s <= hi[b])
+        sum += p->size[b];
     if (sum > best) best = sum;
   }
   return best;
@@ -185,6 +187,42 @@ static void liveness(mdl_mem_plan *p, const mdl_graph *g, const mdl_mem_layer *m
   free(need_diff);
 }
 
+static int root_of(const int *alias, int b) {
+  while (alias[b] != b) b = alias[b];
+  return b;
+}
+
+/* Split, Flatten and Reshape tops that no other layer writes share their
+ * bottom's data; each group's live steps become the union of its members'. */
+static void alias_views(mdl_mem_plan *p, const mdl_graph *g) {
+  static const char *const views[] = {"Split", "Flatten", "Reshape", NULL};
+  int *writers = xcalloc((size_t)p->n_blobs, sizeof(int));
+  for (int b = 0; b < p->n_blobs; b++) p->alias[b] = b;
+  for (int i = 0; i < g->n_layers; i++)
+    for (int k = 0; k < g->layers[i].n_top; k++) writers[g->layers[i].top[k]]++;
+  for (int i = 0; i < g->n_layers; i++) {
+    const mdl_graph_layer *gl = &g->layers[i];
+    if (!type_in(gl->param->type, views) || gl->n_bottom != 1) continue;
+    int r = root_of(p->alias, gl->bottom[0]);
+    for (int k = 0; k < gl->n_top; k++) {
+      int t = gl->top[k];
+      if (t == gl->bottom[0] || writers[t] != 1 || p->size[t] != p->size[r]) continue;
+      p->alias[t] = r;
+    }
+  }
+  for (int b = 0; b < p->n_blobs; b++) {
+    int r = root_of(p->alias, b);
+    p->alias[b] = r;
+    if (p->data_lo[b] < p->data_lo[r]) p->data_lo[r] = p->data_lo[b];
+    if (p->data_hi[b] > p->data_hi[r]) p->data_hi[r] = p->data_hi[b];
+  }
+  for (int b = 0; b < p->n_blobs; b++) { /* members report the group's span */
+    p->data_lo[b] = p->data_lo[p->alias[b]];
+    p->data_hi[b] = p->data_hi[p->alias[b]];
+  }
+  free(writers);
+}
+
 mdl_mem_plan *mdl_mem_plan_new(const mdl_graph *g, const mdl_mem_layer *layers, bool reuse) {
   mdl_mem_plan *p = xcalloc(1, sizeof *p);
   const int nb = g->n_blobs;
@@ -199,14 +237,20 @@ mdl_mem_plan *mdl_mem_plan_new(const mdl_graph *g, const mdl_mem_layer *layers, 
   p->data_hi = xcalloc((size_t)nb, sizeof(int));
   p->diff_lo = xcalloc((size_t)nb, sizeof(int));
   p->diff_hi = xcalloc((size_t)nb, sizeof(int));
+  p->alias = xcalloc((size_t)nb, sizeof(int));
   for (int b = 0; b < nb; b++) p->size[b] = round_up((size_t)mdl_shape_count(&g->blob_shape[b]));
   liveness(p, g, layers, backward);
+  if (reuse)
+    alias_views(p, g);
+  else
+    for (int b = 0; b < nb; b++) p->alias[b] = b;
 
   item *items = xcalloc((size_t)(2 * nb), sizeof *items);
   int ni = 0;
   for (int b = 0; b < nb; b++) {
-    items[ni++] = (item){p->size[b], p->data_lo[b], p->data_hi[b], &p->data_off[b]};
     p->fig.data_naive += p->size[b] * sizeof(float);
+    if (p->alias[b] == b)
+      items[ni++] = (item){p->size[b], p->data_lo[b], p->data_hi[b], &p->data_off[b]};
     if (p->diff_off[b] == MDL_MEM_NONE) continue;
     items[ni++] = (item){p->size[b], p->diff_lo[b], p->diff_hi[b], &p->diff_off[b]};
     p->fig.diff_naive += p->size[b] * sizeof(float);
@@ -220,10 +264,11 @@ mdl_mem_plan *mdl_mem_plan_new(const mdl_graph *g, const mdl_mem_layer *layers, 
     }
   }
   free(items);
+  for (int b = 0; b < nb; b++) p->data_off[b] = p->data_off[p->alias[b]];
   p->fig.arena_naive = p->fig.data_naive + p->fig.diff_naive;
   p->fig.arena = p->arena_floats * sizeof(float);
-  p->fig.data_planned = peak(p, p->data_lo, p->data_hi, p->data_off) * sizeof(float);
-  p->fig.diff_planned = peak(p, p->diff_lo, p->diff_hi, p->diff_off) * sizeof(float);
+  p->fig.data_planned = peak(p, p->data_lo, p->data_hi, p->data_off, p->alias) * sizeof(float);
+  p->fig.diff_planned = peak(p, p->diff_lo, p->diff_hi, p->diff_off, NULL) * sizeof(float);
   if (!reuse) {
     p->fig.data_planned = p->fig.data_naive;
     p->fig.diff_planned = p->fig.diff_naive;
@@ -240,6 +285,7 @@ void mdl_mem_plan_free(mdl_mem_plan *p) {
   free(p->data_hi);
   free(p->diff_lo);
   free(p->diff_hi);
+  free(p->alias);
   free(p);
 }
 
@@ -260,6 +306,7 @@ bool mdl_mem_plan_find_overlap(const mdl_mem_plan *p, int *a, int *ka, int *b, i
       size_t oj = kj ? p->diff_off[bj] : p->data_off[bj];
       if (oj == MDL_MEM_NONE) continue;
       int lj = kj ? p->diff_lo[bj] : p->data_lo[bj], hj = kj ? p->diff_hi[bj] : p->data_hi[bj];
+      if (!ki && !kj && p->alias[bi] == p->alias[bj]) continue; /* shared on purpose */
       bool at_once = li <= hj && lj <= hi;
       bool shared = oi < oj + p->size[bj] && oj < oi + p->size[bi];
       if (at_once && shared) {

@@ -39,6 +39,11 @@ typedef struct mdl_mem_plan {
   size_t *data_off, *diff_off; /* floats into the arena; MDL_MEM_NONE: no buffer */
   int *data_lo, *data_hi;      /* steps during which it is live, inclusive (-1: filled before) */
   int *diff_lo, *diff_hi;
+  /* Blobs whose data is another's: a Split, Flatten or Reshape top nobody
+   * writes in place shares its bottom's bytes (as Caffe's Split shares data;
+   * the layers skip the copy onto itself). alias[b] is the blob whose buffer
+   * b uses (b itself when none); data_lo/hi of that blob span the group. */
+  int *alias;
   size_t arena_floats;
   mdl_mem_figures fig; /* data/diff/arena only; the caller fills the rest */
 } mdl_mem_plan;
@@ -62,7 +67,8 @@ void mdl_mem_plan_free(mdl_mem_plan *p); /* NULL safe */
 bool mdl_mem_plan_reuse_default(void);
 
 /* Brute force: the first pair of buffers live at a common step whose bytes
- * overlap, as blob indices and kinds (0 data, 1 diff); false when none. */
+ * overlap, as blob indices and kinds (0 data, 1 diff), leaving out the data
+ * of blobs that alias one another on purpose; false when none. */
 bool mdl_mem_plan_find_overlap(const mdl_mem_plan *p, int *a, int *ka, int *b, int *kb);
 
 #endif
