@@ -41,7 +41,7 @@ static void print_memory(const mdl_compiled *c, int i, const Caffe__SolverParame
   size_t planned = f.arena + f.workspace + f.params + f.solver_state;
   printf(
       "  memory MiB, naive -> planned: data %.1f -> %.1f, diffs %.1f -> %.1f (shared arena "
-      "%.1f), workspace %.1f -> %.1f, params+grads %.1f, solver state %.1f; total %.1f -> "
+      "%.1f), im2col workspace %.1f -> %.1f, params+grads %.1f, solver state %.1f; total %.1f -> "
       "%.1f\n",
       f.data_naive / M, f.data_planned / M, f.diff_naive / M, f.diff_planned / M, f.arena / M,
       f.workspace_naive / M, f.workspace / M, f.params / M, f.solver_state / M, naive / M,
