@@ -31,6 +31,7 @@ typedef struct mdl_mem_figures {
   size_t workspace_naive, workspace; /* scratch: one per layer / one shared (max) */
   size_t params;                     /* learnable values and their gradients */
   size_t solver_state;               /* solver history (momentum, ...) */
+  size_t kept_naive, kept; /* copies layers keep for backward (runtime only; 0 at compile) */
 } mdl_mem_figures;
 
 typedef struct mdl_mem_plan {

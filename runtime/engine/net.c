@@ -28,6 +28,8 @@ struct mdl_net {
   mdl_tensor *blob;
   mdl_mem_plan *plan; /* where each blob's data and diff live in the arena */
   size_t allocated;   /* bytes this net took from its backend (arena, parameters, own scratch) */
+  float *keeps;       /* the layers' kept copies (mdl_layer_keep), one buffer */
+  size_t keep_floats, keep_naive_floats;
   float *arena;
   bool own_arena;
   float *params, *pdiff;
@@ -65,7 +67,8 @@ static void shape_str(const mdl_tensor *t, char *buf, size_t n) {
  * knows: the pipeline serves them. */
 static mdl_status create_layers(mdl_net *net, mdl_error *err) {
   const mdl_graph *g = net->g;
-  mdl_exec_ctx ctx = {.pool = net->opt.pool, .ws = net->opt.ws, .rng = &net->iter_rng};
+  mdl_exec_ctx ctx = {
+      .pool = net->opt.pool, .ws = net->opt.ws, .rng = &net->iter_rng, .net_keeps = true};
   const mdl_backend *be = net->opt.backend;
   net->sources = mdl_xmalloc((size_t)(g->n_layers + 1) * sizeof(int));
   for (int i = 0; i < g->n_layers; i++) {
@@ -103,6 +106,55 @@ static mdl_status create_layers(mdl_net *net, mdl_error *err) {
       if (gl->loss_weight && gl->loss_weight[k] != 0) L->has_loss = true;
   }
   return MDL_OK;
+}
+
+static bool writes_blob(const mdl_graph_layer *gl, int b) {
+  for (int k = 0; k < gl->n_top; k++)
+    if (gl->top[k] == b) return true;
+  return false;
+}
+
+/* The layers' kept copies (mdl_layer_keep) in one buffer. An in-place
+ * layer's kept input is the kept output of the last layer that wrote that
+ * blob before it, when that layer keeps its top (BatchNorm then an in-place
+ * Scale, as ResNet has 53 times): one copy serves both and the later layer
+ * skips writing it. share false gives each its own (MDL_MEMPLAN=off). */
+static mdl_status bind_keeps(mdl_net *net, bool share, mdl_error *err) {
+  size_t *off = mdl_xcalloc((size_t)net->n_layers + 1, sizeof(size_t));
+  for (int i = 0; i < net->n_layers; i++) {
+    mdl_layer *l = net->L[i].l;
+    const mdl_graph_layer *gl = net->L[i].gl;
+    off[i] = NONE;
+    if (!l || !l->keep.count) continue;
+    size_t count = ((size_t)l->keep.count + 15) / 16 * 16; /* 64-byte aligned */
+    net->keep_naive_floats += count;
+    int j = i - 1;
+    if (share && l->keep.kind == MDL_KEEP_INPUT && gl->n_bottom > 0) {
+      while (j >= 0 && !writes_blob(net->L[j].gl, gl->bottom[0])) j--;
+      const mdl_layer *w = j >= 0 ? net->L[j].l : NULL;
+      if (w && w->keep.kind == MDL_KEEP_TOP && net->L[j].gl->top[0] == gl->bottom[0] &&
+          w->keep.count == l->keep.count) {
+        off[i] = off[j];
+        l->keep.filled = true;
+        continue;
+      }
+    }
+    off[i] = net->keep_floats;
+    net->keep_floats += count;
+  }
+  mdl_status st = MDL_OK;
+  if (net->keep_floats) {
+    net->keeps = mdl_backend_alloc(net->opt.backend, (int64_t)net->keep_floats);
+    if (!net->keeps)
+      st = mdl_errorf(err, MDL_ERR_NOMEM, "layers' kept copies of %zu MiB do not fit",
+                      net->keep_floats * sizeof(float) >> 20);
+    else
+      net->allocated += net->keep_floats * sizeof(float);
+  }
+  for (int i = 0; st == MDL_OK && i < net->n_layers; i++)
+    if (off[i] != NONE) net->L[i].l->keep.data = net->keeps + off[i];
+  free(off);
+  return st;
 }
 
 static void decide_backward(mdl_net *net) {
@@ -250,6 +302,7 @@ mdl_status mdl_net_new(const mdl_graph *g, const mdl_net_options *opt, mdl_net *
     decide_backward(net);
     st = setup_params(net, err);
   }
+  if (st == MDL_OK) st = bind_keeps(net, mdl_mem_plan_reuse_default(), err);
   if (st == MDL_OK) st = mdl_workspace_commit(net->opt.ws, net->opt.backend, err);
   if (st == MDL_OK && net->opt.ws == &net->own_ws) net->allocated += net->own_ws.size;
   if (st != MDL_OK) {
@@ -320,6 +373,7 @@ void mdl_net_free(mdl_net *net) {
   mdl_mem_plan_free(net->plan);
   if (net->opt.backend) {
     if (net->own_arena) mdl_backend_free(net->opt.backend, net->arena);
+    mdl_backend_free(net->opt.backend, net->keeps);
     mdl_backend_free(net->opt.backend, net->params);
     mdl_backend_free(net->opt.backend, net->pdiff);
   }
@@ -493,6 +547,8 @@ void mdl_net_mem_figures(const mdl_net *net, mdl_mem_figures *fig) {
   *fig = net->plan->fig;
   fig->workspace = net->opt.ws->size;
   fig->params = 2 * net->n_params * sizeof(float);
+  fig->kept = net->keep_floats * sizeof(float);
+  fig->kept_naive = net->keep_naive_floats * sizeof(float);
 }
 size_t mdl_net_allocated_bytes(const mdl_net *net) {
   return net->allocated;
