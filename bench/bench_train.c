@@ -192,6 +192,13 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
            mdl_net_layer_type(net, i), f, b, gf, pk);
   }
   double u = upd * 1e3 / total_iters;
+  mdl_mem_figures mf;
+  mdl_net_mem_figures(net, &mf);
+  printf(
+      "memory: activations+gradients %.1f MiB (%.1f without reuse), workspace %.1f MiB, "
+      "parameters+gradients %.1f MiB, layers' kept copies %.1f MiB (%.1f unshared)\n",
+      mf.arena / 1048576.0, mf.arena_naive / 1048576.0, mf.workspace / 1048576.0,
+      mf.params / 1048576.0, mf.kept / 1048576.0, mf.kept_naive / 1048576.0);
   printf("forward %.3f ms, backward %.3f ms, update %.3f ms; %.0f images/s (median of %d)\n", f_sum,
          b_sum, u, med, rounds);
   printf("conv+ip: %.1f GFLOP/s = %.0f%% of the measured sgemm peak %.1f GFLOP/s\n",

@@ -32,6 +32,22 @@ static const char USAGE[] =
     "                  (exit 2 when that GPU is not usable or lacks a layer)\n"
     "exit status: 0 ok, 2 invalid input\n";
 
+/* Naive (every buffer its own) against planned bytes, from compiler/plan.h. */
+static void print_memory(const mdl_compiled *c, int i, const Caffe__SolverParameter *solver) {
+  mdl_mem_figures f;
+  mdl_plan_memory(c, i, solver, &f);
+  const double M = 1024.0 * 1024.0;
+  size_t naive = f.arena_naive + f.workspace_naive + f.params + f.solver_state;
+  size_t planned = f.arena + f.workspace + f.params + f.solver_state;
+  printf(
+      "  memory MiB, naive -> planned: data %.1f -> %.1f, diffs %.1f -> %.1f (shared arena "
+      "%.1f), im2col workspace %.1f -> %.1f, params+grads %.1f, solver state %.1f; total %.1f -> "
+      "%.1f\n",
+      f.data_naive / M, f.data_planned / M, f.diff_naive / M, f.diff_planned / M, f.arena / M,
+      f.workspace_naive / M, f.workspace / M, f.params / M, f.solver_state / M, naive / M,
+      planned / M);
+}
+
 static void print_summary(const mdl_job *job, const mdl_compiled *c) {
   printf("job %s (%s)\n", job->job->name ? job->job->name : job->path, mdl_kind_name(job->kind));
   for (int i = 0; i < c->n_nets; i++) {
@@ -44,6 +60,7 @@ static void print_summary(const mdl_job *job, const mdl_compiled *c) {
     printf("%s net %d: %d layers, %d blobs, %lld learnable values (%.2f MB), %.2f MB of blobs\n",
            mdl_phase_name(c->nets[i].phase), c->nets[i].test_index, g->n_layers, g->n_blobs,
            (long long)params, params * 4.0 / 1e6, acts * 4.0 / 1e6);
+    print_memory(c, i, job->solver);
   }
 }
 

@@ -129,3 +129,62 @@ Memdl__Plan *mdl_plan_new(const mdl_job *job, const mdl_compiled *c) {
   for (size_t i = 0; i < j->n_accept; i++) plan->accept[i] = mdl_pb_dup(j->accept[i]);
   return plan;
 }
+
+/* Caffe's im2col column buffer of one image for a convolution (0 for other
+ * layers): kernel volume x output plane, input and output swapped for
+ * Deconvolution. */
+static size_t columns_of(const mdl_graph *g, const mdl_graph_layer *gl) {
+  const char *t = gl->param->type;
+  bool deconv = t && !strcmp(t, "Deconvolution");
+  if (!t || (!deconv && strcmp(t, "Convolution")) || gl->n_bottom < 1 || gl->n_top < 1) return 0;
+  const mdl_shape *im = &g->blob_shape[gl->bottom[0]], *out = &g->blob_shape[gl->top[0]];
+  if (deconv) im = out, out = &g->blob_shape[gl->bottom[0]];
+  if (im->n < 2 || out->n < 2 || gl->n_param < 1 || gl->param_shape[0].n < 2) return 0;
+  int64_t kernel = 1, plane = 1;
+  for (int k = 2; k < gl->param_shape[0].n; k++) kernel *= gl->param_shape[0].d[k];
+  for (int k = 2; k < out->n; k++) plane *= out->d[k];
+  return (size_t)(im->d[1] * kernel * plane) * sizeof(float);
+}
+
+/* History blobs per parameter of the solver (SGD's momentum: one). */
+static int solver_histories(const Caffe__SolverParameter *s) {
+  if (!s) return 1;
+  if (s->type) return !strcmp(s->type, "Adam") || !strcmp(s->type, "AdaDelta") ? 2 : 1;
+  return s->solver_type == CAFFE__SOLVER_PARAMETER__SOLVER_TYPE__ADAM ||
+                 s->solver_type == CAFFE__SOLVER_PARAMETER__SOLVER_TYPE__ADADELTA
+             ? 2
+             : 1;
+}
+
+static bool train_has_layer(const mdl_compiled *c, const char *name) {
+  if (!name || c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) return false;
+  const mdl_graph *t = c->nets[0].graph;
+  for (int i = 0; i < t->n_layers; i++)
+    if (t->layers[i].param->name && !strcmp(t->layers[i].param->name, name)) return true;
+  return false;
+}
+
+void mdl_plan_memory(const mdl_compiled *c, int i, const Caffe__SolverParameter *solver,
+                     mdl_mem_figures *out) {
+  const mdl_graph *g = c->nets[i].graph;
+  bool train = c->nets[i].phase == CAFFE__PHASE__TRAIN;
+  mdl_mem_layer *ml = mdl_mem_layers_of(g);
+  mdl_mem_plan *p = mdl_mem_plan_new(g, ml, true);
+  *out = p->fig;
+  bool backward = p->n_steps > g->n_layers;
+  mdl_mem_plan_free(p);
+  free(ml);
+  size_t values = 0;
+  for (int l = 0; l < g->n_layers; l++) {
+    const mdl_graph_layer *gl = &g->layers[l];
+    size_t cols = columns_of(g, gl);
+    out->workspace_naive += cols;
+    if (cols > out->workspace) out->workspace = cols;
+    if (!train && train_has_layer(c, gl->param->name)) continue; /* shared with TRAIN */
+    for (int k = 0; k < gl->n_param; k++) values += (size_t)mdl_shape_count(&gl->param_shape[k]);
+  }
+  /* the runtime keeps a gradient buffer beside every parameter buffer */
+  out->params = 2 * values * sizeof(float);
+  out->solver_state =
+      train && backward ? (size_t)solver_histories(solver) * values * sizeof(float) : 0;
+}

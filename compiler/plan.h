@@ -7,6 +7,7 @@
 
 #include "compiler/graph.h"
 #include "compiler/job.h"
+#include "compiler/memplan.h"
 #include "plan.pb-c.h"
 
 typedef struct mdl_phase_net {
@@ -46,5 +47,15 @@ void mdl_compiled_free(mdl_compiled *c);
 Memdl__Plan *mdl_plan_new(const mdl_job *job, const mdl_compiled *c);
 
 const char *mdl_phase_name(Caffe__Phase phase);
+
+/* The memory figures of net i of c (bytes), for `memdl compile`: activations
+ * and gradients naive and planned (mdl_mem_plan_new on the compiler's view of
+ * the layers); workspace as one im2col column buffer per convolution against
+ * one shared (the largest); parameters this net owns (a TEST net shares the
+ * TRAIN net's by layer name) with their gradients when it trains; solver
+ * history for the TRAIN net. The runtime adds backend scratch to the
+ * workspace (mdl_net_mem_figures). */
+void mdl_plan_memory(const mdl_compiled *c, int i, const Caffe__SolverParameter *solver,
+                     mdl_mem_figures *out);
 
 #endif

@@ -146,7 +146,8 @@ Test(net, test_net_shares_train_weights_by_name) {
 Test(net, memory_plan_reuses_buffers) {
   mdl_graph *gs = graph(NET, CAFFE__PHASE__TEST);
   mdl_net *test = make(gs, NULL);
-  cr_assert(mdl_net_arena_floats(test) * sizeof(float) < mdl_net_naive_bytes(test) / 2,
+  /* naive counts a diff only where a layer needs one: none in TEST */
+  cr_assert(mdl_net_arena_floats(test) * sizeof(float) < mdl_net_naive_bytes(test) * 3 / 4,
             "planned %zu floats, naive %zu bytes", mdl_net_arena_floats(test),
             mdl_net_naive_bytes(test));
   mdl_graph *gt = graph(NET, CAFFE__PHASE__TRAIN);

@@ -166,6 +166,7 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
                              g->dilation_w, cp->bias,    l->phase == CAFFE__PHASE__TRAIN,
                              cp->nt};
     cp->dnnl = mdl_dnnl_conv_new(&ds);
+    if (cp->dnnl) mdl_workspace_reserve(l->ctx.ws, mdl_dnnl_conv_ws_bytes(cp->dnnl));
   }
   if (!cp->dnnl && !deconv && !cp->depthwise && !cp->one_by_one && l->n_bottom == 1 &&
       l->phase == CAFFE__PHASE__TRAIN) {
@@ -462,7 +463,7 @@ static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
 static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   conv_priv *cp = l->priv;
   if (cp->dnnl) {
-    mdl_dnnl_conv_forward(cp->dnnl, l->ctx.pool, bottom[0]->data, l->param[0].data,
+    mdl_dnnl_conv_forward(cp->dnnl, l->ctx.pool, l->ctx.ws->data, bottom[0]->data, l->param[0].data,
                           cp->bias ? l->param[1].data : NULL, top[0]->data);
     return;
   }
@@ -526,9 +527,9 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   conv_priv *cp = l->priv;
   bool want_w = l->param[0].diff != NULL;
   if (cp->dnnl && l->phase == CAFFE__PHASE__TRAIN) {
-    mdl_dnnl_conv_backward(cp->dnnl, l->ctx.pool, bottom[0]->data, l->param[0].data, top[0]->diff,
-                           pd[0] ? bottom[0]->diff : NULL, l->param[0].diff,
-                           cp->bias ? l->param[1].diff : NULL);
+    mdl_dnnl_conv_backward(cp->dnnl, l->ctx.pool, l->ctx.ws->data, bottom[0]->data,
+                           l->param[0].data, top[0]->diff, pd[0] ? bottom[0]->diff : NULL,
+                           l->param[0].diff, cp->bias ? l->param[1].diff : NULL);
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {

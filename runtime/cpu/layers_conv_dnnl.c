@@ -67,16 +67,21 @@ typedef struct size_class {
   size_t scratch;                                      /* largest scratchpad, bytes */
 } size_class;
 
+/* Every buffer below lives in the net's shared workspace (carved at setup,
+ * pointed at by bind_ws on each call), not in the layer: nothing survives
+ * from forward to backward, so the workspace holds one layer's need at a
+ * time instead of every layer keeping blocked copies of its activations. */
 typedef struct slot {
   int cls;
   int64_t n0;
   dnnl_stream_t stream;
-  float *src_blk;  /* forward input in b_src (kept for the weight gradient); reused for diff_src */
+  float *src_blk;  /* input in b_src (for the weight gradient); reused for diff_src */
   float *dst_blk;  /* forward output in b_dst; reused for diff_dst */
   float *dsrc_blk; /* diff_src in b_dsrc when it is neither plain nor b_src */
   float *dw_blk;   /* weight gradient partial in b_ww */
   float *db;       /* bias gradient partial */
   void *scratch;
+  size_t o_src, o_dst, o_dsrc, o_dw, o_db, o_scratch; /* workspace offsets; NO_WS: none */
 } slot;
 
 struct mdl_dnnl_conv {
@@ -89,6 +94,8 @@ struct mdl_dnnl_conv {
   float *w_blk;                         /* weights in b_w, refreshed by every forward */
   float *wd_blk;                        /* weights in b_wd, refreshed by every backward */
   float *dw_plain;                      /* one slot's gradient back in the plain layout */
+  size_t o_w, o_wd, o_dwp;              /* workspace offsets of the three */
+  size_t ws_bytes;                      /* workspace this convolution needs */
   size_class cls[2];
   int n_cls;
   slot slots[64];
@@ -238,20 +245,11 @@ void mdl_dnnl_conv_free(mdl_dnnl_conv *c) {
   for (int i = 0; i < c->n_slots; i++) {
     slot *sl = &c->slots[i];
     if (sl->stream) dnnl_stream_destroy(sl->stream);
-    mdl_ffree(sl->src_blk);
-    mdl_ffree(sl->dst_blk);
-    mdl_ffree(sl->dsrc_blk);
-    mdl_ffree(sl->dw_blk);
-    mdl_ffree(sl->db);
-    mdl_ffree(sl->scratch);
   }
   for (int i = 0; i < c->n_cls; i++) free_class(&c->cls[i]);
   if (c->w_in) dnnl_primitive_destroy(c->w_in);
   if (c->wd_in) dnnl_primitive_destroy(c->wd_in);
   if (c->dw_out) dnnl_primitive_destroy(c->dw_out);
-  mdl_ffree(c->w_blk);
-  mdl_ffree(c->wd_blk);
-  mdl_ffree(c->dw_plain);
   if (c->eng) dnnl_engine_destroy(c->eng);
   free(c);
 }
@@ -269,8 +267,37 @@ static bool worth_it(const mdl_dnnl_conv_spec *s) {
   return cw * mw <= 1.15;
 }
 
-static float *fbytes(size_t bytes) {
-  return mdl_falloc((int64_t)((bytes + sizeof(float) - 1) / sizeof(float)));
+#define NO_WS ((size_t)-1)
+
+/* Reserves bytes (64-byte aligned) at the end of c's workspace layout. */
+static size_t carve(mdl_dnnl_conv *c, size_t bytes) {
+  size_t at = c->ws_bytes;
+  c->ws_bytes += (bytes + 63) / 64 * 64;
+  return at;
+}
+
+static void *at_ws(void *ws, size_t off) {
+  return off == NO_WS ? NULL : (char *)ws + off;
+}
+
+/* Points every buffer at its place in this call's workspace. */
+static void bind_ws(mdl_dnnl_conv *c, void *ws) {
+  c->w_blk = at_ws(ws, c->o_w);
+  c->wd_blk = at_ws(ws, c->o_wd);
+  c->dw_plain = at_ws(ws, c->o_dwp);
+  for (int i = 0; i < c->n_slots; i++) {
+    slot *sl = &c->slots[i];
+    sl->src_blk = at_ws(ws, sl->o_src);
+    sl->dst_blk = at_ws(ws, sl->o_dst);
+    sl->dsrc_blk = at_ws(ws, sl->o_dsrc);
+    sl->dw_blk = at_ws(ws, sl->o_dw);
+    sl->db = at_ws(ws, sl->o_db);
+    sl->scratch = at_ws(ws, sl->o_scratch);
+  }
+}
+
+size_t mdl_dnnl_conv_ws_bytes(const mdl_dnnl_conv *c) {
+  return c->ws_bytes;
 }
 
 mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s) {
@@ -317,20 +344,21 @@ mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s) {
   dnnl_primitive_attr_destroy(attr);
   attr = NULL;
   c->w_re = !same_md(&c->p_w, &c->b_w);
+  c->o_w = c->o_wd = c->o_dwp = NO_WS;
   if (c->w_re) {
     if (make_reorder(c, &c->p_w, &c->b_w, &c->w_in) != dnnl_success) goto fail;
-    if (!(c->w_blk = fbytes(dnnl_memory_desc_get_size(&c->b_w)))) goto fail;
+    c->o_w = carve(c, dnnl_memory_desc_get_size(&c->b_w));
   }
   if (s->training) {
     c->wd_re = !same_md(&c->p_w, &c->b_wd);
     c->ww_re = !same_md(&c->p_w, &c->b_ww);
     if (c->wd_re) {
       if (make_reorder(c, &c->p_w, &c->b_wd, &c->wd_in) != dnnl_success) goto fail;
-      if (!(c->wd_blk = fbytes(dnnl_memory_desc_get_size(&c->b_wd)))) goto fail;
+      c->o_wd = carve(c, dnnl_memory_desc_get_size(&c->b_wd));
     }
     if (c->ww_re) {
       if (make_reorder(c, &c->b_ww, &c->p_w, &c->dw_out) != dnnl_success) goto fail;
-      if (!(c->dw_plain = fbytes(dnnl_memory_desc_get_size(&c->p_w)))) goto fail;
+      c->o_dwp = carve(c, dnnl_memory_desc_get_size(&c->p_w));
     }
   }
   for (int i = 0; i < c->n_slots; i++) {
@@ -342,16 +370,16 @@ mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s) {
       sl->stream = NULL;
       goto fail;
     }
-    if (k->src_re && !(sl->src_blk = fbytes(dnnl_memory_desc_get_size(&k->b_src)))) goto fail;
-    if (k->dst_re && !(sl->dst_blk = fbytes(dnnl_memory_desc_get_size(&k->b_dst)))) goto fail;
+    sl->o_src = k->src_re ? carve(c, dnnl_memory_desc_get_size(&k->b_src)) : NO_WS;
+    sl->o_dst = k->dst_re ? carve(c, dnnl_memory_desc_get_size(&k->b_dst)) : NO_WS;
     /* diff_src goes into src_blk (free once dW is done) when it fits the
      * same layout, else into its own buffer */
-    if (k->dsrc_re && !(k->src_re && same_md(&k->b_src, &k->b_dsrc)) &&
-        !(sl->dsrc_blk = fbytes(dnnl_memory_desc_get_size(&k->b_dsrc))))
-      goto fail;
-    if (s->training && !(sl->dw_blk = fbytes(dnnl_memory_desc_get_size(&c->b_ww)))) goto fail;
-    if (s->training && s->bias && !(sl->db = mdl_falloc(s->M))) goto fail;
-    if (k->scratch && !(sl->scratch = fbytes(k->scratch))) goto fail;
+    sl->o_dsrc = k->dsrc_re && !(k->src_re && same_md(&k->b_src, &k->b_dsrc))
+                     ? carve(c, dnnl_memory_desc_get_size(&k->b_dsrc))
+                     : NO_WS;
+    sl->o_dw = s->training ? carve(c, dnnl_memory_desc_get_size(&c->b_ww)) : NO_WS;
+    sl->o_db = s->training && s->bias ? carve(c, (size_t)s->M * sizeof(float)) : NO_WS;
+    sl->o_scratch = k->scratch ? carve(c, k->scratch) : NO_WS;
   }
   return c;
 fail_cls0:
@@ -424,8 +452,11 @@ static void bwd_slot(void *arg, int64_t lo, int64_t hi, int thread) {
   const size_class *k = &c->cls[sl->cls];
   const float *x = a->x + sl->n0 * s->C * s->H * s->W;
   const float *dy = a->dy + sl->n0 * s->M * s->OH * s->OW;
-  /* the forward pass left its input in src_blk (blocked) */
-  const float *src = k->src_re ? sl->src_blk : x;
+  const float *src = x;
+  if (k->src_re && a->want_w) { /* the workspace kept nothing from forward */
+    reorder(c, k->src_in, sl->stream, &k->p_src, x, &k->b_src, sl->src_blk);
+    src = sl->src_blk;
+  }
   const float *ddst = dy;
   if (k->dst_re) {
     reorder(c, k->ddst_in, sl->stream, &k->p_dst, dy, &k->b_dst, sl->dst_blk);
@@ -473,14 +504,16 @@ static const float *prepare_weights(mdl_dnnl_conv *c, const float *w) {
   return c->w_blk;
 }
 
-void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
-                           const float *b, float *y) {
+void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
+                           const float *w, const float *b, float *y) {
+  bind_ws(c, ws);
   run_args a = {c, x, prepare_weights(c, w), b, NULL, y, NULL, false, false};
   mdl_parallel_for(pool, c->n_slots, 1, fwd_slot, &a);
 }
 
-void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db) {
+void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
+                            const float *w, const float *dy, float *dx, float *dw, float *db) {
+  bind_ws(c, ws);
   const float *wd = w;
   if (dx && c->wd_re) {
     pin_omp();

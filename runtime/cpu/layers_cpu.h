@@ -41,12 +41,14 @@ typedef struct mdl_dnnl_conv mdl_dnnl_conv;
  * OpenMP to one thread on the calling thread (oneDNN plans per thread). */
 mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s);
 void mdl_dnnl_conv_free(mdl_dnnl_conv *c);
-void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
-                           const float *b, float *y);
-/* After a forward on the same x. dx (written), dw and db (accumulated) may be
- * NULL. */
-void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db);
+/* Bytes of scratch forward and backward need in ws (the layer reserves them
+ * in the net's shared workspace; contents need not survive between calls). */
+size_t mdl_dnnl_conv_ws_bytes(const mdl_dnnl_conv *c);
+void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
+                           const float *w, const float *b, float *y);
+/* dx (written), dw and db (accumulated) may be NULL; x is the forward's input. */
+void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
+                            const float *w, const float *dy, float *dx, float *dw, float *db);
 
 /* One pooling geometry over planes of H x W (layers_pool.c), shared with
  * SPP: Caffe's windows, MAX keeps its argmax in mask (out_count int32s, the

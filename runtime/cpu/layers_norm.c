@@ -256,19 +256,18 @@ static mdl_status bn_setup(mdl_layer *l, mdl_error *err) {
       l->param[2].count != 1)
     return LAYER_ERR(l, err, "BatchNorm needs blobs of %lld, %lld and 1 values", (long long)bp->C,
                      (long long)bp->C);
-  bp->xnorm = mdl_falloc(bp->count);
+  mdl_layer_keep(l, MDL_KEEP_TOP, bp->count); /* xnorm: allocated or bound after setup */
   bp->mean = mdl_falloc(bp->C);
   bp->istd = mdl_falloc(bp->C);
   bp->s1 = mdl_xcalloc((size_t)bp->C, sizeof(double));
   bp->s2 = mdl_xcalloc((size_t)bp->C, sizeof(double));
-  if (!bp->xnorm || !bp->mean || !bp->istd)
+  if (!bp->mean || !bp->istd)
     return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": BatchNorm buffers", l->name);
   return MDL_OK;
 }
 
 static void bn_free(mdl_layer *l) {
   bn_priv *bp = l->priv;
-  mdl_ffree(bp->xnorm);
   mdl_ffree(bp->mean);
   mdl_ffree(bp->istd);
   free(bp->s1);
@@ -307,6 +306,7 @@ static void bn_apply_task(void *arg, int64_t lo, int64_t hi, int thread) {
 
 static void bn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   bn_priv *bp = l->priv;
+  bp->xnorm = l->keep.data;
   const float *x = bottom[0]->data;
   const int64_t C = bp->C;
   if (bp->global) {
@@ -341,7 +341,7 @@ static void bn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                         mdl_tensor *const *bottom) {
   bn_priv *bp = l->priv;
   if (!pd[0]) return;
-  const float *dy = top[0]->diff, *y = bp->xnorm;
+  const float *dy = top[0]->diff, *y = l->keep.data;
   float *dx = bottom[0]->diff;
   const int64_t C = bp->C, inner = bp->inner;
   const double m = (double)bp->num * (double)inner;
@@ -446,7 +446,7 @@ typedef struct sb_priv {
   bool is_scale, two_bottom, bias;
   int bias_param; /* index of the bias blob, -1 without */
   int64_t outer, D, inner, count;
-  float *saved_x; /* scale in place: the input, for the scale gradient */
+  float *saved_x; /* Bias in place: a copy of its input (an in-place Scale keeps l->keep) */
 } sb_priv;
 
 static mdl_status sb_setup(mdl_layer *l, bool is_scale, mdl_error *err) {
@@ -494,7 +494,9 @@ static mdl_status sb_setup(mdl_layer *l, bool is_scale, mdl_error *err) {
   sp->bias_param = sp->bias ? (sp->two_bottom ? 0 : 1) : -1;
   if (sp->bias && (l->n_param <= sp->bias_param || l->param[sp->bias_param].count != sp->D))
     return LAYER_ERR(l, err, "bias blob size disagrees with the scale operand");
-  if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->count)))
+  if (is_scale && mdl_layer_in_place(l)) /* its input, for the scale gradient */
+    mdl_layer_keep(l, MDL_KEEP_INPUT, sp->count);
+  else if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->count)))
     return mdl_errorf(err, MDL_ERR_NOMEM,
                       "layer \"%s\": a copy of its in-place input (%lld floats)", l->name,
                       (long long)sp->count);
@@ -560,8 +562,8 @@ static void scale_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *c
   sb_priv *sp = l->priv;
   const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
   if (top[0] == bottom[0]) {
-    if (!sp->saved_x) abort(); /* a bug: run in place though its blob names said not (layer.h) */
-    mdl_vcopy(l->ctx.pool, sp->count, bottom[0]->data, sp->saved_x);
+    if (!l->keep.data) abort(); /* a bug: run in place though its blob names said not (layer.h) */
+    if (!l->keep.filled) mdl_vcopy(l->ctx.pool, sp->count, bottom[0]->data, l->keep.data);
   }
   sb_args a = {sp, bottom[0]->data, s, sp->bias ? l->param[sp->bias_param].data : NULL,
                top[0]->data};
@@ -596,7 +598,7 @@ static void scale_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                            mdl_tensor *const *bottom) {
   sb_priv *sp = l->priv;
   const float *dy = top[0]->diff;
-  const float *x = top[0] == bottom[0] ? sp->saved_x : bottom[0]->data;
+  const float *x = top[0] == bottom[0] ? l->keep.data : bottom[0]->data;
   if (sp->bias && l->param[sp->bias_param].diff)
     sb_reduce(sp, dy, NULL, l->param[sp->bias_param].diff, true);
   if (sp->two_bottom) {

@@ -140,8 +140,22 @@ mdl_status mdl_layer_new(const mdl_backend *be, const Caffe__LayerParameter *lp,
       return st;
     }
   }
+  if (l->keep.count && !l->ctx.net_keeps) {
+    l->keep.data = mdl_backend_alloc(be, l->keep.count);
+    l->keep.owned = true;
+    if (!l->keep.data) {
+      long long n = (long long)l->keep.count;
+      mdl_layer_free(l);
+      return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": a kept copy of %lld values", name, n);
+    }
+  }
   *out = l;
   return MDL_OK;
+}
+
+void mdl_layer_keep(mdl_layer *l, int kind, int64_t count) {
+  l->keep.kind = kind;
+  l->keep.count = count;
 }
 
 void mdl_layer_free(mdl_layer *l) {
@@ -152,6 +166,7 @@ void mdl_layer_free(mdl_layer *l) {
     else
       free(l->priv);
   }
+  if (l->keep.owned) mdl_backend_free(l->be, l->keep.data);
   free(l->bottom_shape);
   free(l->top_shape);
   free(l);

@@ -83,7 +83,24 @@ typedef struct mdl_exec_ctx {
   mdl_threadpool *pool; /* NULL: single-threaded */
   mdl_workspace *ws;    /* must not be NULL */
   mdl_rng *rng;         /* draws of Dropout and DummyData; NULL: seed 0 */
+  bool net_keeps;       /* the net provides layers' kept copies (mdl_layer_keep) */
 } mdl_exec_ctx;
+
+/* A copy of one tensor a layer keeps from forward for its backward, when it
+ * cannot read the blob again (in place): BatchNorm's normalised output
+ * (MDL_KEEP_TOP), an in-place Scale's input (MDL_KEEP_INPUT). Requested at
+ * setup with mdl_layer_keep; mdl_layer_new allocates it unless ctx.net_keeps,
+ * in which case the net binds it (one buffer for both when a Scale's input is
+ * the output the BatchNorm before it keeps, with `filled` set on the Scale so
+ * it skips the copy). */
+enum { MDL_KEEP_NONE, MDL_KEEP_TOP, MDL_KEEP_INPUT };
+typedef struct mdl_layer_keep_buf {
+  int kind;      /* MDL_KEEP_* */
+  int64_t count; /* floats */
+  float *data;   /* backend memory: NULL until allocated or bound */
+  bool owned;    /* allocated by mdl_layer_new (freed with the layer) */
+  bool filled;   /* the forward of an earlier layer already wrote these values */
+} mdl_layer_keep_buf;
 
 typedef struct mdl_layer mdl_layer;
 
@@ -133,6 +150,7 @@ struct mdl_layer {
   mdl_tensor param[MDL_MAX_LAYER_PARAMS]; /* shapes set at new; views after bind */
   void *priv;                             /* type-specific state */
   mdl_layer_fault fault;                  /* cleared by mdl_layer_forward, set by kernels */
+  mdl_layer_keep_buf keep;                /* see mdl_layer_keep */
 };
 
 /* Creates the layer lp->type on backend be for the given phase
@@ -172,6 +190,9 @@ void mdl_layer_backward(mdl_layer *l, mdl_tensor *const *top, const bool *propag
  * kernel that must keep its input for backward allocates that copy at
  * setup when this holds, never while running. */
 bool mdl_layer_in_place(const mdl_layer *l);
+/* From a layer's setup: it keeps count floats of kind (MDL_KEEP_TOP or
+ * MDL_KEEP_INPUT) from forward to backward in l->keep.data. */
+void mdl_layer_keep(mdl_layer *l, int kind, int64_t count);
 /* Records bad data found by a kernel (only the first per forward is kept).
  * item is the position along the batch axis. */
 void mdl_layer_fault_set(mdl_layer *l, int64_t item, const char *fmt, ...)

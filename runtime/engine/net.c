@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NONE ((size_t)-1)
-#define ALIGN_FLOATS 16 /* 64 bytes */
+#define NONE MDL_MEM_NONE
 
 typedef struct net_layer {
   mdl_layer *l; /* NULL: a pipeline data layer (the caller fills its tops) */
@@ -27,8 +26,10 @@ struct mdl_net {
   net_layer *L;
   int n_blobs;
   mdl_tensor *blob;
-  size_t *data_off, *diff_off;
-  size_t arena_floats, naive_bytes;
+  mdl_mem_plan *plan; /* where each blob's data and diff live in the arena */
+  size_t allocated;   /* bytes this net took from its backend (arena, parameters, own scratch) */
+  float *keeps;       /* the layers' kept copies (mdl_layer_keep), one buffer */
+  size_t keep_floats, keep_naive_floats;
   float *arena;
   bool own_arena;
   float *params, *pdiff;
@@ -44,142 +45,8 @@ struct mdl_net {
   int n_sources;
 };
 
-static bool is_pipeline_type(const char *t) {
-  static const char *const types[] = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData"};
-  for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-    if (t && strcmp(t, types[i]) == 0) return true;
-  return false;
-}
-
 static const char *layer_name(const mdl_graph_layer *gl) {
   return gl->param->name ? gl->param->name : "(unnamed)";
-}
-
-static size_t round_up(size_t n) {
-  return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
-}
-
-/* ---- activation plan: greedy placement of live intervals ---- */
-
-typedef struct plan_item {
-  size_t size; /* floats, rounded */
-  int lo, hi;  /* inclusive layer-index interval during which it is live */
-  size_t *off; /* where to write the offset */
-} plan_item;
-
-static int cmp_item(const void *a, const void *b) {
-  const plan_item *x = a, *y = b;
-  if (x->size != y->size) return x->size < y->size ? 1 : -1;
-  return x->lo - y->lo;
-}
-
-static int cmp_range(const void *a, const void *b) {
-  const size_t *x = a, *y = b;
-  return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
-/* Places items so that two items live at the same time never overlap in
- * memory; biggest first, each at the lowest offset that fits. Returns the
- * arena size in floats. */
-static size_t plan_place(plan_item *it, int n) {
-  qsort(it, (size_t)n, sizeof *it, cmp_item);
-  size_t total = 0;
-  size_t(*busy)[2] = mdl_xmalloc((size_t)(n ? n : 1) * sizeof *busy);
-  for (int i = 0; i < n; i++) {
-    int nb = 0;
-    for (int j = 0; j < i; j++)
-      if (it[j].lo <= it[i].hi && it[i].lo <= it[j].hi) {
-        busy[nb][0] = *it[j].off;
-        busy[nb][1] = *it[j].off + it[j].size;
-        nb++;
-      }
-    qsort(busy, (size_t)nb, sizeof *busy, cmp_range);
-    size_t off = 0;
-    for (int k = 0; k < nb; k++) {
-      if (busy[k][0] >= off + it[i].size) break;
-      if (busy[k][1] > off) off = busy[k][1];
-    }
-    *it[i].off = off;
-    if (off + it[i].size > total) total = off + it[i].size;
-  }
-  free(busy);
-  return total;
-}
-
-static void build_plan(mdl_net *net, bool backward) {
-  const mdl_graph *g = net->g;
-  int n = net->n_layers, nb = net->n_blobs;
-  int *first = mdl_xmalloc((size_t)nb * sizeof(int)), *last = mdl_xmalloc((size_t)nb * sizeof(int));
-  int *dlo = mdl_xmalloc((size_t)nb * sizeof(int)), *dhi = mdl_xmalloc((size_t)nb * sizeof(int));
-  bool *need_diff = mdl_xcalloc((size_t)nb, sizeof(bool));
-  bool *consumed = mdl_xcalloc((size_t)nb, sizeof(bool));
-  for (int b = 0; b < nb; b++) {
-    first[b] = n;
-    last[b] = -1;
-    dlo[b] = n;
-    dhi[b] = -1;
-  }
-  for (int i = 0; i < n; i++) {
-    const net_layer *L = &net->L[i];
-    const mdl_graph_layer *gl = L->gl;
-    for (int k = 0; k < gl->n_bottom; k++) {
-      int b = gl->bottom[k];
-      consumed[b] = true;
-      if (i > last[b]) last[b] = i;
-      if (L->runs_backward && (!gl->propagate_down || gl->propagate_down[k])) {
-        need_diff[b] = true;
-        if (i > dhi[b]) dhi[b] = i;
-        if (i < dlo[b]) dlo[b] = i;
-      }
-    }
-    for (int k = 0; k < gl->n_top; k++) {
-      int b = gl->top[k];
-      int def = L->l ? i : -1; /* the caller fills data tops before forward */
-      if (def < first[b]) first[b] = def;
-      if (i > last[b]) last[b] = i;
-      if (L->runs_backward) {
-        need_diff[b] = true;
-        if (i < dlo[b]) dlo[b] = i;
-        if (i > dhi[b]) dhi[b] = i;
-      }
-    }
-  }
-  for (int k = 0; k < g->n_inputs; k++) first[g->input_blob[k]] = -1;
-
-  plan_item *items = mdl_xmalloc((size_t)(2 * nb + 1) * sizeof *items);
-  int ni = 0;
-  net->naive_bytes = 0;
-  for (int b = 0; b < nb; b++) {
-    size_t count = (size_t)net->blob[b].count;
-    net->naive_bytes += 2 * count * sizeof(float);
-    plan_item *it = &items[ni++];
-    it->size = round_up(count);
-    it->off = &net->data_off[b];
-    if (backward || !consumed[b]) {
-      /* Kept from forward to backward, or read by the caller afterwards. */
-      it->lo = -1;
-      it->hi = n;
-    } else {
-      it->lo = first[b];
-      it->hi = last[b] < first[b] ? first[b] : last[b];
-    }
-    net->diff_off[b] = NONE;
-    if (backward && need_diff[b]) {
-      it = &items[ni++];
-      it->size = round_up(count);
-      it->off = &net->diff_off[b];
-      it->lo = dlo[b];
-      it->hi = dhi[b];
-    }
-  }
-  net->arena_floats = plan_place(items, ni);
-  free(items);
-  free(first);
-  free(last);
-  free(dlo);
-  free(dhi);
-  free(need_diff);
-  free(consumed);
 }
 
 /* ---- construction ---- */
@@ -200,7 +67,8 @@ static void shape_str(const mdl_tensor *t, char *buf, size_t n) {
  * knows: the pipeline serves them. */
 static mdl_status create_layers(mdl_net *net, mdl_error *err) {
   const mdl_graph *g = net->g;
-  mdl_exec_ctx ctx = {.pool = net->opt.pool, .ws = net->opt.ws, .rng = &net->iter_rng};
+  mdl_exec_ctx ctx = {
+      .pool = net->opt.pool, .ws = net->opt.ws, .rng = &net->iter_rng, .net_keeps = true};
   const mdl_backend *be = net->opt.backend;
   net->sources = mdl_xmalloc((size_t)(g->n_layers + 1) * sizeof(int));
   for (int i = 0; i < g->n_layers; i++) {
@@ -213,7 +81,7 @@ static mdl_status create_layers(mdl_net *net, mdl_error *err) {
     for (int k = 0; k < gl->n_bottom; k++) L->bottom[k] = &net->blob[gl->bottom[k]];
     for (int k = 0; k < gl->n_top; k++) L->top[k] = &net->blob[gl->top[k]];
     const char *type = gl->param->type;
-    if (is_pipeline_type(type) && !mdl_backend_layer(be, type)) {
+    if (mdl_mem_source_type(type) && !mdl_backend_layer(be, type)) {
       net->sources[net->n_sources++] = i;
       continue;
     }
@@ -238,6 +106,55 @@ static mdl_status create_layers(mdl_net *net, mdl_error *err) {
       if (gl->loss_weight && gl->loss_weight[k] != 0) L->has_loss = true;
   }
   return MDL_OK;
+}
+
+static bool writes_blob(const mdl_graph_layer *gl, int b) {
+  for (int k = 0; k < gl->n_top; k++)
+    if (gl->top[k] == b) return true;
+  return false;
+}
+
+/* The layers' kept copies (mdl_layer_keep) in one buffer. An in-place
+ * layer's kept input is the kept output of the last layer that wrote that
+ * blob before it, when that layer keeps its top (BatchNorm then an in-place
+ * Scale, as ResNet has 53 times): one copy serves both and the later layer
+ * skips writing it. share false gives each its own (MDL_MEMPLAN=off). */
+static mdl_status bind_keeps(mdl_net *net, bool share, mdl_error *err) {
+  size_t *off = mdl_xcalloc((size_t)net->n_layers + 1, sizeof(size_t));
+  for (int i = 0; i < net->n_layers; i++) {
+    mdl_layer *l = net->L[i].l;
+    const mdl_graph_layer *gl = net->L[i].gl;
+    off[i] = NONE;
+    if (!l || !l->keep.count) continue;
+    size_t count = ((size_t)l->keep.count + 15) / 16 * 16; /* 64-byte aligned */
+    net->keep_naive_floats += count;
+    int j = i - 1;
+    if (share && l->keep.kind == MDL_KEEP_INPUT && gl->n_bottom > 0) {
+      while (j >= 0 && !writes_blob(net->L[j].gl, gl->bottom[0])) j--;
+      const mdl_layer *w = j >= 0 ? net->L[j].l : NULL;
+      if (w && w->keep.kind == MDL_KEEP_TOP && net->L[j].gl->top[0] == gl->bottom[0] &&
+          w->keep.count == l->keep.count) {
+        off[i] = off[j];
+        l->keep.filled = true;
+        continue;
+      }
+    }
+    off[i] = net->keep_floats;
+    net->keep_floats += count;
+  }
+  mdl_status st = MDL_OK;
+  if (net->keep_floats) {
+    net->keeps = mdl_backend_alloc(net->opt.backend, (int64_t)net->keep_floats);
+    if (!net->keeps)
+      st = mdl_errorf(err, MDL_ERR_NOMEM, "layers' kept copies of %zu MiB do not fit",
+                      net->keep_floats * sizeof(float) >> 20);
+    else
+      net->allocated += net->keep_floats * sizeof(float);
+  }
+  for (int i = 0; st == MDL_OK && i < net->n_layers; i++)
+    if (off[i] != NONE) net->L[i].l->keep.data = net->keeps + off[i];
+  free(off);
+  return st;
 }
 
 static void decide_backward(mdl_net *net) {
@@ -305,6 +222,7 @@ static mdl_status setup_params(mdl_net *net, mdl_error *err) {
   net->n_params = total;
   net->params = mdl_backend_alloc(net->opt.backend, (int64_t)total);
   net->pdiff = mdl_backend_alloc(net->opt.backend, (int64_t)total);
+  net->allocated += 2 * total * sizeof(float);
   if (!net->params || !net->pdiff)
     return mdl_errorf(err, MDL_ERR_NOMEM, "parameters of %zu floats do not fit on %s", total,
                       mdl_backend_name(net->opt.backend));
@@ -375,8 +293,6 @@ mdl_status mdl_net_new(const mdl_graph *g, const mdl_net_options *opt, mdl_net *
   net->L = mdl_xcalloc((size_t)g->n_layers + 1, sizeof *net->L);
   net->n_blobs = g->n_blobs;
   net->blob = mdl_xcalloc((size_t)g->n_blobs + 1, sizeof *net->blob);
-  net->data_off = mdl_xcalloc((size_t)g->n_blobs + 1, sizeof(size_t));
-  net->diff_off = mdl_xcalloc((size_t)g->n_blobs + 1, sizeof(size_t));
   for (int b = 0; b < g->n_blobs; b++) {
     mdl_tensor_init(&net->blob[b]);
     mdl_tensor_from_shape(&net->blob[b], &g->blob_shape[b]);
@@ -386,14 +302,18 @@ mdl_status mdl_net_new(const mdl_graph *g, const mdl_net_options *opt, mdl_net *
     decide_backward(net);
     st = setup_params(net, err);
   }
+  if (st == MDL_OK) st = bind_keeps(net, mdl_mem_plan_reuse_default(), err);
   if (st == MDL_OK) st = mdl_workspace_commit(net->opt.ws, net->opt.backend, err);
+  if (st == MDL_OK && net->opt.ws == &net->own_ws) net->allocated += net->own_ws.size;
   if (st != MDL_OK) {
     mdl_net_free(net);
     return st;
   }
-  bool backward = false;
-  for (int i = 0; i < net->n_layers; i++) backward |= net->L[i].runs_backward;
-  build_plan(net, backward);
+  mdl_mem_layer *ml = mdl_xcalloc((size_t)net->n_layers + 1, sizeof *ml);
+  for (int i = 0; i < net->n_layers; i++)
+    ml[i] = (mdl_mem_layer){.source = !net->L[i].l, .backward = net->L[i].runs_backward};
+  net->plan = mdl_mem_plan_new(g, ml, mdl_mem_plan_reuse_default());
+  free(ml);
 
   /* Outputs: blobs nobody consumes, with their producer's loss weight. */
   net->outputs = mdl_xmalloc((size_t)g->n_outputs * sizeof(int) + 1);
@@ -410,14 +330,15 @@ mdl_status mdl_net_new(const mdl_graph *g, const mdl_net_options *opt, mdl_net *
   }
 
   if (!net->opt.defer_arena) {
-    float *arena = mdl_backend_alloc(net->opt.backend, (int64_t)net->arena_floats);
+    float *arena = mdl_backend_alloc(net->opt.backend, (int64_t)net->plan->arena_floats);
     if (!arena) {
-      size_t mib = net->arena_floats * sizeof(float) >> 20;
+      size_t mib = net->plan->arena_floats * sizeof(float) >> 20;
       mdl_net_free(net);
       return mdl_errorf(err, MDL_ERR_NOMEM, "activations of %zu MiB do not fit", mib);
     }
     mdl_net_bind_arena(net, arena);
     net->own_arena = true;
+    net->allocated += net->plan->arena_floats * sizeof(float);
   }
   *out = net;
   return MDL_OK;
@@ -431,8 +352,9 @@ void mdl_net_bind_arena(mdl_net *net, float *arena) {
     mdl_tensor *t = &net->blob[b];
     int64_t d[MDL_TENSOR_MAX_AXES];
     memcpy(d, t->d, sizeof d);
-    mdl_tensor_view(t, t->n, d, arena + net->data_off[b],
-                    net->diff_off[b] == NONE ? NULL : arena + net->diff_off[b]);
+    const size_t *data_off = net->plan->data_off, *diff_off = net->plan->diff_off;
+    mdl_tensor_view(t, t->n, d, arena + data_off[b],
+                    diff_off[b] == NONE ? NULL : arena + diff_off[b]);
   }
 }
 
@@ -448,10 +370,10 @@ void mdl_net_free(mdl_net *net) {
   free(net->L);
   for (int b = 0; b < net->n_blobs; b++) mdl_tensor_release(&net->blob[b]);
   free(net->blob);
-  free(net->data_off);
-  free(net->diff_off);
+  mdl_mem_plan_free(net->plan);
   if (net->opt.backend) {
     if (net->own_arena) mdl_backend_free(net->opt.backend, net->arena);
+    mdl_backend_free(net->opt.backend, net->keeps);
     mdl_backend_free(net->opt.backend, net->params);
     mdl_backend_free(net->opt.backend, net->pdiff);
   }
@@ -613,10 +535,23 @@ const mdl_param_blob *mdl_net_learnable(const mdl_net *net, int *n) {
   return net->learn;
 }
 size_t mdl_net_arena_floats(const mdl_net *net) {
-  return net->arena_floats;
+  return net->plan->arena_floats;
 }
 size_t mdl_net_naive_bytes(const mdl_net *net) {
-  return net->naive_bytes;
+  return net->plan->fig.arena_naive;
+}
+const mdl_mem_plan *mdl_net_mem_plan(const mdl_net *net) {
+  return net->plan;
+}
+void mdl_net_mem_figures(const mdl_net *net, mdl_mem_figures *fig) {
+  *fig = net->plan->fig;
+  fig->workspace = net->opt.ws->size;
+  fig->params = 2 * net->n_params * sizeof(float);
+  fig->kept = net->keep_floats * sizeof(float);
+  fig->kept_naive = net->keep_naive_floats * sizeof(float);
+}
+size_t mdl_net_allocated_bytes(const mdl_net *net) {
+  return net->allocated;
 }
 
 /* ---- faults and non-finite values ---- */
@@ -680,7 +615,8 @@ bool mdl_net_find_nonfinite_blob(const mdl_net *net, char *where, size_t n) {
     const net_layer *L = &net->L[i];
     for (int k = 0; k < L->gl->n_top; k++) {
       const mdl_tensor *t = L->top[k];
-      if (!t->data) continue;
+      /* a top released during the forward holds later blobs' values now */
+      if (!t->data || net->plan->data_hi[L->gl->top[k]] < net->n_layers - 1) continue;
       int64_t at = first_nonfinite(net->opt.backend, t->data, t->count);
       if (at < 0) continue;
       float v;

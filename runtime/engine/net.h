@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "compiler/graph.h"
+#include "compiler/memplan.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/layer.h"
 #include "runtime/engine/tensor.h"
@@ -159,9 +160,20 @@ const mdl_param_blob *mdl_net_learnable(const mdl_net *net, int *n);
 /* ---- memory ---- */
 
 /* Floats of activation memory the plan needs, and what a net keeping every
- * blob's data and diff apart would need (bytes). */
+ * blob's data and diff apart would need (bytes). MDL_MEMPLAN=off in the
+ * environment gives the latter: the reference planned runs are checked
+ * against. */
 size_t mdl_net_arena_floats(const mdl_net *net);
 size_t mdl_net_naive_bytes(const mdl_net *net);
+/* The plan behind them (owned by net). */
+const mdl_mem_plan *mdl_net_mem_plan(const mdl_net *net);
+/* The plan's figures with this net's scratch workspace and parameters
+ * (values and gradients) filled in; solver_state is left 0 (the solver's). */
+void mdl_net_mem_figures(const mdl_net *net, mdl_mem_figures *fig);
+/* Bytes the net itself took from its backend: its arena (unless deferred),
+ * its parameters and gradients, its own workspace (unless borrowed). Tests
+ * hold it against the plan's figures. */
+size_t mdl_net_allocated_bytes(const mdl_net *net);
 
 /* Points the activations at arena (mdl_net_arena_floats(net) floats at
  * least, from the net's backend (mdl_backend_alloc), caller-owned). Nets that never run at the same
