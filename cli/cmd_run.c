@@ -251,7 +251,7 @@ int mdl_cmd_run(int argc, char **argv) {
     ci.stop_signal = &g_stop_signal;
     install_handlers();
     int rc = mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, resume,
-                            mdl_driver_wanted(job, &dopts), out);
+                            mdl_driver_wanted(job, &dopts) ? &dopts : NULL, out);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
     return rc;

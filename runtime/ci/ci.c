@@ -3,12 +3,14 @@
 #include "runtime/ci/ci.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/fileio.h"
 #include "common/sha256.h"
 #include "runtime/ci/fingerprint.h"
@@ -17,6 +19,7 @@
 #include "runtime/ci/result.h"
 #include "runtime/ci/strbuf.h"
 #include "runtime/data/dataset.h"
+#include "runtime/dist/driver.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/layer.h"
 #include "runtime/engine/threadpool.h"
@@ -52,13 +55,29 @@ static mdl_status status_of_exit(int code) {
 
 /* ---- fingerprint and what changed ---- */
 
+/* The workers a distributed run of job averages over (the bits depend on
+ * it): --workers local:K or a host list, else the job's cluster block. */
+static int dist_workers(const mdl_job *job, const mdl_driver_opts *d) {
+  if (!d) return 1;
+  const char *w = d->workers;
+  if (w && !strncmp(w, "local:", 6)) return atoi(w + 6) > 0 ? atoi(w + 6) : 1;
+  if (w) {
+    int n = 1;
+    for (const char *p = w; *p; p++) n += *p == ',';
+    return n;
+  }
+  const Memdl__Cluster *c = job->job->cluster;
+  if (c && c->n_worker) return (int)c->n_worker;
+  return c && c->workers ? (int)c->workers : 1;
+}
+
 static mdl_status compute_fp(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
                              const char *weights, mdl_fingerprint *fp, mdl_error *err) {
   char *cache = mdl_path_join(reg, "hashes.tsv");
   mdl_fp_inputs in = {.weights = weights,
                       .version = o->version ? o->version : "",
                       .threads = mdl_ci_threads(job, o->threads),
-                      .workers = 1,
+                      .workers = dist_workers(job, o->dist),
                       .cache = cache};
   mdl_status st = mdl_fingerprint_compute(job, &in, fp, err);
   free(cache);
@@ -633,6 +652,79 @@ static mdl_status evaluate_baseline(mdl_train *t, const char *reg, mdl_ci_result
   return MDL_OK;
 }
 
+/* ---- training ---- */
+
+/* The driver takes one stop flag: a watcher raises it when a signal asked
+ * for a stop or the budget ran out, and remembers which. */
+typedef struct stop_watch {
+  volatile sig_atomic_t stop;
+  volatile sig_atomic_t *signal_stop;
+  double deadline; /* mdl_now() seconds; 0: no budget */
+  volatile int done;
+  bool budget; /* the budget raised it */
+} stop_watch;
+
+static void *watch_loop(void *arg) {
+  stop_watch *w = arg;
+  while (!w->done && !w->stop) {
+    if (w->signal_stop && *w->signal_stop) {
+      w->stop = 1;
+    } else if (w->deadline > 0 && mdl_now() >= w->deadline) {
+      w->budget = true;
+      w->stop = 1;
+    }
+    usleep(20000);
+  }
+  return NULL;
+}
+
+/* Trains on the driver's workers, then puts the final weights into t, so
+ * the model file, the final TEST pass (here, on this run's TEST data, as
+ * for the baseline), per-class accuracy and the gates are a single-worker
+ * run's. Fills sum as mdl_train_run would; *served: this process was a
+ * Slurm/MPI rank other than 0, which reports nothing. */
+static mdl_status train_distributed(const mdl_ci_opts *o, const mdl_job *job, mdl_train *t,
+                                    const char *weights, double max_seconds, mdl_train_summary *sum,
+                                    mdl_test_result *final, bool *served, mdl_error *err) {
+  mdl_driver_opts d = *o->dist;
+  d.weights = weights;
+  d.out_dir = o->out_dir;
+  d.resume = o->resume;
+  d.resume_file = o->resume_path;
+  stop_watch w = {.signal_stop = o->stop,
+                  .deadline = max_seconds > 0 ? mdl_now() + max_seconds : 0};
+  d.stop = &w.stop;
+  d.snapshot = o->snapshot;
+  pthread_t th;
+  bool watching = pthread_create(&th, NULL, watch_loop, &w) == 0;
+  mdl_driver_result res = {0};
+  mdl_status st = mdl_driver_run(job, &d, &res, err);
+  w.done = 1;
+  if (watching) pthread_join(th, NULL);
+  *served = res.served;
+  memset(sum, 0, sizeof *sum);
+  if (st == MDL_ERR_ACCEPT) st = MDL_OK; /* the gates judge */
+  if (st == MDL_OK && !res.served) {
+    sum->iter = res.iter;
+    sum->seconds = res.seconds;
+    sum->stopped = res.stopped && !w.budget;
+    sum->budget_stopped = res.stopped && w.budget;
+    if (!res.weights_file[0])
+      st = mdl_errorf(err, MDL_ERR_INTERNAL, "the driver wrote no model file");
+    else
+      st = mdl_train_load_weights(t, res.weights_file, err);
+  }
+  if (st == MDL_OK && !res.served && !sum->stopped && mdl_train_n_test_nets(t) > 0) {
+    st = mdl_train_test(t, 0, 0, final, err); /* names owned by t until its next test */
+    sum->n_outputs = final->n;
+    sum->output_name = final->name;
+    sum->output_value = final->value;
+    sum->budget_tested = sum->budget_stopped;
+  }
+  mdl_driver_result_free(&res);
+  return st;
+}
+
 /* --resume in CI mode: a stopped run (budget or signal) continues from
  * its snapshot; the fingerprint is the run's, since the bits are. */
 static mdl_status resume(mdl_train *t, const mdl_ci_opts *o, FILE *log, mdl_error *err) {
@@ -774,10 +866,23 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
         fprintf(log, "data check failed: %s: %s\n", r.gates[i].name, r.gates[i].msg);
   }
   if (st == MDL_OK && data_ok) {
-    if (weights) st = mdl_train_load_weights(t, weights, err);
-    if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
     mdl_train_summary sum;
-    if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
+    mdl_test_result final;
+    bool served = false;
+    if (o->dist) {
+      st = train_distributed(o, job, t, weights, r.max_seconds, &sum, &final, &served, err);
+    } else {
+      if (weights) st = mdl_train_load_weights(t, weights, err);
+      if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
+      if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
+    }
+    if (served) { /* a Slurm/MPI rank other than 0: rank 0 reports */
+      mdl_train_free(t);
+      free(weights);
+      free(reg);
+      free_result(&r);
+      return MDL_OK;
+    }
     if (st == MDL_OK || st == MDL_ERR_ACCEPT) {
       st = MDL_OK;
       r.trained = true;
