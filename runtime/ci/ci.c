@@ -798,6 +798,127 @@ static mdl_status bless(const char *reg, const mdl_ci_opts *o, mdl_ci_result *r,
   return MDL_OK;
 }
 
+/* The data profiles and the data checks against the blessed run's
+ * profiles; false when a check failed (each printed). */
+static bool check_data(const mdl_job *job, mdl_train *t, const char *reg, mdl_ci_result *r,
+                       FILE *log) {
+  take_profiles(t, r);
+  int n_base = 0;
+  mdl_ci_profile *base = NULL;
+  char *text = NULL;
+  mdl_error e;
+  if (r->has_blessed && mdl_registry_get(reg, r->blessed, "profile.txt", &text, &e) == MDL_OK)
+    base = parse_profiles(text, &n_base);
+  free(text);
+  data_checks(job, r, base, n_base);
+  free_profiles(base, n_base);
+  bool ok = true;
+  for (int i = 0; i < r->n_gates; i++)
+    if (!r->gates[i].passed) {
+      fprintf(log, "data check failed: %s: %s\n", r->gates[i].name, r->gates[i].msg);
+      ok = false;
+    }
+  return ok;
+}
+
+/* The gates a stopped run fails: the budget, or the signal. */
+static void stop_gates(mdl_ci_result *r) {
+  if (r->budget_stopped) {
+    mdl_ci_gate *g = new_gate(r, MDL_CI_GATE_BUDGET);
+    snprintf(g->name, sizeof g->name, "max_seconds %g", r->max_seconds);
+    g->passed = false;
+    g->value = r->seconds;
+    g->bound = r->max_seconds;
+    snprintf(g->msg, sizeof g->msg,
+             "stopped at iteration %d of %d after %.1f s; model saved, not blessed%s", r->iter,
+             r->max_iter, r->seconds, r->tested ? "" : "; no time left for the final TEST");
+  }
+  if (r->stop_signal) {
+    mdl_ci_gate *g = new_gate(r, MDL_CI_GATE_SIGNAL);
+    snprintf(g->name, sizeof g->name, "not interrupted");
+    g->passed = false;
+    g->value = r->iter;
+    g->bound = r->max_iter;
+    snprintf(g->msg, sizeof g->msg,
+             "stopped by %s at iteration %d of %d after a snapshot; model saved, not "
+             "blessed; `--resume` continues it",
+             r->stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r->iter, r->max_iter);
+  }
+}
+
+/* Trains (here or through the driver), saves the model, measures it on
+ * this run's TEST data (per class, and the blessed model beside it) and
+ * judges every gate. *served: a Slurm/MPI rank other than 0, nothing to
+ * report. */
+static mdl_status train_and_judge(const mdl_job *job, const mdl_ci_opts *o, mdl_train *t,
+                                  const char *reg, const char *weights, mdl_ci_result *r,
+                                  bool *served, FILE *log, mdl_error *err) {
+  mdl_train_summary sum;
+  mdl_test_result final;
+  mdl_status st = MDL_OK;
+  if (o->dist) {
+    st = train_distributed(o, job, t, weights, r->max_seconds, &sum, &final, served, err);
+  } else {
+    if (weights) st = mdl_train_load_weights(t, weights, err);
+    if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
+    if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
+  }
+  if (*served || (st != MDL_OK && st != MDL_ERR_ACCEPT)) return st;
+  r->trained = true;
+  r->iter = sum.iter;
+  r->seconds = sum.seconds;
+  r->budget_stopped = sum.budget_stopped;
+  /* a signal stop skips the final TEST: CI sends SIGKILL soon after */
+  if (sum.stopped) r->stop_signal = o->stop_signal && *o->stop_signal ? *o->stop_signal : SIGTERM;
+  r->tested =
+      mdl_train_n_test_nets(t) > 0 && !sum.stopped && (!sum.budget_stopped || sum.budget_tested);
+  take_metrics(r, &sum);
+  char *model = mdl_path_join(mdl_train_out_dir(t), "model.caffemodel");
+  snprintf(r->model, sizeof r->model, "%s", model);
+  free(model);
+  st = mdl_caffemodel_save(mdl_train_train_net(t), r->model, err);
+  if (st == MDL_OK) st = mdl_sha256_file(r->model, r->model_sha, err);
+  if (st == MDL_OK && r->tested) st = class_accuracy(t, r, err);
+  if (st == MDL_OK && r->has_blessed && r->tested && wants_baseline(job))
+    st = evaluate_baseline(t, reg, r, log, err);
+  if (st == MDL_OK) {
+    metric_gates(job, r);
+    stop_gates(r);
+  }
+  return st;
+}
+
+/* The verdict, the blessing, the registry and every report. */
+static mdl_status finish(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
+                         const char *out_dir, mdl_ci_result *r, FILE *out, FILE *log,
+                         mdl_error *err) {
+  verdict(r);
+  mdl_status st = bless(reg, o, r, log, err);
+  /* a budget or signal stop is not a result to skip to next time */
+  if (st == MDL_OK && !r->blessed_now && r->exit_code != 5 && !r->stop_signal)
+    st = store_run(reg, r, err);
+  if (st == MDL_OK && !r->blessed_now) history(reg, "run", r, log);
+  if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
+  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
+  if (st == MDL_OK) st = mdl_ci_write_reports(r, job, png, out_dir, err);
+  if (st == MDL_OK) {
+    char *md = NULL;
+    char *mpath = mdl_path_join(out_dir, "report.md");
+    size_t len;
+    mdl_error e;
+    if (mdl_file_read(mpath, &md, &len, &e) == MDL_OK) st = mdl_ci_github(r, md, out, err);
+    free(md);
+    free(mpath);
+  }
+  if (st != MDL_OK) return st;
+  char *sum = summary_text(r);
+  fprintf(out, "%s", sum);
+  fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
+          out_dir, png ? ", curves.png" : "");
+  free(sum);
+  return status_of_exit(r->exit_code);
+}
+
 mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) {
   FILE *out = o->out ? o->out : stdout;
   FILE *log = o->log ? o->log : stderr;
@@ -811,152 +932,39 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
   char *weights = NULL;
   mdl_status st = start_weights(o, reg, r.has_blessed, r.blessed, &weights, log, err);
   if (st == MDL_OK) st = compute_fp(job, o, reg, weights, &r.fp, err);
-  if (st == MDL_OK && o->if_changed) {
-    char *summary = NULL;
-    mdl_error e;
-    if (mdl_registry_get(reg, r.fp.hex, "summary.txt", &summary, &e) == MDL_OK) {
-      st = up_to_date(reg, r.fp.hex, summary, o, r.has_blessed, r.blessed, out, err);
-      free(summary);
-      free(weights);
-      free(reg);
-      free_result(&r);
-      return st;
-    }
-  }
-  if (st != MDL_OK) {
+  char *summary = NULL;
+  mdl_error e;
+  if (st == MDL_OK && o->if_changed &&
+      mdl_registry_get(reg, r.fp.hex, "summary.txt", &summary, &e) == MDL_OK) {
+    st = up_to_date(reg, r.fp.hex, summary, o, r.has_blessed, r.blessed, out, err);
+    free(summary);
     free(weights);
     free(reg);
     free_result(&r);
     return st;
   }
-  if (r.has_blessed) r.changes = changes_since(reg, r.blessed, &r.fp);
-  fprintf(log, "fingerprint %s (%d data files read, %d from the cache)\n", r.fp.hex,
-          r.fp.files_hashed, r.fp.files_cached);
-  if (r.changes) fprintf(log, "changed since the blessed run %.12s:\n%s", r.blessed, r.changes);
-
-  r.max_seconds = o->max_seconds > 0                          ? o->max_seconds
-                  : job->job->ci && job->job->ci->max_seconds ? job->job->ci->max_seconds
-                                                              : 0;
-  r.max_iter = job->solver->max_iter;
-  mdl_train_opts to = {.threads = o->threads,
-                       .out_dir = o->out_dir,
-                       .max_seconds = r.max_seconds,
-                       .stop = o->stop,
-                       .snapshot = o->snapshot};
   mdl_train *t = NULL;
-  st = mdl_train_new(job, &to, &t, err);
-  const char *out_dir = t ? mdl_train_out_dir(t) : NULL;
   if (st == MDL_OK) {
-    take_profiles(t, &r);
-    int n_base = 0;
-    mdl_ci_profile *base = NULL;
-    char *text = NULL;
-    mdl_error e;
-    if (r.has_blessed && mdl_registry_get(reg, r.blessed, "profile.txt", &text, &e) == MDL_OK)
-      base = parse_profiles(text, &n_base);
-    free(text);
-    data_checks(job, &r, base, n_base);
-    free_profiles(base, n_base);
+    if (r.has_blessed) r.changes = changes_since(reg, r.blessed, &r.fp);
+    fprintf(log, "fingerprint %s (%d data files read, %d from the cache)\n", r.fp.hex,
+            r.fp.files_hashed, r.fp.files_cached);
+    if (r.changes) fprintf(log, "changed since the blessed run %.12s:\n%s", r.blessed, r.changes);
+    r.max_seconds = o->max_seconds > 0                          ? o->max_seconds
+                    : job->job->ci && job->job->ci->max_seconds ? job->job->ci->max_seconds
+                                                                : 0;
+    r.max_iter = job->solver->max_iter;
+    mdl_train_opts to = {.threads = o->threads,
+                         .out_dir = o->out_dir,
+                         .max_seconds = r.max_seconds,
+                         .stop = o->stop,
+                         .snapshot = o->snapshot};
+    st = mdl_train_new(job, &to, &t, err);
   }
-  bool data_ok = true;
-  for (int i = 0; i < r.n_gates; i++) data_ok = data_ok && r.gates[i].passed;
-  if (st == MDL_OK && !data_ok) {
-    for (int i = 0; i < r.n_gates; i++)
-      if (!r.gates[i].passed)
-        fprintf(log, "data check failed: %s: %s\n", r.gates[i].name, r.gates[i].msg);
-  }
-  if (st == MDL_OK && data_ok) {
-    mdl_train_summary sum;
-    mdl_test_result final;
-    bool served = false;
-    if (o->dist) {
-      st = train_distributed(o, job, t, weights, r.max_seconds, &sum, &final, &served, err);
-    } else {
-      if (weights) st = mdl_train_load_weights(t, weights, err);
-      if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
-      if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
-    }
-    if (served) { /* a Slurm/MPI rank other than 0: rank 0 reports */
-      mdl_train_free(t);
-      free(weights);
-      free(reg);
-      free_result(&r);
-      return MDL_OK;
-    }
-    if (st == MDL_OK || st == MDL_ERR_ACCEPT) {
-      st = MDL_OK;
-      r.trained = true;
-      r.iter = sum.iter;
-      r.seconds = sum.seconds;
-      r.budget_stopped = sum.budget_stopped;
-      /* a signal stop skips the final TEST: CI sends SIGKILL soon after */
-      if (sum.stopped)
-        r.stop_signal = o->stop_signal && *o->stop_signal ? *o->stop_signal : SIGTERM;
-      r.tested = mdl_train_n_test_nets(t) > 0 && !sum.stopped &&
-                 (!sum.budget_stopped || sum.budget_tested);
-      take_metrics(&r, &sum);
-      char *model = mdl_path_join(out_dir, "model.caffemodel");
-      snprintf(r.model, sizeof r.model, "%s", model);
-      free(model);
-      st = mdl_caffemodel_save(mdl_train_train_net(t), r.model, err);
-      if (st == MDL_OK) st = mdl_sha256_file(r.model, r.model_sha, err);
-    }
-    if (st == MDL_OK && r.tested) st = class_accuracy(t, &r, err);
-    if (st == MDL_OK && r.has_blessed && r.tested && wants_baseline(job))
-      st = evaluate_baseline(t, reg, &r, log, err);
-    if (st == MDL_OK) {
-      metric_gates(job, &r);
-      if (r.budget_stopped) {
-        mdl_ci_gate *g = new_gate(&r, MDL_CI_GATE_BUDGET);
-        snprintf(g->name, sizeof g->name, "max_seconds %g", r.max_seconds);
-        g->passed = false;
-        g->value = r.seconds;
-        g->bound = r.max_seconds;
-        snprintf(g->msg, sizeof g->msg,
-                 "stopped at iteration %d of %d after %.1f s; model saved, not blessed%s", r.iter,
-                 r.max_iter, r.seconds, r.tested ? "" : "; no time left for the final TEST");
-      }
-      if (r.stop_signal) {
-        mdl_ci_gate *g = new_gate(&r, MDL_CI_GATE_SIGNAL);
-        snprintf(g->name, sizeof g->name, "not interrupted");
-        g->passed = false;
-        g->value = r.iter;
-        g->bound = r.max_iter;
-        snprintf(g->msg, sizeof g->msg,
-                 "stopped by %s at iteration %d of %d after a snapshot; model saved, not "
-                 "blessed; `--resume` continues it",
-                 r.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.iter, r.max_iter);
-      }
-    }
-  }
-  if (st == MDL_OK) {
-    verdict(&r);
-    st = bless(reg, o, &r, log, err);
-  }
-  /* a budget or signal stop is not a result to skip to next time */
-  if (st == MDL_OK && !r.blessed_now && r.exit_code != 5 && !r.stop_signal)
-    st = store_run(reg, &r, err);
-  if (st == MDL_OK && !r.blessed_now) history(reg, "run", &r, log);
-  if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
-  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
-  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, png, out_dir, err);
-  if (st == MDL_OK) {
-    char *md = NULL;
-    char *mpath = mdl_path_join(out_dir, "report.md");
-    size_t len;
-    mdl_error e;
-    if (mdl_file_read(mpath, &md, &len, &e) == MDL_OK) st = mdl_ci_github(&r, md, out, err);
-    free(md);
-    free(mpath);
-  }
-  if (st == MDL_OK) {
-    char *sum = summary_text(&r);
-    fprintf(out, "%s", sum);
-    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
-            out_dir, png ? ", curves.png" : "");
-    free(sum);
-    st = status_of_exit(r.exit_code);
-  }
+  bool served = false;
+  if (st == MDL_OK && check_data(job, t, reg, &r, log))
+    st = train_and_judge(job, o, t, reg, weights, &r, &served, log, err);
+  if (st == MDL_ERR_ACCEPT) st = MDL_OK; /* the gates judge */
+  if (st == MDL_OK && !served) st = finish(job, o, reg, mdl_train_out_dir(t), &r, out, log, err);
   mdl_train_free(t);
   free(weights);
   free(reg);
