@@ -37,13 +37,11 @@ bool mdl_cli_ci_wanted(const mdl_cli_ci *c, const mdl_job *job) {
 }
 
 int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *job,
-                   const char *weights, bool resume, const char *resume_path, bool distributed,
-                   const char *out_dir) {
+                   const char *weights, bool resume, const char *resume_path,
+                   const struct mdl_driver_opts *dist, const char *out_dir) {
   const char *why = NULL;
   if (resume && (weights || c->warm_start))
     why = "--resume continues a run from its snapshot: drop --weights and --warm-start";
-  else if (distributed)
-    why = "CI mode trains on one worker for now; drop --workers or the cluster block";
   else if (c->force_reason && !c->bless)
     why = "--force REASON goes with --bless";
   if (why) {
@@ -58,6 +56,7 @@ int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *jo
                    .curves_png = c->curves_png,
                    .resume = resume,
                    .resume_path = resume_path,
+                   .dist = dist,
                    .max_seconds = c->max_seconds,
                    .threads = a->threads,
                    .out_dir = out_dir,

@@ -10,6 +10,8 @@
 #include "cli/args.h"
 #include "compiler/job.h"
 
+struct mdl_driver_opts; /* runtime/dist/driver.h */
+
 typedef struct mdl_cli_ci {
   bool any; /* a CI flag was given */
   bool if_changed, bless, warm_start, curves_png;
@@ -44,11 +46,12 @@ bool mdl_cli_ci_take(mdl_cli_ci *c, int argc, char **argv, int *i, int *code);
 /* CI mode: a CI flag was given, or the job has a `ci` block. */
 bool mdl_cli_ci_wanted(const mdl_cli_ci *c, const mdl_job *job);
 
-/* Runs job in CI mode on one worker; returns the exit code (0-5, or
- * 128 + signal when SIGINT/SIGTERM stopped it). resume: --resume was given,
- * with resume_path or (NULL) the newest snapshot. */
+/* Runs job in CI mode, on one worker or (dist not NULL) through the driver
+ * with these options; returns the exit code (0-5, or 128 + signal when
+ * SIGINT/SIGTERM stopped it). resume: --resume was given, with resume_path
+ * or (NULL) the newest snapshot. */
 int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *job,
-                   const char *weights, bool resume, const char *resume_path, bool distributed,
-                   const char *out_dir);
+                   const char *weights, bool resume, const char *resume_path,
+                   const struct mdl_driver_opts *dist, const char *out_dir);
 
 #endif

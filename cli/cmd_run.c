@@ -36,7 +36,7 @@ static const char USAGE[] =
     "snapshots are written as <prefix>_iter_N.caffemodel / .solverstate.\n"
     "\n"
     "  --weights FILE   start from these weights (fine-tuning; layers missing\n"
-    "                   from FILE keep their fillers)\n"
+    "                   from FILE keep their fillers), with --workers too\n"
     "  --resume [FILE]  continue a run bit for bit from FILE.solverstate (default:\n"
     "                   the newest <snapshot_prefix>_iter_N.solverstate; with\n"
     "                   --workers, or OUTPUT/driver.snapshot when that is newer);\n"
@@ -157,15 +157,11 @@ static int run_distributed(const mdl_job *job, mdl_driver_opts *dopts, const cha
   mdl_error err;
   mdl_error_clear(&err);
   bool stopped = false;
-  mdl_status st;
-  if (weights) {
-    st = mdl_errorf(&err, MDL_ERR_INVALID, "--weights is for single-worker runs for now");
-  } else {
-    install_handlers();
-    dopts->stop = &g_stop;
-    dopts->snapshot = &g_snapshot;
-    st = drive(job, dopts, &stopped, &err);
-  }
+  install_handlers();
+  dopts->stop = &g_stop;
+  dopts->snapshot = &g_snapshot;
+  dopts->weights = weights;
+  mdl_status st = drive(job, dopts, &stopped, &err);
   if (st != MDL_OK && st != MDL_ERR_ACCEPT) fprintf(stderr, "memdl run: %s\n", err.msg);
   if (st == MDL_OK && stopped) return 128 + g_stop_signal;
   return mdl_exit_code(st);
@@ -255,7 +251,7 @@ int mdl_cmd_run(int argc, char **argv) {
     ci.stop_signal = &g_stop_signal;
     install_handlers();
     int rc = mdl_cli_ci_run(&ci, &args, job, weights, resume_flag, resume,
-                            mdl_driver_wanted(job, &dopts), out);
+                            mdl_driver_wanted(job, &dopts) ? &dopts : NULL, out);
     mdl_job_free(job);
     mdl_cli_args_free(&args);
     return rc;

@@ -57,8 +57,7 @@ runtime/dist/|runtime/cpu/|distribution reaches devices through training
 runtime/dist/|gpu/|distribution reaches devices through training
 runtime/ci/|runtime/cpu/|CI mode trains through runtime/train/
 runtime/ci/|gpu/|CI mode trains through runtime/train/
-runtime/ci/|runtime/rpc/|CI mode trains on one worker, through runtime/train/
-runtime/ci/|runtime/dist/|CI mode trains on one worker, through runtime/train/
+runtime/ci/|runtime/rpc/|CI mode trains through runtime/train/ or the driver (runtime/dist/)
 runtime/engine/|runtime/ci/|the engine is below CI retraining
 runtime/data/|runtime/ci/|data sets are below CI retraining
 runtime/solver/|runtime/ci/|solvers are below CI retraining

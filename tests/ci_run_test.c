@@ -554,3 +554,80 @@ Test(ci_run, example_ci_script_as_written) {
   cr_assert_eq(count(o, "exit_code=3\n"), 2, "%s", o);
   free(o);
 }
+
+/* CI mode through the driver (--workers local:2): the same reports and
+ * gates; the worker count is part of the fingerprint; --warm-start starts
+ * every worker from the blessed model (at lr 0 the model comes back bit for
+ * bit); --max-seconds stops after a round with a snapshot and exit 5. */
+Test(ci_run, distributed_bless_warm_start_and_budget) {
+  write_idx(tu_dir_path("train-i"), tu_dir_path("train-l"), 1000, 10, -1);
+  write_idx(tu_dir_path("test-i"), tu_dir_path("test-l"), 200, 10, -1);
+  const char *job = write_job(small_data(), "accept { metric: \"accuracy\" at_least: 0 }",
+                              "ci { registry: \"reg\" }");
+  const char *out = tu_dir_path("out"), *warm = tu_dir_path("warm"), *one = tu_dir_path("one"),
+             *budget = tu_dir_path("budget");
+#define DIST_SETS                                                                                \
+  "--workers", "local:2", "--set", "sync.tau=5", "--set", "max_iter=40", "--set", "test_iter=2", \
+      "--set", "test_interval=20", "--set", "snapshot=0", "--set", "display=5", "--threads", "1"
+  const char *a[] = {"run", job, DIST_SETS, "--output", out, "--bless", NULL};
+  mdl_run_result r = mdl_run_memdl(a, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  cr_assert(strstr(r.err, "memdl driver: "), "trained through the driver: %s", r.err);
+  cr_assert(strstr(r.out, "blessed: every gate passed"), "%s", r.out);
+  mdl_run_result_free(&r);
+  check_reports(out);
+  char *run = slurp(out, "run.json"), fp2[65] = "";
+  const char *p = strstr(run, "\"fingerprint\": \"");
+  cr_assert(p && sscanf(p, "\"fingerprint\": \"%64[0-9a-f]", fp2) == 1, "%s", run);
+  cr_assert(strstr(run, "\"per_class_accuracy\": ["), "%s", run);
+  free(run);
+
+  /* one worker: another fingerprint (the bits depend on the worker count) */
+  const char *b[] = {"run",         job,     "--set",      "max_iter=5", "--set",
+                     "test_iter=2", "--set", "snapshot=0", "--threads",  "1",
+                     "--output",    one,     NULL};
+  r = mdl_run_memdl(b, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  run = slurp(one, "run.json");
+  char fp1[65] = "";
+  p = strstr(run, "\"fingerprint\": \"");
+  cr_assert(p && sscanf(p, "\"fingerprint\": \"%64[0-9a-f]", fp1) == 1, "%s", run);
+  cr_assert(strcmp(fp1, fp2), "one worker and two share fingerprint %s", fp2);
+  free(run);
+
+  const char *c[] = {
+      "run",        job,     "--warm-start",   DIST_SETS,  "--set", "base_lr=0", "--set",
+      "momentum=0", "--set", "weight_decay=0", "--output", warm,    NULL};
+  r = mdl_run_memdl(c, 300);
+  cr_assert_eq(r.exit_code, 0, "%s\n%s", r.out, r.err);
+  mdl_run_result_free(&r);
+  char *blessed = slurp(tu_dir_path("reg"), "BLESSED");
+  blessed[strcspn(blessed, "\n")] = 0;
+  char bpath[2048], wpath[2048];
+  snprintf(bpath, sizeof bpath, "%s/runs/%s/model.caffemodel", tu_dir_path("reg"), blessed);
+  snprintf(wpath, sizeof wpath, "%s/model.caffemodel", warm);
+  free(blessed);
+  size_t n1, n2;
+  char *m1 = tu_read(bpath, &n1), *m2 = tu_read(wpath, &n2);
+  cr_assert(n1 == n2 && !memcmp(m1, m2, n1), "a warm start at lr 0 changed the blessed weights");
+  free(m1);
+  free(m2);
+
+  const char *d[] = {"run",      job,    DIST_SETS, "--set",         "max_iter=1000000",
+                     "--output", budget, "--bless", "--max-seconds", "2",
+                     NULL};
+  r = mdl_run_memdl(d, 300);
+  cr_assert_eq(r.exit_code, 5, "%s\n%s", r.out, r.err);
+  cr_assert(strstr(r.out, "not blessed: budget exceeded"), "%s", r.out);
+  int iter = 0;
+  p = strstr(r.out, "stopped at iteration ");
+  cr_assert(p && sscanf(p, "stopped at iteration %d", &iter) == 1 && iter > 0 && iter % 5 == 0,
+            "%s", r.out);
+  mdl_run_result_free(&r);
+  char snap[64];
+  snprintf(snap, sizeof snap, "lenet_iter_%d.solverstate", iter);
+  cr_assert(exists(budget, snap), "no snapshot %s at the stopping round", snap);
+  check_reports(budget);
+#undef DIST_SETS
+}

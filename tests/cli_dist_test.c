@@ -268,3 +268,37 @@ Test(cli_dist, local_workers_show_as_memdl_worker) {
   }
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143, "status %d", status);
 }
+
+/* --weights starts a distributed run from a model file: at a zero learning
+ * rate its weights come back bit for bit; without it they do not. */
+Test(cli_dist, weights_start_the_run_from_a_model) {
+  const char *first = tu_dir_path("first"), *tuned = tu_dir_path("tuned"),
+             *fresh = tu_dir_path("fresh");
+#define STILL(out, ...)                                                                      \
+  DIST_ARGS(out, "--set", "max_iter=10", "--set", "snapshot=0", "--set", "test_interval=0",  \
+            "--set", "base_lr=0", "--set", "momentum=0", "--set", "weight_decay=0", "--set", \
+            "random_seed=3", ##__VA_ARGS__)
+  mdl_run_result r = mdl_run_memdl(
+      (const char *const[]){"run", JOB, "--set", "max_iter=10", "--set", "snapshot=0", "--set",
+                            "test_interval=0", "--threads", "1", "--output", first, NULL},
+      300);
+  cr_assert_eq(r.exit_code, 3, "%s", r.err);
+  mdl_run_result_free(&r);
+  char model[1024];
+  snprintf(model, sizeof model, "%s/lenet_iter_10.caffemodel", first);
+  r = mdl_run_memdl(STILL(tuned, "--weights", model), 300);
+  cr_assert_eq(r.exit_code, 3, "%s", r.err);
+  cr_assert(strstr(r.err, "weights: "), "%s", r.err);
+  mdl_run_result_free(&r);
+  cr_assert(same_file(first, tuned, "lenet_iter_10.caffemodel"),
+            "a distributed run at lr 0 did not keep the --weights it started from");
+  r = mdl_run_memdl(STILL(fresh), 300);
+  cr_assert_eq(r.exit_code, 3, "%s", r.err);
+  mdl_run_result_free(&r);
+  cr_assert(!same_file(first, fresh, "lenet_iter_10.caffemodel"), "the check cannot fail");
+  /* a file that is no model is refused before any worker starts */
+  r = mdl_run_memdl(STILL(fresh, "--weights", JOB), 300);
+  cr_assert_eq(r.exit_code, 2, "%s", r.err);
+  mdl_run_result_free(&r);
+#undef STILL
+}

@@ -3,12 +3,14 @@
 #include "runtime/ci/ci.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/fileio.h"
 #include "common/sha256.h"
 #include "runtime/ci/fingerprint.h"
@@ -17,6 +19,7 @@
 #include "runtime/ci/result.h"
 #include "runtime/ci/strbuf.h"
 #include "runtime/data/dataset.h"
+#include "runtime/dist/driver.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/layer.h"
 #include "runtime/engine/threadpool.h"
@@ -52,13 +55,29 @@ static mdl_status status_of_exit(int code) {
 
 /* ---- fingerprint and what changed ---- */
 
+/* The workers a distributed run of job averages over (the bits depend on
+ * it): --workers local:K or a host list, else the job's cluster block. */
+static int dist_workers(const mdl_job *job, const mdl_driver_opts *d) {
+  if (!d) return 1;
+  const char *w = d->workers;
+  if (w && !strncmp(w, "local:", 6)) return atoi(w + 6) > 0 ? atoi(w + 6) : 1;
+  if (w) {
+    int n = 1;
+    for (const char *p = w; *p; p++) n += *p == ',';
+    return n;
+  }
+  const Memdl__Cluster *c = job->job->cluster;
+  if (c && c->n_worker) return (int)c->n_worker;
+  return c && c->workers ? (int)c->workers : 1;
+}
+
 static mdl_status compute_fp(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
                              const char *weights, mdl_fingerprint *fp, mdl_error *err) {
   char *cache = mdl_path_join(reg, "hashes.tsv");
   mdl_fp_inputs in = {.weights = weights,
                       .version = o->version ? o->version : "",
                       .threads = mdl_ci_threads(job, o->threads),
-                      .workers = 1,
+                      .workers = dist_workers(job, o->dist),
                       .cache = cache};
   mdl_status st = mdl_fingerprint_compute(job, &in, fp, err);
   free(cache);
@@ -633,6 +652,79 @@ static mdl_status evaluate_baseline(mdl_train *t, const char *reg, mdl_ci_result
   return MDL_OK;
 }
 
+/* ---- training ---- */
+
+/* The driver takes one stop flag: a watcher raises it when a signal asked
+ * for a stop or the budget ran out, and remembers which. */
+typedef struct stop_watch {
+  volatile sig_atomic_t stop;
+  volatile sig_atomic_t *signal_stop;
+  double deadline; /* mdl_now() seconds; 0: no budget */
+  volatile int done;
+  bool budget; /* the budget raised it */
+} stop_watch;
+
+static void *watch_loop(void *arg) {
+  stop_watch *w = arg;
+  while (!w->done && !w->stop) {
+    if (w->signal_stop && *w->signal_stop) {
+      w->stop = 1;
+    } else if (w->deadline > 0 && mdl_now() >= w->deadline) {
+      w->budget = true;
+      w->stop = 1;
+    }
+    usleep(20000);
+  }
+  return NULL;
+}
+
+/* Trains on the driver's workers, then puts the final weights into t, so
+ * the model file, the final TEST pass (here, on this run's TEST data, as
+ * for the baseline), per-class accuracy and the gates are a single-worker
+ * run's. Fills sum as mdl_train_run would; *served: this process was a
+ * Slurm/MPI rank other than 0, which reports nothing. */
+static mdl_status train_distributed(const mdl_ci_opts *o, const mdl_job *job, mdl_train *t,
+                                    const char *weights, double max_seconds, mdl_train_summary *sum,
+                                    mdl_test_result *final, bool *served, mdl_error *err) {
+  mdl_driver_opts d = *o->dist;
+  d.weights = weights;
+  d.out_dir = o->out_dir;
+  d.resume = o->resume;
+  d.resume_file = o->resume_path;
+  stop_watch w = {.signal_stop = o->stop,
+                  .deadline = max_seconds > 0 ? mdl_now() + max_seconds : 0};
+  d.stop = &w.stop;
+  d.snapshot = o->snapshot;
+  pthread_t th;
+  bool watching = pthread_create(&th, NULL, watch_loop, &w) == 0;
+  mdl_driver_result res = {0};
+  mdl_status st = mdl_driver_run(job, &d, &res, err);
+  w.done = 1;
+  if (watching) pthread_join(th, NULL);
+  *served = res.served;
+  memset(sum, 0, sizeof *sum);
+  if (st == MDL_ERR_ACCEPT) st = MDL_OK; /* the gates judge */
+  if (st == MDL_OK && !res.served) {
+    sum->iter = res.iter;
+    sum->seconds = res.seconds;
+    sum->stopped = res.stopped && !w.budget;
+    sum->budget_stopped = res.stopped && w.budget;
+    if (!res.weights_file[0])
+      st = mdl_errorf(err, MDL_ERR_INTERNAL, "the driver wrote no model file");
+    else
+      st = mdl_train_load_weights(t, res.weights_file, err);
+  }
+  if (st == MDL_OK && !res.served && !sum->stopped && mdl_train_n_test_nets(t) > 0) {
+    st = mdl_train_test(t, 0, 0, final, err); /* names owned by t until its next test */
+    sum->n_outputs = final->n;
+    sum->output_name = final->name;
+    sum->output_value = final->value;
+    sum->budget_tested = sum->budget_stopped;
+  }
+  mdl_driver_result_free(&res);
+  return st;
+}
+
 /* --resume in CI mode: a stopped run (budget or signal) continues from
  * its snapshot; the fingerprint is the run's, since the bits are. */
 static mdl_status resume(mdl_train *t, const mdl_ci_opts *o, FILE *log, mdl_error *err) {
@@ -706,6 +798,127 @@ static mdl_status bless(const char *reg, const mdl_ci_opts *o, mdl_ci_result *r,
   return MDL_OK;
 }
 
+/* The data profiles and the data checks against the blessed run's
+ * profiles; false when a check failed (each printed). */
+static bool check_data(const mdl_job *job, mdl_train *t, const char *reg, mdl_ci_result *r,
+                       FILE *log) {
+  take_profiles(t, r);
+  int n_base = 0;
+  mdl_ci_profile *base = NULL;
+  char *text = NULL;
+  mdl_error e;
+  if (r->has_blessed && mdl_registry_get(reg, r->blessed, "profile.txt", &text, &e) == MDL_OK)
+    base = parse_profiles(text, &n_base);
+  free(text);
+  data_checks(job, r, base, n_base);
+  free_profiles(base, n_base);
+  bool ok = true;
+  for (int i = 0; i < r->n_gates; i++)
+    if (!r->gates[i].passed) {
+      fprintf(log, "data check failed: %s: %s\n", r->gates[i].name, r->gates[i].msg);
+      ok = false;
+    }
+  return ok;
+}
+
+/* The gates a stopped run fails: the budget, or the signal. */
+static void stop_gates(mdl_ci_result *r) {
+  if (r->budget_stopped) {
+    mdl_ci_gate *g = new_gate(r, MDL_CI_GATE_BUDGET);
+    snprintf(g->name, sizeof g->name, "max_seconds %g", r->max_seconds);
+    g->passed = false;
+    g->value = r->seconds;
+    g->bound = r->max_seconds;
+    snprintf(g->msg, sizeof g->msg,
+             "stopped at iteration %d of %d after %.1f s; model saved, not blessed%s", r->iter,
+             r->max_iter, r->seconds, r->tested ? "" : "; no time left for the final TEST");
+  }
+  if (r->stop_signal) {
+    mdl_ci_gate *g = new_gate(r, MDL_CI_GATE_SIGNAL);
+    snprintf(g->name, sizeof g->name, "not interrupted");
+    g->passed = false;
+    g->value = r->iter;
+    g->bound = r->max_iter;
+    snprintf(g->msg, sizeof g->msg,
+             "stopped by %s at iteration %d of %d after a snapshot; model saved, not "
+             "blessed; `--resume` continues it",
+             r->stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r->iter, r->max_iter);
+  }
+}
+
+/* Trains (here or through the driver), saves the model, measures it on
+ * this run's TEST data (per class, and the blessed model beside it) and
+ * judges every gate. *served: a Slurm/MPI rank other than 0, nothing to
+ * report. */
+static mdl_status train_and_judge(const mdl_job *job, const mdl_ci_opts *o, mdl_train *t,
+                                  const char *reg, const char *weights, mdl_ci_result *r,
+                                  bool *served, FILE *log, mdl_error *err) {
+  mdl_train_summary sum;
+  mdl_test_result final;
+  mdl_status st = MDL_OK;
+  if (o->dist) {
+    st = train_distributed(o, job, t, weights, r->max_seconds, &sum, &final, served, err);
+  } else {
+    if (weights) st = mdl_train_load_weights(t, weights, err);
+    if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
+    if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
+  }
+  if (*served || (st != MDL_OK && st != MDL_ERR_ACCEPT)) return st;
+  r->trained = true;
+  r->iter = sum.iter;
+  r->seconds = sum.seconds;
+  r->budget_stopped = sum.budget_stopped;
+  /* a signal stop skips the final TEST: CI sends SIGKILL soon after */
+  if (sum.stopped) r->stop_signal = o->stop_signal && *o->stop_signal ? *o->stop_signal : SIGTERM;
+  r->tested =
+      mdl_train_n_test_nets(t) > 0 && !sum.stopped && (!sum.budget_stopped || sum.budget_tested);
+  take_metrics(r, &sum);
+  char *model = mdl_path_join(mdl_train_out_dir(t), "model.caffemodel");
+  snprintf(r->model, sizeof r->model, "%s", model);
+  free(model);
+  st = mdl_caffemodel_save(mdl_train_train_net(t), r->model, err);
+  if (st == MDL_OK) st = mdl_sha256_file(r->model, r->model_sha, err);
+  if (st == MDL_OK && r->tested) st = class_accuracy(t, r, err);
+  if (st == MDL_OK && r->has_blessed && r->tested && wants_baseline(job))
+    st = evaluate_baseline(t, reg, r, log, err);
+  if (st == MDL_OK) {
+    metric_gates(job, r);
+    stop_gates(r);
+  }
+  return st;
+}
+
+/* The verdict, the blessing, the registry and every report. */
+static mdl_status finish(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
+                         const char *out_dir, mdl_ci_result *r, FILE *out, FILE *log,
+                         mdl_error *err) {
+  verdict(r);
+  mdl_status st = bless(reg, o, r, log, err);
+  /* a budget or signal stop is not a result to skip to next time */
+  if (st == MDL_OK && !r->blessed_now && r->exit_code != 5 && !r->stop_signal)
+    st = store_run(reg, r, err);
+  if (st == MDL_OK && !r->blessed_now) history(reg, "run", r, log);
+  if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
+  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
+  if (st == MDL_OK) st = mdl_ci_write_reports(r, job, png, out_dir, err);
+  if (st == MDL_OK) {
+    char *md = NULL;
+    char *mpath = mdl_path_join(out_dir, "report.md");
+    size_t len;
+    mdl_error e;
+    if (mdl_file_read(mpath, &md, &len, &e) == MDL_OK) st = mdl_ci_github(r, md, out, err);
+    free(md);
+    free(mpath);
+  }
+  if (st != MDL_OK) return st;
+  char *sum = summary_text(r);
+  fprintf(out, "%s", sum);
+  fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
+          out_dir, png ? ", curves.png" : "");
+  free(sum);
+  return status_of_exit(r->exit_code);
+}
+
 mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) {
   FILE *out = o->out ? o->out : stdout;
   FILE *log = o->log ? o->log : stderr;
@@ -719,139 +932,39 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
   char *weights = NULL;
   mdl_status st = start_weights(o, reg, r.has_blessed, r.blessed, &weights, log, err);
   if (st == MDL_OK) st = compute_fp(job, o, reg, weights, &r.fp, err);
-  if (st == MDL_OK && o->if_changed) {
-    char *summary = NULL;
-    mdl_error e;
-    if (mdl_registry_get(reg, r.fp.hex, "summary.txt", &summary, &e) == MDL_OK) {
-      st = up_to_date(reg, r.fp.hex, summary, o, r.has_blessed, r.blessed, out, err);
-      free(summary);
-      free(weights);
-      free(reg);
-      free_result(&r);
-      return st;
-    }
-  }
-  if (st != MDL_OK) {
+  char *summary = NULL;
+  mdl_error e;
+  if (st == MDL_OK && o->if_changed &&
+      mdl_registry_get(reg, r.fp.hex, "summary.txt", &summary, &e) == MDL_OK) {
+    st = up_to_date(reg, r.fp.hex, summary, o, r.has_blessed, r.blessed, out, err);
+    free(summary);
     free(weights);
     free(reg);
     free_result(&r);
     return st;
   }
-  if (r.has_blessed) r.changes = changes_since(reg, r.blessed, &r.fp);
-  fprintf(log, "fingerprint %s (%d data files read, %d from the cache)\n", r.fp.hex,
-          r.fp.files_hashed, r.fp.files_cached);
-  if (r.changes) fprintf(log, "changed since the blessed run %.12s:\n%s", r.blessed, r.changes);
-
-  r.max_seconds = o->max_seconds > 0                          ? o->max_seconds
-                  : job->job->ci && job->job->ci->max_seconds ? job->job->ci->max_seconds
-                                                              : 0;
-  r.max_iter = job->solver->max_iter;
-  mdl_train_opts to = {.threads = o->threads,
-                       .out_dir = o->out_dir,
-                       .max_seconds = r.max_seconds,
-                       .stop = o->stop,
-                       .snapshot = o->snapshot};
   mdl_train *t = NULL;
-  st = mdl_train_new(job, &to, &t, err);
-  const char *out_dir = t ? mdl_train_out_dir(t) : NULL;
   if (st == MDL_OK) {
-    take_profiles(t, &r);
-    int n_base = 0;
-    mdl_ci_profile *base = NULL;
-    char *text = NULL;
-    mdl_error e;
-    if (r.has_blessed && mdl_registry_get(reg, r.blessed, "profile.txt", &text, &e) == MDL_OK)
-      base = parse_profiles(text, &n_base);
-    free(text);
-    data_checks(job, &r, base, n_base);
-    free_profiles(base, n_base);
+    if (r.has_blessed) r.changes = changes_since(reg, r.blessed, &r.fp);
+    fprintf(log, "fingerprint %s (%d data files read, %d from the cache)\n", r.fp.hex,
+            r.fp.files_hashed, r.fp.files_cached);
+    if (r.changes) fprintf(log, "changed since the blessed run %.12s:\n%s", r.blessed, r.changes);
+    r.max_seconds = o->max_seconds > 0                          ? o->max_seconds
+                    : job->job->ci && job->job->ci->max_seconds ? job->job->ci->max_seconds
+                                                                : 0;
+    r.max_iter = job->solver->max_iter;
+    mdl_train_opts to = {.threads = o->threads,
+                         .out_dir = o->out_dir,
+                         .max_seconds = r.max_seconds,
+                         .stop = o->stop,
+                         .snapshot = o->snapshot};
+    st = mdl_train_new(job, &to, &t, err);
   }
-  bool data_ok = true;
-  for (int i = 0; i < r.n_gates; i++) data_ok = data_ok && r.gates[i].passed;
-  if (st == MDL_OK && !data_ok) {
-    for (int i = 0; i < r.n_gates; i++)
-      if (!r.gates[i].passed)
-        fprintf(log, "data check failed: %s: %s\n", r.gates[i].name, r.gates[i].msg);
-  }
-  if (st == MDL_OK && data_ok) {
-    if (weights) st = mdl_train_load_weights(t, weights, err);
-    if (st == MDL_OK && o->resume) st = resume(t, o, log, err);
-    mdl_train_summary sum;
-    if (st == MDL_OK) st = mdl_train_run(t, 0, &sum, err);
-    if (st == MDL_OK || st == MDL_ERR_ACCEPT) {
-      st = MDL_OK;
-      r.trained = true;
-      r.iter = sum.iter;
-      r.seconds = sum.seconds;
-      r.budget_stopped = sum.budget_stopped;
-      /* a signal stop skips the final TEST: CI sends SIGKILL soon after */
-      if (sum.stopped)
-        r.stop_signal = o->stop_signal && *o->stop_signal ? *o->stop_signal : SIGTERM;
-      r.tested = mdl_train_n_test_nets(t) > 0 && !sum.stopped &&
-                 (!sum.budget_stopped || sum.budget_tested);
-      take_metrics(&r, &sum);
-      char *model = mdl_path_join(out_dir, "model.caffemodel");
-      snprintf(r.model, sizeof r.model, "%s", model);
-      free(model);
-      st = mdl_caffemodel_save(mdl_train_train_net(t), r.model, err);
-      if (st == MDL_OK) st = mdl_sha256_file(r.model, r.model_sha, err);
-    }
-    if (st == MDL_OK && r.tested) st = class_accuracy(t, &r, err);
-    if (st == MDL_OK && r.has_blessed && r.tested && wants_baseline(job))
-      st = evaluate_baseline(t, reg, &r, log, err);
-    if (st == MDL_OK) {
-      metric_gates(job, &r);
-      if (r.budget_stopped) {
-        mdl_ci_gate *g = new_gate(&r, MDL_CI_GATE_BUDGET);
-        snprintf(g->name, sizeof g->name, "max_seconds %g", r.max_seconds);
-        g->passed = false;
-        g->value = r.seconds;
-        g->bound = r.max_seconds;
-        snprintf(g->msg, sizeof g->msg,
-                 "stopped at iteration %d of %d after %.1f s; model saved, not blessed%s", r.iter,
-                 r.max_iter, r.seconds, r.tested ? "" : "; no time left for the final TEST");
-      }
-      if (r.stop_signal) {
-        mdl_ci_gate *g = new_gate(&r, MDL_CI_GATE_SIGNAL);
-        snprintf(g->name, sizeof g->name, "not interrupted");
-        g->passed = false;
-        g->value = r.iter;
-        g->bound = r.max_iter;
-        snprintf(g->msg, sizeof g->msg,
-                 "stopped by %s at iteration %d of %d after a snapshot; model saved, not "
-                 "blessed; `--resume` continues it",
-                 r.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.iter, r.max_iter);
-      }
-    }
-  }
-  if (st == MDL_OK) {
-    verdict(&r);
-    st = bless(reg, o, &r, log, err);
-  }
-  /* a budget or signal stop is not a result to skip to next time */
-  if (st == MDL_OK && !r.blessed_now && r.exit_code != 5 && !r.stop_signal)
-    st = store_run(reg, &r, err);
-  if (st == MDL_OK && !r.blessed_now) history(reg, "run", &r, log);
-  if (st == MDL_OK) st = mdl_registry_mkdirs(out_dir, err); /* not made when nothing trained */
-  bool png = o->curves_png || (job->job->ci && job->job->ci->curves_png);
-  if (st == MDL_OK) st = mdl_ci_write_reports(&r, job, png, out_dir, err);
-  if (st == MDL_OK) {
-    char *md = NULL;
-    char *mpath = mdl_path_join(out_dir, "report.md");
-    size_t len;
-    mdl_error e;
-    if (mdl_file_read(mpath, &md, &len, &e) == MDL_OK) st = mdl_ci_github(&r, md, out, err);
-    free(md);
-    free(mpath);
-  }
-  if (st == MDL_OK) {
-    char *sum = summary_text(&r);
-    fprintf(out, "%s", sum);
-    fprintf(out, "reports in %s (run.json, junit.xml, metrics.txt, report.md, curves.svg%s)\n",
-            out_dir, png ? ", curves.png" : "");
-    free(sum);
-    st = status_of_exit(r.exit_code);
-  }
+  bool served = false;
+  if (st == MDL_OK && check_data(job, t, reg, &r, log))
+    st = train_and_judge(job, o, t, reg, weights, &r, &served, log, err);
+  if (st == MDL_ERR_ACCEPT) st = MDL_OK; /* the gates judge */
+  if (st == MDL_OK && !served) st = finish(job, o, reg, mdl_train_out_dir(t), &r, out, log, err);
   mdl_train_free(t);
   free(weights);
   free(reg);

@@ -1,4 +1,5 @@
-/* `memdl run` in CI mode on one worker: fingerprint the run and skip it
+/* `memdl run` in CI mode, on one worker or through the driver on several:
+ * fingerprint the run and skip it
  * when an identical one is in the registry (--if-changed), check the data
  * before training, train within a budget, re-evaluate the blessed model on
  * this run's TEST data, judge every gate, bless when asked and deserved,
@@ -14,6 +15,8 @@
 #include "common/error.h"
 #include "compiler/job.h"
 
+struct mdl_driver_opts; /* runtime/dist/driver.h */
+
 typedef struct mdl_ci_opts {
   const char *weights;      /* --weights FILE, or NULL */
   bool if_changed;          /* skip when runs/<fingerprint>/ holds a result */
@@ -22,13 +25,16 @@ typedef struct mdl_ci_opts {
   bool warm_start;          /* start from the blessed model */
   bool curves_png;          /* also curves.png (or the job's ci.curves_png) */
   bool resume;              /* --resume: continue a stopped run from a snapshot */
-  const char *resume_path;  /* its .solverstate; NULL: the newest of the job's prefix */
-  double max_seconds;       /* 0: the job's ci.max_seconds */
-  int threads;              /* 0: the job's, else one per core */
-  const char *out_dir;      /* NULL: the job's output dir */
-  const char *registry;     /* NULL: the job's ci.registry */
-  const char *version;      /* memdl's version, part of the fingerprint */
-  const char *const *sets;  /* the --set values, for the record */
+  /* train on the driver's workers (--workers, the job's cluster block or a
+   * Slurm/MPI launch) with these options; NULL: one worker, in process */
+  const struct mdl_driver_opts *dist;
+  const char *resume_path; /* its .solverstate; NULL: the newest of the job's prefix */
+  double max_seconds;      /* 0: the job's ci.max_seconds */
+  int threads;             /* 0: the job's, else one per core */
+  const char *out_dir;     /* NULL: the job's output dir */
+  const char *registry;    /* NULL: the job's ci.registry */
+  const char *version;     /* memdl's version, part of the fingerprint */
+  const char *const *sets; /* the --set values, for the record */
   int n_sets;
   /* the run's signal flags (cli/cmd_run.c), as mdl_train_opts takes them:
    * a stop finishes the iteration, snapshots and still writes every report;

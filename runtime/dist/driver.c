@@ -555,6 +555,10 @@ static mdl_status init_model(driver *d, char **devices, mdl_error *err) {
     if (!d->w) st = mdl_errorf(err, MDL_ERR_NOMEM, "weights: %zu floats", d->n_params);
   }
   if (st == MDL_OK) st = mdl_trainer_init_weights(init, d->w, err);
+  if (st == MDL_OK && d->o.weights) {
+    st = mdl_trainer_load(init, d->w, d->o.weights, err);
+    if (st == MDL_OK) dlog(d, "weights: %s", d->o.weights);
+  }
   d->model = init;
   if (st == MDL_OK)
     st = mdl_trainer_lineages(d->trainers, d->trainer_name, d->plan, d->base_dir, d->k,

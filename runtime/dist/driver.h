@@ -73,6 +73,9 @@ typedef struct mdl_driver_opts {
    * and .solverstate (the driver's state) at the solver's snapshot interval,
    * on a signal's request and at the end. NULL: <base_dir>/out. */
   const char *out_dir;
+  /* fine-tuning (--weights): the run starts from this model file, read
+   * layer by name; parameters it does not name keep their fillers' values */
+  const char *weights;
   const char *snapshot_prefix; /* the full prefix as single-worker runs name it; NULL: as above */
   int snapshot_every;          /* iterations between snapshot points; 0: the solver's */
   /* For metrics.jsonl's start record (as mdl_train_opts); job_path NULL:

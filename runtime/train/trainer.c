@@ -121,6 +121,13 @@ mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, md
   return t->iface->save ? t->iface->save(t->ctx, w, path, err) : MDL_OK;
 }
 
+mdl_status mdl_trainer_load(mdl_trainer *t, float *w, const char *path, mdl_error *err) {
+  if (!t->iface->load)
+    return mdl_errorf(err, MDL_ERR_INVALID, "%s: the %s backend reads no model files", path,
+                      t->iface->name);
+  return t->iface->load(t->ctx, w, path, err);
+}
+
 bool mdl_trainer_can_save(const mdl_trainer *t) {
   return t->iface->save != NULL;
 }

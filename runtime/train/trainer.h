@@ -69,6 +69,9 @@ typedef struct mdl_trainer_i {
   mdl_status (*set_state)(void *ctx, const uint8_t *buf, size_t len, mdl_error *err);
   /* Writes weights w as the backend's model file (NULL: it has none). */
   mdl_status (*save)(void *ctx, const float *w, const char *path, mdl_error *err);
+  /* Optional: fine-tuning. Reads a model file into w, layer by name; the
+   * parameters it does not name keep w's values. Refuses non-finite ones. */
+  mdl_status (*load)(void *ctx, float *w, const char *path, mdl_error *err);
   /* Optional (NULL: unknown). The samples one solver iteration (TRAIN) or
    * one test batch (TEST) takes on one worker; 0: unknown. The driver
    * bounds what workers report by it. */
@@ -156,6 +159,9 @@ bool mdl_trainer_find_nonfinite(const mdl_trainer *t, const float *w, char *wher
  * anything for backends that have no file format. */
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err);
 bool mdl_trainer_can_save(const mdl_trainer *t);
+/* Reads a model file into w (see mdl_trainer_i.load); MDL_ERR_INVALID when
+ * the backend reads none. */
+mdl_status mdl_trainer_load(mdl_trainer *t, float *w, const char *path, mdl_error *err);
 
 mdl_status mdl_trainer_lineages(const mdl_trainer_table *table, const char *name,
                                 const Memdl__Plan *plan, const char *base_dir, int num_workers,

@@ -553,6 +553,24 @@ static mdl_status net_save(void *ctx, const float *w, const char *path, mdl_erro
   return mdl_caffemodel_save(t->train.net, path, err);
 }
 
+static mdl_status net_load(void *ctx, float *w, const char *path, mdl_error *err) {
+  netr *t = ctx;
+  Caffe__NetParameter *np;
+  mdl_status st = mdl_caffemodel_read(path, &np, err);
+  if (st != MDL_OK) return st;
+  int loaded = 0;
+  mdl_net_params_put(t->train.net, w);
+  st = mdl_caffemodel_copy(t->train.net, np, path, &loaded, err);
+  caffe__net_parameter__free_unpacked(np, NULL);
+  char where[400];
+  if (st == MDL_OK && loaded == 0)
+    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: no layer of it is in the TRAIN net", path);
+  if (st == MDL_OK && mdl_net_find_nonfinite_param(t->train.net, where, sizeof where))
+    st = mdl_errorf(err, MDL_ERR_INVALID, "%s: non-finite weights: %s", path, where);
+  if (st == MDL_OK) mdl_net_params_get(t->train.net, w);
+  return st;
+}
+
 static uint64_t net_batch_samples(void *ctx, Caffe__Phase phase) {
   netr *t = ctx;
   if (phase == CAFFE__PHASE__TRAIN) {
@@ -602,6 +620,7 @@ const mdl_trainer_i mdl_trainer_net = {
     .get_state = net_get_state,
     .set_state = net_set_state,
     .save = net_save,
+    .load = net_load,
     .batch_samples = net_batch_samples,
     .output_range = net_output_range,
     .find_nonfinite = net_find_nonfinite,
