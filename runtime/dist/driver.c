@@ -21,11 +21,6 @@
 /* --- RPC plumbing ------------------------------------------------------------ */
 
 /* Reply weights go straight into the slot's buffer once their size is right. */
-typedef struct recv_ctx {
-  slot *s;
-  size_t bytes;
-} recv_ctx;
-
 static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
   recv_ctx *r = ctx;
   if (len != r->bytes) {
@@ -36,6 +31,23 @@ static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
 }
 
 /* --- rounds ------------------------------------------------------------------- */
+
+void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__RoundRequest *req,
+                            mdl_rpc_call *calls, recv_ctx *rc) {
+  for (int i = 0; i < n; i++) {
+    call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, &req->base, &memdl__round_reply__descriptor);
+    calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
+    calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
+    if (d->shm) continue;               /* weights stay in shared memory */
+    calls[i].req.bulk_field = 5;        /* RoundRequest.weights */
+    calls[i].req.bulk = d->w;
+    calls[i].req.bulk_len = d->n_params * sizeof(float);
+    calls[i].req.pin = d->w_pin;
+    rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
+    calls[i].reply_spec.bulk_dest = recv_dest;
+    calls[i].reply_spec.bulk_ctx = &rc[i];
+  }
+}
 
 static void print_round(driver *d, int tau, double wall, double avg_s, slot **done, int n,
                         double loss) {
@@ -159,19 +171,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     req.has_weights_in_shm = req.weights_in_shm = d->shm;
     mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
     recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
-    for (int i = 0; i < n; i++) {
-      call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, &req.base, &memdl__round_reply__descriptor);
-      calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
-      calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
-      if (d->shm) continue;               /* weights stay in shared memory */
-      calls[i].req.bulk_field = 5;        /* RoundRequest.weights */
-      calls[i].req.bulk = d->w;
-      calls[i].req.bulk_len = d->n_params * sizeof(float);
-      calls[i].req.pin = d->w_pin;
-      rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
-      calls[i].reply_spec.bulk_dest = recv_dest;
-      calls[i].reply_spec.bulk_ctx = &rc[i];
-    }
+    mdl_driver_round_calls(d, act, n, &req, calls, rc);
     double t0 = mdl_now();
     mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, err);
     double wall = mdl_now() - t0;
@@ -581,7 +581,9 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
         int next = (d->iter / every[e] + 1) * every[e];
         if (next - d->iter < tau) tau = next - d->iter;
       }
+    double comm0 = d->res->comm_s, t0 = mdl_now();
     st = run_round(d, tau, err);
+    if (st == MDL_OK) mdl_driver_retune(d, tau, mdl_now() - t0, d->res->comm_s - comm0);
     if (st == MDL_OK && d->snapshot_iters > 0 && d->iter % d->snapshot_iters == 0)
       st = mdl_driver_save_model(d, err);
     if (st == MDL_OK && d->test_interval > 0 && d->iter % d->test_interval == 0)
@@ -659,8 +661,14 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   mdl_pb_free(snap);
   snap = NULL;
 
-  if (st == MDL_OK) st = run_rounds(d, err);
-  st = collect_result(d, res, t_start, st, err);
+  if (st == MDL_OK && (d->o.calibrate || d->o.tau_tuned || d->o.calibrate_only))
+    st = mdl_driver_calibrate(d, err);
+  if (d->o.calibrate_only) {
+    res->n_workers = d->k;
+  } else {
+    if (st == MDL_OK) st = run_rounds(d, err);
+    st = collect_result(d, res, t_start, st, err);
+  }
   if (d->s && d->k) mdl_driver_shutdown_workers(d);
   mdl_driver_free_state(d);
   signals_restore(&sg);

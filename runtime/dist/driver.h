@@ -73,6 +73,13 @@ typedef struct mdl_driver_opts {
   int max_rounds;                    /* stop after this many rounds of this process (0: no limit) */
   bool no_replace;                   /* local mode: do not start replacement workers */
   bool no_shm; /* local mode: weights in messages, not through shared memory */
+  /* tau is the tuner's: calibration and each round's measured share of
+   * communication may change it (see driver_impl.h) */
+  bool tau_tuned;
+  /* measure the workers before the first round even when tau is fixed */
+  bool calibrate;
+  /* set the workers up, calibrate, stop: no rounds, no model file */
+  bool calibrate_only;
   /* local workers: the program to start (see launcher.h) */
   const char *worker_exe;
   const char *const *worker_argv;

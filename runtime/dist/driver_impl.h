@@ -74,6 +74,10 @@ typedef struct driver {
   char snapshot_path[1024];
   volatile sig_atomic_t *abort;
   mdl_driver_result *res;
+  /* mdl_driver_retune's window: rounds, iterations and seconds summed */
+  int retune_rounds, retune_iters;
+  int retune_floor; /* the largest tau a measured excess asked for: never gone below */
+  double retune_wall, retune_comm;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -108,6 +112,36 @@ static inline void lineage_push(Memdl__PartitionLineage ***arr, size_t *n,
   *arr = mdl_xrealloc(*arr, (*n + 1) * sizeof **arr);
   (*arr)[(*n)++] = l;
 }
+
+/* --- driver.c ----------------------------------------------------------------- */
+
+/* Where a Round reply's weights go: the slot's buffer, once the size is right. */
+typedef struct recv_ctx {
+  slot *s;
+  size_t bytes;
+} recv_ctx;
+
+/* The Round calls of req to the n slots act (calls[] and rc[] the caller's,
+ * n each): weights out of d->w (or shared memory), replies into each
+ * slot's buffer. */
+void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__RoundRequest *req,
+                            mdl_rpc_call *calls, recv_ctx *rc);
+
+/* --- driver_calibrate.c ------------------------------------------------------ */
+
+/* Before the first round: each worker's time per sample and the cost of a
+ * weight-sized round, measured (a calibration Round the workers undo) or
+ * read from <out_dir>/calibration.txt when the plan, the cluster and the
+ * machine are those it was measured for. One line per worker goes to the
+ * log; when tau is the tuner's (opts.tau_tuned), it is chosen again from these figures.
+ * Nothing the run computes changes otherwise. */
+mdl_status mdl_driver_calibrate(driver *d, mdl_error *err);
+
+/* After a round of tau iterations that took wall seconds, of which comm
+ * (mean per worker) communicating: when tau is the tuner's and the share of
+ * the last rounds left the job's bound, tau is chosen again from what they
+ * measured, and the change and its reason go to the log. */
+void mdl_driver_retune(driver *d, int tau, double wall, double comm);
 
 /* The workers a run names, before any is started: local:K (local_k) or
  * addresses (with devices when the job's cluster block names them). */

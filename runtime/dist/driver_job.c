@@ -68,9 +68,10 @@ static void tune_tau(const mdl_job *job, const mdl_compiled *c, mdl_driver_opts 
   mdl_tune_input in = mdl_tune_defaults(k, remote, sync ? sync->max_comm_fraction : 0.1);
   mdl_tune_result r = mdl_tune_tau(&cost, &in);
   o->tau = r.tau;
+  o->tau_tuned = true;
   fprintf(o->log ? o->log : stderr,
-          "memdl: tau %d (tuned: %.2f ms per iteration, %.2f ms per %s round of %d workers, "
-          "%.0f%% communication; sync.tau sets it)\n",
+          "memdl: tau %d (tuned on assumed figures until calibrated: %.2f ms per iteration, "
+          "%.2f ms per %s round of %d workers, %.0f%% communication; sync.tau sets it)\n",
           r.tau, r.iter_s * 1e3, r.comm_s * 1e3, remote ? "gRPC" : "shared-memory", k,
           100 * r.comm_fraction);
 }

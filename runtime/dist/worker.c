@@ -355,9 +355,22 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
   /* the previous reply may still be on its way out of w_out */
   if (!shm) mdl_rpc_pin_wait(w->out_pin);
+  uint8_t *saved = NULL;
+  size_t saved_len = 0;
+  if (r->calibrate && (st = mdl_trainer_get_state(w->trainer, &saved, &saved_len, err)) != MDL_OK)
+    return st;
   mdl_trainer_stats s;
   st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start, shm ? w->shm_in : w->w_in,
                        shm ? w->shm_out : w->w_out, mdl_rpc_call_cancel_flag(call), &s, err);
+  if (r->calibrate) {
+    mdl_error e2 = {0};
+    mdl_status st2 = mdl_trainer_set_state(w->trainer, saved, saved_len, &e2);
+    free(saved);
+    if (st == MDL_OK && st2 != MDL_OK) {
+      *err = e2;
+      st = st2;
+    }
+  }
   if (st != MDL_OK) {
     if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
     return st;

@@ -1,0 +1,182 @@
+/* The driver's measurements of its workers: the calibration Round before
+ * the first round, its cache, and re-tuning tau when the measured share of
+ * communication leaves the job's bound. Owns no figures (calibrate.h) and
+ * no tuning arithmetic (compiler/tuner.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/clock.h"
+#include "runtime/dist/calibrate.h"
+#include "runtime/dist/driver_impl.h"
+
+/* Iterations a calibration times after one untimed warm-up iteration (the
+ * first builds the worker's arenas and batchers). */
+#define CALIBRATE_ITERS 3
+/* Rounds a re-tuning judges at once: one slow round is noise. */
+#define RETUNE_WINDOW 5
+
+static double comm_bound(const driver *d) {
+  double f = d->plan->sync ? d->plan->sync->max_comm_fraction : 0;
+  return f > 0 && f < 1 ? f : 0.1;
+}
+
+/* One calibration Round of tau iterations to the n slots act; fills c's
+ * rows. false (with why) when a worker did not answer as asked: the run
+ * then goes on without figures and its rounds deal with the worker. */
+static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration *c, char *why,
+                    size_t cap) {
+  Memdl__RoundRequest req = MEMDL__ROUND_REQUEST__INIT;
+  req.has_session = req.has_round = req.has_iter_start = req.has_tau = 1;
+  req.session = d->session;
+  req.round = (uint32_t)d->round;
+  req.iter_start = (uint32_t)d->iter;
+  req.tau = (uint32_t)tau;
+  req.has_weights_in_shm = req.weights_in_shm = d->shm;
+  req.has_calibrate = req.calibrate = 1;
+  mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
+  recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
+  mdl_driver_round_calls(d, act, n, &req, calls, rc);
+  mdl_error err = {0};
+  mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, &err);
+  mdl_rpc_pin_wait(d->w_pin);
+  bool ok = st == MDL_OK;
+  if (!ok) snprintf(why, cap, "%.600s", err.msg);
+  for (int i = 0; ok && i < n; i++) {
+    const Memdl__RoundReply *r = (const Memdl__RoundReply *)calls[i].reply;
+    if (calls[i].code != MDL_RPC_OK || !r || r->samples == 0 || r->iterations != (uint32_t)tau) {
+      snprintf(why, cap, "worker %d: %s %s", act[i]->index, mdl_rpc_code_name(calls[i].code),
+               calls[i].detail);
+      ok = false;
+      break;
+    }
+    mdl_calib_worker *w = &c->worker[i];
+    /* the least of the calls' round costs: the rest was the machine busy */
+    double comm = calls[i].seconds > r->compute_seconds ? calls[i].seconds - r->compute_seconds : 0;
+    w->comm_s = w->iterations > 0 && w->comm_s < comm ? w->comm_s : comm;
+    w->samples = r->samples;
+    w->iterations = (int)r->iterations;
+    w->sample_s = r->compute_seconds / (double)r->samples;
+    if (!(w->sample_s > 0)) w->sample_s = 1e-9; /* a clock too coarse for a tiny net */
+  }
+  mdl_rpc_calls_clear(calls, n);
+  free(calls);
+  free(rc);
+  return ok;
+}
+
+/* The cluster part of the cache key: what --workers said, else the kind
+ * and count (local workers' socket paths change every run). */
+static void cluster_spec(const driver *d, char *buf, size_t len) {
+  if (d->o.workers && *d->o.workers)
+    snprintf(buf, len, "%s", d->o.workers);
+  else
+    snprintf(buf, len, "%s:%d", d->lw ? "local" : "cluster", d->k);
+}
+
+static void retune_from(driver *d, const mdl_calibration *c) {
+  mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
+  int64_t share[MDL_TUNE_MAX_WORKERS];
+  mdl_tune_table t = mdl_calibration_table(c, comm_bound(d), 0, rows);
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+  dlog(d,
+       "tau %d (calibrated: %.2f ms per iteration, %.2f ms per round, %.0f%% communication; "
+       "was %d from assumed figures)",
+       tau, p.iter_s * 1e3, p.comm_s * 1e3, 100 * p.comm_fraction, d->tau);
+  d->tau = tau;
+}
+
+mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
+  int n = 0;
+  slot **act = mdl_xcalloc((size_t)d->k + 1, sizeof *act);
+  for (int i = 0; i < d->k; i++)
+    if (d->s[i].alive && d->s[i].n_train > 0) act[n++] = &d->s[i];
+  int left = d->max_iter - d->iter;
+  if (n == 0 || n > MDL_TUNE_MAX_WORKERS || left < 1) {
+    free(act);
+    return MDL_OK;
+  }
+  char cluster[512], path[1200], why[700] = "";
+  cluster_spec(d, cluster, sizeof cluster);
+  char *dir = d->o.out_dir ? mdl_xstrdup(d->o.out_dir) : resolve_path(d->base_dir, "out");
+  mkdir(dir, 0755); /* the run makes it later; the cache needs it now */
+  snprintf(path, sizeof path, "%s/calibration.txt", dir);
+  free(dir);
+  mdl_calibration c;
+  bool found = false;
+  mdl_calibration_key(d->plan_hash, cluster, d->o.threads, c.key, sizeof c.key);
+  char key[sizeof c.key];
+  memcpy(key, c.key, sizeof key);
+  mdl_status st = mdl_calibration_load(path, key, n, &c, &found, err);
+  if (st != MDL_OK) {
+    free(act);
+    return st;
+  }
+  if (found) {
+    dlog(d, "calibration: reused %s (same plan, cluster and machine)", path);
+  } else {
+    memset(&c, 0, sizeof c);
+    memcpy(c.key, key, sizeof key);
+    c.n_workers = n;
+    c.worker = mdl_xcalloc((size_t)n, sizeof *c.worker);
+    c.weight_bytes = (double)d->n_params * sizeof(float);
+    c.worker_batch = (int64_t)d->train_batch;
+    int tau = left < CALIBRATE_ITERS ? left : CALIBRATE_ITERS;
+    double t0 = mdl_now();
+    found =
+        measure(d, act, n, 1, &c, why, sizeof why) && measure(d, act, n, tau, &c, why, sizeof why);
+    if (found) {
+      dlog(d, "calibration: measured in %.2f s, cached in %s", mdl_now() - t0, path);
+      mdl_error werr = {0};
+      if (mdl_calibration_save(path, &c, &werr) != MDL_OK)
+        dlog(d, "calibration: not cached: %s", werr.msg);
+    } else {
+      dlog(d, "calibration: skipped (%s); tau stays %d", why, d->tau);
+    }
+  }
+  for (int i = 0; found && i < n; i++) {
+    char line[400];
+    mdl_calibration_line(&c, i, line, sizeof line);
+    dlog(d, "%s (%s)", line, act[i]->addr);
+  }
+  if (found && d->o.tau_tuned) retune_from(d, &c);
+  mdl_calibration_free(&c);
+  free(act);
+  return MDL_OK;
+}
+
+void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
+  if (!d->o.tau_tuned) return;
+  d->retune_rounds++;
+  d->retune_iters += tau;
+  d->retune_wall += wall;
+  d->retune_comm += comm;
+  if (d->retune_rounds < RETUNE_WINDOW) return;
+  double f = comm_bound(d), share = d->retune_wall > 0 ? d->retune_comm / d->retune_wall : 0;
+  double iter_s = (d->retune_wall - d->retune_comm) / d->retune_iters;
+  double round_comm = d->retune_comm / d->retune_rounds;
+  int rounds = d->retune_rounds;
+  d->retune_rounds = d->retune_iters = 0;
+  d->retune_wall = d->retune_comm = 0;
+  /* half the bound below it: averaging more often helps convergence, and
+   * the gap keeps tau from flapping between two values */
+  if ((share <= f && share >= f / 2) || !(iter_s > 0)) return;
+  if (share < f / 2 && d->tau == 1) return;
+  double need = round_comm * (1 - f) / (f * iter_s);
+  int next = need <= 1 ? 1 : need >= MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : (int)ceil(need);
+  /* a share measured too high once is not trusted to have gone: the
+   * round's fixed costs vary with the machine's load, and a tau that
+   * swings back and forth would change convergence for nothing */
+  if (next < d->retune_floor) next = d->retune_floor;
+  if (next > d->tau) d->retune_floor = next;
+  if (next == d->tau) return;
+  dlog(d,
+       "tau %d -> %d: communication took %.1f%% of the last %d rounds (bound %.0f%%; measured "
+       "%.2f ms per iteration, %.2f ms per round)",
+       d->tau, next, 100 * share, rounds, 100 * f, iter_s * 1e3, round_comm * 1e3);
+  d->tau = next;
+}
