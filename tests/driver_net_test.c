@@ -137,6 +137,30 @@ Test(driver_net, two_workers_repeat_to_the_bit) {
   mdl_driver_result_free(&r2c);
 }
 
+/* The calibration Round runs iterations on every worker and undoes them:
+ * a run that calibrates first ends on the same bits, and it leaves its
+ * figures in the output folder. */
+Test(driver_net, calibrating_first_changes_no_bit) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  const char *sets[] = {"max_iter=20", "test_interval=0", NULL};
+  mdl_driver_result plain, calibrated;
+  run("local:2", 5, sets, &plain);
+  mdl_job *job = load_job(sets);
+  mdl_driver_opts o = opts("local:2", 5, stderr);
+  o.calibrate = true;
+  mdl_error err;
+  mdl_status st = mdl_driver_run(job, &o, &calibrated, &err);
+  cr_assert(st == MDL_OK || st == MDL_ERR_ACCEPT, "%s", err.msg);
+  cr_assert_eq(calibrated.n_params, plain.n_params);
+  cr_assert_eq(memcmp(plain.weights, calibrated.weights, plain.n_params * sizeof(float)), 0,
+               "calibrating changed the run's weights");
+  cr_assert_eq(calibrated.iter, 20);
+  cr_assert_eq(access(tu_dir_path("calibration.txt"), R_OK), 0, "no calibration cache written");
+  mdl_job_free(job);
+  mdl_driver_result_free(&plain);
+  mdl_driver_result_free(&calibrated);
+}
+
 /* --- K workers with tau 1 = one worker on a K-times batch, on LeNet ------- */
 
 static void put_be32(FILE *f, uint32_t v) {
