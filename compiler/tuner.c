@@ -199,11 +199,14 @@ size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl
   if (len) buf[0] = 0;
   for (int i = 0; i < t->n_workers; i++) {
     const mdl_tune_worker *w = &t->worker[i];
-    EMIT(
-        "  worker %d: %.4f ms/sample x %lld samples = %.2f ms/iteration; link %.2f ms + "
-        "%.2f GB/s\n",
-        i, w->sample_s * 1e3, (long long)share[i], (double)share[i] * w->sample_s * 1e3,
-        w->latency_s * 1e3, w->bandwidth_bps / 1e9);
+    char link[96];
+    if (w->bandwidth_bps > 0)
+      snprintf(link, sizeof link, "%.2f ms + %.2f GB/s", w->latency_s * 1e3,
+               w->bandwidth_bps / 1e9);
+    else
+      snprintf(link, sizeof link, "%.2f ms per round, transfer included", w->latency_s * 1e3);
+    EMIT("  worker %d: %.4f ms/sample x %lld samples = %.2f ms/iteration; link %s\n", i,
+         w->sample_s * 1e3, (long long)share[i], (double)share[i] * w->sample_s * 1e3, link);
   }
   EMIT("  iteration = slowest worker = %.2f ms (equal shares: %.2f ms)\n", p->iter_s * 1e3,
        p->iter_equal_s * 1e3);

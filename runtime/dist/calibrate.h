@@ -30,8 +30,9 @@ typedef struct mdl_calibration {
   int64_t worker_batch; /* samples of one iteration on one worker */
 } mdl_calibration;
 
-/* "plan=<hash> cluster=<spec> host=<hostname> cpu=<model> threads=<n>":
- * any change of these makes the cached figures stale. */
+/* "plan=<hash> cluster=<spec> host=<hostname> cpu=<model> threads=<n>
+ * cores=<n>": any change of these makes the cached figures stale. plan_hash
+ * is the caller's fingerprint of what an iteration's time depends on. */
 void mdl_calibration_key(uint64_t plan_hash, const char *cluster, int threads, char *buf,
                          size_t len);
 

@@ -701,5 +701,6 @@ void mdl_driver_result_free(mdl_driver_result *res) {
   }
   free(res->test);
   free(res->workers);
+  mdl_calibration_free(&res->calibration);
   memset(res, 0, sizeof *res);
 }

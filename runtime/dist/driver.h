@@ -37,6 +37,7 @@
 
 #include "common/error.h"
 #include "plan.pb-c.h"
+#include "runtime/dist/calibrate.h"
 #include "runtime/train/trainer.h"
 
 struct mdl_job; /* compiler/job.h */
@@ -120,12 +121,19 @@ typedef struct mdl_driver_result {
   char weights_file[1200]; /* the last model file written ("" when none) */
   bool accepted;           /* the job's acceptance criteria held (true when none) */
   char accept_msg[512];    /* which did not, and the values */
+  /* what calibration measured or reused (n_workers 0: none); freed with res */
+  mdl_calibration calibration;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,
  * a cluster block asking for more than one worker or naming remote ones,
  * or a Slurm/MPI launch of more than one task. */
 bool mdl_driver_wanted(const struct mdl_job *job, const mdl_driver_opts *opts);
+
+/* How many workers a run of job will have, and whether they are remote:
+ * from spec (--workers: "local:K" or "host:port,..."), else the job's
+ * cluster block; 1 when neither says. */
+int mdl_driver_count_workers(const struct mdl_job *job, const char *spec, bool *remote);
 
 /* Compiles job and runs it distributed (or, on a Slurm/MPI rank other than
  * 0, serves as a worker until the driver is done). res may be NULL; when

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "runtime/dist/calibrate.h"
 #include "runtime/dist/driver_impl.h"
 
@@ -67,6 +68,34 @@ static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration
   return ok;
 }
 
+static void hash_message(mdl_sha256 *h, const ProtobufCMessage *m) {
+  if (!m) return;
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = mdl_xmalloc(n + 1);
+  protobuf_c_message_pack(m, b);
+  mdl_sha256_update(h, b, n);
+  free(b);
+}
+
+/* The plan part of the cache key: what a training iteration's time depends
+ * on -- the TRAIN net, the data sets, the solver's type, the trainer -- and
+ * not max_iter, test settings or the job's name. */
+static uint64_t timing_fingerprint(const driver *d) {
+  mdl_sha256 h;
+  mdl_sha256_init(&h);
+  for (size_t i = 0; i < d->plan->n_net; i++)
+    if (d->plan->net[i]->phase == CAFFE__PHASE__TRAIN) hash_message(&h, &d->plan->net[i]->base);
+  for (size_t i = 0; i < d->plan->n_data; i++) hash_message(&h, &d->plan->data[i]->base);
+  const char *type = d->plan->solver->type ? d->plan->solver->type : "SGD";
+  mdl_sha256_update(&h, type, strlen(type) + 1);
+  mdl_sha256_update(&h, d->trainer_name, strlen(d->trainer_name) + 1);
+  uint8_t digest[32];
+  mdl_sha256_final(&h, digest);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | digest[i];
+  return v;
+}
+
 /* The cluster part of the cache key: what --workers said, else the kind
  * and count (local workers' socket paths change every run). */
 static void cluster_spec(const driver *d, char *buf, size_t len) {
@@ -108,7 +137,7 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
   free(dir);
   mdl_calibration c;
   bool found = false;
-  mdl_calibration_key(d->plan_hash, cluster, d->o.threads, c.key, sizeof c.key);
+  mdl_calibration_key(timing_fingerprint(d), cluster, d->o.threads, c.key, sizeof c.key);
   char key[sizeof c.key];
   memcpy(key, c.key, sizeof key);
   mdl_status st = mdl_calibration_load(path, key, n, &c, &found, err);
@@ -144,7 +173,12 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
     dlog(d, "%s (%s)", line, act[i]->addr);
   }
   if (found && d->o.tau_tuned) retune_from(d, &c);
-  mdl_calibration_free(&c);
+  if (found) {
+    mdl_calibration_free(&d->res->calibration);
+    d->res->calibration = c; /* the result's now */
+  } else {
+    mdl_calibration_free(&c);
+  }
   free(act);
   return MDL_OK;
 }

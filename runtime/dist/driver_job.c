@@ -37,9 +37,7 @@ bool mdl_driver_wanted(const mdl_job *job, const mdl_driver_opts *opts) {
   return false;
 }
 
-/* How many workers a run will have, and whether they are remote: from
- * --workers ("local:K" or "host:port,..."), else the job's cluster block. */
-static int count_workers(const mdl_job *job, const char *spec, bool *remote) {
+int mdl_driver_count_workers(const mdl_job *job, const char *spec, bool *remote) {
   const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;
   *remote = false;
   if (spec && !strncmp(spec, "local:", 6)) return atoi(spec + 6) > 0 ? atoi(spec + 6) : 1;
@@ -61,7 +59,7 @@ static int count_workers(const mdl_job *job, const char *spec, bool *remote) {
 static void tune_tau(const mdl_job *job, const mdl_compiled *c, mdl_driver_opts *o) {
   if (c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) return;
   bool remote;
-  int k = count_workers(job, o->workers, &remote);
+  int k = mdl_driver_count_workers(job, o->workers, &remote);
   const Memdl__Sync *sync = job->job ? job->job->sync : NULL;
   mdl_cost cost;
   mdl_cost_of(c->nets[0].graph, &cost);
