@@ -14,6 +14,7 @@ PACKAGES=(
   dataset-fashion-mnist      # the example job's data
   openssl iproute2           # TLS test certificates, network-namespace tests
   libxml2-utils librsvg2-bin # CI reports: xmllint checks junit.xml, rsvg-convert draws curves.svg
+  graphviz python3           # tests render `memdl compile --dot` and parse its --json
 )
 
 missing=()
