@@ -115,11 +115,12 @@ static bool outputs_ok(const driver *d, Caffe__Phase phase, Memdl__OutputSum *co
  * tau batches of samples, finite loss and time, outputs in range. A worker
  * that says otherwise is lying or broken, and its figures would skew the
  * average (weighted by samples) and what the run reports. */
-static bool round_report_ok(const driver *d, const Memdl__RoundReply *r, int tau, char *why,
-                            size_t cap) {
-  if (d->train_batch && r->samples > (uint64_t)tau * d->train_batch) {
+static bool round_report_ok(const driver *d, const slot *s, const Memdl__RoundReply *r, int tau,
+                            char *why, size_t cap) {
+  uint64_t batch = s->batch ? s->batch : d->train_batch;
+  if (batch && r->samples > (uint64_t)tau * batch) {
     snprintf(why, cap, "impossible report: %llu samples in %d iterations of %llu",
-             (unsigned long long)r->samples, tau, (unsigned long long)d->train_batch);
+             (unsigned long long)r->samples, tau, (unsigned long long)batch);
     return false;
   }
   if (!isfinite(r->loss_sum) || !isfinite(r->compute_seconds) || r->compute_seconds < 0) {
@@ -197,7 +198,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
                  "reply without weights, samples or all %d iterations", tau);
       }
       if (calls[i].code == MDL_RPC_OK &&
-          !round_report_ok(d, r, tau, calls[i].detail, sizeof calls[i].detail))
+          !round_report_ok(d, s, r, tau, calls[i].detail, sizeof calls[i].detail))
         calls[i].code = MDL_RPC_DATA_LOSS;
       if (calls[i].code != MDL_RPC_OK) {
         snprintf(why[n_failed], sizeof why[n_failed], "round %d: %s %s", d->round + 1,

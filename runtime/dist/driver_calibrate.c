@@ -13,9 +13,10 @@
 #include "runtime/dist/calibrate.h"
 #include "runtime/dist/driver_impl.h"
 
-/* Iterations a calibration times after one untimed warm-up iteration (the
- * first builds the worker's arenas and batchers). */
+/* A calibration times CALIBRATE_ROUNDS rounds of CALIBRATE_ITERS
+ * iterations and keeps each worker's fastest. */
 #define CALIBRATE_ITERS 3
+#define CALIBRATE_ROUNDS 2
 /* Rounds a re-tuning judges at once: one slow round is noise. */
 #define RETUNE_WINDOW 5
 
@@ -54,13 +55,16 @@ static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration
       break;
     }
     mdl_calib_worker *w = &c->worker[i];
-    /* the least of the calls' round costs: the rest was the machine busy */
+    /* the least of the calls' figures: the rest was the machine busy with
+     * something else (on a shared machine, often) */
     double comm = calls[i].seconds > r->compute_seconds ? calls[i].seconds - r->compute_seconds : 0;
-    w->comm_s = w->iterations > 0 && w->comm_s < comm ? w->comm_s : comm;
-    w->samples = r->samples;
-    w->iterations = (int)r->iterations;
-    w->sample_s = r->compute_seconds / (double)r->samples;
-    if (!(w->sample_s > 0)) w->sample_s = 1e-9; /* a clock too coarse for a tiny net */
+    double per = r->compute_seconds / (double)r->samples;
+    if (!(per > 0)) per = 1e-9; /* a clock too coarse for a tiny net */
+    bool first = w->iterations == 0;
+    w->comm_s = !first && w->comm_s < comm ? w->comm_s : comm;
+    w->sample_s = !first && w->sample_s < per ? w->sample_s : per;
+    w->samples += r->samples;
+    w->iterations += (int)r->iterations;
   }
   mdl_rpc_calls_clear(calls, n);
   free(calls);
@@ -105,18 +109,49 @@ static void cluster_spec(const driver *d, char *buf, size_t len) {
     snprintf(buf, len, "%s:%d", d->lw ? "local" : "cluster", d->k);
 }
 
-static void retune_from(driver *d, const mdl_calibration *c) {
+/* The tuner on the figures: a tuned tau is chosen again, and on a fresh run
+ * each worker's share of the global batch follows its speed when that
+ * shortens the predicted round by MDL_TUNE_REBALANCE_GAIN (the workers are
+ * then set up again with their shares: nothing has trained yet). Equal
+ * speeds keep equal shares, so such a run's bits do not depend on the
+ * measurement. */
+static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, mdl_error *err) {
   mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
   int64_t share[MDL_TUNE_MAX_WORKERS];
-  mdl_tune_table t = mdl_calibration_table(c, comm_bound(d), 0, rows);
+  mdl_tune_table t = mdl_calibration_table(c, comm_bound(d), d->o.tau_tuned ? 0 : d->tau, rows);
   mdl_tune_plan p;
   mdl_tune(&t, share, &p);
-  int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+  if (d->o.tau_tuned) {
+    int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+    dlog(d,
+         "tau %d (calibrated: %.2f ms per iteration, %.2f ms per round, %.0f%% communication; "
+         "was %d from assumed figures)",
+         tau, p.iter_s * 1e3, p.comm_s * 1e3, 100 * p.comm_fraction, d->tau);
+    d->tau = tau;
+  }
+  if (!p.balanced) {
+    dlog(d,
+         "blocks: equal, %lld samples per worker per iteration (shares by speed would shorten "
+         "the predicted round by under %.0f%%)",
+         (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
+    return MDL_OK;
+  }
+  if (d->iter > 0 || d->res->resumed) {
+    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
+    return MDL_OK;
+  }
+  char line[1024];
+  size_t n = 0;
+  for (int i = 0; i < c->n_workers && n < sizeof line - 64; i++) {
+    act[i]->batch = (uint64_t)share[i];
+    n += (size_t)snprintf(line + n, sizeof line - n, "%sworker %d %lld", i ? ", " : "",
+                          act[i]->index, (long long)share[i]);
+  }
   dlog(d,
-       "tau %d (calibrated: %.2f ms per iteration, %.2f ms per round, %.0f%% communication; "
-       "was %d from assumed figures)",
-       tau, p.iter_s * 1e3, p.comm_s * 1e3, 100 * p.comm_fraction, d->tau);
-  d->tau = tau;
+       "blocks by measured speed: %s samples per iteration (global batch %lld kept); predicted "
+       "round %.1f ms, %.1f ms with equal blocks; setting the workers up again",
+       line, (long long)t.global_batch, p.round_s * 1e3, p.round_equal_s * 1e3);
+  return mdl_driver_setup_workers(d, NULL, err);
 }
 
 mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
@@ -156,8 +191,11 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
     c.worker_batch = (int64_t)d->train_batch;
     int tau = left < CALIBRATE_ITERS ? left : CALIBRATE_ITERS;
     double t0 = mdl_now();
-    found =
-        measure(d, act, n, 1, &c, why, sizeof why) && measure(d, act, n, tau, &c, why, sizeof why);
+    /* one untimed iteration first: it builds the workers' arenas and batchers */
+    found = measure(d, act, n, 1, &c, why, sizeof why);
+    memset(c.worker, 0, (size_t)n * sizeof *c.worker);
+    for (int r = 0; found && r < CALIBRATE_ROUNDS; r++)
+      found = measure(d, act, n, tau, &c, why, sizeof why);
     if (found) {
       dlog(d, "calibration: measured in %.2f s, cached in %s", mdl_now() - t0, path);
       mdl_error werr = {0};
@@ -172,7 +210,7 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
     mdl_calibration_line(&c, i, line, sizeof line);
     dlog(d, "%s (%s)", line, act[i]->addr);
   }
-  if (found && d->o.tau_tuned) retune_from(d, &c);
+  if (found) st = apply(d, &c, act, err);
   if (found) {
     mdl_calibration_free(&d->res->calibration);
     d->res->calibration = c; /* the result's now */
@@ -180,7 +218,7 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
     mdl_calibration_free(&c);
   }
   free(act);
-  return MDL_OK;
+  return st;
 }
 
 void mdl_driver_retune(driver *d, int tau, double wall, double comm) {

@@ -27,6 +27,7 @@ typedef struct slot {
   size_t n_train, n_test;
   float *recv; /* reply weights, reused */
   uint64_t samples;
+  uint64_t batch; /* its share of the global batch when balanced by speed; 0: the net's */
   double compute_s, rtt_s;
   mdl_driver_worker_stats total;
   /* remote mode: a dead worker's partitions, taken back when it answers

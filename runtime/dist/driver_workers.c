@@ -57,6 +57,10 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
       req[i].has_shm_stride = 1;
       req[i].shm_stride = d->shm_stride;
     }
+    if (s->batch) {
+      req[i].has_train_batch = 1;
+      req[i].train_batch = (uint32_t)s->batch;
+    }
     if (states && states[i] && states[i]->has_state && states[i]->state.len) {
       req[i].has_state = 1;
       req[i].state = states[i]->state;

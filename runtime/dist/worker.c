@@ -232,6 +232,11 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     mdl_pb_free(plan);
     return mdl_errorf(err, MDL_ERR_INVALID, "Setup: the plan has no solver");
   }
+  if (r->train_batch && (st = mdl_plan_set_train_batch(plan, r->train_batch, err)) != MDL_OK) {
+    mdl_pb_free(plan);
+    mdl_error_prefix(err, "Setup: ");
+    return st;
+  }
   uint64_t replaced = w->session;
   if (replaced && replaced != r->session)
     wlog(w, "taken over by another driver (%s): run %016llx replaces run %016llx, which ends here",
