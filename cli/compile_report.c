@@ -415,10 +415,10 @@ static void json_tuner(FILE *f, const mdl_compile_report_in *in) {
           p->comm_fraction, p->wait_fraction, p->need_tau);
   for (int i = 0; i < v->t.n_workers; i++)
     fprintf(f,
-            "%s{\"share\": %lld, \"sample_s\": %.9g, \"latency_s\": %.9g, "
+            "%s{\"share\": %lld, \"sample_s\": %.9g, \"fixed_s\": %.9g, \"latency_s\": %.9g, "
             "\"bandwidth_bps\": %.9g}",
-            i ? ", " : "", (long long)v->share[i], v->rows[i].sample_s, v->rows[i].latency_s,
-            v->rows[i].bandwidth_bps);
+            i ? ", " : "", (long long)v->share[i], v->rows[i].sample_s, v->rows[i].fixed_s,
+            v->rows[i].latency_s, v->rows[i].bandwidth_bps);
   fprintf(f, "]}");
   free(v);
 }
@@ -455,8 +455,10 @@ mdl_status mdl_compile_json(FILE *f, const mdl_compile_report_in *in, mdl_error 
   fprintf(f, "  ],\n  \"calibration\": [");
   const mdl_calibration *cal = in->calibration;
   for (int i = 0; cal && i < cal->n_workers; i++)
-    fprintf(f, "%s{\"sample_s\": %.9g, \"comm_s\": %.9g, \"samples\": %llu, \"iterations\": %d}",
-            i ? ", " : "", cal->worker[i].sample_s, cal->worker[i].comm_s,
+    fprintf(f,
+            "%s{\"sample_s\": %.9g, \"fixed_s\": %.9g, \"comm_s\": %.9g, \"samples\": %llu, "
+            "\"iterations\": %d}",
+            i ? ", " : "", cal->worker[i].sample_s, cal->worker[i].fixed_s, cal->worker[i].comm_s,
             (unsigned long long)cal->worker[i].samples, cal->worker[i].iterations);
   fprintf(f, "],\n  \"tuner\": ");
   json_tuner(f, in);

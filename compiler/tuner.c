@@ -1,6 +1,6 @@
 /* FLOPs from the graph's shapes; tau and the batch shares from a two-term
  * round model over the workers' table:
- *   iter_s = max_i share_i * sample_s_i        (the slowest worker sets the pace)
+ *   iter_s = max_i fixed_i + share_i * sample_s_i   (the slowest worker sets the pace)
  *   comm_s = max_i latency_i + sum_i 2 * bytes / bw_i
  *   round  = tau * iter_s + comm_s
  * (the driver sends K copies and receives K through its own link). */
@@ -93,18 +93,25 @@ static void equal_shares(int k, int64_t g, int64_t *share) {
   for (int i = 0; i < k; i++) share[i] = g / k + (i < g % k);
 }
 
-/* Shares proportional to speed (1 / sample_s), each at least 1, summing to
- * g: floors first, then the leftover samples one by one to the largest
- * fractional parts (ties to the lower index, so the result is a function of
- * the table alone). */
+/* Shares that make every worker's iteration equally long, T = fixed_i +
+ * share_i sample_i, summing to g: T = (g + sum fixed_i / sample_i) /
+ * sum 1 / sample_i (without fixed costs: shares proportional to speed).
+ * Each at least 1; floors first, then the leftover samples one by one to
+ * the largest fractional parts (ties to the lower index, so the result is
+ * a function of the table alone). */
 static void speed_shares(const mdl_tune_table *t, int64_t *share) {
   int k = t->n_workers;
   int64_t g = t->global_batch;
-  double speed_sum = 0, frac[MDL_TUNE_MAX_WORKERS];
-  for (int i = 0; i < k; i++) speed_sum += 1.0 / t->worker[i].sample_s;
+  double speed_sum = 0, fixed_sum = 0, frac[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < k; i++) {
+    speed_sum += 1.0 / t->worker[i].sample_s;
+    fixed_sum += t->worker[i].fixed_s / t->worker[i].sample_s;
+  }
+  double T = ((double)g + fixed_sum) / speed_sum;
   int64_t sum = 0;
   for (int i = 0; i < k; i++) {
-    double ideal = (double)g * (1.0 / t->worker[i].sample_s) / speed_sum;
+    double ideal = (T - t->worker[i].fixed_s) / t->worker[i].sample_s;
+    if (ideal > (double)g) ideal = (double)g;
     share[i] = (int64_t)floor(ideal);
     frac[i] = ideal - (double)share[i];
     if (share[i] < 1) {
@@ -131,7 +138,7 @@ static void speed_shares(const mdl_tune_table *t, int64_t *share) {
 static double slowest_iter(const mdl_tune_table *t, const int64_t *share) {
   double m = 0;
   for (int i = 0; i < t->n_workers; i++) {
-    double s = (double)share[i] * t->worker[i].sample_s;
+    double s = t->worker[i].fixed_s + (double)share[i] * t->worker[i].sample_s;
     if (s > m) m = s;
   }
   return m;
@@ -184,7 +191,9 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
   out->comm_fraction = out->round_s > 0 ? out->comm_s / out->round_s : 0;
   double wait = 0;
   for (int i = 0; i < k && out->round_s > 0; i++)
-    wait += out->tau * (out->iter_s - (double)share[i] * t->worker[i].sample_s) / out->round_s;
+    wait += out->tau *
+            (out->iter_s - t->worker[i].fixed_s - (double)share[i] * t->worker[i].sample_s) /
+            out->round_s;
   out->wait_fraction = wait / k;
 }
 
@@ -205,8 +214,9 @@ size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl
                w->bandwidth_bps / 1e9);
     else
       snprintf(link, sizeof link, "%.2f ms per round, transfer included", w->latency_s * 1e3);
-    EMIT("  worker %d: %.4f ms/sample x %lld samples = %.2f ms/iteration; link %s\n", i,
-         w->sample_s * 1e3, (long long)share[i], (double)share[i] * w->sample_s * 1e3, link);
+    EMIT("  worker %d: %.2f ms + %.4f ms/sample x %lld samples = %.2f ms/iteration; link %s\n", i,
+         w->fixed_s * 1e3, w->sample_s * 1e3, (long long)share[i],
+         (w->fixed_s + (double)share[i] * w->sample_s) * 1e3, link);
   }
   EMIT("  iteration = slowest worker = %.2f ms (equal shares: %.2f ms)\n", p->iter_s * 1e3,
        p->iter_equal_s * 1e3);

@@ -1,15 +1,16 @@
 /* A slow worker for the speed-balancing tests (driver_net_test.c): the
  * "net" trainer, except that worker 1 (on workers, never on the driver)
- * takes SLOW_FACTOR times as long per round -- it sleeps the rest and
- * reports it as compute, as a slower device would. Test scaffolding, never
- * linked into memdl. */
+ * spends SLOW_S_PER_SAMPLE more per sample -- it sleeps and reports the
+ * sleep as compute, as a slower device would. A fixed cost per sample (not
+ * a multiple of the measured compute) keeps the slowdown itself free of the
+ * shared machine's noise. Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <time.h>
 
 #include "tests/driver_test_util.h"
 
-#define SLOW_FACTOR 5.0
+#define SLOW_S_PER_SAMPLE 2e-3
 
 typedef struct slow {
   void *in; /* the net trainer's context */
@@ -75,7 +76,7 @@ static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in
                            const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
   mdl_status st = inner()->run(in_of(ctx), tau, iter_start, w_in, w_out, cancel, stats, err);
   if (st != MDL_OK || !((slow *)ctx)->slow) return st;
-  double extra = stats->compute_s * (SLOW_FACTOR - 1);
+  double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
   struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
   nanosleep(&ts, NULL);
   stats->compute_s += extra;

@@ -4,7 +4,7 @@
  *   # memdl calibration (reused while the key matches)
  *   key plan=... cluster=local:2 host=... cpu=... threads=1
  *   weights 1724320 batch 64
- *   worker 0 sample_s 0.00085 comm_s 0.0012 samples 192 iterations 3 */
+ *   worker 0 sample_s 0.00085 fixed_s 0.004 comm_s 0.0012 samples 384 iterations 6 */
 #define _GNU_SOURCE
 #include "runtime/dist/calibrate.h"
 
@@ -83,10 +83,10 @@ static mdl_status parse(const char *path, char *text, const char *key, int n_wor
     int i, it;
     mdl_calib_worker w;
     unsigned long long samples;
-    if (sscanf(line, "worker %d sample_s %lf comm_s %lf samples %llu iterations %d", &i,
-               &w.sample_s, &w.comm_s, &samples, &it) != 5)
+    if (sscanf(line, "worker %d sample_s %lf fixed_s %lf comm_s %lf samples %llu iterations %d", &i,
+               &w.sample_s, &w.fixed_s, &w.comm_s, &samples, &it) != 6)
       return damaged(path, line_no, "not a `weights` or `worker` line", err);
-    if (i != seen || i >= n_workers || !(w.sample_s > 0) || !(w.comm_s >= 0))
+    if (i != seen || i >= n_workers || !(w.sample_s > 0) || !(w.fixed_s >= 0) || !(w.comm_s >= 0))
       return damaged(path, line_no, "worker out of order, or a time not positive", err);
     w.samples = samples;
     w.iterations = it;
@@ -124,8 +124,9 @@ mdl_status mdl_calibration_save(const char *path, const mdl_calibration *c, mdl_
                         c->key, c->weight_bytes, (long long)c->worker_batch);
   for (int i = 0; i < c->n_workers && n < cap; i++)
     n += (size_t)snprintf(buf + n, cap - n,
-                          "worker %d sample_s %.9g comm_s %.9g samples %llu iterations %d\n", i,
-                          c->worker[i].sample_s, c->worker[i].comm_s,
+                          "worker %d sample_s %.9g fixed_s %.9g comm_s %.9g samples %llu "
+                          "iterations %d\n",
+                          i, c->worker[i].sample_s, c->worker[i].fixed_s, c->worker[i].comm_s,
                           (unsigned long long)c->worker[i].samples, c->worker[i].iterations);
   mdl_status st = mdl_file_write_atomic(path, buf, n < cap ? n : cap - 1, err);
   free(buf);
@@ -135,8 +136,10 @@ mdl_status mdl_calibration_save(const char *path, const mdl_calibration *c, mdl_
 mdl_tune_table mdl_calibration_table(const mdl_calibration *c, double max_comm_fraction,
                                      int fixed_tau, mdl_tune_worker *rows) {
   for (int i = 0; i < c->n_workers; i++)
-    rows[i] = (mdl_tune_worker){
-        .sample_s = c->worker[i].sample_s, .latency_s = c->worker[i].comm_s, .bandwidth_bps = 0};
+    rows[i] = (mdl_tune_worker){.sample_s = c->worker[i].sample_s,
+                                .fixed_s = c->worker[i].fixed_s,
+                                .latency_s = c->worker[i].comm_s,
+                                .bandwidth_bps = 0};
   return (mdl_tune_table){.n_workers = c->n_workers,
                           .worker = rows,
                           .global_batch = c->worker_batch * c->n_workers,
@@ -148,7 +151,8 @@ mdl_tune_table mdl_calibration_table(const mdl_calibration *c, double max_comm_f
 void mdl_calibration_line(const mdl_calibration *c, int i, char *buf, size_t len) {
   const mdl_calib_worker *w = &c->worker[i];
   snprintf(buf, len,
-           "calibration: worker %d: %.4f ms per sample (%d iterations, %llu samples), "
-           "%.2f ms per round beyond compute",
-           i, w->sample_s * 1e3, w->iterations, (unsigned long long)w->samples, w->comm_s * 1e3);
+           "calibration: worker %d: %.2f ms per iteration + %.4f ms per sample (%d iterations, "
+           "%llu samples), %.2f ms per round beyond compute",
+           i, w->fixed_s * 1e3, w->sample_s * 1e3, w->iterations, (unsigned long long)w->samples,
+           w->comm_s * 1e3);
 }

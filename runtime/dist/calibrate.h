@@ -16,7 +16,8 @@
 #include "compiler/tuner.h"
 
 typedef struct mdl_calib_worker {
-  double sample_s; /* seconds per training sample: compute / samples */
+  double sample_s; /* seconds per training sample */
+  double fixed_s;  /* seconds per iteration whatever the batch (0: not separated) */
   double comm_s;   /* a round's time beyond the worker's compute (transfer, waking) */
   uint64_t samples;
   int iterations;

@@ -17,6 +17,10 @@
  * iterations and keeps each worker's fastest. */
 #define CALIBRATE_ITERS 3
 #define CALIBRATE_ROUNDS 2
+/* Shares by speed are measured again at CALIBRATE_FIT_ITERS iterations
+ * (their figures decide the run), up to CALIBRATE_FIT_STEPS times. */
+#define CALIBRATE_FIT_ITERS 8
+#define CALIBRATE_FIT_STEPS 2
 /* Rounds a re-tuning judges at once: one slow round is noise. */
 #define RETUNE_WINDOW 5
 
@@ -109,18 +113,96 @@ static void cluster_spec(const driver *d, char *buf, size_t len) {
     snprintf(buf, len, "%s:%d", d->lw ? "local" : "cluster", d->k);
 }
 
-/* The tuner on the figures: a tuned tau is chosen again, and on a fresh run
- * each worker's share of the global batch follows its speed when that
- * shortens the predicted round by MDL_TUNE_REBALANCE_GAIN (the workers are
- * then set up again with their shares: nothing has trained yet). Equal
- * speeds keep equal shares, so such a run's bits do not depend on the
- * measurement. */
-static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, mdl_error *err) {
+/* A warm-up iteration (it builds the workers' arenas and batchers), then
+ * CALIBRATE_ROUNDS timed calls of iters iterations, into c's rows (cleared
+ * first). */
+static bool measure_all(driver *d, slot *const *act, int n, int iters, mdl_calibration *c,
+                        char *why, size_t cap) {
+  int left = d->max_iter - d->iter;
+  int tau = left < iters ? left : iters;
+  bool ok = measure(d, act, n, 1, c, why, cap);
+  memset(c->worker, 0, (size_t)n * sizeof *c->worker);
+  for (int r = 0; ok && r < CALIBRATE_ROUNDS; r++) ok = measure(d, act, n, tau, c, why, cap);
+  return ok;
+}
+
+/* The tuner on c: tau (when the tuner's) and the shares, into share[]. */
+static mdl_tune_plan tune(const driver *d, const mdl_calibration *c, int64_t *share) {
   mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
-  int64_t share[MDL_TUNE_MAX_WORKERS];
   mdl_tune_table t = mdl_calibration_table(c, comm_bound(d), d->o.tau_tuned ? 0 : d->tau, rows);
   mdl_tune_plan p;
   mdl_tune(&t, share, &p);
+  return p;
+}
+
+/* Gives the workers these shares of the global batch and sets them up
+ * again (a Setup rebuilds a worker's net at its batch; nothing has trained
+ * yet, so nothing is lost). */
+static mdl_status set_shares(driver *d, slot *const *act, int n, const int64_t *share,
+                             mdl_error *err) {
+  bool same = true;
+  for (int i = 0; i < n; i++) same = same && act[i]->batch == (uint64_t)share[i];
+  if (same) return MDL_OK;
+  for (int i = 0; i < n; i++) act[i]->batch = (uint64_t)share[i];
+  return mdl_driver_setup_workers(d, NULL, err);
+}
+
+/* One measurement (at the net's batch) cannot tell a worker's per-sample
+ * time from its per-iteration costs (the solver's update over every
+ * weight, launch overheads), and shares from per-sample times alone leave
+ * a slow worker with a small batch still slow. So once shares differ, the
+ * workers are measured again at them, longer, and each worker's last two
+ * points give its fixed and per-sample times (a secant step; per-sample
+ * alone at the new share when the two points disagree with that model,
+ * e.g. under noise). At most CALIBRATE_FIT_STEPS such steps, fewer when
+ * the shares settle. */
+static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, char *why, size_t cap,
+                      bool *ok, mdl_error *err) {
+  double prev_b[MDL_TUNE_MAX_WORKERS], prev_t[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < n; i++) {
+    prev_b[i] = (double)c->worker_batch;
+    prev_t[i] = prev_b[i] * c->worker[i].sample_s;
+  }
+  mdl_calibration at = *c;
+  at.worker = mdl_xcalloc((size_t)n, sizeof *at.worker);
+  mdl_status st = MDL_OK;
+  for (int step = 0; st == MDL_OK && *ok && step < CALIBRATE_FIT_STEPS; step++) {
+    int64_t share[MDL_TUNE_MAX_WORKERS], next[MDL_TUNE_MAX_WORKERS];
+    if (!tune(d, c, share).balanced) break;
+    st = set_shares(d, act, n, share, err);
+    if (st == MDL_OK) *ok = measure_all(d, act, n, CALIBRATE_FIT_ITERS, &at, why, cap);
+    for (int i = 0; st == MDL_OK && *ok && i < n; i++) {
+      mdl_calib_worker *w = &c->worker[i];
+      double b1 = (double)share[i], t1 = b1 * at.worker[i].sample_s;
+      double per = b1 != prev_b[i] ? (prev_t[i] - t1) / (prev_b[i] - b1) : t1 / b1;
+      double fixed = t1 - b1 * per;
+      bool model = per > 0 && fixed >= 0;
+      w->sample_s = model ? per : t1 / b1;
+      w->fixed_s = model ? fixed : 0;
+      if (at.worker[i].comm_s < w->comm_s) w->comm_s = at.worker[i].comm_s;
+      w->samples += at.worker[i].samples;
+      w->iterations += at.worker[i].iterations;
+      prev_b[i] = b1;
+      prev_t[i] = t1;
+    }
+    if (st != MDL_OK || !*ok) break;
+    tune(d, c, next);
+    bool settled = true;
+    for (int i = 0; i < n; i++) settled = settled && llabs(next[i] - share[i]) <= 1;
+    if (settled) break;
+  }
+  free(at.worker);
+  return st;
+}
+
+/* The tuner on the figures: a tuned tau is chosen again, and on a fresh run
+ * each worker's share of the global batch follows its speed when that
+ * shortens the predicted round by MDL_TUNE_REBALANCE_GAIN. Equal speeds
+ * keep equal shares, so such a run's bits do not depend on the
+ * measurement. */
+static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, mdl_error *err) {
+  int64_t share[MDL_TUNE_MAX_WORKERS];
+  mdl_tune_plan p = tune(d, c, share);
   if (d->o.tau_tuned) {
     int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
     dlog(d,
@@ -129,29 +211,28 @@ static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, m
          tau, p.iter_s * 1e3, p.comm_s * 1e3, 100 * p.comm_fraction, d->tau);
     d->tau = tau;
   }
+  if (p.balanced && (d->iter > 0 || d->res->resumed)) {
+    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
+    return MDL_OK;
+  }
   if (!p.balanced) {
     dlog(d,
          "blocks: equal, %lld samples per worker per iteration (shares by speed would shorten "
          "the predicted round by under %.0f%%)",
          (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
-    return MDL_OK;
-  }
-  if (d->iter > 0 || d->res->resumed) {
-    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
-    return MDL_OK;
+    for (int i = 0; i < c->n_workers; i++) share[i] = 0; /* the net's own */
+    return set_shares(d, act, c->n_workers, share, err);
   }
   char line[1024];
   size_t n = 0;
-  for (int i = 0; i < c->n_workers && n < sizeof line - 64; i++) {
-    act[i]->batch = (uint64_t)share[i];
+  for (int i = 0; i < c->n_workers && n < sizeof line - 64; i++)
     n += (size_t)snprintf(line + n, sizeof line - n, "%sworker %d %lld", i ? ", " : "",
                           act[i]->index, (long long)share[i]);
-  }
   dlog(d,
        "blocks by measured speed: %s samples per iteration (global batch %lld kept); predicted "
-       "round %.1f ms, %.1f ms with equal blocks; setting the workers up again",
-       line, (long long)t.global_batch, p.round_s * 1e3, p.round_equal_s * 1e3);
-  return mdl_driver_setup_workers(d, NULL, err);
+       "round %.1f ms, %.1f ms with equal blocks",
+       line, (long long)c->worker_batch * c->n_workers, p.round_s * 1e3, p.round_equal_s * 1e3);
+  return set_shares(d, act, c->n_workers, share, err);
 }
 
 mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
@@ -159,8 +240,7 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
   slot **act = mdl_xcalloc((size_t)d->k + 1, sizeof *act);
   for (int i = 0; i < d->k; i++)
     if (d->s[i].alive && d->s[i].n_train > 0) act[n++] = &d->s[i];
-  int left = d->max_iter - d->iter;
-  if (n == 0 || n > MDL_TUNE_MAX_WORKERS || left < 1) {
+  if (n == 0 || n > MDL_TUNE_MAX_WORKERS || d->max_iter - d->iter < 1) {
     free(act);
     return MDL_OK;
   }
@@ -170,47 +250,39 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
   mkdir(dir, 0755); /* the run makes it later; the cache needs it now */
   snprintf(path, sizeof path, "%s/calibration.txt", dir);
   free(dir);
+  char key[sizeof((mdl_calibration *)0)->key];
+  mdl_calibration_key(timing_fingerprint(d), cluster, d->o.threads, key, sizeof key);
   mdl_calibration c;
   bool found = false;
-  mdl_calibration_key(timing_fingerprint(d), cluster, d->o.threads, c.key, sizeof c.key);
-  char key[sizeof c.key];
-  memcpy(key, c.key, sizeof key);
   mdl_status st = mdl_calibration_load(path, key, n, &c, &found, err);
-  if (st != MDL_OK) {
-    free(act);
-    return st;
-  }
-  if (found) {
+  if (st == MDL_OK && found)
     dlog(d, "calibration: reused %s (same plan, cluster and machine)", path);
-  } else {
+  if (st == MDL_OK && !found) {
     memset(&c, 0, sizeof c);
     memcpy(c.key, key, sizeof key);
     c.n_workers = n;
     c.worker = mdl_xcalloc((size_t)n, sizeof *c.worker);
     c.weight_bytes = (double)d->n_params * sizeof(float);
     c.worker_batch = (int64_t)d->train_batch;
-    int tau = left < CALIBRATE_ITERS ? left : CALIBRATE_ITERS;
     double t0 = mdl_now();
-    /* one untimed iteration first: it builds the workers' arenas and batchers */
-    found = measure(d, act, n, 1, &c, why, sizeof why);
-    memset(c.worker, 0, (size_t)n * sizeof *c.worker);
-    for (int r = 0; found && r < CALIBRATE_ROUNDS; r++)
-      found = measure(d, act, n, tau, &c, why, sizeof why);
-    if (found) {
+    found = measure_all(d, act, n, CALIBRATE_ITERS, &c, why, sizeof why);
+    if (found && d->iter == 0 && !d->res->resumed)
+      st = fit(d, act, n, &c, why, sizeof why, &found, err);
+    if (st == MDL_OK && found) {
       dlog(d, "calibration: measured in %.2f s, cached in %s", mdl_now() - t0, path);
       mdl_error werr = {0};
       if (mdl_calibration_save(path, &c, &werr) != MDL_OK)
         dlog(d, "calibration: not cached: %s", werr.msg);
-    } else {
+    } else if (st == MDL_OK) {
       dlog(d, "calibration: skipped (%s); tau stays %d", why, d->tau);
     }
   }
-  for (int i = 0; found && i < n; i++) {
+  for (int i = 0; st == MDL_OK && found && i < n; i++) {
     char line[400];
     mdl_calibration_line(&c, i, line, sizeof line);
     dlog(d, "%s (%s)", line, act[i]->addr);
   }
-  if (found) st = apply(d, &c, act, err);
+  if (st == MDL_OK && found) st = apply(d, &c, act, err);
   if (found) {
     mdl_calibration_free(&d->res->calibration);
     d->res->calibration = c; /* the result's now */
