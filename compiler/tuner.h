@@ -30,9 +30,9 @@ void mdl_cost_of_layer(const mdl_graph *g, int layer, double *forward, double *t
 /* One worker's row of the tuner's table. */
 typedef struct mdl_tune_worker {
   double sample_s;      /* seconds per training sample (forward + backward) */
-  double fixed_s;       /* seconds per iteration whatever the batch (solver update, overheads) */
   double latency_s;     /* fixed cost of one round with this worker */
   double bandwidth_bps; /* weight bytes per second on its link, per direction */
+  double fixed_s;       /* seconds per iteration whatever the batch (solver update, overheads) */
 } mdl_tune_worker;
 
 #define MDL_TUNE_MAX_WORKERS 256

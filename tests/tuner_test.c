@@ -193,3 +193,19 @@ Test(tuner, tau_from_the_table_and_a_fixed_tau) {
   cr_assert_eq(mdl_tune_explain(&t, share, &p, small, sizeof small), n);
   cr_assert_eq(strlen(small), sizeof small - 1);
 }
+
+Test(tuner, per_iteration_costs_move_samples_to_the_worker_without_them) {
+  /* equal per-sample speed, but worker 1 pays 50 ms per iteration: both
+   * take T = (128 + 50) / 2 = 89 ms with 89 and 39 samples */
+  mdl_tune_worker w[2] = {{.sample_s = 1e-3, .fixed_s = 0, .latency_s = 1e-3},
+                          {.sample_s = 1e-3, .fixed_s = 50e-3, .latency_s = 1e-3}};
+  mdl_tune_table t = table_of(w, 2, 128);
+  int64_t share[2];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert(p.balanced);
+  cr_assert_eq(share[0], 89, "%lld", (long long)share[0]);
+  cr_assert_eq(share[1], 39, "%lld", (long long)share[1]);
+  cr_assert_float_eq(p.iter_s, 89e-3, 1e-12);
+  cr_assert_float_eq(p.iter_equal_s, 114e-3, 1e-12, "50 + 64 x 1 ms");
+}
