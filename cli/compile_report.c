@@ -7,9 +7,9 @@
 
 #include "common/pb.h"
 #include "compiler/tuner.h"
-#include "runtime/cpu/cpu_backend.h"
 #include "runtime/data/dataset.h"
 #include "runtime/engine/net.h"
+#include "runtime/train/device.h"
 
 /* --- the facts ------------------------------------------------------------ */
 
@@ -98,7 +98,7 @@ static bool tune_view_of(const mdl_compile_report_in *in, tune_view *v) {
 /* The memory planner's figures for g: activations as planned (bytes) and
  * as a net keeping every blob apart would need. */
 static mdl_status memory_of(const mdl_graph *g, size_t *planned, size_t *naive, mdl_error *err) {
-  mdl_net_options o = {.backend = mdl_cpu_backend(), .no_fill = true, .defer_arena = true};
+  mdl_net_options o = {.backend = mdl_device_cpu(), .no_fill = true, .defer_arena = true};
   mdl_net *net = NULL;
   mdl_status st = mdl_net_new(g, &o, &net, err);
   if (st != MDL_OK) return st;
