@@ -154,7 +154,7 @@ static void explain_layers(FILE *f, const mdl_compile_report_in *in, const mdl_g
   bool measured;
   double spf = seconds_per_flop(in, &cost, &measured);
   fprintf(f, "  %-16s %-16s %-16s %12s %10s %10s %9s\n", "layer", "type", "top", "MFLOP fw+bw",
-          "param KB", "top KB", measured ? "calib ms" : "est ms");
+          "param KB", "top KB", measured ? "scaled ms" : "est ms");
   for (int l = 0; l < g->n_layers; l++) {
     const mdl_graph_layer *gl = &g->layers[l];
     layer_row r = row_of(g, l);
@@ -168,10 +168,11 @@ static void explain_layers(FILE *f, const mdl_compile_report_in *in, const mdl_g
             : r.loss   ? " loss"
                        : "");
   }
-  fprintf(
-      f, "  (%s: each layer's FLOPs x %s; layers the cost model does not count show 0)\n",
-      measured ? "calib ms" : "est ms",
-      measured ? "the calibrated slowest worker's seconds per FLOP" : "the assumed 100 GFLOP/s");
+  fprintf(f, "  (%s: each layer's FLOPs x %s; layers the cost model does not count show 0)\n",
+          measured ? "scaled ms" : "est ms",
+          measured ? "the calibrated slowest worker's seconds per FLOP (not measured per layer: "
+                     "memdl time does that)"
+                   : "the assumed 100 GFLOP/s");
 }
 
 mdl_status mdl_compile_explain(FILE *f, const mdl_compile_report_in *in, mdl_error *err) {

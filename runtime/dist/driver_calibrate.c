@@ -2,7 +2,6 @@
  * the first round, its cache, and re-tuning tau when the measured share of
  * communication leaves the job's bound. Owns no figures (calibrate.h) and
  * no tuning arithmetic (compiler/tuner.h). */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,8 +309,14 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
    * the gap keeps tau from flapping between two values */
   if ((share <= f && share >= f / 2) || !(iter_s > 0)) return;
   if (share < f / 2 && d->tau == 1) return;
-  double need = round_comm * (1 - f) / (f * iter_s);
-  int next = need <= 1 ? 1 : need >= MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : (int)ceil(need);
+  /* the tuner on what the rounds measured: an iteration, and a round's
+   * communication as one worker's fixed cost */
+  mdl_tune_worker row = {.sample_s = iter_s, .latency_s = round_comm};
+  mdl_tune_table t = {.n_workers = 1, .worker = &row, .global_batch = 1, .max_comm_fraction = f};
+  int64_t one;
+  mdl_tune_plan p;
+  mdl_tune(&t, &one, &p);
+  int next = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
   /* a share measured too high once is not trusted to have gone: the
    * round's fixed costs vary with the machine's load, and a tau that
    * swings back and forth would change convergence for nothing */
