@@ -22,7 +22,7 @@ static const char USAGE[] =
     "                     [--device auto|cpu|cuda|cuda:N]\n"
     "                     [--workers local:K|HOST:PORT,...] [--token-file F]\n"
     "                     [--tls-dir DIR] [--tls-ca F] [--tls-cert F] [--tls-key F]\n"
-    "                     [--insecure]\n"
+    "                     [--insecure] [--calibrate]\n"
     "                     [--sigint-effect stop|snapshot|none] [--sighup-effect E]\n"
     "\n"
     "Trains JOB (a memdl job file or a Caffe solver file): on this machine, or on\n"
@@ -58,6 +58,9 @@ static const char USAGE[] =
     "                   (ca.pem, <host>.pem/.key, token), seen by every node\n"
     "  --tls-ca/--tls-cert/--tls-key F   TLS for remote workers (PEM files)\n"
     "  --insecure       allow plain TCP to non-loopback workers\n"
+    "  --calibrate      measure the workers before the first round even when the\n"
+    "                   job fixes sync.tau (always done when the tuner picks tau):\n"
+    "                   one line per worker; shares of the batch follow speed\n"
     "  --sigint-effect stop|snapshot|none   on SIGINT or SIGTERM (default stop: finish\n"
     "                   the iteration, snapshot, write the closing metrics record,\n"
     "                   exit 130 or 143; a second signal stops at once)\n"
@@ -171,8 +174,9 @@ int mdl_cmd_run(int argc, char **argv) {
   mdl_cli_args args;
   mdl_cli_args_init(&args, "run", USAGE, argc);
   static const char *const OPTS[] = {
-      "--weights",  "--resume",  "--output",  "--workers",  "--token-file",    "--tls-ca",
-      "--tls-cert", "--tls-key", "--tls-dir", "--insecure", "--sigint-effect", "--sighup-effect"};
+      "--weights",       "--resume",        "--output",   "--workers", "--token-file",
+      "--tls-ca",        "--tls-cert",      "--tls-key",  "--tls-dir", "--insecure",
+      "--sigint-effect", "--sighup-effect", "--calibrate"};
   args.opts = OPTS;
   args.n_opts = sizeof OPTS / sizeof *OPTS;
   const char *weights = NULL, *resume = NULL, *out = NULL;
@@ -204,6 +208,8 @@ int mdl_cmd_run(int argc, char **argv) {
       dopts.tls_dir = argv[++i];
     } else if (!strcmp(a, "--insecure")) {
       dopts.insecure = true;
+    } else if (!strcmp(a, "--calibrate")) {
+      dopts.calibrate = true;
     } else if (!strcmp(a, "--sigint-effect") && has_next) {
       if (!parse_effect(a, argv[++i], &g_int_effect)) code = 2;
     } else if (!strcmp(a, "--sighup-effect") && has_next) {

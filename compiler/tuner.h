@@ -1,11 +1,14 @@
-/* The cost model and the tau tuner: FLOPs and parameter bytes of a net,
- * estimated seconds per iteration and per averaging round, and the smallest
- * tau that keeps communication under the job's limit (SparkNet's trade-off).
- * Estimates only: nothing here runs the net. */
+/* The cost model and the tuner: FLOPs and parameter bytes of a net, and,
+ * from a table of per-worker timings (measured by calibration, or the
+ * assumed figures below when there are none), the smallest tau that keeps
+ * communication under the job's limit and each worker's share of the
+ * global batch (SparkNet's trade-off). Pure functions: nothing here runs
+ * the net or reads a clock. */
 #ifndef MDL_COMPILER_TUNER_H
 #define MDL_COMPILER_TUNER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "compiler/graph.h"
@@ -20,6 +23,66 @@ typedef struct mdl_cost {
 /* FLOPs and parameter counts of g, layer by layer. */
 void mdl_cost_of(const mdl_graph *g, mdl_cost *out);
 
+/* FLOPs of one layer of g (forward, and forward + backward as counted by
+ * mdl_cost_of); 0 for layers the model does not count. */
+void mdl_cost_of_layer(const mdl_graph *g, int layer, double *forward, double *train);
+
+/* One worker's row of the tuner's table. */
+typedef struct mdl_tune_worker {
+  double sample_s;      /* seconds per training sample (forward + backward) */
+  double latency_s;     /* fixed cost of one round with this worker */
+  double bandwidth_bps; /* weight bytes per second on its link, per direction */
+  double fixed_s;       /* seconds per iteration whatever the batch (solver update, overheads) */
+} mdl_tune_worker;
+
+#define MDL_TUNE_MAX_WORKERS 256
+
+/* What the tuner decides from: the workers' timings and the job's figures. */
+typedef struct mdl_tune_table {
+  int n_workers; /* rows of worker[], 1..MDL_TUNE_MAX_WORKERS */
+  const mdl_tune_worker *worker;
+  int64_t global_batch;     /* samples of one iteration over all workers (kept exactly) */
+  double weight_bytes;      /* one copy of the weights */
+  double max_comm_fraction; /* of a round; the job's sync.max_comm_fraction */
+  int fixed_tau;            /* > 0: the job fixes tau; only the shares are chosen */
+} mdl_tune_table;
+
+/* The improvement of the predicted round time below which workers keep
+ * equal shares: measured speeds jitter by a few percent, and equal shares
+ * keep a run's bits independent of the measurement. */
+#define MDL_TUNE_REBALANCE_GAIN 0.10
+
+typedef struct mdl_tune_plan {
+  int tau;
+  bool balanced;        /* shares follow speed; false: equal shares */
+  double iter_equal_s;  /* slowest worker's iteration with equal shares */
+  double iter_s;        /* slowest worker's iteration with the chosen shares */
+  double comm_s;        /* one broadcast and gather: max latency + sum of transfers */
+  double round_equal_s; /* tau * iter_equal_s + comm_s */
+  double round_s;       /* tau * iter_s + comm_s */
+  double comm_fraction; /* comm_s / round_s */
+  double wait_fraction; /* mean idle share of a worker's round while the slowest computes */
+  double need_tau;      /* comm (1 - f) / (f iter): the bound tau must reach */
+} mdl_tune_plan;
+
+/* Chooses tau and the shares. share[] (n_workers entries, caller's) gets
+ * each worker's samples per iteration: equal (the remainder to the first
+ * workers) unless shares proportional to speed predict a round at least
+ * MDL_TUNE_REBALANCE_GAIN shorter; either way they sum to global_batch
+ * exactly and each is at least 1 (global_batch >= n_workers assumed; when
+ * it is smaller, the first global_batch workers get 1 and the rest 0). tau
+ * is the smallest in [1, 1000] whose round spends at most max_comm_fraction
+ * communicating, or fixed_tau. */
+void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out);
+
+/* The tuner's arithmetic for t, share and p, as lines of text into buf
+ * (always terminated; cut at len). Returns the length it needed. */
+size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl_tune_plan *p,
+                        char *buf, size_t len);
+
+/* The figures assumed when nothing has been measured: a worker's CPU
+ * throughput and the transfer costs bench/bench_allreduce.sh measured for
+ * shared memory (local workers) and gRPC (remote ones). */
 typedef struct mdl_tune_input {
   int workers;
   bool remote;              /* weights over the network, not shared memory */
@@ -29,6 +92,16 @@ typedef struct mdl_tune_input {
   double latency_s;         /* fixed cost of one round trip */
 } mdl_tune_input;
 
+mdl_tune_input mdl_tune_defaults(int workers, bool remote, double max_comm_fraction);
+
+/* The table of in's assumed figures for cost, every worker alike, each
+ * running cost->batch samples per iteration (Caffe's multi-GPU convention:
+ * the global batch is workers x the net's batch). rows has in->workers
+ * entries (at most MDL_TUNE_MAX_WORKERS), the caller's. */
+mdl_tune_table mdl_tune_table_assumed(const mdl_cost *cost, const mdl_tune_input *in,
+                                      mdl_tune_worker *rows);
+
+/* The tuner on the assumed figures (equal workers, so equal shares). */
 typedef struct mdl_tune_result {
   int tau;
   double iter_s;        /* estimated seconds per iteration on one worker */
@@ -36,13 +109,6 @@ typedef struct mdl_tune_result {
   double comm_fraction; /* of a round, at the chosen tau */
 } mdl_tune_result;
 
-/* The defaults for this kind of machine: a worker's CPU throughput, and the
- * transfer costs bench/bench_allreduce.sh measured for shared memory
- * (local workers) and gRPC (remote ones). */
-mdl_tune_input mdl_tune_defaults(int workers, bool remote, double max_comm_fraction);
-
-/* The smallest tau in [1, 1000] whose round spends at most
- * max_comm_fraction communicating. */
 mdl_tune_result mdl_tune_tau(const mdl_cost *cost, const mdl_tune_input *in);
 
 #endif

@@ -16,6 +16,7 @@ PACKAGES=(
   libxml2-utils librsvg2-bin # CI reports: xmllint checks junit.xml, rsvg-convert draws curves.svg
   openmpi-bin libopenmpi-dev # launch_mpi_test: a real mpirun (and bench_allreduce)
   slurmctld slurmd slurm-client munge  # launch_slurm_test: a private one-node Slurm (slurm-wlm's parts)
+  graphviz python3           # tests render `memdl compile --dot` and parse its --json
 )
 
 missing=()

@@ -17,8 +17,8 @@ const char *const DT_UNSET_ENV[2] = {"BXFI_MAP", NULL};
  * is a full function: Criterion's sandbox (BoxFort) patches a 16-byte jump
  * over the start of the executable's main in every test process. */
 static const mdl_trainer_i *const test_trainers[] = {&mdl_trainer_net, &mdl_trainer_linear,
-                                                     &mdl_trainer_liar};
-const mdl_trainer_table DT_TRAINERS = {test_trainers, 3};
+                                                     &mdl_trainer_liar, &mdl_trainer_slow};
+const mdl_trainer_table DT_TRAINERS = {test_trainers, 4};
 
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--mdl-worker"))

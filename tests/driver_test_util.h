@@ -17,7 +17,9 @@ extern const mdl_trainer_i mdl_trainer_linear;
 /* "linear" whose worker 1 misreports what $MDL_TEST_LIE names
  * (tests/trainer_liar.c). */
 extern const mdl_trainer_i mdl_trainer_liar;
-/* The trainers these binaries offer: "net", "linear" and "liar". */
+/* "net" whose worker 1 spends 2 ms more per sample (tests/trainer_slow.c). */
+extern const mdl_trainer_i mdl_trainer_slow;
+/* The trainers these binaries offer: "net", "linear", "liar" and "slownet". */
 extern const mdl_trainer_table DT_TRAINERS;
 
 /* The arguments that make the test binary a worker: {"--mdl-worker"}. */

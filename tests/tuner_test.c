@@ -2,6 +2,7 @@
  * CIFAR-10-quick, and the tuner's choice of tau: minimal, within the limit,
  * and moving the right way with its inputs. */
 #include <criterion/criterion.h>
+#include <string.h>
 
 #include "compiler/graph.h"
 #include "compiler/textformat.h"
@@ -85,4 +86,126 @@ Test(tuner, tau_grows_with_communication_cost) {
   cheap.param_values = 0;
   cheap.train_flops = 1e12;
   cr_assert_eq(mdl_tune_tau(&cheap, &remote).tau, 1, "compute-bound nets average every step");
+}
+
+/* --- the tuner over tables of measured timings --- */
+
+static mdl_tune_table table_of(const mdl_tune_worker *w, int k, int64_t global) {
+  return (mdl_tune_table){.n_workers = k,
+                          .worker = w,
+                          .global_batch = global,
+                          .weight_bytes = 1.7e6,
+                          .max_comm_fraction = 0.1};
+}
+
+static int64_t sum_of(const int64_t *v, int k) {
+  int64_t s = 0;
+  for (int i = 0; i < k; i++) s += v[i];
+  return s;
+}
+
+Test(tuner, a_one_to_five_speed_mismatch_gets_a_sixth_and_five_sixths) {
+  /* worker 0 takes 5 ms per sample, worker 1 1 ms: 5 times faster */
+  mdl_tune_worker w[2] = {{5e-3, 1e-3, 5e9}, {1e-3, 1e-3, 5e9}};
+  mdl_tune_table t = table_of(w, 2, 128);
+  int64_t share[2];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert(p.balanced);
+  cr_assert_eq(sum_of(share, 2), 128, "the global batch is kept exactly");
+  /* 128 / 6 = 21.33 and 106.67: floors 21 and 106, the leftover to the
+   * larger fraction */
+  cr_assert_eq(share[0], 21, "%lld", (long long)share[0]);
+  cr_assert_eq(share[1], 107, "%lld", (long long)share[1]);
+  cr_assert_float_eq(p.iter_s, 107 * 1e-3, 1e-12, "the slower of 21 x 5 and 107 x 1 ms");
+  cr_assert_float_eq(p.iter_equal_s, 64 * 5e-3, 1e-12);
+  cr_assert_lt(p.round_s, 0.5 * p.round_equal_s);
+  cr_assert_leq(p.wait_fraction, 0.10, "%f", p.wait_fraction);
+}
+
+Test(tuner, shares_sum_to_the_global_batch_for_any_speeds) {
+  mdl_tune_worker w[7];
+  for (int64_t g = 7; g < 300; g += 13) {
+    for (int i = 0; i < 7; i++) w[i] = (mdl_tune_worker){(1 + (i * 37 + g) % 11) * 1e-4, 1e-3, 1e9};
+    mdl_tune_table t = table_of(w, 7, g);
+    int64_t share[7];
+    mdl_tune_plan p;
+    mdl_tune(&t, share, &p);
+    cr_assert_eq(sum_of(share, 7), g);
+    for (int i = 0; i < 7; i++)
+      cr_assert_geq(share[i], 1, "worker %d of batch %lld", i, (long long)g);
+  }
+  /* a far slower worker still gets one sample */
+  mdl_tune_worker lop[3] = {{1.0, 0, 1e9}, {1e-6, 0, 1e9}, {1e-6, 0, 1e9}};
+  mdl_tune_table t = table_of(lop, 3, 10);
+  int64_t share[3];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert_eq(share[0], 1);
+  cr_assert_eq(sum_of(share, 3), 10);
+}
+
+Test(tuner, speeds_within_ten_percent_keep_equal_shares) {
+  /* 8% apart: balancing would save under 10% of a round */
+  mdl_tune_worker w[2] = {{1.08e-3, 1e-3, 5e9}, {1.0e-3, 1e-3, 5e9}};
+  mdl_tune_table t = table_of(w, 2, 128);
+  int64_t share[2];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert_not(p.balanced);
+  cr_assert_eq(share[0], 64);
+  cr_assert_eq(share[1], 64);
+  /* 30% apart: it would save more, so it balances */
+  w[0].sample_s = 1.3e-3;
+  mdl_tune(&t, share, &p);
+  cr_assert(p.balanced);
+  cr_assert_lt(share[0], share[1]);
+  /* an odd batch: the remainder goes to the first worker */
+  w[0].sample_s = 1e-3;
+  t.global_batch = 129;
+  mdl_tune(&t, share, &p);
+  cr_assert_eq(share[0], 65);
+  cr_assert_eq(share[1], 64);
+}
+
+Test(tuner, tau_from_the_table_and_a_fixed_tau) {
+  /* comm = 1 ms + 2 x 2 x 1.7 MB / 5 GB/s = 2.36 ms; iteration 64 x 0.05 ms
+   * = 3.2 ms; tau >= 2.36 x 0.9 / (0.1 x 3.2) = 6.6 -> 7 */
+  mdl_tune_worker w[2] = {{5e-5, 1e-3, 5e9}, {5e-5, 0.5e-3, 5e9}};
+  mdl_tune_table t = table_of(w, 2, 128);
+  int64_t share[2];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert_float_eq(p.comm_s, 1e-3 + 4 * 1.7e6 / 5e9, 1e-12);
+  cr_assert_eq(p.tau, 7, "%d (need %f)", p.tau, p.need_tau);
+  cr_assert_leq(p.comm_fraction, 0.1);
+  t.fixed_tau = 3;
+  mdl_tune(&t, share, &p);
+  cr_assert_eq(p.tau, 3, "the job's tau stands");
+  cr_assert_gt(p.comm_fraction, 0.1);
+  char buf[2048];
+  size_t n = mdl_tune_explain(&t, share, &p, buf, sizeof buf);
+  cr_assert_lt(n, sizeof buf);
+  cr_assert(strstr(buf, "fixed by the job"), "%s", buf);
+  cr_assert(strstr(buf, "2.36 ms"), "the comm arithmetic is shown: %s", buf);
+  /* a short buffer is cut, terminated, and the needed length told */
+  char small[16];
+  cr_assert_eq(mdl_tune_explain(&t, share, &p, small, sizeof small), n);
+  cr_assert_eq(strlen(small), sizeof small - 1);
+}
+
+Test(tuner, per_iteration_costs_move_samples_to_the_worker_without_them) {
+  /* equal per-sample speed, but worker 1 pays 50 ms per iteration: both
+   * take T = (128 + 50) / 2 = 89 ms with 89 and 39 samples */
+  mdl_tune_worker w[2] = {{.sample_s = 1e-3, .fixed_s = 0, .latency_s = 1e-3},
+                          {.sample_s = 1e-3, .fixed_s = 50e-3, .latency_s = 1e-3}};
+  mdl_tune_table t = table_of(w, 2, 128);
+  int64_t share[2];
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  cr_assert(p.balanced);
+  cr_assert_eq(share[0], 89, "%lld", (long long)share[0]);
+  cr_assert_eq(share[1], 39, "%lld", (long long)share[1]);
+  cr_assert_float_eq(p.iter_s, 89e-3, 1e-12);
+  cr_assert_float_eq(p.iter_equal_s, 114e-3, 1e-12, "50 + 64 x 1 ms");
 }

@@ -21,11 +21,6 @@
 /* --- RPC plumbing ------------------------------------------------------------ */
 
 /* Reply weights go straight into the slot's buffer once their size is right. */
-typedef struct recv_ctx {
-  slot *s;
-  size_t bytes;
-} recv_ctx;
-
 static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
   recv_ctx *r = ctx;
   if (len != r->bytes) {
@@ -36,6 +31,27 @@ static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
 }
 
 /* --- rounds ------------------------------------------------------------------- */
+
+void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__RoundRequest *req,
+                            const Memdl__RoundRequest *req0, bool send_w, mdl_rpc_call *calls,
+                            recv_ctx *rc) {
+  for (int i = 0; i < n; i++) {
+    call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, i == 0 && req0 ? &req0->base : &req->base,
+              &memdl__round_reply__descriptor);
+    calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
+    calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
+    if (d->shm) continue;               /* weights stay in shared memory */
+    if (send_w) {
+      calls[i].req.bulk_field = 5; /* RoundRequest.weights */
+      calls[i].req.bulk = d->w;
+      calls[i].req.bulk_len = d->n_params * sizeof(float);
+      calls[i].req.pin = d->w_pin;
+    }
+    rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
+    calls[i].reply_spec.bulk_dest = recv_dest;
+    calls[i].reply_spec.bulk_ctx = &rc[i];
+  }
+}
 
 static void print_round(driver *d, int tau, double wall, double avg_s, slot *const *done, int n,
                         double loss) {
@@ -103,11 +119,12 @@ static bool outputs_ok(const driver *d, Caffe__Phase phase, Memdl__OutputSum *co
  * tau batches of samples, finite loss and time, outputs in range. A worker
  * that says otherwise is lying or broken, and its figures would skew the
  * average (weighted by samples) and what the run reports. */
-static bool round_report_ok(const driver *d, const Memdl__RoundReply *r, int tau, char *why,
-                            size_t cap) {
-  if (d->train_batch && r->samples > (uint64_t)tau * d->train_batch) {
+static bool round_report_ok(const driver *d, const slot *s, const Memdl__RoundReply *r, int tau,
+                            char *why, size_t cap) {
+  uint64_t batch = s->batch ? s->batch : d->train_batch;
+  if (batch && r->samples > (uint64_t)tau * batch) {
     snprintf(why, cap, "impossible report: %llu samples in %d iterations of %llu",
-             (unsigned long long)r->samples, tau, (unsigned long long)d->train_batch);
+             (unsigned long long)r->samples, tau, (unsigned long long)batch);
     return false;
   }
   if (!isfinite(r->loss_sum) || !isfinite(r->compute_seconds) || r->compute_seconds < 0) {
@@ -207,22 +224,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     bool send_w = d->peer ? mdl_driver_peer_round(d, act, n, &req, &req0) : true;
     mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
     recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
-    for (int i = 0; i < n; i++) {
-      call_init(d, &calls[i], act[i], MDL_WORKER_ROUND, d->peer && i == 0 ? &req0.base : &req.base,
-                &memdl__round_reply__descriptor);
-      calls[i].reply_spec.max_bytes = MDL_WORKER_MAX_SMALL_BYTES;
-      calls[i].reply_spec.bulk_field = 1; /* RoundReply.weights */
-      if (d->shm) continue;               /* weights stay in shared memory */
-      if (send_w) {
-        calls[i].req.bulk_field = 5; /* RoundRequest.weights */
-        calls[i].req.bulk = d->w;
-        calls[i].req.bulk_len = d->n_params * sizeof(float);
-        calls[i].req.pin = d->w_pin;
-      }
-      rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
-      calls[i].reply_spec.bulk_dest = recv_dest;
-      calls[i].reply_spec.bulk_ctx = &rc[i];
-    }
+    mdl_driver_round_calls(d, act, n, &req, d->peer ? &req0 : NULL, send_w, calls, rc);
     double t0 = mdl_now();
     mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, err);
     double wall = mdl_now() - t0;
@@ -249,7 +251,7 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
                  "reply without weights, samples or all %d iterations", tau);
       }
       if (calls[i].code == MDL_RPC_OK &&
-          !round_report_ok(d, r, tau, calls[i].detail, sizeof calls[i].detail))
+          !round_report_ok(d, s, r, tau, calls[i].detail, sizeof calls[i].detail))
         calls[i].code = MDL_RPC_DATA_LOSS;
       if (calls[i].code != MDL_RPC_OK && d->peer &&
           mdl_driver_peer_blames_another(calls[i].detail)) {
@@ -659,7 +661,9 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
         int next = (d->iter / every[e] + 1) * every[e];
         if (next - d->iter < tau) tau = next - d->iter;
       }
+    double comm0 = d->res->comm_s, t0 = mdl_now();
     st = run_round(d, tau, err);
+    if (st == MDL_OK) mdl_driver_retune(d, tau, mdl_now() - t0, d->res->comm_s - comm0);
     bool stop = st == MDL_OK && snapshot_step(d, err, &st);
     if (st == MDL_OK && stop) {
       d->res->stopped = true;
@@ -743,10 +747,16 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   mdl_pb_free(snap);
   snap = NULL;
 
-  if (st == MDL_OK) st = mdl_driver_report_open(d, err);
-  if (st == MDL_OK) st = run_rounds(d, err);
-  st = collect_result(d, res, t_start, st, err);
-  if (d->prog.f) mdl_driver_report_close(d, st);
+  if (st == MDL_OK && (d->o.calibrate || d->o.tau_tuned || d->o.calibrate_only))
+    st = mdl_driver_calibrate(d, err);
+  if (d->o.calibrate_only) {
+    res->n_workers = d->k;
+  } else {
+    if (st == MDL_OK) st = mdl_driver_report_open(d, err);
+    if (st == MDL_OK) st = run_rounds(d, err);
+    st = collect_result(d, res, t_start, st, err);
+    if (d->prog.f) mdl_driver_report_close(d, st);
+  }
   if (d->s && d->k) mdl_driver_shutdown_workers(d);
   mdl_driver_free_state(d);
   signals_restore(&sg);
@@ -781,5 +791,6 @@ void mdl_driver_result_free(mdl_driver_result *res) {
   }
   free(res->test);
   free(res->workers);
+  mdl_calibration_free(&res->calibration);
   memset(res, 0, sizeof *res);
 }

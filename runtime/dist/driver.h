@@ -40,6 +40,7 @@
 #include "common/error.h"
 #include "plan.pb-c.h"
 #include "runtime/dist/average.h" /* mdl_driver_average */
+#include "runtime/dist/calibrate.h"
 #include "runtime/train/trainer.h"
 
 struct mdl_job; /* compiler/job.h */
@@ -94,6 +95,13 @@ typedef struct mdl_driver_opts {
   int max_rounds;                    /* stop after this many rounds of this process (0: no limit) */
   bool no_replace;                   /* local mode: do not start replacement workers */
   bool no_shm; /* local mode: weights in messages, not through shared memory */
+  /* tau is the tuner's: calibration and each round's measured share of
+   * communication may change it (see driver_impl.h) */
+  bool tau_tuned;
+  /* measure the workers before the first round even when tau is fixed */
+  bool calibrate;
+  /* set the workers up, calibrate, stop: no rounds, no model file */
+  bool calibrate_only;
   /* local workers: the program to start (see launcher.h) */
   const char *worker_exe;
   const char *const *worker_argv;
@@ -145,12 +153,19 @@ typedef struct mdl_driver_result {
   /* This process was a Slurm/MPI rank other than 0: it served rank 0, which
    * holds the results; everything above is empty. */
   bool served;
+  /* what calibration measured or reused (n_workers 0: none); freed with res */
+  mdl_calibration calibration;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,
  * a cluster block asking for more than one worker or naming remote ones,
  * or a Slurm/MPI launch of more than one task. */
 bool mdl_driver_wanted(const struct mdl_job *job, const mdl_driver_opts *opts);
+
+/* How many workers a run of job will have, and whether they are remote:
+ * from spec (--workers: "local:K" or "host:port,..."), else the job's
+ * cluster block; 1 when neither says. */
+int mdl_driver_count_workers(const struct mdl_job *job, const char *spec, bool *remote);
 
 /* Compiles job and runs it distributed (or, on a Slurm/MPI rank other than
  * 0, serves as a worker until the driver is done). res may be NULL; when

@@ -30,6 +30,7 @@ typedef struct slot {
   size_t n_train, n_test;
   float *recv; /* reply weights, reused */
   uint64_t samples;
+  uint64_t batch; /* its share of the global batch when balanced by speed; 0: the net's */
   double compute_s, rtt_s;
   mdl_driver_worker_stats total;
   /* remote mode: a dead worker's partitions, taken back when it answers
@@ -95,6 +96,10 @@ typedef struct driver {
   uint32_t *peer_members;
   int n_kept;
   uint64_t peer_epoch, kept_epoch;
+  /* mdl_driver_retune's window: rounds, iterations and seconds summed */
+  int retune_rounds, retune_iters;
+  int retune_floor; /* the largest tau a measured excess asked for: never gone below */
+  double retune_wall, retune_comm;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -129,6 +134,38 @@ static inline void lineage_push(Memdl__PartitionLineage ***arr, size_t *n,
   *arr = mdl_xrealloc(*arr, (*n + 1) * sizeof **arr);
   (*arr)[(*n)++] = l;
 }
+
+/* --- driver.c ----------------------------------------------------------------- */
+
+/* Where a Round reply's weights go: the slot's buffer, once the size is right. */
+typedef struct recv_ctx {
+  slot *s;
+  size_t bytes;
+} recv_ctx;
+
+/* The Round calls of req to the n slots act (calls[] and rc[] the caller's,
+ * n each; req0, when not NULL, goes to act[0] instead: the peer member that
+ * returns the average): weights out of d->w when send_w (or in shared
+ * memory), replies into each slot's buffer. */
+void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__RoundRequest *req,
+                            const Memdl__RoundRequest *req0, bool send_w, mdl_rpc_call *calls,
+                            recv_ctx *rc);
+
+/* --- driver_calibrate.c ------------------------------------------------------ */
+
+/* Before the first round: each worker's time per sample and the cost of a
+ * weight-sized round, measured (a calibration Round the workers undo) or
+ * read from <out_dir>/calibration.txt when the plan, the cluster and the
+ * machine are those it was measured for. One line per worker goes to the
+ * log; when tau is the tuner's (opts.tau_tuned), it is chosen again from these figures.
+ * Nothing the run computes changes otherwise. */
+mdl_status mdl_driver_calibrate(driver *d, mdl_error *err);
+
+/* After a round of tau iterations that took wall seconds, of which comm
+ * (mean per worker) communicating: when tau is the tuner's and the share of
+ * the last rounds left the job's bound, tau is chosen again from what they
+ * measured, and the change and its reason go to the log. */
+void mdl_driver_retune(driver *d, int tau, double wall, double comm);
 
 /* The workers a run names, before any is started: local:K (local_k) or
  * addresses (with devices when the job's cluster block names them). */

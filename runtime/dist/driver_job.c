@@ -40,9 +40,7 @@ bool mdl_driver_wanted(const mdl_job *job, const mdl_driver_opts *opts) {
   return false;
 }
 
-/* How many workers a run will have, and whether they are remote: from
- * --workers ("local:K" or "host:port,..."), else the job's cluster block. */
-static int count_workers(const mdl_job *job, const char *spec, bool *remote) {
+int mdl_driver_count_workers(const mdl_job *job, const char *spec, bool *remote) {
   const Memdl__Cluster *cl = job->job ? job->job->cluster : NULL;
   *remote = false;
   if (spec && !strncmp(spec, "local:", 6)) return atoi(spec + 6) > 0 ? atoi(spec + 6) : 1;
@@ -64,16 +62,17 @@ static int count_workers(const mdl_job *job, const char *spec, bool *remote) {
 static void tune_tau(const mdl_job *job, const mdl_compiled *c, mdl_driver_opts *o) {
   if (c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) return;
   bool remote;
-  int k = count_workers(job, o->workers, &remote);
+  int k = mdl_driver_count_workers(job, o->workers, &remote);
   const Memdl__Sync *sync = job->job ? job->job->sync : NULL;
   mdl_cost cost;
   mdl_cost_of(c->nets[0].graph, &cost);
   mdl_tune_input in = mdl_tune_defaults(k, remote, sync ? sync->max_comm_fraction : 0.1);
   mdl_tune_result r = mdl_tune_tau(&cost, &in);
   o->tau = r.tau;
+  o->tau_tuned = true;
   fprintf(o->log ? o->log : stderr,
-          "memdl: tau %d (tuned: %.2f ms per iteration, %.2f ms per %s round of %d workers, "
-          "%.0f%% communication; sync.tau sets it)\n",
+          "memdl: tau %d (tuned on assumed figures until calibrated: %.2f ms per iteration, "
+          "%.2f ms per %s round of %d workers, %.0f%% communication; sync.tau sets it)\n",
           r.tau, r.iter_s * 1e3, r.comm_s * 1e3, remote ? "gRPC" : "shared-memory", k,
           100 * r.comm_fraction);
 }

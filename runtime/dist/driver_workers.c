@@ -61,6 +61,10 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
       req[i].n_peer = (size_t)d->k;
       req[i].peer = d->peer_addrs;
     }
+    if (s->batch) {
+      req[i].has_train_batch = 1;
+      req[i].train_batch = (uint32_t)s->batch;
+    }
     if (states && states[i] && states[i]->has_state && states[i]->state.len) {
       req[i].has_state = 1;
       req[i].state = states[i]->state;

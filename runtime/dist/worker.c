@@ -235,6 +235,11 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
     mdl_pb_free(plan);
     return mdl_errorf(err, MDL_ERR_INVALID, "Setup: the plan has no solver");
   }
+  if (r->train_batch && (st = mdl_plan_set_train_batch(plan, r->train_batch, err)) != MDL_OK) {
+    mdl_pb_free(plan);
+    mdl_error_prefix(err, "Setup: ");
+    return st;
+  }
   uint64_t replaced = w->session;
   if (replaced && replaced != r->session)
     wlog(w, "taken over by another driver (%s): run %016llx replaces run %016llx, which ends here",
@@ -370,12 +375,25 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   if (!shm && !kept && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
   /* the previous reply may still be on its way out of w_out (or the average) */
   if (!shm) mdl_rpc_pin_wait(w->out_pin);
+  uint8_t *saved = NULL;
+  size_t saved_len = 0;
+  if (r->calibrate && (st = mdl_trainer_get_state(w->trainer, &saved, &saved_len, err)) != MDL_OK)
+    return st;
   mdl_trainer_stats s;
   st = mdl_trainer_run(w->trainer, (int)r->tau, (int)r->iter_start,
                        shm    ? w->shm_in
                        : kept ? kept
                               : w->w_in,
                        shm ? w->shm_out : w->w_out, mdl_rpc_call_cancel_flag(call), &s, err);
+  if (r->calibrate) {
+    mdl_error e2 = {0};
+    mdl_status st2 = mdl_trainer_set_state(w->trainer, saved, saved_len, &e2);
+    free(saved);
+    if (st == MDL_OK && st2 != MDL_OK) {
+      *err = e2;
+      st = st2;
+    }
+  }
   const float *avg = NULL;
   if (st == MDL_OK && peer)
     st = mdl_peer_net_average(w->peers, r, w->w_out, s.samples, mdl_rpc_call_cancel_flag(call),

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/pb.h"
+#include "runtime/data/dataset.h"
 
 /* An explicit table, not weak or self-registering symbols: those vanish
  * from static links (the "net" backend did, from the memdl binary). The
@@ -156,4 +157,26 @@ void mdl_trainer_stats_clear(mdl_trainer_stats *s) {
   }
   free(s->outputs);
   memset(s, 0, sizeof *s);
+}
+
+mdl_status mdl_plan_set_train_batch(Memdl__Plan *plan, uint32_t batch, mdl_error *err) {
+  Caffe__NetParameter *net = NULL;
+  for (size_t i = 0; i < plan->n_net && !net; i++)
+    if (plan->net[i]->phase == CAFFE__PHASE__TRAIN) net = plan->net[i]->net;
+  for (size_t i = 0; net && i < net->n_layer; i++) {
+    Caffe__LayerParameter *l = net->layer[i];
+    if (!mdl_data_is_pipeline_layer(l)) continue;
+    uint32_t *field = l->data_param          ? &l->data_param->batch_size
+                      : l->image_data_param  ? &l->image_data_param->batch_size
+                      : l->hdf5_data_param   ? &l->hdf5_data_param->batch_size
+                      : l->memory_data_param ? &l->memory_data_param->batch_size
+                                             : NULL;
+    if (!field) break;
+    *field = batch;
+    return MDL_OK;
+  }
+  return mdl_errorf(err, MDL_ERR_INVALID,
+                    "a batch share of %u: the plan's TRAIN net has no data layer whose batch could "
+                    "be set",
+                    batch);
 }

@@ -112,6 +112,12 @@ mdl_status mdl_trainer_new(const mdl_trainer_table *table, const char *name,
                            mdl_error *err);
 void mdl_trainer_free(mdl_trainer *t);
 
+/* Makes plan's TRAIN net read batch samples per iteration (its pipeline
+ * data layer's batch_size): a worker's share of the global batch when the
+ * driver balances shares by speed. Shapes follow when the net is built.
+ * Fails (plan unchanged) when the TRAIN net has no pipeline data layer. */
+mdl_status mdl_plan_set_train_batch(Memdl__Plan *plan, uint32_t batch, mdl_error *err);
+
 size_t mdl_trainer_param_count(const mdl_trainer *t);
 
 /* The initial weights (fillers, seeded by opts.seed): the same bits on the

@@ -1,0 +1,331 @@
+/* The driver's measurements of its workers: the calibration Round before
+ * the first round, its cache, and re-tuning tau when the measured share of
+ * communication leaves the job's bound. Owns no figures (calibrate.h) and
+ * no tuning arithmetic (compiler/tuner.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/clock.h"
+#include "common/sha256.h"
+#include "runtime/dist/calibrate.h"
+#include "runtime/dist/driver_impl.h"
+
+/* A calibration times CALIBRATE_ROUNDS rounds of CALIBRATE_ITERS
+ * iterations and keeps each worker's fastest. */
+#define CALIBRATE_ITERS 3
+#define CALIBRATE_ROUNDS 2
+/* Shares by speed are measured again at CALIBRATE_FIT_ITERS iterations
+ * (their figures decide the run), up to CALIBRATE_FIT_STEPS times. */
+#define CALIBRATE_FIT_ITERS 8
+#define CALIBRATE_FIT_STEPS 2
+/* Rounds a re-tuning judges at once: one slow round is noise. */
+#define RETUNE_WINDOW 5
+
+static double comm_bound(const driver *d) {
+  double f = d->plan->sync ? d->plan->sync->max_comm_fraction : 0;
+  return f > 0 && f < 1 ? f : 0.1;
+}
+
+/* One calibration Round of tau iterations to the n slots act; fills c's
+ * rows. false (with why) when a worker did not answer as asked: the run
+ * then goes on without figures and its rounds deal with the worker. */
+static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration *c, char *why,
+                    size_t cap) {
+  Memdl__RoundRequest req = MEMDL__ROUND_REQUEST__INIT;
+  req.has_session = req.has_round = req.has_iter_start = req.has_tau = 1;
+  req.session = d->session;
+  req.round = (uint32_t)d->round;
+  req.iter_start = (uint32_t)d->iter;
+  req.tau = (uint32_t)tau;
+  req.has_weights_in_shm = req.weights_in_shm = d->shm;
+  req.has_calibrate = req.calibrate = 1;
+  mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
+  recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
+  mdl_driver_round_calls(d, act, n, &req, NULL, true, calls, rc);
+  mdl_error err = {0};
+  mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, &err);
+  mdl_rpc_pin_wait(d->w_pin);
+  bool ok = st == MDL_OK;
+  if (!ok) snprintf(why, cap, "%.600s", err.msg);
+  for (int i = 0; ok && i < n; i++) {
+    const Memdl__RoundReply *r = (const Memdl__RoundReply *)calls[i].reply;
+    if (calls[i].code != MDL_RPC_OK || !r || r->samples == 0 || r->iterations != (uint32_t)tau) {
+      snprintf(why, cap, "worker %d: %s %s", act[i]->index, mdl_rpc_code_name(calls[i].code),
+               calls[i].detail);
+      ok = false;
+      break;
+    }
+    mdl_calib_worker *w = &c->worker[i];
+    /* the least of the calls' figures: the rest was the machine busy with
+     * something else (on a shared machine, often) */
+    double comm = calls[i].seconds > r->compute_seconds ? calls[i].seconds - r->compute_seconds : 0;
+    double per = r->compute_seconds / (double)r->samples;
+    if (!(per > 0)) per = 1e-9; /* a clock too coarse for a tiny net */
+    bool first = w->iterations == 0;
+    w->comm_s = !first && w->comm_s < comm ? w->comm_s : comm;
+    w->sample_s = !first && w->sample_s < per ? w->sample_s : per;
+    w->samples += r->samples;
+    w->iterations += (int)r->iterations;
+  }
+  mdl_rpc_calls_clear(calls, n);
+  free(calls);
+  free(rc);
+  return ok;
+}
+
+static void hash_message(mdl_sha256 *h, const ProtobufCMessage *m) {
+  if (!m) return;
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = mdl_xmalloc(n + 1);
+  protobuf_c_message_pack(m, b);
+  mdl_sha256_update(h, b, n);
+  free(b);
+}
+
+/* The plan part of the cache key: what a training iteration's time depends
+ * on -- the TRAIN net, the data sets, the solver's type, the trainer -- and
+ * not max_iter, test settings or the job's name. */
+static uint64_t timing_fingerprint(const driver *d) {
+  mdl_sha256 h;
+  mdl_sha256_init(&h);
+  for (size_t i = 0; i < d->plan->n_net; i++)
+    if (d->plan->net[i]->phase == CAFFE__PHASE__TRAIN) hash_message(&h, &d->plan->net[i]->base);
+  for (size_t i = 0; i < d->plan->n_data; i++) hash_message(&h, &d->plan->data[i]->base);
+  const char *type = d->plan->solver->type ? d->plan->solver->type : "SGD";
+  mdl_sha256_update(&h, type, strlen(type) + 1);
+  mdl_sha256_update(&h, d->trainer_name, strlen(d->trainer_name) + 1);
+  uint8_t digest[32];
+  mdl_sha256_final(&h, digest);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | digest[i];
+  return v;
+}
+
+/* The cluster part of the cache key: what --workers said, else the kind
+ * and count (local workers' socket paths change every run). */
+static void cluster_spec(const driver *d, char *buf, size_t len) {
+  if (d->o.workers && *d->o.workers)
+    snprintf(buf, len, "%s", d->o.workers);
+  else
+    snprintf(buf, len, "%s:%d", d->lw ? "local" : "cluster", d->k);
+}
+
+/* A warm-up iteration (it builds the workers' arenas and batchers), then
+ * CALIBRATE_ROUNDS timed calls of iters iterations, into c's rows (cleared
+ * first). */
+static bool measure_all(driver *d, slot *const *act, int n, int iters, mdl_calibration *c,
+                        char *why, size_t cap) {
+  int left = d->max_iter - d->iter;
+  int tau = left < iters ? left : iters;
+  bool ok = measure(d, act, n, 1, c, why, cap);
+  memset(c->worker, 0, (size_t)n * sizeof *c->worker);
+  for (int r = 0; ok && r < CALIBRATE_ROUNDS; r++) ok = measure(d, act, n, tau, c, why, cap);
+  return ok;
+}
+
+/* The tuner on c: tau (when the tuner's) and the shares, into share[]. */
+static mdl_tune_plan tune(const driver *d, const mdl_calibration *c, int64_t *share) {
+  mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
+  mdl_tune_table t = mdl_calibration_table(c, comm_bound(d), d->o.tau_tuned ? 0 : d->tau, rows);
+  mdl_tune_plan p;
+  mdl_tune(&t, share, &p);
+  return p;
+}
+
+/* Gives the workers these shares of the global batch and sets them up
+ * again (a Setup rebuilds a worker's net at its batch; nothing has trained
+ * yet, so nothing is lost). */
+static mdl_status set_shares(driver *d, slot *const *act, int n, const int64_t *share,
+                             mdl_error *err) {
+  bool same = true;
+  for (int i = 0; i < n; i++) same = same && act[i]->batch == (uint64_t)share[i];
+  if (same) return MDL_OK;
+  for (int i = 0; i < n; i++) act[i]->batch = (uint64_t)share[i];
+  return mdl_driver_setup_workers(d, NULL, err);
+}
+
+/* One measurement (at the net's batch) cannot tell a worker's per-sample
+ * time from its per-iteration costs (the solver's update over every
+ * weight, launch overheads), and shares from per-sample times alone leave
+ * a slow worker with a small batch still slow. So once shares differ, the
+ * workers are measured again at them, longer, and each worker's last two
+ * points give its fixed and per-sample times (a secant step; per-sample
+ * alone at the new share when the two points disagree with that model,
+ * e.g. under noise). At most CALIBRATE_FIT_STEPS such steps, fewer when
+ * the shares settle. */
+static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, char *why, size_t cap,
+                      bool *ok, mdl_error *err) {
+  double prev_b[MDL_TUNE_MAX_WORKERS], prev_t[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < n; i++) {
+    prev_b[i] = (double)c->worker_batch;
+    prev_t[i] = prev_b[i] * c->worker[i].sample_s;
+  }
+  mdl_calibration at = *c;
+  at.worker = mdl_xcalloc((size_t)n, sizeof *at.worker);
+  mdl_status st = MDL_OK;
+  for (int step = 0; st == MDL_OK && *ok && step < CALIBRATE_FIT_STEPS; step++) {
+    int64_t share[MDL_TUNE_MAX_WORKERS], next[MDL_TUNE_MAX_WORKERS];
+    if (!tune(d, c, share).balanced) break;
+    st = set_shares(d, act, n, share, err);
+    if (st == MDL_OK) *ok = measure_all(d, act, n, CALIBRATE_FIT_ITERS, &at, why, cap);
+    for (int i = 0; st == MDL_OK && *ok && i < n; i++) {
+      mdl_calib_worker *w = &c->worker[i];
+      double b1 = (double)share[i], t1 = b1 * at.worker[i].sample_s;
+      double per = b1 != prev_b[i] ? (prev_t[i] - t1) / (prev_b[i] - b1) : t1 / b1;
+      double fixed = t1 - b1 * per;
+      bool model = per > 0 && fixed >= 0;
+      w->sample_s = model ? per : t1 / b1;
+      w->fixed_s = model ? fixed : 0;
+      if (at.worker[i].comm_s < w->comm_s) w->comm_s = at.worker[i].comm_s;
+      w->samples += at.worker[i].samples;
+      w->iterations += at.worker[i].iterations;
+      prev_b[i] = b1;
+      prev_t[i] = t1;
+    }
+    if (st != MDL_OK || !*ok) break;
+    tune(d, c, next);
+    bool settled = true;
+    for (int i = 0; i < n; i++) settled = settled && llabs(next[i] - share[i]) <= 1;
+    if (settled) break;
+  }
+  free(at.worker);
+  return st;
+}
+
+/* The tuner on the figures: a tuned tau is chosen again, and on a fresh run
+ * each worker's share of the global batch follows its speed when that
+ * shortens the predicted round by MDL_TUNE_REBALANCE_GAIN. Equal speeds
+ * keep equal shares, so such a run's bits do not depend on the
+ * measurement. */
+static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, mdl_error *err) {
+  int64_t share[MDL_TUNE_MAX_WORKERS];
+  mdl_tune_plan p = tune(d, c, share);
+  if (d->o.tau_tuned) {
+    int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+    dlog(d,
+         "tau %d (calibrated: %.2f ms per iteration, %.2f ms per round, %.0f%% communication; "
+         "was %d from assumed figures)",
+         tau, p.iter_s * 1e3, p.comm_s * 1e3, 100 * p.comm_fraction, d->tau);
+    d->tau = tau;
+  }
+  if (p.balanced && (d->iter > 0 || d->res->resumed)) {
+    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
+    return MDL_OK;
+  }
+  if (!p.balanced) {
+    dlog(d,
+         "blocks: equal, %lld samples per worker per iteration (shares by speed would shorten "
+         "the predicted round by under %.0f%%)",
+         (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
+    for (int i = 0; i < c->n_workers; i++) share[i] = 0; /* the net's own */
+    return set_shares(d, act, c->n_workers, share, err);
+  }
+  char line[1024];
+  size_t n = 0;
+  for (int i = 0; i < c->n_workers && n < sizeof line - 64; i++)
+    n += (size_t)snprintf(line + n, sizeof line - n, "%sworker %d %lld", i ? ", " : "",
+                          act[i]->index, (long long)share[i]);
+  dlog(d,
+       "blocks by measured speed: %s samples per iteration (global batch %lld kept); predicted "
+       "round %.1f ms, %.1f ms with equal blocks",
+       line, (long long)c->worker_batch * c->n_workers, p.round_s * 1e3, p.round_equal_s * 1e3);
+  return set_shares(d, act, c->n_workers, share, err);
+}
+
+mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
+  int n = 0;
+  slot **act = mdl_xcalloc((size_t)d->k + 1, sizeof *act);
+  for (int i = 0; i < d->k; i++)
+    if (d->s[i].alive && d->s[i].n_train > 0) act[n++] = &d->s[i];
+  if (n == 0 || n > MDL_TUNE_MAX_WORKERS || d->max_iter - d->iter < 1) {
+    free(act);
+    return MDL_OK;
+  }
+  char cluster[512], path[1200], why[700] = "";
+  cluster_spec(d, cluster, sizeof cluster);
+  char *dir = d->o.out_dir ? mdl_xstrdup(d->o.out_dir) : resolve_path(d->base_dir, "out");
+  mkdir(dir, 0755); /* the run makes it later; the cache needs it now */
+  snprintf(path, sizeof path, "%s/calibration.txt", dir);
+  free(dir);
+  char key[sizeof((mdl_calibration *)0)->key];
+  mdl_calibration_key(timing_fingerprint(d), cluster, d->o.threads, key, sizeof key);
+  mdl_calibration c;
+  bool found = false;
+  mdl_status st = mdl_calibration_load(path, key, n, &c, &found, err);
+  if (st == MDL_OK && found)
+    dlog(d, "calibration: reused %s (same plan, cluster and machine)", path);
+  if (st == MDL_OK && !found) {
+    memset(&c, 0, sizeof c);
+    memcpy(c.key, key, sizeof key);
+    c.n_workers = n;
+    c.worker = mdl_xcalloc((size_t)n, sizeof *c.worker);
+    c.weight_bytes = (double)d->n_params * sizeof(float);
+    c.worker_batch = (int64_t)d->train_batch;
+    double t0 = mdl_now();
+    found = measure_all(d, act, n, CALIBRATE_ITERS, &c, why, sizeof why);
+    if (found && d->iter == 0 && !d->res->resumed)
+      st = fit(d, act, n, &c, why, sizeof why, &found, err);
+    if (st == MDL_OK && found) {
+      dlog(d, "calibration: measured in %.2f s, cached in %s", mdl_now() - t0, path);
+      mdl_error werr = {0};
+      if (mdl_calibration_save(path, &c, &werr) != MDL_OK)
+        dlog(d, "calibration: not cached: %s", werr.msg);
+    } else if (st == MDL_OK) {
+      dlog(d, "calibration: skipped (%s); tau stays %d", why, d->tau);
+    }
+  }
+  for (int i = 0; st == MDL_OK && found && i < n; i++) {
+    char line[400];
+    mdl_calibration_line(&c, i, line, sizeof line);
+    dlog(d, "%s (%s)", line, act[i]->addr);
+  }
+  if (st == MDL_OK && found) st = apply(d, &c, act, err);
+  if (found) {
+    mdl_calibration_free(&d->res->calibration);
+    d->res->calibration = c; /* the result's now */
+  } else {
+    mdl_calibration_free(&c);
+  }
+  free(act);
+  return st;
+}
+
+void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
+  if (!d->o.tau_tuned) return;
+  d->retune_rounds++;
+  d->retune_iters += tau;
+  d->retune_wall += wall;
+  d->retune_comm += comm;
+  if (d->retune_rounds < RETUNE_WINDOW) return;
+  double f = comm_bound(d), share = d->retune_wall > 0 ? d->retune_comm / d->retune_wall : 0;
+  double iter_s = (d->retune_wall - d->retune_comm) / d->retune_iters;
+  double round_comm = d->retune_comm / d->retune_rounds;
+  int rounds = d->retune_rounds;
+  d->retune_rounds = d->retune_iters = 0;
+  d->retune_wall = d->retune_comm = 0;
+  /* half the bound below it: averaging more often helps convergence, and
+   * the gap keeps tau from flapping between two values */
+  if ((share <= f && share >= f / 2) || !(iter_s > 0)) return;
+  if (share < f / 2 && d->tau == 1) return;
+  /* the tuner on what the rounds measured: an iteration, and a round's
+   * communication as one worker's fixed cost */
+  mdl_tune_worker row = {.sample_s = iter_s, .latency_s = round_comm};
+  mdl_tune_table t = {.n_workers = 1, .worker = &row, .global_batch = 1, .max_comm_fraction = f};
+  int64_t one;
+  mdl_tune_plan p;
+  mdl_tune(&t, &one, &p);
+  int next = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+  /* a share measured too high once is not trusted to have gone: the
+   * round's fixed costs vary with the machine's load, and a tau that
+   * swings back and forth would change convergence for nothing */
+  if (next < d->retune_floor) next = d->retune_floor;
+  if (next > d->tau) d->retune_floor = next;
+  if (next == d->tau) return;
+  dlog(d,
+       "tau %d -> %d: communication took %.1f%% of the last %d rounds (bound %.0f%%; measured "
+       "%.2f ms per iteration, %.2f ms per round)",
+       d->tau, next, 100 * share, rounds, 100 * f, iter_s * 1e3, round_comm * 1e3);
+  d->tau = next;
+}

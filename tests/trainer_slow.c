@@ -1,0 +1,129 @@
+/* A slow worker for the speed-balancing tests (driver_net_test.c): the
+ * "net" trainer, except that worker 1 (on workers, never on the driver)
+ * spends SLOW_S_PER_SAMPLE more per sample -- it sleeps and reports the
+ * sleep as compute, as a slower device would. A fixed cost per sample (not
+ * a multiple of the measured compute) keeps the slowdown itself free of the
+ * shared machine's noise. Test scaffolding, never linked into memdl. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <time.h>
+
+#include "tests/driver_test_util.h"
+
+#define SLOW_S_PER_SAMPLE 2e-3
+
+typedef struct slow {
+  void *in; /* the net trainer's context */
+  bool slow;
+} slow;
+
+static const mdl_trainer_i *inner(void) {
+  return &mdl_trainer_net;
+}
+
+static void *in_of(void *ctx) {
+  return ((slow *)ctx)->in;
+}
+
+static mdl_status slow_lineages(const Memdl__Plan *plan, const char *base_dir, int num_workers,
+                                Caffe__Phase phase, Memdl__PartitionLineage ***out, size_t *n,
+                                mdl_error *err) {
+  return inner()->lineages(plan, base_dir, num_workers, phase, out, n, err);
+}
+
+static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o, void **ctx,
+                              mdl_error *err) {
+  slow *s = calloc(1, sizeof *s);
+  mdl_status st = inner()->create(plan, o, &s->in, err);
+  if (st != MDL_OK) {
+    free(s);
+    return st;
+  }
+  s->slow = o->worker_index == 1;
+  *ctx = s;
+  return MDL_OK;
+}
+
+static void slow_destroy(void *ctx) {
+  inner()->destroy(in_of(ctx));
+  free(ctx);
+}
+
+static size_t slow_param_count(void *ctx) {
+  return inner()->param_count(in_of(ctx));
+}
+
+static mdl_status slow_init_weights(void *ctx, float *w, mdl_error *err) {
+  return inner()->init_weights(in_of(ctx), w, err);
+}
+
+static mdl_status slow_add_partitions(void *ctx, Caffe__Phase phase,
+                                      Memdl__PartitionLineage *const *parts, size_t n,
+                                      mdl_error *err) {
+  return inner()->add_partitions(in_of(ctx), phase, parts, n, err);
+}
+
+static mdl_status slow_remove_partition(void *ctx, Caffe__Phase phase, const char *data,
+                                        uint32_t index, mdl_error *err) {
+  return inner()->remove_partition(in_of(ctx), phase, data, index, err);
+}
+
+static uint64_t slow_samples(void *ctx, Caffe__Phase phase) {
+  return inner()->samples(in_of(ctx), phase);
+}
+
+static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
+                           const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
+  mdl_status st = inner()->run(in_of(ctx), tau, iter_start, w_in, w_out, cancel, stats, err);
+  if (st != MDL_OK || !((slow *)ctx)->slow) return st;
+  double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
+  struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
+  nanosleep(&ts, NULL);
+  stats->compute_s += extra;
+  return MDL_OK;
+}
+
+static mdl_status slow_test(void *ctx, int test_net, int batches, const float *w,
+                            mdl_trainer_stats *stats, mdl_error *err) {
+  return inner()->test(in_of(ctx), test_net, batches, w, stats, err);
+}
+
+static mdl_status slow_get_state(void *ctx, uint8_t **buf, size_t *len, mdl_error *err) {
+  return inner()->get_state(in_of(ctx), buf, len, err);
+}
+
+static mdl_status slow_set_state(void *ctx, const uint8_t *buf, size_t len, mdl_error *err) {
+  return inner()->set_state(in_of(ctx), buf, len, err);
+}
+
+static mdl_status slow_save(void *ctx, const float *w, const char *path, mdl_error *err) {
+  return inner()->save(in_of(ctx), w, path, err);
+}
+
+static uint64_t slow_batch_samples(void *ctx, Caffe__Phase phase) {
+  return inner()->batch_samples(in_of(ctx), phase);
+}
+
+static bool slow_output_range(void *ctx, Caffe__Phase phase, const char *name, double *lo,
+                              double *hi) {
+  return inner()->output_range(in_of(ctx), phase, name, lo, hi);
+}
+
+const mdl_trainer_i mdl_trainer_slow = {
+    .name = "slownet",
+    .lineages = slow_lineages,
+    .create = slow_create,
+    .destroy = slow_destroy,
+    .param_count = slow_param_count,
+    .init_weights = slow_init_weights,
+    .add_partitions = slow_add_partitions,
+    .remove_partition = slow_remove_partition,
+    .samples = slow_samples,
+    .run = slow_run,
+    .test = slow_test,
+    .get_state = slow_get_state,
+    .set_state = slow_set_state,
+    .save = slow_save,
+    .batch_samples = slow_batch_samples,
+    .output_range = slow_output_range,
+};
