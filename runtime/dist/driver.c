@@ -747,7 +747,9 @@ mdl_status mdl_driver_run_plan(const Memdl__Plan *plan, const char *base_dir,
   mdl_pb_free(snap);
   snap = NULL;
 
-  if (st == MDL_OK && (d->o.calibrate || d->o.tau_tuned || d->o.calibrate_only))
+  /* a resumed run keeps the snapshot's tau and shares, so it continues the
+   * bits of the uninterrupted run */
+  if (st == MDL_OK && !d->res->resumed && (d->o.calibrate || d->o.tau_tuned || d->o.calibrate_only))
     st = mdl_driver_calibrate(d, err);
   if (d->o.calibrate_only) {
     res->n_workers = d->k;

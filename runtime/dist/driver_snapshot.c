@@ -59,6 +59,8 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
     ws[i].train_partition = d->s[i].train;
     ws[i].n_test_partition = d->s[i].n_test;
     ws[i].test_partition = d->s[i].test;
+    ws[i].has_batch = d->s[i].batch > 0;
+    ws[i].batch = (uint32_t)d->s[i].batch;
     wp[i] = &ws[i];
   }
   for (int i = 0; st == MDL_OK && i < n; i++) {
@@ -81,6 +83,8 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
     snap.seed = d->seed;
     snap.round = (uint32_t)d->round;
     snap.iter = (uint32_t)d->iter;
+    snap.has_tau = 1;
+    snap.tau = (uint32_t)d->tau;
     snap.weights.data = (uint8_t *)d->w;
     snap.weights.len = d->n_params * sizeof(float);
     snap.has_plan = 1;
@@ -325,6 +329,9 @@ mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error 
     d->round = (int)(*snap)->round;
     d->res->resumed = true;
     restore_partitions(d, *snap);
+    /* the shares and tau the run had: the resumed run computes its bits */
+    if ((*snap)->has_tau && (*snap)->tau > 0) d->tau = (int)(*snap)->tau;
+    for (int i = 0; i < d->k; i++) d->s[i].batch = (*snap)->worker[i]->batch;
     dlog(d, "resuming from %s at iteration %d, round %d", used, d->iter, d->round);
     return MDL_OK;
   }
