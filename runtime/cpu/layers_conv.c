@@ -8,7 +8,10 @@
  * GFLOP/s on a one-image 32x256x800 tile and 72 GFLOP/s on the whole-batch
  * 32x25600x800 product, whose 82 MB column matrix streams from memory.
  * Tiles are spread over the pool's threads, each GEMM single-threaded; with
- * fewer tiles than threads the GEMMs themselves are split. In TRAIN the
+ * fewer tiles than threads the GEMMs themselves are split. Tile size, the
+ * grouping of tiles into gradient partials and the GEMM splits depend on the
+ * shapes only (MDL_PAR_CHUNKS slots), so the weights come out the same bits
+ * for any thread count. In TRAIN the
  * columns of the forward pass are kept (up to MDL_CONV_CACHE_MB per layer)
  * for the weight gradient. Depthwise convolution (group == channels ==
  * num_output) has a direct kernel. Layouts: NCHW; weights (conv_out,
@@ -42,7 +45,7 @@ typedef struct conv_priv {
   int64_t nb, tiles;
   int64_t wcount, bcount;
   size_t ws_thread; /* floats of scratch per thread */
-  int nt;           /* slots of the pool: scratch sets and gradient partials */
+  int nt;           /* MDL_PAR_CHUNKS: scratch sets and gradient partials */
   int threads;      /* threads of the pool */
   /* TRAIN convolution: the column matrices of the last forward, kept for the
    * weight gradient so backward does not redo im2col; NULL when over the
@@ -138,13 +141,13 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   cp->depthwise = !deconv && cp->group == cp->im_ch && cp->col_ch == cp->im_ch && cp->group > 1;
   cp->one_by_one = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                    g->pad_h == 0 && g->pad_w == 0;
-  cp->nt = mdl_threadpool_slots(l->ctx.pool); /* scratch and partials per slot */
+  cp->nt = mdl_threadpool_slots(l->ctx.pool); /* a constant: scratch and partials per slot */
   cp->threads = mdl_threadpool_size(l->ctx.pool);
   /* tile: whole images whose Kg x nb*P column matrix fits the budget */
   size_t per_img = (size_t)cp->Kg * (size_t)cp->P * sizeof(float);
   int64_t nb = per_img ? (int64_t)(tile_budget_bytes() / per_img) : cp->num;
   if (nb < 1) nb = 1;
-  int64_t fair = (cp->num + cp->nt - 1) / cp->nt; /* keep every thread busy */
+  int64_t fair = (cp->num + cp->nt - 1) / cp->nt; /* a tile for every slot */
   if (nb > fair) nb = fair;
   if (nb > cp->num) nb = cp->num;
   if (nb < 1) nb = 1;
@@ -440,11 +443,26 @@ typedef struct conv_args {
   const mdl_layer *l;
   const float *src;
   float *dst;
-  const float *src2; /* backward: the "out" side diff */
-  float *dst2;       /* backward: im side diff */
+  const float *src2;    /* backward: the "out" side diff */
+  float *dst2;          /* backward: im side diff */
+  mdl_threadpool *gemm; /* the pool the GEMMs inside a tile use: NULL when tiles run in parallel */
   bool want_dx, want_w;
   bool *touched;
 } conv_args;
+
+/* fn over the tiles: in parallel when there are enough to keep the threads
+ * busy, else the same chunks (so the same gradient slots) in turn on this
+ * thread, each tile's GEMMs then split over the pool. Both give the same bits:
+ * GEMM splits depend on shapes only. */
+static void run_tiles(const conv_priv *cp, mdl_threadpool *pool, mdl_task_fn fn, conv_args *a) {
+  if (cp->tiles >= cp->threads) {
+    a->gemm = NULL;
+    mdl_parallel_for(pool, cp->tiles, 1, fn, a);
+  } else {
+    a->gemm = pool;
+    mdl_parallel_for(NULL, cp->tiles, 1, fn, a);
+  }
+}
 
 static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const conv_args *a = arg;
@@ -453,9 +471,9 @@ static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   for (int64_t t = lo; t < hi; t++) {
     int64_t n0 = t * cp->nb, nb = n0 + cp->nb <= cp->num ? cp->nb : cp->num - n0;
     if (cp->deconv)
-      tile_bwd_data(a->l, NULL, a->src, a->dst, n0, nb, &s, true);
+      tile_bwd_data(a->l, a->gemm, a->src, a->dst, n0, nb, &s, true);
     else
-      tile_fwd(a->l, NULL, a->src, a->dst, n0, nb, &s, true);
+      tile_fwd(a->l, a->gemm, a->src, a->dst, n0, nb, &s, true);
   }
 }
 
@@ -467,21 +485,12 @@ static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *co
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    conv_args a = {l, bottom[i]->data, top[i]->data, NULL, NULL, false, false, NULL};
+    conv_args a = {l, bottom[i]->data, top[i]->data, NULL, NULL, NULL, false, false, NULL};
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, NULL, top[i]->data, NULL, false, false, NULL};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_fwd_task, &d);
-    } else if (cp->tiles >= cp->threads) {
-      mdl_parallel_for(l->ctx.pool, cp->tiles, 1, fwd_task, &a);
     } else {
-      conv_scratch s = scratch(l, 0);
-      for (int64_t t = 0; t < cp->tiles; t++) {
-        int64_t n0 = t * cp->nb, nb = n0 + cp->nb <= cp->num ? cp->nb : cp->num - n0;
-        if (cp->deconv)
-          tile_bwd_data(l, l->ctx.pool, a.src, a.dst, n0, nb, &s, true);
-        else
-          tile_fwd(l, l->ctx.pool, a.src, a.dst, n0, nb, &s, true);
-      }
+      run_tiles(cp, l->ctx.pool, fwd_task, &a);
     }
   }
 }
@@ -518,7 +527,8 @@ static void bwd_tile(const conv_args *a, mdl_threadpool *pool, int64_t t, int th
 }
 
 static void bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
-  for (int64_t t = lo; t < hi; t++) bwd_tile(arg, NULL, t, thread);
+  const conv_args *a = arg;
+  for (int64_t t = lo; t < hi; t++) bwd_tile(a, a->gemm, t, thread);
 }
 
 static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -532,17 +542,14 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    bool touched[4096] = {false}; /* per slot (at most 16 x 256 threads) */
+    bool touched[MDL_PAR_CHUNKS] = {false}; /* per slot */
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, top[i]->diff, NULL, bottom[i]->diff, pd[i], want_w, touched};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_bwd_task, &d);
     } else {
-      conv_args a = {l,     bottom[i]->data, NULL,   top[i]->diff, bottom[i]->diff,
-                     pd[i], want_w,          touched};
-      if (cp->tiles >= cp->threads)
-        mdl_parallel_for(l->ctx.pool, cp->tiles, 1, bwd_task, &a);
-      else
-        for (int64_t t = 0; t < cp->tiles; t++) bwd_tile(&a, l->ctx.pool, t, 0);
+      conv_args a = {l,    bottom[i]->data, NULL,   top[i]->diff, bottom[i]->diff,
+                     NULL, pd[i],           want_w, touched};
+      run_tiles(cp, l->ctx.pool, bwd_task, &a);
     }
     /* reduce the per-slot partials in slot order (transposed per group for
      * the GEMM path) */
