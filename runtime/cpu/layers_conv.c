@@ -11,11 +11,10 @@
  * fewer tiles than threads the GEMMs themselves are split. Tile size, the
  * grouping of tiles into gradient partials and the GEMM splits depend on the
  * shapes only (MDL_PAR_CHUNKS slots), so the weights come out the same bits
- * for any thread count. In TRAIN the
- * columns of the forward pass are kept (up to MDL_CONV_CACHE_MB per layer)
- * for the weight gradient. Depthwise convolution (group == channels ==
- * num_output) has a direct kernel. Layouts: NCHW; weights (conv_out,
- * conv_in / group, kh, kw) as Caffe. */
+ * for any thread count. In TRAIN the columns of the forward pass are kept (up
+ * to MDL_CONV_CACHE_MB per layer) for the weight gradient. Depthwise convolution (group == channels
+ * == num_output) has a direct kernel. Layouts: NCHW; weights (conv_out, conv_in / group, kh, kw) as
+ * Caffe. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +43,7 @@ typedef struct conv_priv {
   int64_t Kg, Mg;             /* (im_ch/group)*kh*kw, col_ch/group */
   int64_t nb, tiles;
   int64_t wcount, bcount;
-  size_t ws_thread; /* floats of scratch per thread */
+  size_t ws_thread; /* floats of scratch per slot */
   int nt;           /* MDL_PAR_CHUNKS: scratch sets and gradient partials */
   int threads;      /* threads of the pool */
   /* TRAIN convolution: the column matrices of the last forward, kept for the
