@@ -20,14 +20,16 @@
 
 #define FILL "weight_filler { type: \"xavier\" } bias_filler { type: \"constant\" value: 0.1 }"
 
-/* Batch 24 so that convolution tiles, slices and GEMM pieces split unevenly:
+/* Batch %d (24: convolution tiles, slices and GEMM pieces split unevenly;
+ * 1: a single tile per convolution, on the path that hands its GEMMs to
+ * the pool instead of running tiles in parallel):
  * conv1 (3 -> 16) takes oneDNN's direct kernel, conv2 (16 -> 20) im2col +
  * GEMM, conv3 the depthwise kernel; ip1's products are big enough to be
  * split (over 4 MFLOP). */
 static const char NET[] =
     "name: \"threads\"\n"
     "layer { name: \"in\" type: \"Input\" top: \"data\" top: \"label\"\n"
-    "  input_param { shape { dim: 24 dim: 3 dim: 16 dim: 16 } shape { dim: 24 } } }\n"
+    "  input_param { shape { dim: %d dim: 3 dim: 16 dim: 16 } shape { dim: %d } } }\n"
     "layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\"\n"
     "  convolution_param { num_output: 16 kernel_size: 5 pad: 2 " FILL
     " } }\n"
@@ -57,10 +59,12 @@ static const char NET[] =
 
 #define ITERS 4
 
-static mdl_graph *graph(void) {
+static mdl_graph *graph(int batch) {
+  char text[sizeof NET + 32];
+  snprintf(text, sizeof text, NET, batch, batch);
   Caffe__NetParameter *np;
   mdl_error err;
-  cr_assert_eq(mdl_text_parse(NET, strlen(NET), "net", &caffe__net_parameter__descriptor,
+  cr_assert_eq(mdl_text_parse(text, strlen(text), "net", &caffe__net_parameter__descriptor,
                               (ProtobufCMessage **)&np, &err),
                MDL_OK, "%s", err.msg);
   Caffe__NetState st = CAFFE__NET_STATE__INIT;
@@ -83,12 +87,12 @@ static void feed(mdl_net *n, int iter) {
 
 /* ITERS SGD iterations (momentum, weight decay) on `threads` threads; returns
  * the final weights (caller frees) and their count. */
-static float *train(int threads, size_t *count) {
+static float *train(int threads, int batch, size_t *count) {
   mdl_error err;
   mdl_threadpool *pool;
   cr_assert_eq(mdl_threadpool_new(threads, &pool, &err), MDL_OK, "%s", err.msg);
   cr_assert_eq(mdl_threadpool_size(pool), threads);
-  mdl_graph *g = graph();
+  mdl_graph *g = graph(batch);
   mdl_net_options o = {.backend = mdl_cpu_backend(), .pool = pool, .seed = 7};
   mdl_net *n;
   cr_assert_eq(mdl_net_new(g, &o, &n, &err), MDL_OK, "%s", err.msg);
@@ -130,12 +134,12 @@ static long first_diff(const float *a, const float *b, size_t n) {
   return -1;
 }
 
-static void same_bits_on_any_thread_count(void) {
+static void same_bits_on_any_thread_count(int batch) {
   static const int counts[] = {2, 3, 4, 16}; /* 16: more threads than chunks */
   size_t n1;
-  float *w1 = train(1, &n1);
+  float *w1 = train(1, batch, &n1);
   /* training moved the weights from where the same seed starts them */
-  mdl_graph *g = graph();
+  mdl_graph *g = graph(batch);
   mdl_net_options o = {.backend = mdl_cpu_backend(), .seed = 7};
   mdl_net *fresh;
   mdl_error err;
@@ -150,7 +154,7 @@ static void same_bits_on_any_thread_count(void) {
   cr_assert(moved > n1 / 2, "only %zu of %zu weights changed", moved, n1);
   for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
     size_t nt;
-    float *wt = train(counts[k], &nt);
+    float *wt = train(counts[k], batch, &nt);
     cr_assert_eq(nt, n1);
     long d = first_diff(w1, wt, n1);
     cr_assert(d < 0, "%d threads: weight %ld is %.9g, 1 thread gives %.9g", counts[k], d,
@@ -164,19 +168,24 @@ static void same_bits_on_any_thread_count(void) {
 }
 
 Test(threads, small_net_same_bits_on_1_to_16_threads) {
-  same_bits_on_any_thread_count();
+  same_bits_on_any_thread_count(24);
+}
+
+Test(threads, batch_of_one_same_bits_on_1_to_16_threads) {
+  same_bits_on_any_thread_count(1);
 }
 
 /* Every convolution on im2col + GEMM (oneDNN's direct kernel off). */
 Test(threads, same_bits_with_im2col_convolution) {
   setenv("MDL_CONV", "im2col", 1);
-  same_bits_on_any_thread_count();
+  same_bits_on_any_thread_count(24);
+  same_bits_on_any_thread_count(1);
 }
 
 /* OpenBLAS instead of oneDNN's sgemm for the split GEMMs. */
 Test(threads, same_bits_with_openblas_gemm) {
   cr_assert(mdl_gemm_select("openblas"));
-  same_bits_on_any_thread_count();
+  same_bits_on_any_thread_count(24);
 }
 
 /* The issue's end-to-end check: the job's .caffemodel after 50 iterations on

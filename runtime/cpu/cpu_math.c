@@ -68,8 +68,8 @@ const char *mdl_gemm_backend_name(void) {
  * pool threads keeps libgomp from starting (spinning) teams of its own. */
 static _Thread_local int omp_pinned;
 
-static void gemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+void mdl_gemm_single(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t i = 0; i < M; i++) {
@@ -105,12 +105,12 @@ typedef struct gemm_job {
 static void gemm_piece(const gemm_job *j, int64_t b, int64_t e) {
   if (j->split_n) {
     const float *B = j->tb ? j->B + b * j->ldb : j->B + b;
-    gemm1(j->ta, j->tb, j->M, e - b, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + b,
-          j->ldc);
+    mdl_gemm_single(j->ta, j->tb, j->M, e - b, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta,
+                    j->C + b, j->ldc);
   } else {
     const float *A = j->ta ? j->A + b : j->A + b * j->lda;
-    gemm1(j->ta, j->tb, e - b, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
-          j->C + b * j->ldc, j->ldc);
+    mdl_gemm_single(j->ta, j->tb, e - b, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
+                    j->C + b * j->ldc, j->ldc);
   }
 }
 
@@ -140,7 +140,7 @@ void mdl_gemm_ex(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, in
   int64_t len = j.split_n ? N : M;
   int64_t min_piece = j.split_n ? 64 : 16;
   if (flops < GEMM_MIN_FLOPS || len < 2 * min_piece) {
-    gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    mdl_gemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   int64_t piece = (len + GEMM_PIECES - 1) / GEMM_PIECES;
