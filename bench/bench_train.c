@@ -24,6 +24,14 @@ static double mdl_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process, all threads: on a shared machine it moves
+ * far less with other processes' load than wall-clock images/s does. */
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -142,9 +150,10 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
   double *fwd = calloc((size_t)n, sizeof(double)), *bwd = calloc((size_t)n, sizeof(double));
   double upd = 0;
   double *ips = calloc((size_t)rounds, sizeof(double));
+  double cpu = 0;
   int64_t batch = data->d[0];
   for (int r = -1; r < rounds; r++) { /* round -1 warms up */
-    double t_round = mdl_now();
+    double t_round = mdl_now(), c_round = cpu_now();
     for (int it = 0; it < iters; it++) {
       for (int64_t i = 0; i < data->count; i++)
         data->data[i] = (float)((i * 2654435761u + (uint64_t)it) % 1000) * 1e-3f;
@@ -165,6 +174,7 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
       if (r >= 0) upd += mdl_now() - t0;
     }
     if (r >= 0) ips[r] = (double)batch * iters / (mdl_now() - t_round);
+    if (r >= 0) cpu += cpu_now() - c_round;
   }
   qsort(ips, (size_t)rounds, sizeof(double), cmp_double);
   double med = ips[rounds / 2];
@@ -206,9 +216,9 @@ static int bench(const char *path, int threads, int iters, int rounds, mdl_threa
   printf(
       "{\"net\": \"%s\", \"batch\": %lld, \"threads\": %d, \"images_per_s\": %.1f, "
       "\"forward_ms\": %.3f, \"backward_ms\": %.3f, \"update_ms\": %.3f, "
-      "\"conv_ip_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f}\n",
+      "\"conv_ip_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f, \"cpu_ms_per_iter\": %.3f}\n",
       g->net->name, (long long)batch, threads, med, f_sum, b_sum, u, gemm_flops / gemm_time / 1e9,
-      peak);
+      peak, cpu * 1e3 / total_iters);
   fflush(stdout);
   free(fwd);
   free(bwd);

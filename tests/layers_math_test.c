@@ -1,5 +1,5 @@
 /* The numeric plumbing under the layers: GEMM (every transpose, strides,
- * threads, both libraries), reductions independent of thread count,
+ * threads, both libraries), GEMM and reductions independent of thread count,
  * im2col/col2im adjointness, the thread pool, tensors. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -60,6 +60,31 @@ Test(gemm, matches_naive_single_and_threaded) {
     gemm_case(pool, shapes[i][0], shapes[i][1], shapes[i][2]);
   }
   mdl_threadpool_free(pool);
+}
+
+/* Split GEMMs (over 4 MFLOP, wide in N or in M) give the same bits with no
+ * pool and on 2, 3, 4 and 9 threads: the split depends on the shape only. */
+Test(gemm, same_bits_for_any_thread_count) {
+  int64_t shapes[][3] = {{50, 4096, 500}, {500, 200, 64}, {64, 500, 800}, {37, 1000, 77}};
+  int counts[] = {2, 3, 4, 9};
+  mdl_threadpool *pools[4];
+  for (int p = 0; p < 4; p++) cr_assert_eq(mdl_threadpool_new(counts[p], &pools[p], NULL), MDL_OK);
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    int64_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+    float *A = malloc((size_t)(M * K) * 4), *B = malloc((size_t)(K * N) * 4);
+    float *C1 = malloc((size_t)(M * N) * 4), *C = malloc((size_t)(M * N) * 4);
+    fill(A, M * K, 4), fill(B, K * N, 5), fill(C1, M * N, 6);
+    memcpy(C, C1, (size_t)(M * N) * 4);
+    mdl_gemm(NULL, false, true, M, N, K, 0.5f, A, B, 1.f, C1);
+    for (int p = 0; p < 4; p++) {
+      fill(C, M * N, 6);
+      mdl_gemm(pools[p], false, true, M, N, K, 0.5f, A, B, 1.f, C);
+      cr_assert(memcmp(C, C1, (size_t)(M * N) * 4) == 0, "M%lld N%lld K%lld on %d threads",
+                (long long)M, (long long)N, (long long)K, counts[p]);
+    }
+    free(A), free(B), free(C1), free(C);
+  }
+  for (int p = 0; p < 4; p++) mdl_threadpool_free(pools[p]);
 }
 
 Test(gemm, openblas_backend) {
@@ -166,22 +191,33 @@ Test(threadpool, covers_range_and_chunks_are_fixed) {
     mdl_parallel_tasks(pool, 37, count_task, &sum);
     cr_assert_eq(sum, 36 * 37 / 2);
   }
-  /* 4 threads: up to 16 chunks; 100 in grains of 10 gives 10 chunks of 10,
-   * chunk k in slot k */
-  cr_assert_eq(mdl_threadpool_slots(pool), 16);
-  int64_t first[16];
-  for (int i = 0; i < 16; i++) first[i] = -1;
+  /* any pool: up to 8 chunks; 100 in grains of 10 gives 10 blocks, 2 per
+   * chunk: 5 chunks of 20, chunk k in slot k */
+  cr_assert_eq(mdl_threadpool_slots(pool), MDL_PAR_CHUNKS);
+  cr_assert_eq(MDL_PAR_CHUNKS, 8);
+  int64_t first[MDL_PAR_CHUNKS];
+  for (int i = 0; i < MDL_PAR_CHUNKS; i++) first[i] = -1;
   mdl_parallel_for(pool, 100, 10, chunk_task, first);
-  for (int i = 0; i < 10; i++) cr_assert_eq(first[i], 10 * i);
-  for (int i = 10; i < 16; i++) cr_assert_eq(first[i], -1);
-  /* 1000 in grains of 7: 143 blocks over 16 chunks of 9 blocks */
-  for (int i = 0; i < 16; i++) first[i] = -1;
+  for (int i = 0; i < 5; i++) cr_assert_eq(first[i], 20 * i);
+  for (int i = 5; i < MDL_PAR_CHUNKS; i++) cr_assert_eq(first[i], -1);
+  /* 1000 in grains of 7: 143 blocks over 8 chunks of 18 blocks */
+  for (int i = 0; i < MDL_PAR_CHUNKS; i++) first[i] = -1;
   mdl_parallel_for(pool, 1000, 7, chunk_task, first);
-  for (int i = 0; i < 16; i++) cr_assert_eq(first[i], 63 * i);
+  for (int i = 0; i < MDL_PAR_CHUNKS; i++) cr_assert_eq(first[i], 126 * i);
+  /* the same chunks, each in its own call, with no pool and on one thread */
+  mdl_threadpool *one;
+  cr_assert_eq(mdl_threadpool_new(1, &one, NULL), MDL_OK);
+  mdl_threadpool *pools[2] = {NULL, one};
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < MDL_PAR_CHUNKS; i++) first[i] = -1;
+    mdl_parallel_for(pools[k], 1000, 7, chunk_task, first);
+    for (int i = 0; i < MDL_PAR_CHUNKS; i++) cr_assert_eq(first[i], 126 * i);
+  }
+  mdl_threadpool_free(one);
   mdl_threadpool_free(pool);
   mdl_threadpool_free(NULL);
   cr_assert_eq(mdl_threadpool_size(NULL), 1);
-  cr_assert_eq(mdl_threadpool_slots(NULL), 1);
+  cr_assert_eq(mdl_threadpool_slots(NULL), MDL_PAR_CHUNKS);
   cr_assert(mdl_cpu_count() >= 1);
 }
 

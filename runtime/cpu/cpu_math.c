@@ -1,6 +1,8 @@
 /* CPU numerics: GEMM on oneDNN's single-threaded sgemm (AVX-512 JIT), spread
  * over memdl's own thread pool so no OpenMP or OpenBLAS thread ever spins;
- * vector helpers with fixed reduction order; batched im2col/col2im.
+ * vector helpers with fixed reduction order; batched im2col/col2im. Every
+ * split here depends on the problem's shape, never on the thread count, so
+ * results are the same bits on any number of cores.
  *
  * Why oneDNN: OpenBLAS 0.3.21 is pinned to its AVX2 kernels here
  * (OPENBLAS_CORETYPE=Haswell must stay set). Measured on the 2-core Zen 5 VM,
@@ -66,8 +68,8 @@ const char *mdl_gemm_backend_name(void) {
  * pool threads keeps libgomp from starting (spinning) teams of its own. */
 static _Thread_local int omp_pinned;
 
-static void gemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+void mdl_gemm_single(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t i = 0; i < M; i++) {
@@ -99,45 +101,53 @@ typedef struct gemm_job {
   float *C;
 } gemm_job;
 
-static void gemm_task(void *arg, int64_t b, int64_t e, int thread) {
-  const gemm_job *j = arg;
-  (void)thread;
+/* columns [b, e) of op(B) and C, or rows [b, e) of op(A) and C */
+static void gemm_piece(const gemm_job *j, int64_t b, int64_t e) {
   if (j->split_n) {
-    /* columns [b, e) of op(B) and C */
     const float *B = j->tb ? j->B + b * j->ldb : j->B + b;
-    gemm1(j->ta, j->tb, j->M, e - b, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + b,
-          j->ldc);
+    mdl_gemm_single(j->ta, j->tb, j->M, e - b, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta,
+                    j->C + b, j->ldc);
   } else {
     const float *A = j->ta ? j->A + b : j->A + b * j->lda;
-    gemm1(j->ta, j->tb, e - b, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
-          j->C + b * j->ldc, j->ldc);
+    mdl_gemm_single(j->ta, j->tb, e - b, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
+                    j->C + b * j->ldc, j->ldc);
   }
 }
+
+/* a chunk may hold several pieces (one thread, or a nested call): each is
+ * still its own library call, so C's bits never depend on the chunking */
+static void gemm_task(void *arg, int64_t b, int64_t e, int slot) {
+  const gemm_job *j = arg;
+  (void)slot;
+  for (int64_t s = b; s < e; s += j->chunk) gemm_piece(j, s, s + j->chunk < e ? s + j->chunk : e);
+}
+
+/* The split depends on the shape only, so the bits of C are the same for any
+ * thread count (the library's own blocking follows the piece's shape): the
+ * larger of M and N is cut into GEMM_PIECES pieces, multiples of 16 (one
+ * AVX-512 vector of C), at least 64 columns or 16 rows wide. 4 pieces keep
+ * both threads of a 2-core machine busy with one piece of slack each
+ * (narrower GEMMs lose efficiency faster than finer load balance gains); one
+ * thread runs the same pieces in turn. Small products are one call. */
+#define GEMM_PIECES 4
+#define GEMM_MIN_FLOPS 4e6
 
 void mdl_gemm_ex(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc) {
-  int nt = mdl_threadpool_size(pool);
   double flops = 2.0 * (double)M * (double)N * (double)K;
-  if (nt == 1 || flops < 4e6) {
-    gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
   gemm_job j = {trans_a, trans_b, N >= M, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C};
-  /* split the larger of M and N into about two pieces per thread (narrower
-   * GEMMs lose efficiency faster than finer load balance gains); pieces are
-   * multiples of 16 (one AVX-512 vector of C), at least 64 columns or 16
-   * rows wide */
   int64_t len = j.split_n ? N : M;
   int64_t min_piece = j.split_n ? 64 : 16;
-  if (len < 2 * min_piece) {
-    gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (flops < GEMM_MIN_FLOPS || len < 2 * min_piece) {
+    mdl_gemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  int64_t grain = (len + 2 * nt - 1) / (2 * nt);
-  grain = (grain + 15) / 16 * 16;
-  if (grain < min_piece) grain = min_piece;
-  mdl_parallel_for(pool, len, grain, gemm_task, &j);
+  int64_t piece = (len + GEMM_PIECES - 1) / GEMM_PIECES;
+  piece = (piece + 15) / 16 * 16;
+  if (piece < min_piece) piece = min_piece;
+  j.chunk = piece;
+  mdl_parallel_for(pool, len, piece, gemm_task, &j);
 }
 
 void mdl_gemm(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,

@@ -13,10 +13,20 @@
 /* C[M x N] = alpha * op(A) * op(B) + beta * C, all row-major; op(A) is M x K
  * (A stored K x M when trans_a), op(B) is K x N (B stored N x K when trans_b).
  * lda/ldb/ldc are row strides. pool may be NULL (one thread). beta == 0
- * ignores C's old contents (NaN included). */
+ * ignores C's old contents (NaN included). Large products are split into
+ * pieces chosen from the shape alone, so C is the same bits for any pool,
+ * NULL included. */
 void mdl_gemm_ex(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);
+
+/* The same product as one library call on the calling thread, never split:
+ * for callers that already run in parallel over a partition of their own
+ * fixed by the problem's shape (convolution tiles). Its bits may differ from
+ * mdl_gemm_ex's for the same operands. */
+void mdl_gemm_single(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
 
 /* mdl_gemm_ex with packed strides (lda = trans_a ? M : K, and so on). */
 void mdl_gemm(mdl_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,

@@ -7,12 +7,14 @@
  * measured slower: oneDNN sgemm on CIFAR-10-quick's conv2 runs at 171
  * GFLOP/s on a one-image 32x256x800 tile and 72 GFLOP/s on the whole-batch
  * 32x25600x800 product, whose 82 MB column matrix streams from memory.
- * Tiles are spread over the pool's threads, each GEMM single-threaded; with
- * fewer tiles than threads the GEMMs themselves are split. In TRAIN the
- * columns of the forward pass are kept (up to MDL_CONV_CACHE_MB per layer)
- * for the weight gradient. Depthwise convolution (group == channels ==
- * num_output) has a direct kernel. Layouts: NCHW; weights (conv_out,
- * conv_in / group, kh, kw) as Caffe. */
+ * Tiles are spread over the pool's threads, each GEMM single-threaded; a
+ * batch that is a single tile has its GEMMs split instead. Tile size, the
+ * grouping of tiles into gradient partials and the GEMM splits depend on the
+ * shapes only (MDL_PAR_CHUNKS slots), so the weights come out the same bits
+ * for any thread count. In TRAIN the columns of the forward pass are kept (up
+ * to MDL_CONV_CACHE_MB per layer) for the weight gradient. Depthwise convolution (group == channels
+ * == num_output) has a direct kernel. Layouts: NCHW; weights (conv_out, conv_in / group, kh, kw) as
+ * Caffe. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +43,8 @@ typedef struct conv_priv {
   int64_t Kg, Mg;             /* (im_ch/group)*kh*kw, col_ch/group */
   int64_t nb, tiles;
   int64_t wcount, bcount;
-  size_t ws_thread; /* floats of scratch per thread */
-  int nt;           /* slots of the pool: scratch sets and gradient partials */
-  int threads;      /* threads of the pool */
+  size_t ws_thread; /* floats of scratch per slot */
+  int nt;           /* MDL_PAR_CHUNKS: scratch sets and gradient partials */
   /* TRAIN convolution: the column matrices of the last forward, kept for the
    * weight gradient so backward does not redo im2col; NULL when over the
    * size cap (MDL_CONV_CACHE_MB, default 32 per layer) */
@@ -138,13 +139,12 @@ static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
   cp->depthwise = !deconv && cp->group == cp->im_ch && cp->col_ch == cp->im_ch && cp->group > 1;
   cp->one_by_one = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                    g->pad_h == 0 && g->pad_w == 0;
-  cp->nt = mdl_threadpool_slots(l->ctx.pool); /* scratch and partials per slot */
-  cp->threads = mdl_threadpool_size(l->ctx.pool);
+  cp->nt = mdl_threadpool_slots(l->ctx.pool); /* a constant: scratch and partials per slot */
   /* tile: whole images whose Kg x nb*P column matrix fits the budget */
   size_t per_img = (size_t)cp->Kg * (size_t)cp->P * sizeof(float);
   int64_t nb = per_img ? (int64_t)(tile_budget_bytes() / per_img) : cp->num;
   if (nb < 1) nb = 1;
-  int64_t fair = (cp->num + cp->nt - 1) / cp->nt; /* keep every thread busy */
+  int64_t fair = (cp->num + cp->nt - 1) / cp->nt; /* a tile for every slot */
   if (nb > fair) nb = fair;
   if (nb > cp->num) nb = cp->num;
   if (nb < 1) nb = 1;
@@ -258,21 +258,40 @@ static const float *column(const conv_priv *cp, mdl_threadpool *pool, const floa
   return col;
 }
 
+/* How a tile's GEMMs run: split over pool (mdl_gemm_ex) when the tiles run
+ * one after another, else one library call each, the tiles themselves in
+ * parallel. Which one is chosen from the shapes only (run_tiles): the two
+ * give different bits. pool also threads im2col/col2im (no sums across
+ * threads there). */
+typedef struct tile_gemm {
+  mdl_threadpool *pool;
+  bool split;
+} tile_gemm;
+
+static void conv_gemm(tile_gemm tg, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc) {
+  if (tg.split)
+    mdl_gemm_ex(tg.pool, ta, tb, M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+  else
+    mdl_gemm_single(ta, tb, M, N, K, 1.f, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* out[n0..n0+nb) = W * im2col(im) (+ bias on the out side when add_bias). */
-static void tile_fwd(const mdl_layer *l, mdl_threadpool *pool, const float *im, float *out,
-                     int64_t n0, int64_t nb, const conv_scratch *s, bool add_bias) {
+static void tile_fwd(const mdl_layer *l, tile_gemm tg, const float *im, float *out, int64_t n0,
+                     int64_t nb, const conv_scratch *s, bool add_bias) {
   const conv_priv *cp = l->priv;
   const float *W = l->param[0].data;
   for (int64_t g = 0; g < cp->group; g++) {
     int64_t ldc;
     float *dest = cp->colcache && !cp->deconv ? cache_at(cp, n0, nb, g) : s->col;
-    const float *col = column(cp, pool, im, n0, nb, g, dest, &ldc);
+    const float *col = column(cp, tg.pool, im, n0, nb, g, dest, &ldc);
     if (nb == 1) {
-      mdl_gemm_ex(pool, false, false, cp->Mg, cp->P, cp->Kg, 1.f, W + g * cp->Mg * cp->Kg, cp->Kg,
-                  col, ldc, 0.f, out + n0 * cp->out_dim + g * cp->Mg * cp->P, cp->P);
+      conv_gemm(tg, false, false, cp->Mg, cp->P, cp->Kg, W + g * cp->Mg * cp->Kg, cp->Kg, col, ldc,
+                0.f, out + n0 * cp->out_dim + g * cp->Mg * cp->P, cp->P);
     } else {
-      mdl_gemm_ex(pool, false, false, cp->Mg, nb * cp->P, cp->Kg, 1.f, W + g * cp->Mg * cp->Kg,
-                  cp->Kg, col, ldc, 0.f, s->tile, nb * cp->P);
+      conv_gemm(tg, false, false, cp->Mg, nb * cp->P, cp->Kg, W + g * cp->Mg * cp->Kg, cp->Kg, col,
+                ldc, 0.f, s->tile, nb * cp->P);
       for (int64_t m = 0; m < cp->Mg; m++)
         for (int64_t n = 0; n < nb; n++)
           memcpy(out + (n0 + n) * cp->out_dim + (g * cp->Mg + m) * cp->P,
@@ -291,8 +310,8 @@ static void tile_fwd(const mdl_layer *l, mdl_threadpool *pool, const float *im, 
 }
 
 /* im[n0..n0+nb) = col2im(W^T * out) (+ bias on the im side when add_bias). */
-static void tile_bwd_data(const mdl_layer *l, mdl_threadpool *pool, const float *out, float *im,
-                          int64_t n0, int64_t nb, const conv_scratch *s, bool add_bias) {
+static void tile_bwd_data(const mdl_layer *l, tile_gemm tg, const float *out, float *im, int64_t n0,
+                          int64_t nb, const conv_scratch *s, bool add_bias) {
   const conv_priv *cp = l->priv;
   const float *W = l->param[0].data;
   int64_t cg = cp->im_ch / cp->group;
@@ -301,15 +320,15 @@ static void tile_bwd_data(const mdl_layer *l, mdl_threadpool *pool, const float 
     int64_t ldo;
     const float *o = gather_out(cp, out, n0, nb, g, s->tile, &ldo);
     if (cp->one_by_one && nb == 1) {
-      mdl_gemm_ex(pool, true, false, cp->Kg, cp->P, cp->Mg, 1.f, W + g * cp->Mg * cp->Kg, cp->Kg, o,
-                  ldo, 0.f, im + n0 * cp->im_dim + g * cg * cp->P, cp->P);
+      conv_gemm(tg, true, false, cp->Kg, cp->P, cp->Mg, W + g * cp->Mg * cp->Kg, cp->Kg, o, ldo,
+                0.f, im + n0 * cp->im_dim + g * cg * cp->P, cp->P);
       continue;
     }
-    mdl_gemm_ex(pool, true, false, cp->Kg, nb * cp->P, cp->Mg, 1.f, W + g * cp->Mg * cp->Kg, cp->Kg,
-                o, ldo, 0.f, s->col, nb * cp->P);
+    conv_gemm(tg, true, false, cp->Kg, nb * cp->P, cp->Mg, W + g * cp->Mg * cp->Kg, cp->Kg, o, ldo,
+              0.f, s->col, nb * cp->P);
     for (int64_t n = n0; n < n0 + nb; n++)
       memset(im + n * cp->im_dim + g * cg * hw, 0, (size_t)(cg * hw) * sizeof(float));
-    mdl_col2im_batch(pool, &cp->g, nb, s->col, g * cg, cg, im + n0 * cp->im_dim, cp->im_dim);
+    mdl_col2im_batch(tg.pool, &cp->g, nb, s->col, g * cg, cg, im + n0 * cp->im_dim, cp->im_dim);
   }
   if (add_bias && cp->bias) {
     const float *bias = l->param[1].data;
@@ -324,8 +343,7 @@ static void tile_bwd_data(const mdl_layer *l, mdl_threadpool *pool, const float 
 /* dw (+)= out_diff * im2col(im)^T over images [n0, n0+nb); beta 0 on a
  * thread's first tile. */
 static void tile_wgrad(const mdl_layer *l, const float *im, const float *outd, int64_t n0,
-                       int64_t nb, const conv_scratch *s, float *dw, float beta,
-                       mdl_threadpool *pool) {
+                       int64_t nb, const conv_scratch *s, float *dw, float beta, tile_gemm tg) {
   const conv_priv *cp = l->priv;
   for (int64_t g = 0; g < cp->group; g++) {
     int64_t ldc, ldo;
@@ -334,13 +352,13 @@ static void tile_wgrad(const mdl_layer *l, const float *im, const float *outd, i
       col = cache_at(cp, n0, nb, g);
       ldc = nb * cp->P;
     } else {
-      col = column(cp, pool, im, n0, nb, g, s->col, &ldc);
+      col = column(cp, tg.pool, im, n0, nb, g, s->col, &ldc);
     }
     const float *o = gather_out(cp, outd, n0, nb, g, s->tile, &ldo);
     /* dW_g^T (Kg x Mg) = col * dY^T: oneDNN runs this orientation 1.2-1.5x
      * faster than dY * col^T on these shapes; the reduction transposes */
-    mdl_gemm_ex(pool, false, true, cp->Kg, cp->Mg, nb * cp->P, 1.f, col, ldc, o, ldo, beta,
-                dw + g * cp->Mg * cp->Kg, cp->Mg);
+    conv_gemm(tg, false, true, cp->Kg, cp->Mg, nb * cp->P, col, ldc, o, ldo, beta,
+              dw + g * cp->Mg * cp->Kg, cp->Mg);
   }
 }
 
@@ -443,9 +461,20 @@ typedef struct conv_args {
   float *dst;
   const float *src2; /* backward: the "out" side diff */
   float *dst2;       /* backward: im side diff */
+  tile_gemm gemm;    /* how the GEMMs inside a tile run */
   bool want_dx, want_w;
   bool *touched;
 } conv_args;
+
+/* fn over the tiles: in parallel, each GEMM one library call, when there are
+ * several tiles; a single tile (a batch of one image, or one that fits the
+ * budget whole) runs on this thread with its GEMMs split over the pool. The
+ * choice follows the shapes, not the thread count, so the bits do not
+ * either; more threads than tiles then idle in this layer. */
+static void run_tiles(const conv_priv *cp, mdl_threadpool *pool, mdl_task_fn fn, conv_args *a) {
+  a->gemm = (tile_gemm){pool, cp->tiles < 2};
+  mdl_parallel_for(a->gemm.split ? NULL : pool, cp->tiles, 1, fn, a);
+}
 
 static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const conv_args *a = arg;
@@ -454,9 +483,9 @@ static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   for (int64_t t = lo; t < hi; t++) {
     int64_t n0 = t * cp->nb, nb = n0 + cp->nb <= cp->num ? cp->nb : cp->num - n0;
     if (cp->deconv)
-      tile_bwd_data(a->l, NULL, a->src, a->dst, n0, nb, &s, true);
+      tile_bwd_data(a->l, a->gemm, a->src, a->dst, n0, nb, &s, true);
     else
-      tile_fwd(a->l, NULL, a->src, a->dst, n0, nb, &s, true);
+      tile_fwd(a->l, a->gemm, a->src, a->dst, n0, nb, &s, true);
   }
 }
 
@@ -468,28 +497,19 @@ static void conv_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *co
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    conv_args a = {l, bottom[i]->data, top[i]->data, NULL, NULL, false, false, NULL};
+    conv_args a = {l, bottom[i]->data, top[i]->data, NULL, NULL, {0}, false, false, NULL};
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, NULL, top[i]->data, NULL, false, false, NULL};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_fwd_task, &d);
-    } else if (cp->tiles >= cp->threads) {
-      mdl_parallel_for(l->ctx.pool, cp->tiles, 1, fwd_task, &a);
     } else {
-      conv_scratch s = scratch(l, 0);
-      for (int64_t t = 0; t < cp->tiles; t++) {
-        int64_t n0 = t * cp->nb, nb = n0 + cp->nb <= cp->num ? cp->nb : cp->num - n0;
-        if (cp->deconv)
-          tile_bwd_data(l, l->ctx.pool, a.src, a.dst, n0, nb, &s, true);
-        else
-          tile_fwd(l, l->ctx.pool, a.src, a.dst, n0, nb, &s, true);
-      }
+      run_tiles(cp, l->ctx.pool, fwd_task, &a);
     }
   }
 }
 
 /* One tile of backward: weight and bias gradients into the thread's partials
  * (the first tile of a thread overwrites), then the data gradient. */
-static void bwd_tile(const conv_args *a, mdl_threadpool *pool, int64_t t, int thread) {
+static void bwd_tile(const conv_args *a, int64_t t, int thread) {
   const mdl_layer *l = a->l;
   const conv_priv *cp = l->priv;
   conv_scratch s = scratch(l, thread);
@@ -500,9 +520,9 @@ static void bwd_tile(const conv_args *a, mdl_threadpool *pool, int64_t t, int th
    * out = bottom data */
   if (a->want_w) {
     if (cp->deconv)
-      tile_wgrad(l, a->src2, a->src, n0, nb, &s, s.dw, first ? 0.f : 1.f, pool);
+      tile_wgrad(l, a->src2, a->src, n0, nb, &s, s.dw, first ? 0.f : 1.f, a->gemm);
     else
-      tile_wgrad(l, a->src, a->src2, n0, nb, &s, s.dw, first ? 0.f : 1.f, pool);
+      tile_wgrad(l, a->src, a->src2, n0, nb, &s, s.dw, first ? 0.f : 1.f, a->gemm);
   }
   if (cp->bias) {
     if (cp->deconv)
@@ -512,14 +532,15 @@ static void bwd_tile(const conv_args *a, mdl_threadpool *pool, int64_t t, int th
   }
   if (a->want_dx) {
     if (cp->deconv)
-      tile_fwd(l, pool, a->src2, a->dst2, n0, nb, &s, false);
+      tile_fwd(l, a->gemm, a->src2, a->dst2, n0, nb, &s, false);
     else
-      tile_bwd_data(l, pool, a->src2, a->dst2, n0, nb, &s, false);
+      tile_bwd_data(l, a->gemm, a->src2, a->dst2, n0, nb, &s, false);
   }
 }
 
 static void bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
-  for (int64_t t = lo; t < hi; t++) bwd_tile(arg, NULL, t, thread);
+  const conv_args *a = arg;
+  for (int64_t t = lo; t < hi; t++) bwd_tile(a, t, thread);
 }
 
 static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -533,17 +554,14 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
     return;
   }
   for (int i = 0; i < l->n_bottom; i++) {
-    bool touched[4096] = {false}; /* per slot (at most 16 x 256 threads) */
+    bool touched[MDL_PAR_CHUNKS] = {false}; /* per slot */
     if (cp->depthwise) {
       dw_args d = {l, bottom[i]->data, top[i]->diff, NULL, bottom[i]->diff, pd[i], want_w, touched};
       mdl_parallel_for(l->ctx.pool, cp->num * cp->im_ch, 1, dw_bwd_task, &d);
     } else {
-      conv_args a = {l,     bottom[i]->data, NULL,   top[i]->diff, bottom[i]->diff,
-                     pd[i], want_w,          touched};
-      if (cp->tiles >= cp->threads)
-        mdl_parallel_for(l->ctx.pool, cp->tiles, 1, bwd_task, &a);
-      else
-        for (int64_t t = 0; t < cp->tiles; t++) bwd_tile(&a, l->ctx.pool, t, 0);
+      conv_args a = {l,   bottom[i]->data, NULL,   top[i]->diff, bottom[i]->diff,
+                     {0}, pd[i],           want_w, touched};
+      run_tiles(cp, l->ctx.pool, bwd_task, &a);
     }
     /* reduce the per-slot partials in slot order (transposed per group for
      * the GEMM path) */

@@ -1,7 +1,9 @@
 /* Convolution on oneDNN's direct (JIT, AVX-512) convolution primitives, for
  * layers_conv.c. oneDNN threads with OpenMP, whose idle threads spin; here
- * every primitive is created and run single-threaded, one per pool slot on a
- * contiguous slice of the batch, so memdl's pool does all the threading.
+ * every primitive is created and run single-threaded, one per slot on a
+ * contiguous slice of the batch, so memdl's pool does all the threading. The
+ * slices depend on the batch size only (MDL_PAR_CHUNKS of them at most), so
+ * the results are the same bits for any thread count.
  * Activations stay NCHW for the rest of the net: each slot reorders its
  * slice into the blocked layout oneDNN chose and back. Weight and bias
  * gradients are per-slot partials, reordered and summed in slot order.
@@ -327,7 +329,7 @@ mdl_dnnl_conv *mdl_dnnl_conv_new(const mdl_dnnl_conv_spec *s) {
     if (dnnl_memory_desc_init_by_tag(&c->p_w, 4, wd, dnnl_f32, dnnl_oihw) != dnnl_success)
       goto fail;
   }
-  /* slots: contiguous slices of per images, at most one per thread */
+  /* slots: contiguous slices of per images, a fixed number of them */
   int nt = s->nt < 1 ? 1 : s->nt > 64 ? 64 : s->nt;
   c->per = (s->N + nt - 1) / nt;
   c->n_slots = (int)((s->N + c->per - 1) / c->per);
@@ -408,13 +410,8 @@ static dnnl_memory_t scratch_mem(const mdl_dnnl_conv *c, const size_class *k, co
   return mem(c, &sd, sl->scratch);
 }
 
-static void fwd_slot(void *arg, int64_t lo, int64_t hi, int thread) {
-  const run_args *a = arg;
-  mdl_dnnl_conv *c = a->c;
+static void fwd_slot(mdl_dnnl_conv *c, const run_args *a, slot *sl) {
   const mdl_dnnl_conv_spec *s = &c->s;
-  (void)hi, (void)thread;
-  pin_omp();
-  slot *sl = &c->slots[lo];
   const size_class *k = &c->cls[sl->cls];
   const float *x = a->x + sl->n0 * s->C * s->H * s->W;
   float *y = a->y + sl->n0 * s->M * s->OH * s->OW;
@@ -442,13 +439,8 @@ static void fwd_slot(void *arg, int64_t lo, int64_t hi, int thread) {
   DNNL_RUN(dnnl_stream_wait(sl->stream));
 }
 
-static void bwd_slot(void *arg, int64_t lo, int64_t hi, int thread) {
-  const run_args *a = arg;
-  mdl_dnnl_conv *c = a->c;
+static void bwd_slot(mdl_dnnl_conv *c, const run_args *a, slot *sl) {
   const mdl_dnnl_conv_spec *s = &c->s;
-  (void)hi, (void)thread;
-  pin_omp();
-  slot *sl = &c->slots[lo];
   const size_class *k = &c->cls[sl->cls];
   const float *x = a->x + sl->n0 * s->C * s->H * s->W;
   const float *dy = a->dy + sl->n0 * s->M * s->OH * s->OW;
@@ -495,6 +487,21 @@ static void bwd_slot(void *arg, int64_t lo, int64_t hi, int thread) {
   if (msp) dnnl_memory_destroy(msp);
 }
 
+/* Slots [lo, hi) each on its own slice (a chunk holds several on one thread). */
+static void fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const run_args *a = arg;
+  (void)thread;
+  pin_omp();
+  for (int64_t i = lo; i < hi; i++) fwd_slot(a->c, a, &a->c->slots[i]);
+}
+
+static void bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
+  const run_args *a = arg;
+  (void)thread;
+  pin_omp();
+  for (int64_t i = lo; i < hi; i++) bwd_slot(a->c, a, &a->c->slots[i]);
+}
+
 /* Weights into the chosen layout, on the calling thread's first stream. */
 static const float *prepare_weights(mdl_dnnl_conv *c, const float *w) {
   if (!c->w_re) return w;
@@ -508,7 +515,7 @@ void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, con
                            const float *w, const float *b, float *y) {
   bind_ws(c, ws);
   run_args a = {c, x, prepare_weights(c, w), b, NULL, y, NULL, false, false};
-  mdl_parallel_for(pool, c->n_slots, 1, fwd_slot, &a);
+  mdl_parallel_for(pool, c->n_slots, 1, fwd_task, &a);
 }
 
 void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
@@ -522,7 +529,7 @@ void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, co
     wd = c->wd_blk;
   }
   run_args a = {c, x, wd, NULL, dy, NULL, dx, dx != NULL, dw != NULL || db != NULL};
-  mdl_parallel_for(pool, c->n_slots, 1, bwd_slot, &a);
+  mdl_parallel_for(pool, c->n_slots, 1, bwd_task, &a);
   if (!a.want_w) return;
   /* partials in slot order */
   const int64_t wcount = c->s.M * (c->s.C / c->s.G) * c->s.kh * c->s.kw;

@@ -34,7 +34,7 @@ extern const mdl_layer_impl mdl_cpu_hdf5_output_layer;
 typedef struct mdl_dnnl_conv_spec {
   int64_t N, C, H, W, M, OH, OW, G, kh, kw, sh, sw, ph, pw, dh, dw;
   bool bias, training; /* training: backward primitives too */
-  int nt;              /* pool size: the batch is cut into this many slices */
+  int nt;              /* slices the batch is cut into (MDL_PAR_CHUNKS, not the pool size) */
 } mdl_dnnl_conv_spec;
 typedef struct mdl_dnnl_conv mdl_dnnl_conv;
 /* NULL when oneDNN cannot run this convolution or MDL_CONV=im2col. Pins

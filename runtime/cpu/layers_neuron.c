@@ -131,12 +131,12 @@ static void prelu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *c
                .channels = pp->shared ? 1 : pp->channels};
   run_ew(l, pp->count, prelu_f, &a);
 }
-/* tasks over (num, channel) planes: slope gradients per thread, summed in
- * fixed order after */
+/* tasks over (num, channel) planes: slope gradients per slot (chunks fixed
+ * by the plane count, not the threads), summed in slot order after */
 typedef struct prelu_bargs {
   const float *x, *dy, *slope;
   float *dx;
-  double *part; /* [threads][channels] */
+  double *part; /* [slots][channels] */
   int64_t channels, dim, planes;
   bool shared, want_dx;
 } prelu_bargs;

@@ -3,7 +3,9 @@
  * they cost nothing while another process uses the cores. Chunks are claimed
  * from a shared counter by whichever thread is running: when another process
  * holds a core, the caller does the chunks a descheduled worker has not
- * started instead of waiting a time slice for it. Not a task queue.
+ * started instead of waiting a time slice for it. How a loop is chunked
+ * depends on its length only, never on the thread count (threadpool.h).
+ * Not a task queue.
  *
  * Claiming is a seqlock on one 64-bit word (generation << 32 | next chunk):
  * a thread reads the word, then the loop's descriptor (double-buffered by
@@ -41,8 +43,7 @@ struct mdl_threadpool {
   pthread_t *threads;
   pthread_mutex_t call_lock; /* one loop at a time */
   int spin_ns;
-  int slots_per_thread; /* 4; MDL_SLOTS_PER_THREAD overrides, for measuring */
-  uint32_t gen;         /* generation of the last loop started (caller only) */
+  uint32_t gen; /* generation of the last loop started (caller only) */
 
   loop_desc desc[2];           /* by generation parity */
   _Atomic uint64_t word;       /* generation << 32 | next chunk */
@@ -144,8 +145,6 @@ mdl_status mdl_threadpool_new(int n_threads, mdl_threadpool **out, mdl_error *er
   const char *spin = getenv("MDL_SPIN_US");
   p->spin_ns = spin ? atoi(spin) * 1000 : 0;
   if (p->spin_ns < 0) p->spin_ns = 0;
-  const char *spt = getenv("MDL_SLOTS_PER_THREAD");
-  p->slots_per_thread = spt && atoi(spt) > 0 && atoi(spt) <= 16 ? atoi(spt) : 4;
   p->threads = mdl_xcalloc((size_t)n_threads, sizeof *p->threads);
   for (int i = 1; i < n_threads; i++) {
     worker_arg *wa = mdl_xmalloc(sizeof *wa);
@@ -180,7 +179,8 @@ int mdl_threadpool_size(const mdl_threadpool *p) {
 }
 
 int mdl_threadpool_slots(const mdl_threadpool *p) {
-  return p && p->size > 1 ? p->slots_per_thread * p->size : 1;
+  (void)p;
+  return MDL_PAR_CHUNKS;
 }
 
 /* Publishes desc as the next loop, works on it, returns when every chunk has
@@ -205,16 +205,17 @@ static void launch(mdl_threadpool *p, const loop_desc *desc) {
 void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn fn, void *arg) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
+  /* the chunking depends on n and grain only (see the header) */
   int64_t blocks = (n + grain - 1) / grain;
-  if (!p || p->size == 1 || blocks == 1 || tls_in_pool == p) {
-    fn(arg, 0, n, 0);
+  int64_t used = blocks < MDL_PAR_CHUNKS ? blocks : MDL_PAR_CHUNKS;
+  int64_t chunk = (blocks + used - 1) / used * grain;
+  int64_t n_chunks = (n + chunk - 1) / chunk;
+  if (!p || p->size == 1 || n_chunks == 1 || tls_in_pool == p) {
+    for (int64_t i = 0; i < n_chunks; i++)
+      fn(arg, i * chunk, i * chunk + chunk < n ? i * chunk + chunk : n, (int)i);
     return;
   }
-  int slots = mdl_threadpool_slots(p);
-  int used = blocks < slots ? (int)blocks : slots;
-  int64_t per = (blocks + used - 1) / used;
-  loop_desc d = {fn, arg, 0, n, per * grain};
-  d.n_chunks = (n + d.chunk - 1) / d.chunk;
+  loop_desc d = {fn, arg, n_chunks, n, chunk};
   pthread_mutex_lock(&p->call_lock);
   launch(p, &d);
   pthread_mutex_unlock(&p->call_lock);

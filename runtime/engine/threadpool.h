@@ -28,27 +28,34 @@ void mdl_threadpool_free(mdl_threadpool *p);
 /* Threads the pool runs with (1 for NULL). */
 int mdl_threadpool_size(const mdl_threadpool *p);
 
-/* Chunks a parallel loop is cut into at most: 4 per thread (1 for NULL or a
- * one-thread pool), so that when another process takes a core, the running
- * threads pick up the descheduled one's remaining chunks. Per-slot scratch
- * and partial results are sized by this. */
+/* Chunks a parallel loop is cut into at most, on every pool: a constant, so
+ * that per-chunk partial results (and the problem splits sized by it) are
+ * the same for any thread count, and a run resumed on a machine with another
+ * number of cores continues with the same bits. 8 is 4 chunks per thread on
+ * the 2-core machines this runs on (a descheduled thread's chunks are picked
+ * up by the others); more threads than 8 sit idle in a parallel loop. */
+#define MDL_PAR_CHUNKS 8
+
+/* MDL_PAR_CHUNKS, whatever p is (NULL included): per-slot scratch and partial
+ * results are sized by this. */
 int mdl_threadpool_slots(const mdl_threadpool *p);
 
 /* fn(arg, begin, end, slot) over disjoint chunks covering [0, n): at most
- * mdl_threadpool_slots chunks, contiguous, each a multiple of grain (except
- * the last), so the chunking never depends on timing. slot is the chunk's
- * index, in [0, slots):
- * whichever thread runs a chunk, the chunk keeps its slot, so per-slot
- * scratch is private and per-slot partial results reduced in slot order give
- * the same bits on every run. Chunks go to whichever thread is free (a
- * descheduled worker's share is done by the others). Returns when every chunk
- * is done. p == NULL, size 1 or one chunk runs fn(arg, 0, n, 0) inline. Not
- * reentrant: a call from inside a chunk runs inline. */
+ * MDL_PAR_CHUNKS chunks, contiguous, each a multiple of grain (except the
+ * last). The chunks depend on n and grain only, never on the pool's size or
+ * on timing; slot is the chunk's index, in [0, MDL_PAR_CHUNKS). Whichever
+ * thread runs a chunk, the chunk keeps its slot, so per-slot scratch is
+ * private and per-slot partial results reduced in slot order give the same
+ * bits on every run and every thread count. Chunks go to whichever thread is
+ * free (a descheduled worker's share is done by the others). Returns when
+ * every chunk is done. p == NULL, size 1, or a call from inside a chunk (not
+ * reentrant) runs the same chunks in order on the calling thread. */
 typedef void (*mdl_task_fn)(void *arg, int64_t begin, int64_t end, int slot);
 void mdl_parallel_for(mdl_threadpool *p, int64_t n, int64_t grain, mdl_task_fn fn, void *arg);
 
 /* n_tasks tasks fn(arg, i, i + 1, thread) handed out dynamically, for uneven
- * work; thread is the running thread's index in [0, size). */
+ * work; thread is the running thread's index in [0, size), so results must
+ * not depend on it (scratch only, never partial sums). */
 void mdl_parallel_tasks(mdl_threadpool *p, int64_t n_tasks, mdl_task_fn fn, void *arg);
 
 #endif
