@@ -59,6 +59,7 @@ int mdl_cli_ci_run(const mdl_cli_ci *c, const mdl_cli_args *a, const mdl_job *jo
                    .dist = dist,
                    .max_seconds = c->max_seconds,
                    .threads = a->threads,
+                   .device = a->device,
                    .out_dir = out_dir,
                    .registry = c->registry,
                    .version = MDL_VERSION,

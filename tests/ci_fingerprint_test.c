@@ -64,7 +64,7 @@ static mdl_fingerprint fp_of(const char *set, const char *cache) {
   cr_assert_eq(mdl_job_load(tu_dir_path("job.prototxt"), MDL_KIND_AUTO, &job, &err), MDL_OK, "%s",
                err.msg);
   if (set) cr_assert_eq(mdl_job_set(job, set, &err), MDL_OK, "%s", err.msg);
-  mdl_fp_inputs in = {.version = "test", .threads = 2, .workers = 1, .cache = cache};
+  mdl_fp_inputs in = {.version = "test", .device = "cpu", .workers = 1, .cache = cache};
   mdl_fingerprint fp;
   cr_assert_eq(mdl_fingerprint_compute(job, &in, &fp, &err), MDL_OK, "%s", err.msg);
   mdl_job_free(job);

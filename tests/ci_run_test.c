@@ -169,6 +169,17 @@ Test(ci_run, bless_skip_change_regress) {
   cr_assert(strstr(r.out, "\"base_lr 0.01 \xe2\x86\x92 0\""), "%s", r.out);
   cr_assert(strstr(r.out, "\"same_as_blessed\": false"), "%s", r.out);
   mdl_run_result_free(&r);
+  /* the thread count does not change the bits, so not the fingerprint; the
+   * worker count does */
+  const char *f3[] = {"fingerprint", job, SETS, "--threads", "1", NULL};
+  r = mdl_run_memdl(f3, 60);
+  cr_assert(r.exit_code == 0 && !strncmp(r.out, blessed, 64), "--threads 1: %s %s", r.out, r.err);
+  mdl_run_result_free(&r);
+  const char *f4[] = {"fingerprint", job, SETS, "--workers", "local:2", NULL};
+  r = mdl_run_memdl(f4, 60);
+  cr_assert_eq(r.exit_code, 0, "%s", r.err);
+  cr_assert(strncmp(r.out, blessed, 64) && strstr(r.out, "workers"), "local:2: %s", r.out);
+  mdl_run_result_free(&r);
 
   /* 4: a worse model (it never learns) fails max_drop against the blessed
    * one, re-evaluated on this run's TEST data, and BLESSED stays; under

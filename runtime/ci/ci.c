@@ -25,15 +25,19 @@
 #include "runtime/engine/threadpool.h"
 #include "runtime/solver/caffemodel.h"
 #include "runtime/train/accept.h"
+#include "runtime/train/device.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/train.h"
 
-/* As mdl_threadpool_new picks them (its 256 cap aside). */
-int mdl_ci_threads(const mdl_job *job, int threads) {
-  if (threads > 0) return threads;
-  if (job->job->threads) return (int)job->job->threads;
-  const char *env = getenv("MDL_NUM_THREADS");
-  return env && atoi(env) > 0 ? atoi(env) : mdl_cpu_count();
+/* The backend kind a run of o computes on, for the fingerprint: "cpu" or
+ * "cuda" (which GPU of one kind does not change the bits). */
+static mdl_status device_kind(const mdl_ci_opts *o, char *kind, size_t size, mdl_error *err) {
+  const mdl_backend *b = NULL;
+  mdl_status st = mdl_device_backend(o->device ? o->device : "auto", &b, err);
+  if (st != MDL_OK) return st;
+  snprintf(kind, size, "%s", mdl_backend_name(b));
+  kind[strcspn(kind, ":")] = 0;
+  return MDL_OK;
 }
 
 static mdl_status status_of_exit(int code) {
@@ -73,13 +77,16 @@ static int dist_workers(const mdl_job *job, const mdl_driver_opts *d) {
 
 static mdl_status compute_fp(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
                              const char *weights, mdl_fingerprint *fp, mdl_error *err) {
+  char device[64];
+  mdl_status st = device_kind(o, device, sizeof device, err);
+  if (st != MDL_OK) return st;
   char *cache = mdl_path_join(reg, "hashes.tsv");
   mdl_fp_inputs in = {.weights = weights,
                       .version = o->version ? o->version : "",
-                      .threads = mdl_ci_threads(job, o->threads),
+                      .device = device,
                       .workers = dist_workers(job, o->dist),
                       .cache = cache};
-  mdl_status st = mdl_fingerprint_compute(job, &in, fp, err);
+  st = mdl_fingerprint_compute(job, &in, fp, err);
   free(cache);
   return st;
 }
@@ -954,6 +961,7 @@ mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err) 
                                                                 : 0;
     r.max_iter = job->solver->max_iter;
     mdl_train_opts to = {.threads = o->threads,
+                         .device = o->device,
                          .out_dir = o->out_dir,
                          .max_seconds = r.max_seconds,
                          .stop = o->stop,

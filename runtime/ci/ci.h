@@ -31,6 +31,7 @@ typedef struct mdl_ci_opts {
   const char *resume_path; /* its .solverstate; NULL: the newest of the job's prefix */
   double max_seconds;      /* 0: the job's ci.max_seconds */
   int threads;             /* 0: the job's, else one per core */
+  const char *device;      /* --device (cpu, cuda[:N], auto); NULL: auto */
   const char *out_dir;     /* NULL: the job's output dir */
   const char *registry;    /* NULL: the job's ci.registry */
   const char *version;     /* memdl's version, part of the fingerprint */
@@ -52,9 +53,6 @@ typedef struct mdl_ci_opts {
  * written; the exit code is 128 + *o->stop_signal), the stored run's status
  * when --if-changed finds one, or an error in err. */
 mdl_status mdl_ci_run(const mdl_job *job, const mdl_ci_opts *o, mdl_error *err);
-
-/* The effective thread count a run of job would use (for fingerprints). */
-int mdl_ci_threads(const mdl_job *job, int threads);
 
 /* Prints job's fingerprint, its parts and what changed against the blessed
  * run; as one JSON object when json. */

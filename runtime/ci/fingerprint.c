@@ -440,10 +440,10 @@ mdl_status mdl_fingerprint_compute(const mdl_job *job, const mdl_fp_inputs *in, 
     sha_str(version, hex);
     add_part(fp, "version", hex);
     add_field(fp, "memdl_version", version);
-    snprintf(v, sizeof v, "%d", in ? in->threads : 0);
-    sha_str(v, hex);
-    add_part(fp, "threads", hex);
-    add_field(fp, "threads", v);
+    const char *device = in && in->device ? in->device : "cpu";
+    sha_str(device, hex);
+    add_part(fp, "device", hex);
+    add_field(fp, "device", device);
     snprintf(v, sizeof v, "%d", in && in->workers > 0 ? in->workers : 1);
     sha_str(v, hex);
     add_part(fp, "workers", hex);
@@ -561,7 +561,7 @@ char *mdl_fingerprint_diff(const mdl_fingerprint *old, const mdl_fingerprint *cu
     const mdl_fp_part *was = find_part(old, name);
     /* settings already said field by field */
     bool settings = !strcmp(name, "solver") || !strcmp(name, "job") || !strcmp(name, "version") ||
-                    !strcmp(name, "threads") || !strcmp(name, "workers");
+                    !strcmp(name, "device") || !strcmp(name, "workers");
     if (!was)
       sb_printf(&b, "%s is new\n", name);
     else if (strcmp(was->sha, cur->parts[i].sha) && (!settings || !field_changes))

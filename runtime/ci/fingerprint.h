@@ -13,7 +13,7 @@
 #include "compiler/job.h"
 
 typedef struct mdl_fp_part {
-  char *name; /* "net", "solver", "job", "data NAME", "weights", "version", "threads", "workers" */
+  char *name; /* "net", "solver", "job", "data NAME", "weights", "version", "device", "workers" */
   char sha[65];
 } mdl_fp_part;
 
@@ -35,9 +35,11 @@ typedef struct mdl_fingerprint {
 typedef struct mdl_fp_inputs {
   const char *weights; /* starting weights (--weights or the blessed model), or NULL */
   const char *version; /* memdl's version string */
-  int threads;         /* effective CPU threads */
-  int workers;         /* worker processes (1: single) */
-  const char *cache;   /* hash cache file (inode, size, mtime -> SHA-256), or NULL */
+  /* the backend kind the run computes on ("cpu", "cuda"): CPU results do
+   * not depend on the thread count, a GPU's differ from them */
+  const char *device;
+  int workers;       /* worker processes (1: single) */
+  const char *cache; /* hash cache file (inode, size, mtime -> SHA-256), or NULL */
 } mdl_fp_inputs;
 
 /* Computes job's fingerprint. Data files whose inode, size and mtime match
