@@ -3,6 +3,8 @@
  * descriptors: protobuf-c has no comparison either. */
 #include "common/pb.h"
 
+#include <stdint.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,16 +32,16 @@ void mdl_pb_free(void *m) {
 
 /* ---- mdl_pb_diff ---- */
 
-/* Bytes a scalar of this type takes in a message struct. */
-static size_t scalar_size(ProtobufCType t) {
+size_t mdl_pb_value_size(ProtobufCType t) {
   switch (t) {
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
+      return sizeof(uint64_t);
     case PROTOBUF_C_TYPE_DOUBLE:
-      return 8;
+      return sizeof(double);
     case PROTOBUF_C_TYPE_BOOL:
       return sizeof(protobuf_c_boolean);
     case PROTOBUF_C_TYPE_STRING:
@@ -48,8 +50,8 @@ static size_t scalar_size(ProtobufCType t) {
       return sizeof(ProtobufCBinaryData);
     case PROTOBUF_C_TYPE_MESSAGE:
       return sizeof(ProtobufCMessage *);
-    default: /* int32, sint32, sfixed32, uint32, fixed32, float, enum */
-      return 4;
+    default: /* the int32 and uint32 families, float, enum */
+      return sizeof(int32_t);
   }
 }
 
@@ -70,7 +72,7 @@ static bool message_differs(const ProtobufCMessage *a, const ProtobufCMessage *b
       size_t na = *(const size_t *)((const char *)a + f->quantifier_offset);
       size_t nb = *(const size_t *)((const char *)b + f->quantifier_offset);
       if (na != nb) return true;
-      size_t sz = scalar_size(f->type);
+      size_t sz = mdl_pb_value_size(f->type);
       const char *va = *(const char *const *)pa, *vb = *(const char *const *)pb;
       for (size_t k = 0; k < na; k++) {
         size_t at2 = at;
@@ -111,7 +113,7 @@ static bool value_differs(const ProtobufCFieldDescriptor *f, const void *a, cons
       return da->len != db->len || (da->len && memcmp(da->data, db->data, da->len) != 0);
     }
     default:
-      return memcmp(a, b, scalar_size(f->type)) != 0;
+      return memcmp(a, b, mdl_pb_value_size(f->type)) != 0;
   }
 }
 

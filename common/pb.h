@@ -14,6 +14,10 @@ void *mdl_pb_dup(const void *m);
 /* protobuf_c_message_free_unpacked, NULL-safe. */
 void mdl_pb_free(void *m);
 
+/* Bytes one value of a field of type t takes in a message struct (and in
+ * a repeated field's array). */
+size_t mdl_pb_value_size(ProtobufCType t);
+
 /* Whether a and b (of the same type) differ; when they do, where the first
  * difference is (fields in declaration order, depth first), as a path such
  * as "solver.base_lr" or "net[0].net.layer[2].convolution_param.num_output",

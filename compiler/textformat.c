@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/pb.h"
 #include "common/suggest.h"
 
 /* ---------------------------------------------------------------- lexer -- */
@@ -263,31 +264,6 @@ static const char *type_name(ProtobufCType type) {
 }
 
 /* Size of one value as protobuf-c stores it in a struct or repeated array. */
-static size_t value_size(ProtobufCType type) {
-  switch (type) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-      return sizeof(uint64_t);
-    case PROTOBUF_C_TYPE_DOUBLE:
-      return sizeof(double);
-    case PROTOBUF_C_TYPE_FLOAT:
-      return sizeof(float);
-    case PROTOBUF_C_TYPE_BOOL:
-      return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING:
-      return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-      return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-      return sizeof(ProtobufCMessage *);
-    default:
-      return sizeof(int32_t); /* int32 family, uint32 family, enum */
-  }
-}
-
 static int is_pointer_type(ProtobufCType type) {
   return type == PROTOBUF_C_TYPE_STRING || type == PROTOBUF_C_TYPE_MESSAGE;
 }
@@ -343,7 +319,7 @@ static void clear_other_oneof_member(ProtobufCMessage *msg, const ProtobufCField
       protobuf_c_message_descriptor_get_field(msg->descriptor, *oneof_case);
   if (other) {
     release_member(msg, other);
-    memset(member_at(msg, other->offset), 0, value_size(other->type));
+    memset(member_at(msg, other->offset), 0, mdl_pb_value_size(other->type));
   }
   *oneof_case = 0;
 }
@@ -364,7 +340,7 @@ static mdl_status append_repeated(parser *p, ProtobufCMessage *msg,
                                   const ProtobufCFieldDescriptor *fd, const void *elem) {
   size_t *count = member_at(msg, fd->quantifier_offset);
   char **array = member_at(msg, fd->offset);
-  size_t size = value_size(fd->type);
+  size_t size = mdl_pb_value_size(fd->type);
   size_t n = *count;
   if (n == 0 || (n & (n - 1)) == 0) {
     size_t cap = n ? n * 2 : 1;
@@ -386,12 +362,12 @@ static mdl_status store_value(parser *p, ProtobufCMessage *msg, const ProtobufCF
   if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
     clear_other_oneof_member(msg, fd);
     release_member(msg, fd);
-    memcpy(member_at(msg, fd->offset), v, value_size(fd->type));
+    memcpy(member_at(msg, fd->offset), v, mdl_pb_value_size(fd->type));
     *(uint32_t *)member_at(msg, fd->quantifier_offset) = fd->id;
     return MDL_OK;
   }
   release_member(msg, fd);
-  memcpy(member_at(msg, fd->offset), v, value_size(fd->type));
+  memcpy(member_at(msg, fd->offset), v, mdl_pb_value_size(fd->type));
   if (fd->label == PROTOBUF_C_LABEL_OPTIONAL && !is_pointer_type(fd->type))
     *(protobuf_c_boolean *)member_at(msg, fd->quantifier_offset) = 1;
   return MDL_OK;
@@ -1364,8 +1340,8 @@ static int is_present(const ProtobufCMessage *msg, const ProtobufCFieldDescripto
     case PROTOBUF_C_TYPE_BYTES:
       return ((const ProtobufCBinaryData *)member)->len != 0;
     default:
-      return value_size(fd->type) == 8 ? *(const uint64_t *)member != 0
-                                       : *(const uint32_t *)member != 0;
+      return mdl_pb_value_size(fd->type) == 8 ? *(const uint64_t *)member != 0
+                                              : *(const uint32_t *)member != 0;
   }
 }
 
@@ -1378,7 +1354,7 @@ static void print_message(sbuf *b, const ProtobufCMessage *msg, int indent) {
     if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
       size_t n = *(const size_t *)((const char *)msg + fd->quantifier_offset);
       const char *array = *(const char *const *)((const char *)msg + fd->offset);
-      size_t size = value_size(fd->type);
+      size_t size = mdl_pb_value_size(fd->type);
       for (size_t k = 0; k < n && array; k++) print_field(b, fd, array + k * size, indent);
     } else if (is_present(msg, fd)) {
       print_field(b, fd, (const char *)msg + fd->offset, indent);

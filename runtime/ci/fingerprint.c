@@ -128,29 +128,6 @@ static void emit(const ProtobufCFieldDescriptor *fd, const void *v, const char *
   add_field(fp, name, s);
 }
 
-static size_t type_size(ProtobufCType t) {
-  switch (t) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-      return 8;
-    case PROTOBUF_C_TYPE_BOOL:
-      return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-      return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-    case PROTOBUF_C_TYPE_MESSAGE:
-      return sizeof(void *);
-    case PROTOBUF_C_TYPE_BYTES:
-      return sizeof(ProtobufCBinaryData);
-    default:
-      return 4;
-  }
-}
-
 /* Long repeated fields (inline data) are summarised by their size. */
 enum { MAX_REPEATED = 16 };
 
@@ -172,7 +149,7 @@ static void flatten(const ProtobufCMessage *m, const char *prefix, mdl_fingerpri
       }
       for (size_t k = 0; k < n; k++) {
         snprintf(name, sizeof name, "%s%s[%zu]", prefix, fd->name, k);
-        emit(fd, arr + k * type_size(fd->type), name, fp);
+        emit(fd, arr + k * mdl_pb_value_size(fd->type), name, fp);
       }
     } else if (present(m, fd)) {
       snprintf(name, sizeof name, "%s%s", prefix, fd->name);

@@ -32,6 +32,16 @@ static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
 
 /* --- rounds ------------------------------------------------------------------- */
 
+void mdl_driver_round_request(driver *d, int tau, Memdl__RoundRequest *req) {
+  memdl__round_request__init(req);
+  req->has_session = req->has_round = req->has_iter_start = req->has_tau = 1;
+  req->session = d->session;
+  req->round = (uint32_t)d->round;
+  req->iter_start = (uint32_t)d->iter;
+  req->tau = (uint32_t)tau;
+  req->has_weights_in_shm = req->weights_in_shm = d->shm;
+}
+
 void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__RoundRequest *req,
                             const Memdl__RoundRequest *req0, bool send_w, mdl_rpc_call *calls,
                             recv_ctx *rc) {
@@ -211,13 +221,8 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       free(act);
       return mdl_errorf(err, MDL_ERR_INTERNAL, "no live worker holds training data");
     }
-    Memdl__RoundRequest req = MEMDL__ROUND_REQUEST__INIT;
-    req.has_session = req.has_round = req.has_iter_start = req.has_tau = 1;
-    req.session = d->session;
-    req.round = (uint32_t)d->round;
-    req.iter_start = (uint32_t)d->iter;
-    req.tau = (uint32_t)tau;
-    req.has_weights_in_shm = req.weights_in_shm = d->shm;
+    Memdl__RoundRequest req;
+    mdl_driver_round_request(d, tau, &req);
     /* peer averaging: act[0] returns the average (req0); weights travel
      * only when the members do not all hold the last one */
     Memdl__RoundRequest req0;

@@ -33,13 +33,8 @@ static double comm_bound(const driver *d) {
  * then goes on without figures and its rounds deal with the worker. */
 static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration *c, char *why,
                     size_t cap) {
-  Memdl__RoundRequest req = MEMDL__ROUND_REQUEST__INIT;
-  req.has_session = req.has_round = req.has_iter_start = req.has_tau = 1;
-  req.session = d->session;
-  req.round = (uint32_t)d->round;
-  req.iter_start = (uint32_t)d->iter;
-  req.tau = (uint32_t)tau;
-  req.has_weights_in_shm = req.weights_in_shm = d->shm;
+  Memdl__RoundRequest req;
+  mdl_driver_round_request(d, tau, &req);
   req.has_calibrate = req.calibrate = 1;
   mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
   recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);

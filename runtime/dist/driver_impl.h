@@ -143,6 +143,9 @@ typedef struct recv_ctx {
   size_t bytes;
 } recv_ctx;
 
+/* The Round request of the next tau iterations from d's position. */
+void mdl_driver_round_request(driver *d, int tau, Memdl__RoundRequest *req);
+
 /* The Round calls of req to the n slots act (calls[] and rc[] the caller's,
  * n each; req0, when not NULL, goes to act[0] instead: the peer member that
  * returns the average): weights out of d->w when send_w (or in shared
