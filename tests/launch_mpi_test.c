@@ -44,6 +44,28 @@ Test(launch_mpi, three_ranks_train_with_rank_0_alone_reporting) {
   cr_assert(strstr(r.err, "ranks 1-2 serve on Unix sockets in ") && strstr(r.err, "(no network)"),
             "%s", r.err);
   mdl_run_result_free(&r);
+  /* one behaviour whatever starts the workers: the bits of --workers local:2 */
+  const char *out2 = tu_dir_path("out2");
+  const char *local[] = {"run",       "jobs/fashion_mnist/job.prototxt",
+                         "--set",     "max_iter=20",
+                         "--set",     "sync.tau=10",
+                         "--set",     "snapshot=0",
+                         "--set",     "test_interval=1000",
+                         "--threads", "1",
+                         "--output",  out2,
+                         "--workers", "local:2",
+                         NULL};
+  r = mdl_run_memdl(local, 180);
+  cr_assert_eq(r.exit_code, 3, "%s", r.err);
+  mdl_run_result_free(&r);
+  char pa[1024], pb[1024];
+  snprintf(pa, sizeof pa, "%s/lenet_iter_20.caffemodel", out);
+  snprintf(pb, sizeof pb, "%s/lenet_iter_20.caffemodel", out2);
+  size_t la, lb;
+  char *a = tu_read(pa, &la), *b = tu_read(pb, &lb);
+  cr_assert(la == lb && !memcmp(a, b, la), "mpirun -np 3 and --workers local:2 differ");
+  free(a);
+  free(b);
 }
 
 Test(launch_mpi, a_certs_folder_makes_the_launch_tls) {
