@@ -215,7 +215,8 @@ static int parse_args(int argc, char **argv, compile_opts *o) {
     fputs(USAGE, stderr);
     return 2;
   }
-  if (o->calibrate && !(o->explain || o->json || o->dot)) o->explain = 1; /* else it shows nothing */
+  if (o->calibrate && !(o->explain || o->json || o->dot))
+    o->explain = 1; /* else it shows nothing */
   return -1;
 }
 

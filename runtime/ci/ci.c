@@ -59,20 +59,10 @@ static mdl_status status_of_exit(int code) {
 
 /* ---- fingerprint and what changed ---- */
 
-/* The workers a distributed run of job averages over (the bits depend on
- * it): --workers local:K or a host list, else the job's cluster block. */
+/* The workers a run of job averages over (the bits depend on it). */
 static int dist_workers(const mdl_job *job, const mdl_driver_opts *d) {
-  if (!d) return 1;
-  const char *w = d->workers;
-  if (w && !strncmp(w, "local:", 6)) return atoi(w + 6) > 0 ? atoi(w + 6) : 1;
-  if (w) {
-    int n = 1;
-    for (const char *p = w; *p; p++) n += *p == ',';
-    return n;
-  }
-  const Memdl__Cluster *c = job->job->cluster;
-  if (c && c->n_worker) return (int)c->n_worker;
-  return c && c->workers ? (int)c->workers : 1;
+  bool remote;
+  return d ? mdl_driver_count_workers(job, d->workers, &remote) : 1;
 }
 
 static mdl_status compute_fp(const mdl_job *job, const mdl_ci_opts *o, const char *reg,
