@@ -632,7 +632,11 @@ Test(hostile, a_silent_peers_stream_is_ended_by_keepalive) {
     usleep(100000);
     free(text);
     text = log_text(log);
-    ended = strstr(text, "Round") && strstr(text, "cancel");
+    /* the staller never half-closes, so any outcome of its Round means the
+     * worker ended the call: usually "cancelled", but when the transport's
+     * end reaches the handler as an empty read before the cancellation
+     * does, the complete head is answered ("not set up") instead */
+    ended = strstr(text, "Round") && (strstr(text, "cancel") || strstr(text, "failed"));
   }
   double took = mdl_now() - t0;
   kill(pid, SIGKILL);
