@@ -11,6 +11,7 @@
 
 #include "runtime/ci/png.h"
 #include "runtime/ci/report.h"
+#include "runtime/ci/strbuf.h"
 #include "runtime/ci/svg.h"
 #include "tests/testutil.h"
 
@@ -49,6 +50,22 @@ static mdl_ci_result made_up(int n_gates, mdl_ci_gate *gates) {
     snprintf(gates[i].msg, sizeof gates[i].msg, "100%% worse\nsecond line <&>");
   }
   return r;
+}
+
+/* The one line walk the reports read metrics.jsonl with: a last line
+ * without '\n' counts, an empty line in between too, a final '\n' makes none. */
+Test(ci_report, line_walk) {
+  const char *texts[] = {"", "a", "a\n", "a\n\nbc", "a\nbc\n"};
+  const char *want[] = {"", "a|", "a|", "a||bc|", "a|bc|"};
+  for (int t = 0; t < 5; t++) {
+    mdl_strbuf b = {0};
+    char *line = NULL;
+    for (const char *p = texts[t]; mdl_line_next(&p, &line);) mdl_strbuf_printf(&b, "%s|", line);
+    cr_assert_null(line);
+    char *got = mdl_strbuf_take(&b);
+    cr_assert_str_eq(got, want[t], "text %d", t);
+    free(got);
+  }
 }
 
 Test(ci_report, github_cap_annotations_and_cut) {

@@ -39,7 +39,7 @@ static char *file(const char *dir, const char *name) {
 }
 
 static bool exists(const char *dir, const char *name) {
-  char path[1024];
+  char path[2100];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   struct stat st;
   return stat(path, &st) == 0 && st.st_size > 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "runtime/ci/strbuf.h"
 
 /* ---- reading metrics.jsonl ---- */
 
@@ -42,18 +43,10 @@ static void push(mdl_ci_series *s, double it, double v) {
   s->n++;
 }
 
-/* Calls fn on each line of jsonl (NUL-terminated copies). */
+/* Calls fn on each line of jsonl. */
 static void each_line(const char *jsonl, void (*fn)(const char *line, void *arg), void *arg) {
-  for (const char *p = jsonl; p && *p;) {
-    const char *nl = strchr(p, '\n');
-    size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    char *line = mdl_xmalloc(n + 1);
-    memcpy(line, p, n);
-    line[n] = 0;
-    fn(line, arg);
-    free(line);
-    p += n + (nl ? 1 : 0);
-  }
+  char *line = NULL;
+  for (const char *p = jsonl; mdl_line_next(&p, &line);) fn(line, arg);
 }
 
 typedef struct series_query {

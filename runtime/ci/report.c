@@ -40,16 +40,10 @@ static int n_failed(const mdl_ci_result *r) {
 static void json_lines(mdl_strbuf *b, const char *text) {
   mdl_strbuf_printf(b, "[");
   int k = 0;
-  for (const char *p = text; p && *p;) {
-    const char *nl = strchr(p, '\n');
-    size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    char *item = mdl_xmalloc(n + 1);
-    memcpy(item, p, n);
-    item[n] = 0;
+  char *item = NULL;
+  for (const char *p = text; mdl_line_next(&p, &item);) {
     mdl_strbuf_printf(b, "%s", k++ ? ", " : "");
     mdl_strbuf_json(b, item);
-    free(item);
-    p += n + (nl ? 1 : 0);
   }
   mdl_strbuf_printf(b, "]");
 }
@@ -388,14 +382,9 @@ char *mdl_ci_report_md(const mdl_ci_result *r, const char *metrics_jsonl) {
     mdl_strbuf_printf(&b, "Nothing since the blessed run `%.12s`.\n", r->blessed);
   } else {
     mdl_strbuf_printf(&b, "Since the blessed run `%.12s`:\n\n", r->blessed);
-    for (const char *p = r->changes; *p;) {
-      const char *nl = strchr(p, '\n');
-      size_t n = nl ? (size_t)(nl - p) : strlen(p);
-      mdl_strbuf_printf(&b, "- ");
-      mdl_strbuf_add(&b, p, n);
-      mdl_strbuf_printf(&b, "\n");
-      p += n + (nl ? 1 : 0);
-    }
+    char *line = NULL;
+    for (const char *p = r->changes; mdl_line_next(&p, &line);)
+      mdl_strbuf_printf(&b, "- %s\n", line);
   }
   if (metrics_jsonl) text_chart(&b, r, metrics_jsonl);
   mdl_strbuf_printf(&b, "\nCurves: `curves.svg` in the output folder.\n");

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -90,4 +91,17 @@ char *mdl_strbuf_take(mdl_strbuf *b) {
   b->s = NULL;
   b->len = b->cap = 0;
   return s;
+}
+
+bool mdl_line_next(const char **p, char **line) {
+  free(*line);
+  *line = NULL;
+  if (!*p || !**p) return false;
+  const char *nl = strchr(*p, '\n');
+  size_t n = nl ? (size_t)(nl - *p) : strlen(*p);
+  *line = mdl_xmalloc(n + 1);
+  memcpy(*line, *p, n);
+  (*line)[n] = 0;
+  *p += n + (nl ? 1 : 0);
+  return true;
 }
