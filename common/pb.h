@@ -18,6 +18,12 @@ void mdl_pb_free(void *m);
  * a repeated field's array). */
 size_t mdl_pb_value_size(ProtobufCType t);
 
+/* Whether protobuf-c stores values of type t as pointers (strings and
+ * messages), whose presence is the pointer rather than a has_ flag. */
+static inline bool mdl_pb_is_pointer(ProtobufCType t) {
+  return t == PROTOBUF_C_TYPE_STRING || t == PROTOBUF_C_TYPE_MESSAGE;
+}
+
 /* Whether a and b (of the same type) differ; when they do, where the first
  * difference is (fields in declaration order, depth first), as a path such
  * as "solver.base_lr" or "net[0].net.layer[2].convolution_param.num_output",
