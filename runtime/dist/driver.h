@@ -155,6 +155,11 @@ typedef struct mdl_driver_result {
   bool served;
   /* what calibration measured or reused (n_workers 0: none); freed with res */
   mdl_calibration calibration;
+  /* Weights the workers sent the driver: training rounds' replies and peer
+   * averages fetched, in bytes and times (a peer run receives the average
+   * only where it needs it: TEST passes, snapshots, the end). */
+  uint64_t weights_received;
+  int weights_fetched;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,
