@@ -725,3 +725,109 @@ Test(driver, a_restarted_remote_worker_is_taken_back) {
   fclose(log);
   mdl_rpc_shutdown();
 }
+
+/* Peer averaging leaves the driver's data path (issue 13): a round returns
+ * the average only when the driver reads it next (a TEST pass, the end),
+ * a stop asked mid-run fetches it from a member, and the bits are those of
+ * the star (cluster { averaging: STAR }), whose rounds each bring back K
+ * copies. */
+typedef struct stopper {
+  volatile sig_atomic_t *flag;
+  int at_round;
+} stopper;
+
+static void stop_at_round(void *ctx, const mdl_driver_progress *p) {
+  stopper *s = ctx;
+  if (p->round == s->at_round) *s->flag = 1;
+}
+
+/* A run of p on two fresh in-process workers (averaging STAR when star),
+ * stopped after round stop_round when > 0. */
+static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_result *r) {
+  const char *token = "a-shared-token-of-32-characters!";
+  const char *tf = tu_dir_write("token", token);
+  chmod(tf, 0600);
+  thr_worker w[2];
+  start_thr_worker(&w[0], token, 0);
+  start_thr_worker(&w[1], token, 0);
+  char list[160];
+  snprintf(list, sizeof list, "%s,%s", w[0].addr, w[1].addr);
+  Memdl__Plan *q = mdl_pb_dup(p);
+  Memdl__Cluster cl = MEMDL__CLUSTER__INIT;
+  cl.has_averaging = 1;
+  cl.averaging = MEMDL__CLUSTER__AVERAGING__STAR;
+  if (star) q->cluster = mdl_pb_dup(&cl);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts(list, log);
+  o.token_file = tf;
+  o.out_dir = tu_dir_path(star ? "star" : "peer");
+  volatile sig_atomic_t stop = 0;
+  stopper sp = {&stop, stop_round};
+  if (stop_round > 0) {
+    o.stop = &stop;
+    o.on_round = stop_at_round;
+    o.on_round_ctx = &sp;
+  }
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(q, tu_dir, &o, r, &err), MDL_OK, "%s", err.msg);
+  fflush(log);
+  rewind(log);
+  char text[65536];
+  size_t n = fread(text, 1, sizeof text - 1, log);
+  text[n] = 0;
+  cr_assert_eq(strstr(text, "averaging peer-to-peer") != NULL, !star, "%s", text);
+  cr_assert_eq(r->faults, 0, "%s", text);
+  for (int i = 0; i < 2; i++) join_thr_worker(&w[i]);
+  mdl_pb_free(q);
+  fclose(log);
+}
+
+Test(driver, peer_rounds_bring_the_average_to_the_driver_only_where_it_reads_it) {
+  mdl_rpc_init();
+  /* rounds end at 2, 4, 6 (TEST), 8, 10, 12 (TEST), 14, 16, 18 (TEST), 20 */
+  dt_lin_spec s = {.d = 6,
+                   .parts = 2,
+                   .batch = 4,
+                   .max_iter = 20,
+                   .test_interval = 6,
+                   .tau = 2,
+                   .records = 96,
+                   .test_records = 32,
+                   .lr = 0.05f,
+                   .momentum = 0.9f};
+  Memdl__Plan *p = linear_plan(&s);
+  const uint64_t bytes = (uint64_t)(s.d + 1) * sizeof(float);
+  mdl_driver_result rp, rs;
+  run_two(p, false, 0, &rp);
+  run_two(p, true, 0, &rs);
+  cr_assert_eq(rp.rounds, 10);
+  cr_assert_eq(rs.rounds, 10);
+  /* the star: two copies every round; peers: one at each TEST and the end */
+  cr_assert_eq(rs.weights_received, 10 * 2 * bytes, "%llu",
+               (unsigned long long)rs.weights_received);
+  cr_assert_eq(rp.weights_received, 4 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  cr_assert_eq(rp.weights_fetched, 0);
+  cr_assert_eq(rp.n_params, s.d + 1);
+  cr_assert(!memcmp(rp.weights, rs.weights, bytes), "peer and star weights differ");
+  cr_assert_eq(rp.n_test, rs.n_test);
+  cr_assert(rp.n_test > 0 && rp.test[0].sum[0] == rs.test[0].sum[0], "the last TEST differs");
+  mdl_driver_result_free(&rp);
+  mdl_driver_result_free(&rs);
+
+  /* a stop asked by round 4's callback (iteration 8: no TEST, no snapshot
+   * foreseen) fetches the average the members kept, for the snapshot point
+   * and the result */
+  run_two(p, false, 4, &rp);
+  run_two(p, true, 4, &rs);
+  cr_assert(rp.stopped && rs.stopped);
+  cr_assert_eq(rp.iter, 8);
+  cr_assert_eq(rp.weights_fetched, 1);
+  /* TEST at 6 returned one copy, the fetch another */
+  cr_assert_eq(rp.weights_received, 2 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  cr_assert(!memcmp(rp.weights, rs.weights, bytes), "the fetched weights are not the star's");
+  cr_assert(rp.state_file[0], "a snapshot point at the stop");
+  mdl_driver_result_free(&rp);
+  mdl_driver_result_free(&rs);
+  mdl_pb_free(p);
+  mdl_rpc_shutdown();
+}
