@@ -17,8 +17,12 @@
  *           copies they echo (what `--workers host:port,...` did before);
  *   peer, direct, ring: the driver sends K small Round calls; the workers
  *           average among themselves (runtime/dist/peer_net.h, the exchange
- *           schedule the cost model picks, or the one named) and member 0
- *           returns the average, as a peer round does.
+ *           schedule the cost model picks, or the one named) and keep the
+ *           average: what a training round costs, since the driver has it
+ *           returned only before a TEST pass, a snapshot or the end.
+ *   peer+return, direct+return, ring+return (or --return for all three):
+ *           member 0 also returns the average to the driver, as the rounds
+ *           before a TEST pass or a snapshot do.
  * With --addrs the TCP modes use workers already serving there (each
  * `bench_allreduce --serve-peer ADDR BYTES`, plain TCP with the bench's
  * token: bench/bench_allreduce_netns.sh starts them in network namespaces).
@@ -28,10 +32,11 @@
  * bench/bench_allreduce.sh puts them beside OpenMPI's MPI_Allreduce of the
  * same bytes on K ranks.
  *
- *   bench_allreduce [--mb 1.7,60,240] [--workers 2,4] [--rounds N]
- *                   [--mode grpc,shm,star,peer,direct,ring]
+ *   bench_allreduce [--mb 1.7,60,240] [--workers 2,4] [--rounds N] [--return]
+ *                   [--mode grpc,shm,star,peer,direct,ring,peer+return,...]
  * prints one line per (mode, size, K): median and best round time, GB/s
- * (2 K bytes moved per round / median) and the averaging part. */
+ * (2 K bytes moved per round / median) and the averaging part; a peer
+ * mode's name says whether its rounds returned the average (+return). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -309,6 +314,7 @@ static int free_port(void) {
 
 typedef struct tcp_run {
   const char *mode; /* star, peer, direct, ring */
+  bool ret;         /* peer modes: member 0 returns the average to the driver */
   int k;
   size_t bytes, stride;
   int rounds;
@@ -396,7 +402,7 @@ static double tcp_round(const tcp_run *t, mdl_rpc_channel **ch, float *wts, floa
     req.member = member;
   }
   req0 = req;
-  req0.has_return_weights = req0.return_weights = 1;
+  req0.has_return_weights = req0.return_weights = !peer || t->ret;
   mdl_rpc_call c[16];
   sink sk[16];
   memset(c, 0, sizeof c);
@@ -431,7 +437,12 @@ static double tcp_round(const tcp_run *t, mdl_rpc_channel **ch, float *wts, floa
     uint64_t samples[16];
     for (int w = 0; w < t->k; w++) samples[w] = 1;
     mdl_driver_average(wts, (const float *const *)recv, samples, t->k, t->bytes / 4);
-  } else {
+  } else if (t->ret) {
+    if (c[0].bulk_len != t->bytes) {
+      fprintf(stderr, "%s worker 0: %zu bytes returned, %zu asked\n", t->mode, c[0].bulk_len,
+              t->bytes);
+      return -1;
+    }
     memcpy(wts, recv[0], t->bytes);
   }
   double dt = mdl_now() - t0;
@@ -471,15 +482,16 @@ static double tcp_mode(const tcp_run *t, bool print) {
   }
   if (print && med >= 0) {
     mdl_xchg_model m = mdl_exchange_model(t->k, (double)t->bytes, t->alpha, t->beta);
-    /* a peer round also returns one copy to the driver: alpha + B beta */
-    double back = t->alpha + (double)t->bytes * t->beta;
+    /* +return: one copy back to the driver, alpha + B beta */
+    double back = t->ret ? t->alpha + (double)t->bytes * t->beta : 0;
     double model = !strcmp(t->mode, "star")     ? m.star_s
                    : !strcmp(t->mode, "ring")   ? m.ring_s + back
                    : !strcmp(t->mode, "direct") ? m.direct_s + back
                    : mdl_exchange_choose(t->k, (double)t->bytes, 100e-6, 1e-9) == MDL_XCHG_RING
                        ? m.ring_s + back
                        : m.direct_s + back;
-    printf("%s %zu %d %d %.3f %.3f %.3f %.3f %.3f\n", t->mode, t->bytes, t->k, t->rounds, med * 1e3,
+    printf("%s%s %zu %d %d %.3f %.3f %.3f %.3f %.3f\n", t->mode,
+           t->ret && strcmp(t->mode, "star") ? "+return" : "", t->bytes, t->k, t->rounds, med * 1e3,
            times[0] * 1e3, 2.0 * t->k * (double)t->bytes / med / 1e9, 0.0, model * 1e3);
     fflush(stdout);
   }
@@ -515,6 +527,36 @@ static void calibrate(const char *exe, char *const *addrs, double *alpha, double
       *alpha * 1e6, *beta * 1e9, *beta > 0 ? 1e-9 / *beta : 0);
 }
 
+static const char *const TCP_MODES[] = {"star", "peer", "direct", "ring"};
+
+/* --mode's comma-separated list: grpc and shm into modes[], the TCP modes
+ * (a peer one with "+return") into tcp[]'s bits. Returns whether a name is
+ * unknown. */
+static bool parse_modes(const char *list, bool *modes, int *tcp) {
+  char *copy = strdup(list), *save = NULL;
+  bool bad = false;
+  modes[0] = modes[1] = false;
+  for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *plus = strchr(tok, '+');
+    bool ret = plus && !strcmp(plus, "+return");
+    if (plus) *plus = 0;
+    bool known = !plus || ret;
+    if (!strcmp(tok, "grpc") && !plus)
+      modes[0] = true;
+    else if (!strcmp(tok, "shm") && !plus)
+      modes[1] = true;
+    else {
+      int m = 0;
+      while (m < 4 && strcmp(tok, TCP_MODES[m])) m++;
+      known = known && m < 4 && !(m == 0 && ret);
+      if (known) tcp[m] |= ret ? 2 : 1;
+    }
+    bad = bad || !known;
+  }
+  free(copy);
+  return bad;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && !strcmp(argv[1], "--serve-peer"))
     return serve_peer(argv[2], strtoull(argv[3], NULL, 10));
@@ -525,12 +567,18 @@ int main(int argc, char **argv) {
   int n_mb = 3, n_k = 2, rounds = 0;
   bool modes[2] = {true, true}; /* grpc, shm */
   /* the TCP modes, off unless --mode names them */
-  static const char *const TCP_MODES[] = {"star", "peer", "direct", "ring"};
   char *addrs[16];
   int n_addrs = 0;
-  bool tcp[4] = {false, false, false, false};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--mb"))
+  /* per TCP mode: bit 0 without the return, bit 1 with it (peer modes) */
+  int tcp[4] = {0, 0, 0, 0};
+  bool ret_all = false, bad = false;
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--return")) {
+      ret_all = true;
+      i--;
+    } else if (i + 1 >= argc) {
+      bad = true;
+    } else if (!strcmp(argv[i], "--mb"))
       parse_list(argv[i + 1], mb, &n_mb, 8);
     else if (!strcmp(argv[i], "--workers"))
       parse_list(argv[i + 1], ks, &n_k, 8);
@@ -540,18 +588,21 @@ int main(int argc, char **argv) {
       for (char *save = NULL, *a = strtok_r(argv[i + 1], ",", &save); a && n_addrs < 16;
            a = strtok_r(NULL, ",", &save))
         addrs[n_addrs++] = a;
-    else if (!strcmp(argv[i], "--mode")) {
-      modes[0] = strstr(argv[i + 1], "grpc") != NULL;
-      modes[1] = strstr(argv[i + 1], "shm") != NULL;
-      for (int m = 0; m < 4; m++) tcp[m] = strstr(argv[i + 1], TCP_MODES[m]) != NULL;
-    } else {
-      fprintf(stderr,
-              "usage: %s [--mb 1.7,60,240] [--workers 2,4] [--rounds N] "
-              "[--mode grpc,shm,star,peer,direct,ring] [--addrs host:port,...]\n",
-              argv[0]);
-      return 2;
-    }
+    else if (!strcmp(argv[i], "--mode"))
+      bad = bad || parse_modes(argv[i + 1], modes, tcp);
+    else
+      bad = true;
   }
+  if (bad) {
+    fprintf(stderr,
+            "usage: %s [--mb 1.7,60,240] [--workers 2,4] [--rounds N] [--return] "
+            "[--mode grpc,shm,star,peer,direct,ring,peer+return,direct+return,ring+return] "
+            "[--addrs host:port,...]\n",
+            argv[0]);
+    return 2;
+  }
+  for (int m = 1; ret_all && m < 4; m++) /* --return: every peer mode returns */
+    tcp[m] = tcp[m] ? 2 : 0;
   char dir[] = "/dev/shm/mdl_bench_XXXXXX";
   if (!mkdtemp(dir)) return 1;
   size_t max_bytes = 0;
@@ -562,15 +613,20 @@ int main(int argc, char **argv) {
       "# mode  bytes  workers  rounds  round_ms(median)  round_ms(best)  "
       "GB/s(2*K*bytes/median)  average_ms  model_ms(TCP modes)\n");
   if (tcp[0] || tcp[1] || tcp[2] || tcp[3]) {
+    printf(
+        "# peer, direct, ring: the average stays with the workers (a training round's cost); "
+        "+return: member 0 also returns it to the driver (a round before TEST or a snapshot)\n");
     mdl_rpc_init();
     double alpha, beta;
     calibrate(argv[0], n_addrs ? addrs : NULL, &alpha, &beta);
     for (int ki = 0; ki < n_k; ki++)
       for (int si = 0; si < n_mb; si++)
-        for (int m = 0; m < 4; m++) {
-          if (!tcp[m]) continue;
+        for (int mv = 0; mv < 8; mv++) {
+          int m = mv / 2, ret = mv % 2;
+          if (!(tcp[m] & (1 << ret))) continue;
           size_t bytes = ((size_t)(mb[si] * 1e6) + 3) & ~(size_t)3;
           tcp_run t = {.mode = TCP_MODES[m],
+                       .ret = ret,
                        .k = (int)ks[ki],
                        .bytes = bytes,
                        .stride = (bytes + 4095) & ~(size_t)4095,

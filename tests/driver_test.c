@@ -725,3 +725,281 @@ Test(driver, a_restarted_remote_worker_is_taken_back) {
   fclose(log);
   mdl_rpc_shutdown();
 }
+
+/* Peer averaging leaves the driver's data path (issue 13): a round returns
+ * the average only when the driver reads it next (a TEST pass, the end),
+ * a stop asked mid-run fetches it from a member, and the bits are those of
+ * the star (cluster { averaging: STAR }), whose rounds each bring back K
+ * copies. */
+typedef struct stopper {
+  volatile sig_atomic_t *flag;
+  int at_round;
+} stopper;
+
+static void stop_at_round(void *ctx, const mdl_driver_progress *p) {
+  stopper *s = ctx;
+  if (p->round == s->at_round) *s->flag = 1;
+}
+
+/* A run of p on two fresh in-process workers (averaging STAR when star),
+ * stopped after round stop_round when > 0. */
+static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_result *r) {
+  const char *token = "a-shared-token-of-32-characters!";
+  const char *tf = tu_dir_write("token", token);
+  chmod(tf, 0600);
+  thr_worker w[2];
+  start_thr_worker(&w[0], token, 0);
+  start_thr_worker(&w[1], token, 0);
+  char list[160];
+  snprintf(list, sizeof list, "%s,%s", w[0].addr, w[1].addr);
+  Memdl__Plan *q = mdl_pb_dup(p);
+  Memdl__Cluster cl = MEMDL__CLUSTER__INIT;
+  cl.has_averaging = 1;
+  cl.averaging = MEMDL__CLUSTER__AVERAGING__STAR;
+  if (star) q->cluster = mdl_pb_dup(&cl);
+  FILE *log = tmpfile();
+  mdl_driver_opts o = local_opts(list, log);
+  o.token_file = tf;
+  o.out_dir = tu_dir_path(star ? "star" : "peer");
+  volatile sig_atomic_t stop = 0;
+  stopper sp = {&stop, stop_round};
+  if (stop_round > 0) {
+    o.stop = &stop;
+    o.on_round = stop_at_round;
+    o.on_round_ctx = &sp;
+  }
+  mdl_error err;
+  cr_assert_eq(mdl_driver_run_plan(q, tu_dir, &o, r, &err), MDL_OK, "%s", err.msg);
+  fflush(log);
+  rewind(log);
+  char text[65536];
+  size_t n = fread(text, 1, sizeof text - 1, log);
+  text[n] = 0;
+  cr_assert_eq(strstr(text, "averaging peer-to-peer") != NULL, !star, "%s", text);
+  cr_assert_eq(r->faults, 0, "%s", text);
+  for (int i = 0; i < 2; i++) join_thr_worker(&w[i]);
+  mdl_pb_free(q);
+  fclose(log);
+}
+
+Test(driver, peer_rounds_bring_the_average_to_the_driver_only_where_it_reads_it) {
+  mdl_rpc_init();
+  /* rounds end at 2, 4, 6 (TEST), 8, 10, 12 (TEST), 14, 16, 18 (TEST), 20 */
+  dt_lin_spec s = {.d = 6,
+                   .parts = 2,
+                   .batch = 4,
+                   .max_iter = 20,
+                   .test_interval = 6,
+                   .tau = 2,
+                   .records = 96,
+                   .test_records = 32,
+                   .lr = 0.05f,
+                   .momentum = 0.9f};
+  Memdl__Plan *p = linear_plan(&s);
+  const uint64_t bytes = (uint64_t)(s.d + 1) * sizeof(float);
+  mdl_driver_result rp, rs;
+  run_two(p, false, 0, &rp);
+  run_two(p, true, 0, &rs);
+  cr_assert_eq(rp.rounds, 10);
+  cr_assert_eq(rs.rounds, 10);
+  /* the star: two copies every round; peers: one at each TEST and the end */
+  cr_assert_eq(rs.weights_received, 10 * 2 * bytes, "%llu",
+               (unsigned long long)rs.weights_received);
+  cr_assert_eq(rp.weights_received, 4 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  cr_assert_eq(rp.weights_fetched, 0);
+  cr_assert_eq(rp.n_params, s.d + 1);
+  cr_assert(!memcmp(rp.weights, rs.weights, bytes), "peer and star weights differ");
+  cr_assert_eq(rp.n_test, rs.n_test);
+  cr_assert(rp.n_test > 0 && rp.test[0].sum[0] == rs.test[0].sum[0], "the last TEST differs");
+  mdl_driver_result_free(&rp);
+  mdl_driver_result_free(&rs);
+
+  /* a stop asked by round 4's callback (iteration 8: no TEST, no snapshot
+   * foreseen) fetches the average the members kept, for the snapshot point
+   * and the result */
+  run_two(p, false, 4, &rp);
+  run_two(p, true, 4, &rs);
+  cr_assert(rp.stopped && rs.stopped);
+  cr_assert_eq(rp.iter, 8);
+  cr_assert_eq(rp.weights_fetched, 1);
+  /* TEST at 6 returned one copy, the fetch another */
+  cr_assert_eq(rp.weights_received, 2 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  cr_assert(!memcmp(rp.weights, rs.weights, bytes), "the fetched weights are not the star's");
+  cr_assert(rp.state_file[0], "a snapshot point at the stop");
+  mdl_driver_result_free(&rp);
+  mdl_driver_result_free(&rs);
+  mdl_pb_free(p);
+  mdl_rpc_shutdown();
+}
+
+/* --- peer averaging on the workers: what a redo and a fetch rely on ------ */
+
+static void *into_floats(void *ctx, size_t len, mdl_error *err) {
+  if (len != 5 * sizeof(float)) {
+    mdl_errorf(err, MDL_ERR_INVALID, "%zu bytes", len);
+    return NULL;
+  }
+  return ctx;
+}
+
+/* Round calls req[i] to ch[i] of n workers at once (w as the weights when
+ * not NULL); each reply's code, detail and returned weights (5 floats). */
+static void peer_calls(mdl_rpc_channel **ch, int n, const char *method,
+                       const ProtobufCMessage **req, const ProtobufCMessageDescriptor *rd,
+                       uint32_t bulk, const float *w, float (*out)[5], mdl_rpc_code *code,
+                       char (*detail)[512]) {
+  mdl_rpc_call c[2];
+  memset(c, 0, sizeof c);
+  for (int i = 0; i < n; i++) {
+    c[i].ch = ch[i];
+    c[i].method = method;
+    c[i].req.msg = req[i];
+    if (w) {
+      c[i].req.bulk_field = 5;
+      c[i].req.bulk = w;
+      c[i].req.bulk_len = 5 * sizeof(float);
+    }
+    c[i].reply_spec.desc = rd;
+    c[i].reply_spec.max_bytes = 1 << 20;
+    c[i].reply_spec.bulk_field = bulk;
+    c[i].reply_spec.bulk_dest = into_floats;
+    c[i].reply_spec.bulk_ctx = out[i];
+    c[i].wait_for_ready = true;
+  }
+  mdl_error err;
+  cr_assert_eq(mdl_rpc_call_all(c, n, 10000, NULL, &err), MDL_OK, "%s", err.msg);
+  for (int i = 0; i < n; i++) {
+    code[i] = c[i].code;
+    snprintf(detail[i], 512, "%s", c[i].detail);
+  }
+  mdl_rpc_calls_clear(c, n);
+}
+
+static Memdl__RoundRequest peer_req(uint64_t epoch, uint64_t kept, uint32_t *member, bool ret) {
+  Memdl__RoundRequest r = MEMDL__ROUND_REQUEST__INIT;
+  r.has_session = r.has_tau = r.has_iter_start = r.has_peer_epoch = 1;
+  r.session = 42;
+  r.tau = 2;
+  r.iter_start = 4;
+  r.peer_epoch = epoch;
+  r.n_member = 2;
+  r.member = member;
+  r.has_exchange_timeout_ms = 1;
+  r.exchange_timeout_ms = 400;
+  r.has_kept_epoch = kept != 0;
+  r.kept_epoch = kept;
+  r.has_return_weights = r.return_weights = ret;
+  return r;
+}
+
+Test(driver, a_failed_exchange_leaves_the_kept_average_for_a_redo_and_a_fetch) {
+  mdl_rpc_init();
+  thr_worker tw[2];
+  mdl_rpc_channel *ch[2];
+  mdl_error err;
+  start_thr_worker(&tw[0], NULL, 0);
+  start_thr_worker(&tw[1], NULL, 0);
+  mdl_rpc_channel_opts co = {0};
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(mdl_rpc_channel_new(tw[i].addr, &co, &ch[i], &err), MDL_OK);
+  dt_lin_spec s = {
+      .d = 4, .parts = 2, .batch = 2, .max_iter = 100, .tau = 2, .records = 32, .lr = 0.1f};
+  Memdl__Plan *p = linear_plan(&s);
+  size_t plen = protobuf_c_message_get_packed_size(&p->base);
+  uint8_t *pbytes = malloc(plen);
+  protobuf_c_message_pack(&p->base, pbytes);
+  Memdl__PartitionLineage **l;
+  size_t nl;
+  cr_assert_eq(
+      mdl_trainer_lineages(&DT_TRAINERS, "linear", p, ".", 2, CAFFE__PHASE__TRAIN, &l, &nl, &err),
+      MDL_OK);
+  cr_assert_eq(nl, 2);
+  char *peers[2] = {tw[0].addr, tw[1].addr};
+  Memdl__SetupRequest su[2];
+  const ProtobufCMessage *req[2];
+  for (int i = 0; i < 2; i++) {
+    memdl__setup_request__init(&su[i]);
+    su[i].has_plan = su[i].has_session = su[i].has_num_workers = su[i].has_worker_index = 1;
+    su[i].plan.data = pbytes;
+    su[i].plan.len = plen;
+    su[i].session = 42;
+    su[i].num_workers = 2;
+    su[i].worker_index = (uint32_t)i;
+    su[i].trainer = "linear";
+    su[i].n_train_partition = 1;
+    su[i].train_partition = &l[i];
+    su[i].n_peer = 2;
+    su[i].peer = peers;
+    req[i] = &su[i].base;
+  }
+  float out[2][5], ref[2][5];
+  mdl_rpc_code code[2];
+  char detail[2][512];
+  peer_calls(ch, 2, MDL_WORKER_SETUP, req, &memdl__setup_reply__descriptor, 0, NULL, out, code,
+             detail);
+  cr_assert(code[0] == MDL_RPC_OK && code[1] == MDL_RPC_OK, "%s / %s", detail[0], detail[1]);
+
+  /* epoch 100 commits on both: its average comes back */
+  uint32_t member[2] = {0, 1};
+  const float w0[5] = {0.5f, -0.25f, 1, 2, -1};
+  Memdl__RoundRequest r[2] = {peer_req(100, 0, member, true), peer_req(100, 0, member, true)};
+  req[0] = &r[0].base;
+  req[1] = &r[1].base;
+  peer_calls(ch, 2, MDL_WORKER_ROUND, req, &memdl__round_reply__descriptor, 1, w0, out, code,
+             detail);
+  cr_assert(code[0] == MDL_RPC_OK && code[1] == MDL_RPC_OK, "%s / %s", detail[0], detail[1]);
+  float avg100[5];
+  memcpy(avg100, out[0], sizeof avg100);
+  cr_assert(!memcmp(out[0], out[1], sizeof avg100), "the members' averages differ");
+  cr_assert(memcmp(avg100, w0, sizeof avg100), "the round did not move the weights");
+
+  /* epoch 200, from the kept 100, fails on worker 0: its peer never runs */
+  r[0] = peer_req(200, 100, member, false);
+  peer_calls(ch, 1, MDL_WORKER_ROUND, req, &memdl__round_reply__descriptor, 1, NULL, out, code,
+             detail);
+  cr_assert_neq(code[0], MDL_RPC_OK);
+  cr_assert(strstr(detail[0], "peer exchange failed"), "%s", detail[0]);
+
+  /* the average of 100 is still there to fetch; 200 is not */
+  Memdl__StateRequest sr = MEMDL__STATE_REQUEST__INIT;
+  sr.has_session = sr.has_average_epoch = 1;
+  sr.session = 42;
+  sr.average_epoch = 100;
+  req[0] = &sr.base;
+  memset(out, 0, sizeof out);
+  peer_calls(ch, 1, MDL_WORKER_STATE, req, &memdl__state_reply__descriptor, 2, NULL, out, code,
+             detail);
+  cr_assert_eq(code[0], MDL_RPC_OK, "%s", detail[0]);
+  cr_assert(!memcmp(out[0], avg100, sizeof avg100), "the fetched average is not epoch 100's");
+  sr.average_epoch = 200;
+  peer_calls(ch, 1, MDL_WORKER_STATE, req, &memdl__state_reply__descriptor, 2, NULL, out, code,
+             detail);
+  cr_assert_eq(code[0], MDL_RPC_INVALID_ARGUMENT);
+  cr_assert(strstr(detail[0], "no average of epoch 200"), "%s", detail[0]);
+
+  /* the redo from the kept 100 on both computes what the same round sent
+   * the average of 100 computes */
+  r[0] = peer_req(300, 100, member, true);
+  r[1] = peer_req(300, 100, member, true);
+  req[0] = &r[0].base;
+  req[1] = &r[1].base;
+  peer_calls(ch, 2, MDL_WORKER_ROUND, req, &memdl__round_reply__descriptor, 1, NULL, ref, code,
+             detail);
+  cr_assert(code[0] == MDL_RPC_OK && code[1] == MDL_RPC_OK, "%s / %s", detail[0], detail[1]);
+  r[0] = peer_req(400, 0, member, true);
+  r[1] = peer_req(400, 0, member, true);
+  peer_calls(ch, 2, MDL_WORKER_ROUND, req, &memdl__round_reply__descriptor, 1, avg100, out, code,
+             detail);
+  cr_assert(code[0] == MDL_RPC_OK && code[1] == MDL_RPC_OK, "%s / %s", detail[0], detail[1]);
+  cr_assert(!memcmp(out[0], ref[0], sizeof avg100), "the kept average is not what was sent");
+
+  for (int i = 0; i < 2; i++) {
+    mdl_worker_stop(tw[i].w);
+    join_thr_worker(&tw[i]);
+    mdl_rpc_channel_free(ch[i]);
+  }
+  mdl_trainer_lineages_free(l, nl);
+  free(pbytes);
+  mdl_pb_free(p);
+  mdl_rpc_shutdown();
+}

@@ -80,40 +80,63 @@ static const char *token_file(void) {
   return tf;
 }
 
-/* One driver run over k fresh workers; the model file's bytes. */
-static char *run_k(int k, const char *out, const char *averaging, const char *max_iter,
-                   size_t *len) {
+/* What a run sets beyond the job: iterations, tau, TEST and snapshot
+ * intervals (strings, as --set takes them). */
+typedef struct run_spec {
+  const char *max_iter, *tau, *test_interval, *snapshot;
+} run_spec;
+
+static const run_spec PLAIN = {"20", "5", "0", "0"};
+
+static char *model_at(const char *out, const char *iter, size_t *len) {
+  char path[800];
+  snprintf(path, sizeof path, "%s/lenet_iter_%s.caffemodel", out, iter);
+  return tu_read(path, len);
+}
+
+/* One driver run over k fresh workers; the model file's bytes at `at`
+ * iterations. A peer run's log must contain want_log (when not NULL). */
+static char *run_k(int k, const char *out, const char *averaging, const run_spec *rs,
+                   const char *at, const char *want_log, size_t *len) {
   worker w[4];
   char list[300];
   const char *tf = token_file();
   start_workers(w, k, tf, list, sizeof list);
   char avg[64];
   snprintf(avg, sizeof avg, "cluster.averaging=%s", averaging);
-  char iters[64];
-  snprintf(iters, sizeof iters, "max_iter=%s", max_iter);
-  const char *run[] = {
-      "run",   JOB,     "--workers",  list,    "--token-file",    tf,      "--set",
-      iters,   "--set", "sync.tau=5", "--set", "test_interval=0", "--set", "snapshot=0",
-      "--set", avg,     "--threads",  "1",     "--output",        out,     NULL};
+  char iters[64], tau[64], test[64], snap[64];
+  snprintf(iters, sizeof iters, "max_iter=%s", rs->max_iter);
+  snprintf(tau, sizeof tau, "sync.tau=%s", rs->tau);
+  snprintf(test, sizeof test, "test_interval=%s", rs->test_interval);
+  snprintf(snap, sizeof snap, "snapshot=%s", rs->snapshot);
+  const char *run[] = {"run",   JOB,     "--workers", list,    "--token-file", tf,      "--set",
+                       iters,   "--set", tau,         "--set", test,           "--set", snap,
+                       "--set", avg,     "--threads", "1",     "--output",     out,     NULL};
   mdl_run_result r = mdl_run_memdl(run, 200);
   cr_assert_eq(r.exit_code, 3, "trains, then misses the acceptance: %s", r.err);
   bool peer = strstr(r.err, "averaging peer-to-peer") != NULL;
   cr_assert_eq(peer, strcmp(averaging, "STAR") != 0, "averaging %s: %s", averaging, r.err);
+  if (peer && want_log) cr_assert(strstr(r.err, want_log), "no \"%s\" in: %s", want_log, r.err);
   mdl_run_result_free(&r);
   reap(w, k);
-  char path[800];
-  snprintf(path, sizeof path, "%s/lenet_iter_%s.caffemodel", out, max_iter);
-  return tu_read(path, len);
+  return model_at(out, at, len);
+}
+
+/* the same bytes (the same SHA-256) in two model files */
+static void same_bytes(const char *p, size_t lp, const char *s, size_t ls, const char *what) {
+  cr_assert_eq(lp, ls, "%s", what);
+  cr_assert(lp > 1000000, "a LeNet model file is 1.7 MB, not %zu bytes", lp);
+  cr_assert(!memcmp(p, s, lp), "%s: the peer average differs from the star's", what);
 }
 
 static void same_model_peer_and_star(int k) {
   size_t lp, ls;
-  char *p = run_k(k, tu_dir_path("peer"), "AUTO", "20", &lp);
-  char *s = run_k(k, tu_dir_path("star"), "STAR", "20", &ls);
-  /* byte equality: the same SHA-256 */
-  cr_assert_eq(lp, ls);
-  cr_assert(lp > 1000000, "a LeNet model file is 1.7 MB, not %zu bytes", lp);
-  cr_assert(!memcmp(p, s, lp), "%d workers: the peer average differs from the star's", k);
+  /* 4 rounds without TEST or snapshot: only the last brings the average
+   * (431080 floats) to the driver */
+  char *p = run_k(k, tu_dir_path("peer"), "AUTO", &PLAIN, "20",
+                  "1.7 MB of weights came to the driver (0 fetched) in 4 rounds", &lp);
+  char *s = run_k(k, tu_dir_path("star"), "STAR", &PLAIN, "20", NULL, &ls);
+  same_bytes(p, lp, s, ls, k == 2 ? "2 workers" : "3 workers");
   free(p);
   free(s);
 }
@@ -124,6 +147,28 @@ Test(peer_cli, two_remote_workers_average_peer_to_peer_to_the_stars_bits) {
 
 Test(peer_cli, three_remote_workers_average_peer_to_peer_to_the_stars_bits) {
   same_model_peer_and_star(3);
+}
+
+/* TEST passes (at 20 and 40) and snapshots (at 15 and 30) between rounds
+ * that keep the average among the workers (5, 10, 25, 35): the driver has
+ * each point's average returned, and every model file matches the star's. */
+Test(peer_cli, with_test_passes_and_snapshots_between_rounds_the_model_files_are_the_stars) {
+  const run_spec rs = {"40", "5", "20", "15"};
+  size_t lp, ls;
+  char *p = run_k(2, tu_dir_path("peer"), "AUTO", &rs, "40",
+                  "6.9 MB of weights came to the driver (0 fetched) in 8 rounds", &lp);
+  char *s = run_k(2, tu_dir_path("star"), "STAR", &rs, "40", NULL, &ls);
+  same_bytes(p, lp, s, ls, "iteration 40");
+  free(p);
+  free(s);
+  const char *at[] = {"15", "30"};
+  for (int i = 0; i < 2; i++) {
+    p = model_at(tu_dir_path("peer"), at[i], &lp);
+    s = model_at(tu_dir_path("star"), at[i], &ls);
+    same_bytes(p, lp, s, ls, at[i]);
+    free(p);
+    free(s);
+  }
 }
 
 typedef struct killer {
@@ -183,6 +228,9 @@ Test(peer_cli, a_worker_killed_mid_run_fails_the_round_which_is_redone_without_i
   cr_assert(strstr(r.err, "peer exchange failed") && strstr(r.err, w[2].addr), "%s", r.err);
   cr_assert(strstr(r.err, "worker 2 (") && strstr(r.err, "removed"), "%s", r.err);
   cr_assert(strstr(r.err, " 1 faults"), "%s", r.err);
+  /* the redo started from the average the survivors kept: the driver,
+   * which had not received it, fetched nothing */
+  cr_assert(strstr(r.err, "(0 fetched)"), "%s", r.err);
   cr_assert(strstr(r.err, "on 2 workers (3 started)") || strstr(r.err, "on 2 workers"), "%s",
             r.err);
   mdl_run_result_free(&r);

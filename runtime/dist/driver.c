@@ -21,7 +21,7 @@
 /* --- RPC plumbing ------------------------------------------------------------ */
 
 /* Reply weights go straight into the slot's buffer once their size is right. */
-static void *recv_dest(void *ctx, size_t len, mdl_error *err) {
+void *mdl_driver_recv_dest(void *ctx, size_t len, mdl_error *err) {
   recv_ctx *r = ctx;
   if (len != r->bytes) {
     mdl_errorf(err, MDL_ERR_INVALID, "weights of %zu bytes, expected %zu", len, r->bytes);
@@ -58,7 +58,7 @@ void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__Rou
       calls[i].req.pin = d->w_pin;
     }
     rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
-    calls[i].reply_spec.bulk_dest = recv_dest;
+    calls[i].reply_spec.bulk_dest = mdl_driver_recv_dest;
     calls[i].reply_spec.bulk_ctx = &rc[i];
   }
 }
@@ -167,22 +167,24 @@ static bool test_report_ok(const driver *d, const Memdl__TestReply *r, uint32_t 
   return outputs_ok(d, CAFFE__PHASE__TEST, r->output, r->n_output, r->batches, why, cap);
 }
 
-/* The m replies of a round that came back: their average (checked for
- * NaN and infinity with the single-worker run's checker: never go on from,
- * or save, weights that diverged), the round's accounting and reports. */
-/* A round's end: the average (peer_avg: the members' own, else the star's
- * over ws), the divergence check, the books, the round line and record. */
+/* A round's end: the average (checked for NaN and infinity with the
+ * single-worker run's checker: never go on from, or save, weights that
+ * diverged), the books, the round line and record. The average is the
+ * star's over ws, or with peers the members' own: peer_avg when a member
+ * returned it, else none here (the members checked it; d->w stays behind
+ * until mdl_driver_weights). */
 static mdl_status close_round(driver *d, int tau, double wall, slot *const *done,
                               const float *const *ws, const uint64_t *samples, int m, double loss,
-                              uint64_t iters, const float *peer_avg, mdl_error *err) {
+                              uint64_t iters, bool peer, const float *peer_avg, mdl_error *err) {
   double a0 = mdl_now();
   if (peer_avg)
     memcpy(d->w, peer_avg, d->n_params * sizeof(float));
-  else
+  else if (!peer)
     mdl_driver_average(d->w, ws, samples, m, d->n_params);
   double avg_s = mdl_now() - a0;
   char where[400];
-  if (d->model && mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
+  if ((!peer || peer_avg) && d->model &&
+      mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
     return mdl_errorf(err, MDL_ERR_DIVERGED,
                       "training diverged by iteration %d: the averaged weights of round %d are "
                       "not finite: %s (try a smaller base_lr or clip_gradients)",
@@ -211,7 +213,10 @@ static mdl_status close_round(driver *d, int tau, double wall, slot *const *done
   return MDL_OK;
 }
 
-static mdl_status run_round(driver *d, int tau, mdl_error *err) {
+/* One round of tau iterations on the live workers, redone without those
+ * that fail. want_w: the driver reads d->w right after it (peer averaging
+ * then has the average returned; otherwise it stays with the members). */
+static mdl_status run_round(driver *d, int tau, bool want_w, mdl_error *err) {
   for (int attempt = 0; attempt <= d->k; attempt++) {
     slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
     int n = 0;
@@ -221,12 +226,18 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       free(act);
       return mdl_errorf(err, MDL_ERR_INTERNAL, "no live worker holds training data");
     }
-    Memdl__RoundRequest req;
+    /* peer averaging: members that all kept the last average start from
+     * it; otherwise (a worker back, or the star) it travels from d->w */
+    bool from_kept = d->peer && mdl_driver_peer_from_kept(d, act, n);
+    mdl_status wst = from_kept ? MDL_OK : mdl_driver_weights(d, err);
+    if (wst != MDL_OK) {
+      free(act);
+      return wst;
+    }
+    Memdl__RoundRequest req, req0;
     mdl_driver_round_request(d, tau, &req);
-    /* peer averaging: act[0] returns the average (req0); weights travel
-     * only when the members do not all hold the last one */
-    Memdl__RoundRequest req0;
-    bool send_w = d->peer ? mdl_driver_peer_round(d, act, n, &req, &req0) : true;
+    if (d->peer) mdl_driver_peer_round(d, act, n, from_kept, want_w, &req, &req0);
+    bool send_w = !from_kept;
     mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
     recv_ctx *rc = mdl_xcalloc((size_t)n, sizeof *rc);
     mdl_driver_round_calls(d, act, n, &req, d->peer ? &req0 : NULL, send_w, calls, rc);
@@ -248,7 +259,9 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
       const Memdl__RoundReply *r = (const Memdl__RoundReply *)calls[i].reply;
       bool weights_ok = d->shm ? r && r->weights_in_shm && calls[i].bulk_len == 0
                                : calls[i].bulk_len == d->n_params * sizeof(float);
-      if (d->peer && i > 0) weights_ok = calls[i].bulk_len == 0;
+      /* with peers only act[0] returns the average, and only when asked */
+      if (d->peer && (i > 0 || !want_w)) weights_ok = calls[i].bulk_len == 0;
+      d->res->weights_received += calls[i].bulk_len;
       if (calls[i].code == MDL_RPC_OK &&
           (!weights_ok || r->samples == 0 || r->iterations != (uint32_t)tau)) {
         calls[i].code = MDL_RPC_DATA_LOSS;
@@ -299,10 +312,10 @@ static mdl_status run_round(driver *d, int tau, mdl_error *err) {
     /* peer averaging: all members or nothing (their average mixes them all) */
     if (d->peer && (n_failed || n_blamed)) m = 0;
     if (d->peer && n_blamed && !n_failed) mdl_driver_peer_unreachable(d);
-    if (d->peer && m > 0) mdl_driver_peer_commit(d);
+    if (d->peer && m > 0) mdl_driver_peer_commit(d, want_w);
     if (st == MDL_OK && m > 0) /* with peers, act[0]'s reply holds the members' average */
-      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters,
-                       d->peer ? act[0]->recv : NULL, err);
+      st = close_round(d, tau, wall, done, ws, samples, m, loss, iters, d->peer,
+                       d->peer && want_w ? act[0]->recv : NULL, err);
     free(done);
     free(ws);
     free(samples);
@@ -448,7 +461,7 @@ static mdl_status run_tests(driver *d, mdl_error *err) {
   double t0 = mdl_now();
   int nets = (int)d->plan->solver->n_test_iter;
   if (nets == 0 && d->n_all_test > 0) nets = 1;
-  mdl_status st = MDL_OK;
+  mdl_status st = nets > 0 ? mdl_driver_weights(d, err) : MDL_OK;
   for (int i = 0; i < nets && st == MDL_OK; i++) st = run_test(d, i, err);
   /* images/s counts training only */
   mdl_progress_exclude(&d->prog, mdl_now() - t0);
@@ -635,6 +648,21 @@ static bool snapshot_step(driver *d, mdl_error *err, mdl_status *st) {
   return stop;
 }
 
+/* Whether the driver reads d->w once the round of tau iterations from
+ * d->iter ends, as run_rounds and collect_result go on: a TEST pass, a
+ * snapshot point (the solver's, or one a signal already asked for), a
+ * snapshot_rounds snapshot, the end (max_iter or max_rounds). A peer round
+ * then returns the average; a need that comes up later (a signal during
+ * the round) fetches it (mdl_driver_weights). */
+static bool reads_weights_after(const driver *d, int tau) {
+  int end = d->iter + tau;
+  return end >= d->max_iter || (d->test_interval > 0 && end % d->test_interval == 0) ||
+         (d->snapshot_iters > 0 && end % d->snapshot_iters == 0) ||
+         (d->snapshot_rounds > 0 && (d->round + 1) % d->snapshot_rounds == 0) ||
+         (d->o.max_rounds > 0 && d->rounds_here + 1 >= d->o.max_rounds) ||
+         (d->o.stop && *d->o.stop) || (d->o.snapshot && *d->o.snapshot);
+}
+
 /* The rounds up to max_iter (or max_rounds), with the solver's tests and
  * snapshot points where they fall, then a final TEST pass and snapshot
  * point. A stop request ends it after the round in progress (and its
@@ -667,7 +695,7 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
         if (next - d->iter < tau) tau = next - d->iter;
       }
     double comm0 = d->res->comm_s, t0 = mdl_now();
-    st = run_round(d, tau, err);
+    st = run_round(d, tau, reads_weights_after(d, tau), err);
     if (st == MDL_OK) mdl_driver_retune(d, tau, mdl_now() - t0, d->res->comm_s - comm0);
     bool stop = st == MDL_OK && snapshot_step(d, err, &st);
     if (st == MDL_OK && stop) {
@@ -705,6 +733,15 @@ static mdl_status collect_result(driver *d, mdl_driver_result *res, double t_sta
        "%.2f, averaging %.2f), %d faults, %d replacements",
        res->stopped ? "stopped" : "done", d->iter, res->rounds, res->seconds, res->compute_s,
        res->comm_s, res->wait_s, res->average_s, res->faults, res->replacements);
+  mdl_error werr = {0}; /* err may hold the acceptance's message */
+  mdl_status wst = mdl_driver_weights(d, &werr);
+  if (wst != MDL_OK) {
+    *err = werr;
+    return wst;
+  }
+  if (d->peer_members) /* a peer run: what stayed off the driver's link */
+    dlog(d, "peer averaging: %.1f MB of weights came to the driver (%d fetched) in %d rounds",
+         (double)res->weights_received / 1e6, res->weights_fetched, res->rounds);
   res->weights = malloc(d->n_params * sizeof(float) + 1);
   if (!res->weights) {
     st = mdl_errorf(err, MDL_ERR_NOMEM, "final weights");

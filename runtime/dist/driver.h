@@ -27,6 +27,12 @@
  * weights sit in a shared-memory file in the run's private directory
  * (region 0 the driver's weights, region i + 1 worker i's result), so a
  * round costs the workers' own reads and writes plus the driver's average.
+ * Remote workers average peer-to-peer by default (driver_peer.c): the
+ * driver sends each round's control only, and has the average returned
+ * (by one member) only for a round after which it reads it: a TEST pass, a
+ * snapshot point, the end. Otherwise the members keep it; a redo after a
+ * fault starts from it, and a need nobody foresaw (a stop mid-round, a
+ * worker coming back) fetches it from a member.
  */
 #ifndef MDL_RUNTIME_DRIVER_H
 #define MDL_RUNTIME_DRIVER_H
@@ -155,6 +161,11 @@ typedef struct mdl_driver_result {
   bool served;
   /* what calibration measured or reused (n_workers 0: none); freed with res */
   mdl_calibration calibration;
+  /* Weights the workers sent the driver: training rounds' replies and peer
+   * averages fetched, in bytes and times (a peer run receives the average
+   * only where it needs it: TEST passes, snapshots, the end). */
+  uint64_t weights_received;
+  int weights_fetched;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,

@@ -90,12 +90,16 @@ typedef struct driver {
   double aside_s; /* seconds of TEST passes and snapshots: not training */
   /* peer-to-peer averaging (driver_peer.c): the workers average among
    * themselves; kept_epoch (0: none) is the last committed exchange, whose
-   * n_kept members (peer_members) still hold d->w */
+   * n_kept members (kept_members, worker indices) still hold its average.
+   * peer_members are the attempt in flight's. w_behind: d->w is older than
+   * that average (no round returned it since), so whatever reads d->w
+   * calls mdl_driver_weights first. */
   bool peer, peer_forced; /* forced: cluster { averaging: PEER }, no fallback */
   char **peer_addrs;
-  uint32_t *peer_members;
-  int n_kept;
+  uint32_t *peer_members, *kept_members;
+  int n_members, n_kept;
   uint64_t peer_epoch, kept_epoch;
+  bool w_behind;
   /* mdl_driver_retune's window: rounds, iterations and seconds summed */
   int retune_rounds, retune_iters;
   int retune_floor; /* the largest tau a measured excess asked for: never gone below */
@@ -142,6 +146,9 @@ typedef struct recv_ctx {
   slot *s;
   size_t bytes;
 } recv_ctx;
+
+/* A reply's bulk destination (mdl_rpc_bulk_fn) for a recv_ctx. */
+void *mdl_driver_recv_dest(void *ctx, size_t len, mdl_error *err);
 
 /* The Round request of the next tau iterations from d's position. */
 void mdl_driver_round_request(driver *d, int tau, Memdl__RoundRequest *req);
@@ -214,19 +221,37 @@ void mdl_driver_free_state(driver *d);
 void mdl_driver_peer_init(driver *d);
 void mdl_driver_peer_free(driver *d);
 
+/* Whether a round attempt among the n slots act can start from the last
+ * committed average that its members kept (each of them was a member of
+ * that exchange: a redo among the survivors, or the next round), so the
+ * driver need not send it (nor hold it). */
+bool mdl_driver_peer_from_kept(const driver *d, slot *const *act, int n);
+
 /* Fills a round attempt's peer fields into req (for every member) and
- * req0 (a copy for act[0], which returns the average). Returns whether the
- * weights must travel in the requests (the members do not all hold the
- * last average). */
-bool mdl_driver_peer_round(driver *d, slot **act, int n, Memdl__RoundRequest *req,
-                           Memdl__RoundRequest *req0);
+ * req0 (a copy for act[0]; with want_w it returns the average: the
+ * driver reads d->w after this round). from_kept: as
+ * mdl_driver_peer_from_kept said; else the weights travel in the requests. */
+void mdl_driver_peer_round(driver *d, slot **act, int n, bool from_kept, bool want_w,
+                           Memdl__RoundRequest *req, Memdl__RoundRequest *req0);
 
 /* Whether a failed Round's detail blames another member (the worker itself
  * is fine). */
 bool mdl_driver_peer_blames_another(const char *detail);
 
-/* Every member of the attempt succeeded: they hold its average. */
-void mdl_driver_peer_commit(driver *d);
+/* Every member of the attempt succeeded: they hold its average (d->w is
+ * behind it unless the round returned it). */
+void mdl_driver_peer_commit(driver *d, bool returned);
+
+/* A removed worker: when it comes back it is set up afresh and no longer
+ * holds any average. */
+void mdl_driver_peer_forget(driver *d, const slot *s);
+
+/* Makes d->w the committed average before anything reads it (TEST,
+ * snapshots, model files, the result, a round that sends it): when no
+ * round returned it, fetched from a live worker that kept it (a State call
+ * for its average, epoch checked, finiteness checked). Fails when none can
+ * give it: d->w is then not used. */
+mdl_status mdl_driver_weights(driver *d, mdl_error *err);
 
 /* Members failed because of one another while every one of them answered
  * the driver: they cannot reach each other (the driver is their only

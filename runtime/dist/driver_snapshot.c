@@ -37,6 +37,8 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
 mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err) {
   double t0 = mdl_now();
   *written = false;
+  mdl_status wst = mdl_driver_weights(d, err);
+  if (wst != MDL_OK) return wst;
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
   for (int i = 0; i < d->k; i++)
@@ -233,6 +235,8 @@ static mdl_status load_snapshot(driver *d, const char *path, Memdl__DriverSnapsh
 
 mdl_status mdl_driver_save_model(driver *d, mdl_error *err) {
   if (!d->model || !mdl_trainer_can_save(d->model)) return MDL_OK;
+  mdl_status wst = mdl_driver_weights(d, err);
+  if (wst != MDL_OK) return wst;
   char path[1200];
   snprintf(path, sizeof path, "%s_iter_%d.caffemodel", d->prefix, d->iter);
   /* mdl_caffemodel_save writes atomically itself */

@@ -347,6 +347,7 @@ mdl_status mdl_driver_kill_slot(driver *d, slot *dead, const char *why, mdl_erro
   if (!dead->alive) return MDL_OK;
   dead->alive = false;
   d->res->faults++;
+  mdl_driver_peer_forget(d, dead);
   /* a local worker that is dropped must not wake up and write its region */
   if (d->lw) mdl_local_workers_kill(d->lw, dead->index);
   dlog(d, "worker %d (%s) removed: %s; moving its %zu train / %zu test partitions", dead->index,

@@ -30,8 +30,12 @@ struct mdl_peer_net {
   mdl_rpc_channel **ch;
   double *down_since; /* when a peer's channel was first seen down (0: up) */
   mdl_exchange *x;
-  float *avg; /* the last exchange's result */
-  uint64_t avg_epoch;
+  /* The last two exchanges' results, each with its epoch (0: none). An
+   * exchange writes into the one its round did not start from, so the
+   * average a round started from survives the round's failure: the
+   * driver's redo (and its fetch, StateRequest.average_epoch) can use it. */
+  float *avg[2];
+  uint64_t avg_epoch[2];
   mdl_rpc_pin *pin;
   /* the round being exchanged: member position -> worker index */
   const uint32_t *member;
@@ -74,9 +78,11 @@ static void close_peers(mdl_peer_net *p) {
   p->down_since = NULL;
   p->n_peers = 0;
   mdl_rpc_pin_wait(p->pin);
-  mdl_rpc_buffer_free(p->avg, p->n * sizeof(float));
-  p->avg = NULL;
-  p->avg_epoch = 0;
+  for (int i = 0; i < 2; i++) {
+    mdl_rpc_buffer_free(p->avg[i], p->n * sizeof(float));
+    p->avg[i] = NULL;
+    p->avg_epoch[i] = 0;
+  }
 }
 
 void mdl_peer_net_free(mdl_peer_net *p) {
@@ -103,13 +109,19 @@ mdl_status mdl_peer_net_setup(mdl_peer_net *p, uint64_t session, int self, char 
   if (self < 0 || self >= n_peers)
     return mdl_errorf(err, MDL_ERR_INVALID, "Setup: %d peer addresses for worker %d", n_peers,
                       self);
-  float *avg = mdl_rpc_buffer_alloc(n * sizeof(float));
-  if (!avg) return mdl_errorf(err, MDL_ERR_NOMEM, "Setup: peer average of %zu floats", n);
+  float *avg[2] = {mdl_rpc_buffer_alloc(n * sizeof(float)),
+                   mdl_rpc_buffer_alloc(n * sizeof(float))};
+  if (!avg[0] || !avg[1]) {
+    mdl_rpc_buffer_free(avg[0], n * sizeof(float));
+    mdl_rpc_buffer_free(avg[1], n * sizeof(float));
+    return mdl_errorf(err, MDL_ERR_NOMEM, "Setup: two peer averages of %zu floats", n);
+  }
   p->ch = mdl_xcalloc((size_t)n_peers, sizeof *p->ch);
   p->addr = mdl_xcalloc((size_t)n_peers, sizeof *p->addr);
   p->down_since = mdl_xcalloc((size_t)n_peers, sizeof *p->down_since);
   p->n_peers = n_peers;
-  p->avg = avg;
+  p->avg[0] = avg[0];
+  p->avg[1] = avg[1];
   p->n = n;
   mdl_rpc_channel_opts co = {.sec = p->sec};
   for (int i = 0; i < n_peers; i++) {
@@ -155,15 +167,23 @@ mdl_status mdl_peer_net_check(const mdl_peer_net *p, const Memdl__RoundRequest *
   }
   if (!self_in)
     return mdl_errorf(err, MDL_ERR_INVALID, "Round: worker %d is not among the members", p->self);
-  if (r->kept_epoch && r->kept_epoch != p->avg_epoch)
-    return mdl_errorf(err, MDL_ERR_INVALID,
-                      "Round: start from the average of epoch %llu; this worker holds %llu",
-                      (unsigned long long)r->kept_epoch, (unsigned long long)p->avg_epoch);
+  if (r->kept_epoch && !mdl_peer_net_held(p, r->kept_epoch))
+    return mdl_errorf(
+        err, MDL_ERR_INVALID,
+        "Round: start from the average of epoch %llu; this worker holds %llu and %llu",
+        (unsigned long long)r->kept_epoch, (unsigned long long)p->avg_epoch[0],
+        (unsigned long long)p->avg_epoch[1]);
   return MDL_OK;
 }
 
+const float *mdl_peer_net_held(const mdl_peer_net *p, uint64_t epoch) {
+  for (int i = 0; epoch && i < 2; i++)
+    if (p->avg_epoch[i] == epoch) return p->avg[i];
+  return NULL;
+}
+
 const float *mdl_peer_net_kept(const mdl_peer_net *p, const Memdl__RoundRequest *r) {
-  return r->kept_epoch && r->kept_epoch == p->avg_epoch ? p->avg : NULL;
+  return mdl_peer_net_held(p, r->kept_epoch);
 }
 
 /* --- the transport ------------------------------------------------------------ */
@@ -254,26 +274,29 @@ mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, c
     if ((int)r->member[i] != p->self) p->down_since[r->member[i]] = 0;
   p->member = r->member;
   int k = (int)r->n_member;
+  /* into the buffer the round did not start from (else the older one) */
+  int o = p->avg_epoch[0] <= p->avg_epoch[1] ? 0 : 1;
+  if (r->kept_epoch && p->avg_epoch[o] == r->kept_epoch) o = 1 - o;
   mdl_xchg_round xr = {.epoch = r->peer_epoch,
                        .rank = rank,
                        .k = k,
                        .n = p->n,
                        .samples = samples,
                        .w = trained,
-                       .out = p->avg,
+                       .out = p->avg[o],
                        .timeout_ms = r->exchange_timeout_ms ? (int)r->exchange_timeout_ms : 60000,
                        .cancel = cancel,
                        .schedule = schedule_for(k, p->n),
                        .piece_floats = r->piece_floats};
   mdl_xchg_transport t = {&GRPC_PEERS, p};
-  p->avg_epoch = 0; /* overwritten below, whatever the outcome */
+  p->avg_epoch[o] = 0; /* overwritten below, whatever the outcome */
   mdl_status st = mdl_exchange_run(p->x, &xr, &t, err);
   /* gRPC may still hold slices of what was sent (our weights, our chunk) */
   mdl_rpc_pin_wait(p->pin);
   p->member = NULL;
   if (st != MDL_OK) return st;
-  p->avg_epoch = r->peer_epoch;
-  *out = p->avg;
+  p->avg_epoch[o] = r->peer_epoch;
+  *out = p->avg[o];
   return MDL_OK;
 }
 

@@ -39,13 +39,20 @@ bool mdl_peer_net_wanted(const Memdl__RoundRequest *r);
  * and, for kept_epoch, that this worker still holds that average. */
 mdl_status mdl_peer_net_check(const mdl_peer_net *p, const Memdl__RoundRequest *r, mdl_error *err);
 
+/* The average of the exchange of `epoch` when this worker still holds it
+ * (the last two successful exchanges are held; an exchange overwrites the
+ * older one, never the one its round started from), else NULL. Owned by p,
+ * valid until the exchange after next or the next Setup. */
+const float *mdl_peer_net_held(const mdl_peer_net *p, uint64_t epoch);
+
 /* Where a round that starts from the kept average finds it (NULL: none). */
 const float *mdl_peer_net_kept(const mdl_peer_net *p, const Memdl__RoundRequest *r);
 
 /* Averages `trained` (this worker's weights after the round, weighted by
  * samples) with the other members'; on success the result is what
- * mdl_peer_net_kept returns for this epoch and *out points to it (valid
- * until the next exchange). Peer-caused failures start with
+ * mdl_peer_net_held returns for this epoch and *out points to it. The
+ * average the round started from (r->kept_epoch) is left as it was, on
+ * failure too. Peer-caused failures start with
  * MDL_EXCHANGE_PEER_FAILED and name the peer. */
 mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, const float *trained,
                                 uint64_t samples, const volatile int *cancel, const float **out,

@@ -398,6 +398,14 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   if (st == MDL_OK && peer)
     st = mdl_peer_net_average(w->peers, r, w->w_out, s.samples, mdl_rpc_call_cancel_flag(call),
                               &avg, err);
+  /* the driver sees the average only at TEST and snapshot points: the
+   * members check it for it (every member holds the same bits) */
+  char where[400];
+  if (st == MDL_OK && peer && mdl_trainer_find_nonfinite(w->trainer, avg, where, sizeof where))
+    st = mdl_errorf(err, MDL_ERR_DIVERGED,
+                    "training diverged: the averaged weights of round %u are not finite: %s (try "
+                    "a smaller base_lr or clip_gradients)",
+                    r->round + 1, where);
   if (st != MDL_OK) {
     if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
     return st;
@@ -486,12 +494,35 @@ static mdl_status on_reassign(void *ctx, mdl_rpc_call_ctx *call, const ProtobufC
   return MDL_OK;
 }
 
+/* A State call asking for the peer average of `epoch` (the driver's fetch
+ * when no round returned it): sent from where the peer net holds it, pinned
+ * like a Round reply (the next round waits for it before an exchange can
+ * overwrite it). */
+static mdl_status reply_average(mdl_worker *w, uint64_t epoch, mdl_rpc_out *reply, mdl_error *err) {
+  const float *avg = mdl_peer_net_held(w->peers, epoch);
+  if (!avg)
+    return mdl_errorf(err, MDL_ERR_INVALID, "State: no average of epoch %llu here",
+                      (unsigned long long)epoch);
+  mdl_rpc_pin_wait(w->out_pin);
+  Memdl__StateReply *rep = &w->state_reply;
+  memdl__state_reply__init(rep);
+  rep->has_average_epoch = 1;
+  rep->average_epoch = epoch;
+  reply->msg = &rep->base;
+  reply->bulk_field = 2; /* StateReply.average */
+  reply->bulk = avg;
+  reply->bulk_len = w->n_params * sizeof(float);
+  reply->pin = w->out_pin;
+  return MDL_OK;
+}
+
 static mdl_status on_state(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
                            size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
   mdl_worker *w = ctx;
   const Memdl__StateRequest *r = (const Memdl__StateRequest *)m;
   mdl_status st = check_session(w, r->session, err);
   if (st != MDL_OK) return st;
+  if (r->average_epoch) return reply_average(w, r->average_epoch, reply, err);
   free(w->state);
   w->state = NULL;
   size_t len = 0;
