@@ -5,6 +5,13 @@
 
 #include <string.h>
 
+/* A shape as outer x C x inner around axis (a valid index). */
+static void split_at(const mdl_shape *b, int axis, int64_t *outer, int64_t *C, int64_t *inner) {
+  *outer = shape_count(b, 0, axis);
+  *C = b->d[axis];
+  *inner = shape_count(b, axis + 1, b->n);
+}
+
 /* ---- vision ---------------------------------------------------------------- */
 
 /* Caffe's repeated-or-_h/_w convolution fields. */
@@ -170,9 +177,7 @@ mdl_status mdl_geom_softmax(const mdl_layer *l, mdl_softmax_geom *g, mdl_error *
   const mdl_shape *b = &l->bottom_shape[0];
   int axis = shape_axis(b, p->axis);
   if (axis < 0) return LAYER_ERR(l, err, "softmax axis %d out of range", p->axis);
-  g->outer = shape_count(b, 0, axis);
-  g->C = b->d[axis];
-  g->inner = shape_count(b, axis + 1, b->n);
+  split_at(b, axis, &g->outer, &g->C, &g->inner);
   return MDL_OK;
 }
 
@@ -356,9 +361,7 @@ mdl_status mdl_geom_accuracy(const mdl_layer *l, mdl_accuracy_geom *g, mdl_error
   const mdl_shape *b = &l->bottom_shape[0];
   int axis = shape_axis(b, ap->axis);
   if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", ap->axis);
-  g->outer = shape_count(b, 0, axis);
-  g->C = b->d[axis];
-  g->inner = shape_count(b, axis + 1, b->n);
+  split_at(b, axis, &g->outer, &g->C, &g->inner);
   g->top_k = ap->top_k;
   g->ignore = ap->has_ignore_label;
   g->ignore_label = ap->ignore_label;
