@@ -5,8 +5,10 @@
  * cuBLAS, our own kernels (kernels_*.cu) where Caffe's semantics differ
  * from cuDNN's (pooling's ceil rounding and AVE divisor, ReLU's negative
  * slope, Dropout's counter-based draws, BatchNorm's three blobs) and for
- * the rest. Shapes come from the compiler's rules (l->top_shape);
- * parameters are checked here as runtime/cpu/ checks them. forward and
+ * the rest. Shapes come from the compiler's rules (l->top_shape); what the
+ * parameters mean, and their checks, from runtime/engine/layer_geom.h as
+ * runtime/cpu/ has them, so only what the GPU does not run is refused
+ * here. forward and
  * backward cannot fail: a failing call is recorded in the device context
  * and reported by the backend's sync. */
 #ifndef MDL_GPU_LAYERS_GPU_H
@@ -17,35 +19,12 @@
 
 #include "gpu/gpu_internal.h"
 #include "gpu/kernels.h"
-
-/* A type's parameter message, or the schema's defaults. */
-#define PARAM(l, field, Type, INIT)                                       \
-  ({                                                                      \
-    static const Type mdl_default_##field = INIT;                         \
-    (l)->lp->field ? (const Type *)(l)->lp->field : &mdl_default_##field; \
-  })
-
-#define LAYER_ERR(l, err, ...)                      \
-  (mdl_errorf((err), MDL_ERR_INVALID, __VA_ARGS__), \
-   mdl_error_prefix((err), "layer \"%s\" (%s): ", (l)->name, (l)->impl->type), MDL_ERR_INVALID)
+#include "runtime/engine/layer_geom.h" /* PARAM, LAYER_ERR, shape_count, the checks */
 
 #define G(l) mdl_gpu_of(l)
 #define S(l) (mdl_gpu_of(l)->stream)
 
 static const float ONE = 1.f, ZERO = 0.f;
-
-static inline int64_t shape_count(const mdl_shape *s, int a, int b) {
-  int64_t c = 1;
-  if (a < 0) a = 0;
-  if (b > s->n) b = s->n;
-  for (int i = a; i < b; i++) c *= s->d[i];
-  return c;
-}
-
-static inline int shape_axis(const mdl_shape *s, int axis) {
-  if (axis < -s->n || axis >= s->n) return -1;
-  return axis < 0 ? axis + s->n : axis;
-}
 
 static inline void copy_d2d(mdl_layer *l, float *dst, const float *src, int64_t n) {
   if (dst != src && n > 0)

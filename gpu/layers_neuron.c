@@ -8,19 +8,16 @@
 
 /* ---- ReLU (negative slope), Sigmoid, TanH --------------------------------- */
 
-static float relu_slope(const mdl_layer *l) {
-  return l->lp->relu_param ? l->lp->relu_param->negative_slope : 0.f;
-}
 static void relu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  MDL_CUDA_TRY(G(l),
-               mdl_gk_relu_fwd(S(l), bottom[0]->data, top[0]->data, top[0]->count, relu_slope(l)));
+  MDL_CUDA_TRY(G(l), mdl_gk_relu_fwd(S(l), bottom[0]->data, top[0]->data, top[0]->count,
+                                     mdl_geom_relu_slope(l)));
 }
 /* In place, x is the output: its sign is the input's for slope >= 0 (Caffe). */
 static void relu_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   if (pd[0])
     MDL_CUDA_TRY(G(l), mdl_gk_relu_bwd(S(l), bottom[0]->data, top[0]->diff, bottom[0]->diff,
-                                       top[0]->count, relu_slope(l)));
+                                       top[0]->count, mdl_geom_relu_slope(l)));
 }
 const mdl_layer_impl mdl_gpu_relu_layer = {"ReLU", NULL, NULL, relu_forward, relu_backward, NULL};
 
@@ -44,38 +41,29 @@ const mdl_layer_impl mdl_gpu_tanh_layer = {"TanH", NULL, NULL, act_forward, act_
 /* ---- Dropout: the CPU's counter-based draws, recomputed for backward ----- */
 
 typedef struct dropout_priv {
-  int64_t count;
-  float scale;
-  uint32_t thresh;
+  mdl_dropout_geom g;
   uint64_t seed, ctr; /* the draws of the last TRAIN forward */
 } dropout_priv;
 
 static mdl_status dropout_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__DropoutParameter *p =
-      PARAM(l, dropout_param, Caffe__DropoutParameter, CAFFE__DROPOUT_PARAMETER__INIT);
-  if (!(p->dropout_ratio >= 0.f && p->dropout_ratio < 1.f))
-    return LAYER_ERR(l, err, "dropout_ratio must be in [0, 1), got %g", p->dropout_ratio);
   dropout_priv *dp = mdl_xcalloc(1, sizeof *dp);
   l->priv = dp;
-  dp->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
-  dp->scale = 1.f / (1.f - p->dropout_ratio);
-  dp->thresh = (uint32_t)((double)UINT32_MAX * p->dropout_ratio);
-  return MDL_OK;
+  return mdl_geom_dropout(l, &dp->g, err);
 }
 
 static void dropout_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   dropout_priv *dp = l->priv;
   if (l->phase != CAFFE__PHASE__TRAIN) {
-    copy_d2d(l, top[0]->data, bottom[0]->data, dp->count);
+    copy_d2d(l, top[0]->data, bottom[0]->data, dp->g.count);
     return;
   }
   mdl_rng fallback = {0, 0};
   mdl_rng *rng = l->ctx.rng ? l->ctx.rng : &fallback;
   dp->seed = rng->seed;
   dp->ctr = rng->counter;
-  rng->counter += (uint64_t)dp->count;
-  MDL_CUDA_TRY(G(l), mdl_gk_dropout(S(l), bottom[0]->data, top[0]->data, dp->count, dp->seed,
-                                    dp->ctr, dp->thresh, dp->scale));
+  rng->counter += (uint64_t)dp->g.count;
+  MDL_CUDA_TRY(G(l), mdl_gk_dropout(S(l), bottom[0]->data, top[0]->data, dp->g.count, dp->seed,
+                                    dp->ctr, dp->g.thresh, dp->g.scale));
 }
 
 /* dx = dy * mask * scale: the same draws select the same units. */
@@ -84,11 +72,11 @@ static void dropout_backward(mdl_layer *l, mdl_tensor *const *top, const bool *p
   dropout_priv *dp = l->priv;
   if (!pd[0]) return;
   if (l->phase != CAFFE__PHASE__TRAIN) {
-    copy_d2d(l, bottom[0]->diff, top[0]->diff, dp->count);
+    copy_d2d(l, bottom[0]->diff, top[0]->diff, dp->g.count);
     return;
   }
-  MDL_CUDA_TRY(G(l), mdl_gk_dropout(S(l), top[0]->diff, bottom[0]->diff, dp->count, dp->seed,
-                                    dp->ctr, dp->thresh, dp->scale));
+  MDL_CUDA_TRY(G(l), mdl_gk_dropout(S(l), top[0]->diff, bottom[0]->diff, dp->g.count, dp->seed,
+                                    dp->ctr, dp->g.thresh, dp->g.scale));
 }
 
 const mdl_layer_impl mdl_gpu_dropout_layer = {"Dropout",       dropout_setup,    NULL,

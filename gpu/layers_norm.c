@@ -9,36 +9,23 @@
 /* ---- BatchNorm: Caffe's three blobs (mean, variance, scale factor) ------- */
 
 typedef struct bn_priv {
-  bool global;
-  float maf, eps;
-  int64_t num, C, inner;
+  mdl_bn_geom g;
   float *xnorm, *mean, *istd; /* device */
   double *s1, *s2;            /* device, per channel */
 } bn_priv;
 
 static mdl_status bn_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__BatchNormParameter *p =
-      PARAM(l, batch_norm_param, Caffe__BatchNormParameter, CAFFE__BATCH_NORM_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
   bn_priv *bp = mdl_xcalloc(1, sizeof *bp);
   l->priv = bp;
-  bp->global = p->has_use_global_stats ? p->use_global_stats : l->phase == CAFFE__PHASE__TEST;
-  bp->maf = p->moving_average_fraction;
-  bp->eps = p->eps;
-  bp->num = b->n > 0 ? b->d[0] : 1;
-  bp->C = b->n == 1 ? 1 : b->d[1];
-  int64_t count = shape_count(b, 0, b->n);
-  bp->inner = count / ((bp->num * bp->C) != 0 ? bp->num * bp->C : 1);
-  if (l->n_param != 3 || l->param[0].count != bp->C || l->param[1].count != bp->C ||
-      l->param[2].count != 1)
-    return LAYER_ERR(l, err, "BatchNorm needs blobs of %lld, %lld and 1 values", (long long)bp->C,
-                     (long long)bp->C);
+  mdl_status st = mdl_geom_bn(l, &bp->g, err);
+  if (st) return st;
+  const int64_t count = bp->g.count;
   mdl_gpu *g = G(l);
   if (!(bp->xnorm = mdl_gpu_alloc_bytes(g, (size_t)count * sizeof(float), "BatchNorm", err)) ||
-      !(bp->mean = mdl_gpu_alloc_bytes(g, (size_t)bp->C * sizeof(float), "BatchNorm", err)) ||
-      !(bp->istd = mdl_gpu_alloc_bytes(g, (size_t)bp->C * sizeof(float), "BatchNorm", err)) ||
-      !(bp->s1 = mdl_gpu_alloc_bytes(g, (size_t)bp->C * sizeof(double), "BatchNorm", err)) ||
-      !(bp->s2 = mdl_gpu_alloc_bytes(g, (size_t)bp->C * sizeof(double), "BatchNorm", err)))
+      !(bp->mean = mdl_gpu_alloc_bytes(g, (size_t)bp->g.C * sizeof(float), "BatchNorm", err)) ||
+      !(bp->istd = mdl_gpu_alloc_bytes(g, (size_t)bp->g.C * sizeof(float), "BatchNorm", err)) ||
+      !(bp->s1 = mdl_gpu_alloc_bytes(g, (size_t)bp->g.C * sizeof(double), "BatchNorm", err)) ||
+      !(bp->s2 = mdl_gpu_alloc_bytes(g, (size_t)bp->g.C * sizeof(double), "BatchNorm", err)))
     return MDL_ERR_NOMEM;
   return MDL_OK;
 }
@@ -65,15 +52,15 @@ static void bn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *cons
   bn_priv *bp = l->priv;
   mdl_gpu *g = G(l);
   const float *x = bottom[0]->data;
-  const double m = (double)bp->num * (double)bp->inner;
-  if (!bp->global)
-    MDL_CUDA_TRY(g,
-                 mdl_gk_channel_sums(g->stream, x, x, bp->num, bp->C, bp->inner, bp->s1, bp->s2));
-  MDL_CUDA_TRY(
-      g, mdl_gk_bn_stats(g->stream, bp->s1, bp->s2, bp->C, m, bp->eps, bp->maf, l->param[0].data,
-                         l->param[1].data, l->param[2].data, bp->mean, bp->istd, !bp->global));
+  const double m = (double)bp->g.num * (double)bp->g.inner;
+  if (!bp->g.global)
+    MDL_CUDA_TRY(
+        g, mdl_gk_channel_sums(g->stream, x, x, bp->g.num, bp->g.C, bp->g.inner, bp->s1, bp->s2));
+  MDL_CUDA_TRY(g, mdl_gk_bn_stats(g->stream, bp->s1, bp->s2, bp->g.C, m, bp->g.eps, bp->g.maf,
+                                  l->param[0].data, l->param[1].data, l->param[2].data, bp->mean,
+                                  bp->istd, !bp->g.global));
   MDL_CUDA_TRY(g, mdl_gk_bn_apply(g->stream, x, top[0]->data, bp->xnorm, bp->mean, bp->istd,
-                                  bp->num, bp->C, bp->inner));
+                                  bp->g.num, bp->g.C, bp->g.inner));
 }
 
 static void bn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -81,12 +68,12 @@ static void bn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   bn_priv *bp = l->priv;
   mdl_gpu *g = G(l);
   if (!pd[0]) return;
-  const double m = (double)bp->num * (double)bp->inner;
-  if (!bp->global)
-    MDL_CUDA_TRY(g, mdl_gk_channel_sums(g->stream, top[0]->diff, bp->xnorm, bp->num, bp->C,
-                                        bp->inner, bp->s1, bp->s2));
+  const double m = (double)bp->g.num * (double)bp->g.inner;
+  if (!bp->g.global)
+    MDL_CUDA_TRY(g, mdl_gk_channel_sums(g->stream, top[0]->diff, bp->xnorm, bp->g.num, bp->g.C,
+                                        bp->g.inner, bp->s1, bp->s2));
   MDL_CUDA_TRY(g, mdl_gk_bn_bwd(g->stream, top[0]->diff, bp->xnorm, bp->s1, bp->s2, bp->istd, m,
-                                bp->global, bottom[0]->diff, bp->num, bp->C, bp->inner));
+                                bp->g.global, bottom[0]->diff, bp->g.num, bp->g.C, bp->g.inner));
 }
 
 const mdl_layer_impl mdl_gpu_bn_layer = {"BatchNorm", bn_setup,    bn_init,
@@ -95,42 +82,25 @@ const mdl_layer_impl mdl_gpu_bn_layer = {"BatchNorm", bn_setup,    bn_init,
 /* ---- Scale: one bottom, a learned scale (and bias) over axis..axis+k ----- */
 
 typedef struct scale_priv {
-  bool bias;
-  int64_t outer, D, inner, count;
+  mdl_scale_geom g;
   float *saved_x; /* device: in place, the input for the scale gradient */
   double *s1, *s2;
 } scale_priv;
 
 static mdl_status scale_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ScaleParameter *p =
-      PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
   if (l->n_bottom != 1 || l->n_param < 1)
     return LAYER_ERR(l, err, "Scale with a second bottom does not run on the GPU");
   scale_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
-  const mdl_tensor *w = &l->param[0];
-  int axis = w->n == 0 ? 0 : shape_axis(b, p->axis);
-  if (axis < 0 || axis + w->n > b->n)
-    return LAYER_ERR(l, err, "axis %d and %d operand axes do not fit the input", p->axis, w->n);
-  for (int i = 0; i < w->n; i++)
-    if (w->d[i] != b->d[axis + i])
-      return LAYER_ERR(l, err, "operand axis %d is %lld, input axis %d is %lld", i,
-                       (long long)w->d[i], axis + i, (long long)b->d[axis + i]);
-  sp->outer = shape_count(b, 0, axis);
-  sp->D = w->count;
-  sp->inner = shape_count(b, axis + w->n, b->n);
-  sp->count = shape_count(b, 0, b->n);
-  sp->bias = p->bias_term;
-  if (sp->bias && (l->n_param < 2 || l->param[1].count != sp->D))
-    return LAYER_ERR(l, err, "bias blob size disagrees with the scale operand");
+  mdl_status st = mdl_geom_scale(l, &sp->g, err);
+  if (st) return st;
   mdl_gpu *g = G(l);
   if (mdl_layer_in_place(l) &&
-      !(sp->saved_x = mdl_gpu_alloc_bytes(g, (size_t)sp->count * sizeof(float),
+      !(sp->saved_x = mdl_gpu_alloc_bytes(g, (size_t)sp->g.count * sizeof(float),
                                           "a copy of its in-place input", err)))
     return MDL_ERR_NOMEM;
-  if (!(sp->s1 = mdl_gpu_alloc_bytes(g, (size_t)sp->D * sizeof(double), "Scale", err)) ||
-      !(sp->s2 = mdl_gpu_alloc_bytes(g, (size_t)sp->D * sizeof(double), "Scale", err)))
+  if (!(sp->s1 = mdl_gpu_alloc_bytes(g, (size_t)sp->g.D * sizeof(double), "Scale", err)) ||
+      !(sp->s2 = mdl_gpu_alloc_bytes(g, (size_t)sp->g.D * sizeof(double), "Scale", err)))
     return MDL_ERR_NOMEM;
   return MDL_OK;
 }
@@ -174,10 +144,10 @@ static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
 
 static void scale_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   scale_priv *sp = l->priv;
-  if (top[0] == bottom[0] && sp->saved_x) copy_d2d(l, sp->saved_x, bottom[0]->data, sp->count);
+  if (top[0] == bottom[0] && sp->saved_x) copy_d2d(l, sp->saved_x, bottom[0]->data, sp->g.count);
   MDL_CUDA_TRY(G(l), mdl_gk_scale(S(l), bottom[0]->data, l->param[0].data,
-                                  sp->bias ? l->param[1].data : NULL, top[0]->data, sp->outer,
-                                  sp->D, sp->inner));
+                                  sp->g.bias ? l->param[1].data : NULL, top[0]->data, sp->g.outer,
+                                  sp->g.D, sp->g.inner));
 }
 
 static void scale_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -187,15 +157,15 @@ static void scale_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   const float *dy = top[0]->diff;
   const float *x = top[0] == bottom[0] && sp->saved_x ? sp->saved_x : bottom[0]->data;
   /* s1 = sum dy (bias), s2 = sum dy * x (scale), per operand element */
-  MDL_CUDA_TRY(g,
-               mdl_gk_channel_sums(g->stream, dy, x, sp->outer, sp->D, sp->inner, sp->s1, sp->s2));
-  if (sp->bias && l->param[1].diff)
-    MDL_CUDA_TRY(g, mdl_gk_add_double(g->stream, l->param[1].diff, sp->s1, sp->D));
+  MDL_CUDA_TRY(
+      g, mdl_gk_channel_sums(g->stream, dy, x, sp->g.outer, sp->g.D, sp->g.inner, sp->s1, sp->s2));
+  if (sp->g.bias && l->param[1].diff)
+    MDL_CUDA_TRY(g, mdl_gk_add_double(g->stream, l->param[1].diff, sp->s1, sp->g.D));
   if (l->param[0].diff)
-    MDL_CUDA_TRY(g, mdl_gk_add_double(g->stream, l->param[0].diff, sp->s2, sp->D));
+    MDL_CUDA_TRY(g, mdl_gk_add_double(g->stream, l->param[0].diff, sp->s2, sp->g.D));
   if (pd[0])
-    MDL_CUDA_TRY(g, mdl_gk_scale(g->stream, dy, l->param[0].data, NULL, bottom[0]->diff, sp->outer,
-                                 sp->D, sp->inner));
+    MDL_CUDA_TRY(g, mdl_gk_scale(g->stream, dy, l->param[0].data, NULL, bottom[0]->diff,
+                                 sp->g.outer, sp->g.D, sp->g.inner));
 }
 
 const mdl_layer_impl mdl_gpu_scale_layer = {"Scale",       scale_setup,    scale_init,

@@ -70,25 +70,16 @@ typedef struct eltwise_priv {
 } eltwise_priv;
 
 static mdl_status eltwise_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__EltwiseParameter *p =
-      PARAM(l, eltwise_param, Caffe__EltwiseParameter, CAFFE__ELTWISE_PARAMETER__INIT);
   if (l->n_bottom > MDL_GK_MAX_ELT)
     return LAYER_ERR(l, err, "%d bottoms; the GPU's Eltwise takes at most %d", l->n_bottom,
                      MDL_GK_MAX_ELT);
-  if (p->n_coeff && p->n_coeff != (size_t)l->n_bottom)
-    return LAYER_ERR(l, err, "%zu coeff values for %d bottoms", p->n_coeff, l->n_bottom);
-  if (p->n_coeff && p->operation != CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM)
-    return LAYER_ERR(l, err, "coeff is only for the SUM operation");
-  for (int i = 1; i < l->n_bottom; i++)
-    if (shape_count(&l->bottom_shape[i], 0, MDL_MAX_AXES) !=
-            shape_count(&l->bottom_shape[0], 0, MDL_MAX_AXES) ||
-        l->bottom_shape[i].n != l->bottom_shape[0].n)
-      return LAYER_ERR(l, err, "bottom %d has a different shape from bottom 0", i);
   eltwise_priv *ep = mdl_xcalloc(1, sizeof *ep);
   l->priv = ep;
-  ep->op = p->operation;
-  ep->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
-  for (int i = 0; i < l->n_bottom; i++) ep->coeff[i] = p->n_coeff ? p->coeff[i] : 1.f;
+  mdl_eltwise_geom g;
+  mdl_status st = mdl_geom_eltwise(l, &g, ep->coeff, err);
+  if (st) return st;
+  ep->op = g.op;
+  ep->count = g.count;
   if (ep->op == CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__MAX) {
     ep->mask =
         mdl_gpu_alloc_bytes(G(l), (size_t)ep->count * sizeof(int32_t), "the eltwise mask", err);
@@ -136,53 +127,33 @@ const mdl_layer_impl mdl_gpu_eltwise_layer = {"Eltwise",       eltwise_setup,   
 /* ---- Concat: outer x (sum of parts along axis) x inner, by 2-D copies ---- */
 
 typedef struct cat_priv {
-  int64_t outer, inner, total;
+  mdl_concat_geom g;
   int64_t part[64];
-  int n;
 } cat_priv;
 
 static mdl_status concat_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ConcatParameter *p =
-      PARAM(l, concat_param, Caffe__ConcatParameter, CAFFE__CONCAT_PARAMETER__INIT);
-  const mdl_shape *big = &l->top_shape[0];
-  int axis = p->has_concat_dim ? (int)p->concat_dim : shape_axis(big, p->axis);
-  if (axis < 0 || axis >= big->n) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
   if (l->n_bottom > 64) return LAYER_ERR(l, err, "more than 64 bottoms");
   cat_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
-  cp->n = l->n_bottom;
-  cp->outer = shape_count(big, 0, axis);
-  cp->inner = shape_count(big, axis + 1, big->n);
-  cp->total = big->d[axis];
-  int64_t sum = 0;
-  for (int i = 0; i < cp->n; i++) {
-    if (l->bottom_shape[i].n != big->n)
-      return LAYER_ERR(l, err, "blob %d has a different number of axes", i);
-    cp->part[i] = l->bottom_shape[i].d[axis];
-    sum += cp->part[i];
-  }
-  if (sum != cp->total)
-    return LAYER_ERR(l, err, "parts add up to %lld along axis %d, expected %lld", (long long)sum,
-                     axis, (long long)cp->total);
-  return MDL_OK;
+  return mdl_geom_concat(l, &cp->g, cp->part, err);
 }
 
 static void cat_move(mdl_layer *l, mdl_tensor *const *small, const bool *pd, mdl_tensor *big,
                      bool to_big, bool use_diff) {
   const cat_priv *cp = l->priv;
-  const size_t pitch = (size_t)(cp->total * cp->inner) * sizeof(float);
+  const size_t pitch = (size_t)(cp->g.total * cp->g.inner) * sizeof(float);
   int64_t off = 0;
-  for (int i = 0; i < cp->n; i++) {
-    int64_t w = cp->part[i] * cp->inner;
-    if (!(pd && !pd[i]) && w > 0 && cp->outer > 0) {
+  for (int i = 0; i < cp->g.n; i++) {
+    int64_t w = cp->part[i] * cp->g.inner;
+    if (!(pd && !pd[i]) && w > 0 && cp->g.outer > 0) {
       float *s = use_diff ? small[i]->diff : small[i]->data;
       float *b = (use_diff ? big->diff : big->data) + off;
       size_t wb = (size_t)w * sizeof(float);
       if (to_big)
-        MDL_CUDA_TRY(G(l), cudaMemcpy2DAsync(b, pitch, s, wb, wb, (size_t)cp->outer,
+        MDL_CUDA_TRY(G(l), cudaMemcpy2DAsync(b, pitch, s, wb, wb, (size_t)cp->g.outer,
                                              cudaMemcpyDeviceToDevice, S(l)));
       else
-        MDL_CUDA_TRY(G(l), cudaMemcpy2DAsync(s, wb, b, pitch, wb, (size_t)cp->outer,
+        MDL_CUDA_TRY(G(l), cudaMemcpy2DAsync(s, wb, b, pitch, wb, (size_t)cp->g.outer,
                                              cudaMemcpyDeviceToDevice, S(l)));
     }
     off += w;

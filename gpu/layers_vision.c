@@ -21,24 +21,6 @@ typedef struct conv_priv {
   bool bias, deconv;
 } conv_priv;
 
-static mdl_status conv_hw(mdl_layer *l, const char *what, size_t n, const uint32_t *v, bool has_h,
-                          uint32_t h, bool has_w, uint32_t w, int dflt, int *oh, int *ow,
-                          mdl_error *err) {
-  if (has_h || has_w) {
-    if (n) return LAYER_ERR(l, err, "%s given both as %s and as %s_h/%s_w", what, what, what, what);
-    if (!(has_h && has_w))
-      return LAYER_ERR(l, err, "%s_h and %s_w must be given together", what, what);
-    *oh = (int)h, *ow = (int)w;
-  } else if (n == 0) {
-    *oh = *ow = dflt;
-  } else if (n <= 2) {
-    *oh = (int)v[0], *ow = (int)v[n - 1];
-  } else {
-    return LAYER_ERR(l, err, "%s has %zu values; 2-D convolution takes 1 or 2", what, n);
-  }
-  return MDL_OK;
-}
-
 static void conv_free(mdl_layer *l) {
   conv_priv *cp = l->priv;
   if (cp->x) cudnnDestroyTensorDescriptor(cp->x);
@@ -55,63 +37,45 @@ static size_t conv_ws_limit(void) {
 }
 
 static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ConvolutionParameter *p =
-      PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
   mdl_gpu *g = G(l);
-  const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  if (shape_axis(b, p->axis) != 1 || b->n != 4 || l->n_bottom != 1)
+  mdl_convolution_geom cg;
+  mdl_status st = mdl_geom_conv(l, &cg, err);
+  if (st) return st;
+  if (l->n_bottom != 1)
     return LAYER_ERR(l, err, "only 2-D convolution of one 4-axis bottom over axis 1 runs on %s",
                      g->name);
+  const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
   if (!fits_int(b) || !fits_int(t)) return LAYER_ERR(l, err, "blobs too large for cuDNN");
   conv_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
-  int kh, kw, sh, sw, ph, pw, dh, dw;
-  mdl_status st;
-  if ((st = conv_hw(l, "kernel_size", p->n_kernel_size, p->kernel_size, p->has_kernel_h,
-                    p->kernel_h, p->has_kernel_w, p->kernel_w, 0, &kh, &kw, err)) ||
-      (st = conv_hw(l, "stride", p->n_stride, p->stride, p->has_stride_h, p->stride_h,
-                    p->has_stride_w, p->stride_w, 1, &sh, &sw, err)) ||
-      (st = conv_hw(l, "pad", p->n_pad, p->pad, p->has_pad_h, p->pad_h, p->has_pad_w, p->pad_w, 0,
-                    &ph, &pw, err)) ||
-      (st = conv_hw(l, "dilation", p->n_dilation, p->dilation, false, 0, false, 0, 1, &dh, &dw,
-                    err)))
-    return st;
-  if (kh <= 0 || kw <= 0 || sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0)
-    return LAYER_ERR(l, err, "kernel, stride and dilation must be positive");
-  int group = p->group ? (int)p->group : 1;
   /* cuDNN's x is the image side, y the column side: a Deconvolution is a
    * Convolution from its top to its bottom run backwards */
-  cp->deconv = strcmp(l->impl->type, "Deconvolution") == 0;
-  const mdl_shape *im = cp->deconv ? t : b, *col = cp->deconv ? b : t;
-  int64_t C = im->d[1], M = col->d[1];
-  if (C % group || M % group)
-    return LAYER_ERR(l, err, "channels %lld and %lld must be multiples of group %d", (long long)C,
-                     (long long)M, group);
-  cp->N = b->d[0];
+  cp->deconv = cg.deconv;
+  cp->N = cg.num;
   cp->M = t->d[1];
   cp->P = t->d[2] * t->d[3];
-  cp->bias = p->bias_term;
-  if (l->n_param < 1 || l->param[0].count != M * (C / group) * kh * kw ||
-      (cp->bias && (l->n_param < 2 || l->param[1].count != cp->M)))
-    return LAYER_ERR(l, err, "weight/bias blob sizes disagree with the convolution geometry");
+  cp->bias = cg.bias;
+  const int group = (int)cg.group, C = (int)cg.im_ch, M = (int)cg.col_ch;
+  const mdl_window_geom *w = &cg.win;
   cudnnMathType_t math = g->exact ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
-  bool ok = tensor_desc(g, &cp->x, im->d[0], C, im->d[2], im->d[3]) &&
-            tensor_desc(g, &cp->y, col->d[0], M, col->d[2], col->d[3]) &&
-            MDL_CUDNN_TRY(g, cudnnCreateFilterDescriptor(&cp->w)) &&
-            MDL_CUDNN_TRY(g, cudnnSetFilter4dDescriptor(cp->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                        (int)M, (int)(C / group), kh, kw)) &&
-            MDL_CUDNN_TRY(g, cudnnCreateConvolutionDescriptor(&cp->conv)) &&
-            MDL_CUDNN_TRY(
-                g, cudnnSetConvolution2dDescriptor(cp->conv, ph, pw, sh, sw, dh, dw,
-                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)) &&
-            MDL_CUDNN_TRY(g, cudnnSetConvolutionGroupCount(cp->conv, group)) &&
-            MDL_CUDNN_TRY(g, cudnnSetConvolutionMathType(cp->conv, math));
+  bool ok =
+      tensor_desc(g, &cp->x, cg.num, C, cg.im_h, cg.im_w) &&
+      tensor_desc(g, &cp->y, cg.num, M, cg.col_h, cg.col_w) &&
+      MDL_CUDNN_TRY(g, cudnnCreateFilterDescriptor(&cp->w)) &&
+      MDL_CUDNN_TRY(g, cudnnSetFilter4dDescriptor(cp->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, M,
+                                                  C / group, (int)w->kh, (int)w->kw)) &&
+      MDL_CUDNN_TRY(g, cudnnCreateConvolutionDescriptor(&cp->conv)) &&
+      MDL_CUDNN_TRY(g, cudnnSetConvolution2dDescriptor(
+                           cp->conv, (int)w->ph, (int)w->pw, (int)w->sh, (int)w->sw, (int)w->dh,
+                           (int)w->dw, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)) &&
+      MDL_CUDNN_TRY(g, cudnnSetConvolutionGroupCount(cp->conv, group)) &&
+      MDL_CUDNN_TRY(g, cudnnSetConvolutionMathType(cp->conv, math));
   if (!ok) return mdl_gpu_take_error(g, err);
   int on, oc, oh, ow;
   if (!MDL_CUDNN_TRY(
           g, cudnnGetConvolution2dForwardOutputDim(cp->conv, cp->x, cp->w, &on, &oc, &oh, &ow)))
     return mdl_gpu_take_error(g, err);
-  if (on != col->d[0] || oc != M || oh != col->d[2] || ow != col->d[3])
+  if (on != cg.num || oc != M || oh != cg.col_h || ow != cg.col_w)
     return LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc, oh,
                      ow);
   /* Algorithms: the heuristics' best whose workspace fits the limit. */
@@ -238,22 +202,13 @@ typedef struct ip_priv {
 } ip_priv;
 
 static mdl_status ip_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__InnerProductParameter *p = PARAM(
-      l, inner_product_param, Caffe__InnerProductParameter, CAFFE__INNER_PRODUCT_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
-  if (!fits_int(b)) return LAYER_ERR(l, err, "input too large for cuBLAS");
+  mdl_ip_geom g;
+  mdl_status st = mdl_geom_ip(l, &g, err);
+  if (st) return st;
+  if (!fits_int(&l->bottom_shape[0])) return LAYER_ERR(l, err, "input too large for cuBLAS");
   ip_priv *ip = mdl_xcalloc(1, sizeof *ip);
   l->priv = ip;
-  ip->M = (int)shape_count(b, 0, axis);
-  ip->K = (int)shape_count(b, axis, b->n);
-  ip->N = (int)p->num_output;
-  ip->transpose = p->transpose;
-  ip->bias = p->bias_term;
-  if (l->n_param < 1 || l->param[0].count != (int64_t)ip->N * ip->K ||
-      (ip->bias && (l->n_param < 2 || l->param[1].count != ip->N)))
-    return LAYER_ERR(l, err, "weight/bias blob sizes disagree with num_output and the input");
+  *ip = (ip_priv){(int)g.M, (int)g.K, (int)g.N, g.transpose, g.bias};
   return MDL_OK;
 }
 
@@ -314,37 +269,28 @@ typedef struct pool_priv {
 } pool_priv;
 
 static mdl_status pool_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__PoolingParameter *p =
-      PARAM(l, pooling_param, Caffe__PoolingParameter, CAFFE__POOLING_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  if (b->n != 4) return LAYER_ERR(l, err, "pooling needs 4-axis input");
-  if (p->pool == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC || l->n_top > 1)
+  mdl_pool_geom g;
+  mdl_status st = mdl_geom_pool(l, &g, err);
+  if (st) return st;
+  if (g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC || l->n_top > 1)
     return LAYER_ERR(l, err, "STOCHASTIC pooling and the mask top do not run on the GPU");
   pool_priv *pp = mdl_xcalloc(1, sizeof *pp);
   l->priv = pp;
-  mdl_gk_pool *k = &pp->k;
-  k->max = p->pool == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX;
-  k->planes = b->d[0] * b->d[1];
-  k->H = b->d[2];
-  k->W = b->d[3];
-  k->PH = t->d[2];
-  k->PW = t->d[3];
-  if (p->global_pooling) {
-    k->kh = (int)k->H, k->kw = (int)k->W, k->sh = k->sw = 1, k->ph = k->pw = 0;
-  } else {
-    k->kh = (int)(p->has_kernel_h ? p->kernel_h : p->kernel_size);
-    k->kw = (int)(p->has_kernel_w ? p->kernel_w : p->kernel_size);
-    k->sh = (int)(p->has_stride_h ? p->stride_h : p->stride);
-    k->sw = (int)(p->has_stride_w ? p->stride_w : p->stride);
-    k->ph = (int)(p->has_pad_h ? p->pad_h : p->pad);
-    k->pw = (int)(p->has_pad_w ? p->pad_w : p->pad);
-  }
-  if (k->kh <= 0 || k->kw <= 0 || k->sh <= 0 || k->sw <= 0)
-    return LAYER_ERR(l, err, "kernel and stride must be positive");
-  if (k->ph >= k->kh || k->pw >= k->kw)
-    return LAYER_ERR(l, err, "pad must be smaller than the kernel");
-  if (k->max) {
-    pp->mask = mdl_gpu_alloc_bytes(G(l), (size_t)(k->planes * k->PH * k->PW) * sizeof(int32_t),
+  /* the kernels' own struct (kernels.h is C++ too): windows as ints */
+  pp->k = (mdl_gk_pool){.planes = g.planes,
+                        .H = g.H,
+                        .W = g.W,
+                        .PH = g.PH,
+                        .PW = g.PW,
+                        .kh = (int)g.kh,
+                        .kw = (int)g.kw,
+                        .sh = (int)g.sh,
+                        .sw = (int)g.sw,
+                        .ph = (int)g.ph,
+                        .pw = (int)g.pw,
+                        .max = g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX};
+  if (pp->k.max) {
+    pp->mask = mdl_gpu_alloc_bytes(G(l), (size_t)(g.planes * g.PH * g.PW) * sizeof(int32_t),
                                    "the pooling mask", err);
     if (!pp->mask) return MDL_ERR_NOMEM;
   }
@@ -380,18 +326,18 @@ typedef struct lrn_priv {
 } lrn_priv;
 
 static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__LRNParameter *p =
-      PARAM(l, lrn_param, Caffe__LRNParameter, CAFFE__LRNPARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
   mdl_gpu *g = G(l);
-  if (b->n != 4 || !fits_int(b)) return LAYER_ERR(l, err, "LRN needs 4-axis input");
-  if (p->local_size % 2 != 1) return LAYER_ERR(l, err, "LRN local_size must be odd");
+  mdl_lrn_geom lg;
+  mdl_status st = mdl_geom_lrn(l, &lg, err);
+  if (st) return st;
+  if (!fits_int(b)) return LAYER_ERR(l, err, "input too large for cuDNN");
   lrn_priv *lp = mdl_xcalloc(1, sizeof *lp);
   l->priv = lp;
-  bool ok =
-      MDL_CUDNN_TRY(g, cudnnCreateLRNDescriptor(&lp->desc)) &&
-      MDL_CUDNN_TRY(g, cudnnSetLRNDescriptor(lp->desc, p->local_size, p->alpha, p->beta, p->k)) &&
-      tensor_desc(g, &lp->t, b->d[0], b->d[1], b->d[2], b->d[3]);
+  bool ok = MDL_CUDNN_TRY(g, cudnnCreateLRNDescriptor(&lp->desc)) &&
+            MDL_CUDNN_TRY(
+                g, cudnnSetLRNDescriptor(lp->desc, (unsigned)lg.size, lg.alpha, lg.beta, lg.k)) &&
+            tensor_desc(g, &lp->t, lg.num, lg.C, lg.H, lg.W);
   return ok ? MDL_OK : mdl_gpu_take_error(g, err);
 }
 

@@ -52,90 +52,47 @@ typedef struct conv_priv {
   mdl_dnnl_conv *dnnl; /* oneDNN direct convolution when it can run this one */
 } conv_priv;
 
-/* Caffe's repeated-or-_h/_w convolution fields. */
-static mdl_status conv_hw(mdl_layer *l, const char *what, size_t n, const uint32_t *v, bool has_h,
-                          uint32_t h, bool has_w, uint32_t w, int64_t dflt, int64_t *oh,
-                          int64_t *ow, mdl_error *err) {
-  if (has_h || has_w) {
-    if (n) return LAYER_ERR(l, err, "%s given both as %s and as %s_h/%s_w", what, what, what, what);
-    if (!(has_h && has_w))
-      return LAYER_ERR(l, err, "%s_h and %s_w must be given together", what, what);
-    *oh = h;
-    *ow = w;
-  } else if (n == 0) {
-    *oh = *ow = dflt;
-  } else if (n == 1) {
-    *oh = *ow = v[0];
-  } else if (n == 2) {
-    *oh = v[0];
-    *ow = v[1];
-  } else {
-    return LAYER_ERR(l, err, "%s has %zu values; 2-D convolution takes 1 or 2", what, n);
-  }
-  return MDL_OK;
+mdl_conv_geom mdl_cpu_im2col_geom(const mdl_window_geom *w, int64_t ch, int64_t h, int64_t wd,
+                                  int64_t out_h, int64_t out_w) {
+  return (mdl_conv_geom){.channels = ch,
+                         .height = h,
+                         .width = wd,
+                         .kernel_h = w->kh,
+                         .kernel_w = w->kw,
+                         .pad_h = w->ph,
+                         .pad_w = w->pw,
+                         .stride_h = w->sh,
+                         .stride_w = w->sw,
+                         .dilation_h = w->dh,
+                         .dilation_w = w->dw,
+                         .out_h = out_h,
+                         .out_w = out_w};
 }
 
-mdl_status mdl_cpu_conv_window(mdl_layer *l, const Caffe__ConvolutionParameter *p, mdl_conv_geom *g,
-                               mdl_error *err) {
-  mdl_status st;
-  if ((st = conv_hw(l, "kernel_size", p->n_kernel_size, p->kernel_size, p->has_kernel_h,
-                    p->kernel_h, p->has_kernel_w, p->kernel_w, 0, &g->kernel_h, &g->kernel_w, err)))
-    return st;
-  if ((st = conv_hw(l, "stride", p->n_stride, p->stride, p->has_stride_h, p->stride_h,
-                    p->has_stride_w, p->stride_w, 1, &g->stride_h, &g->stride_w, err)))
-    return st;
-  if ((st = conv_hw(l, "pad", p->n_pad, p->pad, p->has_pad_h, p->pad_h, p->has_pad_w, p->pad_w, 0,
-                    &g->pad_h, &g->pad_w, err)))
-    return st;
-  if ((st = conv_hw(l, "dilation", p->n_dilation, p->dilation, false, 0, false, 0, 1,
-                    &g->dilation_h, &g->dilation_w, err)))
-    return st;
-  if (g->kernel_h <= 0 || g->kernel_w <= 0 || g->stride_h <= 0 || g->stride_w <= 0 ||
-      g->dilation_h <= 0 || g->dilation_w <= 0)
-    return LAYER_ERR(l, err, "kernel, stride and dilation must be positive");
-  return MDL_OK;
-}
-
-static mdl_status conv_setup_common(mdl_layer *l, bool deconv, mdl_error *err) {
-  const Caffe__ConvolutionParameter *p =
-      PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis != 1 || b->n != 4)
-    return LAYER_ERR(l, err, "only 2-D convolution over axis 1 of 4-axis blobs is implemented");
-  for (int i = 1; i < l->n_bottom; i++)
-    if (memcmp(&l->bottom_shape[i], b, sizeof *b) != 0)
-      return LAYER_ERR(l, err, "all bottoms must have the same shape");
+/* The kernels' layout from the shared geometry: tile size, scratch, the
+ * oneDNN primitive when it runs this convolution, the column cache. */
+static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
+  mdl_convolution_geom cg;
+  mdl_status st = mdl_geom_conv(l, &cg, err);
+  if (st) return st;
   conv_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
+  const bool deconv = cg.deconv;
   cp->deconv = deconv;
-  cp->bias = p->bias_term;
-  cp->group = p->group ? p->group : 1;
-  cp->num = b->d[0];
+  cp->bias = cg.bias;
+  cp->group = cg.group;
+  cp->num = cg.num;
   mdl_conv_geom *g = &cp->g;
-  mdl_status st = mdl_cpu_conv_window(l, p, g, err);
-  if (st) return st;
-  const mdl_shape *im = deconv ? t : b, *col = deconv ? b : t;
-  g->channels = im->d[1];
-  g->height = im->d[2];
-  g->width = im->d[3];
-  g->out_h = col->d[2];
-  g->out_w = col->d[3];
-  cp->im_ch = im->d[1];
-  cp->col_ch = col->d[1];
-  if (cp->im_ch % cp->group || cp->col_ch % cp->group)
-    return LAYER_ERR(l, err, "channels %lld and num_output %lld must be multiples of group %lld",
-                     (long long)b->d[1], (long long)p->num_output, (long long)cp->group);
+  *g = mdl_cpu_im2col_geom(&cg.win, cg.im_ch, cg.im_h, cg.im_w, cg.col_h, cg.col_w);
+  cp->im_ch = cg.im_ch;
+  cp->col_ch = cg.col_ch;
   cp->P = g->out_h * g->out_w;
   cp->im_dim = cp->im_ch * g->height * g->width;
   cp->out_dim = cp->col_ch * cp->P;
   cp->Kg = cp->im_ch / cp->group * g->kernel_h * g->kernel_w;
   cp->Mg = cp->col_ch / cp->group;
-  cp->wcount = cp->col_ch * cp->Kg;
-  cp->bcount = cp->bias ? (deconv ? cp->im_ch : cp->col_ch) : 0;
-  if (l->n_param < 1 || l->param[0].count != cp->wcount ||
-      (cp->bias && (l->n_param < 2 || l->param[1].count != cp->bcount)))
-    return LAYER_ERR(l, err, "weight/bias blob sizes disagree with the convolution geometry");
+  cp->wcount = cg.wcount;
+  cp->bcount = cg.bcount;
   cp->depthwise = !deconv && cp->group == cp->im_ch && cp->col_ch == cp->im_ch && cp->group > 1;
   cp->one_by_one = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
                    g->pad_h == 0 && g->pad_w == 0;
@@ -183,13 +140,6 @@ static void conv_free(mdl_layer *l) {
   mdl_dnnl_conv_free(cp->dnnl);
   mdl_ffree(cp->colcache);
   free(cp);
-}
-
-static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
-  return conv_setup_common(l, false, err);
-}
-static mdl_status deconv_setup(mdl_layer *l, mdl_error *err) {
-  return conv_setup_common(l, true, err);
 }
 
 static mdl_status conv_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
@@ -585,34 +535,18 @@ static void conv_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
 
 const mdl_layer_impl mdl_cpu_conv_layer = {"Convolution", conv_setup,    conv_init,
                                            conv_forward,  conv_backward, conv_free};
-const mdl_layer_impl mdl_cpu_deconv_layer = {"Deconvolution", deconv_setup,  conv_init,
+const mdl_layer_impl mdl_cpu_deconv_layer = {"Deconvolution", conv_setup,    conv_init,
                                              conv_forward,    conv_backward, conv_free};
 
 /* ---- InnerProduct: top (M x N) = bottom (M x K) * W^T + b --------------- */
 /* W is N x K, or K x N with transpose: true. */
 
-typedef struct ip_priv {
-  int64_t M, K, N;
-  bool transpose, bias;
-} ip_priv;
+typedef mdl_ip_geom ip_priv;
 
 static mdl_status ip_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__InnerProductParameter *p = PARAM(
-      l, inner_product_param, Caffe__InnerProductParameter, CAFFE__INNER_PRODUCT_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
   ip_priv *ip = mdl_xcalloc(1, sizeof *ip);
   l->priv = ip;
-  ip->M = shape_count(b, 0, axis);
-  ip->K = shape_count(b, axis, b->n);
-  ip->N = p->num_output;
-  ip->transpose = p->transpose;
-  ip->bias = p->bias_term;
-  if (l->n_param < 1 || l->param[0].count != ip->N * ip->K ||
-      (ip->bias && (l->n_param < 2 || l->param[1].count != ip->N)))
-    return LAYER_ERR(l, err, "weight/bias blob sizes disagree with num_output and the input");
-  return MDL_OK;
+  return mdl_geom_ip(l, ip, err);
 }
 
 static mdl_status ip_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {

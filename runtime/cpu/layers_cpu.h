@@ -5,6 +5,7 @@
 
 #include "runtime/cpu/cpu_math.h"
 #include "runtime/engine/layer.h"
+#include "runtime/engine/layer_geom.h" /* PARAM, LAYER_ERR, shape_count, the checks */
 
 extern const mdl_layer_impl mdl_cpu_input_layer, mdl_cpu_dummy_data_layer;
 extern const mdl_layer_impl mdl_cpu_conv_layer, mdl_cpu_deconv_layer, mdl_cpu_pool_layer,
@@ -50,13 +51,12 @@ void mdl_dnnl_conv_forward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, con
 void mdl_dnnl_conv_backward(mdl_dnnl_conv *c, mdl_threadpool *pool, void *ws, const float *x,
                             const float *w, const float *dy, float *dx, float *dw, float *db);
 
-/* One pooling geometry over planes of H x W (layers_pool.c), shared with
- * SPP: Caffe's windows, MAX keeps its argmax in mask (out_count int32s, the
- * owner allocates it), AVE divides by the window clipped to input + pad.
- * method is a CAFFE__POOLING_PARAMETER__POOL_METHOD__ value (MAX or AVE). */
+/* One pooling over planes of H x W (layers_pool.c), shared with SPP: the
+ * geometry (Pooling's from mdl_geom_pool, SPP's per level; g.method MAX or
+ * AVE), MAX keeps its argmax in mask (out_count int32s, the owner allocates
+ * it), AVE divides by the window clipped to input + pad. */
 typedef struct mdl_cpu_pool {
-  int method;
-  int64_t planes, H, W, PH, PW, kh, kw, sh, sw, ph, pw;
+  mdl_pool_geom g;
   int32_t *mask; /* MAX: flat argmax in the input plane, per output */
   int64_t out_count;
 } mdl_cpu_pool;
@@ -67,43 +67,13 @@ void mdl_cpu_pool_forward(mdl_threadpool *pool, mdl_cpu_pool *pp, const float *x
 void mdl_cpu_pool_backward(mdl_threadpool *pool, const mdl_cpu_pool *pp, const float *dy,
                            float *dx);
 
-/* Kernel, stride, pad and dilation of a 2-D ConvolutionParameter into g
- * (layers_conv.c; Convolution, Deconvolution and Im2col); the other fields
- * of g are the caller's. MDL_ERR_INVALID naming the layer. */
-mdl_status mdl_cpu_conv_window(mdl_layer *l, const Caffe__ConvolutionParameter *p, mdl_conv_geom *g,
-                               mdl_error *err);
+/* im2col's geometry of one image from a convolution's window and its image
+ * and column sides (layers_conv.c; Convolution, Deconvolution, Im2col). */
+mdl_conv_geom mdl_cpu_im2col_geom(const mdl_window_geom *w, int64_t ch, int64_t h, int64_t wd,
+                                  int64_t out_h, int64_t out_w);
 
-/* Caffe's LossLayer normalisation (layers_loss.c): the mode from
- * loss_param (legacy `normalize` included; dflt when unset) and the divisor
- * it gives, at least 1; valid < 0 means "no count kept". */
-int mdl_cpu_loss_norm_mode(const mdl_layer *l, int dflt);
-double mdl_cpu_loss_normalizer(int mode, int64_t outer, int64_t inner, int64_t valid);
 /* Softmax over axis C of an outer x C x inner array (layers_norm.c). */
 void mdl_cpu_softmax(int64_t outer, int64_t C, int64_t inner, const float *x, float *y);
-
-/* A type's parameter message, or a static one holding the schema's defaults
- * when the layer does not set it: PARAM(l, relu_param, Caffe__ReLUParameter,
- * CAFFE__RE_LUPARAMETER__INIT). */
-#define PARAM(l, field, Type, INIT)                                       \
-  ({                                                                      \
-    static const Type mdl_default_##field = INIT;                         \
-    (l)->lp->field ? (const Type *)(l)->lp->field : &mdl_default_##field; \
-  })
-
-/* Product of shape axes [a, b) (clamped). */
-static inline int64_t shape_count(const mdl_shape *s, int a, int b) {
-  int64_t c = 1;
-  if (a < 0) a = 0;
-  if (b > s->n) b = s->n;
-  for (int i = a; i < b; i++) c *= s->d[i];
-  return c;
-}
-
-/* Caffe's CanonicalAxisIndex over a shape; -1 when out of range. */
-static inline int shape_axis(const mdl_shape *s, int axis) {
-  if (axis < -s->n || axis >= s->n) return -1;
-  return axis < 0 ? axis + s->n : axis;
-}
 
 /* A pointer to the start of a per-thread slice of the workspace. */
 static inline float *ws_floats(const mdl_layer *l, size_t float_offset) {
@@ -114,11 +84,6 @@ static inline float *ws_floats(const mdl_layer *l, size_t float_offset) {
 static inline size_t ws_round(size_t floats) {
   return (floats + 15) / 16 * 16;
 }
-
-/* Reports bad layer parameters with the layer's name and type. */
-#define LAYER_ERR(l, err, ...)                      \
-  (mdl_errorf((err), MDL_ERR_INVALID, __VA_ARGS__), \
-   mdl_error_prefix((err), "layer \"%s\" (%s): ", (l)->name, (l)->impl->type), MDL_ERR_INVALID)
 
 /* Grain (elements per task) for cheap element-wise loops: a fork-join costs
  * ~15 us of wake-up latency, so smaller loops run on the calling thread. */

@@ -10,74 +10,20 @@
 
 #include "runtime/cpu/layers_cpu.h"
 
-/* Caffe's LossLayer normalisation choice, the legacy `normalize` included. */
-int mdl_cpu_loss_norm_mode(const mdl_layer *l, int dflt) {
-  const Caffe__LossParameter *p = l->lp->loss_param;
-  if (!p) return dflt;
-  if (p->has_normalization) return p->normalization;
-  if (p->has_normalize)
-    return p->normalize ? CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID
-                        : CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE;
-  return dflt;
-}
-
-double mdl_cpu_loss_normalizer(int mode, int64_t outer, int64_t inner, int64_t valid) {
-  double n;
-  switch (mode) {
-    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__FULL:
-      n = (double)outer * (double)inner;
-      break;
-    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID:
-      n = valid < 0 ? (double)outer * (double)inner : (double)valid;
-      break;
-    case CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE:
-      n = (double)outer;
-      break;
-    default:
-      n = 1;
-  }
-  return n < 1 ? 1 : n;
-}
-
-static bool has_ignore(const mdl_layer *l, int *label) {
-  const Caffe__LossParameter *p = l->lp->loss_param;
-  if (p && p->has_ignore_label) {
-    *label = p->ignore_label;
-    return true;
-  }
-  return false;
-}
-
 /* ---- SoftmaxWithLoss ------------------------------------------------------ */
 
 typedef struct swl_priv {
-  int64_t outer, C, inner;
-  int mode;
-  bool ignore;
-  int ignore_label;
+  mdl_softmax_loss_geom g;
   float *prob; /* outer x C x inner */
   double norm; /* normaliser of the last forward */
 } swl_priv;
 
 static mdl_status swl_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__SoftmaxParameter *sp =
-      PARAM(l, softmax_param, Caffe__SoftmaxParameter, CAFFE__SOFTMAX_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, sp->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "softmax axis %d out of range", sp->axis);
   swl_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  p->outer = shape_count(b, 0, axis);
-  p->C = b->d[axis];
-  p->inner = shape_count(b, axis + 1, b->n);
-  int64_t nlab = shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n);
-  if (nlab != p->outer * p->inner)
-    return LAYER_ERR(l, err, "%lld labels for %lld predictions (outer %lld x inner %lld)",
-                     (long long)nlab, (long long)(p->outer * p->inner), (long long)p->outer,
-                     (long long)p->inner);
-  p->mode = mdl_cpu_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
-  p->ignore = has_ignore(l, &p->ignore_label);
-  p->prob = mdl_falloc(p->outer * p->C * p->inner);
+  mdl_status st = mdl_geom_softmax_loss(l, &p->g, err);
+  if (st) return st;
+  p->prob = mdl_falloc(p->g.outer * p->g.C * p->g.inner);
   if (!p->prob) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": softmax buffer", l->name);
   return MDL_OK;
 }
@@ -114,24 +60,25 @@ static int64_t label_check(mdl_layer *l, const float *lab, int64_t k, int64_t it
 
 static void swl_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   swl_priv *p = l->priv;
-  mdl_cpu_softmax(p->outer, p->C, p->inner, bottom[0]->data, p->prob);
+  mdl_cpu_softmax(p->g.outer, p->g.C, p->g.inner, bottom[0]->data, p->prob);
   const float *lab = bottom[1]->data;
   double loss = 0;
   int64_t valid = 0;
-  for (int64_t o = 0; o < p->outer; o++)
-    for (int64_t i = 0; i < p->inner; i++) {
-      int64_t c = label_check(l, lab, o * p->inner + i, o, p->C, p->ignore, p->ignore_label);
+  for (int64_t o = 0; o < p->g.outer; o++)
+    for (int64_t i = 0; i < p->g.inner; i++) {
+      int64_t c =
+          label_check(l, lab, o * p->g.inner + i, o, p->g.C, p->g.ignore, p->g.ignore_label);
       if (c < 0) continue;
-      float pr = p->prob[(o * p->C + c) * p->inner + i];
+      float pr = p->prob[(o * p->g.C + c) * p->g.inner + i];
       /* Caffe's max(pr, FLT_MIN): a NaN probability stays NaN (a diverged
        * net must show a non-finite loss, not -log(FLT_MIN) = 87.3365) */
       loss -= log(pr < FLT_MIN ? FLT_MIN : pr);
       valid++;
     }
-  p->norm = mdl_cpu_loss_normalizer(p->mode, p->outer, p->inner, p->ignore ? valid : -1);
+  p->norm = mdl_geom_loss_normalizer(p->g.mode, p->g.outer, p->g.inner, p->g.ignore ? valid : -1);
   top[0]->data[0] = (float)(loss / p->norm);
   if (l->n_top > 1)
-    memcpy(top[1]->data, p->prob, (size_t)(p->outer * p->C * p->inner) * sizeof(float));
+    memcpy(top[1]->data, p->prob, (size_t)(p->g.outer * p->g.C * p->g.inner) * sizeof(float));
 }
 
 static void swl_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -141,11 +88,11 @@ static void swl_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   const float *lab = bottom[1]->data;
   float *dx = bottom[0]->diff;
   const float scale = (float)(top[0]->diff[0] / p->norm);
-  for (int64_t o = 0; o < p->outer; o++)
-    for (int64_t i = 0; i < p->inner; i++) {
-      int64_t c = label_at(lab, o * p->inner + i, p->C, p->ignore, p->ignore_label);
-      for (int64_t k = 0; k < p->C; k++) {
-        int64_t idx = (o * p->C + k) * p->inner + i;
+  for (int64_t o = 0; o < p->g.outer; o++)
+    for (int64_t i = 0; i < p->g.inner; i++) {
+      int64_t c = label_at(lab, o * p->g.inner + i, p->g.C, p->g.ignore, p->g.ignore_label);
+      for (int64_t k = 0; k < p->g.C; k++) {
+        int64_t idx = (o * p->g.C + k) * p->g.inner + i;
         dx[idx] = c < 0 ? 0.f : (p->prob[idx] - (k == c ? 1.f : 0.f)) * scale;
       }
     }
@@ -157,31 +104,16 @@ const mdl_layer_impl mdl_cpu_softmax_loss_layer = {"SoftmaxWithLoss", swl_setup,
 /* ---- Accuracy: top-k, ignore_label, optional per-class accuracy top ---------- */
 
 typedef struct acc_priv {
-  int64_t outer, C, inner, k;
-  bool ignore;
-  int ignore_label;
+  mdl_accuracy_geom g;
   int64_t *per_class_count;
 } acc_priv;
 
 static mdl_status acc_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__AccuracyParameter *ap =
-      PARAM(l, accuracy_param, Caffe__AccuracyParameter, CAFFE__ACCURACY_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, ap->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", ap->axis);
   acc_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  p->outer = shape_count(b, 0, axis);
-  p->C = b->d[axis];
-  p->inner = shape_count(b, axis + 1, b->n);
-  p->k = ap->top_k;
-  p->ignore = ap->has_ignore_label;
-  p->ignore_label = ap->ignore_label;
-  if (p->k < 1 || p->k > p->C)
-    return LAYER_ERR(l, err, "top_k %lld must be in 1..%lld", (long long)p->k, (long long)p->C);
-  if (shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->outer * p->inner)
-    return LAYER_ERR(l, err, "label count does not match the predictions");
-  p->per_class_count = mdl_xcalloc((size_t)p->C, sizeof(int64_t));
+  mdl_status st = mdl_geom_accuracy(l, &p->g, err);
+  if (st) return st;
+  p->per_class_count = mdl_xcalloc((size_t)p->g.C, sizeof(int64_t));
   return MDL_OK;
 }
 
@@ -195,33 +127,34 @@ static void acc_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
   acc_priv *p = l->priv;
   const float *x = bottom[0]->data, *lab = bottom[1]->data;
   float *per_class = l->n_top > 1 ? top[1]->data : NULL;
-  if (per_class) memset(per_class, 0, (size_t)p->C * sizeof(float));
-  memset(p->per_class_count, 0, (size_t)p->C * sizeof(int64_t));
+  if (per_class) memset(per_class, 0, (size_t)p->g.C * sizeof(float));
+  memset(p->per_class_count, 0, (size_t)p->g.C * sizeof(int64_t));
   int64_t hits = 0, count = 0;
-  for (int64_t o = 0; o < p->outer; o++)
-    for (int64_t i = 0; i < p->inner; i++) {
-      int64_t c = label_check(l, lab, o * p->inner + i, o, p->C, p->ignore, p->ignore_label);
+  for (int64_t o = 0; o < p->g.outer; o++)
+    for (int64_t i = 0; i < p->g.inner; i++) {
+      int64_t c =
+          label_check(l, lab, o * p->g.inner + i, o, p->g.C, p->g.ignore, p->g.ignore_label);
       if (c < 0) continue;
       count++;
       p->per_class_count[c]++;
-      const float truth = x[(o * p->C + c) * p->inner + i];
+      const float truth = x[(o * p->g.C + c) * p->g.inner + i];
       /* the true class counts itself as "better or equal" (Caffe). A
        * non-finite true score, or a NaN anywhere (which compares false with
        * everything), is never a hit: a diverged net must not score. */
-      int64_t better = isfinite(truth) ? -1 : p->k;
-      for (int64_t k = 0; k < p->C && better < p->k; k++) {
-        float v = x[(o * p->C + k) * p->inner + i];
+      int64_t better = isfinite(truth) ? -1 : p->g.top_k;
+      for (int64_t k = 0; k < p->g.C && better < p->g.top_k; k++) {
+        float v = x[(o * p->g.C + k) * p->g.inner + i];
         better += v >= truth;
-        if (isnan(v)) better = p->k;
+        if (isnan(v)) better = p->g.top_k;
       }
-      if (better < p->k) {
+      if (better < p->g.top_k) {
         hits++;
         if (per_class) per_class[c] += 1.f;
       }
     }
   top[0]->data[0] = count ? (float)((double)hits / (double)count) : 0.f;
   if (per_class)
-    for (int64_t c = 0; c < p->C; c++)
+    for (int64_t c = 0; c < p->g.C; c++)
       per_class[c] = p->per_class_count[c] ? per_class[c] / (float)p->per_class_count[c] : 0.f;
 }
 
@@ -302,8 +235,8 @@ static mdl_status sce_setup(mdl_layer *l, mdl_error *err) {
   p->num = a->n ? a->d[0] : 1;
   if (shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->count)
     return LAYER_ERR(l, err, "inputs and targets must have the same count");
-  p->mode = mdl_cpu_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE);
-  p->ignore = has_ignore(l, &p->ignore_label);
+  p->mode = mdl_geom_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE);
+  p->ignore = mdl_geom_loss_ignore(l, &p->ignore_label);
   return MDL_OK;
 }
 
@@ -319,7 +252,7 @@ static void sce_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *con
     valid++;
   }
   int64_t inner = p->count / (p->num ? p->num : 1);
-  p->norm = mdl_cpu_loss_normalizer(p->mode, p->num, inner, p->ignore ? valid : -1);
+  p->norm = mdl_geom_loss_normalizer(p->mode, p->num, inner, p->ignore ? valid : -1);
   top[0]->data[0] = (float)(loss / p->norm);
 }
 

@@ -112,9 +112,8 @@ static mdl_status infogain_setup(mdl_layer *l, mdl_error *err) {
   p->outer = shape_count(b, 0, axis);
   p->L = b->d[axis];
   p->inner = shape_count(b, axis + 1, b->n);
-  p->mode = mdl_cpu_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
-  p->ignore = lp && lp->has_ignore_label;
-  p->ignore_label = p->ignore ? lp->ignore_label : 0;
+  p->mode = mdl_geom_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
+  p->ignore = mdl_geom_loss_ignore(l, &p->ignore_label);
   p->prob = mdl_falloc(p->outer * p->L * p->inner);
   if (!p->prob) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": softmax buffer", l->name);
   if (l->n_bottom < 3) return load_h(l, ip->source, p->L, &p->H, err);
@@ -152,7 +151,7 @@ static void infogain_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor
       }
       valid++;
     }
-  p->norm = mdl_cpu_loss_normalizer(p->mode, p->outer, p->inner, valid);
+  p->norm = mdl_geom_loss_normalizer(p->mode, p->outer, p->inner, valid);
   top[0]->data[0] = (float)(loss / p->norm);
   if (l->n_top > 1)
     memcpy(top[1]->data, p->prob, (size_t)(p->outer * p->L * p->inner) * sizeof(float));

@@ -252,13 +252,10 @@ static mdl_status im2col_setup(mdl_layer *l, mdl_error *err) {
     return LAYER_ERR(l, err, "only 2-D im2col over axis 1 of 4-axis blobs is implemented");
   im2col_priv *ip = mdl_xcalloc(1, sizeof *ip);
   l->priv = ip;
-  mdl_status st = mdl_cpu_conv_window(l, p, &ip->g, err);
+  mdl_window_geom w;
+  mdl_status st = mdl_geom_conv_window(l, p, &w, err);
   if (st) return st;
-  ip->g.channels = b->d[1];
-  ip->g.height = b->d[2];
-  ip->g.width = b->d[3];
-  ip->g.out_h = t->d[2];
-  ip->g.out_w = t->d[3];
+  ip->g = mdl_cpu_im2col_geom(&w, b->d[1], b->d[2], b->d[3], t->d[2], t->d[3]);
   ip->num = b->d[0];
   ip->im_dim = shape_count(b, 1, 4);
   ip->col_dim = shape_count(t, 1, 4);

@@ -48,9 +48,7 @@ static void relu_b(void *arg, int64_t lo, int64_t hi, int t) {
 }
 
 static void relu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  const Caffe__ReLUParameter *p =
-      PARAM(l, relu_param, Caffe__ReLUParameter, CAFFE__RE_LUPARAMETER__INIT);
-  ew_args a = {.x = bottom[0]->data, .out = top[0]->data, .p0 = p->negative_slope};
+  ew_args a = {.x = bottom[0]->data, .out = top[0]->data, .p0 = mdl_geom_relu_slope(l)};
   run_ew(l, top[0]->count, relu_f, &a);
 }
 /* In place, x is the output: its sign is the input's for slope >= 0, as in
@@ -58,10 +56,10 @@ static void relu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *co
 static void relu_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   if (!pd[0]) return;
-  const Caffe__ReLUParameter *p =
-      PARAM(l, relu_param, Caffe__ReLUParameter, CAFFE__RE_LUPARAMETER__INIT);
-  ew_args a = {
-      .x = bottom[0]->data, .dy = top[0]->diff, .out = bottom[0]->diff, .p0 = p->negative_slope};
+  ew_args a = {.x = bottom[0]->data,
+               .dy = top[0]->diff,
+               .out = bottom[0]->diff,
+               .p0 = mdl_geom_relu_slope(l)};
   run_ew(l, top[0]->count, relu_b, &a);
 }
 
@@ -523,24 +521,17 @@ const mdl_layer_impl mdl_cpu_threshold_layer = {"Threshold", NULL,         NULL,
  * it is the same for any thread count. */
 
 typedef struct dropout_priv {
+  mdl_dropout_geom g;
   uint8_t *mask;
-  int64_t count;
-  float scale;
-  uint32_t thresh;
 } dropout_priv;
 
 static mdl_status dropout_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__DropoutParameter *p =
-      PARAM(l, dropout_param, Caffe__DropoutParameter, CAFFE__DROPOUT_PARAMETER__INIT);
-  if (!(p->dropout_ratio >= 0.f && p->dropout_ratio < 1.f))
-    return LAYER_ERR(l, err, "dropout_ratio must be in [0, 1), got %g", p->dropout_ratio);
   dropout_priv *dp = mdl_xcalloc(1, sizeof *dp);
   l->priv = dp;
-  dp->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
-  dp->scale = 1.f / (1.f - p->dropout_ratio);
-  dp->thresh = (uint32_t)((double)UINT32_MAX * p->dropout_ratio);
+  mdl_status st = mdl_geom_dropout(l, &dp->g, err);
+  if (st) return st;
   if (l->phase == CAFFE__PHASE__TRAIN) {
-    dp->mask = malloc((size_t)(dp->count ? dp->count : 1));
+    dp->mask = malloc((size_t)(dp->g.count ? dp->g.count : 1));
     if (!dp->mask) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": dropout mask", l->name);
   }
   return MDL_OK;
@@ -567,31 +558,31 @@ static void dropout_b(void *arg, int64_t lo, int64_t hi, int t) {
 static void dropout_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   dropout_priv *dp = l->priv;
   if (l->phase != CAFFE__PHASE__TRAIN) {
-    mdl_vcopy(l->ctx.pool, dp->count, bottom[0]->data, top[0]->data);
+    mdl_vcopy(l->ctx.pool, dp->g.count, bottom[0]->data, top[0]->data);
     return;
   }
   mdl_rng fallback = {0, 0};
   mdl_rng *rng = l->ctx.rng ? l->ctx.rng : &fallback;
   ew_args a = {.x = bottom[0]->data,
                .out = top[0]->data,
-               .p0 = dp->scale,
+               .p0 = dp->g.scale,
                .mask = dp->mask,
                .seed = rng->seed,
                .ctr = rng->counter,
-               .thresh = dp->thresh};
-  rng->counter += (uint64_t)dp->count;
-  run_ew(l, dp->count, dropout_f, &a);
+               .thresh = dp->g.thresh};
+  rng->counter += (uint64_t)dp->g.count;
+  run_ew(l, dp->g.count, dropout_f, &a);
 }
 static void dropout_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                              mdl_tensor *const *bottom) {
   dropout_priv *dp = l->priv;
   if (!pd[0]) return;
   if (l->phase != CAFFE__PHASE__TRAIN) {
-    mdl_vcopy(l->ctx.pool, dp->count, top[0]->diff, bottom[0]->diff);
+    mdl_vcopy(l->ctx.pool, dp->g.count, top[0]->diff, bottom[0]->diff);
     return;
   }
-  ew_args a = {.dy = top[0]->diff, .out = bottom[0]->diff, .p0 = dp->scale, .mask = dp->mask};
-  run_ew(l, dp->count, dropout_b, &a);
+  ew_args a = {.dy = top[0]->diff, .out = bottom[0]->diff, .p0 = dp->g.scale, .mask = dp->mask};
+  run_ew(l, dp->g.count, dropout_b, &a);
 }
 const mdl_layer_impl mdl_cpu_dropout_layer = {"Dropout",       dropout_setup,    NULL,
                                               dropout_forward, dropout_backward, dropout_free};

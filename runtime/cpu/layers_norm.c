@@ -16,39 +16,25 @@
  * alpha/size^2 * sum of x^2 over a size x size window (zero padded). */
 
 typedef struct lrn_priv {
-  bool across;
-  int64_t num, C, H, W, size, pre;
-  float alpha, beta, k;
+  mdl_lrn_geom g;
   float *scale; /* s, count floats, kept for backward */
   int64_t count;
 } lrn_priv;
 
 static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__LRNParameter *p =
-      PARAM(l, lrn_param, Caffe__LRNParameter, CAFFE__LRNPARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
-  if (b->n != 4) return LAYER_ERR(l, err, "LRN needs 4-axis input");
-  if (p->local_size % 2 != 1) return LAYER_ERR(l, err, "LRN local_size must be odd");
   lrn_priv *lp = mdl_xcalloc(1, sizeof *lp);
   l->priv = lp;
-  lp->across = p->norm_region == CAFFE__LRNPARAMETER__NORM_REGION__ACROSS_CHANNELS;
-  lp->num = b->d[0];
-  lp->C = b->d[1];
-  lp->H = b->d[2];
-  lp->W = b->d[3];
-  lp->size = p->local_size;
-  lp->pre = (p->local_size - 1) / 2;
-  lp->alpha = p->alpha;
-  lp->beta = p->beta;
-  lp->k = p->k;
+  mdl_status st = mdl_geom_lrn(l, &lp->g, err);
+  if (st) return st;
   lp->count = shape_count(b, 0, 4);
   lp->scale = mdl_falloc(lp->count);
   if (!lp->scale) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": LRN scale", l->name);
   /* backward scratch: one plane-sized ring (across) or two planes (within)
    * per thread */
   int nt = mdl_threadpool_slots(l->ctx.pool);
-  mdl_workspace_reserve(l->ctx.ws,
-                        (size_t)nt * ws_round((size_t)(2 * lp->C * lp->H * lp->W)) * sizeof(float));
+  mdl_workspace_reserve(
+      l->ctx.ws, (size_t)nt * ws_round((size_t)(2 * lp->g.C * lp->g.H * lp->g.W)) * sizeof(float));
   return MDL_OK;
 }
 
@@ -76,25 +62,25 @@ static inline float pow_neg_beta(float s, float beta) {
 static void lrn_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const lrn_args *a = arg;
   const lrn_priv *lp = a->l->priv;
-  const int64_t HW = lp->H * lp->W, CHW = lp->C * HW;
+  const int64_t HW = lp->g.H * lp->g.W, CHW = lp->g.C * HW;
   (void)thread;
   for (int64_t n = lo; n < hi; n++) {
     const float *x = a->x + n * CHW;
     float *s = lp->scale + n * CHW, *y = a->out + n * CHW;
-    if (lp->across) {
+    if (lp->g.across) {
       /* sliding window of squared planes over channels */
-      const float a_n = lp->alpha / (float)lp->size;
-      for (int64_t c = 0; c < lp->C; c++) {
+      const float a_n = lp->g.alpha / (float)lp->g.size;
+      for (int64_t c = 0; c < lp->g.C; c++) {
         float *sc = s + c * HW;
         if (c == 0) {
           for (int64_t i = 0; i < HW; i++) sc[i] = 0.f;
-          for (int64_t cc = 0; cc <= lp->size - 1 - lp->pre && cc < lp->C; cc++)
+          for (int64_t cc = 0; cc <= lp->g.size - 1 - lp->g.pre && cc < lp->g.C; cc++)
             for (int64_t i = 0; i < HW; i++) sc[i] += x[cc * HW + i] * x[cc * HW + i];
         } else {
           const float *prev = s + (c - 1) * HW;
-          int64_t add = c + lp->size - 1 - lp->pre, sub = c - 1 - lp->pre;
+          int64_t add = c + lp->g.size - 1 - lp->g.pre, sub = c - 1 - lp->g.pre;
           for (int64_t i = 0; i < HW; i++) sc[i] = prev[i];
-          if (add < lp->C)
+          if (add < lp->g.C)
             for (int64_t i = 0; i < HW; i++) sc[i] += x[add * HW + i] * x[add * HW + i];
           if (sub >= 0)
             for (int64_t i = 0; i < HW; i++) sc[i] -= x[sub * HW + i] * x[sub * HW + i];
@@ -103,28 +89,28 @@ static void lrn_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
       /* s held raw sums (kept exact-ish by subtracting what was added) */
       for (int64_t i = 0; i < CHW; i++) {
         float sum = s[i] < 0.f ? 0.f : s[i];
-        s[i] = lp->k + a_n * sum;
-        y[i] = x[i] * pow_neg_beta(s[i], lp->beta);
+        s[i] = lp->g.k + a_n * sum;
+        y[i] = x[i] * pow_neg_beta(s[i], lp->g.beta);
       }
     } else {
-      const float a_n = lp->alpha / (float)(lp->size * lp->size);
-      for (int64_t c = 0; c < lp->C; c++) {
+      const float a_n = lp->g.alpha / (float)(lp->g.size * lp->g.size);
+      for (int64_t c = 0; c < lp->g.C; c++) {
         const float *xc = x + c * HW;
         float *sc = s + c * HW, *yc = y + c * HW;
-        for (int64_t h = 0; h < lp->H; h++)
-          for (int64_t w = 0; w < lp->W; w++) {
+        for (int64_t h = 0; h < lp->g.H; h++)
+          for (int64_t w = 0; w < lp->g.W; w++) {
             float sum = 0;
-            for (int64_t hh = h - lp->pre; hh <= h + lp->pre; hh++) {
-              if (hh < 0 || hh >= lp->H) continue;
-              for (int64_t ww = w - lp->pre; ww <= w + lp->pre; ww++) {
-                if (ww < 0 || ww >= lp->W) continue;
-                float v = xc[hh * lp->W + ww];
+            for (int64_t hh = h - lp->g.pre; hh <= h + lp->g.pre; hh++) {
+              if (hh < 0 || hh >= lp->g.H) continue;
+              for (int64_t ww = w - lp->g.pre; ww <= w + lp->g.pre; ww++) {
+                if (ww < 0 || ww >= lp->g.W) continue;
+                float v = xc[hh * lp->g.W + ww];
                 sum += v * v;
               }
             }
             float sv = 1.f + a_n * sum;
-            sc[h * lp->W + w] = sv;
-            yc[h * lp->W + w] = xc[h * lp->W + w] * pow_neg_beta(sv, lp->beta);
+            sc[h * lp->g.W + w] = sv;
+            yc[h * lp->g.W + w] = xc[h * lp->g.W + w] * pow_neg_beta(sv, lp->g.beta);
           }
       }
     }
@@ -134,7 +120,7 @@ static void lrn_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
 static void lrn_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const lrn_args *a = arg;
   const lrn_priv *lp = a->l->priv;
-  const int64_t HW = lp->H * lp->W, CHW = lp->C * HW;
+  const int64_t HW = lp->g.H * lp->g.W, CHW = lp->g.C * HW;
   float *ratio = ws_floats(a->l, (size_t)thread * ws_round((size_t)(2 * CHW)));
   for (int64_t n = lo; n < hi; n++) {
     const float *x = a->x + n * CHW, *y = a->y + n * CHW, *dy = a->dy + n * CHW;
@@ -142,41 +128,41 @@ static void lrn_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
     float *dx = a->out + n * CHW;
     /* ratio_j = dy_j y_j / s_j */
     for (int64_t i = 0; i < CHW; i++) ratio[i] = dy[i] * y[i] / s[i];
-    if (lp->across) {
-      const float f = 2.f * lp->alpha * lp->beta / (float)lp->size;
+    if (lp->g.across) {
+      const float f = 2.f * lp->g.alpha * lp->g.beta / (float)lp->g.size;
       /* dx_i = dy_i s_i^-beta - f x_i sum_{j in [i-post, i+pre]} ratio_j */
-      const int64_t post = lp->size - 1 - lp->pre;
+      const int64_t post = lp->g.size - 1 - lp->g.pre;
       float *acc = ratio + CHW; /* running window sum, one plane */
       for (int64_t i = 0; i < HW; i++) acc[i] = 0.f;
-      for (int64_t cc = 0; cc <= lp->pre && cc < lp->C; cc++)
+      for (int64_t cc = 0; cc <= lp->g.pre && cc < lp->g.C; cc++)
         for (int64_t i = 0; i < HW; i++) acc[i] += ratio[cc * HW + i];
-      for (int64_t c = 0; c < lp->C; c++) {
+      for (int64_t c = 0; c < lp->g.C; c++) {
         if (c > 0) {
-          int64_t add = c + lp->pre, sub = c - 1 - post;
-          if (add < lp->C)
+          int64_t add = c + lp->g.pre, sub = c - 1 - post;
+          if (add < lp->g.C)
             for (int64_t i = 0; i < HW; i++) acc[i] += ratio[add * HW + i];
           if (sub >= 0)
             for (int64_t i = 0; i < HW; i++) acc[i] -= ratio[sub * HW + i];
         }
         for (int64_t i = 0; i < HW; i++) {
           int64_t k = c * HW + i;
-          dx[k] = dy[k] * pow_neg_beta(s[k], lp->beta) - f * x[k] * acc[i];
+          dx[k] = dy[k] * pow_neg_beta(s[k], lp->g.beta) - f * x[k] * acc[i];
         }
       }
     } else {
-      const float f = 2.f * lp->alpha * lp->beta / (float)(lp->size * lp->size);
-      for (int64_t c = 0; c < lp->C; c++) {
+      const float f = 2.f * lp->g.alpha * lp->g.beta / (float)(lp->g.size * lp->g.size);
+      for (int64_t c = 0; c < lp->g.C; c++) {
         const float *rc = ratio + c * HW;
-        for (int64_t h = 0; h < lp->H; h++)
-          for (int64_t w = 0; w < lp->W; w++) {
+        for (int64_t h = 0; h < lp->g.H; h++)
+          for (int64_t w = 0; w < lp->g.W; w++) {
             float sum = 0;
-            for (int64_t hh = h - lp->pre; hh <= h + lp->pre; hh++) {
-              if (hh < 0 || hh >= lp->H) continue;
-              for (int64_t ww = w - lp->pre; ww <= w + lp->pre; ww++)
-                if (ww >= 0 && ww < lp->W) sum += rc[hh * lp->W + ww];
+            for (int64_t hh = h - lp->g.pre; hh <= h + lp->g.pre; hh++) {
+              if (hh < 0 || hh >= lp->g.H) continue;
+              for (int64_t ww = w - lp->g.pre; ww <= w + lp->g.pre; ww++)
+                if (ww >= 0 && ww < lp->g.W) sum += rc[hh * lp->g.W + ww];
             }
-            int64_t k = c * HW + h * lp->W + w;
-            dx[k] = dy[k] * pow_neg_beta(s[k], lp->beta) - f * x[k] * sum;
+            int64_t k = c * HW + h * lp->g.W + w;
+            dx[k] = dy[k] * pow_neg_beta(s[k], lp->g.beta) - f * x[k] * sum;
           }
       }
     }
@@ -186,7 +172,7 @@ static void lrn_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
 static void lrn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   lrn_priv *lp = l->priv;
   lrn_args a = {l, bottom[0]->data, NULL, NULL, top[0]->data};
-  mdl_parallel_for(l->ctx.pool, lp->num, 1, lrn_fwd_task, &a);
+  mdl_parallel_for(l->ctx.pool, lp->g.num, 1, lrn_fwd_task, &a);
 }
 
 static void lrn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
@@ -194,7 +180,7 @@ static void lrn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   lrn_priv *lp = l->priv;
   if (!pd[0]) return;
   lrn_args a = {l, bottom[0]->data, top[0]->data, top[0]->diff, bottom[0]->diff};
-  mdl_parallel_for(l->ctx.pool, lp->num, 1, lrn_bwd_task, &a);
+  mdl_parallel_for(l->ctx.pool, lp->g.num, 1, lrn_bwd_task, &a);
 }
 
 const mdl_layer_impl mdl_cpu_lrn_layer = {"LRN",       lrn_setup,    NULL,
@@ -231,36 +217,22 @@ static void channel_sums(int64_t outer, int64_t C, int64_t inner, const float *a
 /* ---- BatchNorm ----------------------------------------------------------- */
 
 typedef struct bn_priv {
-  bool global;
-  float maf, eps;
-  int64_t num, C, inner, count;
+  mdl_bn_geom g;
   float *xnorm;       /* normalised output, kept for backward (also in place) */
   float *mean, *istd; /* per channel: mean used, 1 / sqrt(var + eps) */
   double *s1, *s2;
 } bn_priv;
 
 static mdl_status bn_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__BatchNormParameter *p =
-      PARAM(l, batch_norm_param, Caffe__BatchNormParameter, CAFFE__BATCH_NORM_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
   bn_priv *bp = mdl_xcalloc(1, sizeof *bp);
   l->priv = bp;
-  bp->global = p->has_use_global_stats ? p->use_global_stats : l->phase == CAFFE__PHASE__TEST;
-  bp->maf = p->moving_average_fraction;
-  bp->eps = p->eps;
-  bp->num = b->n > 0 ? b->d[0] : 1;
-  bp->C = b->n == 1 ? 1 : b->d[1];
-  bp->count = shape_count(b, 0, b->n);
-  bp->inner = bp->count / ((bp->num * bp->C) != 0 ? bp->num * bp->C : 1);
-  if (l->n_param != 3 || l->param[0].count != bp->C || l->param[1].count != bp->C ||
-      l->param[2].count != 1)
-    return LAYER_ERR(l, err, "BatchNorm needs blobs of %lld, %lld and 1 values", (long long)bp->C,
-                     (long long)bp->C);
-  mdl_layer_keep(l, MDL_KEEP_TOP, bp->count); /* xnorm: allocated or bound after setup */
-  bp->mean = mdl_falloc(bp->C);
-  bp->istd = mdl_falloc(bp->C);
-  bp->s1 = mdl_xcalloc((size_t)bp->C, sizeof(double));
-  bp->s2 = mdl_xcalloc((size_t)bp->C, sizeof(double));
+  mdl_status st = mdl_geom_bn(l, &bp->g, err);
+  if (st) return st;
+  mdl_layer_keep(l, MDL_KEEP_TOP, bp->g.count); /* xnorm: allocated or bound after setup */
+  bp->mean = mdl_falloc(bp->g.C);
+  bp->istd = mdl_falloc(bp->g.C);
+  bp->s1 = mdl_xcalloc((size_t)bp->g.C, sizeof(double));
+  bp->s2 = mdl_xcalloc((size_t)bp->g.C, sizeof(double));
   if (!bp->mean || !bp->istd)
     return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": BatchNorm buffers", l->name);
   return MDL_OK;
@@ -292,11 +264,11 @@ static void bn_apply_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const bn_priv *bp = a->bp;
   (void)thread;
   for (int64_t pl = lo; pl < hi; pl++) {
-    int64_t c = pl % bp->C;
+    int64_t c = pl % bp->g.C;
     const float m = bp->mean[c], is = bp->istd[c];
-    const float *x = a->x + pl * bp->inner;
-    float *y = a->y + pl * bp->inner, *xn = bp->xnorm + pl * bp->inner;
-    for (int64_t i = 0; i < bp->inner; i++) {
+    const float *x = a->x + pl * bp->g.inner;
+    float *y = a->y + pl * bp->g.inner, *xn = bp->xnorm + pl * bp->g.inner;
+    for (int64_t i = 0; i < bp->g.inner; i++) {
       float v = (x[i] - m) * is;
       xn[i] = v;
       y[i] = v;
@@ -308,32 +280,32 @@ static void bn_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *cons
   bn_priv *bp = l->priv;
   bp->xnorm = l->keep.data;
   const float *x = bottom[0]->data;
-  const int64_t C = bp->C;
-  if (bp->global) {
+  const int64_t C = bp->g.C;
+  if (bp->g.global) {
     float f = l->param[2].data[0];
     float sf = f == 0.f ? 0.f : 1.f / f;
     for (int64_t c = 0; c < C; c++) {
       bp->mean[c] = sf * l->param[0].data[c];
-      bp->istd[c] = 1.f / sqrtf(sf * l->param[1].data[c] + bp->eps);
+      bp->istd[c] = 1.f / sqrtf(sf * l->param[1].data[c] + bp->g.eps);
     }
   } else {
-    const double m = (double)bp->num * (double)bp->inner;
-    channel_sums(bp->num, C, bp->inner, x, x, bp->s1, bp->s2);
+    const double m = (double)bp->g.num * (double)bp->g.inner;
+    channel_sums(bp->g.num, C, bp->g.inner, x, x, bp->s1, bp->s2);
     for (int64_t c = 0; c < C; c++) {
       double mean = bp->s1[c] / m;
       double var = bp->s2[c] / m - mean * mean;
       if (var < 0) var = 0;
       bp->mean[c] = (float)mean;
-      bp->istd[c] = (float)(1.0 / sqrt(var + bp->eps));
+      bp->istd[c] = (float)(1.0 / sqrt(var + bp->g.eps));
       /* moving averages as Caffe: unnormalised sums with a scale factor */
       double corr = m > 1 ? m / (m - 1) : 1;
-      l->param[0].data[c] = (float)(mean + bp->maf * l->param[0].data[c]);
-      l->param[1].data[c] = (float)(corr * var + bp->maf * l->param[1].data[c]);
+      l->param[0].data[c] = (float)(mean + bp->g.maf * l->param[0].data[c]);
+      l->param[1].data[c] = (float)(corr * var + bp->g.maf * l->param[1].data[c]);
     }
-    l->param[2].data[0] = l->param[2].data[0] * bp->maf + 1.f;
+    l->param[2].data[0] = l->param[2].data[0] * bp->g.maf + 1.f;
   }
   bn_args a = {bp, x, NULL, top[0]->data, NULL};
-  mdl_parallel_for(l->ctx.pool, bp->num * C, 4, bn_apply_task, &a);
+  mdl_parallel_for(l->ctx.pool, bp->g.num * C, 4, bn_apply_task, &a);
 }
 
 /* global: dx = dy / std; batch: dx = (dy - mean(dy) - y mean(dy y)) / std */
@@ -343,14 +315,14 @@ static void bn_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   if (!pd[0]) return;
   const float *dy = top[0]->diff, *y = l->keep.data;
   float *dx = bottom[0]->diff;
-  const int64_t C = bp->C, inner = bp->inner;
-  const double m = (double)bp->num * (double)inner;
-  if (!bp->global) channel_sums(bp->num, C, inner, dy, y, bp->s1, bp->s2);
-  for (int64_t o = 0; o < bp->num; o++)
+  const int64_t C = bp->g.C, inner = bp->g.inner;
+  const double m = (double)bp->g.num * (double)inner;
+  if (!bp->g.global) channel_sums(bp->g.num, C, inner, dy, y, bp->s1, bp->s2);
+  for (int64_t o = 0; o < bp->g.num; o++)
     for (int64_t c = 0; c < C; c++) {
       const float is = bp->istd[c];
-      const float md = bp->global ? 0.f : (float)(bp->s1[c] / m);
-      const float mdy = bp->global ? 0.f : (float)(bp->s2[c] / m);
+      const float md = bp->g.global ? 0.f : (float)(bp->s1[c] / m);
+      const float mdy = bp->g.global ? 0.f : (float)(bp->s2[c] / m);
       const int64_t off = (o * C + c) * inner;
       for (int64_t i = 0; i < inner; i++) dx[off + i] = (dy[off + i] - md - y[off + i] * mdy) * is;
     }
@@ -443,71 +415,22 @@ const mdl_layer_impl mdl_cpu_mvn_layer = {"MVN",       mvn_setup,    NULL,
 /* ---- Scale and Bias: y = x * s[d] (+ b[d]) broadcast over outer x D x inner */
 
 typedef struct sb_priv {
-  bool is_scale, two_bottom, bias;
-  int bias_param; /* index of the bias blob, -1 without */
-  int64_t outer, D, inner, count;
+  mdl_scale_geom g;
   float *saved_x; /* Bias in place: a copy of its input (an in-place Scale keeps l->keep) */
 } sb_priv;
 
-static mdl_status sb_setup(mdl_layer *l, bool is_scale, mdl_error *err) {
-  int32_t axis_p, num_axes;
-  bool bias_term = false;
-  if (is_scale) {
-    const Caffe__ScaleParameter *p =
-        PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
-    axis_p = p->axis;
-    num_axes = p->num_axes;
-    bias_term = p->bias_term;
-  } else {
-    const Caffe__BiasParameter *p =
-        PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
-    axis_p = p->axis;
-    num_axes = p->num_axes;
-  }
-  const mdl_shape *b = &l->bottom_shape[0];
+static mdl_status sb_setup(mdl_layer *l, mdl_error *err) {
   sb_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
-  sp->is_scale = is_scale;
-  sp->two_bottom = l->n_bottom > 1;
-  mdl_shape sshape;
-  if (sp->two_bottom) {
-    sshape = l->bottom_shape[1];
-  } else {
-    if (l->n_param < 1) return LAYER_ERR(l, err, "missing the learned blob");
-    sshape.n = l->param[0].n;
-    for (int i = 0; i < sshape.n; i++) sshape.d[i] = l->param[0].d[i];
-  }
-  /* Caffe: a scalar operand (0 axes) with axis 0 broadcasts everywhere */
-  int axis = sshape.n == 0 ? 0 : shape_axis(b, axis_p);
-  if (axis < 0 || axis + sshape.n > b->n)
-    return LAYER_ERR(l, err, "axis %d and %d operand axes do not fit the input", axis_p, sshape.n);
-  (void)num_axes;
-  for (int i = 0; i < sshape.n; i++)
-    if (sshape.d[i] != b->d[axis + i])
-      return LAYER_ERR(l, err, "operand axis %d is %lld, input axis %d is %lld", i,
-                       (long long)sshape.d[i], axis + i, (long long)b->d[axis + i]);
-  sp->outer = shape_count(b, 0, axis);
-  sp->D = shape_count(&sshape, 0, sshape.n);
-  sp->inner = shape_count(b, axis + sshape.n, b->n);
-  sp->count = shape_count(b, 0, b->n);
-  sp->bias = is_scale && bias_term;
-  sp->bias_param = sp->bias ? (sp->two_bottom ? 0 : 1) : -1;
-  if (sp->bias && (l->n_param <= sp->bias_param || l->param[sp->bias_param].count != sp->D))
-    return LAYER_ERR(l, err, "bias blob size disagrees with the scale operand");
-  if (is_scale && mdl_layer_in_place(l)) /* its input, for the scale gradient */
-    mdl_layer_keep(l, MDL_KEEP_INPUT, sp->count);
-  else if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->count)))
+  mdl_status st = mdl_geom_scale(l, &sp->g, err);
+  if (st) return st;
+  if (sp->g.is_scale && mdl_layer_in_place(l)) /* its input, for the scale gradient */
+    mdl_layer_keep(l, MDL_KEEP_INPUT, sp->g.count);
+  else if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->g.count)))
     return mdl_errorf(err, MDL_ERR_NOMEM,
                       "layer \"%s\": a copy of its in-place input (%lld floats)", l->name,
-                      (long long)sp->count);
+                      (long long)sp->g.count);
   return MDL_OK;
-}
-
-static mdl_status scale_setup(mdl_layer *l, mdl_error *err) {
-  return sb_setup(l, true, err);
-}
-static mdl_status bias_setup(mdl_layer *l, mdl_error *err) {
-  return sb_setup(l, false, err);
 }
 
 static void sb_free(mdl_layer *l) {
@@ -521,13 +444,14 @@ static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
       PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
   sb_priv *sp = l->priv;
   mdl_status st = MDL_OK;
-  if (!sp->two_bottom) {
+  if (!sp->g.two_bottom) {
     if (p->filler)
       st = mdl_filler_fill(p->filler, &l->param[0], rng, err);
     else
       mdl_filler_constant(l->param[0].data, l->param[0].count, 1.f);
   }
-  if (!st && sp->bias) st = mdl_filler_fill(p->bias_filler, &l->param[sp->bias_param], rng, err);
+  if (!st && sp->g.bias)
+    st = mdl_filler_fill(p->bias_filler, &l->param[sp->g.bias_param], rng, err);
   return st;
 }
 
@@ -535,7 +459,7 @@ static mdl_status bias_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__BiasParameter *p =
       PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
   sb_priv *sp = l->priv;
-  if (sp->two_bottom) return MDL_OK;
+  if (sp->g.two_bottom) return MDL_OK;
   return mdl_filler_fill(p->filler, &l->param[0], rng, err);
 }
 
@@ -550,45 +474,45 @@ static void sb_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const sb_priv *sp = a->sp;
   (void)thread;
   for (int64_t pl = lo; pl < hi; pl++) {
-    int64_t d = pl % sp->D;
+    int64_t d = pl % sp->g.D;
     const float sv = a->s ? a->s[d] : 1.f, bv = a->b ? a->b[d] : 0.f;
-    const float *x = a->x + pl * sp->inner;
-    float *y = a->y + pl * sp->inner;
-    for (int64_t i = 0; i < sp->inner; i++) y[i] = x[i] * sv + bv;
+    const float *x = a->x + pl * sp->g.inner;
+    float *y = a->y + pl * sp->g.inner;
+    for (int64_t i = 0; i < sp->g.inner; i++) y[i] = x[i] * sv + bv;
   }
 }
 
 static void scale_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   sb_priv *sp = l->priv;
-  const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
+  const float *s = sp->g.two_bottom ? bottom[1]->data : l->param[0].data;
   if (top[0] == bottom[0]) {
     if (!l->keep.data) abort(); /* a bug: run in place though its blob names said not (layer.h) */
-    if (!l->keep.filled) mdl_vcopy(l->ctx.pool, sp->count, bottom[0]->data, l->keep.data);
+    if (!l->keep.filled) mdl_vcopy(l->ctx.pool, sp->g.count, bottom[0]->data, l->keep.data);
   }
-  sb_args a = {sp, bottom[0]->data, s, sp->bias ? l->param[sp->bias_param].data : NULL,
+  sb_args a = {sp, bottom[0]->data, s, sp->g.bias ? l->param[sp->g.bias_param].data : NULL,
                top[0]->data};
-  int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
-  mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+  int64_t grain = sp->g.inner >= 4096 ? 1 : 4096 / sp->g.inner;
+  mdl_parallel_for(l->ctx.pool, sp->g.outer * sp->g.D, grain, sb_fwd_task, &a);
 }
 
 static void bias_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   sb_priv *sp = l->priv;
-  sb_args a = {sp, bottom[0]->data, NULL, sp->two_bottom ? bottom[1]->data : l->param[0].data,
+  sb_args a = {sp, bottom[0]->data, NULL, sp->g.two_bottom ? bottom[1]->data : l->param[0].data,
                top[0]->data};
-  int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
-  mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+  int64_t grain = sp->g.inner >= 4096 ? 1 : 4096 / sp->g.inner;
+  mdl_parallel_for(l->ctx.pool, sp->g.outer * sp->g.D, grain, sb_fwd_task, &a);
 }
 
 /* g[d] (+)= sum over outer and inner of dy (* x when x) */
 static void sb_reduce(const sb_priv *sp, const float *dy, const float *x, float *g, bool acc) {
-  for (int64_t d = 0; d < sp->D; d++) {
+  for (int64_t d = 0; d < sp->g.D; d++) {
     double s = 0;
-    for (int64_t o = 0; o < sp->outer; o++) {
-      const int64_t off = (o * sp->D + d) * sp->inner;
+    for (int64_t o = 0; o < sp->g.outer; o++) {
+      const int64_t off = (o * sp->g.D + d) * sp->g.inner;
       if (x)
-        for (int64_t i = 0; i < sp->inner; i++) s += (double)dy[off + i] * x[off + i];
+        for (int64_t i = 0; i < sp->g.inner; i++) s += (double)dy[off + i] * x[off + i];
       else
-        for (int64_t i = 0; i < sp->inner; i++) s += dy[off + i];
+        for (int64_t i = 0; i < sp->g.inner; i++) s += dy[off + i];
     }
     g[d] = acc ? g[d] + (float)s : (float)s;
   }
@@ -599,18 +523,18 @@ static void scale_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   sb_priv *sp = l->priv;
   const float *dy = top[0]->diff;
   const float *x = top[0] == bottom[0] ? l->keep.data : bottom[0]->data;
-  if (sp->bias && l->param[sp->bias_param].diff)
-    sb_reduce(sp, dy, NULL, l->param[sp->bias_param].diff, true);
-  if (sp->two_bottom) {
+  if (sp->g.bias && l->param[sp->g.bias_param].diff)
+    sb_reduce(sp, dy, NULL, l->param[sp->g.bias_param].diff, true);
+  if (sp->g.two_bottom) {
     if (pd[1]) sb_reduce(sp, dy, x, bottom[1]->diff, false);
   } else if (l->param[0].diff) {
     sb_reduce(sp, dy, x, l->param[0].diff, true);
   }
   if (pd[0]) {
-    const float *s = sp->two_bottom ? bottom[1]->data : l->param[0].data;
+    const float *s = sp->g.two_bottom ? bottom[1]->data : l->param[0].data;
     sb_args a = {sp, dy, s, NULL, bottom[0]->diff};
-    int64_t grain = sp->inner >= 4096 ? 1 : 4096 / sp->inner;
-    mdl_parallel_for(l->ctx.pool, sp->outer * sp->D, grain, sb_fwd_task, &a);
+    int64_t grain = sp->g.inner >= 4096 ? 1 : 4096 / sp->g.inner;
+    mdl_parallel_for(l->ctx.pool, sp->g.outer * sp->g.D, grain, sb_fwd_task, &a);
   }
 }
 
@@ -618,37 +542,27 @@ static void bias_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                           mdl_tensor *const *bottom) {
   sb_priv *sp = l->priv;
   const float *dy = top[0]->diff;
-  if (sp->two_bottom) {
+  if (sp->g.two_bottom) {
     if (pd[1]) sb_reduce(sp, dy, NULL, bottom[1]->diff, false);
   } else if (l->param[0].diff) {
     sb_reduce(sp, dy, NULL, l->param[0].diff, true);
   }
-  if (pd[0]) mdl_vcopy(l->ctx.pool, sp->count, dy, bottom[0]->diff);
+  if (pd[0]) mdl_vcopy(l->ctx.pool, sp->g.count, dy, bottom[0]->diff);
 }
 
-const mdl_layer_impl mdl_cpu_scale_layer = {"Scale",       scale_setup,    scale_init,
+const mdl_layer_impl mdl_cpu_scale_layer = {"Scale",       sb_setup,       scale_init,
                                             scale_forward, scale_backward, sb_free};
-const mdl_layer_impl mdl_cpu_bias_layer = {"Bias",       bias_setup,    bias_init,
+const mdl_layer_impl mdl_cpu_bias_layer = {"Bias",       sb_setup,      bias_init,
                                            bias_forward, bias_backward, sb_free};
 
 /* ---- Softmax over one axis: outer x C x inner ------------------------------ */
 
-typedef struct softmax_priv {
-  int64_t outer, C, inner;
-} softmax_priv;
+typedef mdl_softmax_geom softmax_priv;
 
 static mdl_status softmax_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__SoftmaxParameter *p =
-      PARAM(l, softmax_param, Caffe__SoftmaxParameter, CAFFE__SOFTMAX_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "softmax axis %d out of range", p->axis);
   softmax_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
-  sp->outer = shape_count(b, 0, axis);
-  sp->C = b->d[axis];
-  sp->inner = shape_count(b, axis + 1, b->n);
-  return MDL_OK;
+  return mdl_geom_softmax(l, sp, err);
 }
 
 /* Shared with SoftmaxWithLoss (layers_loss.c). y may alias x. */

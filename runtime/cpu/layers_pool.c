@@ -13,44 +13,19 @@
 typedef mdl_cpu_pool pool_priv;
 
 static mdl_status pool_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__PoolingParameter *p =
-      PARAM(l, pooling_param, Caffe__PoolingParameter, CAFFE__POOLING_PARAMETER__INIT);
-  const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  if (b->n != 4) return LAYER_ERR(l, err, "pooling needs 4-axis input");
-  if (p->pool == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC)
+  mdl_pool_geom g;
+  mdl_status st = mdl_geom_pool(l, &g, err);
+  if (st) return st;
+  if (g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC)
     return LAYER_ERR(l, err, "STOCHASTIC pooling is not implemented");
   pool_priv *pp = mdl_xcalloc(1, sizeof *pp);
   l->priv = pp;
-  pp->method = p->pool;
-  pp->planes = b->d[0] * b->d[1];
-  pp->H = b->d[2];
-  pp->W = b->d[3];
-  pp->PH = t->d[2];
-  pp->PW = t->d[3];
-  if (p->global_pooling) {
-    pp->kh = pp->H;
-    pp->kw = pp->W;
-    pp->sh = pp->sw = 1;
-    pp->ph = pp->pw = 0;
-  } else {
-    pp->kh = p->has_kernel_h ? p->kernel_h : p->kernel_size;
-    pp->kw = p->has_kernel_w ? p->kernel_w : p->kernel_size;
-    pp->sh = p->has_stride_h ? p->stride_h : p->stride;
-    pp->sw = p->has_stride_w ? p->stride_w : p->stride;
-    pp->ph = p->has_pad_h ? p->pad_h : p->pad;
-    pp->pw = p->has_pad_w ? p->pad_w : p->pad;
-  }
-  if (pp->kh <= 0 || pp->kw <= 0 || pp->sh <= 0 || pp->sw <= 0)
-    return LAYER_ERR(l, err, "kernel and stride must be positive");
-  if (pp->ph >= pp->kh || pp->pw >= pp->kw)
-    return LAYER_ERR(l, err, "pad must be smaller than the kernel");
-  pp->out_count = pp->planes * pp->PH * pp->PW;
-  if (pp->method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
+  pp->g = g;
+  pp->out_count = g.planes * g.PH * g.PW;
+  if (g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
     pp->mask = malloc((size_t)(pp->out_count ? pp->out_count : 1) * sizeof(int32_t));
     if (!pp->mask) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": pooling mask", l->name);
   }
-  if (l->n_top > 1 && pp->method != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX)
-    return LAYER_ERR(l, err, "only MAX pooling has a mask top");
   return MDL_OK;
 }
 
@@ -70,38 +45,38 @@ typedef struct pool_args {
 /* One output by the plain definition (used at the borders). */
 static void pool_one(const pool_priv *pp, const float *x, int64_t oh, int64_t ow, float *y,
                      int32_t *mask) {
-  int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
-  int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
-  int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-  int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->W ? we : pp->W;
+  int64_t hs = oh * pp->g.sh - pp->g.ph, he = hs + pp->g.kh;
+  int64_t ws = ow * pp->g.sw - pp->g.pw, we = ws + pp->g.kw;
+  int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->g.H ? he : pp->g.H;
+  int64_t w0 = ws > 0 ? ws : 0, w1 = we < pp->g.W ? we : pp->g.W;
   if (mask) {
     float m = -FLT_MAX;
     int32_t mi = -1;
     for (int64_t h = h0; h < h1; h++)
       for (int64_t w = w0; w < w1; w++)
-        if (x[h * pp->W + w] > m) {
-          m = x[h * pp->W + w];
-          mi = (int32_t)(h * pp->W + w);
+        if (x[h * pp->g.W + w] > m) {
+          m = x[h * pp->g.W + w];
+          mi = (int32_t)(h * pp->g.W + w);
         }
     *y = m;
     *mask = mi;
   } else {
     /* the divisor counts padding but not what lies past it (Caffe) */
-    int64_t h1p = he < pp->H + pp->ph ? he : pp->H + pp->ph;
-    int64_t w1p = we < pp->W + pp->pw ? we : pp->W + pp->pw;
+    int64_t h1p = he < pp->g.H + pp->g.ph ? he : pp->g.H + pp->g.ph;
+    int64_t w1p = we < pp->g.W + pp->g.pw ? we : pp->g.W + pp->g.pw;
     float sum = 0;
     for (int64_t h = h0; h < h1; h++)
-      for (int64_t w = w0; w < w1; w++) sum += x[h * pp->W + w];
+      for (int64_t w = w0; w < w1; w++) sum += x[h * pp->g.W + w];
     *y = sum / (float)((h1p - hs) * (w1p - ws));
   }
 }
 
 /* Output columns [lo, hi) whose windows lie inside [0, W). */
 static void interior_cols(const pool_priv *pp, int64_t *lo, int64_t *hi) {
-  int64_t l = (pp->pw + pp->sw - 1) / pp->sw;
-  int64_t last = pp->W - pp->kw + pp->pw; /* ws + kw <= W */
-  int64_t h = last >= 0 ? last / pp->sw + 1 : 0;
-  if (h > pp->PW) h = pp->PW;
+  int64_t l = (pp->g.pw + pp->g.sw - 1) / pp->g.sw;
+  int64_t last = pp->g.W - pp->g.kw + pp->g.pw; /* ws + kw <= W */
+  int64_t h = last >= 0 ? last / pp->g.sw + 1 : 0;
+  if (h > pp->g.PW) h = pp->g.PW;
   if (l > h) l = h;
   *lo = l;
   *hi = h;
@@ -124,15 +99,15 @@ static void max_interior(const pool_priv *pp, const float *restrict x, int64_t h
                          int64_t ws0, int64_t n, float *restrict m, int32_t *restrict mi) {
   for (int64_t o = 0; o < n; o++) m[o] = -FLT_MAX, mi[o] = -1;
   for (int64_t h = h0; h < h1; h++)
-    for (int64_t kj = 0; kj < pp->kw; kj++) {
-      const float *restrict row = x + h * pp->W + ws0 + kj;
-      const int32_t base = (int32_t)(h * pp->W + ws0 + kj);
-      if (pp->sw == 1) {
+    for (int64_t kj = 0; kj < pp->g.kw; kj++) {
+      const float *restrict row = x + h * pp->g.W + ws0 + kj;
+      const int32_t base = (int32_t)(h * pp->g.W + ws0 + kj);
+      if (pp->g.sw == 1) {
         MAX_PASS(1)
-      } else if (pp->sw == 2) {
+      } else if (pp->g.sw == 2) {
         MAX_PASS(2)
       } else {
-        MAX_PASS(pp->sw)
+        MAX_PASS(pp->g.sw)
       }
     }
 }
@@ -141,14 +116,14 @@ static void ave_interior(const pool_priv *pp, const float *restrict x, int64_t h
                          int64_t ws0, int64_t n, float size, float *restrict acc) {
   for (int64_t o = 0; o < n; o++) acc[o] = 0.f;
   for (int64_t h = h0; h < h1; h++)
-    for (int64_t kj = 0; kj < pp->kw; kj++) {
-      const float *restrict row = x + h * pp->W + ws0 + kj;
-      if (pp->sw == 1) {
+    for (int64_t kj = 0; kj < pp->g.kw; kj++) {
+      const float *restrict row = x + h * pp->g.W + ws0 + kj;
+      if (pp->g.sw == 1) {
         SUM_PASS(1)
-      } else if (pp->sw == 2) {
+      } else if (pp->g.sw == 2) {
         SUM_PASS(2)
       } else {
-        SUM_PASS(pp->sw)
+        SUM_PASS(pp->g.sw)
       }
     }
   for (int64_t o = 0; o < n; o++) acc[o] /= size;
@@ -195,17 +170,17 @@ typedef void (*ave_fixed_fn)(const float *, int64_t, int64_t, int64_t, int64_t, 
 static void fixed_kernels(const pool_priv *pp, max_fixed_fn *mf, ave_fixed_fn *af) {
   *mf = NULL;
   *af = NULL;
-  if (pp->kh == 2 && pp->kw == 2 && pp->sw == 2) *mf = max_222, *af = ave_222;
-  if (pp->kh == 3 && pp->kw == 3 && pp->sw == 2) *mf = max_332, *af = ave_332;
-  if (pp->kh == 3 && pp->kw == 3 && pp->sw == 1) *mf = max_331, *af = ave_331;
+  if (pp->g.kh == 2 && pp->g.kw == 2 && pp->g.sw == 2) *mf = max_222, *af = ave_222;
+  if (pp->g.kh == 3 && pp->g.kw == 3 && pp->g.sw == 2) *mf = max_332, *af = ave_332;
+  if (pp->g.kh == 3 && pp->g.kw == 3 && pp->g.sw == 1) *mf = max_331, *af = ave_331;
 }
 
 static void pool_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const pool_args *a = arg;
   const pool_priv *pp = a->pp;
   (void)thread;
-  const int64_t in_plane = pp->H * pp->W, out_plane = pp->PH * pp->PW;
-  const bool is_max = pp->method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX;
+  const int64_t in_plane = pp->g.H * pp->g.W, out_plane = pp->g.PH * pp->g.PW;
+  const bool is_max = pp->g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX;
   int64_t owa, owb;
   interior_cols(pp, &owa, &owb);
   max_fixed_fn mf;
@@ -215,27 +190,27 @@ static void pool_fwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
     const float *x = a->x + pl * in_plane;
     float *y = a->y + pl * out_plane;
     int32_t *mask = is_max ? pp->mask + pl * out_plane : NULL;
-    for (int64_t oh = 0; oh < pp->PH; oh++) {
-      int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
-      int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-      float *yr = y + oh * pp->PW;
-      int32_t *mr = mask ? mask + oh * pp->PW : NULL;
+    for (int64_t oh = 0; oh < pp->g.PH; oh++) {
+      int64_t hs = oh * pp->g.sh - pp->g.ph, he = hs + pp->g.kh;
+      int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->g.H ? he : pp->g.H;
+      float *yr = y + oh * pp->g.PW;
+      int32_t *mr = mask ? mask + oh * pp->g.PW : NULL;
       for (int64_t ow = 0; ow < owa; ow++) pool_one(pp, x, oh, ow, yr + ow, mr ? mr + ow : NULL);
       if (owb > owa) {
-        int64_t ws0 = owa * pp->sw - pp->pw;
-        bool full_rows = hs >= 0 && he <= pp->H;
+        int64_t ws0 = owa * pp->g.sw - pp->g.pw;
+        bool full_rows = hs >= 0 && he <= pp->g.H;
         if (full_rows && is_max && mf) {
-          mf(x, pp->W, hs, ws0, owb - owa, yr + owa, mr + owa);
+          mf(x, pp->g.W, hs, ws0, owb - owa, yr + owa, mr + owa);
         } else if (full_rows && !is_max && af) {
-          af(x, pp->W, hs, ws0, owb - owa, (float)(pp->kh * pp->kw), yr + owa);
+          af(x, pp->g.W, hs, ws0, owb - owa, (float)(pp->g.kh * pp->g.kw), yr + owa);
         } else if (is_max) {
           max_interior(pp, x, h0, h1, ws0, owb - owa, yr + owa, mr + owa);
         } else {
-          int64_t h1p = he < pp->H + pp->ph ? he : pp->H + pp->ph;
-          ave_interior(pp, x, h0, h1, ws0, owb - owa, (float)((h1p - hs) * pp->kw), yr + owa);
+          int64_t h1p = he < pp->g.H + pp->g.ph ? he : pp->g.H + pp->g.ph;
+          ave_interior(pp, x, h0, h1, ws0, owb - owa, (float)((h1p - hs) * pp->g.kw), yr + owa);
         }
       }
-      for (int64_t ow = owb > owa ? owb : owa; ow < pp->PW; ow++)
+      for (int64_t ow = owb > owa ? owb : owa; ow < pp->g.PW; ow++)
         pool_one(pp, x, oh, ow, yr + ow, mr ? mr + ow : NULL);
     }
     if (a->mask_top)
@@ -247,12 +222,12 @@ static void pool_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
   const pool_args *a = arg;
   const pool_priv *pp = a->pp;
   (void)thread;
-  const int64_t in_plane = pp->H * pp->W, out_plane = pp->PH * pp->PW;
+  const int64_t in_plane = pp->g.H * pp->g.W, out_plane = pp->g.PH * pp->g.PW;
   for (int64_t pl = lo; pl < hi; pl++) {
     float *dx = a->dx + pl * in_plane;
     const float *dy = a->dy + pl * out_plane;
     memset(dx, 0, (size_t)in_plane * sizeof(float));
-    if (pp->method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
+    if (pp->g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
       const int32_t *mask = pp->mask + pl * out_plane;
       for (int64_t i = 0; i < out_plane; i++)
         if (mask[i] >= 0) dx[mask[i]] += dy[i];
@@ -261,16 +236,16 @@ static void pool_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
     /* AVE: column bounds come precomputed (a->col); per row, only the row
      * bounds and the divisor's height part change */
     const int32_t *col = a->col;
-    for (int64_t oh = 0; oh < pp->PH; oh++) {
-      const int64_t hs = oh * pp->sh - pp->ph, he = hs + pp->kh;
-      const int64_t hsz = (he < pp->H + pp->ph ? he : pp->H + pp->ph) - hs;
-      const int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->H ? he : pp->H;
-      const float *dyr = dy + oh * pp->PW;
-      for (int64_t ow = 0; ow < pp->PW; ow++) {
+    for (int64_t oh = 0; oh < pp->g.PH; oh++) {
+      const int64_t hs = oh * pp->g.sh - pp->g.ph, he = hs + pp->g.kh;
+      const int64_t hsz = (he < pp->g.H + pp->g.ph ? he : pp->g.H + pp->g.ph) - hs;
+      const int64_t h0 = hs > 0 ? hs : 0, h1 = he < pp->g.H ? he : pp->g.H;
+      const float *dyr = dy + oh * pp->g.PW;
+      for (int64_t ow = 0; ow < pp->g.PW; ow++) {
         const int64_t w0 = col[3 * ow], w1 = col[3 * ow + 1];
         const float g = dyr[ow] / (float)(hsz * col[3 * ow + 2]);
         for (int64_t h = h0; h < h1; h++) {
-          float *r = dx + h * pp->W;
+          float *r = dx + h * pp->g.W;
           for (int64_t w = w0; w < w1; w++) r[w] += g;
         }
       }
@@ -279,14 +254,14 @@ static void pool_bwd_task(void *arg, int64_t lo, int64_t hi, int thread) {
 }
 
 static int64_t pool_grain(const pool_priv *pp) {
-  int64_t work = pp->H * pp->W;
+  int64_t work = pp->g.H * pp->g.W;
   return work >= 8192 ? 1 : 8192 / (work ? work : 1);
 }
 
 void mdl_cpu_pool_forward(mdl_threadpool *pool, mdl_cpu_pool *pp, const float *x, float *y,
                           float *mask_top) {
   pool_args a = {pp, x, NULL, y, NULL, mask_top, NULL};
-  mdl_parallel_for(pool, pp->planes, pool_grain(pp), pool_fwd_task, &a);
+  mdl_parallel_for(pool, pp->g.planes, pool_grain(pp), pool_fwd_task, &a);
 }
 
 static void pool_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
@@ -303,17 +278,17 @@ static void pool_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
 void mdl_cpu_pool_backward(mdl_threadpool *pool, const mdl_cpu_pool *pp, const float *dy,
                            float *dx) {
   int32_t *col = NULL;
-  if (pp->method != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
-    col = mdl_xmalloc((size_t)(3 * pp->PW + 1) * sizeof(int32_t));
-    for (int64_t ow = 0; ow < pp->PW; ow++) {
-      int64_t ws = ow * pp->sw - pp->pw, we = ws + pp->kw;
+  if (pp->g.method != CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX) {
+    col = mdl_xmalloc((size_t)(3 * pp->g.PW + 1) * sizeof(int32_t));
+    for (int64_t ow = 0; ow < pp->g.PW; ow++) {
+      int64_t ws = ow * pp->g.sw - pp->g.pw, we = ws + pp->g.kw;
       col[3 * ow] = (int32_t)(ws > 0 ? ws : 0);
-      col[3 * ow + 1] = (int32_t)(we < pp->W ? we : pp->W);
-      col[3 * ow + 2] = (int32_t)((we < pp->W + pp->pw ? we : pp->W + pp->pw) - ws);
+      col[3 * ow + 1] = (int32_t)(we < pp->g.W ? we : pp->g.W);
+      col[3 * ow + 2] = (int32_t)((we < pp->g.W + pp->g.pw ? we : pp->g.W + pp->g.pw) - ws);
     }
   }
   pool_args a = {pp, NULL, dy, NULL, dx, NULL, col};
-  mdl_parallel_for(pool, pp->planes, pool_grain(pp), pool_bwd_task, &a);
+  mdl_parallel_for(pool, pp->g.planes, pool_grain(pp), pool_bwd_task, &a);
   free(col);
 }
 

@@ -36,23 +36,23 @@ static mdl_status spp_setup(mdl_layer *l, mdl_error *err) {
     /* Caffe's GetPoolingParam: the smallest window that covers the input
      * in `bins` steps, the shortfall split as padding (the odd pixel at the
      * end) */
-    pp->kh = (H + bins - 1) / bins;
-    pp->kw = (W + bins - 1) / bins;
-    pp->ph = (pp->kh * bins - H + 1) / 2;
-    pp->pw = (pp->kw * bins - W + 1) / 2;
-    pp->sh = pp->kh;
-    pp->sw = pp->kw;
-    if ((pp->ph && pp->ph >= pp->kh) || (pp->pw && pp->pw >= pp->kw))
+    pp->g.kh = (H + bins - 1) / bins;
+    pp->g.kw = (W + bins - 1) / bins;
+    pp->g.ph = (pp->g.kh * bins - H + 1) / 2;
+    pp->g.pw = (pp->g.kw * bins - W + 1) / 2;
+    pp->g.sh = pp->g.kh;
+    pp->g.sw = pp->g.kw;
+    if ((pp->g.ph && pp->g.ph >= pp->g.kh) || (pp->g.pw && pp->g.pw >= pp->g.kw))
       return LAYER_ERR(l, err, "pyramid level %d needs a pad as large as its window", lv);
-    pp->method = p->pool == CAFFE__SPPPARAMETER__POOL_METHOD__MAX
-                     ? CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX
-                     : CAFFE__POOLING_PARAMETER__POOL_METHOD__AVE;
-    pp->planes = b->d[0] * b->d[1];
-    pp->H = H;
-    pp->W = W;
-    pp->PH = pp->PW = bins;
-    pp->out_count = pp->planes * bins * bins;
-    if (pp->method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX)
+    pp->g.method = p->pool == CAFFE__SPPPARAMETER__POOL_METHOD__MAX
+                       ? CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX
+                       : CAFFE__POOLING_PARAMETER__POOL_METHOD__AVE;
+    pp->g.planes = b->d[0] * b->d[1];
+    pp->g.H = H;
+    pp->g.W = W;
+    pp->g.PH = pp->g.PW = bins;
+    pp->out_count = pp->g.planes * bins * bins;
+    if (pp->g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX)
       pp->mask = mdl_xmalloc((size_t)pp->out_count * sizeof(int32_t));
     sp->total += b->d[1] * bins * bins;
     if (pp->out_count > most) most = pp->out_count;

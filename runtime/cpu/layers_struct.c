@@ -73,23 +73,14 @@ typedef struct eltwise_priv {
 } eltwise_priv;
 
 static mdl_status eltwise_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__EltwiseParameter *p =
-      PARAM(l, eltwise_param, Caffe__EltwiseParameter, CAFFE__ELTWISE_PARAMETER__INIT);
-  if (p->n_coeff && p->n_coeff != (size_t)l->n_bottom)
-    return LAYER_ERR(l, err, "%zu coeff values for %d bottoms", p->n_coeff, l->n_bottom);
-  if (p->n_coeff && p->operation != CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__SUM)
-    return LAYER_ERR(l, err, "coeff is only for the SUM operation");
-  for (int i = 1; i < l->n_bottom; i++)
-    if (shape_count(&l->bottom_shape[i], 0, MDL_MAX_AXES) !=
-            shape_count(&l->bottom_shape[0], 0, MDL_MAX_AXES) ||
-        l->bottom_shape[i].n != l->bottom_shape[0].n)
-      return LAYER_ERR(l, err, "bottom %d has a different shape from bottom 0", i);
   eltwise_priv *ep = mdl_xcalloc(1, sizeof *ep);
   l->priv = ep;
-  ep->op = p->operation;
-  ep->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
   ep->coeff = mdl_xcalloc((size_t)l->n_bottom, sizeof(float));
-  for (int i = 0; i < l->n_bottom; i++) ep->coeff[i] = p->n_coeff ? p->coeff[i] : 1.f;
+  mdl_eltwise_geom g;
+  mdl_status st = mdl_geom_eltwise(l, &g, ep->coeff, err);
+  if (st) return st;
+  ep->op = g.op;
+  ep->count = g.count;
   if (ep->op == CAFFE__ELTWISE_PARAMETER__ELTWISE_OP__MAX) {
     ep->mask = malloc((size_t)(ep->count ? ep->count : 1) * sizeof(int32_t));
     if (!ep->mask) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": eltwise mask", l->name);
@@ -203,27 +194,19 @@ typedef struct cat_priv {
   int n;
 } cat_priv;
 
-static mdl_status cat_setup_common(mdl_layer *l, const mdl_shape *big, const mdl_shape *small,
-                                   int n_small, int axis_p, bool has_legacy, uint32_t legacy,
-                                   mdl_error *err) {
-  int axis = has_legacy ? (int)legacy : shape_axis(big, axis_p);
-  if (axis < 0 || axis >= big->n) return LAYER_ERR(l, err, "axis %d out of range", axis_p);
+/* Concat and Slice: the shared geometry, each part's size kept. */
+static mdl_status cat_setup(mdl_layer *l, mdl_error *err) {
   cat_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
-  cp->n = n_small;
-  cp->outer = shape_count(big, 0, axis);
-  cp->inner = shape_count(big, axis + 1, big->n);
-  cp->total = big->d[axis];
-  cp->part = mdl_xcalloc((size_t)n_small, sizeof(int64_t));
-  int64_t sum = 0;
-  for (int i = 0; i < n_small; i++) {
-    if (small[i].n != big->n) return LAYER_ERR(l, err, "blob %d has a different number of axes", i);
-    cp->part[i] = small[i].d[axis];
-    sum += cp->part[i];
-  }
-  if (sum != cp->total)
-    return LAYER_ERR(l, err, "parts add up to %lld along axis %d, expected %lld", (long long)sum,
-                     axis, (long long)cp->total);
+  int n = l->n_bottom > l->n_top ? l->n_bottom : l->n_top;
+  cp->part = mdl_xcalloc((size_t)(n ? n : 1), sizeof(int64_t));
+  mdl_concat_geom g;
+  mdl_status st = mdl_geom_concat(l, &g, cp->part, err);
+  if (st) return st;
+  cp->n = g.n;
+  cp->outer = g.outer;
+  cp->inner = g.inner;
+  cp->total = g.total;
   return MDL_OK;
 }
 
@@ -258,12 +241,6 @@ static void cat_move(const cat_priv *cp, mdl_tensor *const *small, const bool *p
   }
 }
 
-static mdl_status concat_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ConcatParameter *p =
-      PARAM(l, concat_param, Caffe__ConcatParameter, CAFFE__CONCAT_PARAMETER__INIT);
-  return cat_setup_common(l, &l->top_shape[0], l->bottom_shape, l->n_bottom, p->axis,
-                          p->has_concat_dim, p->concat_dim, err);
-}
 static void concat_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   cat_move(l->priv, bottom, NULL, top[0], true, false);
 }
@@ -271,15 +248,9 @@ static void concat_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd
                             mdl_tensor *const *bottom) {
   cat_move(l->priv, bottom, pd, top[0], false, true);
 }
-const mdl_layer_impl mdl_cpu_concat_layer = {"Concat",       concat_setup,    NULL,
+const mdl_layer_impl mdl_cpu_concat_layer = {"Concat",       cat_setup,       NULL,
                                              concat_forward, concat_backward, cat_free};
 
-static mdl_status slice_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__SliceParameter *p =
-      PARAM(l, slice_param, Caffe__SliceParameter, CAFFE__SLICE_PARAMETER__INIT);
-  return cat_setup_common(l, &l->bottom_shape[0], l->top_shape, l->n_top, p->axis, p->has_slice_dim,
-                          p->slice_dim, err);
-}
 static void slice_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   cat_move(l->priv, top, NULL, bottom[0], false, false);
 }
@@ -288,7 +259,7 @@ static void slice_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
   if (!pd[0]) return;
   cat_move(l->priv, top, NULL, bottom[0], true, true);
 }
-const mdl_layer_impl mdl_cpu_slice_layer = {"Slice",       slice_setup,    NULL,
+const mdl_layer_impl mdl_cpu_slice_layer = {"Slice",       cat_setup,      NULL,
                                             slice_forward, slice_backward, cat_free};
 
 /* ---- Split: tops copy the bottom; its gradient is the sum of theirs ----- */
