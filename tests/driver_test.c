@@ -727,10 +727,11 @@ Test(driver, a_restarted_remote_worker_is_taken_back) {
 }
 
 /* Peer averaging leaves the driver's data path (issue 13): a round returns
- * the average only when the driver reads it next (a TEST pass, the end),
- * a stop asked mid-run fetches it from a member, and the bits are those of
- * the star (cluster { averaging: STAR }), whose rounds each bring back K
- * copies. */
+ * the average only when the driver reads it next (a snapshot, the end), a
+ * TEST pass runs on the average the members kept (no weights sent), a stop
+ * asked mid-run fetches it from a member, and the bits and TEST outputs
+ * are those of the star (cluster { averaging: STAR }), whose rounds and
+ * TEST passes each move K copies. */
 typedef struct stopper {
   volatile sig_atomic_t *flag;
   int at_round;
@@ -742,8 +743,10 @@ static void stop_at_round(void *ctx, const mdl_driver_progress *p) {
 }
 
 /* A run of p on two fresh in-process workers (averaging STAR when star),
- * stopped after round stop_round when > 0. */
-static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_result *r) {
+ * stopped after round stop_round when > 0; tests (may be NULL) gets the
+ * log's TEST lines. */
+static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_result *r,
+                    char *tests, size_t cap) {
   const char *token = "a-shared-token-of-32-characters!";
   const char *tf = tu_dir_write("token", token);
   chmod(tf, 0600);
@@ -777,6 +780,12 @@ static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_
   text[n] = 0;
   cr_assert_eq(strstr(text, "averaging peer-to-peer") != NULL, !star, "%s", text);
   cr_assert_eq(r->faults, 0, "%s", text);
+  size_t used = 0;
+  for (const char *l = strstr(text, "test net "); tests && l; l = strstr(l + 1, "test net ")) {
+    const char *e = strchr(l, '\n');
+    int len = e ? (int)(e - l + 1) : (int)strlen(l);
+    used += (size_t)snprintf(tests + used, used < cap ? cap - used : 0, "%.*s", len, l);
+  }
   for (int i = 0; i < 2; i++) join_thr_worker(&w[i]);
   mdl_pb_free(q);
   fclose(log);
@@ -798,32 +807,45 @@ Test(driver, peer_rounds_bring_the_average_to_the_driver_only_where_it_reads_it)
   Memdl__Plan *p = linear_plan(&s);
   const uint64_t bytes = (uint64_t)(s.d + 1) * sizeof(float);
   mdl_driver_result rp, rs;
-  run_two(p, false, 0, &rp);
-  run_two(p, true, 0, &rs);
+  char tp[4096] = "", ts[4096] = "";
+  run_two(p, false, 0, &rp, tp, sizeof tp);
+  run_two(p, true, 0, &rs, ts, sizeof ts);
+  /* every TEST pass (0, 6, 12, 18, 20) gives the star's outputs */
+  cr_assert(strstr(tp, "iter 18: "), "%s", tp);
+  cr_assert_str_eq(tp, ts);
   cr_assert_eq(rp.rounds, 10);
   cr_assert_eq(rs.rounds, 10);
-  /* the star: two copies every round; peers: one at each TEST and the end */
+  /* the star: two copies every round; peers: one at the end, none at TEST */
   cr_assert_eq(rs.weights_received, 10 * 2 * bytes, "%llu",
                (unsigned long long)rs.weights_received);
-  cr_assert_eq(rp.weights_received, 4 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  cr_assert_eq(rp.weights_received, 1 * bytes, "%llu", (unsigned long long)rp.weights_received);
   cr_assert_eq(rp.weights_fetched, 0);
+  /* sent: the star two copies to each round (10) and each TEST pass (at 0,
+   * 6, 12, 18 and the final one at 20); peers only to the first round and
+   * the TEST at 0, before any exchange */
+  cr_assert_eq(rs.weights_sent, (10 + 5) * 2 * bytes, "%llu", (unsigned long long)rs.weights_sent);
+  cr_assert_eq(rp.weights_sent, 2 * 2 * bytes, "%llu", (unsigned long long)rp.weights_sent);
   cr_assert_eq(rp.n_params, s.d + 1);
   cr_assert(!memcmp(rp.weights, rs.weights, bytes), "peer and star weights differ");
   cr_assert_eq(rp.n_test, rs.n_test);
-  cr_assert(rp.n_test > 0 && rp.test[0].sum[0] == rs.test[0].sum[0], "the last TEST differs");
+  cr_assert(rp.n_test > 0 && rp.test[0].n > 0, "no TEST output");
+  for (int t = 0; t < rp.n_test; t++)
+    for (int e = 0; e < rp.test[t].n; e++)
+      cr_assert(rp.test[t].sum[e] == rs.test[t].sum[e], "the last TEST differs: %s[%d] %a, star %a",
+                rp.test[t].name, e, rp.test[t].sum[e], rs.test[t].sum[e]);
   mdl_driver_result_free(&rp);
   mdl_driver_result_free(&rs);
 
   /* a stop asked by round 4's callback (iteration 8: no TEST, no snapshot
    * foreseen) fetches the average the members kept, for the snapshot point
    * and the result */
-  run_two(p, false, 4, &rp);
-  run_two(p, true, 4, &rs);
+  run_two(p, false, 4, &rp, NULL, 0);
+  run_two(p, true, 4, &rs, NULL, 0);
   cr_assert(rp.stopped && rs.stopped);
   cr_assert_eq(rp.iter, 8);
   cr_assert_eq(rp.weights_fetched, 1);
-  /* TEST at 6 returned one copy, the fetch another */
-  cr_assert_eq(rp.weights_received, 2 * bytes, "%llu", (unsigned long long)rp.weights_received);
+  /* TEST at 6 ran on the kept average: the fetch is the only copy */
+  cr_assert_eq(rp.weights_received, 1 * bytes, "%llu", (unsigned long long)rp.weights_received);
   cr_assert(!memcmp(rp.weights, rs.weights, bytes), "the fetched weights are not the star's");
   cr_assert(rp.state_file[0], "a snapshot point at the stop");
   mdl_driver_result_free(&rp);
@@ -976,6 +998,22 @@ Test(driver, a_failed_exchange_leaves_the_kept_average_for_a_redo_and_a_fetch) {
              detail);
   cr_assert_eq(code[0], MDL_RPC_INVALID_ARGUMENT);
   cr_assert(strstr(detail[0], "no average of epoch 200"), "%s", detail[0]);
+
+  /* a TEST on a kept average: refused for an epoch the worker does not
+   * hold, and with weights besides */
+  Memdl__TestRequest tq = MEMDL__TEST_REQUEST__INIT;
+  tq.has_session = tq.has_kept_epoch = 1;
+  tq.session = 42;
+  tq.kept_epoch = 200;
+  req[0] = &tq.base;
+  peer_calls(ch, 1, MDL_WORKER_TEST, req, &memdl__test_reply__descriptor, 0, NULL, out, code,
+             detail);
+  cr_assert_eq(code[0], MDL_RPC_INVALID_ARGUMENT, "%s", detail[0]);
+  cr_assert(strstr(detail[0], "epoch 200, which this worker does not hold"), "%s", detail[0]);
+  tq.kept_epoch = 100;
+  peer_calls(ch, 1, MDL_WORKER_TEST, req, &memdl__test_reply__descriptor, 0, w0, out, code, detail);
+  cr_assert_eq(code[0], MDL_RPC_INVALID_ARGUMENT, "%s", detail[0]);
+  cr_assert(strstr(detail[0], "kept_epoch with weights from elsewhere"), "%s", detail[0]);
 
   /* the redo from the kept 100 on both computes what the same round sent
    * the average of 100 computes */

@@ -97,7 +97,7 @@ static char *model_at(const char *out, const char *iter, size_t *len) {
 /* One driver run over k fresh workers; the model file's bytes at `at`
  * iterations. A peer run's log must contain want_log (when not NULL). */
 static char *run_k(int k, const char *out, const char *averaging, const run_spec *rs,
-                   const char *at, const char *want_log, size_t *len) {
+                   const char *at, const char *want_log, size_t *len, char *tests, size_t cap) {
   worker w[4];
   char list[300];
   const char *tf = token_file();
@@ -117,6 +117,12 @@ static char *run_k(int k, const char *out, const char *averaging, const run_spec
   bool peer = strstr(r.err, "averaging peer-to-peer") != NULL;
   cr_assert_eq(peer, strcmp(averaging, "STAR") != 0, "averaging %s: %s", averaging, r.err);
   if (peer && want_log) cr_assert(strstr(r.err, want_log), "no \"%s\" in: %s", want_log, r.err);
+  size_t used = 0;
+  for (const char *l = strstr(r.err, "test net "); tests && l; l = strstr(l + 1, "test net ")) {
+    const char *e = strchr(l, '\n');
+    int n = e ? (int)(e - l + 1) : (int)strlen(l);
+    used += (size_t)snprintf(tests + used, used < cap ? cap - used : 0, "%.*s", n, l);
+  }
   mdl_run_result_free(&r);
   reap(w, k);
   return model_at(out, at, len);
@@ -134,8 +140,8 @@ static void same_model_peer_and_star(int k) {
   /* 4 rounds without TEST or snapshot: only the last brings the average
    * (431080 floats) to the driver */
   char *p = run_k(k, tu_dir_path("peer"), "AUTO", &PLAIN, "20",
-                  "1.7 MB of weights came to the driver (0 fetched) in 4 rounds", &lp);
-  char *s = run_k(k, tu_dir_path("star"), "STAR", &PLAIN, "20", NULL, &ls);
+                  "1.7 MB of weights came to the driver (0 fetched) in 4 rounds", &lp, NULL, 0);
+  char *s = run_k(k, tu_dir_path("star"), "STAR", &PLAIN, "20", NULL, &ls, NULL, 0);
   same_bytes(p, lp, s, ls, k == 2 ? "2 workers" : "3 workers");
   free(p);
   free(s);
@@ -149,15 +155,23 @@ Test(peer_cli, three_remote_workers_average_peer_to_peer_to_the_stars_bits) {
   same_model_peer_and_star(3);
 }
 
-/* TEST passes (at 20 and 40) and snapshots (at 15 and 30) between rounds
- * that keep the average among the workers (5, 10, 25, 35): the driver has
- * each point's average returned, and every model file matches the star's. */
+/* TEST passes (at 0, 20 and 40) and snapshots (at 15 and 30) between
+ * rounds that keep the average among the workers (5, 10, 25, 35): the
+ * driver has each snapshot's average returned (15, 30, 40: 3 x 1.7 MB),
+ * the TEST passes run on the average the workers kept (the weights go out
+ * only to the first round and the TEST at 0: 4 x 1.7 MB), and every TEST
+ * line and model file matches the star's. */
 Test(peer_cli, with_test_passes_and_snapshots_between_rounds_the_model_files_are_the_stars) {
   const run_spec rs = {"40", "5", "20", "15"};
   size_t lp, ls;
+  char tp[4096] = "", ts[4096] = "";
   char *p = run_k(2, tu_dir_path("peer"), "AUTO", &rs, "40",
-                  "6.9 MB of weights came to the driver (0 fetched) in 8 rounds", &lp);
-  char *s = run_k(2, tu_dir_path("star"), "STAR", &rs, "40", NULL, &ls);
+                  "5.2 MB of weights came to the driver (0 fetched) in 8 rounds, 6.9 MB went to "
+                  "the workers",
+                  &lp, tp, sizeof tp);
+  char *s = run_k(2, tu_dir_path("star"), "STAR", &rs, "40", NULL, &ls, ts, sizeof ts);
+  cr_assert(strstr(tp, "iter 20: ") && strstr(tp, "iter 40: "), "%s", tp);
+  cr_assert_str_eq(tp, ts);
   same_bytes(p, lp, s, ls, "iteration 40");
   free(p);
   free(s);

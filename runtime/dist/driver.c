@@ -56,6 +56,7 @@ void mdl_driver_round_calls(driver *d, slot *const *act, int n, const Memdl__Rou
       calls[i].req.bulk = d->w;
       calls[i].req.bulk_len = d->n_params * sizeof(float);
       calls[i].req.pin = d->w_pin;
+      d->res->weights_sent += calls[i].req.bulk_len;
     }
     rc[i] = (recv_ctx){act[i], d->n_params * sizeof(float)};
     calls[i].reply_spec.bulk_dest = mdl_driver_recv_dest;
@@ -340,6 +341,15 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
     free(act);
     return MDL_OK;
   }
+  /* peer averaging: workers that kept the average test on their own copy;
+   * only the others need d->w, which may first have to come from a member */
+  bool all_hold = !d->shm;
+  for (int i = 0; i < n; i++) all_hold = all_hold && mdl_driver_peer_held_by(d, act[i]);
+  mdl_status wst = all_hold ? MDL_OK : mdl_driver_weights(d, err);
+  if (wst != MDL_OK) {
+    free(act);
+    return wst;
+  }
   Memdl__TestRequest *req = mdl_xcalloc((size_t)n, sizeof *req);
   mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
   for (int i = 0; i < n; i++) {
@@ -351,8 +361,12 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
     /* test_iter batches spread over the workers holding test data */
     req[i].batches = batches > 0 ? (uint32_t)(batches / n + (i < batches % n)) : 0;
     call_init(d, &calls[i], act[i], MDL_WORKER_TEST, &req[i].base, &memdl__test_reply__descriptor);
+    uint64_t held = mdl_driver_peer_held_by(d, act[i]);
     if (d->shm) {
       req[i].has_weights_in_shm = req[i].weights_in_shm = 1;
+    } else if (held) {
+      req[i].has_kept_epoch = 1;
+      req[i].kept_epoch = held;
     } else {
       calls[i].req.bulk_field = 5;
       calls[i].req.bulk = d->w;
@@ -365,6 +379,7 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
   int m = 0;
   for (int i = 0; i < n; i++)
     if (calls[i].ch) {
+      d->res->weights_sent += calls[i].req.bulk_len;
       calls[m] = calls[i];
       act[m] = act[i];
       m++;
@@ -461,7 +476,7 @@ static mdl_status run_tests(driver *d, mdl_error *err) {
   double t0 = mdl_now();
   int nets = (int)d->plan->solver->n_test_iter;
   if (nets == 0 && d->n_all_test > 0) nets = 1;
-  mdl_status st = nets > 0 ? mdl_driver_weights(d, err) : MDL_OK;
+  mdl_status st = MDL_OK; /* run_test sees whether d->w must be fetched */
   for (int i = 0; i < nets && st == MDL_OK; i++) st = run_test(d, i, err);
   /* images/s counts training only */
   mdl_progress_exclude(&d->prog, mdl_now() - t0);
@@ -649,15 +664,16 @@ static bool snapshot_step(driver *d, mdl_error *err, mdl_status *st) {
 }
 
 /* Whether the driver reads d->w once the round of tau iterations from
- * d->iter ends, as run_rounds and collect_result go on: a TEST pass, a
- * snapshot point (the solver's, or one a signal already asked for), a
- * snapshot_rounds snapshot, the end (max_iter or max_rounds). A peer round
- * then returns the average; a need that comes up later (a signal during
- * the round) fetches it (mdl_driver_weights). */
+ * d->iter ends, as run_rounds and collect_result go on: a snapshot point
+ * (the solver's, or one a signal already asked for), a snapshot_rounds
+ * snapshot, the end (max_iter or max_rounds). A peer round then returns
+ * the average; a need that comes up later (a signal during the round, a
+ * TEST worker that was not a member) fetches it (mdl_driver_weights). A
+ * TEST pass alone does not read it: the members test on the average they
+ * kept (run_test). */
 static bool reads_weights_after(const driver *d, int tau) {
   int end = d->iter + tau;
-  return end >= d->max_iter || (d->test_interval > 0 && end % d->test_interval == 0) ||
-         (d->snapshot_iters > 0 && end % d->snapshot_iters == 0) ||
+  return end >= d->max_iter || (d->snapshot_iters > 0 && end % d->snapshot_iters == 0) ||
          (d->snapshot_rounds > 0 && (d->round + 1) % d->snapshot_rounds == 0) ||
          (d->o.max_rounds > 0 && d->rounds_here + 1 >= d->o.max_rounds) ||
          (d->o.stop && *d->o.stop) || (d->o.snapshot && *d->o.snapshot);
@@ -740,8 +756,11 @@ static mdl_status collect_result(driver *d, mdl_driver_result *res, double t_sta
     return wst;
   }
   if (d->peer_members) /* a peer run: what stayed off the driver's link */
-    dlog(d, "peer averaging: %.1f MB of weights came to the driver (%d fetched) in %d rounds",
-         (double)res->weights_received / 1e6, res->weights_fetched, res->rounds);
+    dlog(d,
+         "peer averaging: %.1f MB of weights came to the driver (%d fetched) in %d rounds, "
+         "%.1f MB went to the workers",
+         (double)res->weights_received / 1e6, res->weights_fetched, res->rounds,
+         (double)res->weights_sent / 1e6);
   res->weights = malloc(d->n_params * sizeof(float) + 1);
   if (!res->weights) {
     st = mdl_errorf(err, MDL_ERR_NOMEM, "final weights");

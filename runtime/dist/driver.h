@@ -166,6 +166,10 @@ typedef struct mdl_driver_result {
    * only where it needs it: TEST passes, snapshots, the end). */
   uint64_t weights_received;
   int weights_fetched;
+  /* Weights the driver sent the workers (Round and Test requests), bytes:
+   * peer rounds among members that kept the average send none, nor do
+   * TEST passes on it. */
+  uint64_t weights_sent;
 } mdl_driver_result;
 
 /* Whether `memdl run` should hand the job to the driver: --workers given,

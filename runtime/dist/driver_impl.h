@@ -242,6 +242,11 @@ bool mdl_driver_peer_blames_another(const char *detail);
  * behind it unless the round returned it). */
 void mdl_driver_peer_commit(driver *d, bool returned);
 
+/* The epoch of the committed average that slot s holds, which is d->iter's
+ * weights, so a TEST pass can run on it without the weights travelling;
+ * 0 when s holds none (not a member of that exchange, or not peer). */
+uint64_t mdl_driver_peer_held_by(const driver *d, const slot *s);
+
 /* A removed worker: when it comes back it is set up afresh and no longer
  * holds any average. */
 void mdl_driver_peer_forget(driver *d, const slot *s);

@@ -47,6 +47,15 @@ bool mdl_driver_peer_from_kept(const driver *d, slot *const *act, int n) {
   return true;
 }
 
+uint64_t mdl_driver_peer_held_by(const driver *d, const slot *s) {
+  /* after a fall back to the star (d->peer cleared) rounds move on from
+   * d->w, so the kept average is no longer d->iter's */
+  if (!d->peer || !d->kept_epoch) return 0;
+  for (int j = 0; j < d->n_kept; j++)
+    if (d->kept_members[j] == (uint32_t)s->index) return d->kept_epoch;
+  return 0;
+}
+
 void mdl_driver_peer_round(driver *d, slot **act, int n, bool from_kept, bool want_w,
                            Memdl__RoundRequest *req, Memdl__RoundRequest *req0) {
   /* larger than any epoch before, across drivers too (workers refuse stale

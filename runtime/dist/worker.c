@@ -444,9 +444,23 @@ static mdl_status on_test(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMess
   bool shm = r->weights_in_shm;
   if (shm && (!w->shm || bulk_len))
     return mdl_errorf(err, MDL_ERR_INVALID, "Test: weights_in_shm without shared weights");
-  if (!shm && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
+  /* peer averaging: the average this worker kept, not the message's */
+  const float *kept = NULL;
+  if (r->kept_epoch) {
+    if (shm || bulk_len)
+      return mdl_errorf(err, MDL_ERR_INVALID, "Test: kept_epoch with weights from elsewhere");
+    kept = mdl_peer_net_held(w->peers, r->kept_epoch);
+    if (!kept)
+      return mdl_errorf(err, MDL_ERR_INVALID,
+                        "Test: the average of epoch %llu, which this worker does not hold",
+                        (unsigned long long)r->kept_epoch);
+  }
+  if (!shm && !kept && (st = check_weights(w, bulk_len, err)) != MDL_OK) return st;
   mdl_trainer_stats s;
-  st = mdl_trainer_test(w->trainer, (int)r->test_net, (int)r->batches, shm ? w->shm_in : w->w_in,
+  st = mdl_trainer_test(w->trainer, (int)r->test_net, (int)r->batches,
+                        shm    ? w->shm_in
+                        : kept ? kept
+                               : w->w_in,
                         &s, err);
   if (st != MDL_OK) return st;
   Memdl__TestReply *rep = &w->test_reply;
