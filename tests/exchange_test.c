@@ -5,6 +5,7 @@
  * malformed, stale and duplicate pieces refused. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ typedef struct net {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int k;
-  mdl_exchange *x[MAXK];
+  mdl_exchange *x[MAXK][MDL_XCHG_STAGES]; /* each member's inbox of each stage */
   bool dead[MAXK];
   int die_after[MAXK]; /* sends a member makes before it dies (-1: never) */
   int sent[MAXK];
@@ -61,7 +62,7 @@ static void *deliverer(void *arg) {
     int i = (int)(next_rand(&n->rng) % (uint64_t)n->nq);
     pend *p = n->q[i];
     n->q[i] = n->q[--n->nq];
-    int to = (int)p->m->to;
+    int to = (int)p->m->route; /* `to` is a position within the stage's group */
     bool dead = n->dead[to];
     pthread_mutex_unlock(&n->mu);
     mdl_error e;
@@ -69,7 +70,9 @@ static void *deliverer(void *arg) {
     if (dead)
       p->st = mdl_errorf(&e, MDL_ERR_INTERNAL, "connection refused");
     else
-      p->st = mdl_exchange_deliver(n->x[to], p->m, &e);
+      p->st = p->m->stage < MDL_XCHG_STAGES
+                  ? mdl_exchange_deliver(n->x[to][p->m->stage], p->m, &e)
+                  : mdl_errorf(&e, MDL_ERR_INVALID, "stage %u", p->m->stage);
     snprintf(p->why, sizeof p->why, "%s", e.msg);
     pthread_mutex_lock(&n->mu);
     p->done = true;
@@ -104,7 +107,7 @@ static mdl_status mem_send(void *ctx, const mdl_xchg_msg *msgs, int nm, int time
   pthread_mutex_unlock(&n->mu);
   for (int i = 0; i < allowed; i++)
     if (ps[i].st != MDL_OK) {
-      *failed = (int)msgs[i].to;
+      *failed = (int)msgs[i].route;
       return mdl_errorf(err, MDL_ERR_INTERNAL, "%s", ps[i].why);
     }
   if (allowed < nm) return mdl_errorf(err, MDL_ERR_INTERNAL, "this member was killed");
@@ -130,6 +133,7 @@ static const mdl_xchg_transport_i MEM = {mem_send, mem_alive, mem_name};
 typedef struct member {
   peer pe;
   mdl_xchg_round r;
+  const uint32_t *host; /* NULL: the flat exchange */
   mdl_status st;
   mdl_error err;
   double seconds;
@@ -141,7 +145,9 @@ static void *member_main(void *arg) {
   mdl_xchg_transport t = {&MEM, &m->pe};
   double t0 = mdl_now();
   mdl_error_clear(&m->err);
-  m->st = mdl_exchange_run(m->pe.n->x[m->pe.me], &m->r, &t, &m->err);
+  mdl_exchange *const *x = m->pe.n->x[m->pe.me];
+  m->st = m->host ? mdl_exchange_run_hosts(x, &m->r, m->host, &t, &m->err)
+                  : mdl_exchange_run(x[0], &m->r, &t, &m->err);
   m->seconds = mdl_now() - t0;
   return NULL;
 }
@@ -153,7 +159,9 @@ typedef struct scenario {
   uint64_t seed;
   int victim, die_after; /* die_after -1: nobody dies */
   int timeout_ms;
-  bool zero_samples; /* member 1 processed no sample */
+  bool zero_samples;    /* member 1 processed no sample */
+  const uint32_t *host; /* each member's host (mdl_exchange_run_hosts); NULL: flat */
+  uint64_t wseed;       /* the weights' and samples' seed (0: seed's) */
 } scenario;
 
 typedef struct outcome {
@@ -162,13 +170,43 @@ typedef struct outcome {
   member mem[MAXK];
 } outcome;
 
+/* What the stages of exchange.h compute, written out in their order (into
+ * o->star): each host's members averaged in member order, then the hosts'
+ * averages weighted by their samples in the order of their first members. */
+static void hosts_reference(const scenario *sc, outcome *o) {
+  int k = sc->k;
+  float *part[MAXK];
+  uint64_t hs[MAXK];
+  int nh = 0;
+  for (int p = 0; p < k; p++) {
+    int q = 0;
+    while (sc->host[q] != sc->host[p]) q++;
+    if (q != p) continue;
+    const float *ws[MAXK];
+    uint64_t ss[MAXK];
+    int nl = 0;
+    hs[nh] = 0;
+    for (int j = 0; j < k; j++)
+      if (sc->host[j] == sc->host[p]) {
+        ws[nl] = o->w[j];
+        ss[nl++] = o->samples[j];
+        hs[nh] += o->samples[j];
+      }
+    part[nh] = calloc(sc->n, sizeof(float));
+    mdl_driver_average(part[nh], ws, ss, nl, sc->n);
+    nh++;
+  }
+  if (nh > 1 && nh < k) mdl_driver_average(o->star, (const float *const *)part, hs, nh, sc->n);
+  for (int h = 0; h < nh; h++) free(part[h]);
+}
+
 static void run_scenario(const scenario *sc, outcome *o) {
   net n = {.k = sc->k, .rng = sc->seed * 2654435761u + 1};
   pthread_mutex_init(&n.mu, NULL);
   pthread_cond_init(&n.cv, NULL);
-  uint64_t s = sc->seed + 7;
+  uint64_t s = (sc->wseed ? sc->wseed : sc->seed) + 7;
   for (int i = 0; i < sc->k; i++) {
-    n.x[i] = mdl_exchange_new(sc->n);
+    for (int s = 0; s < MDL_XCHG_STAGES; s++) n.x[i][s] = mdl_exchange_new(sc->n);
     n.die_after[i] = i == sc->victim ? sc->die_after : -1;
     o->w[i] = malloc(sc->n * sizeof(float));
     o->out[i] = calloc(sc->n, sizeof(float));
@@ -178,10 +216,12 @@ static void run_scenario(const scenario *sc, outcome *o) {
   }
   o->star = malloc(sc->n * sizeof(float));
   mdl_driver_average(o->star, (const float *const *)o->w, o->samples, sc->k, sc->n);
+  if (sc->host) hosts_reference(sc, o);
   cr_assert_eq(pthread_create(&n.th, NULL, deliverer, &n), 0);
   for (int i = 0; i < sc->k; i++) {
     member *m = &o->mem[i];
     m->pe = (peer){&n, i};
+    m->host = sc->host;
     m->r = (mdl_xchg_round){.epoch = 5,
                             .rank = i,
                             .k = sc->k,
@@ -200,7 +240,8 @@ static void run_scenario(const scenario *sc, outcome *o) {
   pthread_cond_broadcast(&n.cv);
   pthread_mutex_unlock(&n.mu);
   pthread_join(n.th, NULL);
-  for (int i = 0; i < sc->k; i++) mdl_exchange_free(n.x[i]);
+  for (int i = 0; i < sc->k; i++)
+    for (int s = 0; s < MDL_XCHG_STAGES; s++) mdl_exchange_free(n.x[i][s]);
   pthread_cond_destroy(&n.cv);
   pthread_mutex_destroy(&n.mu);
 }
@@ -426,4 +467,164 @@ Test(exchange, cost_model_prefers_one_burst_for_small_and_steps_for_big) {
   cr_assert_eq(mdl_exchange_choose(4, 1.7e6, alpha, beta), MDL_XCHG_DIRECT);
   cr_assert_eq(mdl_exchange_choose(4, 240e6, alpha, beta), MDL_XCHG_RING);
   cr_assert_eq(mdl_exchange_choose(2, 240e6, alpha, beta), MDL_XCHG_DIRECT);
+}
+
+/* --- members grouped by host (mdl_exchange_run_hosts) ---------------------- */
+
+/* Host layouts of k members: one host; one each; halves; interleaved by 2
+ * and by 3; the first alone and the rest together. */
+#define LAYOUTS 6
+static void layout(int k, int which, uint32_t *host) {
+  for (int p = 0; p < k; p++) {
+    const uint32_t h[LAYOUTS] = {7,
+                                 (uint32_t)p,
+                                 (uint32_t)(p < (k + 1) / 2),
+                                 (uint32_t)(p % 2),
+                                 (uint32_t)(p % 3),
+                                 (uint32_t)(p > 0)};
+    host[p] = h[which] * 3 + 11; /* any numbering */
+  }
+}
+
+Test(exchange, hosts_reduce_locally_then_across_in_a_fixed_order_for_every_layout) {
+  const size_t sizes[] = {1, 3, 7, 64, 1001};
+  const size_t pieces[] = {1, 5, 0};
+  int runs = 0, stars = 0;
+  for (int k = 1; k <= MAXK; k++)
+    for (int lay = 0; lay < LAYOUTS; lay++)
+      for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (size_t pi = 0; pi < sizeof pieces / sizeof *pieces; pi++) {
+          if (pieces[pi] == 1 && sizes[si] > 64) continue;
+          uint32_t host[MAXK];
+          layout(k, lay, host);
+          scenario sc = {.k = k,
+                         .n = sizes[si],
+                         .piece = pieces[pi],
+                         .schedule = (mdl_xchg_schedule)(MDL_XCHG_DIRECT + (si + pi) % 2),
+                         .seed = (uint64_t)(k * 977 + lay * 131 + si * 13 + pi),
+                         .victim = -1,
+                         .die_after = -1,
+                         .zero_samples = k > 2 && (si + lay) % 3 == 0,
+                         .host = host};
+          outcome o = {0};
+          run_scenario(&sc, &o);
+          int hosts = mdl_exchange_hosts(host, k);
+          for (int i = 0; i < k; i++) {
+            cr_assert_eq(o.mem[i].st, MDL_OK, "k %d layout %d n %zu: member %d: %s", k, lay, sc.n,
+                         i, o.mem[i].err.msg);
+            check_equal_star(&sc, &o, i);
+          }
+          /* one member per host (or one host): the star's bits, as flat */
+          if (hosts == k || hosts == 1) {
+            float *star = malloc(sc.n * sizeof(float));
+            mdl_driver_average(star, (const float *const *)o.w, o.samples, k, sc.n);
+            cr_assert(!memcmp(star, o.out[0], sc.n * sizeof(float)), "k %d layout %d", k, lay);
+            free(star);
+            stars++;
+          }
+          outcome_free(&sc, &o);
+          runs++;
+        }
+  cr_assert_gt(runs, 500);
+  cr_assert_gt(stars, 100);
+}
+
+/* The same members, grouping and weights under many arrival orders: the
+ * same bits every time (and they differ from the star's in the last bits
+ * at most: a different summation order, not a different average). */
+Test(exchange, hosts_give_the_same_bits_under_every_arrival_order) {
+  const uint32_t host[5] = {1, 2, 1, 3, 2};
+  float *first = NULL;
+  for (uint64_t seed = 1; seed <= 40; seed++) {
+    scenario sc = {.k = 5,
+                   .n = 301,
+                   .piece = 16,
+                   .schedule = seed % 2 ? MDL_XCHG_RING : MDL_XCHG_DIRECT,
+                   .seed = seed,
+                   .victim = -1,
+                   .die_after = -1,
+                   .host = host,
+                   .wseed = 99};
+    outcome o = {0};
+    run_scenario(&sc, &o);
+    for (int i = 0; i < sc.k; i++) {
+      cr_assert_eq(o.mem[i].st, MDL_OK, "seed %llu member %d: %s", (unsigned long long)seed, i,
+                   o.mem[i].err.msg);
+      check_equal_star(&sc, &o, i);
+      cr_assert(!memcmp(o.out[i], o.out[0], sc.n * sizeof(float)));
+    }
+    float *star = malloc(sc.n * sizeof(float));
+    mdl_driver_average(star, (const float *const *)o.w, o.samples, sc.k, sc.n);
+    for (size_t j = 0; j < sc.n; j++)
+      cr_assert(fabsf(star[j] - o.out[0][j]) <= 1e-5f * (1 + fabsf(star[j])), "element %zu", j);
+    free(star);
+    if (!first) {
+      first = malloc(sc.n * sizeof(float));
+      memcpy(first, o.out[0], sc.n * sizeof(float));
+    }
+    cr_assert(!memcmp(first, o.out[0], sc.n * sizeof(float)), "seed %llu: other bits",
+              (unsigned long long)seed);
+    outcome_free(&sc, &o);
+  }
+  free(first);
+}
+
+Test(exchange, hosts_a_member_dying_at_each_step_fails_the_others_without_hanging) {
+  const uint32_t h4[4] = {0, 0, 1, 1}, h5[5] = {0, 1, 0, 2, 1};
+  const uint32_t *hosts[] = {h4, h5};
+  const int ks[] = {4, 5};
+  for (int li = 0; li < 2; li++) {
+    int k = ks[li];
+    for (int victim = 0; victim < k; victim++) {
+      bool survived = false;
+      for (int die = 0; die < 400 && !survived; die++) {
+        scenario sc = {.k = k,
+                       .n = 11,
+                       .piece = 4,
+                       .schedule = (mdl_xchg_schedule)(MDL_XCHG_DIRECT + die % 2),
+                       .seed = (uint64_t)(die * 31 + victim),
+                       .victim = victim,
+                       .die_after = die,
+                       .timeout_ms = 5000,
+                       .host = hosts[li]};
+        outcome o = {0};
+        run_scenario(&sc, &o);
+        survived = o.mem[victim].st == MDL_OK;
+        int failed = 0;
+        for (int i = 0; i < k; i++) {
+          const member *m = &o.mem[i];
+          cr_assert_lt(m->seconds, 4.0, "k %d victim %d die %d: member %d took %.1f s", k, victim,
+                       die, i, m->seconds);
+          if (i == victim) continue;
+          if (m->st == MDL_OK) {
+            check_equal_star(&sc, &o, i);
+            continue;
+          }
+          failed++;
+          cr_assert(strstr(m->err.msg, MDL_EXCHANGE_PEER_FAILED), "k %d victim %d die %d: %d: %s",
+                    k, victim, die, i, m->err.msg);
+        }
+        /* dead before its first piece: nobody can have the average */
+        if (die == 0) cr_assert_eq(failed, k - 1, "k %d victim %d", k, victim);
+        outcome_free(&sc, &o);
+      }
+      cr_assert(survived, "k %d victim %d never got through", k, victim);
+    }
+  }
+}
+
+Test(exchange, cost_model_reduces_on_each_host_first_where_the_shared_link_is_the_bottleneck) {
+  double alpha = 100e-6, beta = 1.0 / 125e6;   /* 1 Gbit/s between hosts */
+  double alpha_l = 100e-6, beta_l = 1.0 / 1e9; /* loopback gRPC, 1 GB/s */
+  mdl_xchg_host_model m = mdl_exchange_model_hosts(8, 2, 60e6, alpha, beta, alpha_l, beta_l);
+  /* 4 members per host: the flat exchange puts 4 shares on the link */
+  cr_assert_gt(m.flat_s, 2 * m.hosts_s, "flat %g hosts %g", m.flat_s, m.hosts_s);
+  cr_assert(mdl_exchange_choose_hosts(8, 2, 60e6, alpha, beta, alpha_l, beta_l));
+  /* one host or one member per host: the flat exchange is the same thing */
+  cr_assert(!mdl_exchange_choose_hosts(8, 1, 60e6, alpha, beta, alpha_l, beta_l));
+  cr_assert(!mdl_exchange_choose_hosts(8, 8, 60e6, alpha, beta, alpha_l, beta_l));
+  /* a link as fast as loopback: the two local stages cost more than they save */
+  cr_assert(!mdl_exchange_choose_hosts(4, 2, 60e6, alpha, beta_l / 4, alpha_l, beta_l));
+  /* tiny models: latencies dominate, three stages lose */
+  cr_assert(!mdl_exchange_choose_hosts(4, 2, 1e3, alpha, beta, alpha_l, beta_l));
 }

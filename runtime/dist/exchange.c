@@ -41,6 +41,10 @@ struct mdl_exchange {
   bool running, superseded;
   /* a member gave up on `epoch` (ABORT): who, and whom it blamed */
   int aborted_by, culprit;
+  /* the members' samples summed: from our own chunk's contributions, or
+   * (when that chunk is empty) from a GATHER piece */
+  uint64_t total;
+  bool total_set;
 };
 
 size_t mdl_exchange_chunk_lo(size_t n, int k, int c) {
@@ -127,6 +131,7 @@ static mdl_status reshape(mdl_exchange *x, uint64_t epoch, int k, int rank, size
   x->gat_want = x->gat_base[k] - (x->gat_base[rank + 1] - x->gat_base[rank]);
   x->superseded = false;
   x->aborted_by = x->culprit = -1;
+  x->total_set = false;
   return MDL_OK;
 }
 
@@ -223,6 +228,11 @@ static mdl_status deliver_locked(mdl_exchange *x, const mdl_xchg_msg *m, mdl_err
   } else {
     uint8_t *seen = gat_seen(x) + x->gat_base[m->chunk] + p;
     if (*seen) return mdl_errorf(err, MDL_ERR_INVALID, "duplicate piece");
+    if (x->total_set && x->total != m->samples)
+      return mdl_errorf(err, MDL_ERR_INVALID, "a total of %llu samples; the exchange has %llu",
+                        (unsigned long long)m->samples, (unsigned long long)x->total);
+    x->total = m->samples;
+    x->total_set = true;
     size_t lo = mdl_exchange_chunk_lo(x->n, x->k, (int)m->chunk);
     memcpy(x->gat + lo + m->offset, m->data, m->len * sizeof(float));
     *seen = 1;
@@ -260,8 +270,20 @@ typedef struct run_ctx {
   int culprit; /* the member a failure is blamed on (-1: none) */
 } run_ctx;
 
+/* A position's member number for the transport, and back (-1: none). */
+static int route_of(const mdl_xchg_round *r, int j) {
+  return r->route && j >= 0 ? r->route[j] : j;
+}
+
+static int position_of(const mdl_xchg_round *r, int member) {
+  for (int j = 0; r->route && j < r->k; j++)
+    if (r->route[j] == member) return j;
+  return r->route ? -1 : member;
+}
+
 static const char *member_name(const run_ctx *c, int j, char *buf, size_t cap) {
-  const char *nm = c->t->iface->name ? c->t->iface->name(c->t->ctx, j) : NULL;
+  const char *nm =
+      c->t->iface->name && j >= 0 ? c->t->iface->name(c->t->ctx, route_of(c->r, j)) : NULL;
   if (nm)
     snprintf(buf, cap, "member %d (%s)", j, nm);
   else
@@ -297,6 +319,8 @@ static mdl_status send_phase(run_ctx *c, mdl_xchg_kind kind, const float *gat_ow
       for (size_t off = 0; off < len; off += c->piece) {
         mdl_xchg_msg *m = &batch[nb++];
         *m = (mdl_xchg_msg){.epoch = r->epoch,
+                            .stage = r->stage,
+                            .route = (uint32_t)route_of(r, to),
                             .k = (uint32_t)k,
                             .from = (uint32_t)r->rank,
                             .to = (uint32_t)to,
@@ -305,7 +329,7 @@ static mdl_status send_phase(run_ctx *c, mdl_xchg_kind kind, const float *gat_ow
                             .piece = c->piece,
                             .chunk = (uint32_t)chunk,
                             .offset = off,
-                            .samples = r->samples,
+                            .samples = kind == MDL_XCHG_REDUCE ? r->samples : c->x->total,
                             .data = (kind == MDL_XCHG_REDUCE ? r->w + lo : gat_own) + off,
                             .len = len - off < c->piece ? len - off : c->piece};
       }
@@ -326,6 +350,7 @@ static mdl_status send_phase(run_ctx *c, mdl_xchg_kind kind, const float *gat_ow
       int failed = -1;
       st = c->t->iface->send(c->t->ctx, batch + b, nb - b < k ? nb - b : k, remaining_ms(c),
                              &failed, err);
+      if (failed >= 0) failed = position_of(r, failed);
       if (st != MDL_OK && failed >= 0) {
         char nm[400];
         c->culprit = failed;
@@ -370,9 +395,15 @@ static mdl_status wait_phase(run_ctx *c, mdl_xchg_kind kind, mdl_error *err) {
     if (x->aborted_by >= 0) {
       char by[400];
       c->culprit = x->culprit;
+      member_name(c, x->aborted_by, by, sizeof by);
+      /* blaming itself: another stage it took part in failed (run_hosts) */
+      if (x->culprit == x->aborted_by)
+        return mdl_errorf(err, MDL_ERR_INTERNAL,
+                          "%s: %s gave up on epoch %llu (another stage it took part in failed)",
+                          MDL_EXCHANGE_PEER_FAILED, by, (unsigned long long)c->r->epoch);
       return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s gave up on epoch %llu because of %s",
-                        MDL_EXCHANGE_PEER_FAILED, member_name(c, x->aborted_by, by, sizeof by),
-                        (unsigned long long)c->r->epoch, member_name(c, x->culprit, nm, sizeof nm));
+                        MDL_EXCHANGE_PEER_FAILED, by, (unsigned long long)c->r->epoch,
+                        member_name(c, x->culprit, nm, sizeof nm));
     }
     c->culprit = j;
     if (x->superseded)
@@ -390,7 +421,7 @@ static mdl_status wait_phase(run_ctx *c, mdl_xchg_kind kind, mdl_error *err) {
                         c->r->timeout_ms);
     if (now >= next_probe && c->t->iface->alive) {
       pthread_mutex_unlock(&x->mu);
-      bool ok = c->t->iface->alive(c->t->ctx, j);
+      bool ok = c->t->iface->alive(c->t->ctx, route_of(c->r, j));
       pthread_mutex_lock(&x->mu);
       if (!ok)
         return mdl_errorf(err, MDL_ERR_INTERNAL, "%s: %s is unreachable, waiting for its %s",
@@ -417,6 +448,10 @@ static void average_own(mdl_exchange *x, const mdl_xchg_round *r) {
   for (int j = 0; j < k; j++) ws[j] = j == r->rank ? r->w + lo : x->red + (size_t)j * own;
   x->samples[r->rank] = r->samples;
   mdl_driver_average(x->gat + lo, ws, x->samples, k, own);
+  if (own == 0) return; /* no contribution came: the total comes with a GATHER */
+  x->total = 0;
+  for (int j = 0; j < k; j++) x->total += x->samples[j];
+  x->total_set = true;
 }
 
 /* Tells the other members (but the culprit) that this worker gave up on the
@@ -428,6 +463,8 @@ static void broadcast_abort(run_ctx *c) {
   for (int j = 0; j < r->k; j++) {
     if (j == r->rank || j == c->culprit) continue;
     m[nm++] = (mdl_xchg_msg){.epoch = r->epoch,
+                             .stage = r->stage,
+                             .route = (uint32_t)route_of(r, j),
                              .k = (uint32_t)r->k,
                              .from = (uint32_t)r->rank,
                              .to = (uint32_t)j,
@@ -476,6 +513,7 @@ mdl_status mdl_exchange_run(mdl_exchange *x, const mdl_xchg_round *r, const mdl_
   if (st != MDL_OK) return st;
   if (r->k == 1) {
     if (r->out != r->w) memcpy(r->out, r->w, r->n * sizeof(float));
+    if (r->total_samples) *r->total_samples = r->samples;
     return MDL_OK;
   }
   run_ctx c = {.x = x,
@@ -502,11 +540,108 @@ mdl_status mdl_exchange_run(mdl_exchange *x, const mdl_xchg_round *r, const mdl_
   pthread_mutex_lock(&x->mu);
   if (st == MDL_OK) st = wait_phase(&c, MDL_XCHG_GATHER, err);
   if (st == MDL_OK) memcpy(r->out, x->gat, r->n * sizeof(float));
+  if (st == MDL_OK && r->total_samples) *r->total_samples = x->total;
   bool told = x->aborted_by >= 0; /* the others heard it from who gave up first */
   x->running = false;
   pthread_cond_broadcast(&x->cv);
   pthread_mutex_unlock(&x->mu);
   if (st != MDL_OK && !told) broadcast_abort(&c);
+  return st;
+}
+
+/* --- hosts: three stages (exchange.h) ----------------------------------------- */
+
+int mdl_exchange_hosts(const uint32_t *host, int k) {
+  int hosts = 0;
+  for (int p = 0; p < k; p++) {
+    int q = 0;
+    while (host[q] != host[p]) q++;
+    hosts += q == p; /* p is its host's first member */
+  }
+  return hosts;
+}
+
+/* Tells a stage's group that this worker gave up on it (an ABORT naming
+ * itself): its members then fail at once. */
+static void abort_stage(const mdl_xchg_round *r, const mdl_xchg_transport *t) {
+  run_ctx c = {.r = r,
+               .t = t,
+               .piece = r->piece_floats ? r->piece_floats : MDL_EXCHANGE_PIECE_FLOATS,
+               .culprit = -1};
+  broadcast_abort(&c);
+}
+
+static int stage_ms(double deadline) {
+  double left = deadline - mdl_now();
+  return left <= 0 ? 1 : (int)(left * 1000) + 1;
+}
+
+mdl_status mdl_exchange_run_hosts(mdl_exchange *const x[MDL_XCHG_STAGES], const mdl_xchg_round *r,
+                                  const uint32_t *host, const mdl_xchg_transport *t,
+                                  mdl_error *err) {
+  mdl_status st = check_round(x[0], r, err);
+  if (st != MDL_OK) return st;
+  int k = r->k, hosts = mdl_exchange_hosts(host, k);
+  if (hosts == 1 || hosts == k || r->stage || r->route) return mdl_exchange_run(x[0], r, t, err);
+  /* the groups, in member order: local[] this host's members (leader
+   * first), leaders[] each host's first member */
+  int *local = mdl_xcalloc((size_t)k, sizeof *local);
+  int *leaders = mdl_xcalloc((size_t)k, sizeof *leaders);
+  int nl = 0, nh = 0, lr = 0, hi = 0;
+  for (int p = 0; p < k; p++) {
+    if (host[p] == host[r->rank]) {
+      if (p == r->rank) lr = nl;
+      local[nl++] = p;
+    }
+    int q = 0;
+    while (host[q] != host[p]) q++;
+    if (q == p) {
+      if (host[p] == host[r->rank]) hi = nh;
+      leaders[nh++] = p;
+    }
+  }
+  float *part = malloc(r->n * sizeof(float));
+  if (!part) {
+    free(local);
+    free(leaders);
+    return mdl_errorf(err, MDL_ERR_NOMEM, "exchange: a host's average of %zu floats", r->n);
+  }
+  double deadline = mdl_now() + (r->timeout_ms > 0 ? r->timeout_ms : 60000) / 1000.0;
+  /* 1: this host's average and samples */
+  uint64_t host_samples = 0;
+  mdl_xchg_round s1 = *r;
+  s1.stage = 1, s1.k = nl, s1.rank = lr, s1.route = local, s1.out = part;
+  s1.total_samples = &host_samples, s1.timeout_ms = stage_ms(deadline);
+  mdl_xchg_round s2 = *r;
+  s2.stage = 2, s2.k = nh, s2.rank = hi, s2.route = leaders, s2.w = part;
+  s2.samples = 0, s2.total_samples = NULL;
+  mdl_xchg_round s3 = s1;
+  s3.stage = 3, s3.w = lr == 0 ? r->out : part, s3.samples = lr == 0, s3.out = r->out;
+  s3.total_samples = NULL;
+  st = mdl_exchange_run(x[1], &s1, t, err);
+  if (st != MDL_OK) {
+    mdl_error_prefix(err, "on this host: ");
+    if (lr == 0) abort_stage(&s2, t);
+  }
+  /* 2: the leaders average the hosts' averages */
+  if (st == MDL_OK && lr == 0) {
+    s2.samples = host_samples;
+    s2.timeout_ms = stage_ms(deadline);
+    st = mdl_exchange_run(x[2], &s2, t, err);
+    if (st != MDL_OK) {
+      mdl_error_prefix(err, "across hosts: ");
+      if (nl > 1) abort_stage(&s3, t);
+    }
+  }
+  /* 3: the leader hands the result to its host */
+  if (st == MDL_OK && nl > 1) {
+    s3.timeout_ms = stage_ms(deadline);
+    st = mdl_exchange_run(x[3], &s3, t, err);
+    if (st != MDL_OK) mdl_error_prefix(err, "from this host's leader: ");
+  }
+  free(part);
+  free(local);
+  free(leaders);
   return st;
 }
 
@@ -523,4 +658,24 @@ mdl_xchg_model mdl_exchange_model(int k, double bytes, double alpha_s, double be
 mdl_xchg_schedule mdl_exchange_choose(int k, double bytes, double alpha_s, double beta_s_per_byte) {
   if (k <= 2) return MDL_XCHG_DIRECT; /* the same sends either way */
   return bytes / k * beta_s_per_byte < 64 * alpha_s ? MDL_XCHG_DIRECT : MDL_XCHG_RING;
+}
+
+mdl_xchg_host_model mdl_exchange_model_hosts(int k, int hosts, double bytes, double alpha_s,
+                                             double beta_s_per_byte, double alpha_l_s,
+                                             double beta_l_s_per_byte) {
+  mdl_xchg_host_model m = {0, 0};
+  if (k < 2 || hosts < 1) return m;
+  double l = (double)k / hosts;
+  m.flat_s = 2 * (alpha_s + l * (k - l) / k * bytes * beta_s_per_byte);
+  m.hosts_s = (hosts > 1 ? 2 * (alpha_s + (hosts - 1.0) / hosts * bytes * beta_s_per_byte) : 0) +
+              (l > 1 ? 4 * (alpha_l_s + (l - 1) / l * bytes * beta_l_s_per_byte) : 0);
+  return m;
+}
+
+bool mdl_exchange_choose_hosts(int k, int hosts, double bytes, double alpha_s,
+                               double beta_s_per_byte, double alpha_l_s, double beta_l_s_per_byte) {
+  if (hosts <= 1 || hosts >= k) return false; /* the flat exchange either way */
+  mdl_xchg_host_model m = mdl_exchange_model_hosts(k, hosts, bytes, alpha_s, beta_s_per_byte,
+                                                   alpha_l_s, beta_l_s_per_byte);
+  return m.hosts_s < m.flat_s;
 }
