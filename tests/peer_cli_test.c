@@ -29,8 +29,9 @@ typedef struct worker {
 } worker;
 
 /* Starts `memdl worker` on a free loopback port with the token file and
- * waits for the port it prints. */
-static void start_worker(worker *w, const char *token_file, int i) {
+ * waits for the port it prints; host (may be NULL) is the machine it
+ * pretends to run on (MDL_TEST_HOST_ID). */
+static void start_worker_on(worker *w, const char *token_file, int i, const char *host) {
   snprintf(w->log, sizeof w->log, "%s/worker%d.log", tu_dir, i);
   tu_write(w->log, "", 0); /* there before the child writes into it */
   w->pid = fork();
@@ -39,6 +40,7 @@ static void start_worker(worker *w, const char *token_file, int i) {
     unsetenv("BXFI_MAP"); /* Criterion's sandbox would take the child over */
     FILE *f = freopen(w->log, "w", stderr);
     if (!f) _exit(127);
+    if (host) setenv("MDL_TEST_HOST_ID", host, 1);
     execl("./memdl", "memdl", "worker", "--listen", "127.0.0.1:0", "--token-file", token_file,
           "--threads", "1", "--driver-timeout-ms", "120000", (char *)NULL);
     _exit(127);
@@ -56,6 +58,10 @@ static void start_worker(worker *w, const char *token_file, int i) {
     usleep(20000);
   }
   cr_assert_fail("worker %d printed no port (%s)", i, w->log);
+}
+
+static void start_worker(worker *w, const char *token_file, int i) {
+  start_worker_on(w, token_file, i, NULL);
 }
 
 static const char *start_workers(worker *w, int k, const char *token_file, char *list, size_t cap) {
@@ -248,4 +254,56 @@ Test(peer_cli, a_worker_killed_mid_run_fails_the_round_which_is_redone_without_i
   cr_assert(strstr(r.err, "on 2 workers (3 started)") || strstr(r.err, "on 2 workers"), "%s",
             r.err);
   mdl_run_result_free(&r);
+}
+
+/* Workers grouped by host (MDL_TEST_HOST_ID: workers 0 and 1 pretend to
+ * share one machine, 2 and 3 another) average on each host first, then
+ * across the two hosts' leaders (MDL_EXCHANGE_HOSTS=on: on loopback the
+ * model would keep the flat exchange): the same model file on every run,
+ * and close to the star's (another summation order, not another average). */
+static char *run_hosts(const char *out, const char *averaging, char *log, size_t cap, size_t *len) {
+  const char *hosts[4] = {"machine-a", "machine-a", "machine-b", "machine-b"};
+  worker w[4];
+  char list[300] = "";
+  const char *tf = token_file();
+  for (int i = 0; i < 4; i++) {
+    start_worker_on(&w[i], tf, i, hosts[i]);
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "," : "", w[i].addr);
+  }
+  char avg[64];
+  snprintf(avg, sizeof avg, "cluster.averaging=%s", averaging);
+  const char *run[] = {
+      "run",         JOB,     "--workers",  list,    "--token-file",     tf,      "--set",
+      "max_iter=20", "--set", "sync.tau=5", "--set", "test_interval=10", "--set", "snapshot=0",
+      "--set",       avg,     "--threads",  "1",     "--output",         out,     NULL};
+  mdl_run_result r = mdl_run_memdl(run, 200);
+  cr_assert_eq(r.exit_code, 3, "trains, then misses the acceptance: %s", r.err);
+  snprintf(log, cap, "%s", r.err);
+  mdl_run_result_free(&r);
+  reap(w, 4);
+  return model_at(out, "20", len);
+}
+
+Test(peer_cli, workers_sharing_a_host_reduce_there_first_with_the_same_bits_every_run) {
+  setenv("MDL_EXCHANGE_HOSTS", "on", 1);
+  static char log[3][1 << 16];
+  size_t l1, l2, ls;
+  char *a = run_hosts(tu_dir_path("hosts1"), "AUTO", log[0], sizeof log[0], &l1);
+  char *b = run_hosts(tu_dir_path("hosts2"), "AUTO", log[1], sizeof log[1], &l2);
+  char *s = run_hosts(tu_dir_path("star"), "STAR", log[2], sizeof log[2], &ls);
+  for (int i = 0; i < 2; i++) {
+    cr_assert(strstr(log[i], "4 workers on 2 hosts: averaging on each host first"), "%s", log[i]);
+    /* the TEST passes (10, 20) ran on the kept averages: only the end's
+     * average (1.7 MB) came back */
+    cr_assert(strstr(log[i], "1.7 MB of weights came to the driver (0 fetched) in 4 rounds"), "%s",
+              log[i]);
+  }
+  same_bytes(a, l1, b, l2, "two runs by host");
+  /* the same layout and size as the star's file; the floats agree to
+   * rounding */
+  cr_assert_eq(l1, ls);
+  cr_assert(memcmp(a, s, l1), "by host equals the star bit for bit: were the stages run?");
+  free(a);
+  free(b);
+  free(s);
 }

@@ -24,6 +24,7 @@ typedef struct slot {
   int index;
   char addr[300];
   char device[64];
+  char host_id[320]; /* SetupReply.host_id: slots that share it share a machine */
   mdl_rpc_channel *ch;
   bool alive;
   Memdl__PartitionLineage **train, **test; /* borrowed from the driver's lists */
@@ -97,6 +98,8 @@ typedef struct driver {
   bool peer, peer_forced; /* forced: cluster { averaging: PEER }, no fallback */
   char **peer_addrs;
   uint32_t *peer_members, *kept_members;
+  uint32_t *peer_hosts; /* the attempt's members' host groups (RoundRequest.member_host) */
+  int hosts_said;       /* the host count last said in the log (0: none yet) */
   int n_members, n_kept;
   uint64_t peer_epoch, kept_epoch;
   bool w_behind;

@@ -9,6 +9,8 @@
  * survivors starts from the average they kept, and a need nobody foresaw
  * (a stop mid-round, a worker coming back) fetches it with a State call. */
 #define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "runtime/dist/driver_impl.h"
@@ -25,6 +27,7 @@ void mdl_driver_peer_init(driver *d) {
   for (int i = 0; i < d->k; i++) d->peer_addrs[i] = d->s[i].addr;
   d->peer_members = mdl_xcalloc((size_t)d->k, sizeof *d->peer_members);
   d->kept_members = mdl_xcalloc((size_t)d->k, sizeof *d->kept_members);
+  d->peer_hosts = mdl_xcalloc((size_t)d->k, sizeof *d->peer_hosts);
   dlog(d, "averaging peer-to-peer among the workers (cluster { averaging: STAR } for the star)");
 }
 
@@ -32,8 +35,9 @@ void mdl_driver_peer_free(driver *d) {
   free(d->peer_addrs);
   free(d->peer_members);
   free(d->kept_members);
+  free(d->peer_hosts);
   d->peer_addrs = NULL;
-  d->peer_members = d->kept_members = NULL;
+  d->peer_members = d->kept_members = d->peer_hosts = NULL;
 }
 
 bool mdl_driver_peer_from_kept(const driver *d, slot *const *act, int n) {
@@ -45,6 +49,47 @@ bool mdl_driver_peer_from_kept(const driver *d, slot *const *act, int n) {
     if (!kept) return false;
   }
   return true;
+}
+
+/* The cost model's figures for averaging by host (exchange.h): between
+ * hosts a 1 Gbit/s link, the common case past one machine (a faster one
+ * makes the model keep the flat exchange longer); on a host, loopback gRPC
+ * (notes/grpc-c-core.md: ~100 us a call, ~1 GB/s). */
+#define HOSTS_ALPHA_S 100e-6
+#define HOSTS_BETA_S_PER_BYTE (1.0 / 125e6)
+#define LOCAL_ALPHA_S 100e-6
+#define LOCAL_BETA_S_PER_BYTE (1.0 / 1e9)
+
+/* Groups the n members act by the machine they said they run on (into
+ * d->peer_hosts: each member's first member on its host) and says whether
+ * they average on each host first: the model's choice, or
+ * MDL_EXCHANGE_HOSTS=on|off (for measuring and tests). Said in the log
+ * when the host count changes. */
+static bool by_hosts(driver *d, slot *const *act, int n) {
+  for (int i = 0; i < n; i++) {
+    int q = 0;
+    while (strcmp(act[q]->host_id, act[i]->host_id)) q++;
+    d->peer_hosts[i] = (uint32_t)q;
+  }
+  int hosts = mdl_exchange_hosts(d->peer_hosts, n);
+  double bytes = (double)d->n_params * sizeof(float);
+  mdl_xchg_host_model m = mdl_exchange_model_hosts(
+      n, hosts, bytes, HOSTS_ALPHA_S, HOSTS_BETA_S_PER_BYTE, LOCAL_ALPHA_S, LOCAL_BETA_S_PER_BYTE);
+  bool on = mdl_exchange_choose_hosts(n, hosts, bytes, HOSTS_ALPHA_S, HOSTS_BETA_S_PER_BYTE,
+                                      LOCAL_ALPHA_S, LOCAL_BETA_S_PER_BYTE);
+  const char *e = getenv("MDL_EXCHANGE_HOSTS");
+  if (e && !strcmp(e, "on")) on = hosts > 1 && hosts < n;
+  if (e && !strcmp(e, "off")) on = false;
+  if (hosts != d->hosts_said && hosts > 1 && hosts < n) {
+    dlog(d,
+         "%d workers on %d hosts: averaging %s (model: flat %.1f ms, on each host first %.1f "
+         "ms%s)",
+         n, hosts, on ? "on each host first, then across hosts" : "flat", m.flat_s * 1e3,
+         m.hosts_s * 1e3,
+         e && (!strcmp(e, "on") || !strcmp(e, "off")) ? "; MDL_EXCHANGE_HOSTS" : "");
+    d->hosts_said = hosts;
+  }
+  return on;
 }
 
 uint64_t mdl_driver_peer_held_by(const driver *d, const slot *s) {
@@ -75,6 +120,10 @@ void mdl_driver_peer_round(driver *d, slot **act, int n, bool from_kept, bool wa
    * redo after it fails can start from it again */
   req->has_kept_epoch = from_kept;
   req->kept_epoch = from_kept ? d->kept_epoch : 0;
+  if (by_hosts(d, act, n)) {
+    req->n_member_host = (size_t)n;
+    req->member_host = d->peer_hosts;
+  }
   *req0 = *req;
   req0->has_return_weights = req0->return_weights = want_w;
 }

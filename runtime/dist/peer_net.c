@@ -28,8 +28,8 @@ struct mdl_peer_net {
   int self, n_peers;
   char **addr;
   mdl_rpc_channel **ch;
-  double *down_since; /* when a peer's channel was first seen down (0: up) */
-  mdl_exchange *x;
+  double *down_since;               /* when a peer's channel was first seen down (0: up) */
+  mdl_exchange *x[MDL_XCHG_STAGES]; /* an inbox per stage (exchange.h) */
   /* The last two exchanges' results, each with its epoch (0: none). An
    * exchange writes into the one its round did not start from, so the
    * average a round started from survives the round's failure: the
@@ -60,7 +60,7 @@ mdl_peer_net *mdl_peer_net_new(const mdl_rpc_security *sec, FILE *log) {
   p->log = log ? log : stderr;
   pthread_mutex_init(&p->mu, NULL);
   /* the bound is a sanity limit; deliveries are checked against the run's n */
-  p->x = mdl_exchange_new((size_t)1 << 34);
+  for (int s = 0; s < MDL_XCHG_STAGES; s++) p->x[s] = mdl_exchange_new((size_t)1 << 34);
   p->pin = mdl_rpc_pin_new();
   return p;
 }
@@ -88,7 +88,7 @@ static void close_peers(mdl_peer_net *p) {
 void mdl_peer_net_free(mdl_peer_net *p) {
   if (!p) return;
   close_peers(p);
-  mdl_exchange_free(p->x);
+  for (int s = 0; s < MDL_XCHG_STAGES; s++) mdl_exchange_free(p->x[s]);
   mdl_rpc_pin_free(p->pin);
   free((char *)p->sec.token);
   free((char *)p->sec.tls_ca);
@@ -155,6 +155,9 @@ mdl_status mdl_peer_net_check(const mdl_peer_net *p, const Memdl__RoundRequest *
     return mdl_errorf(err, MDL_ERR_INVALID, "Round: pieces of %llu floats, at most %llu",
                       (unsigned long long)r->piece_floats,
                       (unsigned long long)MDL_PEER_MAX_PIECE_FLOATS);
+  if (r->n_member_host && r->n_member_host != r->n_member)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Round: %zu hosts for %zu members", r->n_member_host,
+                      r->n_member);
   bool self_in = false;
   for (size_t i = 0; i < r->n_member; i++) {
     if (r->member[i] >= (uint32_t)p->n_peers)
@@ -199,7 +202,8 @@ static mdl_status peer_send(void *ctx, const mdl_xchg_msg *msgs, int n, int time
     memdl__peer_piece__init(&req[i]);
     req[i].has_session = req[i].has_epoch = req[i].has_k = req[i].has_from = req[i].has_to = 1;
     req[i].has_kind = req[i].has_n = req[i].has_piece = req[i].has_chunk = 1;
-    req[i].has_offset = req[i].has_samples = 1;
+    req[i].has_offset = req[i].has_samples = req[i].has_stage = 1;
+    req[i].stage = m->stage;
     req[i].session = p->session;
     req[i].epoch = m->epoch;
     req[i].k = m->k;
@@ -211,7 +215,7 @@ static mdl_status peer_send(void *ctx, const mdl_xchg_msg *msgs, int n, int time
     req[i].chunk = m->chunk;
     req[i].offset = m->offset;
     req[i].samples = m->samples;
-    calls[i].ch = p->ch[p->member[m->to]];
+    calls[i].ch = p->ch[p->member[m->route]];
     calls[i].method = MDL_WORKER_PEER;
     calls[i].req.msg = &req[i].base;
     calls[i].req.bulk_field = 12; /* PeerPiece.data */
@@ -225,9 +229,9 @@ static mdl_status peer_send(void *ctx, const mdl_xchg_msg *msgs, int n, int time
   mdl_status st = mdl_rpc_call_all(calls, n, timeout_ms, NULL, err);
   for (int i = 0; st == MDL_OK && i < n; i++)
     if (calls[i].code != MDL_RPC_OK) {
-      *failed = (int)msgs[i].to;
+      *failed = (int)msgs[i].route;
       st = mdl_errorf(err, MDL_ERR_INTERNAL, "Peer call to %s: %s %s",
-                      p->addr[p->member[msgs[i].to]], mdl_rpc_code_name(calls[i].code),
+                      p->addr[p->member[msgs[i].route]], mdl_rpc_code_name(calls[i].code),
                       calls[i].detail);
     }
   mdl_rpc_calls_clear(calls, n);
@@ -290,7 +294,9 @@ mdl_status mdl_peer_net_average(mdl_peer_net *p, const Memdl__RoundRequest *r, c
                        .piece_floats = r->piece_floats};
   mdl_xchg_transport t = {&GRPC_PEERS, p};
   p->avg_epoch[o] = 0; /* overwritten below, whatever the outcome */
-  mdl_status st = mdl_exchange_run(p->x, &xr, &t, err);
+  /* the driver grouped the members by host: average on each host first */
+  mdl_status st = r->n_member_host ? mdl_exchange_run_hosts(p->x, &xr, r->member_host, &t, err)
+                                   : mdl_exchange_run(p->x[0], &xr, &t, err);
   /* gRPC may still hold slices of what was sent (our weights, our chunk) */
   mdl_rpc_pin_wait(p->pin);
   p->member = NULL;
@@ -313,7 +319,10 @@ mdl_status mdl_peer_net_deliver(mdl_peer_net *p, const Memdl__PeerPiece *m, mdl_
                       (unsigned long long)m->n, n);
   if (m->data.len % sizeof(float))
     return mdl_errorf(err, MDL_ERR_INVALID, "Peer: %zu bytes of data", m->data.len);
+  if (m->stage >= MDL_XCHG_STAGES)
+    return mdl_errorf(err, MDL_ERR_INVALID, "Peer: stage %u", m->stage);
   mdl_xchg_msg x = {.epoch = m->epoch,
+                    .stage = m->stage,
                     .k = m->k,
                     .from = m->from,
                     .to = m->to,
@@ -325,5 +334,5 @@ mdl_status mdl_peer_net_deliver(mdl_peer_net *p, const Memdl__PeerPiece *m, mdl_
                     .samples = m->samples,
                     .data = (const float *)m->data.data,
                     .len = m->data.len / sizeof(float)};
-  return mdl_exchange_deliver(p->x, &x, err);
+  return mdl_exchange_deliver(p->x[m->stage], &x, err);
 }

@@ -61,6 +61,7 @@ struct mdl_worker {
   Memdl__OutputSum **out_ptrs;
   int n_outs_cap;
   char host[256];
+  char host_id[320]; /* SetupReply.host_id */
   char device[64];
 };
 
@@ -317,10 +318,32 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   rep->test_samples = mdl_trainer_samples(t, CAFFE__PHASE__TEST);
   rep->device = w->device;
   rep->host = w->host;
+  rep->host_id = w->host_id;
   rep->has_replaced_session = replaced != 0;
   rep->replaced_session = replaced;
   reply->msg = &rep->base;
   return MDL_OK;
+}
+
+/* Which machine this is, for grouping workers by host: the kernel's boot id
+ * (one per boot of one machine, also inside containers, which share it)
+ * with the host name (told apart where a boot id is not readable). For
+ * tests only: MDL_TEST_HOST_ID pretends workers on one machine run on
+ * different hosts. */
+static void host_identity(mdl_worker *w) {
+  const char *fake = getenv("MDL_TEST_HOST_ID");
+  if (fake && fake[0]) {
+    snprintf(w->host_id, sizeof w->host_id, "test:%s", fake);
+    return;
+  }
+  char boot[64] = "";
+  FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+  if (f) {
+    if (!fgets(boot, sizeof boot, f)) boot[0] = 0;
+    fclose(f);
+    boot[strcspn(boot, "\n")] = 0;
+  }
+  snprintf(w->host_id, sizeof w->host_id, "%s/%s", boot, w->host);
 }
 
 /* Outputs of a trainer pass as reply fields pointing into the stats. */
@@ -640,6 +663,7 @@ mdl_status mdl_worker_new(const mdl_worker_opts *o, mdl_worker **out, mdl_error 
   w->out_pin = mdl_rpc_pin_new();
   w->peers = mdl_peer_net_new(&o->sec, log);
   if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "?");
+  host_identity(w);
   mdl_rpc_server_opts so = {
       .methods = METHODS,
       .n_methods = (int)(sizeof METHODS / sizeof *METHODS),
