@@ -20,6 +20,13 @@
  *           schedule the cost model picks, or the one named) and keep the
  *           average: what a training round costs, since the driver has it
  *           returned only before a TEST pass, a snapshot or the end.
+ *   hosts:  peer, with the K workers grouped into --hosts H (default 2)
+ *           pretend hosts of consecutive workers: each group averages
+ *           first, then one leader per group across, then back (exchange.h,
+ *           mdl_exchange_run_hosts). On one machine every link is the same
+ *           loopback, so this measures what the two extra stages cost; the
+ *           gain (one share per host on a shared link, not L) needs
+ *           workers of a group to share a link.
  *   peer+return, direct+return, ring+return (or --return for all three):
  *           member 0 also returns the average to the driver, as the rounds
  *           before a TEST pass or a snapshot do.
@@ -33,7 +40,8 @@
  * same bytes on K ranks.
  *
  *   bench_allreduce [--mb 1.7,60,240] [--workers 2,4] [--rounds N] [--return]
- *                   [--mode grpc,shm,star,peer,direct,ring,peer+return,...]
+ *                   [--mode grpc,shm,star,peer,direct,ring,hosts,peer+return,...]
+ *                   [--hosts H]
  * prints one line per (mode, size, K): median and best round time, GB/s
  * (2 K bytes moved per round / median) and the averaging part; a peer
  * mode's name says whether its rounds returned the average (+return). */
@@ -313,7 +321,8 @@ static int free_port(void) {
 }
 
 typedef struct tcp_run {
-  const char *mode; /* star, peer, direct, ring */
+  const char *mode; /* star, peer, direct, ring, hosts */
+  int hosts;        /* hosts mode: how many groups */
   bool ret;         /* peer modes: member 0 returns the average to the driver */
   int k;
   size_t bytes, stride;
@@ -387,8 +396,9 @@ static int peer_setup(const tcp_run *t, char (*addr)[64], mdl_rpc_channel **ch) 
 static double tcp_round(const tcp_run *t, mdl_rpc_channel **ch, float *wts, float **recv,
                         mdl_rpc_pin *pin, uint64_t epoch) {
   bool peer = strcmp(t->mode, "star") != 0;
-  uint32_t member[16];
+  uint32_t member[16], host[16];
   for (int w = 0; w < t->k; w++) member[w] = (uint32_t)w;
+  for (int w = 0; w < t->k; w++) host[w] = (uint32_t)(w * t->hosts / t->k);
   Memdl__RoundRequest req = MEMDL__ROUND_REQUEST__INIT, req0;
   req.has_tau = req.has_iter_start = 1;
   req.tau = 1;
@@ -400,6 +410,10 @@ static double tcp_round(const tcp_run *t, mdl_rpc_channel **ch, float *wts, floa
     req.peer_epoch = epoch;
     req.n_member = (size_t)t->k;
     req.member = member;
+  }
+  if (!strcmp(t->mode, "hosts")) {
+    req.n_member_host = (size_t)t->k;
+    req.member_host = host;
   }
   req0 = req;
   req0.has_return_weights = req0.return_weights = !peer || t->ret;
@@ -484,9 +498,12 @@ static double tcp_mode(const tcp_run *t, bool print) {
     mdl_xchg_model m = mdl_exchange_model(t->k, (double)t->bytes, t->alpha, t->beta);
     /* +return: one copy back to the driver, alpha + B beta */
     double back = t->ret ? t->alpha + (double)t->bytes * t->beta : 0;
+    mdl_xchg_host_model mh = mdl_exchange_model_hosts(t->k, t->hosts, (double)t->bytes, t->alpha,
+                                                      t->beta, t->alpha, t->beta);
     double model = !strcmp(t->mode, "star")     ? m.star_s
                    : !strcmp(t->mode, "ring")   ? m.ring_s + back
                    : !strcmp(t->mode, "direct") ? m.direct_s + back
+                   : !strcmp(t->mode, "hosts")  ? mh.hosts_s + back
                    : mdl_exchange_choose(t->k, (double)t->bytes, 100e-6, 1e-9) == MDL_XCHG_RING
                        ? m.ring_s + back
                        : m.direct_s + back;
@@ -527,7 +544,8 @@ static void calibrate(const char *exe, char *const *addrs, double *alpha, double
       *alpha * 1e6, *beta * 1e9, *beta > 0 ? 1e-9 / *beta : 0);
 }
 
-static const char *const TCP_MODES[] = {"star", "peer", "direct", "ring"};
+static const char *const TCP_MODES[] = {"star", "peer", "direct", "ring", "hosts"};
+#define N_TCP_MODES 5
 
 /* --mode's comma-separated list: grpc and shm into modes[], the TCP modes
  * (a peer one with "+return") into tcp[]'s bits. Returns whether a name is
@@ -547,8 +565,8 @@ static bool parse_modes(const char *list, bool *modes, int *tcp) {
       modes[1] = true;
     else {
       int m = 0;
-      while (m < 4 && strcmp(tok, TCP_MODES[m])) m++;
-      known = known && m < 4 && !(m == 0 && ret);
+      while (m < N_TCP_MODES && strcmp(tok, TCP_MODES[m])) m++;
+      known = known && m < N_TCP_MODES && !(m == 0 && ret);
       if (known) tcp[m] |= ret ? 2 : 1;
     }
     bad = bad || !known;
@@ -570,7 +588,8 @@ int main(int argc, char **argv) {
   char *addrs[16];
   int n_addrs = 0;
   /* per TCP mode: bit 0 without the return, bit 1 with it (peer modes) */
-  int tcp[4] = {0, 0, 0, 0};
+  int tcp[N_TCP_MODES] = {0};
+  int hosts = 2;
   bool ret_all = false, bad = false;
   for (int i = 1; i < argc; i += 2) {
     if (!strcmp(argv[i], "--return")) {
@@ -584,6 +603,8 @@ int main(int argc, char **argv) {
       parse_list(argv[i + 1], ks, &n_k, 8);
     else if (!strcmp(argv[i], "--rounds"))
       rounds = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--hosts"))
+      hosts = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--addrs")) /* TCP modes: workers already serving */
       for (char *save = NULL, *a = strtok_r(argv[i + 1], ",", &save); a && n_addrs < 16;
            a = strtok_r(NULL, ",", &save))
@@ -593,15 +614,15 @@ int main(int argc, char **argv) {
     else
       bad = true;
   }
-  if (bad) {
+  if (bad || hosts < 1) {
     fprintf(stderr,
             "usage: %s [--mb 1.7,60,240] [--workers 2,4] [--rounds N] [--return] "
-            "[--mode grpc,shm,star,peer,direct,ring,peer+return,direct+return,ring+return] "
-            "[--addrs host:port,...]\n",
+            "[--mode grpc,shm,star,peer,direct,ring,hosts,peer+return,direct+return,ring+return,"
+            "hosts+return] [--addrs host:port,...] [--hosts H]\n",
             argv[0]);
     return 2;
   }
-  for (int m = 1; ret_all && m < 4; m++) /* --return: every peer mode returns */
+  for (int m = 1; ret_all && m < N_TCP_MODES; m++) /* --return: every peer mode returns */
     tcp[m] = tcp[m] ? 2 : 0;
   char dir[] = "/dev/shm/mdl_bench_XXXXXX";
   if (!mkdtemp(dir)) return 1;
@@ -612,7 +633,7 @@ int main(int argc, char **argv) {
   printf(
       "# mode  bytes  workers  rounds  round_ms(median)  round_ms(best)  "
       "GB/s(2*K*bytes/median)  average_ms  model_ms(TCP modes)\n");
-  if (tcp[0] || tcp[1] || tcp[2] || tcp[3]) {
+  if (tcp[0] || tcp[1] || tcp[2] || tcp[3] || tcp[4]) {
     printf(
         "# peer, direct, ring: the average stays with the workers (a training round's cost); "
         "+return: member 0 also returns it to the driver (a round before TEST or a snapshot)\n");
@@ -621,11 +642,12 @@ int main(int argc, char **argv) {
     calibrate(argv[0], n_addrs ? addrs : NULL, &alpha, &beta);
     for (int ki = 0; ki < n_k; ki++)
       for (int si = 0; si < n_mb; si++)
-        for (int mv = 0; mv < 8; mv++) {
+        for (int mv = 0; mv < 2 * N_TCP_MODES; mv++) {
           int m = mv / 2, ret = mv % 2;
           if (!(tcp[m] & (1 << ret))) continue;
           size_t bytes = ((size_t)(mb[si] * 1e6) + 3) & ~(size_t)3;
           tcp_run t = {.mode = TCP_MODES[m],
+                       .hosts = hosts,
                        .ret = ret,
                        .k = (int)ks[ki],
                        .bytes = bytes,
