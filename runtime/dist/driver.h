@@ -163,7 +163,7 @@ typedef struct mdl_driver_result {
   mdl_calibration calibration;
   /* Weights the workers sent the driver: training rounds' replies and peer
    * averages fetched, in bytes and times (a peer run receives the average
-   * only where it needs it: TEST passes, snapshots, the end). */
+   * only where it needs it: snapshots, the end). */
   uint64_t weights_received;
   int weights_fetched;
   /* Weights the driver sent the workers (Round and Test requests), bytes:

@@ -5,9 +5,11 @@
  * travel, and fetching that average when the driver needs it. The driver
  * stays the coordinator and leaves the data path: a round's average comes
  * back (from one member) only when the driver will read it after the round
- * (TEST, snapshot points, the end; driver.c decides), a redo among
- * survivors starts from the average they kept, and a need nobody foresaw
- * (a stop mid-round, a worker coming back) fetches it with a State call. */
+ * (snapshot points, the end; driver.c decides), a TEST pass and a redo
+ * among survivors run on the average the members kept, and a need nobody
+ * foresaw (a stop mid-round, a worker coming back, a TEST worker that was
+ * not a member) fetches it with a State call. Also which members share a
+ * machine, and whether they average on each host first (exchange.h). */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
