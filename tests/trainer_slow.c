@@ -3,18 +3,34 @@
  * spends SLOW_S_PER_SAMPLE more per sample -- it sleeps and reports the
  * sleep as compute, as a slower device would. A fixed cost per sample (not
  * a multiple of the measured compute) keeps the slowdown itself free of the
- * shared machine's noise. Test scaffolding, never linked into memdl. */
+ * shared machine's noise. $MDL_TEST_SLOW changes what it does:
+ *   "from:N"     worker 1 slows down only from iteration N on (mid-run);
+ *   "comm:MS:N"  from iteration N every worker sleeps MS ms a round without
+ *                counting it as compute: the driver measures it as
+ *                communication, as a slow link would;
+ *   "steady"     every worker reports STEADY_S_PER_SAMPLE per sample
+ *                (sleeping out what its real compute left): equal speeds,
+ *                free of the machine's noise.
+ * Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "tests/driver_test_util.h"
 
 #define SLOW_S_PER_SAMPLE 2e-3
+#define STEADY_S_PER_SAMPLE 1e-3
+
+typedef enum slow_mode { SLOW_W1, SLOW_COMM, SLOW_STEADY } slow_mode;
 
 typedef struct slow {
   void *in; /* the net trainer's context */
   bool slow;
+  slow_mode mode;
+  int from;      /* the first iteration it acts on */
+  double comm_s; /* SLOW_COMM: seconds a round */
 } slow;
 
 static const mdl_trainer_i *inner(void) {
@@ -39,7 +55,19 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
     free(s);
     return st;
   }
+  const char *how = getenv("MDL_TEST_SLOW");
+  double ms = 0;
   s->slow = o->worker_index == 1;
+  if (how && sscanf(how, "from:%d", &s->from) == 1) {
+    s->mode = SLOW_W1;
+  } else if (how && sscanf(how, "comm:%lf:%d", &ms, &s->from) == 2) {
+    s->mode = SLOW_COMM;
+    s->comm_s = ms * 1e-3;
+    s->slow = o->worker_index >= 0;
+  } else if (how && !strcmp(how, "steady")) {
+    s->mode = SLOW_STEADY;
+    s->slow = o->worker_index >= 0;
+  }
   *ctx = s;
   return MDL_OK;
 }
@@ -72,14 +100,28 @@ static uint64_t slow_samples(void *ctx, Caffe__Phase phase) {
   return inner()->samples(in_of(ctx), phase);
 }
 
+static void sleep_s(double t) {
+  if (t <= 0) return;
+  struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
 static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
                            const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
-  mdl_status st = inner()->run(in_of(ctx), tau, iter_start, w_in, w_out, cancel, stats, err);
-  if (st != MDL_OK || !((slow *)ctx)->slow) return st;
-  double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
-  struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
-  nanosleep(&ts, NULL);
-  stats->compute_s += extra;
+  slow *s = ctx;
+  mdl_status st = inner()->run(s->in, tau, iter_start, w_in, w_out, cancel, stats, err);
+  if (st != MDL_OK || !s->slow || iter_start < s->from) return st;
+  if (s->mode == SLOW_COMM) { /* not compute: the driver sees a slow link */
+    sleep_s(s->comm_s);
+  } else if (s->mode == SLOW_STEADY) {
+    double want = STEADY_S_PER_SAMPLE * (double)stats->samples;
+    sleep_s(want - stats->compute_s);
+    stats->compute_s = want;
+  } else {
+    double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
+    sleep_s(extra);
+    stats->compute_s += extra;
+  }
   return MDL_OK;
 }
 

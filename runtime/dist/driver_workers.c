@@ -89,6 +89,7 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
       break;
     }
     s->alive = true;
+    s->train_samples = r->train_samples;
     if (r->replaced_session && r->replaced_session != d->session)
       dlog(d,
            "worker %d (%s) was still serving run %016llx of another driver: taken over (that "
