@@ -531,7 +531,11 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
          "%s; predicted round %.1f ms, %.1f ms with the current blocks",
          now, (long long)global, was, reason, r.round_s * 1e3, r.round_cur_s * 1e3);
   for (int i = 0; equal && i < n; i++) share[i] = 0; /* the net's own */
+  double t0 = mdl_now();
   mdl_status st = reshare(d, act, n, share, err);
+  /* setting up is not training: out of images/s and the ETA */
+  mdl_progress_exclude(&d->prog, mdl_now() - t0);
+  d->aside_s += mdl_now() - t0;
   d->rebalance_skip = d->round + 1;
   if (st == MDL_OK) mdl_driver_report_rebalance(d, reason, r.round_cur_s, r.round_s);
   return st;
