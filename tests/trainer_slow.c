@@ -4,7 +4,8 @@
  * sleep as compute, as a slower device would. A fixed cost per sample (not
  * a multiple of the measured compute) keeps the slowdown itself free of the
  * shared machine's noise. $MDL_TEST_SLOW changes what it does:
- *   "from:N"     worker 1 slows down only from iteration N on (mid-run);
+ *   "from:N:MS"  worker 1 slows down by MS ms a sample (instead), and only
+ *                from iteration N on (mid-run);
  *   "comm:MS:N"  from iteration N every worker sleeps MS ms a round without
  *                counting it as compute: the driver measures it as
  *                communication, as a slow link would;
@@ -31,6 +32,7 @@ typedef struct slow {
   slow_mode mode;
   int from;      /* the first iteration it acts on */
   double comm_s; /* SLOW_COMM: seconds a round */
+  double per_s;  /* SLOW_W1: seconds more a sample */
 } slow;
 
 static const mdl_trainer_i *inner(void) {
@@ -58,8 +60,10 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
   const char *how = getenv("MDL_TEST_SLOW");
   double ms = 0;
   s->slow = o->worker_index == 1;
-  if (how && sscanf(how, "from:%d", &s->from) == 1) {
+  s->per_s = SLOW_S_PER_SAMPLE;
+  if (how && sscanf(how, "from:%d:%lf", &s->from, &ms) == 2) {
     s->mode = SLOW_W1;
+    s->per_s = ms * 1e-3;
   } else if (how && sscanf(how, "comm:%lf:%d", &ms, &s->from) == 2) {
     s->mode = SLOW_COMM;
     s->comm_s = ms * 1e-3;
@@ -118,7 +122,7 @@ static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in
     sleep_s(want - stats->compute_s);
     stats->compute_s = want;
   } else {
-    double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
+    double extra = s->per_s * (double)stats->samples;
     sleep_s(extra);
     stats->compute_s += extra;
   }
