@@ -101,8 +101,8 @@ run() {
   acc=$(echo "$done_line" | grep -o '"accuracy": [0-9.e-]*' | cut -d' ' -f2 || true)
   secs=$(echo "$done_line" | grep -o '"seconds": [0-9.e-]*' | cut -d' ' -f2 || true)
   printf "%-28s %10s %10s %10s\n" "$name" "${wait:--}" "${acc:--}" "${secs:--}"
-  grep -o 'memdl driver: blocks[^;]*\|memdl driver: partitions follow the shares: [^;]*' \
-    "$tmp/$name.log" | sed 's/^memdl driver: /  /' || true
+  grep -o 'memdl driver: \(blocks\|partitions follow\).*' "$tmp/$name.log" |
+    sed -e 's/^memdl driver: /  /' -e 's/; predicted round.*//' || true
 }
 
 when=""

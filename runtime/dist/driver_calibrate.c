@@ -472,6 +472,34 @@ static mdl_status reshare(driver *d, slot *const *act, int n, const int64_t *sha
   return st;
 }
 
+/* The table of the window's measurements over the workers act (*n of
+ * them; cur[] their shares), what they measured into measured; false (the
+ * window dropped) when a worker is dead or did not report, or no
+ * iterations are left. Empties every window. */
+static bool window_table(driver *d, slot **act, int *n, mdl_tune_worker *rows, int64_t *cur,
+                         char *measured, size_t cap) {
+  bool all = d->iter < d->max_iter;
+  *n = 0;
+  for (int i = 0; i < d->k; i++) {
+    slot *s = &d->s[i];
+    /* Setup goes to every slot: wait until a dead one is back */
+    all = all && s->alive && s->win_n > 0;
+    if (s->alive && s->n_train > 0) act[(*n)++] = s;
+  }
+  size_t off = 0;
+  measured[0] = 0;
+  for (int i = 0; all && i < *n; i++) {
+    cur[i] = act[i]->batch ? (int64_t)act[i]->batch : (int64_t)d->train_batch;
+    double it;
+    rows[i] = window_row(act[i], cur[i], &it);
+    if (off < cap)
+      off += (size_t)snprintf(measured + off, cap - off, "%sworker %d %.1f ms at %lld",
+                              i ? ", " : "", act[i]->index, it * 1e3, (long long)cur[i]);
+  }
+  for (int i = 0; i < d->k; i++) d->s[i].win_n = 0;
+  return all && *n >= 2;
+}
+
 mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   bool follows = (d->o.calibrate || d->o.tau_tuned) && !d->o.calibrate_only;
   if (!follows || d->k < 2 || d->k > MDL_TUNE_MAX_WORKERS || !d->train_batch) return MDL_OK;
@@ -481,29 +509,11 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   int first = d->round - d->rebalance_rounds + 1, n = 0;
   d->rebalance_rounds = 0;
   slot *act[MDL_TUNE_MAX_WORKERS];
-  bool all = d->iter < d->max_iter;
-  for (int i = 0; i < d->k; i++) {
-    slot *s = &d->s[i];
-    /* Setup goes to every slot: wait until a dead one is back */
-    all = all && s->alive && s->win_n > 0;
-    if (s->alive && s->n_train > 0) act[n++] = s;
-  }
   mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
   int64_t cur[MDL_TUNE_MAX_WORKERS], share[MDL_TUNE_MAX_WORKERS], global = 0;
   char measured[1024];
-  size_t off = 0;
-  measured[0] = 0;
-  for (int i = 0; all && i < n; i++) {
-    cur[i] = act[i]->batch ? (int64_t)act[i]->batch : (int64_t)d->train_batch;
-    global += cur[i];
-    double it;
-    rows[i] = window_row(act[i], cur[i], &it);
-    if (off < sizeof measured)
-      off += (size_t)snprintf(measured + off, sizeof measured - off, "%sworker %d %.1f ms at %lld",
-                              i ? ", " : "", act[i]->index, it * 1e3, (long long)cur[i]);
-  }
-  for (int i = 0; i < d->k; i++) d->s[i].win_n = 0;
-  if (!all || n < 2 || cur[0] < 1) return MDL_OK;
+  if (!window_table(d, act, &n, rows, cur, measured, sizeof measured)) return MDL_OK;
+  for (int i = 0; i < n; i++) global += cur[i];
   mdl_tune_table t = {.n_workers = n,
                       .worker = rows,
                       .global_batch = global,
@@ -513,13 +523,24 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   mdl_tune_rebalance_result r;
   mdl_tune_rebalance(&t, cur, share, &r);
   if (!r.change) return MDL_OK;
-  bool equal = !r.balanced;
-  for (int i = 0; equal && i < n; i++) equal = share[i] == (int64_t)d->train_batch;
   char now[1024], was[1024], reason[1400];
   shares_text(act, n, share, now, sizeof now);
   shares_text(act, n, cur, was, sizeof was);
   snprintf(reason, sizeof reason, "rounds %d-%d took %s samples per iteration", first, d->round,
            measured);
+  /* a change costs a Setup: the rounds left must win back what the last
+   * one took (near the end of a run they cannot) */
+  int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;
+  double saves = (r.round_cur_s - r.round_s) * left;
+  if (saves < d->reshare_s) {
+    dlog(d,
+         "blocks: kept (%s would save %.2f s over the %d rounds left; setting the workers up "
+         "again took %.2f s): %s",
+         now, saves, left, d->reshare_s, reason);
+    return MDL_OK;
+  }
+  bool equal = !r.balanced;
+  for (int i = 0; equal && i < n; i++) equal = share[i] == (int64_t)d->train_batch;
   if (equal)
     dlog(d,
          "blocks: equal, %lld samples per worker per iteration (were %s): %s; predicted round "
@@ -533,9 +554,10 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   for (int i = 0; equal && i < n; i++) share[i] = 0; /* the net's own */
   double t0 = mdl_now();
   mdl_status st = reshare(d, act, n, share, err);
+  d->reshare_s = mdl_now() - t0;
   /* setting up is not training: out of images/s and the ETA */
-  mdl_progress_exclude(&d->prog, mdl_now() - t0);
-  d->aside_s += mdl_now() - t0;
+  mdl_progress_exclude(&d->prog, d->reshare_s);
+  d->aside_s += d->reshare_s;
   d->rebalance_skip = d->round + 1;
   if (st == MDL_OK) mdl_driver_report_rebalance(d, reason, r.round_cur_s, r.round_s);
   return st;

@@ -112,8 +112,10 @@ typedef struct driver {
   int retune_floor; /* the largest tau a measured excess asked for: never gone below */
   double retune_wall, retune_comm;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
-   * this process it ignores (the first after a Setup builds the arenas) */
+   * this process it ignores (the first after a Setup builds the arenas);
+   * how long the last change of shares took (0: none yet) */
   int rebalance_rounds, rebalance_skip;
+  double reshare_s;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
