@@ -1,7 +1,9 @@
-/* The driver's measurements of its workers: the calibration Round before
- * the first round, its cache, and re-tuning tau when the measured share of
- * communication leaves the job's bound. Owns no figures (calibrate.h) and
- * no tuning arithmetic (compiler/tuner.h). */
+/* The driver's measurements of its workers and what follows from them: the
+ * calibration Round before the first round and its cache, the shares of
+ * the batch and the partitions that follow speed (at the start and, from
+ * windows of rounds, during the run), and re-tuning tau when the measured
+ * share of communication leaves the job's bound. Owns no figures
+ * (calibrate.h) and no tuning arithmetic (compiler/tuner.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,7 +283,7 @@ static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, m
     d->tau = tau;
   }
   if (p.balanced && (d->iter > 0 || d->res->resumed)) {
-    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
+    dlog(d, "blocks: equal on a resumed run (the rounds' measurements move them from here)");
     return MDL_OK;
   }
   if (!p.balanced) {
