@@ -279,11 +279,12 @@ Test(driver_net, balanced_blocks_keep_the_accuracy_of_equal_blocks) {
 
 /* --- shares that follow speed during the run, and tau re-tuned ----------- */
 
-/* A round line's figures: its number, first iteration, the largest share
- * of the round a worker waited, and worker 1's share of the samples. */
+/* A round line's figures: its number, first iteration, worker 0's share of
+ * the round spent waiting, the workers' mean share (the run's waiting
+ * share), and worker 1's share of the samples. */
 typedef struct round_line {
   int round, iter;
-  double worst_wait, share1;
+  double wait0, mean_wait, share1;
 } round_line;
 
 /* The round lines of log, in order, into v (cap); returns how many. */
@@ -297,13 +298,18 @@ static int round_lines(const char *log, round_line *v, int cap) {
     const char *eol = strchr(p, '\n');
     if (!wl || !sh || (eol && sh > eol)) continue;
     wall = atof(wl + 9);
+    int k = 0;
     for (const char *w = strstr(sh, " w"); w && (!eol || w < eol); w = strstr(w + 1, " w")) {
       int idx;
       double pct, c, m, wait;
-      if (sscanf(w, " w%d %lf%% %lf/%lf/%lf", &idx, &pct, &c, &m, &wait) != 5) continue;
+      if (sscanf(w, " w%d %lf%% %lf/%lf/%lf", &idx, &pct, &c, &m, &wait) != 5 || wall <= 0)
+        continue;
+      if (idx == 0) r.wait0 = wait / wall;
       if (idx == 1) r.share1 = pct / 100;
-      if (wall > 0 && wait / wall > r.worst_wait) r.worst_wait = wait / wall;
+      r.mean_wait += wait / wall;
+      k++;
     }
+    if (k) r.mean_wait /= k;
     v[n++] = r;
   }
   return n;
@@ -313,13 +319,14 @@ static int round_lines(const char *log, round_line *v, int cap) {
  * 4 ms a sample (another process on its cores, as it were). The driver
  * notices over a window of rounds, gives it a smaller share of the global
  * batch (told with its reason, recorded in metrics.jsonl), moves whole
- * train partitions so each worker's data follows its share, and the fast
- * worker stops waiting for the slow one. How far the share falls depends on
- * the machine's load (the sleep is fixed, the real compute is not, and
- * other processes move it between windows): with 2 ms a sample it fell
- * 0.50 -> 0.14 on a quiet machine but only to 0.32 under a load of 10 on 2
- * cores, the waiting share 0.51 -> 0.28; 4 ms keeps the slowdown well
- * above that noise. */
+ * train partitions so each worker's data follows its share; the fast
+ * worker stops waiting for the slow one, and the run's waiting share falls.
+ * How far depends on the machine's load: the sleep is fixed, the real
+ * compute is not, and a worker computes faster while the other sleeps than
+ * when both compute, so under load (the whole suite on 2 cores) the slow
+ * worker may wait a little after the change instead. With 2 ms a sample
+ * the share fell 0.50 -> 0.14 on a quiet machine but only to 0.32 under a
+ * load of 10; 4 ms keeps the slowdown well above that noise. */
 Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   setenv("MDL_TEST_SLOW", "from:30:4", 1);
@@ -339,32 +346,37 @@ Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow
   cr_assert(ch, "no rebalancing after the slowdown:\n%s", log);
   round_line v[64];
   int n = round_lines(log, v, 64);
-  double wait_before = 0, wait_after = 0, share_before = 0, share_after = 0;
-  int nb = 0, na = 0;
+  /* [0]: slowed rounds at the old shares; [1]: after the change (its first
+   * round, which builds the arenas, left out) */
+  double wait0[2] = {0}, mean[2] = {0}, share1[2] = {0};
+  int cnt[2] = {0};
   for (int i = 0; i < n; i++) {
-    if (v[i].iter >= 30 && v[i].round <= last) { /* slowed, old shares */
-      wait_before += v[i].worst_wait;
-      share_before += v[i].share1;
-      nb++;
-    } else if (v[i].round > last + 1) { /* new shares, arenas built */
-      wait_after += v[i].worst_wait;
-      share_after += v[i].share1;
-      na++;
-    }
+    int a = v[i].iter >= 30 && v[i].round <= last ? 0 : v[i].round > last + 1 ? 1 : -1;
+    if (a < 0) continue;
+    wait0[a] += v[i].wait0;
+    mean[a] += v[i].mean_wait;
+    share1[a] += v[i].share1;
+    cnt[a]++;
   }
-  cr_assert(nb >= 3 && na >= 3, "%d rounds slowed before, %d after:\n%s", nb, na, log);
-  wait_before /= nb;
-  wait_after /= na;
-  share_before /= nb;
-  share_after /= na;
+  cr_assert(cnt[0] >= 3 && cnt[1] >= 3, "%d rounds slowed before, %d after:\n%s", cnt[0], cnt[1],
+            log);
+  for (int a = 0; a < 2; a++) {
+    wait0[a] /= cnt[a];
+    mean[a] /= cnt[a];
+    share1[a] /= cnt[a];
+  }
   fprintf(stderr,
           "slowed at iteration 30, rebalanced after round %d: worker 1's share %.2f -> %.2f, "
-          "worst waiting share %.3f -> %.3f\n",
-          last, share_before, share_after, wait_before, wait_after);
-  cr_assert_lt(share_after, share_before - 0.1, "worker 1's share %.2f -> %.2f", share_before,
-               share_after);
-  cr_assert_leq(wait_after, 0.5 * wait_before, "waiting %.3f of a round before, %.3f after",
-                wait_before, wait_after);
+          "worker 0 waits %.3f -> %.3f, the workers' mean waiting share %.3f -> %.3f\n",
+          last, share1[0], share1[1], wait0[0], wait0[1], mean[0], mean[1]);
+  cr_assert_lt(share1[1], share1[0] - 0.1, "worker 1's share %.2f -> %.2f", share1[0], share1[1]);
+  /* 0.78 -> 0.34 and 0.39 -> 0.17, 0.82 -> 0.36 and 0.41 -> 0.18 under a
+   * load of 5-6 on 2 cores: worker 0's speed moves with the others' builds,
+   * and a further correction would not have paid for a 4.7 s Setup */
+  cr_assert_leq(wait0[1], 0.6 * wait0[0],
+                "the fast worker waits %.3f of a round before, %.3f after", wait0[0], wait0[1]);
+  cr_assert_leq(mean[1], 0.7 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
+                mean[1]);
 
   /* partitions follow: "train samples now worker 0 S0 (P0%; share Q0%), ..."
    * after the change, each within one partition (1/16) of its share */
