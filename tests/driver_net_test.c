@@ -315,18 +315,16 @@ static int round_lines(const char *log, round_line *v, int cap) {
   return n;
 }
 
-/* Worker 1 runs at worker 0's speed until iteration 30, then slows down by
- * 4 ms a sample (another process on its cores, as it were). The driver
- * notices over a window of rounds, gives it a smaller share of the global
- * batch (told with its reason, recorded in metrics.jsonl), moves whole
- * train partitions so each worker's data follows its share; the fast
- * worker stops waiting for the slow one, and the run's waiting share falls.
- * How far depends on the machine's load: the sleep is fixed, the real
- * compute is not, and a worker computes faster while the other sleeps than
- * when both compute, so under load (the whole suite on 2 cores) the slow
- * worker may wait a little after the change instead. With 2 ms a sample
- * the share fell 0.50 -> 0.14 on a quiet machine but only to 0.32 under a
- * load of 10; 4 ms keeps the slowdown well above that noise. */
+/* Both workers take 1 ms a sample ("steady": the real compute, padded)
+ * until iteration 30, when worker 1 slows down by 4 ms a sample (another
+ * process on its cores, as it were). The driver notices over a window of
+ * rounds, gives it a smaller share of the global batch (told with its
+ * reason, recorded in metrics.jsonl), moves whole train partitions so each
+ * worker's data follows its share; the fast worker stops waiting for the
+ * slow one, and the run's waiting share falls. The padding keeps the
+ * machine's load out of what the driver measures (with the real compute
+ * alone, a worker computes faster while the other sleeps than when both
+ * compute, and a loaded 2-core machine moved the shares by a third). */
 Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   setenv("MDL_TEST_SLOW", "from:30:4", 1);
@@ -369,13 +367,11 @@ Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow
           "slowed at iteration 30, rebalanced after round %d: worker 1's share %.2f -> %.2f, "
           "worker 0 waits %.3f -> %.3f, the workers' mean waiting share %.3f -> %.3f\n",
           last, share1[0], share1[1], wait0[0], wait0[1], mean[0], mean[1]);
-  cr_assert_lt(share1[1], share1[0] - 0.1, "worker 1's share %.2f -> %.2f", share1[0], share1[1]);
-  /* 0.78 -> 0.34 and 0.39 -> 0.17, 0.82 -> 0.36 and 0.41 -> 0.18 under a
-   * load of 5-6 on 2 cores: worker 0's speed moves with the others' builds,
-   * and a further correction would not have paid for a 4.7 s Setup */
-  cr_assert_leq(wait0[1], 0.6 * wait0[0],
+  cr_assert_lt(share1[1], share1[0] - 0.25, "worker 1's share %.2f -> %.2f", share1[0], share1[1]);
+  /* 107 / 21 samples: worker 0 waited 0.80 of a round, then none */
+  cr_assert_leq(wait0[1], 0.3 * wait0[0],
                 "the fast worker waits %.3f of a round before, %.3f after", wait0[0], wait0[1]);
-  cr_assert_leq(mean[1], 0.7 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
+  cr_assert_leq(mean[1], 0.3 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
                 mean[1]);
 
   /* partitions follow: "train samples now worker 0 S0 (P0%; share Q0%), ..."

@@ -4,14 +4,15 @@
  * sleep as compute, as a slower device would. A fixed cost per sample (not
  * a multiple of the measured compute) keeps the slowdown itself free of the
  * shared machine's noise. $MDL_TEST_SLOW changes what it does:
- *   "from:N:MS"  worker 1 slows down by MS ms a sample (instead), and only
- *                from iteration N on (mid-run);
+ *   "steady"     every worker takes STEADY_S_PER_SAMPLE per sample
+ *                (sleeping out what its real compute left, and reporting
+ *                exactly that): equal speeds, free of the machine's noise
+ *                while its real compute stays under that;
+ *   "from:N:MS"  steady, and worker 1 takes MS ms more a sample from
+ *                iteration N on (slowed mid-run);
  *   "comm:MS:N"  from iteration N every worker sleeps MS ms a round without
  *                counting it as compute: the driver measures it as
- *                communication, as a slow link would;
- *   "steady"     every worker reports STEADY_S_PER_SAMPLE per sample
- *                (sleeping out what its real compute left): equal speeds,
- *                free of the machine's noise.
+ *                communication, as a slow link would.
  * Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -24,15 +25,13 @@
 #define SLOW_S_PER_SAMPLE 2e-3
 #define STEADY_S_PER_SAMPLE 1e-3
 
-typedef enum slow_mode { SLOW_W1, SLOW_COMM, SLOW_STEADY } slow_mode;
-
 typedef struct slow {
-  void *in; /* the net trainer's context */
-  bool slow;
-  slow_mode mode;
-  int from;      /* the first iteration it acts on */
-  double comm_s; /* SLOW_COMM: seconds a round */
-  double per_s;  /* SLOW_W1: seconds more a sample */
+  void *in;    /* the net trainer's context */
+  bool steady; /* pads its compute to STEADY_S_PER_SAMPLE */
+  bool slow;   /* per_s more a sample from iteration `from` */
+  bool comm;   /* comm_s a round, not compute, from iteration `from` */
+  int from;
+  double per_s, comm_s;
 } slow;
 
 static const mdl_trainer_i *inner(void) {
@@ -59,18 +58,19 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
   }
   const char *how = getenv("MDL_TEST_SLOW");
   double ms = 0;
+  bool worker = o->worker_index >= 0;
   s->slow = o->worker_index == 1;
   s->per_s = SLOW_S_PER_SAMPLE;
   if (how && sscanf(how, "from:%d:%lf", &s->from, &ms) == 2) {
-    s->mode = SLOW_W1;
+    s->steady = worker;
     s->per_s = ms * 1e-3;
   } else if (how && sscanf(how, "comm:%lf:%d", &ms, &s->from) == 2) {
-    s->mode = SLOW_COMM;
+    s->slow = false;
+    s->comm = worker;
     s->comm_s = ms * 1e-3;
-    s->slow = o->worker_index >= 0;
   } else if (how && !strcmp(how, "steady")) {
-    s->mode = SLOW_STEADY;
-    s->slow = o->worker_index >= 0;
+    s->slow = false;
+    s->steady = worker;
   }
   *ctx = s;
   return MDL_OK;
@@ -114,18 +114,20 @@ static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in
                            const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
   slow *s = ctx;
   mdl_status st = inner()->run(s->in, tau, iter_start, w_in, w_out, cancel, stats, err);
-  if (st != MDL_OK || !s->slow || iter_start < s->from) return st;
-  if (s->mode == SLOW_COMM) { /* not compute: the driver sees a slow link */
-    sleep_s(s->comm_s);
-  } else if (s->mode == SLOW_STEADY) {
+  if (st != MDL_OK) return st;
+  double pause = 0;
+  if (s->steady) {
     double want = STEADY_S_PER_SAMPLE * (double)stats->samples;
-    sleep_s(want - stats->compute_s);
+    pause = want - stats->compute_s;
     stats->compute_s = want;
-  } else {
+  }
+  if (s->slow && iter_start >= s->from) {
     double extra = s->per_s * (double)stats->samples;
-    sleep_s(extra);
+    pause += extra;
     stats->compute_s += extra;
   }
+  if (s->comm && iter_start >= s->from) pause += s->comm_s; /* not compute: a slow link */
+  sleep_s(pause);
   return MDL_OK;
 }
 
