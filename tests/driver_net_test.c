@@ -441,10 +441,13 @@ Test(driver_net, a_slow_link_mid_run_raises_a_tuned_tau) {
   const char *ch = strstr(log, "memdl driver: tau ");
   int from = 0, to = 0;
   double share = 0;
+  /* the first rise (a quiet start may lower a tau the calibration chose) */
   for (; ch; ch = strstr(ch + 1, "memdl driver: tau "))
-    if (sscanf(ch, "memdl driver: tau %d -> %d: communication took %lf%%", &from, &to, &share) == 3)
+    if (sscanf(ch, "memdl driver: tau %d -> %d: communication took %lf%%", &from, &to, &share) ==
+            3 &&
+        to > from)
       break;
-  cr_assert(ch, "tau never re-tuned:\n%s", log);
+  cr_assert(ch, "tau never raised:\n%s", log);
   cr_assert_gt(to, from, "tau %d -> %d", from, to);
   cr_assert_gt(share, 10, "communication %.1f%% is inside the bound", share);
   cr_assert(strstr(ch, "(bound 10%"), "%.300s", ch);
