@@ -368,10 +368,12 @@ Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow
           "worker 0 waits %.3f -> %.3f, the workers' mean waiting share %.3f -> %.3f\n",
           last, share1[0], share1[1], wait0[0], wait0[1], mean[0], mean[1]);
   cr_assert_lt(share1[1], share1[0] - 0.25, "worker 1's share %.2f -> %.2f", share1[0], share1[1]);
-  /* 107 / 21 samples: worker 0 waited 0.80 of a round, then none */
+  /* 107 / 21 samples: worker 0 waited 0.80 of a round, then none; the
+   * mean 0.40 -> 0.01 (looser: under a heavy load worker 0's real compute
+   * may outgrow its 1 ms a sample, and worker 1 wait for it a little) */
   cr_assert_leq(wait0[1], 0.3 * wait0[0],
                 "the fast worker waits %.3f of a round before, %.3f after", wait0[0], wait0[1]);
-  cr_assert_leq(mean[1], 0.3 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
+  cr_assert_leq(mean[1], 0.5 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
                 mean[1]);
 
   /* partitions follow: "train samples now worker 0 S0 (P0%; share Q0%), ..."
