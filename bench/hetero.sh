@@ -5,8 +5,13 @@
 # measured speed (--calibrate); the waiting share of round time (metrics.jsonl's
 # done record; the star, so that a fast worker waits in the open rather than
 # inside the peer exchange) is printed for both, with the final TEST accuracy.
+# With --slow-after S, worker 1 runs at full speed for its first S seconds
+# and is throttled only then (another process taking its cores mid-run):
+# blocks by measured speed must then follow it during the run, which the
+# driver's "blocks ... were ..." and "partitions follow the shares" lines
+# show; --partitions P splits the data finer so partitions can follow.
 #
-#   bench/hetero.sh [--quota 0.5] [--iterations 600] [--tau 5]
+#   bench/hetero.sh [--quota 0.5] [--iterations 600] [--tau 5] [--slow-after S] [--partitions P]
 #
 # Needs root and /sys/fs/cgroup/cpu (cgroup v1); says so and exits 2 without.
 set -euo pipefail
@@ -15,12 +20,17 @@ cd "$(dirname "$0")/.."
 quota=0.5
 iters=600
 tau=5
+slow_after=0
+parts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quota) quota=$2; shift 2 ;;
     --iterations) iters=$2; shift 2 ;;
     --tau) tau=$2; shift 2 ;;
-    *) echo "usage: bench/hetero.sh [--quota FRACTION] [--iterations N] [--tau T]" >&2; exit 2 ;;
+    --slow-after) slow_after=$2; shift 2 ;;
+    --partitions) parts=(--set "data.partitions=$2"); shift 2 ;;
+    *) echo "usage: bench/hetero.sh [--quota FRACTION] [--iterations N] [--tau T]" \
+         "[--slow-after S] [--partitions P]" >&2; exit 2 ;;
   esac
 done
 
@@ -71,9 +81,10 @@ run() {
   read -r a0 p0 < <(start_worker "$tmp/$name-w0.log")
   read -r a1 p1 < <(start_worker "$tmp/$name-w1.log")
   pids+=("$p0" "$p1")
-  echo "$p1" >"$slow/tasks"
   # its threads too (gRPC's and the pool's start later; cgroup v1 tasks are per thread)
-  ( while kill -0 "$p1" 2>/dev/null; do
+  ( sleep "$slow_after"
+    echo "$p1" >"$slow/tasks" 2>/dev/null || true
+    while kill -0 "$p1" 2>/dev/null; do
       for t in /proc/"$p1"/task/*; do echo "${t##*/}" >"$slow/tasks" 2>/dev/null || true; done
       sleep 0.2
     done ) &
@@ -81,7 +92,7 @@ run() {
   bazel-bin/memdl run jobs/fashion_mnist/job.prototxt --workers "$a0,$a1" --token-file "$tmp/token" \
     --set "max_iter=$iters" --set "sync.tau=$tau" --set "test_interval=0" --set snapshot=0 \
     --set cluster.averaging=STAR \
-    --threads 1 --output "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 || true
+    "${parts[@]}" --threads 1 --output "$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 || true
   local done_line
   done_line=$(grep '"event": "done"' "$tmp/$name/metrics.jsonl" 2>/dev/null | tail -n 1 || true)
   [ -n "$done_line" ] || { echo "bench/hetero.sh: $name did not finish:" >&2; tail -n 5 "$tmp/$name.log" >&2; }
@@ -90,10 +101,13 @@ run() {
   acc=$(echo "$done_line" | grep -o '"accuracy": [0-9.e-]*' | cut -d' ' -f2 || true)
   secs=$(echo "$done_line" | grep -o '"seconds": [0-9.e-]*' | cut -d' ' -f2 || true)
   printf "%-28s %10s %10s %10s\n" "$name" "${wait:--}" "${acc:--}" "${secs:--}"
-  grep -o 'blocks by measured speed: [^;]*' "$tmp/$name.log" | sed 's/^/  /' || true
+  grep -o 'memdl driver: \(blocks\|partitions follow\).*' "$tmp/$name.log" |
+    sed -e 's/^memdl driver: /  /' -e 's/; predicted round.*//' || true
 }
 
-echo "worker 1 held to $quota of a core, worker 0 a whole one; $iters iterations, tau $tau"
+when=""
+[ "$slow_after" != 0 ] && when=" after its first $slow_after s"
+echo "worker 1 held to $quota of a core$when, worker 0 a whole one; $iters iterations, tau $tau"
 printf "%-28s %10s %10s %10s\n" blocks wait_share accuracy seconds
 run "equal blocks"
 run "blocks by measured speed" --calibrate

@@ -197,6 +197,53 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
   out->wait_fraction = wait / k;
 }
 
+void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *share,
+                        mdl_tune_rebalance_result *out) {
+  memset(out, 0, sizeof *out);
+  int k = t->n_workers;
+  mdl_tune_plan p;
+  mdl_tune(t, share, &p);
+  out->balanced = p.balanced;
+  out->round_s = p.round_s;
+  /* the current shares at the tau the choice was judged at */
+  double iter_cur = k > 0 ? slowest_iter(t, cur) : 0;
+  out->round_cur_s = p.tau * iter_cur + p.comm_s;
+  bool differ = false;
+  for (int i = 0; i < k; i++) differ = differ || share[i] != cur[i];
+  out->change = differ && p.round_s <= (1 - MDL_TUNE_REBALANCE_GAIN) * out->round_cur_s;
+  if (!out->change && k > 0) memcpy(share, cur, (size_t)k * sizeof *share);
+}
+
+int mdl_tune_partitions(int k, const int64_t *share, const int64_t *held, int64_t *target) {
+  int64_t n_parts = 0, total = 0;
+  for (int i = 0; i < k; i++) {
+    target[i] = held[i];
+    n_parts += held[i];
+    total += share[i] > 0 ? share[i] : 0;
+  }
+  if (k < 2 || total <= 0) return 0;
+  /* excess over the ideal count; a move from d to r changes the squared
+   * error by 2 - 2 (e_d - e_r): it helps only when e_d - e_r > 1 */
+  double e[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < k && i < MDL_TUNE_MAX_WORKERS; i++)
+    e[i] =
+        (double)held[i] - (double)n_parts * (double)(share[i] > 0 ? share[i] : 0) / (double)total;
+  int moved = 0;
+  for (;;) {
+    int d = -1, r = 0;
+    for (int i = 0; i < k && i < MDL_TUNE_MAX_WORKERS; i++) {
+      if (target[i] > 1 && (d < 0 || e[i] > e[d])) d = i;
+      if (e[i] < e[r]) r = i;
+    }
+    if (d < 0 || d == r || e[d] - e[r] <= 1 + 1e-9) return moved;
+    target[d]--;
+    target[r]++;
+    e[d] -= 1;
+    e[r] += 1;
+    moved++;
+  }
+}
+
 size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl_tune_plan *p,
                         char *buf, size_t len) {
   size_t n = 0;

@@ -75,6 +75,37 @@ typedef struct mdl_tune_plan {
  * communicating, or fixed_tau. */
 void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out);
 
+/* The decision during a run, on a table t of what the last rounds
+ * measured (t->fixed_tau: the run's tau, at which both shares are judged;
+ * t->global_batch: the sum of cur[]). */
+typedef struct mdl_tune_rebalance_result {
+  bool change;        /* share[] differs from cur[] */
+  bool balanced;      /* the tuner's choice follows speed (false: equal shares) */
+  double round_cur_s; /* tau x slowest iteration at cur[] + comm */
+  double round_s;     /* the same at the tuner's choice */
+} mdl_tune_rebalance_result;
+
+/* The shares to run with from now on: the tuner's choice on t (mdl_tune:
+ * equal unless shares by speed shorten the round by the gain) replaces the
+ * current shares cur[] only when it predicts a round at least
+ * MDL_TUNE_REBALANCE_GAIN shorter than cur[]'s (hysteresis: measurements
+ * jitter, and every change costs a Setup and changes the run's path);
+ * otherwise share[] = cur[]. share[] and cur[] hold n_workers entries, the
+ * caller's; they may not overlap. */
+void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *share,
+                        mdl_tune_rebalance_result *out);
+
+/* How many of n_parts equal-sized data partitions each of k workers holds
+ * so that its part of the data follows its share of the batch (every
+ * worker then goes through its data at the same epoch rate): from held[]
+ * (summing to n_parts), one partition at a time from the worker furthest
+ * above its ideal n_parts share_i / sum(share) to the one furthest below,
+ * while that brings the two closer; a worker keeps at least one. So few
+ * partitions move, and held[] as close to the ideal as whole partitions
+ * allow (equal shares over a round-robin deal) moves none. target[] (k
+ * entries, the caller's) gets the counts; returns how many moved. */
+int mdl_tune_partitions(int k, const int64_t *share, const int64_t *held, int64_t *target);
+
 /* The tuner's arithmetic for t, share and p, as lines of text into buf
  * (always terminated; cut at len). Returns the length it needed. */
 size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl_tune_plan *p,

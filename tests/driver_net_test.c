@@ -198,32 +198,47 @@ static double mean_wait(const char *log, double *share0) {
   return sum / (rounds - 1);
 }
 
-/* One run of the "slownet" trainer (worker 1 five times slower), its round
- * lines read back: the worst waiting share, and the accuracy. */
-static double slow_run(const char *const *sets, bool calibrate, double *share0, double *acc) {
+/* One run of the job on two local workers with the given trainer, tau (0:
+ * the tuner's) and calibration, metrics.jsonl in the test folder: the
+ * result into *out (NULL: freed), the driver's log returned (the caller's). */
+static char *logged_run(const char *const *sets, const char *trainer, int tau, bool calibrate,
+                        mdl_driver_result *out) {
   mdl_job *job = load_job(sets);
   char *log = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&log, &len);
-  mdl_driver_opts o = opts("local:2", 10, f);
-  o.trainer = "slownet";
+  mdl_driver_opts o = opts("local:2", tau, f);
+  o.trainer = trainer;
   o.quiet = false;
   o.calibrate = calibrate;
+  o.job_path = JOB;
   mdl_driver_result r;
   mdl_error err;
   mdl_status st = mdl_driver_run(job, &o, &r, &err);
   fclose(f);
   cr_assert(st == MDL_OK || st == MDL_ERR_ACCEPT, "%s\n%s", err.msg, log);
+  if (getenv("MDL_TEST_SHOW_LOG")) fputs(log, stderr);
+  if (out)
+    *out = r;
+  else
+    mdl_driver_result_free(&r);
+  mdl_job_free(job);
+  return log;
+}
+
+/* One run of the "slownet" trainer (worker 1 five times slower), its round
+ * lines read back: the worst waiting share, and the accuracy. */
+static double slow_run(const char *const *sets, bool calibrate, double *share0, double *acc) {
+  mdl_driver_result r;
+  char *log = logged_run(sets, "slownet", 10, calibrate, &r);
   *acc = accuracy(&r);
   double worst = mean_wait(log, share0);
-  if (getenv("MDL_TEST_SHOW_LOG")) fputs(log, stderr);
   fprintf(stderr, "slownet, %s blocks: mean waiting share %.3f, worker 0 takes %.2f, acc %.4f\n",
           calibrate ? "balanced" : "equal", worst, *share0, *acc);
   if (calibrate)
     cr_assert(strstr(log, "blocks by measured speed: worker 0 "), "no rebalancing:\n%s", log);
   free(log);
   mdl_driver_result_free(&r);
-  mdl_job_free(job);
   return worst;
 }
 
@@ -260,6 +275,193 @@ Test(driver_net, balanced_blocks_keep_the_accuracy_of_equal_blocks) {
    * averages, so the two runs differ by run-to-run noise (0.8851 balanced,
    * 0.8773 equal here); balancing must not cost more than half a point */
   cr_assert_geq(a_bal, a_eq - 0.005, "balanced %.4f vs equal %.4f", a_bal, a_eq);
+}
+
+/* --- shares that follow speed during the run, and tau re-tuned ----------- */
+
+/* A round line's figures: its number, first iteration, worker 0's share of
+ * the round spent waiting, the workers' mean share (the run's waiting
+ * share), and worker 1's share of the samples. */
+typedef struct round_line {
+  int round, iter;
+  double wait0, mean_wait, share1;
+} round_line;
+
+/* The round lines of log, in order, into v (cap); returns how many. */
+static int round_lines(const char *log, round_line *v, int cap) {
+  int n = 0;
+  for (const char *p = log; p && *p && n < cap; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+    round_line r = {0};
+    double wall;
+    if (sscanf(p, "round %d iter %d-", &r.round, &r.iter) != 2) continue;
+    const char *wl = strstr(p, "workers) "), *sh = strstr(p, "share compute/comm/wait:");
+    const char *eol = strchr(p, '\n');
+    if (!wl || !sh || (eol && sh > eol)) continue;
+    wall = atof(wl + 9);
+    int k = 0;
+    for (const char *w = strstr(sh, " w"); w && (!eol || w < eol); w = strstr(w + 1, " w")) {
+      int idx;
+      double pct, c, m, wait;
+      if (sscanf(w, " w%d %lf%% %lf/%lf/%lf", &idx, &pct, &c, &m, &wait) != 5 || wall <= 0)
+        continue;
+      if (idx == 0) r.wait0 = wait / wall;
+      if (idx == 1) r.share1 = pct / 100;
+      r.mean_wait += wait / wall;
+      k++;
+    }
+    if (k) r.mean_wait /= k;
+    v[n++] = r;
+  }
+  return n;
+}
+
+/* Both workers take 1 ms a sample ("steady": the real compute, padded)
+ * until iteration 30, when worker 1 slows down by 4 ms a sample (another
+ * process on its cores, as it were). The driver notices over a window of
+ * rounds, gives it a smaller share of the global batch (told with its
+ * reason, recorded in metrics.jsonl), moves whole train partitions so each
+ * worker's data follows its share; the fast worker stops waiting for the
+ * slow one, and the run's waiting share falls. The padding keeps the
+ * machine's load out of what the driver measures (with the real compute
+ * alone, a worker computes faster while the other sleeps than when both
+ * compute, and a loaded 2-core machine moved the shares by a third). */
+Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  setenv("MDL_TEST_SLOW", "from:30:4", 1);
+  const char *sets[] = {"max_iter=120", "test_interval=0", "display=5", "data.partitions=16", NULL};
+  char *log = logged_run(sets, "slownet", 5, true, NULL);
+  /* the change: "blocks by measured speed: worker 0 A, worker 1 B samples per
+   * iteration (global batch 128 kept; were ...): rounds F-L took ...", the
+   * first whose window holds 3 slowed rounds (rounds 7 on: iteration 30);
+   * the machine's noise may move the shares a little before that */
+  const char *ch = log;
+  int first = 0, last = 0;
+  while ((ch = strstr(ch + 1, "kept; were ")) != NULL) {
+    const char *why = strstr(ch, "): rounds ");
+    cr_assert(why && sscanf(why, "): rounds %d-%d took", &first, &last) == 2, "%s", ch);
+    if (last >= 9) break;
+  }
+  cr_assert(ch, "no rebalancing after the slowdown:\n%s", log);
+  round_line v[64];
+  int n = round_lines(log, v, 64);
+  /* [0]: slowed rounds at the old shares; [1]: after the change (its first
+   * round, which builds the arenas, left out) */
+  double wait0[2] = {0}, mean[2] = {0}, share1[2] = {0};
+  int cnt[2] = {0};
+  for (int i = 0; i < n; i++) {
+    int a = v[i].iter >= 30 && v[i].round <= last ? 0 : v[i].round > last + 1 ? 1 : -1;
+    if (a < 0) continue;
+    wait0[a] += v[i].wait0;
+    mean[a] += v[i].mean_wait;
+    share1[a] += v[i].share1;
+    cnt[a]++;
+  }
+  cr_assert(cnt[0] >= 3 && cnt[1] >= 3, "%d rounds slowed before, %d after:\n%s", cnt[0], cnt[1],
+            log);
+  for (int a = 0; a < 2; a++) {
+    wait0[a] /= cnt[a];
+    mean[a] /= cnt[a];
+    share1[a] /= cnt[a];
+  }
+  fprintf(stderr,
+          "slowed at iteration 30, rebalanced after round %d: worker 1's share %.2f -> %.2f, "
+          "worker 0 waits %.3f -> %.3f, the workers' mean waiting share %.3f -> %.3f\n",
+          last, share1[0], share1[1], wait0[0], wait0[1], mean[0], mean[1]);
+  cr_assert_lt(share1[1], share1[0] - 0.25, "worker 1's share %.2f -> %.2f", share1[0], share1[1]);
+  /* 107 / 21 samples: worker 0 waited 0.80 of a round, then none; the
+   * mean 0.40 -> 0.01 (looser: under a heavy load worker 0's real compute
+   * may outgrow its 1 ms a sample, and worker 1 wait for it a little) */
+  cr_assert_leq(wait0[1], 0.3 * wait0[0],
+                "the fast worker waits %.3f of a round before, %.3f after", wait0[0], wait0[1]);
+  cr_assert_leq(mean[1], 0.5 * mean[0], "the mean waiting share %.3f before, %.3f after", mean[0],
+                mean[1]);
+
+  /* partitions follow: "train samples now worker 0 S0 (P0%; share Q0%), ..."
+   * after the change, each within one partition (1/16) of its share */
+  const char *ps = strstr(ch, "partitions follow the shares: ");
+  cr_assert(ps, "no partition moved:\n%s", ch);
+  ps = strstr(ps, "train samples now ");
+  unsigned long long s0, s1;
+  double p0, q0, p1, q1;
+  cr_assert(ps && sscanf(ps,
+                         "train samples now worker 0 %llu (%lf%%; share %lf%%), worker 1 "
+                         "%llu (%lf%%; share %lf%%)",
+                         &s0, &p0, &q0, &s1, &p1, &q1) == 6,
+            "%s", ps);
+  cr_assert_eq(s0 + s1, 60000, "%llu + %llu train samples", s0, s1);
+  cr_assert_gt(s0, s1, "the fast worker holds less data (%llu, %llu)", s0, s1);
+  cr_assert_leq(fabs(p0 - q0), 100.0 / 16 + 1e-9, "worker 0: %.1f%% of the data, share %.1f%%", p0,
+                q0);
+  cr_assert_leq(fabs(p1 - q1), 100.0 / 16 + 1e-9, "worker 1: %.1f%% of the data, share %.1f%%", p1,
+                q1);
+  size_t len;
+  char *m = tu_read(tu_dir_path("metrics.jsonl"), &len);
+  const char *rec = strstr(m, "\"event\": \"rebalance\"");
+  cr_assert(rec, "no rebalance record:\n%s", m);
+  char want[120];
+  snprintf(want, sizeof want, "\"rank\": 1, \"batch\": ");
+  cr_assert(strstr(rec, want) && strstr(rec, "\"train_samples\": "), "%.400s", rec);
+  free(m);
+  free(log);
+}
+
+/* Equal speeds keep equal shares all run long, and the run's bits: the
+ * "steady" workers report exactly 1 ms a sample (sleeping out the rest), so
+ * neither the calibration nor the windows during the run can measure them
+ * apart, and the calibrated run ends on the plain run's bits. */
+Test(driver_net, equal_speeds_keep_equal_shares_and_the_bits) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  setenv("MDL_TEST_SLOW", "steady", 1);
+  const char *sets[] = {"max_iter=60", "test_interval=0", "display=5", NULL};
+  mdl_driver_result plain, steady;
+  free(logged_run(sets, NULL, 5, false, &plain));
+  char *log = logged_run(sets, "slownet", 5, true, &steady);
+  cr_assert(strstr(log, "blocks: equal, 64 samples per worker"), "%s", log);
+  cr_assert_null(strstr(log, "blocks by measured speed"), "%s", log);
+  cr_assert_null(strstr(log, "partitions follow the shares"), "%s", log);
+  round_line v[64];
+  int n = round_lines(log, v, 64);
+  cr_assert_eq(n, 12, "%d round lines", n);
+  for (int i = 0; i < n; i++) cr_assert_float_eq(v[i].share1, 0.5, 1e-9, "round %d", v[i].round);
+  cr_assert_eq(memcmp(plain.weights, steady.weights, plain.n_params * sizeof(float)), 0,
+               "equal shares changed the run's bits");
+  free(log);
+  mdl_driver_result_free(&plain);
+  mdl_driver_result_free(&steady);
+}
+
+/* tau re-tuned during the run: from iteration 20 each round costs the
+ * workers 60 ms that they do not count as compute (a slow link, to the
+ * driver), far over the job's 10% bound at the calibrated tau; after a
+ * window of such rounds tau goes up, the log says why, and the round
+ * records carry the new tau. */
+Test(driver_net, a_slow_link_mid_run_raises_a_tuned_tau) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  setenv("MDL_TEST_SLOW", "comm:60:20", 1);
+  const char *sets[] = {"max_iter=160", "test_interval=0", NULL};
+  char *log = logged_run(sets, "slownet", 0, false, NULL);
+  const char *ch = strstr(log, "memdl driver: tau ");
+  int from = 0, to = 0;
+  double share = 0;
+  /* the first rise (a quiet start may lower a tau the calibration chose) */
+  for (; ch; ch = strstr(ch + 1, "memdl driver: tau "))
+    if (sscanf(ch, "memdl driver: tau %d -> %d: communication took %lf%%", &from, &to, &share) ==
+            3 &&
+        to > from)
+      break;
+  cr_assert(ch, "tau never raised:\n%s", log);
+  cr_assert_gt(to, from, "tau %d -> %d", from, to);
+  cr_assert_gt(share, 10, "communication %.1f%% is inside the bound", share);
+  cr_assert(strstr(ch, "(bound 10%"), "%.300s", ch);
+  size_t len;
+  char *m = tu_read(tu_dir_path("metrics.jsonl"), &len);
+  char old_tau[64], new_tau[64];
+  snprintf(old_tau, sizeof old_tau, "\"tau\": %d, \"workers\"", from);
+  snprintf(new_tau, sizeof new_tau, "\"tau\": %d, \"workers\"", to);
+  const char *o = strstr(m, old_tau), *nw = strstr(m, new_tau);
+  cr_assert(o && nw && nw > o, "round records do not go from tau %d to %d:\n%s", from, to, m);
+  free(m);
+  free(log);
 }
 
 /* --- K workers with tau 1 = one worker on a K-times batch, on LeNet ------- */

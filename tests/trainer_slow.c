@@ -3,18 +3,35 @@
  * spends SLOW_S_PER_SAMPLE more per sample -- it sleeps and reports the
  * sleep as compute, as a slower device would. A fixed cost per sample (not
  * a multiple of the measured compute) keeps the slowdown itself free of the
- * shared machine's noise. Test scaffolding, never linked into memdl. */
+ * shared machine's noise. $MDL_TEST_SLOW changes what it does:
+ *   "steady"     every worker takes STEADY_S_PER_SAMPLE per sample
+ *                (sleeping out what its real compute left, and reporting
+ *                exactly that): equal speeds, free of the machine's noise
+ *                while its real compute stays under that;
+ *   "from:N:MS"  steady, and worker 1 takes MS ms more a sample from
+ *                iteration N on (slowed mid-run);
+ *   "comm:MS:N"  from iteration N every worker sleeps MS ms a round without
+ *                counting it as compute: the driver measures it as
+ *                communication, as a slow link would.
+ * Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "tests/driver_test_util.h"
 
 #define SLOW_S_PER_SAMPLE 2e-3
+#define STEADY_S_PER_SAMPLE 1e-3
 
 typedef struct slow {
-  void *in; /* the net trainer's context */
-  bool slow;
+  void *in;    /* the net trainer's context */
+  bool steady; /* pads its compute to STEADY_S_PER_SAMPLE */
+  bool slow;   /* per_s more a sample from iteration `from` */
+  bool comm;   /* comm_s a round, not compute, from iteration `from` */
+  int from;
+  double per_s, comm_s;
 } slow;
 
 static const mdl_trainer_i *inner(void) {
@@ -39,7 +56,22 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
     free(s);
     return st;
   }
+  const char *how = getenv("MDL_TEST_SLOW");
+  double ms = 0;
+  bool worker = o->worker_index >= 0;
   s->slow = o->worker_index == 1;
+  s->per_s = SLOW_S_PER_SAMPLE;
+  if (how && sscanf(how, "from:%d:%lf", &s->from, &ms) == 2) {
+    s->steady = worker;
+    s->per_s = ms * 1e-3;
+  } else if (how && sscanf(how, "comm:%lf:%d", &ms, &s->from) == 2) {
+    s->slow = false;
+    s->comm = worker;
+    s->comm_s = ms * 1e-3;
+  } else if (how && !strcmp(how, "steady")) {
+    s->slow = false;
+    s->steady = worker;
+  }
   *ctx = s;
   return MDL_OK;
 }
@@ -72,14 +104,30 @@ static uint64_t slow_samples(void *ctx, Caffe__Phase phase) {
   return inner()->samples(in_of(ctx), phase);
 }
 
+static void sleep_s(double t) {
+  if (t <= 0) return;
+  struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
 static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,
                            const volatile int *cancel, mdl_trainer_stats *stats, mdl_error *err) {
-  mdl_status st = inner()->run(in_of(ctx), tau, iter_start, w_in, w_out, cancel, stats, err);
-  if (st != MDL_OK || !((slow *)ctx)->slow) return st;
-  double extra = SLOW_S_PER_SAMPLE * (double)stats->samples;
-  struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
-  nanosleep(&ts, NULL);
-  stats->compute_s += extra;
+  slow *s = ctx;
+  mdl_status st = inner()->run(s->in, tau, iter_start, w_in, w_out, cancel, stats, err);
+  if (st != MDL_OK) return st;
+  double pause = 0;
+  if (s->steady) {
+    double want = STEADY_S_PER_SAMPLE * (double)stats->samples;
+    pause = want - stats->compute_s;
+    stats->compute_s = want;
+  }
+  if (s->slow && iter_start >= s->from) {
+    double extra = s->per_s * (double)stats->samples;
+    pause += extra;
+    stats->compute_s += extra;
+  }
+  if (s->comm && iter_start >= s->from) pause += s->comm_s; /* not compute: a slow link */
+  sleep_s(pause);
   return MDL_OK;
 }
 

@@ -209,3 +209,111 @@ Test(tuner, per_iteration_costs_move_samples_to_the_worker_without_them) {
   cr_assert_float_eq(p.iter_s, 89e-3, 1e-12);
   cr_assert_float_eq(p.iter_equal_s, 114e-3, 1e-12, "50 + 64 x 1 ms");
 }
+
+/* --- during the run: current shares + measured times -> new shares or keep --- */
+
+typedef struct rebalance_case {
+  const char *what;
+  double sample_s[2], fixed_s[2]; /* what the last rounds measured */
+  int64_t cur[2];                 /* the shares the workers run at */
+  bool change;                    /* the tuner's decision */
+  int64_t want[2];                /* the shares to run with afterwards */
+} rebalance_case;
+
+Test(tuner, rebalancing_follows_a_speed_change_and_ignores_jitter) {
+  /* tau 5, 1 ms of communication a round, global batch 128 */
+  static const rebalance_case cases[] = {
+      {"equal speeds at equal shares: keep", {1e-3, 1e-3}, {0, 0}, {64, 64}, false, {64, 64}},
+      {"worker 1 slowed 5x at equal shares: by speed",
+       {1e-3, 5e-3},
+       {0, 0},
+       {64, 64},
+       true,
+       {107, 21}},
+      {"8% jitter at equal shares: keep", {1e-3, 1.08e-3}, {0, 0}, {64, 64}, false, {64, 64}},
+      {"worker 1 recovered at shares by speed: back to equal",
+       {1e-3, 1e-3},
+       {0, 0},
+       {107, 21},
+       true,
+       {64, 64}},
+      /* 5.5x: shares by speed 108/20 would save only ~5% over 107/21 */
+      {"a small drift at shares by speed: keep",
+       {1e-3, 5.5e-3},
+       {0, 0},
+       {107, 21},
+       false,
+       {107, 21}},
+      {"worker 0 slowed now: the other way round",
+       {4e-3, 1e-3},
+       {0, 0},
+       {107, 21},
+       true,
+       {26, 102}},
+      /* per-iteration costs: worker 1 pays 50 ms whatever its batch */
+      {"a fixed cost per iteration", {1e-3, 1e-3}, {0, 50e-3}, {64, 64}, true, {89, 39}},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    const rebalance_case *k = &cases[c];
+    mdl_tune_worker w[2];
+    for (int i = 0; i < 2; i++)
+      w[i] = (mdl_tune_worker){
+          .sample_s = k->sample_s[i], .fixed_s = k->fixed_s[i], .latency_s = 1e-3};
+    mdl_tune_table t = table_of(w, 2, 128);
+    t.fixed_tau = 5;
+    int64_t share[2];
+    mdl_tune_rebalance_result r;
+    mdl_tune_rebalance(&t, k->cur, share, &r);
+    cr_assert_eq(r.change, k->change, "%s: change %d (round %.1f ms now, %.1f ms after)", k->what,
+                 r.change, r.round_cur_s * 1e3, r.round_s * 1e3);
+    cr_assert_eq(share[0], k->want[0], "%s: %lld", k->what, (long long)share[0]);
+    cr_assert_eq(share[1], k->want[1], "%s: %lld", k->what, (long long)share[1]);
+    cr_assert_eq(sum_of(share, 2), 128, "%s", k->what);
+    if (r.change)
+      cr_assert_leq(r.round_s, 0.9 * r.round_cur_s, "%s: a change must gain 10%%", k->what);
+    /* the round at the current shares: tau x their slowest iteration + comm */
+    double slow = 0;
+    for (int i = 0; i < 2; i++) {
+      double it = k->fixed_s[i] + (double)k->cur[i] * k->sample_s[i];
+      if (it > slow) slow = it;
+    }
+    cr_assert_float_eq(r.round_cur_s, 5 * slow + 1e-3, 1e-12, "%s", k->what);
+  }
+}
+
+typedef struct partition_case {
+  const char *what;
+  int k;
+  int64_t share[3], held[3];
+  int moved;
+  int64_t want[3];
+} partition_case;
+
+Test(tuner, partitions_follow_the_shares_with_the_fewest_moves) {
+  static const partition_case cases[] = {
+      {"equal shares, round-robin deal: nothing moves", 2, {64, 64}, {8, 8}, 0, {8, 8}},
+      {"equal shares, odd count: nothing moves", 2, {64, 64}, {9, 8}, 0, {9, 8}},
+      {"equal shares of 3, 7 partitions", 3, {10, 10, 10}, {3, 2, 2}, 0, {3, 2, 2}},
+      /* 107/128 of 16 = 13.4 */
+      {"shares 107/21 over 16", 2, {107, 21}, {8, 8}, 5, {13, 3}},
+      {"as many partitions as workers: each keeps one", 2, {107, 21}, {1, 1}, 0, {1, 1}},
+      {"a far slower worker keeps one", 2, {127, 1}, {4, 4}, 3, {7, 1}},
+      {"back to equal from a skewed deal", 2, {64, 64}, {13, 3}, 5, {8, 8}},
+      {"three workers 2:1:1 over 12", 3, {64, 32, 32}, {4, 4, 4}, 2, {6, 3, 3}},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    const partition_case *p = &cases[c];
+    int64_t target[3];
+    int moved = mdl_tune_partitions(p->k, p->share, p->held, target);
+    cr_assert_eq(moved, p->moved, "%s: %d moved", p->what, moved);
+    int64_t before = 0, after = 0;
+    for (int i = 0; i < p->k; i++) {
+      cr_assert_eq(target[i], p->want[i], "%s: worker %d holds %lld", p->what, i,
+                   (long long)target[i]);
+      cr_assert_geq(target[i], 1, "%s", p->what);
+      before += p->held[i];
+      after += target[i];
+    }
+    cr_assert_eq(after, before, "%s: partitions kept", p->what);
+  }
+}

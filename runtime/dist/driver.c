@@ -713,6 +713,7 @@ static mdl_status run_rounds(driver *d, mdl_error *err) {
     double comm0 = d->res->comm_s, t0 = mdl_now();
     st = run_round(d, tau, reads_weights_after(d, tau), err);
     if (st == MDL_OK) mdl_driver_retune(d, tau, mdl_now() - t0, d->res->comm_s - comm0);
+    if (st == MDL_OK) st = mdl_driver_rebalance(d, tau, err);
     bool stop = st == MDL_OK && snapshot_step(d, err, &st);
     if (st == MDL_OK && stop) {
       d->res->stopped = true;

@@ -1,7 +1,9 @@
-/* The driver's measurements of its workers: the calibration Round before
- * the first round, its cache, and re-tuning tau when the measured share of
- * communication leaves the job's bound. Owns no figures (calibrate.h) and
- * no tuning arithmetic (compiler/tuner.h). */
+/* The driver's measurements of its workers and what follows from them: the
+ * calibration Round before the first round and its cache, the shares of
+ * the batch and the partitions that follow speed (at the start and, from
+ * windows of rounds, during the run), and re-tuning tau when the measured
+ * share of communication leaves the job's bound. Owns no figures
+ * (calibrate.h) and no tuning arithmetic (compiler/tuner.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +22,6 @@
  * (their figures decide the run), up to CALIBRATE_FIT_STEPS times. */
 #define CALIBRATE_FIT_ITERS 8
 #define CALIBRATE_FIT_STEPS 2
-/* Rounds a re-tuning judges at once: one slow round is noise. */
-#define RETUNE_WINDOW 5
 
 static double comm_bound(const driver *d) {
   double f = d->plan->sync ? d->plan->sync->max_comm_fraction : 0;
@@ -129,16 +129,83 @@ static mdl_tune_plan tune(const driver *d, const mdl_calibration *c, int64_t *sh
   return p;
 }
 
-/* Gives the workers these shares of the global batch and sets them up
- * again (a Setup rebuilds a worker's net at its batch; nothing has trained
- * yet, so nothing is lost). */
+/* Moves whole train partitions among the n slots act so each one's part
+ * of the data follows its share (0: the net's batch), by
+ * mdl_tune_partitions: partitions are dealt in equal sizes, so counts
+ * stand for samples. What moved goes into what ("" when nothing did). */
+static void follow_shares(driver *d, slot *const *act, int n, const int64_t *share, char *what,
+                          size_t cap) {
+  int64_t sh[MDL_TUNE_MAX_WORKERS] = {0}, held[MDL_TUNE_MAX_WORKERS] = {0};
+  int64_t target[MDL_TUNE_MAX_WORKERS];
+  size_t parts = 0;
+  what[0] = 0;
+  for (int i = 0; i < n; i++) {
+    sh[i] = share[i] > 0 ? share[i] : (int64_t)d->train_batch;
+    held[i] = (int64_t)act[i]->n_train;
+    parts += act[i]->n_train;
+  }
+  if (mdl_tune_partitions(n, sh, held, target) == 0) {
+    bool unequal = false;
+    for (int i = 1; i < n; i++) unequal = unequal || sh[i] != sh[0];
+    if (unequal && parts < (size_t)n * 4)
+      dlog(d,
+           "partitions: %zu train partitions for %d workers are too few to follow the shares "
+           "(set the data set's `partitions`, e.g. %d)",
+           parts, n, n * 8);
+    return;
+  }
+  Memdl__PartitionLineage **pool = mdl_xcalloc(parts + 1, sizeof *pool);
+  size_t np = 0, off = 0;
+  for (int i = 0; i < n; i++) /* the last ones each donor holds */
+    while ((int64_t)act[i]->n_train > target[i]) pool[np++] = act[i]->train[--act[i]->n_train];
+  size_t moved = np;
+  for (int i = 0; i < n; i++)
+    while ((int64_t)act[i]->n_train < target[i] && np > 0)
+      lineage_push(&act[i]->train, &act[i]->n_train, pool[--np]);
+  free(pool);
+  for (int i = 0; i < n && off < cap; i++)
+    off += (size_t)snprintf(what + off, cap - off, "%sworker %d %lld -> %lld", i ? ", " : "",
+                            act[i]->index, (long long)held[i], (long long)target[i]);
+  if (off < cap) snprintf(what + off, cap - off, " (%zu of %zu moved)", moved, parts);
+}
+
+/* Gives the workers these shares of the global batch (0: the net's) and
+ * sets them up again: a Setup rebuilds a worker's net at its batch. Before
+ * the first round nothing has trained, so nothing is lost; during the run
+ * states carries every worker's optimiser state (NULL: none). With
+ * partitions, whole train partitions move first so each worker's data
+ * follows its share, and the move is printed. */
 static mdl_status set_shares(driver *d, slot *const *act, int n, const int64_t *share,
-                             mdl_error *err) {
-  bool same = true;
+                             bool partitions, const Memdl__DriverSnapshot *states, mdl_error *err) {
+  char what[1024] = "";
+  if (partitions) follow_shares(d, act, n, share, what, sizeof what);
+  bool same = !what[0];
   for (int i = 0; i < n; i++) same = same && act[i]->batch == (uint64_t)share[i];
   if (same) return MDL_OK;
+  /* a Setup drops the average peers kept: the driver holds it first */
+  mdl_status st = mdl_driver_weights(d, err);
+  if (st != MDL_OK) return st;
   for (int i = 0; i < n; i++) act[i]->batch = (uint64_t)share[i];
-  return mdl_driver_setup_workers(d, NULL, err);
+  st = mdl_driver_setup_workers(d, states, err);
+  d->kept_epoch = 0; /* set up again: no peer holds the last average */
+  if (st != MDL_OK || !what[0]) return st;
+  uint64_t total = 0, batch = 0;
+  for (int i = 0; i < n; i++) {
+    total += act[i]->train_samples;
+    batch += act[i]->batch ? act[i]->batch : d->train_batch;
+  }
+  char line[1024];
+  size_t off = 0;
+  for (int i = 0; i < n && off < sizeof line; i++) {
+    uint64_t b = act[i]->batch ? act[i]->batch : d->train_batch;
+    off +=
+        (size_t)snprintf(line + off, sizeof line - off, "%sworker %d %llu (%.1f%%; share %.1f%%)",
+                         i ? ", " : "", act[i]->index, (unsigned long long)act[i]->train_samples,
+                         total ? 100.0 * (double)act[i]->train_samples / (double)total : 0.0,
+                         batch ? 100.0 * (double)b / (double)batch : 0.0);
+  }
+  dlog(d, "partitions follow the shares: %s; train samples now %s", what, line);
+  return MDL_OK;
 }
 
 /* One measurement (at the net's batch) cannot tell a worker's per-sample
@@ -163,7 +230,7 @@ static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, ch
   for (int step = 0; st == MDL_OK && *ok && step < CALIBRATE_FIT_STEPS; step++) {
     int64_t share[MDL_TUNE_MAX_WORKERS], next[MDL_TUNE_MAX_WORKERS];
     if (!tune(d, c, share).balanced) break;
-    st = set_shares(d, act, n, share, err);
+    st = set_shares(d, act, n, share, false, NULL, err);
     if (st == MDL_OK) *ok = measure_all(d, act, n, CALIBRATE_FIT_ITERS, &at, why, cap);
     for (int i = 0; st == MDL_OK && *ok && i < n; i++) {
       mdl_calib_worker *w = &c->worker[i];
@@ -189,6 +256,15 @@ static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, ch
   return st;
 }
 
+/* "worker 0 92, worker 1 36": the n shares, into buf. */
+static void shares_text(slot *const *act, int n, const int64_t *share, char *buf, size_t cap) {
+  size_t off = 0;
+  buf[0] = 0;
+  for (int i = 0; i < n && off < cap; i++)
+    off += (size_t)snprintf(buf + off, cap - off, "%sworker %d %lld", i ? ", " : "", act[i]->index,
+                            (long long)share[i]);
+}
+
 /* The tuner on the figures: a tuned tau is chosen again, and on a fresh run
  * each worker's share of the global batch follows its speed when that
  * shortens the predicted round by MDL_TUNE_REBALANCE_GAIN. Equal speeds
@@ -197,6 +273,10 @@ static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, ch
 static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, mdl_error *err) {
   int64_t share[MDL_TUNE_MAX_WORKERS];
   mdl_tune_plan p = tune(d, c, share);
+  for (int i = 0; i < c->n_workers; i++) { /* what rebalancing rescales */
+    act[i]->model_fixed_s = c->worker[i].fixed_s;
+    act[i]->model_sample_s = c->worker[i].sample_s;
+  }
   if (d->o.tau_tuned) {
     int tau = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
     dlog(d,
@@ -206,7 +286,7 @@ static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, m
     d->tau = tau;
   }
   if (p.balanced && (d->iter > 0 || d->res->resumed)) {
-    dlog(d, "blocks: equal on a resumed run (shares by speed are chosen at the start only)");
+    dlog(d, "blocks: equal on a resumed run (the rounds' measurements move them from here)");
     return MDL_OK;
   }
   if (!p.balanced) {
@@ -215,18 +295,15 @@ static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, m
          "the predicted round by under %.0f%%)",
          (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
     for (int i = 0; i < c->n_workers; i++) share[i] = 0; /* the net's own */
-    return set_shares(d, act, c->n_workers, share, err);
+    return set_shares(d, act, c->n_workers, share, true, NULL, err);
   }
   char line[1024];
-  size_t n = 0;
-  for (int i = 0; i < c->n_workers && n < sizeof line - 64; i++)
-    n += (size_t)snprintf(line + n, sizeof line - n, "%sworker %d %lld", i ? ", " : "",
-                          act[i]->index, (long long)share[i]);
+  shares_text(act, c->n_workers, share, line, sizeof line);
   dlog(d,
        "blocks by measured speed: %s samples per iteration (global batch %lld kept); predicted "
        "round %.1f ms, %.1f ms with equal blocks",
        line, (long long)c->worker_batch * c->n_workers, p.round_s * 1e3, p.round_equal_s * 1e3);
-  return set_shares(d, act, c->n_workers, share, err);
+  return set_shares(d, act, c->n_workers, share, true, NULL, err);
 }
 
 mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
@@ -293,7 +370,7 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   d->retune_iters += tau;
   d->retune_wall += wall;
   d->retune_comm += comm;
-  if (d->retune_rounds < RETUNE_WINDOW) return;
+  if (d->retune_rounds < MDL_DRIVER_WINDOW) return;
   double f = comm_bound(d), share = d->retune_wall > 0 ? d->retune_comm / d->retune_wall : 0;
   double iter_s = (d->retune_wall - d->retune_comm) / d->retune_iters;
   double round_comm = d->retune_comm / d->retune_rounds;
@@ -323,4 +400,173 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
        "%.2f ms per iteration, %.2f ms per round)",
        d->tau, next, 100 * share, rounds, 100 * f, iter_s * 1e3, round_comm * 1e3);
   d->tau = next;
+}
+
+/* --- shares that follow speed during the run ------------------------------ */
+
+static double median(const double *v, int n) {
+  double a[MDL_DRIVER_WINDOW];
+  memcpy(a, v, (size_t)n * sizeof *a);
+  for (int i = 1; i < n; i++) /* insertion sort: a handful of values */
+    for (int j = i; j > 0 && a[j] < a[j - 1]; j--) {
+      double t = a[j];
+      a[j] = a[j - 1];
+      a[j - 1] = t;
+    }
+  return n % 2 ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+}
+
+/* The round just ended into each worker's window (a worker that did not
+ * finish it adds nothing). Returns whether the window is complete. */
+static bool window_add(driver *d, int tau) {
+  for (int i = 0; i < d->k; i++) {
+    slot *s = &d->s[i];
+    if (!s->alive || s->total.rounds == s->win_seen) continue;
+    s->win_seen = s->total.rounds;
+    if (s->win_n >= MDL_DRIVER_WINDOW || tau < 1) continue;
+    s->win_iter_s[s->win_n] = s->compute_s / tau;
+    s->win_comm_s[s->win_n] = s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0;
+    s->win_n++;
+  }
+  return ++d->rebalance_rounds >= MDL_DRIVER_WINDOW;
+}
+
+/* Worker s's row from its window: its model (the calibration's split of
+ * an iteration into fixed and per-sample time) rescaled to the median
+ * iteration it measured at its batch b -- a worker whose cores are now
+ * shared slows down in both parts -- or, with no model, all per sample. */
+static mdl_tune_worker window_row(slot *s, int64_t b, double *iter_s) {
+  *iter_s = median(s->win_iter_s, s->win_n);
+  double pred = s->model_fixed_s + (double)b * s->model_sample_s;
+  if (pred > 0 && s->model_sample_s > 0) {
+    double r = *iter_s / pred;
+    s->model_fixed_s *= r;
+    s->model_sample_s *= r;
+  } else {
+    s->model_fixed_s = 0;
+    s->model_sample_s = *iter_s / (double)b;
+  }
+  return (mdl_tune_worker){.sample_s = s->model_sample_s,
+                           .fixed_s = s->model_fixed_s,
+                           .latency_s = median(s->win_comm_s, s->win_n)};
+}
+
+/* The new shares (share[], 0: the net's) to the n workers act, with their
+ * optimiser states, so training goes on where it was. */
+static mdl_status reshare(driver *d, slot *const *act, int n, const int64_t *share,
+                          mdl_error *err) {
+  Memdl__WorkerSnapshot *ws = mdl_xcalloc((size_t)d->k, sizeof *ws);
+  Memdl__WorkerSnapshot **wp = mdl_xcalloc((size_t)d->k, sizeof *wp);
+  for (int i = 0; i < d->k; i++) wp[i] = &ws[i];
+  mdl_rpc_call *calls = NULL;
+  int nc = 0;
+  bool complete = true;
+  mdl_status st = mdl_driver_gather_states(d, ws, &calls, &nc, &complete, err);
+  if (st == MDL_OK && !complete)
+    dlog(d, "blocks: kept (a worker did not give its state; its round will deal with it)");
+  if (st == MDL_OK && complete) {
+    Memdl__DriverSnapshot states = MEMDL__DRIVER_SNAPSHOT__INIT;
+    states.n_worker = (size_t)d->k;
+    states.worker = wp;
+    st = set_shares(d, act, n, share, true, &states, err);
+  }
+  mdl_rpc_calls_clear(calls, nc);
+  free(calls);
+  free(ws);
+  free(wp);
+  return st;
+}
+
+/* The table of the window's measurements over the workers act (*n of
+ * them; cur[] their shares), what they measured into measured; false (the
+ * window dropped) when a worker is dead or did not report, or no
+ * iterations are left. Empties every window. */
+static bool window_table(driver *d, slot **act, int *n, mdl_tune_worker *rows, int64_t *cur,
+                         char *measured, size_t cap) {
+  bool all = d->iter < d->max_iter;
+  *n = 0;
+  for (int i = 0; i < d->k; i++) {
+    slot *s = &d->s[i];
+    /* Setup goes to every slot: wait until a dead one is back */
+    all = all && s->alive && s->win_n > 0;
+    if (s->alive && s->n_train > 0) act[(*n)++] = s;
+  }
+  size_t off = 0;
+  measured[0] = 0;
+  for (int i = 0; all && i < *n; i++) {
+    cur[i] = act[i]->batch ? (int64_t)act[i]->batch : (int64_t)d->train_batch;
+    double it;
+    rows[i] = window_row(act[i], cur[i], &it);
+    if (off < cap)
+      off += (size_t)snprintf(measured + off, cap - off, "%sworker %d %.1f ms at %lld",
+                              i ? ", " : "", act[i]->index, it * 1e3, (long long)cur[i]);
+  }
+  for (int i = 0; i < d->k; i++) d->s[i].win_n = 0;
+  return all && *n >= 2;
+}
+
+mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
+  bool follows = (d->o.calibrate || d->o.tau_tuned) && !d->o.calibrate_only;
+  if (!follows || d->k < 2 || d->k > MDL_TUNE_MAX_WORKERS || !d->train_batch) return MDL_OK;
+  /* the first round of a process or after a Setup builds the arenas */
+  if (d->rounds_here <= 1 || d->round <= d->rebalance_skip) return MDL_OK;
+  if (!window_add(d, tau)) return MDL_OK;
+  int first = d->round - d->rebalance_rounds + 1, n = 0;
+  d->rebalance_rounds = 0;
+  slot *act[MDL_TUNE_MAX_WORKERS];
+  mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
+  int64_t cur[MDL_TUNE_MAX_WORKERS], share[MDL_TUNE_MAX_WORKERS], global = 0;
+  char measured[1024];
+  if (!window_table(d, act, &n, rows, cur, measured, sizeof measured)) return MDL_OK;
+  for (int i = 0; i < n; i++) global += cur[i];
+  mdl_tune_table t = {.n_workers = n,
+                      .worker = rows,
+                      .global_batch = global,
+                      .weight_bytes = (double)d->n_params * sizeof(float),
+                      .max_comm_fraction = comm_bound(d),
+                      .fixed_tau = d->tau};
+  mdl_tune_rebalance_result r;
+  mdl_tune_rebalance(&t, cur, share, &r);
+  if (!r.change) return MDL_OK;
+  char now[1024], was[1024], reason[1400];
+  shares_text(act, n, share, now, sizeof now);
+  shares_text(act, n, cur, was, sizeof was);
+  snprintf(reason, sizeof reason, "rounds %d-%d took %s samples per iteration", first, d->round,
+           measured);
+  /* a change costs a Setup: the rounds left must win back what the last
+   * one took (near the end of a run they cannot) */
+  int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;
+  double saves = (r.round_cur_s - r.round_s) * left;
+  if (saves < d->reshare_s) {
+    dlog(d,
+         "blocks: kept (%s would save %.2f s over the %d rounds left; setting the workers up "
+         "again took %.2f s): %s",
+         now, saves, left, d->reshare_s, reason);
+    return MDL_OK;
+  }
+  bool equal = !r.balanced;
+  for (int i = 0; equal && i < n; i++) equal = share[i] == (int64_t)d->train_batch;
+  if (equal)
+    dlog(d,
+         "blocks: equal, %lld samples per worker per iteration (were %s): %s; predicted round "
+         "%.1f ms, %.1f ms with the current blocks",
+         (long long)d->train_batch, was, reason, r.round_s * 1e3, r.round_cur_s * 1e3);
+  else
+    dlog(d,
+         "blocks by measured speed: %s samples per iteration (global batch %lld kept; were %s): "
+         "%s; predicted round %.1f ms, %.1f ms with the current blocks",
+         now, (long long)global, was, reason, r.round_s * 1e3, r.round_cur_s * 1e3);
+  for (int i = 0; equal && i < n; i++) share[i] = 0; /* the net's own */
+  double t0 = mdl_now();
+  mdl_status st = reshare(d, act, n, share, err);
+  d->reshare_s = mdl_now() - t0;
+  if (st == MDL_OK)
+    dlog(d, "blocks: the workers were set up again in %.2f s (their optimiser states kept)",
+         d->reshare_s);
+  /* setting up is not training: out of images/s and the ETA */
+  mdl_progress_exclude(&d->prog, d->reshare_s);
+  d->aside_s += d->reshare_s;
+  d->rebalance_skip = d->round + 1;
+  if (st == MDL_OK) mdl_driver_report_rebalance(d, reason, r.round_cur_s, r.round_s);
+  return st;
 }

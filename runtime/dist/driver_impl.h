@@ -20,6 +20,10 @@
 
 #define SNAPSHOT_VERSION 1
 
+/* Rounds a re-tuning of tau or a rebalancing of shares judges at once: one
+ * slow round is noise. */
+#define MDL_DRIVER_WINDOW 5
+
 typedef struct slot {
   int index;
   char addr[300];
@@ -33,7 +37,14 @@ typedef struct slot {
   uint64_t samples;
   uint64_t batch; /* its share of the global batch when balanced by speed; 0: the net's */
   double compute_s, rtt_s;
+  uint64_t train_samples; /* its partitions' records, as its last Setup said */
   mdl_driver_worker_stats total;
+  /* rebalancing (driver_calibrate.c): its model, fixed + batch x per-sample
+   * seconds an iteration (from the calibration, rescaled by what the rounds
+   * measure; 0: none yet), and the window's per-round figures */
+  double model_fixed_s, model_sample_s;
+  double win_iter_s[MDL_DRIVER_WINDOW], win_comm_s[MDL_DRIVER_WINDOW];
+  int win_n, win_seen; /* figures in the window; total.rounds when last taken */
   /* remote mode: a dead worker's partitions, taken back when it answers
    * again (its channel connected; after a failed try, not before retry_at) */
   bool lost;
@@ -107,6 +118,11 @@ typedef struct driver {
   int retune_rounds, retune_iters;
   int retune_floor; /* the largest tau a measured excess asked for: never gone below */
   double retune_wall, retune_comm;
+  /* mdl_driver_rebalance's window: rounds in it, and the last round of
+   * this process it ignores (the first after a Setup builds the arenas);
+   * how long the last change of shares took (0: none yet) */
+  int rebalance_rounds, rebalance_skip;
+  double reshare_s;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -179,6 +195,16 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err);
  * the last rounds left the job's bound, tau is chosen again from what they
  * measured, and the change and its reason go to the log. */
 void mdl_driver_retune(driver *d, int tau, double wall, double comm);
+
+/* After a round of tau iterations, when shares follow speed (the run
+ * calibrates): each worker's time per iteration and communication over the
+ * last MDL_DRIVER_WINDOW rounds rescale its model, and the tuner's share
+ * choice runs again (mdl_tune_rebalance); when it shortens the predicted
+ * round by MDL_TUNE_REBALANCE_GAIN the workers are set up again with the
+ * new shares, their optimiser states and partitions that follow the
+ * shares, and the change, its reason and a "rebalance" record go out. An
+ * error only when setting up fails as a run's setup would. */
+mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err);
 
 /* The workers a run names, before any is started: local:K (local_k) or
  * addresses (with devices when the job's cluster block names them). */
@@ -278,6 +304,14 @@ void mdl_driver_hash_plan(driver *d);
  * weights, iteration and round), else round-robin over the slots. */
 mdl_status mdl_driver_resume(driver *d, Memdl__DriverSnapshot **snap, mdl_error *err);
 
+/* Every live worker's optimiser state by State calls: ws[i] (d->k entries,
+ * the caller's) gets slot i's partitions and share and, when it answered,
+ * its state, which points into *calls' replies (the caller's: valid until
+ * mdl_rpc_calls_clear(*calls, *n_calls), then free). *complete is false
+ * when a live worker did not answer (said in the log). */
+mdl_status mdl_driver_gather_states(driver *d, Memdl__WorkerSnapshot *ws, mdl_rpc_call **calls,
+                                    int *n_calls, bool *complete, mdl_error *err);
+
 /* Writes the driver snapshot (weights, every worker's state, partitions)
  * atomically; skipped (not an error) when a worker cannot give its state. */
 mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err);
@@ -311,6 +345,11 @@ void mdl_driver_report_round(driver *d, int tau, slot *const *done, int n, doubl
 /* A TEST pass's record (scalar outputs of net). */
 void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, int n,
                             uint64_t samples);
+
+/* A change of the workers' shares: a "rebalance" record with its reason,
+ * the predicted round times and per worker its share, train partitions and
+ * samples. Nothing without metrics.jsonl. */
+void mdl_driver_report_rebalance(driver *d, const char *reason, double round_was_s, double round_s);
 
 /* A snapshot point's line and record. */
 void mdl_driver_report_snapshot(driver *d, const char *model, const char *state);

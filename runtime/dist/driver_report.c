@@ -52,6 +52,11 @@ mdl_status mdl_driver_report_open(driver *d, mdl_error *err) {
                          .overrides = d->o.overrides,
                          .n_overrides = d->o.n_overrides};
   mdl_report_start_record(d->metrics, &rs);
+  /* the shares calibration chose (set before the file was open) */
+  bool by_speed = false;
+  for (int i = 0; i < d->k; i++) by_speed = by_speed || d->s[i].batch > 0;
+  if (by_speed && !d->res->resumed)
+    mdl_driver_report_rebalance(d, "calibration before the first round", 0, 0);
   return MDL_OK;
 }
 
@@ -111,6 +116,38 @@ void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, i
   mdl_report_test_record(d->metrics, d->iter, net, names, values, m, (int64_t)samples);
   free(names);
   free(values);
+}
+
+void mdl_driver_report_rebalance(driver *d, const char *reason, double round_was_s,
+                                 double round_s) {
+  if (!d->metrics) return;
+  size_t cap = 64 + (size_t)d->k * 160, used = 0;
+  char *w = mdl_xmalloc(cap);
+  used += (size_t)snprintf(w, cap, "[");
+  for (int i = 0, n = 0; i < d->k && used < cap; i++) {
+    const slot *s = &d->s[i];
+    if (!s->alive) continue;
+    used += (size_t)snprintf(w + used, cap - used,
+                             "%s{\"rank\": %d, \"batch\": %llu, \"train_partitions\": %zu, "
+                             "\"train_samples\": %llu}",
+                             n++ ? ", " : "", s->index,
+                             (unsigned long long)(s->batch ? s->batch : d->train_batch), s->n_train,
+                             (unsigned long long)s->train_samples);
+  }
+  if (used < cap) snprintf(w + used, cap - used, "]");
+  mdl_json j = {0};
+  mdl_json_begin(&j);
+  mdl_json_str(&j, "event", "rebalance");
+  mdl_json_int(&j, "round", d->round);
+  mdl_json_int(&j, "iter", d->iter);
+  mdl_json_str(&j, "reason", reason);
+  if (round_was_s > 0) mdl_json_num(&j, "predicted_round_was_s", round_was_s);
+  if (round_s > 0) mdl_json_num(&j, "predicted_round_s", round_s);
+  mdl_json_raw(&j, "workers", w);
+  mdl_json_end(&j);
+  mdl_metrics_write(d->metrics, &j);
+  mdl_json_free(&j);
+  free(w);
 }
 
 void mdl_driver_report_snapshot(driver *d, const char *model, const char *state) {

@@ -34,11 +34,8 @@ mdl_status mdl_driver_snapshot_write(driver *d, mdl_error *err) {
   return mdl_driver_state_write(d, d->snapshot_path, &written, err);
 }
 
-mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err) {
-  double t0 = mdl_now();
-  *written = false;
-  mdl_status wst = mdl_driver_weights(d, err);
-  if (wst != MDL_OK) return wst;
+mdl_status mdl_driver_gather_states(driver *d, Memdl__WorkerSnapshot *ws, mdl_rpc_call **calls,
+                                    int *n_calls, bool *complete, mdl_error *err) {
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
   for (int i = 0; i < d->k; i++)
@@ -46,15 +43,14 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
   Memdl__StateRequest req = MEMDL__STATE_REQUEST__INIT;
   req.has_session = 1;
   req.session = d->session;
-  mdl_rpc_call *calls = mdl_xcalloc((size_t)(n ? n : 1), sizeof *calls);
-  for (int i = 0; i < n; i++) {
-    call_init(d, &calls[i], act[i], MDL_WORKER_STATE, &req.base, &memdl__state_reply__descriptor);
-  }
-  mdl_status st = mdl_rpc_call_all(calls, n, d->round_timeout_ms, d->abort, err);
-  Memdl__DriverSnapshot snap = MEMDL__DRIVER_SNAPSHOT__INIT;
-  Memdl__WorkerSnapshot *ws = mdl_xcalloc((size_t)d->k, sizeof *ws);
-  Memdl__WorkerSnapshot **wp = mdl_xcalloc((size_t)d->k, sizeof *wp);
-  bool complete = true;
+  *calls = mdl_xcalloc((size_t)(n ? n : 1), sizeof **calls);
+  *n_calls = n;
+  for (int i = 0; i < n; i++)
+    call_init(d, &(*calls)[i], act[i], MDL_WORKER_STATE, &req.base,
+              &memdl__state_reply__descriptor);
+  /* req lives on this frame: every call ends inside mdl_rpc_call_all */
+  mdl_status st = mdl_rpc_call_all(*calls, n, d->round_timeout_ms, d->abort, err);
+  *complete = true;
   for (int i = 0; i < d->k; i++) {
     memdl__worker_snapshot__init(&ws[i]);
     ws[i].n_train_partition = d->s[i].n_train;
@@ -63,19 +59,37 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
     ws[i].test_partition = d->s[i].test;
     ws[i].has_batch = d->s[i].batch > 0;
     ws[i].batch = (uint32_t)d->s[i].batch;
-    wp[i] = &ws[i];
   }
   for (int i = 0; st == MDL_OK && i < n; i++) {
-    if (calls[i].code != MDL_RPC_OK) {
-      dlog(d, "worker %d (%s): State failed: %s %s; snapshot skipped", act[i]->index, act[i]->addr,
-           mdl_rpc_code_name(calls[i].code), calls[i].detail);
-      complete = false;
+    mdl_rpc_call *c = &(*calls)[i];
+    if (c->code != MDL_RPC_OK) {
+      dlog(d, "worker %d (%s): State failed: %s %s", act[i]->index, act[i]->addr,
+           mdl_rpc_code_name(c->code), c->detail);
+      *complete = false;
       continue;
     }
-    const Memdl__StateReply *r = (const Memdl__StateReply *)calls[i].reply;
+    const Memdl__StateReply *r = (const Memdl__StateReply *)c->reply;
     ws[act[i]->index].has_state = 1;
     ws[act[i]->index].state = r->state;
   }
+  free(act);
+  return st;
+}
+
+mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, mdl_error *err) {
+  double t0 = mdl_now();
+  *written = false;
+  mdl_status wst = mdl_driver_weights(d, err);
+  if (wst != MDL_OK) return wst;
+  Memdl__DriverSnapshot snap = MEMDL__DRIVER_SNAPSHOT__INIT;
+  Memdl__WorkerSnapshot *ws = mdl_xcalloc((size_t)d->k, sizeof *ws);
+  Memdl__WorkerSnapshot **wp = mdl_xcalloc((size_t)d->k, sizeof *wp);
+  for (int i = 0; i < d->k; i++) wp[i] = &ws[i];
+  mdl_rpc_call *calls = NULL;
+  int n = 0;
+  bool complete = true;
+  mdl_status st = mdl_driver_gather_states(d, ws, &calls, &n, &complete, err);
+  if (st == MDL_OK && !complete) dlog(d, "snapshot skipped: a worker did not give its state");
   if (st == MDL_OK && complete) {
     snap.has_version = snap.has_plan_hash = snap.has_num_workers = snap.has_seed = 1;
     snap.has_round = snap.has_iter = snap.has_weights = 1;
@@ -113,7 +127,6 @@ mdl_status mdl_driver_state_write(driver *d, const char *path, bool *written, md
   free(calls);
   free(ws);
   free(wp);
-  free(act);
   return st;
 }
 

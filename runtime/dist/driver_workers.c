@@ -90,6 +90,7 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
     }
     s->alive = true;
     snprintf(s->host_id, sizeof s->host_id, "%s", r->host_id ? r->host_id : "");
+    s->train_samples = r->train_samples;
     if (r->replaced_session && r->replaced_session != d->session)
       dlog(d,
            "worker %d (%s) was still serving run %016llx of another driver: taken over (that "
