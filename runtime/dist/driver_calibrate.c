@@ -364,17 +364,45 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
   return st;
 }
 
+/* What a round costs beyond its iterations, from a window of rounds: the
+ * workers' communication, and straggling: the mean round time over the
+ * slowest worker's mean (the price of each round waiting for whichever
+ * worker is slow this time, which longer rounds average out, as they do
+ * the fixed costs; a worker slow on average is the shares' business, not
+ * tau's, and does not count). */
+static double straggling(driver *d, double wall_mean) {
+  double slowest = 0;
+  for (int i = 0; i < d->k; i++) {
+    slot *s = &d->s[i];
+    if (s->retune_n > 0 && s->retune_rtt / s->retune_n > slowest)
+      slowest = s->retune_rtt / s->retune_n;
+    s->retune_rtt = 0;
+    s->retune_n = 0;
+  }
+  return wall_mean > slowest ? wall_mean - slowest : 0;
+}
+
 void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if (!d->o.tau_tuned) return;
   d->retune_rounds++;
   d->retune_iters += tau;
   d->retune_wall += wall;
   d->retune_comm += comm;
+  for (int i = 0; i < d->k; i++) { /* the members of the round just ended */
+    slot *s = &d->s[i];
+    if (s->total.rounds == s->retune_seen) continue;
+    s->retune_seen = s->total.rounds;
+    s->retune_rtt += s->rtt_s;
+    s->retune_n++;
+  }
   if (d->retune_rounds < MDL_DRIVER_WINDOW) return;
-  double f = comm_bound(d), share = d->retune_wall > 0 ? d->retune_comm / d->retune_wall : 0;
-  double iter_s = (d->retune_wall - d->retune_comm) / d->retune_iters;
-  double round_comm = d->retune_comm / d->retune_rounds;
   int rounds = d->retune_rounds;
+  double f = comm_bound(d), round_comm = d->retune_comm / rounds;
+  double round_straggle = straggling(d, d->retune_wall / rounds);
+  double round_over = round_comm + round_straggle;
+  double share = d->retune_wall > 0 ? round_over * rounds / d->retune_wall : 0;
+  double iter_s = (d->retune_wall - round_over * rounds) / d->retune_iters;
+  double wall_s = d->retune_wall;
   d->retune_rounds = d->retune_iters = 0;
   d->retune_wall = d->retune_comm = 0;
   /* half the bound below it: averaging more often helps convergence, and
@@ -382,8 +410,8 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if ((share <= f && share >= f / 2) || !(iter_s > 0)) return;
   if (share < f / 2 && d->tau == 1) return;
   /* the tuner on what the rounds measured: an iteration, and a round's
-   * communication as one worker's fixed cost */
-  mdl_tune_worker row = {.sample_s = iter_s, .latency_s = round_comm};
+   * communication and straggling as one worker's fixed cost */
+  mdl_tune_worker row = {.sample_s = iter_s, .latency_s = round_over};
   mdl_tune_table t = {.n_workers = 1, .worker = &row, .global_batch = 1, .max_comm_fraction = f};
   int64_t one;
   mdl_tune_plan p;
@@ -396,9 +424,11 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if (next > d->tau) d->retune_floor = next;
   if (next == d->tau) return;
   dlog(d,
-       "tau %d -> %d: communication took %.1f%% of the last %d rounds (bound %.0f%%; measured "
-       "%.2f ms per iteration, %.2f ms per round)",
-       d->tau, next, 100 * share, rounds, 100 * f, iter_s * 1e3, round_comm * 1e3);
+       "tau %d -> %d: communication and straggling took %.1f%% of the last %d rounds "
+       "(communication %.1f%%, straggling %.1f%%; bound %.0f%%; measured %.2f ms per iteration, "
+       "%.2f ms per round)",
+       d->tau, next, 100 * share, rounds, 100 * round_comm * rounds / wall_s,
+       100 * round_straggle * rounds / wall_s, 100 * f, iter_s * 1e3, round_over * 1e3);
   d->tau = next;
 }
 

@@ -45,6 +45,10 @@ typedef struct slot {
   double model_fixed_s, model_sample_s;
   double win_iter_s[MDL_DRIVER_WINDOW], win_comm_s[MDL_DRIVER_WINDOW];
   int win_n, win_seen; /* figures in the window; total.rounds when last taken */
+  /* mdl_driver_retune's window: its round times summed, how many, and
+   * total.rounds when last taken */
+  double retune_rtt;
+  int retune_n, retune_seen;
   /* remote mode: a dead worker's partitions, taken back when it answers
    * again (its channel connected; after a failed try, not before retry_at) */
   bool lost;
@@ -114,7 +118,8 @@ typedef struct driver {
   int n_members, n_kept;
   uint64_t peer_epoch, kept_epoch;
   bool w_behind;
-  /* mdl_driver_retune's window: rounds, iterations and seconds summed */
+  /* mdl_driver_retune's window: rounds, iterations and seconds summed
+   * (wall: the rounds' time; comm: the workers' mean communication) */
   int retune_rounds, retune_iters;
   int retune_floor; /* the largest tau a measured excess asked for: never gone below */
   double retune_wall, retune_comm;
