@@ -12,7 +12,10 @@
  *                iteration N on (slowed mid-run);
  *   "comm:MS:N"  from iteration N every worker sleeps MS ms a round without
  *                counting it as compute: the driver measures it as
- *                communication, as a slow link would.
+ *                communication, as a slow link would;
+ *   "straggle:MS:N"  steady, and from iteration N one worker in turn (the
+ *                other every round, of two) computes MS ms more a round:
+ *                equal speeds on average, yet every round waits for one.
  * Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -30,7 +33,8 @@ typedef struct slow {
   bool steady; /* pads its compute to STEADY_S_PER_SAMPLE */
   bool slow;   /* per_s more a sample from iteration `from` */
   bool comm;   /* comm_s a round, not compute, from iteration `from` */
-  int from;
+  bool turn;   /* per_s a round every other round, from iteration `from` */
+  int from, rounds;
   double per_s, comm_s;
 } slow;
 
@@ -68,6 +72,11 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
     s->slow = false;
     s->comm = worker;
     s->comm_s = ms * 1e-3;
+  } else if (how && sscanf(how, "straggle:%lf:%d", &ms, &s->from) == 2) {
+    s->slow = false;
+    s->steady = s->turn = worker;
+    s->per_s = ms * 1e-3;
+    s->rounds = o->worker_index; /* the two workers out of step */
   } else if (how && !strcmp(how, "steady")) {
     s->slow = false;
     s->steady = worker;
@@ -127,6 +136,10 @@ static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in
     stats->compute_s += extra;
   }
   if (s->comm && iter_start >= s->from) pause += s->comm_s; /* not compute: a slow link */
+  if (s->turn && iter_start >= s->from && s->rounds++ % 2 == 0) {
+    pause += s->per_s;
+    stats->compute_s += s->per_s;
+  }
   sleep_s(pause);
   return MDL_OK;
 }

@@ -461,12 +461,22 @@ static bool window_add(driver *d, int tau) {
   return ++d->rebalance_rounds >= MDL_DRIVER_WINDOW;
 }
 
+static double mean(const double *v, int n) {
+  double sum = 0;
+  for (int i = 0; i < n; i++) sum += v[i];
+  return n ? sum / n : 0;
+}
+
 /* Worker s's row from its window: its model (the calibration's split of
- * an iteration into fixed and per-sample time) rescaled to the median
+ * an iteration into fixed and per-sample time) rescaled to the mean
  * iteration it measured at its batch b -- a worker whose cores are now
- * shared slows down in both parts -- or, with no model, all per sample. */
+ * shared slows down in both parts -- or, with no model, all per sample.
+ * The mean, not the median: shares follow a worker's speed on average, and
+ * workers that take turns being slow (a median sees whichever was slow in
+ * three rounds of five) are equal; the communication's median leaves out
+ * a stalled round. */
 static mdl_tune_worker window_row(slot *s, int64_t b, double *iter_s) {
-  *iter_s = median(s->win_iter_s, s->win_n);
+  *iter_s = mean(s->win_iter_s, s->win_n);
   double pred = s->model_fixed_s + (double)b * s->model_sample_s;
   if (pred > 0 && s->model_sample_s > 0) {
     double r = *iter_s / pred;
