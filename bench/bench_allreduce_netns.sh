@@ -257,7 +257,7 @@ awk -v bps="$RATE_BPS" '
 
 # tbf drops a packet when its queue holds more than `latency` of traffic;
 # lost handshake packets are what stalls a first connection for seconds
-awk_drops='/dropped/ { gsub(/[,)]/, ""); for (i = 1; i <= NF; i++) if ($i == "dropped") d += $(i + 1) }
+awk_drops='/dropped/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "dropped") d += $(i + 1) }
   END { print d + 0 }'
 DROPS=$(for h in "${HOSTS[@]}"; do tc -s -n "$P$h" qdisc show dev eth0; done |
   awk "$awk_drops")
