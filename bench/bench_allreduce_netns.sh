@@ -52,7 +52,13 @@
 # round at 1 Gbit/s; --rate 100mbit leaves the links the bottleneck.
 # bench_allreduce's deadlines are fixed: a star round must end within 300 s
 # (at 100mbit, 240 MB with K=8 does not: 307 s by the link arithmetic) and a
-# peer exchange within 60 s (runtime/dist/peer_net.c's default).
+# peer exchange within 60 s (runtime/dist/peer_net.c's default). At 100mbit
+# with K=8 and 60 MB the gRPC rounds failed (December 2026): the star's with
+# "keepalive watchdog timeout" (a PING behind megabytes of a link shared
+# eight ways outwaits runtime/rpc's 3 s keepalive timeout), peer and ring
+# when a peer's first connection got no HTTP/2 SETTINGS within gRPC's 20 s
+# (peer channels open lazily, in the first round, amid the others'
+# traffic; Peer calls do not wait for a connection). MPI ran there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=1.7,60,240
