@@ -54,11 +54,12 @@
 # (at 100mbit, 240 MB with K=8 does not: 307 s by the link arithmetic) and a
 # peer exchange within 60 s (runtime/dist/peer_net.c's default). At 100mbit
 # with K=8 and 60 MB the gRPC rounds failed (December 2026): the star's with
-# "keepalive watchdog timeout" (a PING behind megabytes of a link shared
-# eight ways outwaits runtime/rpc's 3 s keepalive timeout), peer and ring
-# when a peer's first connection got no HTTP/2 SETTINGS within gRPC's 20 s
-# (peer channels open lazily, in the first round, amid the others'
-# traffic; Peer calls do not wait for a connection). MPI ran there.
+# "keepalive watchdog timeout" (a PING unanswered within runtime/rpc's 3 s
+# on a driver link shared eight ways; tcp_notsent_lowat did not help), peer
+# and ring in 3 tries of 3 when a peer's first connection got no HTTP/2
+# SETTINGS within gRPC's 20 s, with no packet dropped by any shaper (peer
+# channels open lazily, in the first round, amid the others' traffic, and
+# Peer calls do not wait for a connection). MPI ran there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=1.7,60,240
@@ -176,9 +177,8 @@ if [ -n "$GRPC_MODE" ]; then
     ADDRS="$ADDRS${ADDRS:+,}$a"
   done
   # One bench_allreduce per K, each calibrated afresh, and a second try when
-  # one fails: bench_allreduce stops at its first failed round (a peer whose
-  # first connection gets no HTTP/2 SETTINGS within gRPC's 20 s, as once
-  # happened at K=8 on the loaded 2-core machine), which would lose the rest.
+  # one fails: bench_allreduce stops at its first failed round (see Limits
+  # above), which would otherwise lose the other K's figures.
   for k in ${WORKERS//,/ }; do
     for try in 1 2; do
       if ip netns exec "${P}d" "$BIN" --mode "$GRPC_MODE" --mb "$MB" --workers "$k" \
@@ -261,8 +261,8 @@ awk -v bps="$RATE_BPS" '
     }
   }' "$TMPD/lines"
 
-# tbf drops a packet when its queue holds more than `latency` of traffic;
-# lost handshake packets are what stalls a first connection for seconds
+# tbf drops a packet when its queue holds more than `latency` of traffic:
+# drops would mean lost packets (and TCP timeouts) inside the figures
 awk_drops='/dropped/ { gsub(/[(),]/, ""); for (i = 1; i <= NF; i++) if ($i == "dropped") d += $(i + 1) }
   END { print d + 0 }'
 DROPS=$(for h in "${HOSTS[@]}"; do tc -s -n "$P$h" qdisc show dev eth0; done |
