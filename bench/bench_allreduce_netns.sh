@@ -56,8 +56,9 @@
 # with K=8 and 60 MB the gRPC rounds failed (December 2026): the star's with
 # "keepalive watchdog timeout" (a PING unanswered within runtime/rpc's 3 s
 # on a driver link shared eight ways; tcp_notsent_lowat did not help), peer
-# and ring in 3 tries of 3 when a peer's first connection got no HTTP/2
-# SETTINGS within gRPC's 20 s, with no packet dropped by any shaper (peer
+# (run first; ring was never reached) in 3 tries of 3 when a peer's first
+# connection got no HTTP/2 SETTINGS within gRPC's 20 s, though no shaper
+# dropped a packet (peer
 # channels open lazily, in the first round, amid the others' traffic, and
 # Peer calls do not wait for a connection). MPI ran there.
 set -euo pipefail
