@@ -1,8 +1,12 @@
 /* MPI_Allreduce (float sum) of the sizes bench_allreduce measures, for the
- * ratio in bench/bench_allreduce.sh. Built with mpicc outside Bazel:
+ * ratio in bench/bench_allreduce.sh, and one rank per network namespace on
+ * shaped links in bench/bench_allreduce_netns.sh. Built with mpicc outside
+ * Bazel:
  *   mpicc -O2 bench_allreduce_mpi.c -o bench_allreduce_mpi
  *   mpirun -np K ./bench_allreduce_mpi 1.7,60,240 [rounds]
- * Buffers are allocated and touched once, as the gRPC benchmark's are. */
+ * Buffers are allocated and touched once, as the gRPC benchmark's are.
+ * Prints per size: bytes, ranks, rounds, median and best ms of the slowest
+ * rank (the scripts parse these columns). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
