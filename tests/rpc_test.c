@@ -709,6 +709,58 @@ Test(rpc_process, keepalive_notices_a_stopped_peer_before_the_deadline, .timeout
   tu_rm_rf(dir);
 }
 
+typedef struct pauser {
+  pid_t pid;
+  int after_ms, for_ms;
+} pauser;
+
+static void *pause_later(void *arg) {
+  pauser *s = arg;
+  usleep((useconds_t)s->after_ms * 1000);
+  kill(s->pid, SIGSTOP);
+  usleep((useconds_t)s->for_ms * 1000);
+  kill(s->pid, SIGCONT);
+  return NULL;
+}
+
+/* A peer whose answers are late by seconds, as a ping's is behind megabytes
+ * queued on a busy slow link (issue 13: 8 workers over 100 Mbit/s), keeps
+ * its call with the default keepalive: a pause of 5.5 s leaves a ping sent
+ * in its first 2 s (one is, every 2 s) unanswered for over 3 s, the former
+ * default timeout. */
+Test(rpc_process, default_keepalive_keeps_a_call_to_a_peer_late_by_seconds, .timeout = 30) {
+  g_log = stderr;
+  char dir[] = "/tmp/mdl_rpc_kl_XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char addr[128];
+  snprintf(addr, sizeof addr, "unix:%s/s.sock", dir);
+  pid_t child = serve_in_child(addr); /* before gRPC starts in this process */
+  mdl_rpc_init();
+  mdl_rpc_channel_opts o = {0}; /* the default keepalive */
+  mdl_rpc_channel *ch;
+  mdl_error err;
+  cr_assert_eq(mdl_rpc_channel_new(addr, &o, &ch, &err), MDL_OK, "%s", err.msg);
+  sink out = {calloc(1, 64), 64};
+  mdl_rpc_call c = call1(ch, SLEEP, 0, 0, 5000, &out); /* connected */
+  cr_assert_eq(c.code, MDL_RPC_OK, "%s", c.detail);
+  mdl_rpc_calls_clear(&c, 1);
+  pauser s = {child, 300, 5500};
+  pthread_t th;
+  pthread_create(&th, NULL, pause_later, &s);
+  c = call1(ch, SLEEP, 1000, 0, 15000, &out);
+  pthread_join(th, NULL);
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  cr_assert_eq(c.code, MDL_RPC_OK, "a peer late by 5.5 s lost its call: %s %s",
+               mdl_rpc_code_name(c.code), c.detail);
+  cr_assert(c.seconds >= 5.5, "the call took %.2f s: the peer was not paused", c.seconds);
+  mdl_rpc_calls_clear(&c, 1);
+  mdl_rpc_channel_free(ch);
+  free(out.buf);
+  mdl_rpc_shutdown();
+  tu_rm_rf(dir);
+}
+
 /* Each TLS failure ends a waiting call at once, saying why, instead of
  * after its deadline as DEADLINE_EXCEEDED. */
 Test(rpc, tls_failures_are_reported_at_once_with_their_cause) {

@@ -560,8 +560,13 @@ static mdl_status resolve_options(driver *d, const Memdl__Plan *plan, const char
                   ? (uint64_t)plan->solver->random_seed
                   : 1;
   d->abort = opts->abort ? opts->abort : &g_abort;
+  /* An explicit keepalive asks for quick detection of a stopped worker; by
+   * default the pings wait long enough for a busy slow link, whose queues
+   * hold pings behind seconds of weights (issue 13), and the round deadline
+   * catches a stopped worker. */
   d->chopts.keepalive_ms = opts->keepalive_ms > 0 ? opts->keepalive_ms : 2000;
-  d->chopts.keepalive_timeout_ms = d->chopts.keepalive_ms * 3 / 2;
+  d->chopts.keepalive_timeout_ms =
+      opts->keepalive_ms > 0 ? opts->keepalive_ms * 3 / 2 : MDL_RPC_KEEPALIVE_TIMEOUT_MS;
   if (opts->snapshot_path) {
     snprintf(d->snapshot_path, sizeof d->snapshot_path, "%s", opts->snapshot_path);
   } else {

@@ -97,10 +97,13 @@ typedef struct mdl_driver_opts {
   int tau;                           /* 0: the job's sync.tau, else the tuner's/10 */
   int round_timeout_ms;              /* 0: the job's cluster.round_timeout_ms */
   int setup_timeout_ms;              /* 0: 60000 (workers rebuilding partitions) */
-  int keepalive_ms;                  /* 0: 2000; a stopped worker is noticed in ~2x this */
-  int max_rounds;                    /* stop after this many rounds of this process (0: no limit) */
-  bool no_replace;                   /* local mode: do not start replacement workers */
-  bool no_shm; /* local mode: weights in messages, not through shared memory */
+  /* Pings to workers every keepalive_ms: set, a stopped worker is noticed in
+   * ~2.5x this; 0: every 2000 ms, answered within MDL_RPC_KEEPALIVE_TIMEOUT_MS
+   * (busy slow links), the round deadline noticing a stopped worker. */
+  int keepalive_ms;
+  int max_rounds;  /* stop after this many rounds of this process (0: no limit) */
+  bool no_replace; /* local mode: do not start replacement workers */
+  bool no_shm;     /* local mode: weights in messages, not through shared memory */
   /* tau is the tuner's: calibration and each round's measured share of
    * communication may change it (see driver_impl.h) */
   bool tau_tuned;

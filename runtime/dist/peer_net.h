@@ -27,8 +27,9 @@ void mdl_peer_net_free(mdl_peer_net *p);
 
 /* A new run (from Setup): this worker is `self` among the peers' addresses
  * (by worker index; n_peers 0: star only) for vectors of n floats. Closes
- * the previous run's channels. Channels open lazily; an address the
- * security rules refuse fails here. */
+ * the previous run's channels. Connects to the peers before returning
+ * (waiting at most a few seconds; a peer not up yet is judged by the
+ * rounds); an address the security rules refuse fails here. */
 mdl_status mdl_peer_net_setup(mdl_peer_net *p, uint64_t session, int self, char *const *peers,
                               int n_peers, size_t n, mdl_error *err);
 

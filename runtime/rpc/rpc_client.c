@@ -54,7 +54,8 @@ mdl_status mdl_rpc_channel_new(const char *target, const mdl_rpc_channel_opts *o
   mdl_rpc_init();
   if (!creds) creds = grpc_insecure_credentials_create();
   int ka = opts->keepalive_ms > 0 ? opts->keepalive_ms : 2000;
-  int kt = opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : 3000;
+  int kt =
+      opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : MDL_RPC_KEEPALIVE_TIMEOUT_MS;
   argv_builder b = {.n = 0};
   arg_int(&b, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
   arg_int(&b, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
@@ -101,6 +102,10 @@ const char *mdl_rpc_channel_target(const mdl_rpc_channel *c) {
 
 bool mdl_rpc_channel_connected(mdl_rpc_channel *c) {
   return grpc_channel_check_connectivity_state(c->ch, 1) == GRPC_CHANNEL_READY;
+}
+
+bool mdl_rpc_channel_failing(mdl_rpc_channel *c) {
+  return grpc_channel_check_connectivity_state(c->ch, 0) == GRPC_CHANNEL_TRANSIENT_FAILURE;
 }
 
 enum { CLI_ALL, CLI_SEND, CLI_RECV, CLI_STATUS };

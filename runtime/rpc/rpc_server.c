@@ -166,7 +166,8 @@ mdl_status mdl_rpc_server_new(const char *addr, const mdl_rpc_server_opts *opts,
   mdl_rpc_init();
   int min_ping = opts->min_ping_interval_ms > 0 ? opts->min_ping_interval_ms : 100;
   int ka = opts->keepalive_ms > 0 ? opts->keepalive_ms : 10000;
-  int kt = opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : 10000;
+  int kt =
+      opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms : MDL_RPC_KEEPALIVE_TIMEOUT_MS;
   argv_builder b = {.n = 0};
   arg_int(&b, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
   arg_int(&b, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, msg_limit(opts->max_message_bytes));
