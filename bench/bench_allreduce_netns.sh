@@ -53,14 +53,10 @@
 # bench_allreduce's deadlines are fixed: a star round must end within 300 s
 # (at 100mbit, 240 MB with K=8 does not: 307 s by the link arithmetic) and a
 # peer exchange within 60 s (runtime/dist/peer_net.c's default). At 100mbit
-# with K=8 and 60 MB the gRPC rounds failed (December 2026): the star's with
-# "keepalive watchdog timeout" (a PING unanswered within runtime/rpc's 3 s
-# on a driver link shared eight ways; tcp_notsent_lowat did not help), peer
-# (run first; ring was never reached) in 3 tries of 3 when a peer's first
-# connection got no HTTP/2 SETTINGS within gRPC's 20 s, though no shaper
-# dropped a packet (peer
-# channels open lazily, in the first round, amid the others' traffic, and
-# Peer calls do not wait for a connection). MPI ran there.
+# with K=8 and 60 MB the gRPC rounds used to fail (December 2026): keepalive
+# PINGs queued behind megabytes on the driver's link shared eight ways, and
+# runtime/rpc's 3 s keepalive timeout cut the connections. The timeout is now
+# 20 s unless set short, and peer channels connect at Setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=1.7,60,240
