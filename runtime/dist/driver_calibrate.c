@@ -182,12 +182,8 @@ static mdl_status set_shares(driver *d, slot *const *act, int n, const int64_t *
   bool same = !what[0];
   for (int i = 0; i < n; i++) same = same && act[i]->batch == (uint64_t)share[i];
   if (same) return MDL_OK;
-  /* a Setup drops the average peers kept: the driver holds it first */
-  mdl_status st = mdl_driver_weights(d, err);
-  if (st != MDL_OK) return st;
   for (int i = 0; i < n; i++) act[i]->batch = (uint64_t)share[i];
-  st = mdl_driver_setup_workers(d, states, err);
-  d->kept_epoch = 0; /* set up again: no peer holds the last average */
+  mdl_status st = mdl_driver_setup_workers(d, states, err);
   if (st != MDL_OK || !what[0]) return st;
   uint64_t total = 0, batch = 0;
   for (int i = 0; i < n; i++) {

@@ -281,8 +281,8 @@ void mdl_driver_peer_commit(driver *d, bool returned);
  * 0 when s holds none (not a member of that exchange, or not peer). */
 uint64_t mdl_driver_peer_held_by(const driver *d, const slot *s);
 
-/* A removed worker: when it comes back it is set up afresh and no longer
- * holds any average. */
+/* A worker removed, or about to be set up again: a Setup starts it afresh,
+ * holding no average. */
 void mdl_driver_peer_forget(driver *d, const slot *s);
 
 /* Makes d->w the committed average before anything reads it (TEST,

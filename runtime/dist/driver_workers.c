@@ -33,6 +33,13 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
                               int *ok_count, mdl_error *err) {
   *ok_count = 0;
   if (n == 0) return MDL_OK;
+  /* a Setup drops the average a peer kept: the driver holds it first, and
+   * the slots set up hold it no longer */
+  bool held = false;
+  for (int i = 0; i < n; i++) held = held || mdl_driver_peer_held_by(d, which[i]);
+  mdl_status wst = held ? mdl_driver_weights(d, err) : MDL_OK;
+  if (wst != MDL_OK) return wst;
+  for (int i = 0; i < n; i++) mdl_driver_peer_forget(d, which[i]);
   Memdl__SetupRequest *req = mdl_xcalloc((size_t)n, sizeof *req);
   mdl_rpc_call *calls = mdl_xcalloc((size_t)n, sizeof *calls);
   for (int i = 0; i < n; i++) {
