@@ -681,9 +681,16 @@ Test(driver_net, non_finite_weights_are_named_by_layer_and_blob) {
   cr_assert_eq(mdl_trainer_init_weights(t, w, &err), MDL_OK, "%s", err.msg);
   char where[400] = "";
   cr_assert(!mdl_trainer_find_nonfinite(t, w, where, sizeof where), "finite: %s", where);
+  cr_assert_eq(mdl_trainer_check_average(t, w, "by iteration 3", &err), MDL_OK, "%s", err.msg);
   w[n - 1] = INFINITY; /* the last blob: ip2's bias */
   cr_assert(mdl_trainer_find_nonfinite(t, w, where, sizeof where));
   cr_assert(strstr(where, "layer \"ip2\" learnable blob 1, value 9 of 10 is +inf"), "%s", where);
+  /* the check every holder of an average runs: the same place, in words */
+  cr_assert_eq(mdl_trainer_check_average(t, w, "by iteration 3", &err), MDL_ERR_DIVERGED);
+  cr_assert(strstr(err.msg,
+                   "training diverged by iteration 3: the averaged weights are not "
+                   "finite: layer \"ip2\" learnable blob 1"),
+            "%s", err.msg);
   w[0] = NAN;
   cr_assert(mdl_trainer_find_nonfinite(t, w, where, sizeof where));
   cr_assert(strstr(where, "layer \"conv1\" learnable blob 0, value 0 of 500 is NaN"), "%s", where);

@@ -183,13 +183,12 @@ static mdl_status close_round(driver *d, int tau, double wall, slot *const *done
   else if (!peer)
     mdl_driver_average(d->w, ws, samples, m, d->n_params);
   double avg_s = mdl_now() - a0;
-  char where[400];
-  if ((!peer || peer_avg) && d->model &&
-      mdl_trainer_find_nonfinite(d->model, d->w, where, sizeof where))
-    return mdl_errorf(err, MDL_ERR_DIVERGED,
-                      "training diverged by iteration %d: the averaged weights of round %d are "
-                      "not finite: %s (try a smaller base_lr or clip_gradients)",
-                      d->iter + tau, d->round + 1, where);
+  if ((!peer || peer_avg) && d->model) {
+    char when[64];
+    snprintf(when, sizeof when, "by iteration %d (round %d)", d->iter + tau, d->round + 1);
+    mdl_status st = mdl_trainer_check_average(d->model, d->w, when, err);
+    if (st != MDL_OK) return st;
+  }
   d->iter += tau;
   d->round++;
   d->rounds_here++;

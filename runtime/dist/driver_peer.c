@@ -193,12 +193,10 @@ mdl_status mdl_driver_weights(driver *d, mdl_error *err) {
            d->iter, why);
       continue;
     }
-    char where[400];
-    if (d->model && mdl_trainer_find_nonfinite(d->model, s->recv, where, sizeof where))
-      return mdl_errorf(err, MDL_ERR_DIVERGED,
-                        "training diverged by iteration %d: the averaged weights are not finite: "
-                        "%s (try a smaller base_lr or clip_gradients)",
-                        d->iter, where);
+    char when[64];
+    snprintf(when, sizeof when, "by iteration %d", d->iter);
+    if (d->model && (st = mdl_trainer_check_average(d->model, s->recv, when, err)) != MDL_OK)
+      return st;
     memcpy(d->w, s->recv, d->n_params * sizeof(float));
     d->w_behind = false;
     d->res->weights_fetched++;

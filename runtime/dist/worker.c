@@ -423,12 +423,11 @@ static mdl_status on_round(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
                               &avg, err);
   /* the driver sees the average only at TEST and snapshot points: the
    * members check it for it (every member holds the same bits) */
-  char where[400];
-  if (st == MDL_OK && peer && mdl_trainer_find_nonfinite(w->trainer, avg, where, sizeof where))
-    st = mdl_errorf(err, MDL_ERR_DIVERGED,
-                    "training diverged: the averaged weights of round %u are not finite: %s (try "
-                    "a smaller base_lr or clip_gradients)",
-                    r->round + 1, where);
+  if (st == MDL_OK && peer) {
+    char when[64];
+    snprintf(when, sizeof when, "in round %u", r->round + 1);
+    st = mdl_trainer_check_average(w->trainer, avg, when, err);
+  }
   if (st != MDL_OK) {
     if (mdl_rpc_call_cancelled(call)) wlog(w, "round %u cancelled by the driver", r->round);
     return st;

@@ -118,6 +118,16 @@ bool mdl_trainer_find_nonfinite(const mdl_trainer *t, const float *w, char *wher
   return true;
 }
 
+mdl_status mdl_trainer_check_average(const mdl_trainer *t, const float *w, const char *when,
+                                     mdl_error *err) {
+  char where[400];
+  if (!mdl_trainer_find_nonfinite(t, w, where, sizeof where)) return MDL_OK;
+  return mdl_errorf(err, MDL_ERR_DIVERGED,
+                    "training diverged %s: the averaged weights are not finite: %s (try a smaller "
+                    "base_lr or clip_gradients)",
+                    when, where);
+}
+
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err) {
   return t->iface->save ? t->iface->save(t->ctx, w, path, err) : MDL_OK;
 }

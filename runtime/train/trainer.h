@@ -161,6 +161,13 @@ bool mdl_trainer_output_range(const mdl_trainer *t, Caffe__Phase phase, const ch
  * averaged weights, with the single-worker run's wording. */
 bool mdl_trainer_find_nonfinite(const mdl_trainer *t, const float *w, char *where, size_t n);
 
+/* The check every holder of an averaged w runs (driver, fetch, peer
+ * members): MDL_OK when it is finite, else MDL_ERR_DIVERGED, "training
+ * diverged <when>: the averaged weights are not finite: <where>" with the
+ * single-worker run's advice. when: e.g. "by iteration 40 (round 8)". */
+mdl_status mdl_trainer_check_average(const mdl_trainer *t, const float *w, const char *when,
+                                     mdl_error *err);
+
 /* Writes w as a model file (.caffemodel for "net"). MDL_OK without writing
  * anything for backends that have no file format. */
 mdl_status mdl_trainer_save(mdl_trainer *t, const float *w, const char *path, mdl_error *err);
