@@ -190,13 +190,10 @@ static void parse_list(const char *s, double *v, int *n, int max) {
 /* --- the peer worker: averages with the other workers ------------------------ */
 
 typedef struct peer_srv {
+  echo e; /* first: the echo methods take the server's context as theirs;
+             e.buf holds this worker's "trained" weights */
   mdl_peer_net *pn;
-  float *w; /* this worker's "trained" weights */
-  size_t cap;
-  int index;
-  mdl_rpc_pin *pin;
   Memdl__SetupReply setup_reply;
-  Memdl__RoundReply reply;
 } peer_srv;
 
 /* SetupRequest.seed carries the float count (bench only). */
@@ -205,10 +202,10 @@ static mdl_status on_peer_setup(void *ctx, mdl_rpc_call_ctx *call, const Protobu
   peer_srv *p = ctx;
   const Memdl__SetupRequest *r = (const Memdl__SetupRequest *)m;
   size_t n = (size_t)r->seed;
-  if (n * 4 > p->cap) return mdl_errorf(err, MDL_ERR_INVALID, "%zu floats do not fit", n);
-  p->index = (int)r->worker_index;
-  for (size_t j = 0; j < n; j++) p->w[j] = (float)((j + (size_t)p->index * 7) % 1000) * 1e-3f;
-  mdl_rpc_pin_wait(p->pin);
+  if (n * 4 > p->e.cap) return mdl_errorf(err, MDL_ERR_INVALID, "%zu floats do not fit", n);
+  p->e.index = (int)r->worker_index;
+  for (size_t j = 0; j < n; j++) p->e.buf[j] = (float)((j + (size_t)p->e.index * 7) % 1000) * 1e-3f;
+  mdl_rpc_pin_wait(p->e.pin);
   mdl_status st =
       mdl_peer_net_setup(p->pn, r->session, (int)r->worker_index, r->peer, (int)r->n_peer, n, err);
   memdl__setup_reply__init(&p->setup_reply);
@@ -227,20 +224,20 @@ static mdl_status on_peer_round(void *ctx, mdl_rpc_call_ctx *call, const Protobu
   else
     setenv("MDL_EXCHANGE_SCHEDULE", r->round == 1 ? "direct" : "ring", 1);
   mdl_status st = mdl_peer_net_check(p->pn, r, err);
-  mdl_rpc_pin_wait(p->pin); /* the last reply may still be leaving the average */
+  mdl_rpc_pin_wait(p->e.pin); /* the last reply may still be leaving the average */
   const float *avg = NULL;
   if (st == MDL_OK)
-    st = mdl_peer_net_average(p->pn, r, p->w, 1 + (uint64_t)p->index, NULL, &avg, err);
+    st = mdl_peer_net_average(p->pn, r, p->e.buf, 1 + (uint64_t)p->e.index, NULL, &avg, err);
   if (st != MDL_OK) return st;
-  memdl__round_reply__init(&p->reply);
-  p->reply.has_samples = 1;
-  p->reply.samples = 1;
-  out->msg = &p->reply.base;
+  memdl__round_reply__init(&p->e.reply);
+  p->e.reply.has_samples = 1;
+  p->e.reply.samples = 1;
+  out->msg = &p->e.reply.base;
   if (r->return_weights) {
     out->bulk_field = 1;
     out->bulk = avg;
     out->bulk_len = r->iter_start * sizeof(float); /* bench: iter_start = floats */
-    out->pin = p->pin;
+    out->pin = p->e.pin;
   }
   return MDL_OK;
 }
@@ -251,46 +248,21 @@ static mdl_status on_peer_piece(void *ctx, mdl_rpc_call_ctx *call, const Protobu
   return mdl_peer_net_deliver(p->pn, (const Memdl__PeerPiece *)m, err);
 }
 
-/* star mode on the same worker: the weights echoed from p->w */
-static void *peer_echo_dest(void *ctx, size_t len, mdl_error *err) {
-  peer_srv *p = ctx;
-  if (len > p->cap) {
-    mdl_errorf(err, MDL_ERR_INVALID, "%zu bytes, at most %zu", len, p->cap);
-    return NULL;
-  }
-  mdl_rpc_pin_wait(p->pin);
-  return p->w;
-}
-
-static mdl_status on_peer_echo(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMessage *m,
-                               size_t bulk_len, mdl_rpc_out *out, mdl_error *err) {
-  peer_srv *p = ctx;
-  memdl__round_reply__init(&p->reply);
-  p->reply.has_samples = 1;
-  p->reply.samples = 1;
-  out->msg = &p->reply.base;
-  out->bulk_field = 1;
-  out->bulk = p->w;
-  out->bulk_len = bulk_len;
-  out->pin = p->pin;
-  return MDL_OK;
-}
-
 /* A worker for the TCP modes (all of them), on addr; in its own network
  * namespace when bench/bench_allreduce_netns.sh starts it. */
 static int serve_peer(const char *addr, size_t cap) {
   static const mdl_rpc_method methods[] = {
-      {ECHO, &memdl__round_request__descriptor, 5, peer_echo_dest, 1 << 20, on_peer_echo},
+      {ECHO, &memdl__round_request__descriptor, 5, echo_dest, 1 << 20, on_echo},
       {PEER_SETUP, &memdl__setup_request__descriptor, 0, NULL, 1 << 20, on_peer_setup},
       {PEER_ROUND, &memdl__round_request__descriptor, 0, NULL, 1 << 20, on_peer_round},
       {MDL_WORKER_PEER, &memdl__peer_piece__descriptor, 0, NULL, MDL_PEER_MAX_BYTES, on_peer_piece,
        NULL, false, true}};
   mdl_rpc_security sec = {.token = TOKEN, .token_len = sizeof TOKEN - 1, .insecure = true};
-  peer_srv p = {.cap = cap, .pin = mdl_rpc_pin_new()};
+  peer_srv p = {.e = {.cap = cap, .pin = mdl_rpc_pin_new()}};
   p.pn = mdl_peer_net_new(&sec, stderr);
-  p.w = mdl_rpc_buffer_alloc(cap);
-  if (!p.w) return 1;
-  memset(p.w, 0, cap);
+  p.e.buf = mdl_rpc_buffer_alloc(cap);
+  if (!p.e.buf) return 1;
+  memset(p.e.buf, 0, cap);
   mdl_rpc_server_opts o = {.methods = methods, .n_methods = 4, .ctx = &p, .sec = sec};
   mdl_rpc_server *s;
   mdl_error err;
@@ -301,8 +273,8 @@ static int serve_peer(const char *addr, size_t cap) {
   mdl_rpc_server_run(s, NULL, &err);
   mdl_rpc_server_free(s);
   mdl_peer_net_free(p.pn);
-  mdl_rpc_pin_free(p.pin);
-  mdl_rpc_buffer_free(p.w, cap);
+  mdl_rpc_pin_free(p.e.pin);
+  mdl_rpc_buffer_free(p.e.buf, cap);
   return 0;
 }
 
