@@ -16,6 +16,7 @@
 #include "runtime/solver/caffemodel.h"
 #include "runtime/solver/solver.h"
 #include "runtime/train/device.h"
+#include "tests/graph_test_util.h"
 
 static const char NET[] =
     "layer { name: 'in' type: 'Input' top: 'data' top: 'label'\n"
@@ -158,18 +159,7 @@ static void counting_init(counting_backend *cb) {
 /* ---- one training step on a backend ------------------------------------ */
 
 static mdl_graph *graph(void) {
-  Caffe__NetParameter *np;
-  mdl_error err;
-  cr_assert_eq(mdl_text_parse(NET, strlen(NET), "net", &caffe__net_parameter__descriptor,
-                              (ProtobufCMessage **)&np, &err),
-               MDL_OK, "%s", err.msg);
-  Caffe__NetState st = CAFFE__NET_STATE__INIT;
-  st.has_phase = 1;
-  st.phase = CAFFE__PHASE__TRAIN;
-  mdl_graph *g;
-  cr_assert_eq(mdl_graph_build(np, &st, "net", NULL, NULL, &g, &err), MDL_OK, "%s", err.msg);
-  caffe__net_parameter__free_unpacked(np, NULL);
-  return g;
+  return build_text(NET, &(build_opts){.phase = CAFFE__PHASE__TRAIN});
 }
 
 /* Three SGD+momentum steps; returns the weights (caller frees) and *loss.

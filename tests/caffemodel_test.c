@@ -12,6 +12,7 @@
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/engine/net.h"
 #include "runtime/solver/caffemodel.h"
+#include "tests/graph_test_util.h"
 #include "tests/testutil.h"
 
 Test(blob_proto, legacy_shape_matches_with_leading_ones) {
@@ -216,18 +217,7 @@ static const char NET[] =
     "        inner_product_param { num_output: 5 weight_filler { type: \"xavier\" } } }\n";
 
 static mdl_graph *graph_of(const char *text) {
-  Caffe__NetParameter *np;
-  mdl_error err;
-  cr_assert_eq(mdl_text_parse(text, strlen(text), "tiny", &caffe__net_parameter__descriptor,
-                              (ProtobufCMessage **)&np, &err),
-               MDL_OK, "%s", err.msg);
-  Caffe__NetState st = CAFFE__NET_STATE__INIT;
-  st.has_phase = 1;
-  st.phase = CAFFE__PHASE__TEST;
-  mdl_graph *g;
-  cr_assert_eq(mdl_graph_build(np, &st, "tiny", NULL, NULL, &g, &err), MDL_OK, "%s", err.msg);
-  caffe__net_parameter__free_unpacked(np, NULL);
-  return g;
+  return build_text(text, &(build_opts){.phase = CAFFE__PHASE__TEST});
 }
 
 static mdl_net *net_of(mdl_graph *g, uint64_t seed, bool no_fill) {

@@ -11,6 +11,7 @@
 #include "compiler/textformat.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/engine/net.h"
+#include "tests/graph_test_util.h"
 
 static const char NET[] =
     "name: \"small\"\n"
@@ -37,18 +38,7 @@ static const char NET[] =
     "        loss_weight: 0.5 }\n";
 
 static mdl_graph *graph(const char *text, Caffe__Phase phase) {
-  Caffe__NetParameter *np;
-  mdl_error err;
-  cr_assert_eq(mdl_text_parse(text, strlen(text), "net", &caffe__net_parameter__descriptor,
-                              (ProtobufCMessage **)&np, &err),
-               MDL_OK, "%s", err.msg);
-  Caffe__NetState st = CAFFE__NET_STATE__INIT;
-  st.has_phase = 1;
-  st.phase = phase;
-  mdl_graph *g;
-  cr_assert_eq(mdl_graph_build(np, &st, "net", NULL, NULL, &g, &err), MDL_OK, "%s", err.msg);
-  caffe__net_parameter__free_unpacked(np, NULL);
-  return g;
+  return build_text(text, &(build_opts){.phase = phase});
 }
 
 static mdl_net *make(mdl_graph *g, const mdl_net *share) {

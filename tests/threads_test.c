@@ -16,6 +16,7 @@
 #include "runtime/engine/net.h"
 #include "runtime/solver/solver.h"
 #include "tests/clitest.h"
+#include "tests/graph_test_util.h"
 #include "tests/testutil.h"
 
 #define FILL "weight_filler { type: \"xavier\" } bias_filler { type: \"constant\" value: 0.1 }"
@@ -62,18 +63,7 @@ static const char NET[] =
 static mdl_graph *graph(int batch) {
   char text[sizeof NET + 32];
   snprintf(text, sizeof text, NET, batch, batch);
-  Caffe__NetParameter *np;
-  mdl_error err;
-  cr_assert_eq(mdl_text_parse(text, strlen(text), "net", &caffe__net_parameter__descriptor,
-                              (ProtobufCMessage **)&np, &err),
-               MDL_OK, "%s", err.msg);
-  Caffe__NetState st = CAFFE__NET_STATE__INIT;
-  st.has_phase = 1;
-  st.phase = CAFFE__PHASE__TRAIN;
-  mdl_graph *g;
-  cr_assert_eq(mdl_graph_build(np, &st, "net", NULL, NULL, &g, &err), MDL_OK, "%s", err.msg);
-  caffe__net_parameter__free_unpacked(np, NULL);
-  return g;
+  return build_text(text, &(build_opts){.phase = CAFFE__PHASE__TRAIN});
 }
 
 /* Synthetic batch `iter`: the same values whatever the thread count. */
