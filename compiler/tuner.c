@@ -197,6 +197,20 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
   out->wait_fraction = wait / k;
 }
 
+/* Whether the slowest and the fastest worker's iterations at cur[] are
+ * within MDL_TUNE_REBALANCE_SIGMAS combined standard errors. */
+static bool within_noise(const mdl_tune_table *t, const int64_t *cur) {
+  int slow = 0, fast = 0;
+  double it[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < t->n_workers; i++) {
+    it[i] = t->worker[i].fixed_s + (double)cur[i] * t->worker[i].sample_s;
+    if (it[i] > it[slow]) slow = i;
+    if (it[i] < it[fast]) fast = i;
+  }
+  double se_s = t->worker[slow].iter_se_s, se_f = t->worker[fast].iter_se_s;
+  return it[slow] - it[fast] <= MDL_TUNE_REBALANCE_SIGMAS * sqrt(se_s * se_s + se_f * se_f);
+}
+
 void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *share,
                         mdl_tune_rebalance_result *out) {
   memset(out, 0, sizeof *out);
@@ -210,7 +224,9 @@ void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *sh
   out->round_cur_s = p.tau * iter_cur + p.comm_s;
   bool differ = false;
   for (int i = 0; i < k; i++) differ = differ || share[i] != cur[i];
-  out->change = differ && p.round_s <= (1 - MDL_TUNE_REBALANCE_GAIN) * out->round_cur_s;
+  out->noise = differ && within_noise(t, cur);
+  out->change =
+      differ && !out->noise && p.round_s <= (1 - MDL_TUNE_REBALANCE_GAIN) * out->round_cur_s;
   if (!out->change && k > 0) memcpy(share, cur, (size_t)k * sizeof *share);
 }
 

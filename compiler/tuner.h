@@ -33,6 +33,7 @@ typedef struct mdl_tune_worker {
   double latency_s;     /* fixed cost of one round with this worker */
   double bandwidth_bps; /* weight bytes per second on its link, per direction */
   double fixed_s;       /* seconds per iteration whatever the batch (solver update, overheads) */
+  double iter_se_s;     /* standard error of a measured mean iteration (0: exact); see below */
 } mdl_tune_worker;
 
 #define MDL_TUNE_MAX_WORKERS 256
@@ -80,14 +81,24 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out);
  * t->global_batch: the sum of cur[]). */
 typedef struct mdl_tune_rebalance_result {
   bool change;        /* share[] differs from cur[] */
+  bool noise;         /* kept: the iterations at cur[] differ within their errors */
   bool balanced;      /* the tuner's choice follows speed (false: equal shares) */
   double round_cur_s; /* tau x slowest iteration at cur[] + comm */
   double round_s;     /* the same at the tuner's choice */
 } mdl_tune_rebalance_result;
 
+/* How many combined standard errors apart the slowest and the fastest
+ * worker's iterations at the current shares must be before the shares
+ * move: balanced shares make the iterations equal, and a difference the
+ * rounds' own scatter explains (workers slow in turn, an odd window giving
+ * one of them three slow rounds of five) is no reason to set them up again. */
+#define MDL_TUNE_REBALANCE_SIGMAS 2.0
+
 /* The shares to run with from now on: the tuner's choice on t (mdl_tune:
  * equal unless shares by speed shorten the round by the gain) replaces the
- * current shares cur[] only when it predicts a round at least
+ * current shares cur[] only when the workers' iterations at cur[] (fixed_s
+ * + cur sample_s) differ by more than MDL_TUNE_REBALANCE_SIGMAS times
+ * their combined iter_se_s, and the choice predicts a round at least
  * MDL_TUNE_REBALANCE_GAIN shorter than cur[]'s (hysteresis: measurements
  * jitter, and every change costs a Setup and changes the run's path);
  * otherwise share[] = cur[]. share[] and cur[] hold n_workers entries, the

@@ -2,6 +2,7 @@
  * CIFAR-10-quick, and the tuner's choice of tau: minimal, within the limit,
  * and moving the right way with its inputs. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <string.h>
 
 #include "compiler/graph.h"
@@ -278,6 +279,34 @@ Test(tuner, rebalancing_follows_a_speed_change_and_ignores_jitter) {
       if (it > slow) slow = it;
     }
     cr_assert_float_eq(r.round_cur_s, 5 * slow + 1e-3, 1e-12, "%s", k->what);
+  }
+}
+
+/* Two workers slow in turn: worker 1 computed 264 ms in three rounds of a
+ * window of five and 64 ms in two, worker 0 the other way round; the means
+ * (184 and 144 ms) would move the shares by 12%, yet the rounds' scatter
+ * explains the difference. The same means measured steadily move them. */
+Test(tuner, differences_within_the_windows_scatter_keep_the_shares) {
+  const double slow[5] = {264e-3, 64e-3, 264e-3, 64e-3, 264e-3};
+  double m = 0, ss = 0;
+  for (int i = 0; i < 5; i++) m += slow[i] / 5;
+  for (int i = 0; i < 5; i++) ss += (slow[i] - m) * (slow[i] - m);
+  double se = sqrt(ss / 4 / 5); /* 49 ms, the same for both workers */
+  int64_t cur[2] = {64, 64}, share[2];
+  for (int steady = 0; steady < 2; steady++) {
+    mdl_tune_worker w[2] = {
+        {.sample_s = 144e-3 / 64, .latency_s = 1e-3, .iter_se_s = steady ? 1e-3 : se},
+        {.sample_s = 184e-3 / 64, .latency_s = 1e-3, .iter_se_s = steady ? 1e-3 : se}};
+    mdl_tune_table t = table_of(w, 2, 128);
+    t.fixed_tau = 1;
+    mdl_tune_rebalance_result r;
+    mdl_tune_rebalance(&t, cur, share, &r);
+    cr_assert_eq(r.change, steady, "steady %d: change %d (round %.1f ms now, %.1f after)", steady,
+                 r.change, r.round_cur_s * 1e3, r.round_s * 1e3);
+    cr_assert_eq(r.noise, !steady, "steady %d", steady);
+    if (!steady) cr_assert(share[0] == 64 && share[1] == 64);
+    if (steady)
+      cr_assert_gt(share[0], share[1], "%lld %lld", (long long)share[0], (long long)share[1]);
   }
 }
 

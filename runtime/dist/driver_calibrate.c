@@ -4,6 +4,7 @@
  * windows of rounds, during the run), and re-tuning tau when the measured
  * share of communication leaves the job's bound. Owns no figures
  * (calibrate.h) and no tuning arithmetic (compiler/tuner.h). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,14 +464,23 @@ static double mean(const double *v, int n) {
   return n ? sum / n : 0;
 }
 
+/* The standard error of v's mean (0 for fewer than two values). */
+static double std_error(const double *v, int n, double m) {
+  if (n < 2) return 0;
+  double ss = 0;
+  for (int i = 0; i < n; i++) ss += (v[i] - m) * (v[i] - m);
+  return sqrt(ss / (n - 1) / n);
+}
+
 /* Worker s's row from its window: its model (the calibration's split of
  * an iteration into fixed and per-sample time) rescaled to the mean
  * iteration it measured at its batch b -- a worker whose cores are now
  * shared slows down in both parts -- or, with no model, all per sample.
  * The mean, not the median: shares follow a worker's speed on average, and
  * workers that take turns being slow (a median sees whichever was slow in
- * three rounds of five) are equal; the communication's median leaves out
- * a stalled round. */
+ * three rounds of five) are equal, as far as the mean's standard error
+ * can tell (mdl_tune_rebalance); the communication's median leaves out a
+ * stalled round. */
 static mdl_tune_worker window_row(slot *s, int64_t b, double *iter_s) {
   *iter_s = mean(s->win_iter_s, s->win_n);
   double pred = s->model_fixed_s + (double)b * s->model_sample_s;
@@ -484,7 +494,8 @@ static mdl_tune_worker window_row(slot *s, int64_t b, double *iter_s) {
   }
   return (mdl_tune_worker){.sample_s = s->model_sample_s,
                            .fixed_s = s->model_fixed_s,
-                           .latency_s = median(s->win_comm_s, s->win_n)};
+                           .latency_s = median(s->win_comm_s, s->win_n),
+                           .iter_se_s = std_error(s->win_iter_s, s->win_n, *iter_s)};
 }
 
 /* The new shares (share[], 0: the net's) to the n workers act, with their
