@@ -152,6 +152,20 @@ static int choose_tau(const mdl_tune_table *t, double iter_s, double comm_s, dou
   return *need <= 1 ? 1 : *need >= 1000 ? 1000 : (int)ceil(*need);
 }
 
+/* Whether the slowest and the fastest worker's iterations at cur[] are
+ * within MDL_TUNE_REBALANCE_SIGMAS combined standard errors. */
+static bool within_noise(const mdl_tune_table *t, const int64_t *cur) {
+  int slow = 0, fast = 0;
+  double it[MDL_TUNE_MAX_WORKERS];
+  for (int i = 0; i < t->n_workers; i++) {
+    it[i] = t->worker[i].fixed_s + (double)cur[i] * t->worker[i].sample_s;
+    if (it[i] > it[slow]) slow = i;
+    if (it[i] < it[fast]) fast = i;
+  }
+  double se_s = t->worker[slow].iter_se_s, se_f = t->worker[fast].iter_se_s;
+  return it[slow] - it[fast] <= MDL_TUNE_REBALANCE_SIGMAS * sqrt(se_s * se_s + se_f * se_f);
+}
+
 void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
   memset(out, 0, sizeof *out);
   int k = t->n_workers;
@@ -181,8 +195,11 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
     /* judged at the equal shares' tau: the same number of iterations */
     double round_bal = tau_equal * iter_bal + out->comm_s;
     if (round_bal <= (1 - MDL_TUNE_REBALANCE_GAIN) * out->round_equal_s) {
-      memcpy(share, bal, (size_t)k * sizeof *share);
-      out->balanced = true;
+      out->noise = within_noise(t, share);
+      if (!out->noise) {
+        memcpy(share, bal, (size_t)k * sizeof *share);
+        out->balanced = true;
+      }
     }
   }
   out->iter_s = slowest_iter(t, share);
@@ -195,20 +212,6 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
             (out->iter_s - t->worker[i].fixed_s - (double)share[i] * t->worker[i].sample_s) /
             out->round_s;
   out->wait_fraction = wait / k;
-}
-
-/* Whether the slowest and the fastest worker's iterations at cur[] are
- * within MDL_TUNE_REBALANCE_SIGMAS combined standard errors. */
-static bool within_noise(const mdl_tune_table *t, const int64_t *cur) {
-  int slow = 0, fast = 0;
-  double it[MDL_TUNE_MAX_WORKERS];
-  for (int i = 0; i < t->n_workers; i++) {
-    it[i] = t->worker[i].fixed_s + (double)cur[i] * t->worker[i].sample_s;
-    if (it[i] > it[slow]) slow = i;
-    if (it[i] < it[fast]) fast = i;
-  }
-  double se_s = t->worker[slow].iter_se_s, se_f = t->worker[fast].iter_se_s;
-  return it[slow] - it[fast] <= MDL_TUNE_REBALANCE_SIGMAS * sqrt(se_s * se_s + se_f * se_f);
 }
 
 void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *share,
@@ -224,7 +227,7 @@ void mdl_tune_rebalance(const mdl_tune_table *t, const int64_t *cur, int64_t *sh
   out->round_cur_s = p.tau * iter_cur + p.comm_s;
   bool differ = false;
   for (int i = 0; i < k; i++) differ = differ || share[i] != cur[i];
-  out->noise = differ && within_noise(t, cur);
+  out->noise = p.noise || (differ && within_noise(t, cur));
   out->change =
       differ && !out->noise && p.round_s <= (1 - MDL_TUNE_REBALANCE_GAIN) * out->round_cur_s;
   if (!out->change && k > 0) memcpy(share, cur, (size_t)k * sizeof *share);
@@ -294,9 +297,17 @@ size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl
   EMIT("  round = %d x %.2f + %.2f = %.2f ms; communication %.1f%%, waiting %.1f%%\n", p->tau,
        p->iter_s * 1e3, p->comm_s * 1e3, p->round_s * 1e3, 100 * p->comm_fraction,
        100 * p->wait_fraction);
-  EMIT("  shares: %s (speed-proportional shares %s the round by >= %.0f%%; global batch %lld)\n",
-       p->balanced ? "by speed" : "equal", p->balanced ? "shorten" : "would not shorten",
-       100 * MDL_TUNE_REBALANCE_GAIN, (long long)t->global_batch);
+  if (p->noise)
+    EMIT(
+        "  shares: equal (the iterations at equal shares differ within %.0f standard errors of "
+        "their measurements; global batch %lld)\n",
+        MDL_TUNE_REBALANCE_SIGMAS, (long long)t->global_batch);
+  else
+    EMIT(
+        "  shares: %s (speed-proportional shares %s the round by >= %.0f%%; global batch "
+        "%lld)\n",
+        p->balanced ? "by speed" : "equal", p->balanced ? "shorten" : "would not shorten",
+        100 * MDL_TUNE_REBALANCE_GAIN, (long long)t->global_batch);
 #undef EMIT
   return n;
 }

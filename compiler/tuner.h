@@ -53,9 +53,17 @@ typedef struct mdl_tune_table {
  * keep a run's bits independent of the measurement. */
 #define MDL_TUNE_REBALANCE_GAIN 0.10
 
+/* How many combined standard errors apart the slowest and the fastest
+ * worker's iterations (at equal shares, or the current ones during a run) must be before the shares
+ * move: balanced shares make the iterations equal, and a difference the
+ * rounds' own scatter explains (workers slow in turn, an odd window giving
+ * one of them three slow rounds of five) is no reason to set them up again. */
+#define MDL_TUNE_REBALANCE_SIGMAS 2.0
+
 typedef struct mdl_tune_plan {
   int tau;
   bool balanced;        /* shares follow speed; false: equal shares */
+  bool noise;           /* equal kept: shares by speed would gain, within the errors */
   double iter_equal_s;  /* slowest worker's iteration with equal shares */
   double iter_s;        /* slowest worker's iteration with the chosen shares */
   double comm_s;        /* one broadcast and gather: max latency + sum of transfers */
@@ -69,7 +77,8 @@ typedef struct mdl_tune_plan {
 /* Chooses tau and the shares. share[] (n_workers entries, caller's) gets
  * each worker's samples per iteration: equal (the remainder to the first
  * workers) unless shares proportional to speed predict a round at least
- * MDL_TUNE_REBALANCE_GAIN shorter; either way they sum to global_batch
+ * MDL_TUNE_REBALANCE_GAIN shorter and the iterations at equal shares differ
+ * by more than MDL_TUNE_REBALANCE_SIGMAS combined iter_se_s; either way they sum to global_batch
  * exactly and each is at least 1 (global_batch >= n_workers assumed; when
  * it is smaller, the first global_batch workers get 1 and the rest 0). tau
  * is the smallest in [1, 1000] whose round spends at most max_comm_fraction
@@ -81,18 +90,11 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out);
  * t->global_batch: the sum of cur[]). */
 typedef struct mdl_tune_rebalance_result {
   bool change;        /* share[] differs from cur[] */
-  bool noise;         /* kept: the iterations at cur[] differ within their errors */
+  bool noise;         /* kept: what would gain is within the measurements' errors */
   bool balanced;      /* the tuner's choice follows speed (false: equal shares) */
   double round_cur_s; /* tau x slowest iteration at cur[] + comm */
   double round_s;     /* the same at the tuner's choice */
 } mdl_tune_rebalance_result;
-
-/* How many combined standard errors apart the slowest and the fastest
- * worker's iterations at the current shares must be before the shares
- * move: balanced shares make the iterations equal, and a difference the
- * rounds' own scatter explains (workers slow in turn, an odd window giving
- * one of them three slow rounds of five) is no reason to set them up again. */
-#define MDL_TUNE_REBALANCE_SIGMAS 2.0
 
 /* The shares to run with from now on: the tuner's choice on t (mdl_tune:
  * equal unless shares by speed shorten the round by the gain) replaces the

@@ -331,17 +331,24 @@ Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow
   const char *sets[] = {"max_iter=120", "test_interval=0", "display=5", "data.partitions=16", NULL};
   char *log = logged_run(sets, "slownet", 5, true, NULL);
   /* the change: "blocks by measured speed: worker 0 A, worker 1 B samples per
-   * iteration (global batch 128 kept; were ...): rounds F-L took ...", the
-   * first whose window holds 3 slowed rounds (rounds 7 on: iteration 30);
-   * the machine's noise may move the shares a little before that */
+   * iteration (global batch 128 kept; were ...): rounds F-L took ... (rounds
+   * P-Q pointed the same way)", the second window in a row proposing it
+   * (rounds 7 on are slowed: iteration 30; windows of 5 from round 2, so
+   * rounds 12-16 after 7-11); the machine's noise may move the shares a
+   * little before that */
   const char *ch = log;
-  int first = 0, last = 0;
+  int first = 0, last = 0, p_first = 0, p_last = 0;
   while ((ch = strstr(ch + 1, "kept; were ")) != NULL) {
     const char *why = strstr(ch, "): rounds ");
     cr_assert(why && sscanf(why, "): rounds %d-%d took", &first, &last) == 2, "%s", ch);
     if (last >= 9) break;
   }
   cr_assert(ch, "no rebalancing after the slowdown:\n%s", log);
+  const char *before = strstr(ch, "(rounds ");
+  cr_assert(before && sscanf(before, "(rounds %d-%d pointed the same way)", &p_first, &p_last) == 2,
+            "%.600s", ch);
+  cr_assert_eq(p_last + 1, first, "the window before: rounds %d-%d, this one %d-%d", p_first,
+               p_last, first, last);
   round_line v[64];
   int n = round_lines(log, v, 64);
   /* [0]: slowed rounds at the old shares; [1]: after the change (its first

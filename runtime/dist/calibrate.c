@@ -4,7 +4,9 @@
  *   # memdl calibration (reused while the key matches)
  *   key plan=... cluster=local:2 host=... cpu=... threads=1
  *   weights 1724320 batch 64
- *   worker 0 sample_s 0.00085 fixed_s 0.004 comm_s 0.0012 samples 384 iterations 6 */
+ *   worker 0 sample_s 0.00085 fixed_s 0.004 comm_s 0.0012 samples 384 iterations 6 \
+ *     iter_se_s 0.0007
+ * (one line in the file). */
 #define _GNU_SOURCE
 #include "runtime/dist/calibrate.h"
 
@@ -83,10 +85,16 @@ static mdl_status parse(const char *path, char *text, const char *key, int n_wor
     int i, it;
     mdl_calib_worker w;
     unsigned long long samples;
-    if (sscanf(line, "worker %d sample_s %lf fixed_s %lf comm_s %lf samples %llu iterations %d", &i,
-               &w.sample_s, &w.fixed_s, &w.comm_s, &samples, &it) != 6)
+    /* iter_se_s came later: a file without it holds figures believed exact */
+    w.iter_se_s = 0;
+    int got = sscanf(line,
+                     "worker %d sample_s %lf fixed_s %lf comm_s %lf samples %llu iterations %d "
+                     "iter_se_s %lf",
+                     &i, &w.sample_s, &w.fixed_s, &w.comm_s, &samples, &it, &w.iter_se_s);
+    if (got != 6 && got != 7)
       return damaged(path, line_no, "not a `weights` or `worker` line", err);
-    if (i != seen || i >= n_workers || !(w.sample_s > 0) || !(w.fixed_s >= 0) || !(w.comm_s >= 0))
+    if (i != seen || i >= n_workers || !(w.sample_s > 0) || !(w.fixed_s >= 0) || !(w.comm_s >= 0) ||
+        !(w.iter_se_s >= 0))
       return damaged(path, line_no, "worker out of order, or a time not positive", err);
     w.samples = samples;
     w.iterations = it;
@@ -125,9 +133,10 @@ mdl_status mdl_calibration_save(const char *path, const mdl_calibration *c, mdl_
   for (int i = 0; i < c->n_workers && n < cap; i++)
     n += (size_t)snprintf(buf + n, cap - n,
                           "worker %d sample_s %.9g fixed_s %.9g comm_s %.9g samples %llu "
-                          "iterations %d\n",
+                          "iterations %d iter_se_s %.9g\n",
                           i, c->worker[i].sample_s, c->worker[i].fixed_s, c->worker[i].comm_s,
-                          (unsigned long long)c->worker[i].samples, c->worker[i].iterations);
+                          (unsigned long long)c->worker[i].samples, c->worker[i].iterations,
+                          c->worker[i].iter_se_s);
   mdl_status st = mdl_file_write_atomic(path, buf, n < cap ? n : cap - 1, err);
   free(buf);
   return st;
@@ -139,7 +148,8 @@ mdl_tune_table mdl_calibration_table(const mdl_calibration *c, double max_comm_f
     rows[i] = (mdl_tune_worker){.sample_s = c->worker[i].sample_s,
                                 .fixed_s = c->worker[i].fixed_s,
                                 .latency_s = c->worker[i].comm_s,
-                                .bandwidth_bps = 0};
+                                .bandwidth_bps = 0,
+                                .iter_se_s = c->worker[i].iter_se_s};
   return (mdl_tune_table){.n_workers = c->n_workers,
                           .worker = rows,
                           .global_batch = c->worker_batch * c->n_workers,
@@ -152,7 +162,7 @@ void mdl_calibration_line(const mdl_calibration *c, int i, char *buf, size_t len
   const mdl_calib_worker *w = &c->worker[i];
   snprintf(buf, len,
            "calibration: worker %d: %.2f ms per iteration + %.4f ms per sample (%d iterations, "
-           "%llu samples), %.2f ms per round beyond compute",
+           "%llu samples; an iteration scatters by %.2f ms), %.2f ms per round beyond compute",
            i, w->fixed_s * 1e3, w->sample_s * 1e3, w->iterations, (unsigned long long)w->samples,
-           w->comm_s * 1e3);
+           w->iter_se_s * 1e3, w->comm_s * 1e3);
 }

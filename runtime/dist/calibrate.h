@@ -16,9 +16,10 @@
 #include "compiler/tuner.h"
 
 typedef struct mdl_calib_worker {
-  double sample_s; /* seconds per training sample */
-  double fixed_s;  /* seconds per iteration whatever the batch (0: not separated) */
-  double comm_s;   /* a round's time beyond the worker's compute (transfer, waking) */
+  double sample_s;  /* seconds per training sample */
+  double fixed_s;   /* seconds per iteration whatever the batch (0: not separated) */
+  double comm_s;    /* a round's time beyond the worker's compute (transfer, waking) */
+  double iter_se_s; /* an iteration's scatter over the timed rounds, as a standard error */
   uint64_t samples;
   int iterations;
 } mdl_calib_worker;

@@ -24,16 +24,32 @@
 #define CALIBRATE_FIT_ITERS 8
 #define CALIBRATE_FIT_STEPS 2
 
+static double mean(const double *v, int n) {
+  double sum = 0;
+  for (int i = 0; i < n; i++) sum += v[i];
+  return n ? sum / n : 0;
+}
+
+/* The standard error of v's mean (0 for fewer than two values). */
+static double std_error(const double *v, int n, double m) {
+  if (n < 2) return 0;
+  double ss = 0;
+  for (int i = 0; i < n; i++) ss += (v[i] - m) * (v[i] - m);
+  return sqrt(ss / (n - 1) / n);
+}
+
 static double comm_bound(const driver *d) {
   double f = d->plan->sync ? d->plan->sync->max_comm_fraction : 0;
   return f > 0 && f < 1 ? f : 0.1;
 }
 
 /* One calibration Round of tau iterations to the n slots act; fills c's
- * rows. false (with why) when a worker did not answer as asked: the run
- * then goes on without figures and its rounds deal with the worker. */
-static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration *c, char *why,
-                    size_t cap) {
+ * rows, and iter_s[] (n entries; NULL: not wanted) with each worker's mean
+ * iteration in it. false (with why) when a worker did not answer as asked:
+ * the run then goes on without figures and its rounds deal with the
+ * worker. */
+static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration *c, double *iter_s,
+                    char *why, size_t cap) {
   Memdl__RoundRequest req;
   mdl_driver_round_request(d, tau, &req);
   req.has_calibrate = req.calibrate = 1;
@@ -64,6 +80,7 @@ static bool measure(driver *d, slot *const *act, int n, int tau, mdl_calibration
     w->sample_s = !first && w->sample_s < per ? w->sample_s : per;
     w->samples += r->samples;
     w->iterations += (int)r->iterations;
+    if (iter_s) iter_s[i] = r->compute_seconds / (double)r->iterations;
   }
   mdl_rpc_calls_clear(calls, n);
   free(calls);
@@ -110,14 +127,24 @@ static void cluster_spec(const driver *d, char *buf, size_t len) {
 
 /* A warm-up iteration (it builds the workers' arenas and batchers), then
  * CALIBRATE_ROUNDS timed calls of iters iterations, into c's rows (cleared
- * first). */
+ * first), each worker's iterations' scatter over the calls with them: on
+ * a machine shared with other work it can exceed the difference between
+ * the workers, which then says nothing about their speeds. */
 static bool measure_all(driver *d, slot *const *act, int n, int iters, mdl_calibration *c,
                         char *why, size_t cap) {
   int left = d->max_iter - d->iter;
   int tau = left < iters ? left : iters;
-  bool ok = measure(d, act, n, 1, c, why, cap);
+  bool ok = measure(d, act, n, 1, c, NULL, why, cap);
   memset(c->worker, 0, (size_t)n * sizeof *c->worker);
-  for (int r = 0; ok && r < CALIBRATE_ROUNDS; r++) ok = measure(d, act, n, tau, c, why, cap);
+  double *it = mdl_xcalloc((size_t)n * CALIBRATE_ROUNDS, sizeof *it);
+  for (int r = 0; ok && r < CALIBRATE_ROUNDS; r++)
+    ok = measure(d, act, n, tau, c, it + (size_t)r * n, why, cap);
+  for (int i = 0; ok && i < n; i++) {
+    double v[CALIBRATE_ROUNDS];
+    for (int r = 0; r < CALIBRATE_ROUNDS; r++) v[r] = it[(size_t)r * n + i];
+    c->worker[i].iter_se_s = std_error(v, CALIBRATE_ROUNDS, mean(v, CALIBRATE_ROUNDS));
+  }
+  free(it);
   return ok;
 }
 
@@ -238,6 +265,7 @@ static mdl_status fit(driver *d, slot *const *act, int n, mdl_calibration *c, ch
       w->sample_s = model ? per : t1 / b1;
       w->fixed_s = model ? fixed : 0;
       if (at.worker[i].comm_s < w->comm_s) w->comm_s = at.worker[i].comm_s;
+      w->iter_se_s = at.worker[i].iter_se_s; /* the scatter at the shares to run with */
       w->samples += at.worker[i].samples;
       w->iterations += at.worker[i].iterations;
       prev_b[i] = b1;
@@ -287,10 +315,17 @@ static mdl_status apply(driver *d, const mdl_calibration *c, slot *const *act, m
     return MDL_OK;
   }
   if (!p.balanced) {
-    dlog(d,
-         "blocks: equal, %lld samples per worker per iteration (shares by speed would shorten "
-         "the predicted round by under %.0f%%)",
-         (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
+    if (p.noise)
+      dlog(d,
+           "blocks: equal, %lld samples per worker per iteration (the workers' measured "
+           "iterations differ by less than %.0f standard errors of their scatter over the "
+           "calibration's rounds)",
+           (long long)c->worker_batch, MDL_TUNE_REBALANCE_SIGMAS);
+    else
+      dlog(d,
+           "blocks: equal, %lld samples per worker per iteration (shares by speed would shorten "
+           "the predicted round by under %.0f%%)",
+           (long long)c->worker_batch, 100 * MDL_TUNE_REBALANCE_GAIN);
     for (int i = 0; i < c->n_workers; i++) share[i] = 0; /* the net's own */
     return set_shares(d, act, c->n_workers, share, true, NULL, err);
   }
@@ -458,20 +493,6 @@ static bool window_add(driver *d, int tau) {
   return ++d->rebalance_rounds >= MDL_DRIVER_WINDOW;
 }
 
-static double mean(const double *v, int n) {
-  double sum = 0;
-  for (int i = 0; i < n; i++) sum += v[i];
-  return n ? sum / n : 0;
-}
-
-/* The standard error of v's mean (0 for fewer than two values). */
-static double std_error(const double *v, int n, double m) {
-  if (n < 2) return 0;
-  double ss = 0;
-  for (int i = 0; i < n; i++) ss += (v[i] - m) * (v[i] - m);
-  return sqrt(ss / (n - 1) / n);
-}
-
 /* Worker s's row from its window: its model (the calibration's split of
  * an iteration into fixed and per-sample time) rescaled to the mean
  * iteration it measured at its batch b -- a worker whose cores are now
@@ -564,7 +585,10 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   mdl_tune_worker rows[MDL_TUNE_MAX_WORKERS];
   int64_t cur[MDL_TUNE_MAX_WORKERS], share[MDL_TUNE_MAX_WORKERS], global = 0;
   char measured[1024];
-  if (!window_table(d, act, &n, rows, cur, measured, sizeof measured)) return MDL_OK;
+  if (!window_table(d, act, &n, rows, cur, measured, sizeof measured)) {
+    d->rebalance_proposed = 0; /* the next window has none before it to agree with */
+    return MDL_OK;
+  }
   for (int i = 0; i < n; i++) global += cur[i];
   mdl_tune_table t = {.n_workers = n,
                       .worker = rows,
@@ -574,12 +598,25 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
                       .fixed_tau = d->tau};
   mdl_tune_rebalance_result r;
   mdl_tune_rebalance(&t, cur, share, &r);
-  if (!r.change) return MDL_OK;
+  /* Two windows in a row must propose a change, every share moving the
+   * same way in both: on a machine whose cores the workers share with each
+   * other or with other work, which worker is slow changes from window to
+   * window, and shares that chase it cost a Setup each for nothing. */
+  bool agree = r.change && d->rebalance_proposed > 0;
+  for (int i = 0; i < n; i++) {
+    int dir = !r.change ? 0 : share[i] > cur[i] ? 1 : share[i] < cur[i] ? -1 : 0;
+    agree = agree && dir == act[i]->win_dir;
+    act[i]->win_dir = dir;
+  }
+  int before = d->rebalance_proposed;
+  d->rebalance_proposed = r.change && !agree ? first : 0;
+  if (!agree) return MDL_OK;
   char now[1024], was[1024], reason[1400];
   shares_text(act, n, share, now, sizeof now);
   shares_text(act, n, cur, was, sizeof was);
-  snprintf(reason, sizeof reason, "rounds %d-%d took %s samples per iteration", first, d->round,
-           measured);
+  snprintf(reason, sizeof reason,
+           "rounds %d-%d took %s samples per iteration (rounds %d-%d pointed the same way)", first,
+           d->round, measured, before, first - 1);
   /* a change costs a Setup: the rounds left must win back what the last
    * one took (near the end of a run they cannot) */
   int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;

@@ -45,6 +45,7 @@ typedef struct slot {
   double model_fixed_s, model_sample_s;
   double win_iter_s[MDL_DRIVER_WINDOW], win_comm_s[MDL_DRIVER_WINDOW];
   int win_n, win_seen; /* figures in the window; total.rounds when last taken */
+  int win_dir;         /* the last window's proposal for its share: -1, 0, +1 */
   /* mdl_driver_retune's window: its round times summed, how many, and
    * total.rounds when last taken */
   double retune_rtt;
@@ -125,8 +126,9 @@ typedef struct driver {
   double retune_wall, retune_comm;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
    * this process it ignores (the first after a Setup builds the arenas);
-   * how long the last change of shares took (0: none yet) */
-  int rebalance_rounds, rebalance_skip;
+   * how long the last change of shares took (0: none yet); the first round
+   * of the last window when it proposed a change (0: it did not) */
+  int rebalance_rounds, rebalance_skip, rebalance_proposed;
   double reshare_s;
 } driver;
 
