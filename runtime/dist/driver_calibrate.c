@@ -617,15 +617,18 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   snprintf(reason, sizeof reason,
            "rounds %d-%d took %s samples per iteration (rounds %d-%d pointed the same way)", first,
            d->round, measured, before, first - 1);
-  /* a change costs a Setup: the rounds left must win back what the last
-   * one took (near the end of a run they cannot) */
+  /* A change costs a Setup: what it saves must win back what the last one
+   * took. The difference is expected to last as long again as it has been
+   * seen (a worker slowed for good keeps paying; one that a busy machine
+   * slowed for a second does not), and no longer than the run. */
   int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;
-  double saves = (r.round_cur_s - r.round_s) * left;
+  int seen = d->round - before + 1, horizon = seen < left ? seen : left;
+  double saves = (r.round_cur_s - r.round_s) * horizon;
   if (saves < d->reshare_s) {
     dlog(d,
-         "blocks: kept (%s would save %.2f s over the %d rounds left; setting the workers up "
-         "again took %.2f s): %s",
-         now, saves, left, d->reshare_s, reason);
+         "blocks: kept (%s would save %.2f s over %d rounds, as long as the difference has "
+         "lasted or the run has left; setting the workers up again took %.2f s): %s",
+         now, saves, horizon, d->reshare_s, reason);
     return MDL_OK;
   }
   bool equal = !r.balanced;
