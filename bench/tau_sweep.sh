@@ -10,7 +10,8 @@
 # Each run trains the example job until a TEST pass reaches the target (or
 # max_iter) and reports the wall time from the run's start record to that
 # TEST record of metrics.jsonl (TEST passes included: the same for every
-# tau), the iteration it happened at, and the waiting share. With
+# tau), the iteration it happened at, and the waiting share (the run is
+# stopped there: what comes after is not measured). With
 # --repeat N every tau runs N times, the taus taking turns (so a machine
 # that slows down for a while slows all of them alike), and the median
 # decides; on 2 cores single runs scatter by about 25%.
@@ -40,7 +41,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # prints "seconds iter" of the first TEST record at or above the target
-# (or "- -"), then the done record's wait_share
+# (or "- -"), then the waiting share of the rounds before it: the workers'
+# waiting over their compute, communication and waiting, summed
 time_to_target() {
   awk -v target="$target" '
     function num(key,   m) {
@@ -49,12 +51,23 @@ time_to_target() {
       }
       return -1
     }
+    # the sum of every "key": value on the line
+    function sum(key,   rest, m, t) {
+      rest = $0; t = 0
+      while (match(rest, "\"" key "\": [-0-9.e+]+")) {
+        m = substr(rest, RSTART, RLENGTH); sub(/.*: /, "", m); t += m
+        rest = substr(rest, RSTART + RLENGTH)
+      }
+      return t
+    }
     /"event": "start"/ && !t0 { t0 = num("time") }
+    /"event": "round"/ && !hit {
+      w = sum("wait_s"); wait += w; busy += w + sum("compute_s") + sum("comm_s")
+    }
     /"event": "test"/ && /"net": 0/ && !hit && num("accuracy") >= target {
       hit = 1; printf "%.1f %d", num("time") - t0, num("iter")
     }
-    /"event": "done"/ { wait = num("wait_share") }
-    END { if (!hit) printf "- -"; printf " %.3f\n", wait }' "$1"
+    END { if (!hit) printf "- -"; printf " %.3f\n", (busy > 0 ? wait / busy : 0) }' "$1"
 }
 
 # the median of the numbers on stdin ("-" when there are none)
@@ -71,7 +84,18 @@ for k in $workers; do
       [ "$tau" != auto ] && set_tau=(--set "sync.tau=$tau")
       bazel-bin/memdl run jobs/fashion_mnist/job.prototxt --workers "local:$k" "${set_tau[@]}" \
         --set "max_iter=$max_iter" --set "test_interval=$interval" --set snapshot=0 \
-        --set "accept.at_least=$target" --output "$out" >"$out.log" 2>&1 || true
+        --set "accept.at_least=$target" --output "$out" >"$out.log" 2>&1 &
+      pid=$!
+      # what comes after the target is not measured: stop the run there
+      # (SIGTERM: memdl stops cleanly and writes its done record)
+      while kill -0 "$pid" 2>/dev/null; do
+        if [ -f "$out/metrics.jsonl" ] && [ "$(time_to_target "$out/metrics.jsonl" | cut -d' ' -f1)" != - ]; then
+          kill -TERM "$pid" 2>/dev/null || true
+          break
+        fi
+        sleep 0.5
+      done
+      wait "$pid" || true
       read -r secs iter wait < <(time_to_target "$out/metrics.jsonl")
       label=$tau
       if [ "$tau" = auto ]; then

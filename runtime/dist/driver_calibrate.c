@@ -601,7 +601,9 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   /* Two windows in a row must propose a change, every share moving the
    * same way in both: on a machine whose cores the workers share with each
    * other or with other work, which worker is slow changes from window to
-   * window, and shares that chase it cost a Setup each for nothing. */
+   * window, and shares that chase it cost a Setup each for nothing.
+   * rebalance_proposed holds the first round of the windows that have
+   * proposed it so far. */
   bool agree = r.change && d->rebalance_proposed > 0;
   for (int i = 0; i < n; i++) {
     int dir = !r.change ? 0 : share[i] > cur[i] ? 1 : share[i] < cur[i] ? -1 : 0;
@@ -629,6 +631,7 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
          "blocks: kept (%s would save %.2f s over %d rounds, as long as the difference has "
          "lasted or the run has left; setting the workers up again took %.2f s): %s",
          now, saves, horizon, d->reshare_s, reason);
+    d->rebalance_proposed = before; /* if it lasts, the next window's horizon is longer */
     return MDL_OK;
   }
   bool equal = !r.balanced;
