@@ -587,6 +587,7 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   char measured[1024];
   if (!window_table(d, act, &n, rows, cur, measured, sizeof measured)) {
     d->rebalance_proposed = 0; /* the next window has none before it to agree with */
+    d->rebalance_kept_said = false;
     return MDL_OK;
   }
   for (int i = 0; i < n; i++) global += cur[i];
@@ -612,7 +613,10 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   }
   int before = d->rebalance_proposed;
   d->rebalance_proposed = r.change && !agree ? first : 0;
-  if (!agree) return MDL_OK;
+  if (!agree) {
+    d->rebalance_kept_said = false;
+    return MDL_OK;
+  }
   char now[1024], was[1024], reason[1400];
   shares_text(act, n, share, now, sizeof now);
   shares_text(act, n, cur, was, sizeof was);
@@ -627,10 +631,12 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   int seen = d->round - before + 1, horizon = seen < left ? seen : left;
   double saves = (r.round_cur_s - r.round_s) * horizon;
   if (saves < d->reshare_s) {
-    dlog(d,
-         "blocks: kept (%s would save %.2f s over %d rounds, as long as the difference has "
-         "lasted or the run has left; setting the workers up again took %.2f s): %s",
-         now, saves, horizon, d->reshare_s, reason);
+    if (!d->rebalance_kept_said) /* once while the same change stands proposed */
+      dlog(d,
+           "blocks: kept (%s would save %.2f s over %d rounds, as long as the difference has "
+           "lasted or the run has left; setting the workers up again took %.2f s): %s",
+           now, saves, horizon, d->reshare_s, reason);
+    d->rebalance_kept_said = true;
     d->rebalance_proposed = before; /* if it lasts, the next window's horizon is longer */
     return MDL_OK;
   }
@@ -657,6 +663,7 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   mdl_progress_exclude(&d->prog, d->reshare_s);
   d->aside_s += d->reshare_s;
   d->rebalance_skip = d->round + 1;
+  d->rebalance_kept_said = false;
   if (st == MDL_OK) mdl_driver_report_rebalance(d, reason, r.round_cur_s, r.round_s);
   return st;
 }

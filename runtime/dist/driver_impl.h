@@ -129,6 +129,7 @@ typedef struct driver {
    * how long the last change of shares took (0: none yet); the first round
    * of the last window when it proposed a change (0: it did not) */
   int rebalance_rounds, rebalance_skip, rebalance_proposed;
+  bool rebalance_kept_said; /* "blocks: kept" printed for the proposal standing */
   double reshare_s;
 } driver;
 
