@@ -19,7 +19,7 @@
 
 #include "gpu/gpu_internal.h"
 #include "gpu/kernels.h"
-#include "runtime/engine/layer_geom.h" /* PARAM, LAYER_ERR, shape_count, the checks */
+#include "runtime/engine/layer_geom.h" /* MDL_LAYER_PARAM, MDL_LAYER_ERR, mdl_shape_count_axes, the checks */
 
 #define G(l) mdl_gpu_of(l)
 #define S(l) (mdl_gpu_of(l)->stream)
@@ -41,7 +41,7 @@ static inline bool tensor_desc(mdl_gpu *g, cudnnTensorDescriptor_t *d, int64_t n
 }
 
 static inline bool fits_int(const mdl_shape *s) {
-  return shape_count(s, 0, s->n) < INT_MAX;
+  return mdl_shape_count_axes(s, 0, s->n) < INT_MAX;
 }
 
 /* layers_vision.c */

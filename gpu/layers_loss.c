@@ -23,7 +23,7 @@ static mdl_status softmax_new(mdl_layer *l, bool loss, mdl_error *err) {
   mdl_status st = loss ? mdl_geom_softmax_loss(l, &p->g, err) : mdl_geom_softmax(l, &s, err);
   if (st) return st;
   if (!loss) p->g.outer = s.outer, p->g.C = s.C, p->g.inner = s.inner;
-  if (!fits_int(&l->bottom_shape[0])) return LAYER_ERR(l, err, "input too large for cuDNN");
+  if (!fits_int(&l->bottom_shape[0])) return MDL_LAYER_ERR(l, err, "input too large for cuDNN");
   if (!tensor_desc(G(l), &p->t, p->g.outer, p->g.C, p->g.inner, 1))
     return mdl_gpu_take_error(G(l), err);
   return MDL_OK;
@@ -108,7 +108,7 @@ static mdl_status acc_setup(mdl_layer *l, mdl_error *err) {
   l->priv = p;
   mdl_status st = mdl_geom_accuracy(l, p, err);
   if (st) return st;
-  if (l->n_top > 1) return LAYER_ERR(l, err, "the per-class top does not run on the GPU");
+  if (l->n_top > 1) return MDL_LAYER_ERR(l, err, "the per-class top does not run on the GPU");
   return MDL_OK;
 }
 

@@ -89,7 +89,7 @@ typedef struct scale_priv {
 
 static mdl_status scale_setup(mdl_layer *l, mdl_error *err) {
   if (l->n_bottom != 1 || l->n_param < 1)
-    return LAYER_ERR(l, err, "Scale with a second bottom does not run on the GPU");
+    return MDL_LAYER_ERR(l, err, "Scale with a second bottom does not run on the GPU");
   scale_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
   mdl_status st = mdl_geom_scale(l, &sp->g, err);
@@ -115,7 +115,7 @@ static void scale_free(mdl_layer *l) {
 
 static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__ScaleParameter *p =
-      PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
   mdl_gpu *g = G(l);
   mdl_status st = MDL_OK;
   /* as the CPU: the scale's filler or ones, then the bias's filler */

@@ -71,8 +71,8 @@ typedef struct eltwise_priv {
 
 static mdl_status eltwise_setup(mdl_layer *l, mdl_error *err) {
   if (l->n_bottom > MDL_GK_MAX_ELT)
-    return LAYER_ERR(l, err, "%d bottoms; the GPU's Eltwise takes at most %d", l->n_bottom,
-                     MDL_GK_MAX_ELT);
+    return MDL_LAYER_ERR(l, err, "%d bottoms; the GPU's Eltwise takes at most %d", l->n_bottom,
+                         MDL_GK_MAX_ELT);
   eltwise_priv *ep = mdl_xcalloc(1, sizeof *ep);
   l->priv = ep;
   mdl_eltwise_geom g;
@@ -132,7 +132,7 @@ typedef struct cat_priv {
 } cat_priv;
 
 static mdl_status concat_setup(mdl_layer *l, mdl_error *err) {
-  if (l->n_bottom > 64) return LAYER_ERR(l, err, "more than 64 bottoms");
+  if (l->n_bottom > 64) return MDL_LAYER_ERR(l, err, "more than 64 bottoms");
   cat_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
   return mdl_geom_concat(l, &cp->g, cp->part, err);

@@ -42,10 +42,10 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
   mdl_status st = mdl_geom_conv(l, &cg, err);
   if (st) return st;
   if (l->n_bottom != 1)
-    return LAYER_ERR(l, err, "only 2-D convolution of one 4-axis bottom over axis 1 runs on %s",
-                     g->name);
+    return MDL_LAYER_ERR(l, err, "only 2-D convolution of one 4-axis bottom over axis 1 runs on %s",
+                         g->name);
   const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  if (!fits_int(b) || !fits_int(t)) return LAYER_ERR(l, err, "blobs too large for cuDNN");
+  if (!fits_int(b) || !fits_int(t)) return MDL_LAYER_ERR(l, err, "blobs too large for cuDNN");
   conv_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
   /* cuDNN's x is the image side, y the column side: a Deconvolution is a
@@ -76,8 +76,8 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
           g, cudnnGetConvolution2dForwardOutputDim(cp->conv, cp->x, cp->w, &on, &oc, &oh, &ow)))
     return mdl_gpu_take_error(g, err);
   if (on != cg.num || oc != M || oh != cg.col_h || ow != cg.col_w)
-    return LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc, oh,
-                     ow);
+    return MDL_LAYER_ERR(l, err, "cuDNN's output %dx%dx%dx%d differs from the shape rule's", on, oc,
+                         oh, ow);
   /* Algorithms: the heuristics' best whose workspace fits the limit. */
   const size_t limit = conv_ws_limit();
   size_t need = 0;
@@ -95,7 +95,7 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
            perf[i].mathType == CUDNN_DEFAULT_MATH))
         pick = i;
     if (pick < 0)
-      return LAYER_ERR(l, err, "cuDNN offers no forward algorithm within %zu bytes", limit);
+      return MDL_LAYER_ERR(l, err, "cuDNN offers no forward algorithm within %zu bytes", limit);
     cp->fwd = perf[pick].algo;
     if (perf[pick].memory > need) need = perf[pick].memory;
   }
@@ -117,7 +117,7 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
     for (int i = 0; i < nf && f < 0; i++)
       if (pf[i].status == CUDNN_STATUS_SUCCESS && pf[i].memory <= limit) f = i;
     if (a < 0 || f < 0)
-      return LAYER_ERR(l, err, "cuDNN offers no backward algorithm within %zu bytes", limit);
+      return MDL_LAYER_ERR(l, err, "cuDNN offers no backward algorithm within %zu bytes", limit);
     cp->bwd_data = pd[a].algo;
     cp->bwd_filter = pf[f].algo;
     if (pd[a].memory > need) need = pd[a].memory;
@@ -129,8 +129,8 @@ static mdl_status conv_setup(mdl_layer *l, mdl_error *err) {
 }
 
 static mdl_status conv_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
-  const Caffe__ConvolutionParameter *p =
-      PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
+  const Caffe__ConvolutionParameter *p = MDL_LAYER_PARAM(
+      l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
   const Caffe__FillerParameter *f[2] = {p->weight_filler, p->bias_filler};
   return mdl_gpu_fill_params(l, f, rng, err);
 }
@@ -205,7 +205,7 @@ static mdl_status ip_setup(mdl_layer *l, mdl_error *err) {
   mdl_ip_geom g;
   mdl_status st = mdl_geom_ip(l, &g, err);
   if (st) return st;
-  if (!fits_int(&l->bottom_shape[0])) return LAYER_ERR(l, err, "input too large for cuBLAS");
+  if (!fits_int(&l->bottom_shape[0])) return MDL_LAYER_ERR(l, err, "input too large for cuBLAS");
   ip_priv *ip = mdl_xcalloc(1, sizeof *ip);
   l->priv = ip;
   *ip = (ip_priv){(int)g.M, (int)g.K, (int)g.N, g.transpose, g.bias};
@@ -213,7 +213,7 @@ static mdl_status ip_setup(mdl_layer *l, mdl_error *err) {
 }
 
 static mdl_status ip_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
-  const Caffe__InnerProductParameter *p = PARAM(
+  const Caffe__InnerProductParameter *p = MDL_LAYER_PARAM(
       l, inner_product_param, Caffe__InnerProductParameter, CAFFE__INNER_PRODUCT_PARAMETER__INIT);
   const Caffe__FillerParameter *f[2] = {p->weight_filler, p->bias_filler};
   return mdl_gpu_fill_params(l, f, rng, err);
@@ -273,7 +273,7 @@ static mdl_status pool_setup(mdl_layer *l, mdl_error *err) {
   mdl_status st = mdl_geom_pool(l, &g, err);
   if (st) return st;
   if (g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC || l->n_top > 1)
-    return LAYER_ERR(l, err, "STOCHASTIC pooling and the mask top do not run on the GPU");
+    return MDL_LAYER_ERR(l, err, "STOCHASTIC pooling and the mask top do not run on the GPU");
   pool_priv *pp = mdl_xcalloc(1, sizeof *pp);
   l->priv = pp;
   /* the kernels' own struct (kernels.h is C++ too): windows as ints */
@@ -331,7 +331,7 @@ static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
   mdl_lrn_geom lg;
   mdl_status st = mdl_geom_lrn(l, &lg, err);
   if (st) return st;
-  if (!fits_int(b)) return LAYER_ERR(l, err, "input too large for cuDNN");
+  if (!fits_int(b)) return MDL_LAYER_ERR(l, err, "input too large for cuDNN");
   lrn_priv *lp = mdl_xcalloc(1, sizeof *lp);
   l->priv = lp;
   bool ok = MDL_CUDNN_TRY(g, cudnnCreateLRNDescriptor(&lp->desc)) &&

@@ -143,8 +143,8 @@ static void conv_free(mdl_layer *l) {
 }
 
 static mdl_status conv_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
-  const Caffe__ConvolutionParameter *p =
-      PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
+  const Caffe__ConvolutionParameter *p = MDL_LAYER_PARAM(
+      l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
   mdl_status st = mdl_filler_fill(p->weight_filler, &l->param[0], rng, err);
   if (!st && l->n_param > 1) st = mdl_filler_fill(p->bias_filler, &l->param[1], rng, err);
   return st;
@@ -550,7 +550,7 @@ static mdl_status ip_setup(mdl_layer *l, mdl_error *err) {
 }
 
 static mdl_status ip_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
-  const Caffe__InnerProductParameter *p = PARAM(
+  const Caffe__InnerProductParameter *p = MDL_LAYER_PARAM(
       l, inner_product_param, Caffe__InnerProductParameter, CAFFE__INNER_PRODUCT_PARAMETER__INIT);
   mdl_status st = mdl_filler_fill(p->weight_filler, &l->param[0], rng, err);
   if (!st && l->n_param > 1) st = mdl_filler_fill(p->bias_filler, &l->param[1], rng, err);
@@ -603,21 +603,21 @@ typedef struct embed_priv {
 
 static mdl_status embed_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__EmbedParameter *p =
-      PARAM(l, embed_param, Caffe__EmbedParameter, CAFFE__EMBED_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, embed_param, Caffe__EmbedParameter, CAFFE__EMBED_PARAMETER__INIT);
   embed_priv *ep = mdl_xcalloc(1, sizeof *ep);
   l->priv = ep;
-  ep->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
+  ep->count = mdl_shape_count_axes(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
   ep->N = p->num_output;
   ep->input_dim = p->input_dim;
   ep->bias = p->bias_term;
   if (l->n_param < 1 || l->param[0].count != ep->N * ep->input_dim)
-    return LAYER_ERR(l, err, "weight blob size disagrees with input_dim x num_output");
+    return MDL_LAYER_ERR(l, err, "weight blob size disagrees with input_dim x num_output");
   return MDL_OK;
 }
 
 static mdl_status embed_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__EmbedParameter *p =
-      PARAM(l, embed_param, Caffe__EmbedParameter, CAFFE__EMBED_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, embed_param, Caffe__EmbedParameter, CAFFE__EMBED_PARAMETER__INIT);
   mdl_status st = mdl_filler_fill(p->weight_filler, &l->param[0], rng, err);
   if (!st && l->n_param > 1) st = mdl_filler_fill(p->bias_filler, &l->param[1], rng, err);
   return st;

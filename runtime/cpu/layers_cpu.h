@@ -5,7 +5,7 @@
 
 #include "runtime/cpu/cpu_math.h"
 #include "runtime/engine/layer.h"
-#include "runtime/engine/layer_geom.h" /* PARAM, LAYER_ERR, shape_count, the checks */
+#include "runtime/engine/layer_geom.h" /* MDL_LAYER_PARAM, MDL_LAYER_ERR, mdl_shape_count_axes, the checks */
 
 extern const mdl_layer_impl mdl_cpu_input_layer, mdl_cpu_dummy_data_layer;
 extern const mdl_layer_impl mdl_cpu_conv_layer, mdl_cpu_deconv_layer, mdl_cpu_pool_layer,

@@ -56,7 +56,7 @@ static hid_t make_dataset(hid_t file, const char *name, const hsize_t dims[4]) {
 static mdl_status h5out_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__HDF5OutputParameter *hp = l->lp->hdf5_output_param;
   if (!hp || !hp->file_name || !hp->file_name[0])
-    return LAYER_ERR(l, err, "hdf5_output_param.file_name is missing");
+    return MDL_LAYER_ERR(l, err, "hdf5_output_param.file_name is missing");
   h5out_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
   p->file = p->ds[0] = p->ds[1] = H5I_INVALID_HID;

@@ -173,12 +173,12 @@ static mdl_status pair_setup(mdl_layer *l, mdl_error *err) {
   const mdl_shape *a = &l->bottom_shape[0], *b = &l->bottom_shape[1];
   pair_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  p->count = shape_count(a, 0, a->n);
+  p->count = mdl_shape_count_axes(a, 0, a->n);
   p->num = a->n ? a->d[0] : 1;
   p->dim = p->count / (p->num ? p->num : 1);
-  if (shape_count(b, 0, b->n) != p->count)
-    return LAYER_ERR(l, err, "the two inputs have %lld and %lld values", (long long)p->count,
-                     (long long)shape_count(b, 0, b->n));
+  if (mdl_shape_count_axes(b, 0, b->n) != p->count)
+    return MDL_LAYER_ERR(l, err, "the two inputs have %lld and %lld values", (long long)p->count,
+                         (long long)mdl_shape_count_axes(b, 0, b->n));
   p->diff = mdl_falloc(p->count);
   p->dist = mdl_falloc(p->num);
   if (!p->diff || !p->dist) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": buffers", l->name);
@@ -231,10 +231,10 @@ static mdl_status sce_setup(mdl_layer *l, mdl_error *err) {
   const mdl_shape *a = &l->bottom_shape[0];
   sce_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  p->count = shape_count(a, 0, a->n);
+  p->count = mdl_shape_count_axes(a, 0, a->n);
   p->num = a->n ? a->d[0] : 1;
-  if (shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->count)
-    return LAYER_ERR(l, err, "inputs and targets must have the same count");
+  if (mdl_shape_count_axes(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->count)
+    return MDL_LAYER_ERR(l, err, "inputs and targets must have the same count");
   p->mode = mdl_geom_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__BATCH_SIZE);
   p->ignore = mdl_geom_loss_ignore(l, &p->ignore_label);
   return MDL_OK;
@@ -276,8 +276,8 @@ const mdl_layer_impl mdl_cpu_sigmoid_ce_loss_layer = {
 
 static void contrastive_params(const mdl_layer *l, float *margin, bool *legacy) {
   const Caffe__ContrastiveLossParameter *p =
-      PARAM(l, contrastive_loss_param, Caffe__ContrastiveLossParameter,
-            CAFFE__CONTRASTIVE_LOSS_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, contrastive_loss_param, Caffe__ContrastiveLossParameter,
+                      CAFFE__CONTRASTIVE_LOSS_PARAMETER__INIT);
   *margin = p->margin;
   *legacy = p->legacy_version;
 }
@@ -286,8 +286,8 @@ static mdl_status contrastive_setup(mdl_layer *l, mdl_error *err) {
   mdl_status st = pair_setup(l, err);
   if (st) return st;
   pair_priv *p = l->priv;
-  if (shape_count(&l->bottom_shape[2], 0, l->bottom_shape[2].n) != p->num)
-    return LAYER_ERR(l, err, "need one similarity label per pair (%lld)", (long long)p->num);
+  if (mdl_shape_count_axes(&l->bottom_shape[2], 0, l->bottom_shape[2].n) != p->num)
+    return MDL_LAYER_ERR(l, err, "need one similarity label per pair (%lld)", (long long)p->num);
   return MDL_OK;
 }
 
@@ -358,17 +358,17 @@ typedef struct hinge_priv {
 } hinge_priv;
 
 static mdl_status hinge_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__HingeLossParameter *hp =
-      PARAM(l, hinge_loss_param, Caffe__HingeLossParameter, CAFFE__HINGE_LOSS_PARAMETER__INIT);
+  const Caffe__HingeLossParameter *hp = MDL_LAYER_PARAM(
+      l, hinge_loss_param, Caffe__HingeLossParameter, CAFFE__HINGE_LOSS_PARAMETER__INIT);
   const mdl_shape *a = &l->bottom_shape[0];
   hinge_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  int64_t count = shape_count(a, 0, a->n);
+  int64_t count = mdl_shape_count_axes(a, 0, a->n);
   p->num = a->n ? a->d[0] : 1;
   p->dim = count / (p->num ? p->num : 1);
   p->l2 = hp->norm == CAFFE__HINGE_LOSS_PARAMETER__NORM__L2;
-  if (shape_count(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->num)
-    return LAYER_ERR(l, err, "need one label per row (%lld)", (long long)p->num);
+  if (mdl_shape_count_axes(&l->bottom_shape[1], 0, l->bottom_shape[1].n) != p->num)
+    return MDL_LAYER_ERR(l, err, "need one label per row (%lld)", (long long)p->num);
   p->margin = mdl_falloc(count);
   if (!p->margin) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": buffer", l->name);
   return MDL_OK;

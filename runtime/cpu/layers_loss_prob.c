@@ -21,7 +21,7 @@
 static void mll_dims(const mdl_layer *l, int64_t *num, int64_t *dim) {
   const mdl_shape *b = &l->bottom_shape[0];
   *num = b->n ? b->d[0] : 1;
-  *dim = *num ? shape_count(b, 0, b->n) / *num : 0;
+  *dim = *num ? mdl_shape_count_axes(b, 0, b->n) / *num : 0;
 }
 
 static void mll_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
@@ -82,12 +82,13 @@ static mdl_status load_h(mdl_layer *l, const char *path, int64_t L, float **out,
   Caffe__BlobProto *b = caffe__blob_proto__unpack(NULL, len, (const uint8_t *)buf);
   free(buf);
   if (!b)
-    return LAYER_ERR(l, err, "%s is not a binary caffe.BlobProto (the infogain matrix)", path);
+    return MDL_LAYER_ERR(l, err, "%s is not a binary caffe.BlobProto (the infogain matrix)", path);
   size_t n = b->n_data ? b->n_data : b->n_double_data;
   if ((int64_t)n != L * L) {
     caffe__blob_proto__free_unpacked(b, NULL);
-    return LAYER_ERR(l, err, "%s holds %zu values; the infogain matrix for %lld classes needs %lld",
-                     path, n, (long long)L, (long long)(L * L));
+    return MDL_LAYER_ERR(l, err,
+                         "%s holds %zu values; the infogain matrix for %lld classes needs %lld",
+                         path, n, (long long)L, (long long)(L * L));
   }
   float *h = mdl_xmalloc(n * sizeof(float));
   for (size_t i = 0; i < n; i++) h[i] = b->n_data ? b->data[i] : (float)b->double_data[i];
@@ -97,21 +98,21 @@ static mdl_status load_h(mdl_layer *l, const char *path, int64_t L, float **out,
 }
 
 static mdl_status infogain_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__InfogainLossParameter *ip = PARAM(
+  const Caffe__InfogainLossParameter *ip = MDL_LAYER_PARAM(
       l, infogain_loss_param, Caffe__InfogainLossParameter, CAFFE__INFOGAIN_LOSS_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, ip->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "infogain_loss_param.axis %d out of range", ip->axis);
+  int axis = mdl_shape_axis(b, ip->axis);
+  if (axis < 0) return MDL_LAYER_ERR(l, err, "infogain_loss_param.axis %d out of range", ip->axis);
   const Caffe__LossParameter *lp = l->lp->loss_param;
   if (lp && lp->has_normalize)
-    return LAYER_ERR(l, err,
-                     "loss_param.normalize is deprecated for InfogainLoss (as in Caffe); "
-                     "use normalization");
+    return MDL_LAYER_ERR(l, err,
+                         "loss_param.normalize is deprecated for InfogainLoss (as in Caffe); "
+                         "use normalization");
   infogain_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
-  p->outer = shape_count(b, 0, axis);
+  p->outer = mdl_shape_count_axes(b, 0, axis);
   p->L = b->d[axis];
-  p->inner = shape_count(b, axis + 1, b->n);
+  p->inner = mdl_shape_count_axes(b, axis + 1, b->n);
   p->mode = mdl_geom_loss_norm_mode(l, CAFFE__LOSS_PARAMETER__NORMALIZATION_MODE__VALID);
   p->ignore = mdl_geom_loss_ignore(l, &p->ignore_label);
   p->prob = mdl_falloc(p->outer * p->L * p->inner);

@@ -18,11 +18,11 @@ typedef struct swish_priv {
 
 static mdl_status swish_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__SwishParameter *p =
-      PARAM(l, swish_param, Caffe__SwishParameter, CAFFE__SWISH_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, swish_param, Caffe__SwishParameter, CAFFE__SWISH_PARAMETER__INIT);
   swish_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
   sp->beta = p->beta;
-  sp->sig = mdl_falloc(shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n));
+  sp->sig = mdl_falloc(mdl_shape_count_axes(&l->bottom_shape[0], 0, l->bottom_shape[0].n));
   if (!sp->sig) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": swish buffer", l->name);
   return MDL_OK;
 }
@@ -70,14 +70,14 @@ typedef struct clip_priv {
 static mdl_status clip_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__ClipParameter *p = l->lp->clip_param;
   if (!p || !p->has_min || !p->has_max)
-    return LAYER_ERR(l, err, "clip_param.min and clip_param.max must both be given");
+    return MDL_LAYER_ERR(l, err, "clip_param.min and clip_param.max must both be given");
   if (!(p->min <= p->max))
-    return LAYER_ERR(l, err, "clip_param.min %g is above clip_param.max %g", p->min, p->max);
+    return MDL_LAYER_ERR(l, err, "clip_param.min %g is above clip_param.max %g", p->min, p->max);
   clip_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
   cp->lo = p->min;
   cp->hi = p->max;
-  int64_t n = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
+  int64_t n = mdl_shape_count_axes(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
   cp->pass = mdl_xmalloc((size_t)(n ? n : 1));
   return MDL_OK;
 }
@@ -149,7 +149,7 @@ static int64_t row_index(float v, int64_t n) {
 
 static void reindex_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   const mdl_shape *b = &l->bottom_shape[0];
-  int64_t n = b->d[0], inner = shape_count(b, 1, b->n), m = l->bottom_shape[1].d[0];
+  int64_t n = b->d[0], inner = mdl_shape_count_axes(b, 1, b->n), m = l->bottom_shape[1].d[0];
   for (int64_t i = 0; i < m; i++) {
     int64_t r = row_index(bottom[1]->data[i], n);
     float *dst = top[0]->data + i * inner;
@@ -164,7 +164,7 @@ static void reindex_backward(mdl_layer *l, mdl_tensor *const *top, const bool *p
                              mdl_tensor *const *bottom) {
   if (!pd[0]) return;
   const mdl_shape *b = &l->bottom_shape[0];
-  int64_t n = b->d[0], inner = shape_count(b, 1, b->n), m = l->bottom_shape[1].d[0];
+  int64_t n = b->d[0], inner = mdl_shape_count_axes(b, 1, b->n), m = l->bottom_shape[1].d[0];
   memset(bottom[0]->diff, 0, (size_t)bottom[0]->count * sizeof(float));
   for (int64_t i = 0; i < m; i++) {
     int64_t r = row_index(bottom[1]->data[i], n);
@@ -245,11 +245,11 @@ typedef struct im2col_priv {
 } im2col_priv;
 
 static mdl_status im2col_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ConvolutionParameter *p =
-      PARAM(l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
+  const Caffe__ConvolutionParameter *p = MDL_LAYER_PARAM(
+      l, convolution_param, Caffe__ConvolutionParameter, CAFFE__CONVOLUTION_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  if (shape_axis(b, p->axis) != 1 || b->n != 4)
-    return LAYER_ERR(l, err, "only 2-D im2col over axis 1 of 4-axis blobs is implemented");
+  if (mdl_shape_axis(b, p->axis) != 1 || b->n != 4)
+    return MDL_LAYER_ERR(l, err, "only 2-D im2col over axis 1 of 4-axis blobs is implemented");
   im2col_priv *ip = mdl_xcalloc(1, sizeof *ip);
   l->priv = ip;
   mdl_window_geom w;
@@ -257,8 +257,8 @@ static mdl_status im2col_setup(mdl_layer *l, mdl_error *err) {
   if (st) return st;
   ip->g = mdl_cpu_im2col_geom(&w, b->d[1], b->d[2], b->d[3], t->d[2], t->d[3]);
   ip->num = b->d[0];
-  ip->im_dim = shape_count(b, 1, 4);
-  ip->col_dim = shape_count(t, 1, 4);
+  ip->im_dim = mdl_shape_count_axes(b, 1, 4);
+  ip->col_dim = mdl_shape_count_axes(t, 1, 4);
   return MDL_OK;
 }
 

@@ -76,20 +76,20 @@ typedef struct prelu_priv {
 
 static mdl_status prelu_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__PReLUParameter *p =
-      PARAM(l, prelu_param, Caffe__PReLUParameter, CAFFE__PRE_LUPARAMETER__INIT);
+      MDL_LAYER_PARAM(l, prelu_param, Caffe__PReLUParameter, CAFFE__PRE_LUPARAMETER__INIT);
   const mdl_shape *s = &l->bottom_shape[0];
-  if (s->n < 2) return LAYER_ERR(l, err, "PReLU needs at least 2 axes");
+  if (s->n < 2) return MDL_LAYER_ERR(l, err, "PReLU needs at least 2 axes");
   prelu_priv *pp = mdl_xcalloc(1, sizeof *pp);
   l->priv = pp;
   pp->shared = p->channel_shared;
   pp->channels = s->d[1];
-  pp->dim = shape_count(s, 2, s->n);
-  pp->count = shape_count(s, 0, s->n);
+  pp->dim = mdl_shape_count_axes(s, 2, s->n);
+  pp->count = mdl_shape_count_axes(s, 0, s->n);
   pp->saved_x = mdl_falloc(pp->count);
   if (!pp->saved_x) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": PReLU buffer", l->name);
   if (l->n_param != 1 || l->param[0].count != (pp->shared ? 1 : pp->channels))
-    return LAYER_ERR(l, err, "PReLU slope blob has %lld values, expected %lld",
-                     (long long)l->param[0].count, (long long)(pp->shared ? 1 : pp->channels));
+    return MDL_LAYER_ERR(l, err, "PReLU slope blob has %lld values, expected %lld",
+                         (long long)l->param[0].count, (long long)(pp->shared ? 1 : pp->channels));
   return MDL_OK;
 }
 static void prelu_free(mdl_layer *l) {
@@ -99,7 +99,7 @@ static void prelu_free(mdl_layer *l) {
 }
 static mdl_status prelu_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__PReLUParameter *p =
-      PARAM(l, prelu_param, Caffe__PReLUParameter, CAFFE__PRE_LUPARAMETER__INIT);
+      MDL_LAYER_PARAM(l, prelu_param, Caffe__PReLUParameter, CAFFE__PRE_LUPARAMETER__INIT);
   if (!p->filler) {
     mdl_filler_constant(l->param[0].data, l->param[0].count, 0.25f);
     return MDL_OK;
@@ -204,7 +204,7 @@ static void elu_b(void *arg, int64_t lo, int64_t hi, int t) {
   }
 }
 static float elu_alpha(const mdl_layer *l) {
-  return PARAM(l, elu_param, Caffe__ELUParameter, CAFFE__ELUPARAMETER__INIT)->alpha;
+  return MDL_LAYER_PARAM(l, elu_param, Caffe__ELUParameter, CAFFE__ELUPARAMETER__INIT)->alpha;
 }
 static void elu_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   ew_args a = {.x = bottom[0]->data, .out = top[0]->data, .p0 = elu_alpha(l)};
@@ -276,7 +276,7 @@ typedef struct saved_priv {
 static mdl_status saved_setup(mdl_layer *l, mdl_error *err) {
   saved_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
-  sp->count = shape_count(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
+  sp->count = mdl_shape_count_axes(&l->bottom_shape[0], 0, l->bottom_shape[0].n);
   if (mdl_layer_in_place(l) && !(sp->saved_x = mdl_falloc(sp->count)))
     return mdl_errorf(err, MDL_ERR_NOMEM,
                       "layer \"%s\": a copy of its in-place input (%lld floats)", l->name,
@@ -331,7 +331,7 @@ static void power_b(void *arg, int64_t lo, int64_t hi, int t) {
 }
 static void power_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
   const Caffe__PowerParameter *p =
-      PARAM(l, power_param, Caffe__PowerParameter, CAFFE__POWER_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, power_param, Caffe__PowerParameter, CAFFE__POWER_PARAMETER__INIT);
   ew_args a = {.x = saved_input(l, bottom, top),
                .out = top[0]->data,
                .p0 = p->power,
@@ -343,7 +343,7 @@ static void power_backward(mdl_layer *l, mdl_tensor *const *top, const bool *pd,
                            mdl_tensor *const *bottom) {
   if (!pd[0]) return;
   const Caffe__PowerParameter *p =
-      PARAM(l, power_param, Caffe__PowerParameter, CAFFE__POWER_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, power_param, Caffe__PowerParameter, CAFFE__POWER_PARAMETER__INIT);
   ew_args a = {.x = backward_input(l, top, bottom),
                .dy = top[0]->diff,
                .out = bottom[0]->diff,
@@ -359,16 +359,16 @@ const mdl_layer_impl mdl_cpu_power_layer = {"Power",       saved_setup,    NULL,
 
 static void exp_consts(const mdl_layer *l, float *inner, float *outer) {
   const Caffe__ExpParameter *p =
-      PARAM(l, exp_param, Caffe__ExpParameter, CAFFE__EXP_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, exp_param, Caffe__ExpParameter, CAFFE__EXP_PARAMETER__INIT);
   float log_base = p->base_ == -1.f ? 1.f : logf(p->base_);
   *inner = log_base * p->scale;
   *outer = p->shift == 0.f ? 1.f : (p->base_ == -1.f ? expf(p->shift) : powf(p->base_, p->shift));
 }
 static mdl_status exp_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__ExpParameter *p =
-      PARAM(l, exp_param, Caffe__ExpParameter, CAFFE__EXP_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, exp_param, Caffe__ExpParameter, CAFFE__EXP_PARAMETER__INIT);
   if (!(p->base_ > 0.f || p->base_ == -1.f))
-    return LAYER_ERR(l, err, "exp_param.base must be positive or -1 (e), got %g", p->base_);
+    return MDL_LAYER_ERR(l, err, "exp_param.base must be positive or -1 (e), got %g", p->base_);
   return MDL_OK;
 }
 static void exp_f(void *arg, int64_t lo, int64_t hi, int t) {
@@ -399,16 +399,16 @@ const mdl_layer_impl mdl_cpu_exp_layer = {"Exp", exp_setup, NULL, exp_forward, e
 
 static void log_consts(const mdl_layer *l, float *scale, float *shift, float *base_scale) {
   const Caffe__LogParameter *p =
-      PARAM(l, log_param, Caffe__LogParameter, CAFFE__LOG_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, log_param, Caffe__LogParameter, CAFFE__LOG_PARAMETER__INIT);
   *scale = p->scale;
   *shift = p->shift;
   *base_scale = p->base_ == -1.f ? 1.f : 1.f / logf(p->base_);
 }
 static mdl_status log_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__LogParameter *p =
-      PARAM(l, log_param, Caffe__LogParameter, CAFFE__LOG_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, log_param, Caffe__LogParameter, CAFFE__LOG_PARAMETER__INIT);
   if (!(p->base_ > 0.f || p->base_ == -1.f))
-    return LAYER_ERR(l, err, "log_param.base must be positive or -1 (e), got %g", p->base_);
+    return MDL_LAYER_ERR(l, err, "log_param.base must be positive or -1 (e), got %g", p->base_);
   return saved_setup(l, err);
 }
 static void log_f(void *arg, int64_t lo, int64_t hi, int t) {
@@ -503,8 +503,8 @@ static void thr_f(void *arg, int64_t lo, int64_t hi, int t) {
   for (int64_t i = lo; i < hi; i++) a->out[i] = a->x[i] > a->p0 ? 1.f : 0.f;
 }
 static void thr_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  const Caffe__ThresholdParameter *p =
-      PARAM(l, threshold_param, Caffe__ThresholdParameter, CAFFE__THRESHOLD_PARAMETER__INIT);
+  const Caffe__ThresholdParameter *p = MDL_LAYER_PARAM(
+      l, threshold_param, Caffe__ThresholdParameter, CAFFE__THRESHOLD_PARAMETER__INIT);
   ew_args a = {.x = bottom[0]->data, .out = top[0]->data, .p0 = p->threshold};
   run_ew(l, top[0]->count, thr_f, &a);
 }

@@ -27,7 +27,7 @@ static mdl_status lrn_setup(mdl_layer *l, mdl_error *err) {
   l->priv = lp;
   mdl_status st = mdl_geom_lrn(l, &lp->g, err);
   if (st) return st;
-  lp->count = shape_count(b, 0, 4);
+  lp->count = mdl_shape_count_axes(b, 0, 4);
   lp->scale = mdl_falloc(lp->count);
   if (!lp->scale) return mdl_errorf(err, MDL_ERR_NOMEM, "layer \"%s\": LRN scale", l->name);
   /* backward scratch: one plane-sized ring (across) or two planes (within)
@@ -343,13 +343,13 @@ typedef struct mvn_priv {
 
 static mdl_status mvn_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__MVNParameter *p =
-      PARAM(l, mvn_param, Caffe__MVNParameter, CAFFE__MVNPARAMETER__INIT);
+      MDL_LAYER_PARAM(l, mvn_param, Caffe__MVNParameter, CAFFE__MVNPARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
   mvn_priv *mp = mdl_xcalloc(1, sizeof *mp);
   l->priv = mp;
   mp->norm_var = p->normalize_variance;
   mp->eps = p->eps;
-  int64_t count = shape_count(b, 0, b->n);
+  int64_t count = mdl_shape_count_axes(b, 0, b->n);
   mp->groups = p->across_channels ? b->d[0] : b->d[0] * (b->n > 1 ? b->d[1] : 1);
   mp->dim = count / (mp->groups ? mp->groups : 1);
   mp->y = mdl_falloc(count);
@@ -441,7 +441,7 @@ static void sb_free(mdl_layer *l) {
 
 static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__ScaleParameter *p =
-      PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, scale_param, Caffe__ScaleParameter, CAFFE__SCALE_PARAMETER__INIT);
   sb_priv *sp = l->priv;
   mdl_status st = MDL_OK;
   if (!sp->g.two_bottom) {
@@ -457,7 +457,7 @@ static mdl_status scale_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
 
 static mdl_status bias_init(mdl_layer *l, mdl_rng *rng, mdl_error *err) {
   const Caffe__BiasParameter *p =
-      PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, bias_param, Caffe__BiasParameter, CAFFE__BIAS_PARAMETER__INIT);
   sb_priv *sp = l->priv;
   if (sp->g.two_bottom) return MDL_OK;
   return mdl_filler_fill(p->filler, &l->param[0], rng, err);

@@ -17,7 +17,7 @@ static mdl_status pool_setup(mdl_layer *l, mdl_error *err) {
   mdl_status st = mdl_geom_pool(l, &g, err);
   if (st) return st;
   if (g.method == CAFFE__POOLING_PARAMETER__POOL_METHOD__STOCHASTIC)
-    return LAYER_ERR(l, err, "STOCHASTIC pooling is not implemented");
+    return MDL_LAYER_ERR(l, err, "STOCHASTIC pooling is not implemented");
   pool_priv *pp = mdl_xcalloc(1, sizeof *pp);
   l->priv = pp;
   pp->g = g;

@@ -148,7 +148,7 @@ typedef struct rec_priv {
 static mdl_status rec_setup(mdl_layer *l, bool lstm, mdl_error *err) {
   const Caffe__RecurrentParameter *rp = l->lp->recurrent_param;
   if (!rp || !rp->num_output)
-    return LAYER_ERR(l, err, "recurrent_param.num_output must be set and > 0");
+    return MDL_LAYER_ERR(l, err, "recurrent_param.num_output must be set and > 0");
   rec_priv *p = mdl_xcalloc(1, sizeof *p);
   l->priv = p;
   const mdl_shape *x = &l->bottom_shape[0];
@@ -158,12 +158,12 @@ static mdl_status rec_setup(mdl_layer *l, bool lstm, mdl_error *err) {
   p->has_static = l->n_bottom > 2 + n_hidden;
   p->T = x->d[0];
   p->N = x->d[1];
-  p->I = shape_count(x, 2, x->n);
+  p->I = mdl_shape_count_axes(x, 2, x->n);
   p->H = rp->num_output;
   p->G = lstm ? 4 * p->H : p->H;
   p->b_static = p->has_static ? 2 : -1;
   p->b_h0 = p->expose ? 2 + (p->has_static ? 1 : 0) : -1;
-  if (p->has_static) p->S = shape_count(&l->bottom_shape[2], 1, l->bottom_shape[2].n);
+  if (p->has_static) p->S = mdl_shape_count_axes(&l->bottom_shape[2], 1, l->bottom_shape[2].n);
   int k = 0;
   p->p_wx = k++;
   p->p_b = k++;
@@ -172,8 +172,8 @@ static mdl_status rec_setup(mdl_layer *l, bool lstm, mdl_error *err) {
   p->p_wo = lstm ? -1 : k++;
   p->p_bo = lstm ? -1 : k++;
   if (k != l->n_param)
-    return LAYER_ERR(l, err, "internal: %d learnable blobs from the shape rule, %d expected",
-                     l->n_param, k);
+    return MDL_LAYER_ERR(l, err, "internal: %d learnable blobs from the shape rule, %d expected",
+                         l->n_param, k);
   const int64_t TN = p->T * p->N, NH = p->N * p->H;
   p->gates = mdl_falloc(TN * p->G);
   p->dgates = mdl_falloc(TN * p->G);

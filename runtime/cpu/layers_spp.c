@@ -19,15 +19,15 @@ typedef struct spp_priv {
 
 static mdl_status spp_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__SPPParameter *p =
-      PARAM(l, spp_param, Caffe__SPPParameter, CAFFE__SPPPARAMETER__INIT);
+      MDL_LAYER_PARAM(l, spp_param, Caffe__SPPParameter, CAFFE__SPPPARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
   if (p->pool == CAFFE__SPPPARAMETER__POOL_METHOD__STOCHASTIC)
-    return LAYER_ERR(l, err, "STOCHASTIC pyramid pooling is not implemented (MAX and AVE are)");
+    return MDL_LAYER_ERR(l, err, "STOCHASTIC pyramid pooling is not implemented (MAX and AVE are)");
   spp_priv *sp = mdl_xcalloc(1, sizeof *sp);
   l->priv = sp;
   sp->levels = (int)p->pyramid_height;
   sp->num = b->d[0];
-  sp->chw = shape_count(b, 1, 4);
+  sp->chw = mdl_shape_count_axes(b, 1, 4);
   sp->pool = mdl_xcalloc((size_t)sp->levels, sizeof *sp->pool);
   int64_t H = b->d[2], W = b->d[3], most = 0;
   for (int lv = 0; lv < sp->levels; lv++) {
@@ -43,7 +43,7 @@ static mdl_status spp_setup(mdl_layer *l, mdl_error *err) {
     pp->g.sh = pp->g.kh;
     pp->g.sw = pp->g.kw;
     if ((pp->g.ph && pp->g.ph >= pp->g.kh) || (pp->g.pw && pp->g.pw >= pp->g.kw))
-      return LAYER_ERR(l, err, "pyramid level %d needs a pad as large as its window", lv);
+      return MDL_LAYER_ERR(l, err, "pyramid level %d needs a pad as large as its window", lv);
     pp->g.method = p->pool == CAFFE__SPPPARAMETER__POOL_METHOD__MAX
                        ? CAFFE__POOLING_PARAMETER__POOL_METHOD__MAX
                        : CAFFE__POOLING_PARAMETER__POOL_METHOD__AVE;
@@ -57,10 +57,10 @@ static mdl_status spp_setup(mdl_layer *l, mdl_error *err) {
     sp->total += b->d[1] * bins * bins;
     if (pp->out_count > most) most = pp->out_count;
   }
-  if (sp->total != shape_count(&l->top_shape[0], 1, l->top_shape[0].n))
-    return LAYER_ERR(l, err, "internal: top has %lld floats per item, levels give %lld",
-                     (long long)shape_count(&l->top_shape[0], 1, l->top_shape[0].n),
-                     (long long)sp->total);
+  if (sp->total != mdl_shape_count_axes(&l->top_shape[0], 1, l->top_shape[0].n))
+    return MDL_LAYER_ERR(l, err, "internal: top has %lld floats per item, levels give %lld",
+                         (long long)mdl_shape_count_axes(&l->top_shape[0], 1, l->top_shape[0].n),
+                         (long long)sp->total);
   sp->y = mdl_falloc(most);
   sp->dx = mdl_falloc(sp->num * sp->chw);
   if (!sp->y || !sp->dx)

@@ -23,11 +23,11 @@ const mdl_layer_impl mdl_cpu_input_layer = {"Input", NULL, NULL, input_forward, 
 /* ---- DummyData: tops refilled by their fillers on every forward --------- */
 
 static mdl_status dummy_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__DummyDataParameter *p =
-      PARAM(l, dummy_data_param, Caffe__DummyDataParameter, CAFFE__DUMMY_DATA_PARAMETER__INIT);
+  const Caffe__DummyDataParameter *p = MDL_LAYER_PARAM(
+      l, dummy_data_param, Caffe__DummyDataParameter, CAFFE__DUMMY_DATA_PARAMETER__INIT);
   if (p->n_data_filler != 0 && p->n_data_filler != 1 && p->n_data_filler != (size_t)l->n_top)
-    return LAYER_ERR(l, err, "%zu data_filler entries for %d tops (give 0, 1 or one per top)",
-                     p->n_data_filler, l->n_top);
+    return MDL_LAYER_ERR(l, err, "%zu data_filler entries for %d tops (give 0, 1 or one per top)",
+                         p->n_data_filler, l->n_top);
   for (size_t i = 0; i < p->n_data_filler; i++) {
     /* validate each filler against its top once, on a scratch tensor */
     mdl_tensor t;
@@ -48,8 +48,8 @@ static mdl_status dummy_setup(mdl_layer *l, mdl_error *err) {
 }
 
 static void dummy_forward(mdl_layer *l, mdl_tensor *const *bottom, mdl_tensor *const *top) {
-  const Caffe__DummyDataParameter *p =
-      PARAM(l, dummy_data_param, Caffe__DummyDataParameter, CAFFE__DUMMY_DATA_PARAMETER__INIT);
+  const Caffe__DummyDataParameter *p = MDL_LAYER_PARAM(
+      l, dummy_data_param, Caffe__DummyDataParameter, CAFFE__DUMMY_DATA_PARAMETER__INIT);
   mdl_rng fallback = {0, 0};
   mdl_rng *rng = l->ctx.rng ? l->ctx.rng : &fallback;
   (void)bottom;
@@ -321,13 +321,13 @@ typedef struct crop_priv {
 
 static mdl_status crop_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__CropParameter *p =
-      PARAM(l, crop_param, Caffe__CropParameter, CAFFE__CROP_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, crop_param, Caffe__CropParameter, CAFFE__CROP_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0], *t = &l->top_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
+  int axis = mdl_shape_axis(b, p->axis);
+  if (axis < 0) return MDL_LAYER_ERR(l, err, "axis %d out of range", p->axis);
   int n_crop = b->n - axis;
   if (p->n_offset > 1 && (int)p->n_offset != n_crop)
-    return LAYER_ERR(l, err, "%zu offsets for %d cropped axes", p->n_offset, n_crop);
+    return MDL_LAYER_ERR(l, err, "%zu offsets for %d cropped axes", p->n_offset, n_crop);
   crop_priv *cp = mdl_xcalloc(1, sizeof *cp);
   l->priv = cp;
   cp->n = b->n;
@@ -338,8 +338,8 @@ static mdl_status crop_setup(mdl_layer *l, mdl_error *err) {
     if (i >= axis && p->n_offset) o = p->n_offset == 1 ? p->offset[0] : p->offset[i - axis];
     cp->off[i] = o;
     if (o + t->d[i] > b->d[i])
-      return LAYER_ERR(l, err, "crop of axis %d (offset %lld, size %lld) exceeds %lld", i,
-                       (long long)o, (long long)t->d[i], (long long)b->d[i]);
+      return MDL_LAYER_ERR(l, err, "crop of axis %d (offset %lld, size %lld) exceeds %lld", i,
+                           (long long)o, (long long)t->d[i], (long long)b->d[i]);
   }
   return MDL_OK;
 }
@@ -398,15 +398,15 @@ typedef struct tile_priv {
 
 static mdl_status tile_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__TileParameter *p =
-      PARAM(l, tile_param, Caffe__TileParameter, CAFFE__TILE_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, tile_param, Caffe__TileParameter, CAFFE__TILE_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
-  int axis = shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
-  if (p->tiles < 1) return LAYER_ERR(l, err, "tiles must be positive");
+  int axis = mdl_shape_axis(b, p->axis);
+  if (axis < 0) return MDL_LAYER_ERR(l, err, "axis %d out of range", p->axis);
+  if (p->tiles < 1) return MDL_LAYER_ERR(l, err, "tiles must be positive");
   tile_priv *tp = mdl_xcalloc(1, sizeof *tp);
   l->priv = tp;
-  tp->outer = shape_count(b, 0, axis);
-  tp->inner = shape_count(b, axis, b->n);
+  tp->outer = mdl_shape_count_axes(b, 0, axis);
+  tp->inner = mdl_shape_count_axes(b, axis, b->n);
   tp->tiles = p->tiles;
   return MDL_OK;
 }
@@ -442,17 +442,17 @@ typedef struct red_priv {
 } red_priv;
 
 static mdl_status reduction_setup(mdl_layer *l, mdl_error *err) {
-  const Caffe__ReductionParameter *p =
-      PARAM(l, reduction_param, Caffe__ReductionParameter, CAFFE__REDUCTION_PARAMETER__INIT);
+  const Caffe__ReductionParameter *p = MDL_LAYER_PARAM(
+      l, reduction_param, Caffe__ReductionParameter, CAFFE__REDUCTION_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
-  int axis = b->n == 0 && p->axis == 0 ? 0 : shape_axis(b, p->axis);
-  if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
+  int axis = b->n == 0 && p->axis == 0 ? 0 : mdl_shape_axis(b, p->axis);
+  if (axis < 0) return MDL_LAYER_ERR(l, err, "axis %d out of range", p->axis);
   red_priv *rp = mdl_xcalloc(1, sizeof *rp);
   l->priv = rp;
   rp->op = p->operation;
   rp->coeff = p->coeff;
-  rp->num = shape_count(b, 0, axis);
-  rp->dim = shape_count(b, axis, b->n);
+  rp->num = mdl_shape_count_axes(b, 0, axis);
+  rp->dim = mdl_shape_count_axes(b, axis, b->n);
   if (rp->op == CAFFE__REDUCTION_PARAMETER__REDUCTION_OP__MEAN && rp->dim)
     rp->coeff /= (float)rp->dim;
   return MDL_OK;
@@ -513,7 +513,7 @@ typedef struct argmax_priv {
 
 static mdl_status argmax_setup(mdl_layer *l, mdl_error *err) {
   const Caffe__ArgMaxParameter *p =
-      PARAM(l, argmax_param, Caffe__ArgMaxParameter, CAFFE__ARG_MAX_PARAMETER__INIT);
+      MDL_LAYER_PARAM(l, argmax_param, Caffe__ArgMaxParameter, CAFFE__ARG_MAX_PARAMETER__INIT);
   const mdl_shape *b = &l->bottom_shape[0];
   argmax_priv *ap = mdl_xcalloc(1, sizeof *ap);
   l->priv = ap;
@@ -521,18 +521,19 @@ static mdl_status argmax_setup(mdl_layer *l, mdl_error *err) {
   ap->out_val = p->out_max_val;
   ap->k = p->top_k;
   if (ap->has_axis) {
-    int axis = shape_axis(b, p->axis);
-    if (axis < 0) return LAYER_ERR(l, err, "axis %d out of range", p->axis);
-    ap->outer = shape_count(b, 0, axis);
+    int axis = mdl_shape_axis(b, p->axis);
+    if (axis < 0) return MDL_LAYER_ERR(l, err, "axis %d out of range", p->axis);
+    ap->outer = mdl_shape_count_axes(b, 0, axis);
     ap->dim = b->d[axis];
-    ap->inner = shape_count(b, axis + 1, b->n);
+    ap->inner = mdl_shape_count_axes(b, axis + 1, b->n);
   } else {
     ap->outer = b->n ? b->d[0] : 1;
-    ap->dim = shape_count(b, 1, b->n);
+    ap->dim = mdl_shape_count_axes(b, 1, b->n);
     ap->inner = 1;
   }
   if (ap->k < 1 || ap->k > ap->dim)
-    return LAYER_ERR(l, err, "top_k %lld must be in 1..%lld", (long long)ap->k, (long long)ap->dim);
+    return MDL_LAYER_ERR(l, err, "top_k %lld must be in 1..%lld", (long long)ap->k,
+                         (long long)ap->dim);
   return MDL_OK;
 }
 

@@ -2,7 +2,7 @@
  * one function per layer family reads the LayerParameter and the shapes the
  * compiler's rule gave (l->bottom_shape, l->top_shape, l->param shapes),
  * checks them and fills a small struct of sizes and settings, reporting bad
- * input as MDL_ERR_INVALID naming the layer. Also the PARAM/LAYER_ERR
+ * input as MDL_ERR_INVALID naming the layer. Also the MDL_LAYER_PARAM/MDL_LAYER_ERR
  * macros and the shape helpers the backends' layers share.
  * Deliberately allocates nothing and knows no backend: descriptors, kernels,
  * workspace and buffers stay in runtime/cpu/ and gpu/, and so do the checks
@@ -18,21 +18,21 @@
 #include "runtime/engine/layer.h"
 
 /* A type's parameter message, or a static one holding the schema's defaults
- * when the layer does not set it: PARAM(l, relu_param, Caffe__ReLUParameter,
+ * when the layer does not set it: MDL_LAYER_PARAM(l, relu_param, Caffe__ReLUParameter,
  * CAFFE__RE_LUPARAMETER__INIT). */
-#define PARAM(l, field, Type, INIT)                                       \
+#define MDL_LAYER_PARAM(l, field, Type, INIT)                             \
   ({                                                                      \
     static const Type mdl_default_##field = INIT;                         \
     (l)->lp->field ? (const Type *)(l)->lp->field : &mdl_default_##field; \
   })
 
 /* Reports bad layer parameters with the layer's name and type. */
-#define LAYER_ERR(l, err, ...)                      \
+#define MDL_LAYER_ERR(l, err, ...)                  \
   (mdl_errorf((err), MDL_ERR_INVALID, __VA_ARGS__), \
    mdl_error_prefix((err), "layer \"%s\" (%s): ", (l)->name, (l)->impl->type), MDL_ERR_INVALID)
 
 /* Product of shape axes [a, b) (clamped). */
-static inline int64_t shape_count(const mdl_shape *s, int a, int b) {
+static inline int64_t mdl_shape_count_axes(const mdl_shape *s, int a, int b) {
   int64_t c = 1;
   if (a < 0) a = 0;
   if (b > s->n) b = s->n;
@@ -41,7 +41,7 @@ static inline int64_t shape_count(const mdl_shape *s, int a, int b) {
 }
 
 /* Caffe's CanonicalAxisIndex over a shape; -1 when out of range. */
-static inline int shape_axis(const mdl_shape *s, int axis) {
+static inline int mdl_shape_axis(const mdl_shape *s, int axis) {
   if (axis < -s->n || axis >= s->n) return -1;
   return axis < 0 ? axis + s->n : axis;
 }
