@@ -414,6 +414,15 @@ static double straggling(driver *d, double wall_mean) {
   return wall_mean > slowest ? wall_mean - slowest : 0;
 }
 
+/* Whether worker s finished a round since *seen (its round count when a
+ * window last took its figures), moving *seen on: a worker left out of a
+ * round keeps the figures of the one before, which must not count twice. */
+static bool finished_since(const slot *s, int *seen) {
+  if (s->total.rounds == *seen) return false;
+  *seen = s->total.rounds;
+  return true;
+}
+
 void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if (!d->o.tau_tuned) return;
   d->retune_rounds++;
@@ -422,8 +431,7 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   d->retune_comm += comm;
   for (int i = 0; i < d->k; i++) { /* the members of the round just ended */
     slot *s = &d->s[i];
-    if (s->total.rounds == s->retune_seen) continue;
-    s->retune_seen = s->total.rounds;
+    if (!finished_since(s, &s->retune_seen)) continue;
     s->retune_rtt += s->rtt_s;
     s->retune_n++;
   }
@@ -483,8 +491,7 @@ static double median(const double *v, int n) {
 static bool window_add(driver *d, int tau) {
   for (int i = 0; i < d->k; i++) {
     slot *s = &d->s[i];
-    if (!s->alive || s->total.rounds == s->win_seen) continue;
-    s->win_seen = s->total.rounds;
+    if (!s->alive || !finished_since(s, &s->win_seen)) continue;
     if (s->win_n >= MDL_DRIVER_WINDOW || tau < 1) continue;
     s->win_iter_s[s->win_n] = s->compute_s / tau;
     s->win_comm_s[s->win_n] = s->rtt_s > s->compute_s ? s->rtt_s - s->compute_s : 0;
