@@ -72,7 +72,13 @@ time_to_target() {
 
 # the median of the numbers on stdin ("-" when there are none)
 median() {
-  sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  sort -g | awk '
+    { v[NR] = $1 }
+    END {
+      if (!NR) print "-"
+      else if (NR % 2) print v[(NR + 1) / 2]
+      else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
 }
 
 printf "%-8s %-3s %-8s %10s %8s %8s\n" workers run tau seconds iter wait

@@ -135,10 +135,15 @@ static void speed_shares(const mdl_tune_table *t, int64_t *share) {
   }
 }
 
+/* A worker's iteration at a share of b samples. */
+static double iter_at(const mdl_tune_worker *w, int64_t b) {
+  return w->fixed_s + (double)b * w->sample_s;
+}
+
 static double slowest_iter(const mdl_tune_table *t, const int64_t *share) {
   double m = 0;
   for (int i = 0; i < t->n_workers; i++) {
-    double s = t->worker[i].fixed_s + (double)share[i] * t->worker[i].sample_s;
+    double s = iter_at(&t->worker[i], share[i]);
     if (s > m) m = s;
   }
   return m;
@@ -158,7 +163,7 @@ static bool within_noise(const mdl_tune_table *t, const int64_t *cur) {
   int slow = 0, fast = 0;
   double it[MDL_TUNE_MAX_WORKERS];
   for (int i = 0; i < t->n_workers; i++) {
-    it[i] = t->worker[i].fixed_s + (double)cur[i] * t->worker[i].sample_s;
+    it[i] = iter_at(&t->worker[i], cur[i]);
     if (it[i] > it[slow]) slow = i;
     if (it[i] < it[fast]) fast = i;
   }
@@ -208,9 +213,7 @@ void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out) {
   out->comm_fraction = out->round_s > 0 ? out->comm_s / out->round_s : 0;
   double wait = 0;
   for (int i = 0; i < k && out->round_s > 0; i++)
-    wait += out->tau *
-            (out->iter_s - t->worker[i].fixed_s - (double)share[i] * t->worker[i].sample_s) /
-            out->round_s;
+    wait += out->tau * (out->iter_s - iter_at(&t->worker[i], share[i])) / out->round_s;
   out->wait_fraction = wait / k;
 }
 
@@ -281,8 +284,8 @@ size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl
     else
       snprintf(link, sizeof link, "%.2f ms per round, transfer included", w->latency_s * 1e3);
     EMIT("  worker %d: %.2f ms + %.4f ms/sample x %lld samples = %.2f ms/iteration; link %s\n", i,
-         w->fixed_s * 1e3, w->sample_s * 1e3, (long long)share[i],
-         (w->fixed_s + (double)share[i] * w->sample_s) * 1e3, link);
+         w->fixed_s * 1e3, w->sample_s * 1e3, (long long)share[i], iter_at(w, share[i]) * 1e3,
+         link);
   }
   EMIT("  iteration = slowest worker = %.2f ms (equal shares: %.2f ms)\n", p->iter_s * 1e3,
        p->iter_equal_s * 1e3);

@@ -54,10 +54,11 @@ typedef struct mdl_tune_table {
 #define MDL_TUNE_REBALANCE_GAIN 0.10
 
 /* How many combined standard errors apart the slowest and the fastest
- * worker's iterations (at equal shares, or the current ones during a run) must be before the shares
- * move: balanced shares make the iterations equal, and a difference the
- * rounds' own scatter explains (workers slow in turn, an odd window giving
- * one of them three slow rounds of five) is no reason to set them up again. */
+ * worker's iterations (at equal shares, or at the current ones during a
+ * run) must be before the shares move: balanced shares make the iterations
+ * equal, and a difference the rounds' own scatter explains (workers slow
+ * in turn, an odd window giving one of them three slow rounds of five) is
+ * no reason to set them up again. */
 #define MDL_TUNE_REBALANCE_SIGMAS 2.0
 
 typedef struct mdl_tune_plan {
@@ -78,11 +79,11 @@ typedef struct mdl_tune_plan {
  * each worker's samples per iteration: equal (the remainder to the first
  * workers) unless shares proportional to speed predict a round at least
  * MDL_TUNE_REBALANCE_GAIN shorter and the iterations at equal shares differ
- * by more than MDL_TUNE_REBALANCE_SIGMAS combined iter_se_s; either way they sum to global_batch
- * exactly and each is at least 1 (global_batch >= n_workers assumed; when
- * it is smaller, the first global_batch workers get 1 and the rest 0). tau
- * is the smallest in [1, 1000] whose round spends at most max_comm_fraction
- * communicating, or fixed_tau. */
+ * by more than MDL_TUNE_REBALANCE_SIGMAS combined iter_se_s; either way
+ * they sum to global_batch exactly and each is at least 1 (global_batch >=
+ * n_workers assumed; when it is smaller, the first global_batch workers get
+ * 1 and the rest 0). tau is the smallest in [1, 1000] whose round spends at
+ * most max_comm_fraction communicating, or fixed_tau. */
 void mdl_tune(const mdl_tune_table *t, int64_t *share, mdl_tune_plan *out);
 
 /* The decision during a run, on a table t of what the last rounds
