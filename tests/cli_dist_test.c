@@ -84,6 +84,11 @@ Test(cli_dist, writes_the_single_worker_outputs_and_round_records) {
   cr_assert(strstr(m, "\"overrides\": \"sync.tau=5 display=20 max_iter=60"), "%s", m);
   cr_assert(strstr(m, "\"event\": \"test\", \"iter\": 0, \"net\": 0, \"accuracy\": "), "%s", m);
   cr_assert(strstr(m, "\"event\": \"test\", \"iter\": 30, \"net\": 0"), "%s", m);
+  /* and the pass's wall seconds, as single-worker test records */
+  const char *t30 = strstr(m, "\"event\": \"test\", \"iter\": 30");
+  const char *eol = t30 ? strchr(t30, '\n') : NULL,
+             *secs = t30 ? strstr(t30, "\"seconds\": ") : NULL;
+  cr_assert(secs && secs < eol && strtod(secs + 11, NULL) > 0, "%s", m);
   cr_assert(strstr(m, "\"event\": \"train\", \"iter\": 40, \"loss\": "), "%s", m);
   cr_assert(strstr(m, "\"images_per_s\": "), "%s", m);
   cr_assert(strstr(m, "\"event\": \"snapshot\", \"iter\": 30, \"caffemodel\": "), "%s", m);

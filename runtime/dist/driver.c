@@ -331,6 +331,7 @@ static mdl_status run_round(driver *d, int tau, bool want_w, mdl_error *err) {
 /* --- test ------------------------------------------------------------------- */
 
 static mdl_status run_test(driver *d, int net, mdl_error *err) {
+  double t0 = mdl_now();
   int batches = (size_t)net < d->plan->solver->n_test_iter ? d->plan->solver->test_iter[net] : 0;
   slot **act = mdl_xcalloc((size_t)d->k, sizeof *act);
   int n = 0;
@@ -448,11 +449,12 @@ static mdl_status run_test(driver *d, int net, mdl_error *err) {
         used += (size_t)snprintf(line + used, sizeof line - used, "%s%s%s %.4f", k || e ? ", " : "",
                                  out[k].name, out[k].n > 1 ? "[]" : "", out[k].sum[e]);
     }
-  fprintf(d->log, "test net %d iter %d: %s (%llu batches, %llu samples%s)\n", net, d->iter, line,
-          (unsigned long long)total_batches, (unsigned long long)samples,
-          n_failed ? ", partial: a worker failed" : "");
+  double secs = mdl_now() - t0;
+  fprintf(d->log, "test net %d iter %d: %s (%llu batches, %llu samples, %.1f s%s)\n", net, d->iter,
+          line, (unsigned long long)total_batches, (unsigned long long)samples, secs,
+          n_failed ? "; partial: a worker failed" : "");
   fflush(d->log);
-  mdl_driver_report_test(d, net, out, n_out, samples);
+  mdl_driver_report_test(d, net, out, n_out, samples, secs);
   if (net == 0) {
     for (int k = 0; k < d->res->n_test; k++) {
       free(d->res->test[k].name);

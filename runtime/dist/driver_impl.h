@@ -350,9 +350,9 @@ mdl_status mdl_driver_report_open(driver *d, mdl_error *err);
 void mdl_driver_report_round(driver *d, int tau, slot *const *done, int n, double wall,
                              double loss);
 
-/* A TEST pass's record (scalar outputs of net). */
+/* A TEST pass's record (scalar outputs of net, the pass's wall seconds). */
 void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, int n,
-                            uint64_t samples);
+                            uint64_t samples, double seconds);
 
 /* A change of the workers' shares: a "rebalance" record with its reason,
  * the predicted round times and per worker its share, train partitions and

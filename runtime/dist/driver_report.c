@@ -103,7 +103,7 @@ void mdl_driver_report_round(driver *d, int tau, slot *const *done, int n, doubl
 }
 
 void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, int n,
-                            uint64_t samples) {
+                            uint64_t samples, double seconds) {
   if (!d->metrics) return;
   const char **names = mdl_xcalloc((size_t)n + 1, sizeof *names);
   double *values = mdl_xcalloc((size_t)n + 1, sizeof *values);
@@ -113,7 +113,7 @@ void mdl_driver_report_test(driver *d, int net, const mdl_trainer_output *out, i
       names[m] = out[k].name;
       values[m++] = out[k].sum[0];
     }
-  mdl_report_test_record(d->metrics, d->iter, net, names, values, m, (int64_t)samples);
+  mdl_report_test_record(d->metrics, d->iter, net, names, values, m, (int64_t)samples, seconds);
   free(names);
   free(values);
 }

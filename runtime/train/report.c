@@ -55,7 +55,7 @@ void mdl_report_train(mdl_progress *p, mdl_metrics *m, int iter, int start, doub
 }
 
 void mdl_report_test_record(mdl_metrics *m, int iter, int net, const char *const *names,
-                            const double *values, int n, int64_t samples) {
+                            const double *values, int n, int64_t samples, double seconds) {
   mdl_json j = {0};
   mdl_json_begin(&j);
   mdl_json_str(&j, "event", "test");
@@ -63,6 +63,7 @@ void mdl_report_test_record(mdl_metrics *m, int iter, int net, const char *const
   mdl_json_int(&j, "net", net);
   for (int k = 0; k < n; k++) mdl_json_num(&j, names[k], values[k]);
   mdl_json_int(&j, "samples", samples);
+  mdl_json_num(&j, "seconds", seconds);
   mdl_json_end(&j);
   mdl_metrics_write(m, &j);
   mdl_json_free(&j);

@@ -28,9 +28,11 @@ void mdl_report_start_record(mdl_metrics *m, const mdl_report_start *s);
  * record. */
 void mdl_report_train(mdl_progress *p, mdl_metrics *m, int iter, int start, double loss, float lr);
 
-/* The "test" record of one TEST pass of test net `net`: scalar outputs. */
+/* The "test" record of one TEST pass of test net `net`: scalar outputs,
+ * and the pass's wall seconds (so that tools can tell training time from
+ * testing time). */
 void mdl_report_test_record(mdl_metrics *m, int iter, int net, const char *const *names,
-                            const double *values, int n, int64_t samples);
+                            const double *values, int n, int64_t samples, double seconds);
 
 /* "snapshot MODEL, STATE" and its record. */
 void mdl_report_snapshot(mdl_progress *p, mdl_metrics *m, int iter, const char *model,

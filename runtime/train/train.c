@@ -653,9 +653,10 @@ static mdl_status test_all(mdl_train *t, mdl_metrics *m, mdl_progress *p, mdl_tr
                                r.name[k], r.value[k]);
     char which[32] = "";
     if (t->n_tests > 1) snprintf(which, sizeof which, " #%d", i);
+    double secs = mdl_now() - t1;
     mdl_progress_line(p, "test%s iter %d: %s (%lld samples, %.1f s)", which, iter, line,
-                      (long long)r.samples, mdl_now() - t1);
-    mdl_report_test_record(m, iter, i, (const char *const *)r.name, r.value, r.n, r.samples);
+                      (long long)r.samples, secs);
+    mdl_report_test_record(m, iter, i, (const char *const *)r.name, r.value, r.n, r.samples, secs);
     if (i == 0 && sum) {
       /* test net 0's outputs, for the summary and acceptance; copied, since
        * the next test pass reuses the result storage */
