@@ -412,6 +412,64 @@ Test(driver_net, a_worker_slowed_mid_run_is_rebalanced_and_its_partitions_follow
   free(log);
 }
 
+/* A change of shares must pay back its Setup over as many rounds as the
+ * difference has lasted. Every Setup here takes 1.5 s more (":setup:"),
+ * the run's first too, which stands for a change's cost until one is
+ * timed; from iteration 30 worker 1 takes 2 ms a sample, worker 0 1 ms.
+ * Balanced shares (85 / 43) would save about 2 x 64 x (2 - 4/3) ms = 85
+ * ms a round of tau 2: 0.85 s over the 10 rounds of the first two windows
+ * that propose them, under the 1.5 s Setup, so the change is kept back and
+ * stays proposed; it pays once the difference has lasted 20 to 40 rounds,
+ * depending on what the real Setup adds (when it is first kept, some 70
+ * of the run's 100 rounds are left: counting them, it would have changed
+ * at once). */
+Test(driver_net, a_change_waits_until_the_difference_has_lasted_long_enough_to_pay_its_setup) {
+  if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+  setenv("MDL_TEST_SLOW", "from:30:1:setup:1500", 1);
+  const char *sets[] = {"max_iter=200", "test_interval=0", "display=2", NULL};
+  char *log = logged_run(sets, "slownet", 2, true, NULL);
+  /* "blocks: kept (worker 0 A, worker 1 B would save X s over H rounds, as
+   * long as the difference has lasted or the run has left; setting the
+   * workers up last took Y s): rounds F-L took ... (rounds P-Q pointed the
+   * same way)" */
+  const char *kept = strstr(log, "blocks: kept (worker 0 ");
+  cr_assert(kept, "the change was made at once:\n%s", log);
+  const char *w = strstr(kept, " would save ");
+  double saves = 0, setup = 0;
+  int horizon = 0, first = 0, last = 0, p_first = 0, p_last = 0;
+  cr_assert(w && sscanf(w, " would save %lf s over %d rounds", &saves, &horizon) == 2, "%s", kept);
+  const char *took = strstr(kept, "workers up last took ");
+  cr_assert(took && sscanf(took, "workers up last took %lf s): rounds %d-%d took", &setup, &first,
+                           &last) == 3,
+            "%.600s", kept);
+  const char *before = strstr(took, "(rounds ");
+  cr_assert(before && sscanf(before, "(rounds %d-%d pointed the same way)", &p_first, &p_last) == 2,
+            "%.600s", kept);
+  cr_assert_lt(saves, setup, "%.600s", kept);
+  cr_assert_geq(setup, 1.5, "the run's first Setup stands for a change's: %.600s", kept);
+  /* the horizon: the rounds since the first window proposing it, fewer
+   * than the rounds left (100 of tau 2 in all) */
+  cr_assert_eq(horizon, last - p_first + 1, "%.600s", kept);
+  cr_assert_lt(horizon, 100 - last, "%.600s", kept);
+  /* then made, for the same standing proposal, a window or more later;
+   * "kept" said once meanwhile */
+  const char *ch = strstr(kept, "blocks by measured speed: worker 0 ");
+  cr_assert(ch, "never made:\n%s", log);
+  const char *again = strstr(kept + 1, "blocks: kept (");
+  cr_assert(!again || again > ch, "%s", log);
+  int c_first = 0, c_last = 0, cp_first = 0, cp_last = 0;
+  const char *why = strstr(ch, "): rounds ");
+  cr_assert(why && sscanf(why, "): rounds %d-%d took", &c_first, &c_last) == 2, "%.600s", ch);
+  before = strstr(why, "(rounds ");
+  cr_assert(
+      before && sscanf(before, "(rounds %d-%d pointed the same way)", &cp_first, &cp_last) == 2,
+      "%.600s", ch);
+  cr_assert_eq(cp_first, p_first, "the proposal kept standing: %.600s", ch);
+  cr_assert_gt(c_first, last, "%.600s", ch);
+  cr_assert_eq(cp_last + 1, c_first, "%.600s", ch);
+  free(log);
+}
+
 /* Equal speeds keep equal shares all run long, and the run's bits: the
  * "steady" workers report exactly 1 ms a sample (sleeping out the rest), so
  * neither the calibration nor the windows during the run can measure them

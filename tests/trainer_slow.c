@@ -16,6 +16,8 @@
  *   "straggle:MS:N"  steady, and from iteration N one worker in turn (the
  *                other every round, of two) computes MS ms more a round:
  *                equal speeds on average, yet every round waits for one.
+ * Any of them may end in ":setup:MS": every Setup of a worker takes MS ms
+ * more (a Setup that must be paid back, whatever the machine's load).
  * Test scaffolding, never linked into memdl. */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -37,6 +39,12 @@ typedef struct slow {
   int from, rounds;
   double per_s, comm_s;
 } slow;
+
+static void sleep_s(double t) {
+  if (t <= 0) return;
+  struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+  nanosleep(&ts, NULL);
+}
 
 static const mdl_trainer_i *inner(void) {
   return &mdl_trainer_net;
@@ -77,10 +85,12 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
     s->steady = s->turn = worker;
     s->per_s = ms * 1e-3;
     s->rounds = o->worker_index; /* the two workers out of step */
-  } else if (how && !strcmp(how, "steady")) {
+  } else if (how && !strncmp(how, "steady", 6)) {
     s->slow = false;
     s->steady = worker;
   }
+  const char *setup = how ? strstr(how, ":setup:") : NULL;
+  if (setup && worker) sleep_s(atof(setup + 7) * 1e-3);
   *ctx = s;
   return MDL_OK;
 }
@@ -111,12 +121,6 @@ static mdl_status slow_remove_partition(void *ctx, Caffe__Phase phase, const cha
 
 static uint64_t slow_samples(void *ctx, Caffe__Phase phase) {
   return inner()->samples(in_of(ctx), phase);
-}
-
-static void sleep_s(double t) {
-  if (t <= 0) return;
-  struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
-  nanosleep(&ts, NULL);
 }
 
 static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in, float *w_out,

@@ -631,18 +631,18 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
            "rounds %d-%d took %s samples per iteration (rounds %d-%d pointed the same way)", first,
            d->round, measured, before, first - 1);
   /* A change costs a Setup: what it saves must win back what the last one
-   * took. The difference is expected to last as long again as it has been
-   * seen (a worker slowed for good keeps paying; one that a busy machine
-   * slowed for a second does not), and no longer than the run. */
+   * took (the run's first, before any change). The difference is expected to last as long again as
+   * it has been seen (a worker slowed for good keeps paying; one that a busy machine slowed for a
+   * second does not), and no longer than the run. */
   int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;
   int seen = d->round - before + 1, horizon = seen < left ? seen : left;
   double saves = (r.round_cur_s - r.round_s) * horizon;
-  if (saves < d->reshare_s) {
+  if (saves < d->setup_s) {
     if (!d->rebalance_kept_said) /* once while the same change stands proposed */
       dlog(d,
            "blocks: kept (%s would save %.2f s over %d rounds, as long as the difference has "
-           "lasted or the run has left; setting the workers up again took %.2f s): %s",
-           now, saves, horizon, d->reshare_s, reason);
+           "lasted or the run has left; setting the workers up last took %.2f s): %s",
+           now, saves, horizon, d->setup_s, reason);
     d->rebalance_kept_said = true;
     d->rebalance_proposed = before; /* if it lasts, the next window's horizon is longer */
     return MDL_OK;
@@ -662,13 +662,13 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
   for (int i = 0; equal && i < n; i++) share[i] = 0; /* the net's own */
   double t0 = mdl_now();
   mdl_status st = reshare(d, act, n, share, err);
-  d->reshare_s = mdl_now() - t0;
+  d->setup_s = mdl_now() - t0;
   if (st == MDL_OK)
     dlog(d, "blocks: the workers were set up again in %.2f s (their optimiser states kept)",
-         d->reshare_s);
+         d->setup_s);
   /* setting up is not training: out of images/s and the ETA */
-  mdl_progress_exclude(&d->prog, d->reshare_s);
-  d->aside_s += d->reshare_s;
+  mdl_progress_exclude(&d->prog, d->setup_s);
+  d->aside_s += d->setup_s;
   d->rebalance_skip = d->round + 1;
   d->rebalance_kept_said = false;
   if (st == MDL_OK) mdl_driver_report_rebalance(d, reason, r.round_cur_s, r.round_s);

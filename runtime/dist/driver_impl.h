@@ -126,11 +126,14 @@ typedef struct driver {
   double retune_wall, retune_comm;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
    * this process it ignores (the first after a Setup builds the arenas);
-   * how long the last change of shares took (0: none yet); the first round
-   * of the last window when it proposed a change (0: it did not) */
+   * the first round of the last window when it proposed a change (0: it
+   * did not) */
   int rebalance_rounds, rebalance_skip, rebalance_proposed;
   bool rebalance_kept_said; /* "blocks: kept" printed for the proposal standing */
-  double reshare_s;
+  /* how long setting every worker up took the last time: a change of
+   * shares, or until one is timed, the run's first Setup (a change costs
+   * a Setup with the same data to load, plus the optimiser states) */
+  double setup_s;
 } driver;
 
 static void dlog(driver *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -627,7 +627,9 @@ mdl_status mdl_driver_setup_workers(driver *d, const Memdl__DriverSnapshot *snap
   slot **all = mdl_xcalloc((size_t)d->k, sizeof *all);
   for (int i = 0; i < d->k; i++) all[i] = &d->s[i];
   int ok = 0;
+  double t0 = mdl_now();
   mdl_status st = setup_slots(d, all, d->k, snap ? snap->worker : NULL, &ok, err);
+  d->setup_s = mdl_now() - t0;
   free(all);
   dlog(d, "plan %s: %zu parameters (%.2f MB), %d workers, tau %d, iterations %d..%d, seed %llu",
        d->plan->job_name ? d->plan->job_name : "", d->n_params, d->n_params * 4.0 / 1e6, d->k,
