@@ -780,12 +780,7 @@ static void run_two(const Memdl__Plan *p, bool star, int stop_round, mdl_driver_
   text[n] = 0;
   cr_assert_eq(strstr(text, "averaging peer-to-peer") != NULL, !star, "%s", text);
   cr_assert_eq(r->faults, 0, "%s", text);
-  size_t used = 0;
-  for (const char *l = strstr(text, "test net "); tests && l; l = strstr(l + 1, "test net ")) {
-    const char *e = strchr(l, '\n');
-    int len = e ? (int)(e - l + 1) : (int)strlen(l);
-    used += (size_t)snprintf(tests + used, used < cap ? cap - used : 0, "%.*s", len, l);
-  }
+  if (tests) tu_test_lines(text, tests, cap);
   for (int i = 0; i < 2; i++) join_thr_worker(&w[i]);
   mdl_pb_free(q);
   fclose(log);

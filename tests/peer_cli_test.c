@@ -123,12 +123,7 @@ static char *run_k(int k, const char *out, const char *averaging, const run_spec
   bool peer = strstr(r.err, "averaging peer-to-peer") != NULL;
   cr_assert_eq(peer, strcmp(averaging, "STAR") != 0, "averaging %s: %s", averaging, r.err);
   if (peer && want_log) cr_assert(strstr(r.err, want_log), "no \"%s\" in: %s", want_log, r.err);
-  size_t used = 0;
-  for (const char *l = strstr(r.err, "test net "); tests && l; l = strstr(l + 1, "test net ")) {
-    const char *e = strchr(l, '\n');
-    int n = e ? (int)(e - l + 1) : (int)strlen(l);
-    used += (size_t)snprintf(tests + used, used < cap ? cap - used : 0, "%.*s", n, l);
-  }
+  if (tests) tu_test_lines(r.err, tests, cap);
   mdl_run_result_free(&r);
   reap(w, k);
   return model_at(out, at, len);

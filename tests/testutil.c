@@ -104,3 +104,15 @@ const char *tu_scratch_path(const char *name) {
   cr_assert(asprintf(&p, "%s/%s.%d", tmp_base(), name, (int)getpid()) > 0);
   return keep(p);
 }
+
+void tu_test_lines(const char *log, char *out, size_t cap) {
+  size_t used = 0;
+  if (cap) out[0] = 0;
+  for (const char *l = strstr(log, "test net "); l; l = strstr(l + 1, "test net ")) {
+    const char *e = strchr(l, '\n');
+    if (!e) e = l + strlen(l);
+    const char *s = strstr(l, " samples");
+    int len = s && s < e ? (int)(s + strlen(" samples") - l) : (int)(e - l);
+    used += (size_t)snprintf(out + used, used < cap ? cap - used : 0, "%.*s)\n", len, l);
+  }
+}

@@ -38,4 +38,9 @@ const char *tu_dir_write(const char *name, const char *text);
  * lives until the test ends. */
 const char *tu_scratch_path(const char *name);
 
+/* The driver's TEST lines in log ("test net N iter I: OUTPUTS (B batches,
+ * S samples, T s)"), each without its wall seconds (which differ from run
+ * to run while the outputs may not), into out (cap bytes, NUL-ended). */
+void tu_test_lines(const char *log, char *out, size_t cap);
+
 #endif
