@@ -631,9 +631,10 @@ mdl_status mdl_driver_rebalance(driver *d, int tau, mdl_error *err) {
            "rounds %d-%d took %s samples per iteration (rounds %d-%d pointed the same way)", first,
            d->round, measured, before, first - 1);
   /* A change costs a Setup: what it saves must win back what the last one
-   * took (the run's first, before any change). The difference is expected to last as long again as
-   * it has been seen (a worker slowed for good keeps paying; one that a busy machine slowed for a
-   * second does not), and no longer than the run. */
+   * took (the run's first, before any change). The difference is expected
+   * to last as long again as it has been seen (a worker slowed for good
+   * keeps paying; one that a busy machine slowed for a second does not),
+   * and no longer than the run. */
   int left = (d->max_iter - d->iter + d->tau - 1) / d->tau;
   int seen = d->round - before + 1, horizon = seen < left ? seen : left;
   double saves = (r.round_cur_s - r.round_s) * horizon;
