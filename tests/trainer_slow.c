@@ -15,7 +15,10 @@
  *                communication, as a slow link would;
  *   "straggle:MS:N"  steady, and from iteration N one worker in turn (the
  *                other every round, of two) computes MS ms more a round:
- *                equal speeds on average, yet every round waits for one.
+ *                equal speeds on average, yet every round waits for one;
+ *   "lag:PCT:N"  as straggle, but the one in turn computes PCT% more than
+ *                its round's steady compute: straggling in proportion to
+ *                the round, as workers sharing cores see.
  * Any of them may end in ":setup:MS": every Setup of a worker takes MS ms
  * more (a Setup that must be paid back, whatever the machine's load).
  * Test scaffolding, never linked into memdl. */
@@ -36,8 +39,9 @@ typedef struct slow {
   bool slow;   /* per_s more a sample from iteration `from` */
   bool comm;   /* comm_s a round, not compute, from iteration `from` */
   bool turn;   /* per_s a round every other round, from iteration `from` */
+  bool lag;    /* with turn: lag_frac of the round's compute, not per_s */
   int from, rounds;
-  double per_s, comm_s;
+  double per_s, comm_s, lag_frac;
 } slow;
 
 static void sleep_s(double t) {
@@ -85,6 +89,11 @@ static mdl_status slow_create(const Memdl__Plan *plan, const mdl_trainer_opts *o
     s->steady = s->turn = worker;
     s->per_s = ms * 1e-3;
     s->rounds = o->worker_index; /* the two workers out of step */
+  } else if (how && sscanf(how, "lag:%lf:%d", &ms, &s->from) == 2) {
+    s->slow = false;
+    s->steady = s->turn = s->lag = worker;
+    s->lag_frac = ms * 1e-2;
+    s->rounds = o->worker_index;
   } else if (how && !strncmp(how, "steady", 6)) {
     s->slow = false;
     s->steady = worker;
@@ -141,8 +150,9 @@ static mdl_status slow_run(void *ctx, int tau, int iter_start, const float *w_in
   }
   if (s->comm && iter_start >= s->from) pause += s->comm_s; /* not compute: a slow link */
   if (s->turn && iter_start >= s->from && s->rounds++ % 2 == 0) {
-    pause += s->per_s;
-    stats->compute_s += s->per_s;
+    double extra = s->lag ? s->lag_frac * stats->compute_s : s->per_s;
+    pause += extra;
+    stats->compute_s += extra;
   }
   sleep_s(pause);
   return MDL_OK;

@@ -423,6 +423,69 @@ static bool finished_since(const slot *s, int *seen) {
   return true;
 }
 
+/* A window of rounds as the re-tuning sees it: iterations a round, compute
+ * seconds an iteration, communication and straggling seconds a round. */
+typedef struct retune_window {
+  double t, iter_s, comm, straggle;
+} retune_window;
+
+/* The part of a window's straggling that grows with the round: all of it
+ * once a rise has been judged so, none before. */
+static double growing(const driver *d, const retune_window *w) {
+  return d->retune_grows ? w->straggle : 0;
+}
+
+/* The tau the tuner asks for when a window's communication and its fixed
+ * straggling are what a round costs, and straggling that grows with the
+ * round a cost of every iteration. */
+static int retune_tau(const driver *d, const retune_window *w) {
+  double grows = growing(d, w);
+  mdl_tune_worker row = {.sample_s = w->iter_s + grows / w->t,
+                         .latency_s = w->comm + w->straggle - grows};
+  mdl_tune_table t = {
+      .n_workers = 1, .worker = &row, .global_batch = 1, .max_comm_fraction = comm_bound(d)};
+  int64_t one;
+  mdl_tune_plan p;
+  mdl_tune(&t, &one, &p);
+  return p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+}
+
+/* A rise must lengthen the round this much to be judged: below it, the
+ * two answers differ by less than a window's noise. */
+#define MDL_RETUNE_JUDGE_RATIO 1.5
+
+/* Judges the last rise of tau for straggling by the first window after it
+ * (b; a the window that asked for it): a fixed cost per round would have
+ * stayed what it was, straggling in proportion to the round grown with its
+ * compute -- as when the workers share the cores they compute on, and a
+ * longer round waits just as long in proportion. Whichever b is nearer
+ * (by ratio) is the verdict; a single pair of windows is too noisy to
+ * split the straggling between the two, so one verdict of growing stands
+ * for the run (the cores stay shared). Then the rise is asked again of a,
+ * and what it no longer asks for is taken back. */
+static void judge_rise(driver *d, const retune_window *b) {
+  const retune_window a = {d->retune_raise.t, d->retune_raise.iter_s, d->retune_raise.comm,
+                           d->retune_raise.straggle};
+  double ca = a.t * a.iter_s, cb = b->t * b->iter_s;
+  int to = d->retune_raise.to, floor = d->retune_raise.floor;
+  d->retune_raise.to = 0;
+  /* not a rise for straggling, or too small to tell */
+  if (to != d->tau || !(a.straggle > a.comm) || !(cb >= MDL_RETUNE_JUDGE_RATIO * ca)) return;
+  double grown = a.straggle * cb / ca;
+  d->retune_grows = b->straggle > a.straggle * sqrt(cb / ca);
+  int asked = retune_tau(d, &a);
+  d->retune_floor = asked > floor ? asked : floor;
+  dlog(d,
+       "tau %d judged: straggling took %.1f ms a round at %.0f iterations a round, %.1f ms at "
+       "%.0f (a fixed cost would have stayed at %.1f, a cost in proportion to the round grown "
+       "to %.1f): %s%s",
+       to, a.straggle * 1e3, a.t, b->straggle * 1e3, b->t, a.straggle * 1e3, grown * 1e3,
+       d->retune_grows
+           ? "it grows with the round, which no tau amortizes; from now on it counts as compute"
+           : "a fixed cost per round, which tau amortizes",
+       d->retune_floor < to ? "; the rise is taken back" : "");
+}
+
 void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if (!d->o.tau_tuned) return;
   d->retune_rounds++;
@@ -437,38 +500,44 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   }
   if (d->retune_rounds < MDL_DRIVER_WINDOW) return;
   int rounds = d->retune_rounds;
-  double f = comm_bound(d), round_comm = d->retune_comm / rounds;
-  double round_straggle = straggling(d, d->retune_wall / rounds);
-  double round_over = round_comm + round_straggle;
-  double share = d->retune_wall > 0 ? round_over * rounds / d->retune_wall : 0;
-  double iter_s = (d->retune_wall - round_over * rounds) / d->retune_iters;
   double wall_s = d->retune_wall;
+  retune_window w = {.t = (double)d->retune_iters / rounds,
+                     .comm = d->retune_comm / rounds,
+                     .straggle = straggling(d, wall_s / rounds)};
+  w.iter_s = (wall_s - (w.comm + w.straggle) * rounds) / d->retune_iters;
   d->retune_rounds = d->retune_iters = 0;
   d->retune_wall = d->retune_comm = 0;
+  if (!(w.iter_s > 0)) return;
+  int floor = d->retune_floor;
+  if (d->retune_raise.to) judge_rise(d, &w);
+  bool taken_back = d->retune_floor < floor && d->retune_floor < d->tau;
+  double f = comm_bound(d), grows = growing(d, &w);
+  double share = (w.comm + w.straggle - grows) * rounds / wall_s;
   /* half the bound below it: averaging more often helps convergence, and
    * the gap keeps tau from flapping between two values */
-  if ((share <= f && share >= f / 2) || !(iter_s > 0)) return;
-  if (share < f / 2 && d->tau == 1) return;
-  /* the tuner on what the rounds measured: an iteration, and a round's
-   * communication and straggling as one worker's fixed cost */
-  mdl_tune_worker row = {.sample_s = iter_s, .latency_s = round_over};
-  mdl_tune_table t = {.n_workers = 1, .worker = &row, .global_batch = 1, .max_comm_fraction = f};
-  int64_t one;
-  mdl_tune_plan p;
-  mdl_tune(&t, &one, &p);
-  int next = p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
+  if (!taken_back && ((share <= f && share >= f / 2) || (share < f / 2 && d->tau == 1))) return;
+  int next = retune_tau(d, &w);
   /* a share measured too high once is not trusted to have gone: the
    * round's fixed costs vary with the machine's load, and a tau that
    * swings back and forth would change convergence for nothing */
   if (next < d->retune_floor) next = d->retune_floor;
-  if (next > d->tau) d->retune_floor = next;
+  if (next > d->tau) {
+    d->retune_raise.to = next;
+    d->retune_raise.floor = d->retune_floor;
+    d->retune_raise.t = w.t;
+    d->retune_raise.iter_s = w.iter_s;
+    d->retune_raise.comm = w.comm;
+    d->retune_raise.straggle = w.straggle;
+    d->retune_floor = next;
+  }
   if (next == d->tau) return;
   dlog(d,
        "tau %d -> %d: communication and straggling took %.1f%% of the last %d rounds "
-       "(communication %.1f%%, straggling %.1f%%; bound %.0f%%; measured %.2f ms per iteration, "
-       "%.2f ms per round)",
-       d->tau, next, 100 * share, rounds, 100 * round_comm * rounds / wall_s,
-       100 * round_straggle * rounds / wall_s, 100 * f, iter_s * 1e3, round_over * 1e3);
+       "(communication %.1f%%, straggling %.1f%%%s; bound %.0f%%; measured %.2f ms per "
+       "iteration, %.2f ms per round)",
+       d->tau, next, 100 * share, rounds, 100 * w.comm * rounds / wall_s,
+       100 * w.straggle * rounds / wall_s, grows > 0 ? " counted as compute" : "", 100 * f,
+       (w.iter_s + grows / w.t) * 1e3, (w.comm + w.straggle - grows) * 1e3);
   d->tau = next;
 }
 

@@ -38,6 +38,7 @@ typedef struct slot {
   uint64_t batch; /* its share of the global batch when balanced by speed; 0: the net's */
   double compute_s, rtt_s;
   uint64_t train_samples; /* its partitions' records, as its last Setup said */
+  double setup_s;         /* the seconds its last Setup took it, as it said (0: not said) */
   mdl_driver_worker_stats total;
   /* rebalancing (driver_calibrate.c): its model, fixed + batch x per-sample
    * seconds an iteration (from the calibration, rescaled by what the rounds
@@ -124,6 +125,15 @@ typedef struct driver {
   int retune_rounds, retune_iters;
   int retune_floor; /* the largest tau a measured excess asked for: never gone below */
   double retune_wall, retune_comm;
+  /* straggling is taken for a fixed cost per round until a rise for it is
+   * judged (mdl_driver_retune): retune_grows, when it grew with the round
+   * then, which no tau amortizes; retune_raise the rise waiting to be
+   * judged (to 0: none), the floor before it and the window that asked */
+  bool retune_grows;
+  struct {
+    int to, floor;
+    double t, iter_s, comm, straggle; /* iterations a round, s an iteration, s a round */
+  } retune_raise;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
    * this process it ignores (the first after a Setup builds the arenas);
    * the first round of the last window when it proposed a change (0: it
@@ -131,8 +141,9 @@ typedef struct driver {
   int rebalance_rounds, rebalance_skip, rebalance_proposed;
   bool rebalance_kept_said; /* "blocks: kept" printed for the proposal standing */
   /* how long setting every worker up took the last time: a change of
-   * shares, or until one is timed, the run's first Setup (a change costs
-   * a Setup with the same data to load, plus the optimiser states) */
+   * shares, or until one is timed, the run's first Setup as the slowest
+   * worker timed it (a change costs a Setup with the same data to load,
+   * plus the optimiser states) */
   double setup_s;
 } driver;
 

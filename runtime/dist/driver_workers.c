@@ -98,6 +98,7 @@ static mdl_status setup_slots(driver *d, slot **which, int n, Memdl__WorkerSnaps
     s->alive = true;
     snprintf(s->host_id, sizeof s->host_id, "%s", r->host_id ? r->host_id : "");
     s->train_samples = r->train_samples;
+    s->setup_s = r->has_setup_seconds && r->setup_seconds > 0 ? r->setup_seconds : 0;
     if (r->replaced_session && r->replaced_session != d->session)
       dlog(d,
            "worker %d (%s) was still serving run %016llx of another driver: taken over (that "
@@ -629,7 +630,14 @@ mdl_status mdl_driver_setup_workers(driver *d, const Memdl__DriverSnapshot *snap
   int ok = 0;
   double t0 = mdl_now();
   mdl_status st = setup_slots(d, all, d->k, snap ? snap->worker : NULL, &ok, err);
+  /* what a change of shares will cost until one is timed: the slowest
+   * worker's own Setup (the wait for its process to start is not paid
+   * again), or the whole when a worker did not say */
   d->setup_s = mdl_now() - t0;
+  double said = 0;
+  for (int i = 0; i < d->k; i++)
+    if (d->s[i].alive && d->s[i].setup_s > said) said = d->s[i].setup_s;
+  if (said > 0 && said < d->setup_s) d->setup_s = said;
   free(all);
   dlog(d, "plan %s: %zu parameters (%.2f MB), %d workers, tau %d, iterations %d..%d, seed %llu",
        d->plan->job_name ? d->plan->job_name : "", d->n_params, d->n_params * 4.0 / 1e6, d->k,

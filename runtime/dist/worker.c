@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/pb.h"
 #include "plan.pb-c.h"
@@ -220,6 +221,7 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
                            size_t bulk_len, mdl_rpc_out *reply, mdl_error *err) {
   mdl_worker *w = ctx;
   const Memdl__SetupRequest *r = (const Memdl__SetupRequest *)m;
+  double t0 = mdl_now();
   if (!r->session) return mdl_errorf(err, MDL_ERR_INVALID, "Setup: session 0");
   if (r->num_workers == 0 || r->num_workers > MDL_WORKER_MAX_WORKERS ||
       r->worker_index >= r->num_workers)
@@ -321,6 +323,8 @@ static mdl_status on_setup(void *ctx, mdl_rpc_call_ctx *call, const ProtobufCMes
   rep->host_id = w->host_id;
   rep->has_replaced_session = replaced != 0;
   rep->replaced_session = replaced;
+  rep->has_setup_seconds = 1;
+  rep->setup_seconds = mdl_now() - t0;
   reply->msg = &rep->base;
   return MDL_OK;
 }
