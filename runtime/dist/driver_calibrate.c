@@ -399,9 +399,9 @@ mdl_status mdl_driver_calibrate(driver *d, mdl_error *err) {
 /* What a round costs beyond its iterations, from a window of rounds: the
  * workers' communication, and straggling: the mean round time over the
  * slowest worker's mean (the price of each round waiting for whichever
- * worker is slow this time, which longer rounds average out, as they do
- * the fixed costs; a worker slow on average is the shares' business, not
- * tau's, and does not count). */
+ * worker is slow this time, a fixed cost per round that longer rounds
+ * amortize unless judge_rise finds it grows with them; a worker slow on
+ * average is the shares' business, not tau's, and does not count). */
 static double straggling(driver *d, double wall_mean) {
   double slowest = 0;
   for (int i = 0; i < d->k; i++) {
@@ -422,12 +422,6 @@ static bool finished_since(const slot *s, int *seen) {
   *seen = s->total.rounds;
   return true;
 }
-
-/* A window of rounds as the re-tuning sees it: iterations a round, compute
- * seconds an iteration, communication and straggling seconds a round. */
-typedef struct retune_window {
-  double t, iter_s, comm, straggle;
-} retune_window;
 
 /* The part of a window's straggling that grows with the round: all of it
  * once a rise has been judged so, none before. */
@@ -461,20 +455,25 @@ static int retune_tau(const driver *d, const retune_window *w) {
  * longer round waits just as long in proportion. Whichever b is nearer
  * (by ratio) is the verdict; a single pair of windows is too noisy to
  * split the straggling between the two, so one verdict of growing stands
- * for the run (the cores stay shared). Then the rise is asked again of a,
- * and what it no longer asks for is taken back. */
+ * for the run (the cores stay shared), and the rise is asked again of a:
+ * what it no longer asks for is taken back. The verdict leans to a fixed
+ * cost, the old rule: a was picked for its excess, and the window after
+ * it tends to straggle less whatever tau is. */
 static void judge_rise(driver *d, const retune_window *b) {
-  const retune_window a = {d->retune_raise.t, d->retune_raise.iter_s, d->retune_raise.comm,
-                           d->retune_raise.straggle};
+  const retune_window a = d->retune_raised;
   double ca = a.t * a.iter_s, cb = b->t * b->iter_s;
-  int to = d->retune_raise.to, floor = d->retune_raise.floor;
-  d->retune_raise.to = 0;
-  /* not a rise for straggling, or too small to tell */
-  if (to != d->tau || !(a.straggle > a.comm) || !(cb >= MDL_RETUNE_JUDGE_RATIO * ca)) return;
+  int to = d->retune_raised_to, floor = d->retune_raised_floor;
+  d->retune_raised_to = 0;
+  /* judged before, not a rise for straggling, or too small to tell */
+  if (d->retune_grows || to != d->tau || !(a.straggle > a.comm) ||
+      !(cb >= MDL_RETUNE_JUDGE_RATIO * ca))
+    return;
   double grown = a.straggle * cb / ca;
   d->retune_grows = b->straggle > a.straggle * sqrt(cb / ca);
-  int asked = retune_tau(d, &a);
-  d->retune_floor = asked > floor ? asked : floor;
+  if (d->retune_grows) { /* the rise asked again, of the same window */
+    int asked = retune_tau(d, &a);
+    d->retune_floor = asked > floor ? asked : floor;
+  }
   dlog(d,
        "tau %d judged: straggling took %.1f ms a round at %.0f iterations a round, %.1f ms at "
        "%.0f (a fixed cost would have stayed at %.1f, a cost in proportion to the round grown "
@@ -509,7 +508,7 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   d->retune_wall = d->retune_comm = 0;
   if (!(w.iter_s > 0)) return;
   int floor = d->retune_floor;
-  if (d->retune_raise.to) judge_rise(d, &w);
+  if (d->retune_raised_to) judge_rise(d, &w);
   bool taken_back = d->retune_floor < floor && d->retune_floor < d->tau;
   double f = comm_bound(d), grows = growing(d, &w);
   double share = (w.comm + w.straggle - grows) * rounds / wall_s;
@@ -522,12 +521,9 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
    * swings back and forth would change convergence for nothing */
   if (next < d->retune_floor) next = d->retune_floor;
   if (next > d->tau) {
-    d->retune_raise.to = next;
-    d->retune_raise.floor = d->retune_floor;
-    d->retune_raise.t = w.t;
-    d->retune_raise.iter_s = w.iter_s;
-    d->retune_raise.comm = w.comm;
-    d->retune_raise.straggle = w.straggle;
+    d->retune_raised_to = next;
+    d->retune_raised_floor = d->retune_floor;
+    d->retune_raised = w;
     d->retune_floor = next;
   }
   if (next == d->tau) return;

@@ -24,6 +24,13 @@
  * slow round is noise. */
 #define MDL_DRIVER_WINDOW 5
 
+/* A window of rounds as mdl_driver_retune sees it: iterations a round,
+ * compute seconds an iteration, communication and straggling seconds a
+ * round. */
+typedef struct retune_window {
+  double t, iter_s, comm, straggle;
+} retune_window;
+
 typedef struct slot {
   int index;
   char addr[300];
@@ -127,13 +134,11 @@ typedef struct driver {
   double retune_wall, retune_comm;
   /* straggling is taken for a fixed cost per round until a rise for it is
    * judged (mdl_driver_retune): retune_grows, when it grew with the round
-   * then, which no tau amortizes; retune_raise the rise waiting to be
-   * judged (to 0: none), the floor before it and the window that asked */
+   * then, which no tau amortizes; the rise waiting to be judged (to 0:
+   * none), the floor before it and the window that asked for it */
   bool retune_grows;
-  struct {
-    int to, floor;
-    double t, iter_s, comm, straggle; /* iterations a round, s an iteration, s a round */
-  } retune_raise;
+  int retune_raised_to, retune_raised_floor;
+  retune_window retune_raised;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
    * this process it ignores (the first after a Setup builds the arenas);
    * the first round of the last window when it proposed a change (0: it
