@@ -61,7 +61,7 @@ static double seconds_per_flop(const mdl_compile_report_in *in, const mdl_cost *
     *measured = true;
     return slow / (cost->train_flops / (double)cost->batch);
   }
-  mdl_tune_input a = mdl_tune_defaults(1, false, 0.1);
+  mdl_tune_input a = mdl_tune_defaults(1, false, MDL_TUNE_COMM_FRACTION);
   return 1.0 / (a.worker_gflops * 1e9);
 }
 
@@ -79,7 +79,7 @@ static bool tune_view_of(const mdl_compile_report_in *in, tune_view *v) {
   const mdl_compiled *c = in->c;
   if (c->n_nets == 0 || c->nets[0].phase != CAFFE__PHASE__TRAIN) return false;
   const Memdl__Sync *sync = in->job->job->sync;
-  double f = sync && sync->max_comm_fraction > 0 ? sync->max_comm_fraction : 0.1;
+  double f = mdl_tune_comm_bound(sync ? sync->max_comm_fraction : 0);
   int fixed = sync && sync->tau ? (int)sync->tau : 0;
   mdl_cost cost;
   mdl_cost_of(c->nets[0].graph, &cost);

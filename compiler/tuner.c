@@ -42,6 +42,11 @@ void mdl_cost_of(const mdl_graph *g, mdl_cost *out) {
   if (!out->batch && g->n_blobs) out->batch = g->blob_shape[0].n ? g->blob_shape[0].d[0] : 1;
 }
 
+double mdl_tune_comm_bound(double max_comm_fraction) {
+  return max_comm_fraction > 0 && max_comm_fraction < 1 ? max_comm_fraction
+                                                        : MDL_TUNE_COMM_FRACTION;
+}
+
 mdl_tune_input mdl_tune_defaults(int workers, bool remote, double max_comm_fraction) {
   /* Measured on the 2-core development VM: training sustains ~100 GFLOP/s
    * per worker (bench/run.sh); moving weights costs 10 GB/s through shared
@@ -53,7 +58,7 @@ mdl_tune_input mdl_tune_defaults(int workers, bool remote, double max_comm_fract
   mdl_tune_input in = {
       .workers = workers > 0 ? workers : 1,
       .remote = remote,
-      .max_comm_fraction = max_comm_fraction > 0 && max_comm_fraction < 1 ? max_comm_fraction : 0.1,
+      .max_comm_fraction = mdl_tune_comm_bound(max_comm_fraction),
       .worker_gflops = 100,
       .bandwidth_gbs = remote ? 2.5 : 10,
       .latency_s = remote ? 3e-3 : 2e-3,
@@ -151,7 +156,7 @@ static double slowest_iter(const mdl_tune_table *t, const int64_t *share) {
 
 /* comm / (tau * iter + comm) <= f  <=>  tau >= comm (1 - f) / (f iter) */
 static int choose_tau(const mdl_tune_table *t, double iter_s, double comm_s, double *need) {
-  double f = t->max_comm_fraction > 0 && t->max_comm_fraction < 1 ? t->max_comm_fraction : 0.1;
+  double f = mdl_tune_comm_bound(t->max_comm_fraction);
   *need = iter_s > 0 ? comm_s * (1 - f) / (f * iter_s) : 1000;
   if (t->fixed_tau > 0) return t->fixed_tau;
   return *need <= 1 ? 1 : *need >= 1000 ? 1000 : (int)ceil(*need);
@@ -291,7 +296,7 @@ size_t mdl_tune_explain(const mdl_tune_table *t, const int64_t *share, const mdl
        p->iter_equal_s * 1e3);
   EMIT("  comm = max latency + sum 2 x %.2f MB / bandwidth = %.2f ms\n", t->weight_bytes / 1e6,
        p->comm_s * 1e3);
-  double f = t->max_comm_fraction > 0 && t->max_comm_fraction < 1 ? t->max_comm_fraction : 0.1;
+  double f = mdl_tune_comm_bound(t->max_comm_fraction);
   if (t->fixed_tau > 0)
     EMIT("  tau = %d (fixed by the job; the bound would need %.2f)\n", p->tau, p->need_tau);
   else

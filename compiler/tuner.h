@@ -48,6 +48,14 @@ typedef struct mdl_tune_table {
   int fixed_tau;            /* > 0: the job fixes tau; only the shares are chosen */
 } mdl_tune_table;
 
+/* The largest share of a round the tuner lets communication take when the
+ * job does not say (sync.max_comm_fraction). */
+#define MDL_TUNE_COMM_FRACTION 0.05
+
+/* The job's bound on a round's communication share when it is one (in
+ * (0, 1)), else MDL_TUNE_COMM_FRACTION. */
+double mdl_tune_comm_bound(double max_comm_fraction);
+
 /* The improvement of the predicted round time below which workers keep
  * equal shares: measured speeds jitter by a few percent, and equal shares
  * keep a run's bits independent of the measurement. */

@@ -507,7 +507,7 @@ Test(driver_net, equal_speeds_keep_equal_shares_and_the_bits) {
 Test(driver_net, a_slow_link_mid_run_raises_a_tuned_tau) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   setenv("MDL_TEST_SLOW", "comm:150:20", 1);
-  const char *sets[] = {"max_iter=160", "test_interval=0", NULL};
+  const char *sets[] = {"max_iter=160", "test_interval=0", "sync.max_comm_fraction=0.1", NULL};
   char *log = logged_run(sets, "slownet", 0, false, NULL);
   const char *ch = strstr(log, "memdl driver: tau ");
   int from = 0, to = 0;
@@ -553,7 +553,7 @@ Test(driver_net, a_slow_link_mid_run_raises_a_tuned_tau) {
 Test(driver_net, workers_slow_in_turn_raise_a_tuned_tau_and_keep_equal_shares) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   setenv("MDL_TEST_SLOW", "straggle:400:20", 1);
-  const char *sets[] = {"max_iter=200", "test_interval=0", NULL};
+  const char *sets[] = {"max_iter=200", "test_interval=0", "sync.max_comm_fraction=0.1", NULL};
   char *log = logged_run(sets, "slownet", 0, false, NULL);
   const char *ch = strstr(log, "memdl driver: tau ");
   int from = 0, to = 0;
@@ -588,41 +588,41 @@ static int last_round_tau(void) {
 /* Straggling in proportion to the round: from iteration 20 the worker in
  * turn computes 60% more than its round's steady compute, so every round
  * waits about 15% of its time whatever tau is (workers that share cores
- * straggle so). Taken at first for a fixed cost, it raises tau (a small
- * rise, whose judgment comes soon even when a loaded machine's calibration
- * chose tau 12; one under 1.5 times is not judged, and the next is); the
- * first window at a raised tau finds the straggling grown with the round,
- * says so, and takes the rise back, and tau does not climb again. */
-Test(driver_net, straggling_that_grows_with_the_round_takes_back_the_rise_it_caused) {
+ * straggle so). Taken at first for a fixed cost, it raises tau (by about
+ * 1.6 times: the judgment comes soon even when a loaded machine's
+ * calibration chose tau 12). The first window at the raised tau finds that
+ * straggling took the same share of the compute as before, says that it
+ * grows with the round, and tau climbs no more for it. The bound is set
+ * here, as the arithmetic above needs it. */
+Test(driver_net, straggling_that_grows_with_the_round_stops_tau_climbing_for_it) {
   if (!have_data()) cr_skip_test("Fashion-MNIST is not installed (dataset-fashion-mnist)");
   setenv("MDL_TEST_SLOW", "lag:60:20", 1);
-  const char *sets[] = {"max_iter=300", "test_interval=0", NULL};
+  const char *sets[] = {"max_iter=300", "test_interval=0", "sync.max_comm_fraction=0.1", NULL};
   char *log = logged_run(sets, "slownet", 0, false, NULL);
-  const char *ch = strstr(log, "memdl driver: tau ");
-  int from = 0, to = 0;
-  double share = 0, comm = 0, straggle = 0;
-  for (; ch; ch = strstr(ch + 1, "memdl driver: tau "))
-    if (sscanf(
-            ch,
-            "memdl driver: tau %d -> %d: communication and straggling took %lf%% of the last %*d "
-            "rounds (communication %lf%%, straggling %lf%%",
-            &from, &to, &share, &comm, &straggle) == 5 &&
-        to > from && straggle > 10)
+  /* the verdict (a noisy first window may call an earlier rise a fixed
+   * cost; the next rise is judged again) */
+  const char *j = strstr(log, "memdl driver: tau ");
+  int to = 0;
+  double sa = 0, sb = 0;
+  for (; j; j = strstr(j + 1, "memdl driver: tau ")) {
+    const char *grows = strstr(j, ": it grows with the round"), *eol = strchr(j, '\n');
+    if (sscanf(j,
+               "memdl driver: tau %d judged: straggling was %lf%% of the compute at %*f "
+               "iterations a round, %lf%% at ",
+               &to, &sa, &sb) == 3 &&
+        grows && eol && grows < eol)
       break;
-  cr_assert(ch, "tau never raised for straggling:\n%s", log);
-  char judged[64];
-  snprintf(judged, sizeof judged, "memdl driver: tau %d judged: ", to);
-  const char *j = strstr(ch, judged);
-  cr_assert(j, "the rise to %d never judged:\n%s", to, log);
-  const char *grows = strstr(j, "): it grows with the round, which no tau amortizes");
-  const char *back_said = strstr(j, "; the rise is taken back");
-  cr_assert(grows && back_said && back_said < strchr(j, '\n'), "%.400s", j);
-  int back = 0, raised = 0;
-  cr_assert(sscanf(strchr(j, '\n') + 1, "memdl driver: tau %d -> %d:", &raised, &back) == 2,
-            "no change after the judgment:\n%s", j);
-  cr_assert_eq(raised, to);
-  cr_assert_lt(back, to, "%.300s", j);
-  cr_assert_lt(last_round_tau(), to, "tau climbed again:\n%s", log);
+  }
+  cr_assert(j, "straggling never judged to grow with the round:\n%s", log);
+  cr_assert_geq(sb, 0.9 * sa, "%.300s", j);
+  /* after it, no rise for straggling, and tau stays where that rise left it */
+  const char *ch = j;
+  while ((ch = strstr(ch + 1, "memdl driver: tau ")) != NULL) {
+    int from = 0, next = 0;
+    if (sscanf(ch, "memdl driver: tau %d -> %d:", &from, &next) == 2)
+      cr_assert_lt(next, from, "tau climbed again:\n%s", log);
+  }
+  cr_assert_leq(last_round_tau(), to, "tau climbed again:\n%s", log);
   cr_assert_null(strstr(log, "blocks by measured speed"), "shares moved:\n%s", log);
   free(log);
 }

@@ -39,8 +39,7 @@ static double std_error(const double *v, int n, double m) {
 }
 
 static double comm_bound(const driver *d) {
-  double f = d->plan->sync ? d->plan->sync->max_comm_fraction : 0;
-  return f > 0 && f < 1 ? f : 0.1;
+  return mdl_tune_comm_bound(d->plan->sync ? d->plan->sync->max_comm_fraction : 0);
 }
 
 /* One calibration Round of tau iterations to the n slots act; fills c's
@@ -444,45 +443,44 @@ static int retune_tau(const driver *d, const retune_window *w) {
   return p.tau > MDL_WORKER_MAX_TAU ? MDL_WORKER_MAX_TAU : p.tau;
 }
 
-/* A rise must lengthen the round this much to be judged: below it, the
- * two answers differ by less than a window's noise. */
+/* A rise must lengthen the round this much to be judged: below it, what a
+ * fixed cost would save is lost in a window's noise. */
 #define MDL_RETUNE_JUDGE_RATIO 1.5
 
+/* Straggling grows with the round when a rise left its share of the
+ * compute at least this much of what it was (a fixed cost per round would
+ * have fallen in proportion to the round, by a third or more). */
+#define MDL_RETUNE_GROWS 0.9
+
 /* Judges the last rise of tau for straggling by the first window after it
- * (b; a the window that asked for it): a fixed cost per round would have
- * stayed what it was, straggling in proportion to the round grown with its
- * compute -- as when the workers share the cores they compute on, and a
- * longer round waits just as long in proportion. Whichever b is nearer
- * (by ratio) is the verdict; a single pair of windows is too noisy to
- * split the straggling between the two, so one verdict of growing stands
- * for the run (the cores stay shared), and the rise is asked again of a:
- * what it no longer asks for is taken back. The verdict leans to a fixed
- * cost, the old rule: a was picked for its excess, and the window after
- * it tends to straggle less whatever tau is. */
+ * (b; a the window that asked for it): a fixed cost per round falls as a
+ * share of the round when the round grows; straggling in proportion to the
+ * round does not -- as when the workers share the cores they compute on,
+ * and a longer round waits just as long in proportion. When it did not
+ * fall, straggling counts as compute from then on: tau stops climbing for
+ * it (the rise made stays: with more workers than cores straggling may
+ * grow with short rounds and still level off with long ones, which a
+ * window at a lower tau cannot tell). a was picked for its excess, and the
+ * window after it tends to straggle less whatever tau is: the verdict
+ * leans to a fixed cost, the rule before any verdict. */
 static void judge_rise(driver *d, const retune_window *b) {
   const retune_window a = d->retune_raised;
   double ca = a.t * a.iter_s, cb = b->t * b->iter_s;
-  int to = d->retune_raised_to, floor = d->retune_raised_floor;
+  int to = d->retune_raised_to;
   d->retune_raised_to = 0;
   /* judged before, not a rise for straggling, or too small to tell */
   if (d->retune_grows || to != d->tau || !(a.straggle > a.comm) ||
       !(cb >= MDL_RETUNE_JUDGE_RATIO * ca))
     return;
-  double grown = a.straggle * cb / ca;
-  d->retune_grows = b->straggle > a.straggle * sqrt(cb / ca);
-  if (d->retune_grows) { /* the rise asked again, of the same window */
-    int asked = retune_tau(d, &a);
-    d->retune_floor = asked > floor ? asked : floor;
-  }
+  double sa = a.straggle / ca, sb = b->straggle / cb;
+  d->retune_grows = sb >= MDL_RETUNE_GROWS * sa;
   dlog(d,
-       "tau %d judged: straggling took %.1f ms a round at %.0f iterations a round, %.1f ms at "
-       "%.0f (a fixed cost would have stayed at %.1f, a cost in proportion to the round grown "
-       "to %.1f): %s%s",
-       to, a.straggle * 1e3, a.t, b->straggle * 1e3, b->t, a.straggle * 1e3, grown * 1e3,
-       d->retune_grows
-           ? "it grows with the round, which no tau amortizes; from now on it counts as compute"
-           : "a fixed cost per round, which tau amortizes",
-       d->retune_floor < to ? "; the rise is taken back" : "");
+       "tau %d judged: straggling was %.1f%% of the compute at %.0f iterations a round, %.1f%% "
+       "at %.0f: %s",
+       to, 100 * sa, a.t, 100 * sb, b->t,
+       d->retune_grows ? "it grows with the round, which no tau amortizes; from now on it "
+                         "counts as compute, and tau does not climb for it"
+                       : "it fell with the longer round, as a cost per round does");
 }
 
 void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
@@ -507,14 +505,12 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   d->retune_rounds = d->retune_iters = 0;
   d->retune_wall = d->retune_comm = 0;
   if (!(w.iter_s > 0)) return;
-  int floor = d->retune_floor;
   if (d->retune_raised_to) judge_rise(d, &w);
-  bool taken_back = d->retune_floor < floor && d->retune_floor < d->tau;
   double f = comm_bound(d), grows = growing(d, &w);
   double share = (w.comm + w.straggle - grows) * rounds / wall_s;
   /* half the bound below it: averaging more often helps convergence, and
    * the gap keeps tau from flapping between two values */
-  if (!taken_back && ((share <= f && share >= f / 2) || (share < f / 2 && d->tau == 1))) return;
+  if ((share <= f && share >= f / 2) || (share < f / 2 && d->tau == 1)) return;
   int next = retune_tau(d, &w);
   /* a share measured too high once is not trusted to have gone: the
    * round's fixed costs vary with the machine's load, and a tau that
@@ -522,7 +518,6 @@ void mdl_driver_retune(driver *d, int tau, double wall, double comm) {
   if (next < d->retune_floor) next = d->retune_floor;
   if (next > d->tau) {
     d->retune_raised_to = next;
-    d->retune_raised_floor = d->retune_floor;
     d->retune_raised = w;
     d->retune_floor = next;
   }

@@ -135,9 +135,9 @@ typedef struct driver {
   /* straggling is taken for a fixed cost per round until a rise for it is
    * judged (mdl_driver_retune): retune_grows, when it grew with the round
    * then, which no tau amortizes; the rise waiting to be judged (to 0:
-   * none), the floor before it and the window that asked for it */
+   * none) and the window that asked for it */
   bool retune_grows;
-  int retune_raised_to, retune_raised_floor;
+  int retune_raised_to;
   retune_window retune_raised;
   /* mdl_driver_rebalance's window: rounds in it, and the last round of
    * this process it ignores (the first after a Setup builds the arenas);

@@ -66,7 +66,7 @@ static void tune_tau(const mdl_job *job, const mdl_compiled *c, mdl_driver_opts 
   const Memdl__Sync *sync = job->job ? job->job->sync : NULL;
   mdl_cost cost;
   mdl_cost_of(c->nets[0].graph, &cost);
-  mdl_tune_input in = mdl_tune_defaults(k, remote, sync ? sync->max_comm_fraction : 0.1);
+  mdl_tune_input in = mdl_tune_defaults(k, remote, sync ? sync->max_comm_fraction : 0);
   mdl_tune_result r = mdl_tune_tau(&cost, &in);
   o->tau = r.tau;
   o->tau_tuned = true;
